@@ -1,0 +1,305 @@
+"""``seed-bot``: run the bot, migrate its database, check a deployment, ask the model."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import mimetypes
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import discord
+
+from bot.config import Config, load_config
+from bot.domain.errors import ConfigError, SeedBotError
+from bot.domain.models import EFFORT_LEVELS, THINKING_MODES, ModelRequest, Progress
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+# What the bot needs in a channel: read, answer, open threads, attach reasoning.md.
+BOT_PERMISSIONS = discord.Permissions(
+    view_channel=True,
+    send_messages=True,
+    send_messages_in_threads=True,
+    create_public_threads=True,
+    create_private_threads=True,
+    attach_files=True,
+    read_message_history=True,
+)
+MESSAGE_CONTENT_FLAGS = (1 << 18) | (1 << 19)  # GATEWAY_MESSAGE_CONTENT(_LIMITED)
+
+
+def invite_url(application_id: int | str) -> str:
+    return (
+        f"https://discord.com/oauth2/authorize?client_id={application_id}"
+        f"&scope=bot+applications.commands&permissions={BOT_PERMISSIONS.value}"
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="seed-bot",
+        description="A Discord bot for ByteDance Seed 2.0 Mini on fal.ai. Secrets come from "
+        "DISCORD_TOKEN and FAL_KEY; everything else from config.toml (see "
+        "config.example.toml) or SEED_BOT_<SECTION>__<KEY> variables.",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="config file (default: ./config.toml if it exists, or $SEED_BOT_CONFIG)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run",
+        help="run the bot until SIGINT/SIGTERM",
+        description="Connect to Discord and answer people. Migrates an "
+        "SQLite database first (database.auto_migrate).",
+    )
+    run.add_argument(
+        "--sync",
+        action="store_true",
+        help="register the slash commands with Discord globally first (do it once after "
+        "install or upgrade; Discord may take a while to show them)",
+    )
+
+    sub.add_parser("migrate", help="upgrade the database schema to the latest version")
+
+    sub.add_parser(
+        "check",
+        help="validate the config, the database and both credentials; print the invite URL",
+    )
+
+    ask = sub.add_parser(
+        "ask",
+        help="ask the model from the terminal (tests a fal key)",
+        description="Send one prompt to the model with the bot's own client and print the "
+        "answer, then the reasoning under a heading.",
+    )
+    ask.add_argument("prompt", help="the question")
+    ask.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        metavar="FILE_OR_URL",
+        help="an image (JPEG, PNG, WebP) to include; repeatable, up to 6",
+    )
+    ask.add_argument(
+        "--video",
+        action="append",
+        default=[],
+        metavar="FILE_OR_URL",
+        help="a video (MP4, MOV) to include; repeatable, up to 3",
+    )
+    ask.add_argument("--thinking", choices=THINKING_MODES, help="thinking mode")
+    ask.add_argument("--effort", choices=EFFORT_LEVELS, help="reasoning effort")
+    ask.add_argument("--system", metavar="TEXT", help="system prompt")
+    return parser
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    needs = {"run": ("discord", "fal"), "ask": ("fal",)}.get(args.command, ())
+    try:
+        config = load_config(args.config, required_secrets=needs)
+    except ConfigError as exc:
+        print(f"seed-bot: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    setup_logging(config.logging.level)
+    command = {"run": _run, "migrate": _migrate, "check": _check, "ask": _ask}[args.command]
+    try:
+        return asyncio.run(command(config, args))
+    except KeyboardInterrupt:
+        return EXIT_FAILED
+    except discord.PrivilegedIntentsRequired:
+        print(
+            "seed-bot: Discord refused the Message Content intent. Enable it: Discord developer "
+            "portal → your application → Bot → Privileged Gateway Intents → Message Content "
+            "Intent, then start again.",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    except discord.LoginFailure:
+        print("seed-bot: Discord refused the token (DISCORD_TOKEN).", file=sys.stderr)
+        return EXIT_FAILED
+    except SeedBotError as exc:
+        print(f"seed-bot: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+async def _run(config: Config, args: argparse.Namespace) -> int:
+    from bot.app import run_bot
+
+    await run_bot(config, sync_commands=args.sync)
+    return EXIT_OK
+
+
+async def _migrate(config: Config, args: argparse.Namespace) -> int:
+    from bot.storage.migrate import current_revision, upgrade
+
+    before = await current_revision(config.database.url)
+    await upgrade(config.database.url)
+    after = await current_revision(config.database.url)
+    print(f"database at revision {after} (was {before or 'empty'})")
+    return EXIT_OK
+
+
+def _file_or_url(value: str) -> tuple[str, bytes | None, str]:
+    """(name, bytes or None for a URL, content type)."""
+    if value.startswith(("http://", "https://", "data:")):
+        return value, None, ""
+    path = Path(value)
+    ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    try:
+        return path.name, path.read_bytes(), ctype
+    except OSError as exc:
+        raise SeedBotError(f"{value}: cannot read the file ({exc.strerror})") from None
+
+
+async def _ask(config: Config, args: argparse.Namespace) -> int:
+    from bot.app import fal_settings
+    from bot.fal.client import FalClient
+
+    async def progress(p: Progress) -> None:
+        text = (
+            f"waiting in queue (position {p.queue_position})"
+            if p.state == "queued"
+            else "thinking…"
+        )
+        print(text, file=sys.stderr)
+
+    async with aiohttp.ClientSession() as session:
+        client = FalClient(session, fal_settings(config))
+
+        async def urls(values: list[str]) -> tuple[str, ...]:
+            out = []
+            for value in values:
+                name, data, ctype = _file_or_url(value)
+                out.append(
+                    name
+                    if data is None
+                    else await client.upload(data, content_type=ctype, file_name=name)
+                )
+            return tuple(out)
+
+        request = ModelRequest(
+            prompt=args.prompt,
+            image_urls=await urls(args.image),
+            video_urls=await urls(args.video),
+            system_prompt=args.system,
+            thinking=args.thinking,
+            reasoning_effort=args.effort,
+        )
+        handle = await client.submit(request)
+        print(f"request {handle.request_id}", file=sys.stderr)
+        reply = await client.wait(handle, on_progress=progress, timeout=config.fal.turn_timeout)
+    print(reply.output)
+    if reply.reasoning:
+        print("\n## Reasoning\n")
+        print(reply.reasoning)
+    return EXIT_OK
+
+
+async def _check(config: Config, args: argparse.Namespace) -> int:
+    """Each check prints one line, ok or the problem; exit 1 when any failed."""
+    failed = False
+
+    def report(ok: bool, what: str) -> None:
+        nonlocal failed
+        failed |= not ok
+        print(f"{'ok  ' if ok else 'FAIL'} {what}")
+
+    report(True, "config is valid")
+    failed |= not await _check_database(config, report)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
+        await _check_fal(config, session, report)
+        await _check_discord(config, session, report)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+async def _check_database(config: Config, report: Any) -> bool:
+    from bot.storage.migrate import current_revision, head_revision
+
+    try:
+        current = await current_revision(config.database.url)
+    except SeedBotError as exc:
+        report(False, f"database: {exc}")
+        return False
+    head = head_revision()
+    if current == head:
+        report(True, f"database schema is current ({head})")
+    elif config.database.should_auto_migrate:
+        report(True, f"database schema at {current or 'empty'}; `run` will migrate it to {head}")
+    else:
+        report(
+            False, f"database schema at {current or 'empty'}, needs {head}: run `seed-bot migrate`"
+        )
+    return True
+
+
+async def _check_fal(config: Config, session: aiohttp.ClientSession, report: Any) -> None:
+    from bot.app import fal_settings
+    from bot.fal.client import FalClient
+
+    if not config.fal.key:
+        report(False, "fal: FAL_KEY is not set")
+        return
+    client = FalClient(session, fal_settings(config))
+    try:
+        accepted = await client.check_key()
+    except SeedBotError as exc:
+        report(False, f"fal: {exc}")
+        return
+    report(accepted, "fal key accepted" if accepted else "fal: the key was refused (401/403)")
+
+
+async def _check_discord(config: Config, session: aiohttp.ClientSession, report: Any) -> None:
+    token = config.discord.token
+    if not token:
+        report(False, "discord: DISCORD_TOKEN is not set")
+        return
+    headers = {"Authorization": f"Bot {token.get()}"}
+    base = config.discord.api_base.rstrip("/")
+    try:
+        async with session.get(f"{base}/users/@me", headers=headers) as response:
+            if response.status == 401:
+                report(False, "discord: the token was refused (401); reset it in the portal")
+                return
+            if response.status != 200:
+                report(False, f"discord: /users/@me answered HTTP {response.status}")
+                return
+            me = await response.json()
+        async with session.get(f"{base}/oauth2/applications/@me", headers=headers) as response:
+            app = await response.json() if response.status == 200 else {}
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        report(False, f"discord: cannot reach the API ({type(exc).__name__})")
+        return
+    report(True, f"discord token accepted: bot {me.get('username')} (id {me.get('id')})")
+    flags = int(app.get("flags") or 0)
+    if app and not flags & MESSAGE_CONTENT_FLAGS:
+        report(
+            False,
+            "discord: the Message Content intent is not enabled (developer portal → "
+            "Bot → Privileged Gateway Intents)",
+        )
+    print(f"invite URL: {invite_url(app.get('id') or me.get('id'))}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

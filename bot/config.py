@@ -1,0 +1,485 @@
+"""Configuration: ``config.toml`` plus the environment → frozen, validated settings.
+
+Every key can be overridden by an environment variable named
+``SEED_BOT_<SECTION>__<KEY>`` in upper case (``SEED_BOT_DATABASE__URL``,
+``SEED_BOT_LIMITS__MAX_IN_FLIGHT``). Lists are comma-separated, booleans are
+``true/false/1/0/yes/no/on/off``. The two secrets also come from their usual variables,
+``DISCORD_TOKEN`` and ``FAL_KEY`` (or ``FAL_KEY_ID`` + ``FAL_KEY_SECRET``), which win over the
+file. Every problem is collected and reported at once in one ``ConfigError``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+from urllib.parse import urlsplit
+
+from bot.domain.errors import ConfigError
+from bot.domain.models import (
+    MAX_TOKENS_RANGE,
+    TEMPERATURE_RANGE,
+    TOP_P_RANGE,
+    Effort,
+    GenerationSettings,
+    Thinking,
+)
+
+ENV_PREFIX = "SEED_BOT_"
+DEFAULT_CONFIG_PATH = Path("config.toml")
+
+
+class Secret:
+    """A credential that never shows itself in a repr, a log line or an exception."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('********')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+Check = Callable[[Any], str | None]
+
+
+def _opt(default: Any, doc: str, check: Check | None = None) -> Any:
+    """A config field: its default, one line of documentation, an optional extra check that
+    returns a problem description or None."""
+    return field(default=default, metadata={"doc": doc, "check": check})
+
+
+def _opt_list(doc: str, default: tuple[str, ...] = ()) -> Any:
+    return field(default=default, metadata={"doc": doc, "check": None})
+
+
+def _in_range(lo: float, hi: float) -> Check:
+    def check(v: Any) -> str | None:
+        return None if lo <= v <= hi else f"must be between {lo} and {hi}"
+
+    return check
+
+
+def _positive(v: Any) -> str | None:
+    return None if v > 0 else "must be greater than 0"
+
+
+def _non_negative(v: Any) -> str | None:
+    return None if v >= 0 else "must be 0 or more"
+
+
+def _http_url(v: Any) -> str | None:
+    parts = urlsplit(v)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return "must be an http(s) URL such as https://host/path"
+    return None
+
+
+def _ws_url(v: Any) -> str | None:
+    parts = urlsplit(v)
+    if parts.scheme not in ("ws", "wss") or not parts.netloc:
+        return "must be a ws(s) URL such as wss://gateway.discord.gg/"
+    return None
+
+
+def _db_url(v: Any) -> str | None:
+    if v.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+        return None
+    return "must start with sqlite+aiosqlite:// or postgresql+asyncpg://"
+
+
+def _snowflake_or_empty(v: Any) -> str | None:
+    return None if v == "" or (v.isdigit() and len(v) <= 20) else "must be a Discord id (digits)"
+
+
+def _snowflakes(v: Any) -> str | None:
+    bad = [x for x in v if not (x.isdigit() and len(x) <= 20)]
+    return f"has entries that are not Discord ids: {', '.join(bad)}" if bad else None
+
+
+@dataclass(frozen=True, slots=True)
+class DiscordConfig:
+    token: Secret = _opt(Secret(""), "Bot token. Prefer the DISCORD_TOKEN environment variable.")
+    api_base: str = _opt("https://discord.com/api/v10", "Discord REST base URL.", _http_url)
+    gateway_url: str = _opt("wss://gateway.discord.gg/", "Discord gateway URL.", _ws_url)
+    cdn_hosts: tuple[str, ...] = _opt_list(
+        "Hosts attachments may be downloaded from (Discord's CDN).",
+        ("cdn.discordapp.com", "media.discordapp.net"),
+    )
+    dev_guild_id: str = _opt(
+        "",
+        "Sync slash commands to this server at start-up (instant; for development).",
+        _snowflake_or_empty,
+    )
+    reply_without_mention: bool = _opt(
+        True, "In a bound thread, answer every message, not only mentions."
+    )
+    allow_dms: bool = _opt(False, "Answer direct messages (one conversation per DM channel).")
+    shard_count: int = _opt(
+        0, "Total shards; 0 lets Discord decide (sharding off if 1).", _non_negative
+    )
+    shard_ids: tuple[str, ...] = _opt_list(
+        'Shards this process runs (with shard_count), e.g. ["0", "1"]; empty: all.'
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class FalConfig:
+    key: Secret = _opt(Secret(""), "fal API key. Prefer the FAL_KEY environment variable.")
+    endpoint: str = _opt("fal-ai/bytedance/seed/v2/mini", "Model endpoint id.")
+    queue_base: str = _opt("https://queue.fal.run", "fal queue base URL.", _http_url)
+    rest_base: str = _opt("https://rest.fal.ai", "fal REST/storage base URL.", _http_url)
+    turn_timeout: float = _opt(
+        300.0, "Seconds one turn may take in all before it is cancelled.", _positive
+    )
+    connect_timeout: float = _opt(10.0, "Seconds to open a connection to fal.", _positive)
+    attachment_mode: Literal["fal_storage", "discord_url", "data_uri"] = _opt(
+        "fal_storage",
+        "How attachments reach the model: fal_storage (durable copy, default), discord_url "
+        "(the expiring Discord link), data_uri (inline, small images only).",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    thinking: Thinking | None = _opt(None, "Default thinking mode: enabled, disabled or auto.")
+    effort: Effort | None = _opt(None, "Default reasoning effort: minimal, low, medium, high.")
+    system_prompt: str | None = _opt(None, "Default system prompt.")
+    max_completion_tokens: int | None = _opt(
+        None, "Default output budget (answer + reasoning).", _in_range(*MAX_TOKENS_RANGE)
+    )
+    temperature: float | None = _opt(None, "Default temperature.", _in_range(*TEMPERATURE_RANGE))
+    top_p: float | None = _opt(None, "Default top_p.", _in_range(*TOP_P_RANGE))
+    context_budget_tokens: int = _opt(
+        200_000,
+        "History is trimmed (oldest turns first) to fit this many tokens.",
+        _in_range(1_000, 256_000),
+    )
+
+    def settings(self) -> GenerationSettings:
+        return GenerationSettings(
+            thinking=self.thinking,
+            effort=self.effort,
+            system_prompt=self.system_prompt,
+            max_completion_tokens=self.max_completion_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AttachmentsConfig:
+    max_image_bytes: int = _opt(10 * 1024 * 1024, "Largest image sent to the model.", _positive)
+    max_video_bytes: int = _opt(50 * 1024 * 1024, "Largest video sent to the model.", _positive)
+    max_text_bytes: int = _opt(64 * 1024, "Largest text file inlined into the prompt.", _positive)
+    max_data_uri_bytes: int = _opt(
+        256 * 1024, "Largest image sent inline when attachment_mode = data_uri.", _positive
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    max_in_flight: int = _opt(16, "Model requests in flight at once, over all threads.", _positive)
+    user_requests: int = _opt(
+        30, "Requests one user may make per user_window (0: no limit).", _non_negative
+    )
+    user_window_seconds: int = _opt(3600, "Window of the per-user quota.", _positive)
+    guild_requests: int = _opt(
+        500, "Requests one server may make per guild_window (0: no limit).", _non_negative
+    )
+    guild_window_seconds: int = _opt(3600, "Window of the per-server quota.", _positive)
+    shutdown_grace_seconds: float = _opt(
+        20.0, "On SIGTERM, how long in-flight turns may finish.", _non_negative
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AccessConfig:
+    allow_users: tuple[str, ...] = _opt_list("Only these users may use the bot (empty: all).")
+    deny_users: tuple[str, ...] = _opt_list("These users may not use the bot.")
+    allow_roles: tuple[str, ...] = _opt_list("Only members with one of these roles (empty: all).")
+    deny_roles: tuple[str, ...] = _opt_list("Members with one of these roles may not.")
+    allow_channels: tuple[str, ...] = _opt_list(
+        "Only in these channels or categories (empty: all)."
+    )
+    deny_channels: tuple[str, ...] = _opt_list("Never in these channels or categories.")
+    allow_guilds: tuple[str, ...] = _opt_list("Only in these servers (empty: all).")
+    deny_guilds: tuple[str, ...] = _opt_list("Never in these servers.")
+    denied_reply: Literal["quiet", "notice"] = _opt(
+        "notice", "quiet: ignore denied users; notice: tell them once, briefly."
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseConfig:
+    url: str = _opt(
+        "sqlite+aiosqlite:///data/seed-bot.db",
+        "SQLAlchemy URL: sqlite+aiosqlite:///path or postgresql+asyncpg://user@host/db.",
+        _db_url,
+    )
+    auto_migrate: bool | None = _opt(
+        None, "Upgrade the schema on start; unset: yes for SQLite, no for PostgreSQL."
+    )
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.startswith("sqlite")
+
+    @property
+    def should_auto_migrate(self) -> bool:
+        return self.is_sqlite if self.auto_migrate is None else self.auto_migrate
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = _opt("INFO", "Log level.")
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    discord: DiscordConfig = field(default_factory=DiscordConfig)
+    fal: FalConfig = field(default_factory=FalConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    attachments: AttachmentsConfig = field(default_factory=AttachmentsConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    access: AccessConfig = field(default_factory=AccessConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+
+SECTIONS: dict[str, type[Any]] = {
+    f.name: typing.get_type_hints(Config)[f.name] for f in dataclasses.fields(Config)
+}
+_SNOWFLAKE_LISTS = {
+    "allow_users",
+    "deny_users",
+    "allow_roles",
+    "deny_roles",
+    "allow_channels",
+    "deny_channels",
+    "allow_guilds",
+    "deny_guilds",
+    "shard_ids",
+}
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+def _describe(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    if origin in (types.UnionType, typing.Union):
+        inner = [a for a in get_args(tp) if a is not type(None)]
+        return _describe(inner[0]) + " (or unset)"
+    if origin is tuple:
+        return "a list of strings"
+    return {
+        str: "a string",
+        int: "a whole number",
+        float: "a number",
+        bool: "true or false",
+        Secret: "a string",
+    }.get(tp, str(tp))
+
+
+def _coerce(tp: Any, raw: Any, from_env: bool) -> Any:
+    """Turn a TOML or environment value into ``tp``; raise ValueError with the problem."""
+    origin = get_origin(tp)
+    if origin in (types.UnionType, typing.Union):
+        inner = [a for a in get_args(tp) if a is not type(None)]
+        if raw is None or (from_env and raw == ""):
+            return None
+        return _coerce(inner[0], raw, from_env)
+    if origin is Literal:
+        allowed = get_args(tp)
+        if raw not in allowed:
+            raise ValueError(f"must be {_describe(tp)}")
+        return raw
+    if origin is tuple:
+        if from_env and isinstance(raw, str):
+            return tuple(x.strip() for x in raw.split(",") if x.strip())
+        if not isinstance(raw, list) or not all(isinstance(x, str | int) for x in raw):
+            raise ValueError("must be a list of strings")
+        return tuple(str(x) for x in raw)
+    if tp is bool:
+        if isinstance(raw, bool):
+            return raw
+        if from_env and isinstance(raw, str) and raw.lower() in _TRUE | _FALSE:
+            return raw.lower() in _TRUE
+        raise ValueError("must be true or false")
+    if tp is int:
+        if from_env and isinstance(raw, str):
+            try:
+                return int(raw)
+            except ValueError:
+                raise ValueError("must be a whole number") from None
+        if isinstance(raw, bool) or not isinstance(raw, int):
+            raise ValueError("must be a whole number")
+        return raw
+    if tp is float:
+        if from_env and isinstance(raw, str):
+            try:
+                return float(raw)
+            except ValueError:
+                raise ValueError("must be a number") from None
+        if isinstance(raw, bool) or not isinstance(raw, int | float):
+            raise ValueError("must be a number")
+        return float(raw)
+    if tp is Secret:
+        if not isinstance(raw, str):
+            raise ValueError("must be a string")
+        return Secret(raw.strip())
+    if tp is str:
+        if not isinstance(raw, str):
+            raise ValueError("must be a string")
+        return raw
+    raise TypeError(f"unsupported config type {tp!r}")  # a bug in this module, not the file
+
+
+def _show(value: Any, secret: bool) -> str:
+    if secret:
+        return "(hidden)"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _build_section(
+    name: str,
+    cls: type[Any],
+    table: Mapping[str, Any],
+    env: Mapping[str, str],
+    problems: list[str],
+) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in table:
+        if key not in known:
+            problems.append(f"[{name}] {key}: unknown key (known keys: {', '.join(sorted(known))})")
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        secret = tp is Secret
+        env_name = f"{ENV_PREFIX}{name}__{f.name}".upper()
+        sources: list[tuple[str, Any, bool]] = []
+        if f.name in table:
+            sources.append((f"[{name}] {f.name}", table[f.name], False))
+        if env_name in env:
+            sources.append((f"{env_name}", env[env_name], True))
+        if not sources:
+            continue
+        where, raw, from_env = sources[-1]
+        try:
+            value = _coerce(tp, raw, from_env)
+        except ValueError as exc:
+            problems.append(f"{where} = {_show(raw, secret)}: {exc}; expected {_describe(tp)}")
+            continue
+        check: Check | None = f.metadata.get("check")
+        if f.name in _SNOWFLAKE_LISTS:
+            check = _snowflakes
+        if value is not None and check is not None and (msg := check(value)):
+            problems.append(f"{where} = {_show(raw, secret)}: {msg}")
+            continue
+        values[f.name] = value
+    return cls(**values)
+
+
+def _secret_from_env(env: Mapping[str, str], *names: str) -> Secret | None:
+    if len(names) == 1:
+        value = env.get(names[0], "").strip()
+        return Secret(value) if value else None
+    parts = [env.get(n, "").strip() for n in names]
+    return Secret(":".join(parts)) if all(parts) else None
+
+
+def load_config(
+    path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    required_secrets: tuple[str, ...] = (),
+) -> Config:
+    """Read the config file (``path``; ``config.toml`` when it exists, else defaults) and the
+    environment. ``required_secrets`` names the credentials this command needs (``"discord"``,
+    ``"fal"``). Raises ``ConfigError`` listing every problem."""
+    env = os.environ if env is None else env
+    problems: list[str] = []
+    data: dict[str, Any] = {}
+    if path is None and (env_path := env.get(f"{ENV_PREFIX}CONFIG")):
+        path = Path(env_path)
+    explicit = path is not None
+    path = path or DEFAULT_CONFIG_PATH
+    if path.exists():
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError([f"{path}: cannot be read: {exc}"]) from None
+    elif explicit:
+        raise ConfigError([f"{path}: no such file (copy config.example.toml to start)"])
+
+    for key in data:
+        if key not in SECTIONS:
+            problems.append(f"[{key}]: unknown section (known: {', '.join(SECTIONS)})")
+    sections: dict[str, Any] = {}
+    for name, cls in SECTIONS.items():
+        table = data.get(name, {})
+        if not isinstance(table, dict):
+            problems.append(f"[{name}]: must be a table")
+            table = {}
+        sections[name] = _build_section(name, cls, table, env, problems)
+
+    if token := _secret_from_env(env, "DISCORD_TOKEN"):
+        sections["discord"] = dataclasses.replace(sections["discord"], token=token)
+    fal_key = _secret_from_env(env, "FAL_KEY") or _secret_from_env(
+        env, "FAL_KEY_ID", "FAL_KEY_SECRET"
+    )
+    if fal_key:
+        sections["fal"] = dataclasses.replace(sections["fal"], key=fal_key)
+
+    discord: DiscordConfig = sections["discord"]
+    if "discord" in required_secrets and not discord.token:
+        problems.append("DISCORD_TOKEN: not set; the bot token from the Discord developer portal")
+    if "fal" in required_secrets and not sections["fal"].key:
+        problems.append("FAL_KEY: not set; an API key from fal.ai's dashboard")
+    if discord.shard_ids and discord.shard_count == 0:
+        problems.append("[discord] shard_ids: needs shard_count set too")
+    elif discord.shard_ids and any(int(s) >= discord.shard_count for s in discord.shard_ids):
+        problems.append(
+            f"[discord] shard_ids: every id must be below shard_count ({discord.shard_count})"
+        )
+
+    if problems:
+        raise ConfigError(problems)
+    return Config(**sections)
+
+
+def config_reference() -> list[tuple[str, str, Any, str]]:
+    """(section, key, default, doc) for every setting: used to check the example file."""
+    rows = []
+    for name, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            rows.append((name, f.name, f.default, f.metadata.get("doc", "")))
+    return rows

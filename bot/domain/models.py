@@ -1,0 +1,260 @@
+"""Frozen values of the domain. Nothing here knows Discord, HTTP or SQL."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields, replace
+from datetime import datetime
+from typing import Literal, TypeAlias
+
+JsonValue: TypeAlias = (
+    str | int | float | bool | Sequence["JsonValue"] | Mapping[str, "JsonValue"] | None
+)
+
+Thinking = Literal["enabled", "disabled", "auto"]
+Effort = Literal["minimal", "low", "medium", "high"]
+THINKING_MODES: tuple[Thinking, ...] = ("enabled", "disabled", "auto")
+EFFORT_LEVELS: tuple[Effort, ...] = ("minimal", "low", "medium", "high")
+
+# The model's documented defaults and the ranges we accept (seed-api.md).
+MODEL_DEFAULT_THINKING: Thinking = "enabled"
+MODEL_DEFAULT_MAX_TOKENS = 4096
+MODEL_DEFAULT_TEMPERATURE = 1.0
+MODEL_DEFAULT_TOP_P = 0.7
+MAX_TOKENS_RANGE = (1, 131072)
+TEMPERATURE_RANGE = (0.0, 2.0)
+TOP_P_RANGE = (0.0, 1.0)
+MAX_IMAGES_PER_TURN = 6
+MAX_VIDEOS_PER_TURN = 3
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    """One message of the model's history. ``content`` is opaque: sent back unchanged."""
+
+    role: str
+    content: JsonValue
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationSettings:
+    """Generation parameters; ``None`` means "not set at this layer"."""
+
+    thinking: Thinking | None = None
+    effort: Effort | None = None
+    system_prompt: str | None = None
+    max_completion_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+
+    def merged_over(self, lower: GenerationSettings) -> GenerationSettings:
+        """Values set here win; unset ones come from ``lower``."""
+        return replace(
+            lower,
+            **{
+                f.name: getattr(self, f.name)
+                for f in fields(self)
+                if getattr(self, f.name) is not None
+            },
+        )
+
+    def is_empty(self) -> bool:
+        return all(getattr(self, f.name) is None for f in fields(self))
+
+
+SETTING_NAMES: tuple[str, ...] = tuple(f.name for f in fields(GenerationSettings))
+
+
+class SettingsScope(enum.StrEnum):
+    """Where a settings layer lives, highest precedence first."""
+
+    THREAD = "thread"
+    CHANNEL = "channel"
+    SERVER = "server"
+
+
+class MediaKind(enum.StrEnum):
+    IMAGE = "image"
+    VIDEO = "video"
+    TEXT = "text"
+    UNSUPPORTED = "unsupported"
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """A file attached to a user's message, as Discord describes it."""
+
+    id: str
+    filename: str
+    content_type: str | None
+    size: int
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One person's message the bot should answer, with opaque Discord ids.
+
+    ``scope_id`` is the conversation's key: the thread id, or the DM channel id.
+    ``source_id`` is the Discord message (or interaction) id; a source is answered once.
+    ``reply_text``/``reply_author`` carry the message this one replies to, when it starts a
+    conversation (its attachments are already in ``attachments``).
+    """
+
+    source_id: str
+    scope_id: str
+    author_id: str
+    author_name: str
+    text: str
+    attachments: tuple[Attachment, ...] = ()
+    guild_id: str | None = None
+    parent_channel_id: str | None = None
+    created_at: datetime | None = None
+    reply_text: str | None = None
+    reply_author: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRequest:
+    """Everything sent to the model for one turn (the wire shape is the fal client's)."""
+
+    prompt: str
+    messages: tuple[ChatMessage, ...] = ()
+    image_urls: tuple[str, ...] = ()
+    video_urls: tuple[str, ...] = ()
+    system_prompt: str | None = None
+    thinking: Thinking | None = None
+    reasoning_effort: Effort | None = None
+    max_completion_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelReply:
+    """The model's answer. ``messages`` is the whole conversation as the model returned it."""
+
+    output: str
+    reasoning: str | None
+    messages: tuple[ChatMessage, ...]
+    request_id: str
+    inference_time: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestHandle:
+    """A submitted fal request. The URLs are those fal returned; ``None`` after a resume
+    by id alone, when the client builds them from the endpoint id."""
+
+    request_id: str
+    status_url: str | None = None
+    response_url: str | None = None
+    cancel_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A queue update: ``queued`` with the number of requests ahead, or ``running``."""
+
+    state: Literal["queued", "running"]
+    queue_position: int | None = None
+
+
+class TurnState(enum.StrEnum):
+    """Life of one turn. ``pending`` is stored before submit, ``submitted`` once fal's request
+    id is stored, ``completed`` once the answer is stored, ``delivered`` once it is posted."""
+
+    PENDING = "pending"
+    SUBMITTED = "submitted"
+    COMPLETED = "completed"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    STOPPED = "stopped"
+    SUPERSEDED = "superseded"
+
+    @property
+    def in_history(self) -> bool:
+        """Whether this turn's messages are sent back to the model."""
+        return self in (TurnState.COMPLETED, TurnState.DELIVERED)
+
+    @property
+    def finished(self) -> bool:
+        return self in (
+            TurnState.DELIVERED,
+            TurnState.FAILED,
+            TurnState.STOPPED,
+            TurnState.SUPERSEDED,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    id: int
+    scope_id: str
+    guild_id: str | None
+    parent_channel_id: str | None
+    owner_id: str
+    epoch: int
+    created_at: datetime
+    updated_at: datetime
+    trim_notified_epoch: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewConversation:
+    scope_id: str
+    owner_id: str
+    guild_id: str | None = None
+    parent_channel_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """A stored model message of the current epoch, with the turn it belongs to."""
+
+    turn_id: int
+    position: int
+    message: ChatMessage
+
+
+@dataclass(frozen=True, slots=True)
+class NewTurn:
+    """A user turn about to be sent. ``request`` holds exactly what will be submitted, minus
+    the history, so a restart can submit it again if it never reached fal."""
+
+    conversation_id: int
+    epoch: int
+    source_id: str
+    author_id: str
+    author_name: str
+    reply_channel_id: str
+    prompt: str
+    image_urls: tuple[str, ...] = ()
+    video_urls: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """A stored turn: the user's message, the request for it and what became of it."""
+
+    id: int
+    conversation_id: int
+    epoch: int
+    source_id: str
+    author_id: str
+    author_name: str
+    reply_channel_id: str
+    prompt: str
+    image_urls: tuple[str, ...]
+    video_urls: tuple[str, ...]
+    warnings: tuple[str, ...]
+    state: TurnState
+    handle: RequestHandle | None
+    output: str | None
+    reasoning: str | None
+    error: str | None
+    reply_message_ids: tuple[str, ...]
+    created_at: datetime
+    updated_at: datetime

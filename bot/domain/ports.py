@@ -1,0 +1,189 @@
+"""Protocols the edges implement: the model client (bot/fal), the store (bot/storage) and
+the delivery of replies (bot/chat)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import Protocol
+
+from bot.domain.models import (
+    Attachment,
+    ChatMessage,
+    Conversation,
+    GenerationSettings,
+    HistoryEntry,
+    ModelReply,
+    ModelRequest,
+    NewConversation,
+    NewTurn,
+    Progress,
+    RequestHandle,
+    SettingsScope,
+    Turn,
+    TurnState,
+)
+
+ProgressCallback = Callable[[Progress], Awaitable[None]]
+
+
+class ModelClient(Protocol):
+    """The model behind fal's queue. Every failure is raised as a ``ModelError``."""
+
+    async def submit(self, request: ModelRequest) -> RequestHandle:
+        """Queue the request; never submits twice for one call."""
+        ...
+
+    async def wait(
+        self,
+        handle: RequestHandle,
+        *,
+        on_progress: ProgressCallback | None = None,
+        timeout: float | None = None,
+    ) -> ModelReply:
+        """Wait for the request to finish and return its answer. When ``timeout`` seconds
+        pass first, cancel the request at fal and raise ``ModelTimeout``."""
+        ...
+
+    async def cancel(self, handle: RequestHandle) -> None:
+        """Ask fal to cancel the request (best effort; an already finished one is fine)."""
+        ...
+
+    async def upload(self, data: bytes, *, content_type: str, file_name: str) -> str:
+        """Store a file at fal and return its durable URL."""
+        ...
+
+    def handle_for(self, request_id: str) -> RequestHandle:
+        """A handle for a request known only by id (resuming after a restart)."""
+        ...
+
+
+class ConversationStore(Protocol):
+    """Conversations and their turns. Every method is one short transaction; failures are
+    raised as ``StorageError``. Ids of Discord objects are strings."""
+
+    async def conversation_for_scope(self, scope_id: str) -> Conversation | None:
+        """The conversation bound to a thread or DM channel, if any."""
+        ...
+
+    async def create_conversation(self, new: NewConversation) -> Conversation:
+        """Bind a new conversation to ``new.scope_id``; when one is already bound (a race),
+        return that one instead."""
+        ...
+
+    async def get_conversation(self, conversation_id: int) -> Conversation: ...
+
+    async def history(self, conversation_id: int, epoch: int) -> list[HistoryEntry]:
+        """The stored model messages of that epoch, oldest first, of turns whose state is
+        in history (completed or delivered). One indexed query."""
+        ...
+
+    async def begin_turn(self, new: NewTurn) -> Turn:
+        """Store a user turn as ``pending``. Raises ``DuplicateMessage`` when the source
+        message already has a turn."""
+        ...
+
+    async def turn_for_source(self, source_id: str) -> Turn | None: ...
+
+    async def get_turn(self, turn_id: int) -> Turn: ...
+
+    async def record_submission(self, turn_id: int, handle: RequestHandle) -> None:
+        """Store fal's request id and URLs; the turn becomes ``submitted``."""
+        ...
+
+    async def complete_turn(
+        self, turn_id: int, reply: ModelReply, new_messages: Sequence[ChatMessage]
+    ) -> None:
+        """Store the answer: append ``new_messages`` after the conversation's last stored
+        message (cost independent of the history's length), keep output and reasoning for
+        display, and mark the turn ``completed``, all in one transaction."""
+        ...
+
+    async def record_delivery(self, turn_id: int, message_ids: Sequence[str]) -> None:
+        """Store the Discord ids of the reply; the turn becomes ``delivered``."""
+        ...
+
+    async def finish_turn(self, turn_id: int, state: TurnState, error: str | None = None) -> None:
+        """Mark a turn ``failed``, ``stopped`` or ``superseded`` with the error shown (if any)."""
+        ...
+
+    async def unfinished_turns(self) -> list[Turn]:
+        """Turns not yet delivered nor finished (pending, submitted, completed), oldest
+        first, to resume after a restart."""
+        ...
+
+    async def reset(self, conversation_id: int) -> int:
+        """Start a new epoch: older turns stay stored but are no longer sent. Returns it."""
+        ...
+
+    async def mark_trim_notified(self, conversation_id: int, epoch: int) -> None:
+        """Remember that the user was told history is being trimmed in this epoch."""
+        ...
+
+    async def has_other_speakers(self, conversation_id: int, author_id: str) -> bool:
+        """Whether anyone but ``author_id`` has a turn in this conversation."""
+        ...
+
+
+class SettingsStore(Protocol):
+    """Settings overrides per thread, channel and server."""
+
+    async def settings_layers(
+        self, *, thread_id: str | None, channel_id: str | None, guild_id: str | None
+    ) -> dict[SettingsScope, GenerationSettings]:
+        """The stored overrides for each given scope (absent scopes are left out), in one
+        query."""
+        ...
+
+    async def update_settings(
+        self,
+        scope: SettingsScope,
+        scope_id: str,
+        changes: GenerationSettings,
+        *,
+        clear: Sequence[str] = (),
+    ) -> GenerationSettings:
+        """Set the non-``None`` fields of ``changes`` and unset the fields named in
+        ``clear`` at that scope; return the scope's overrides afterwards."""
+        ...
+
+
+class UsageStore(Protocol):
+    """Request counters for quotas, shared by every process using the database."""
+
+    async def try_consume(
+        self, keys: Sequence[tuple[str, int]], *, window_seconds: int, now: datetime
+    ) -> datetime | None:
+        """Atomically count one request against every ``(key, limit)`` over the sliding
+        window ending at ``now``. When all are under their limit, record the request and
+        return ``None``; otherwise record nothing and return the earliest time at which the
+        request would be allowed."""
+        ...
+
+
+class Delivery(Protocol):
+    """Where one turn's progress and answer go (a Discord thread). Implemented by chat/."""
+
+    async def progress(self, progress: Progress) -> None: ...
+
+    async def deliver(self, turn: Turn, reply: ModelReply, warnings: Sequence[str]) -> list[str]:
+        """Post the answer; return the Discord message ids, in order."""
+        ...
+
+    async def fail(self, turn: Turn | None, error: Exception) -> list[str]:
+        """Post a short, specific failure notice (``turn`` is None when the failure came
+        before the turn was stored); return the message ids."""
+        ...
+
+
+class MediaSource(Protocol):
+    """Downloads an attachment's bytes from Discord's CDN. Implemented by chat/."""
+
+    async def fetch(self, attachment: Attachment, max_bytes: int) -> bytes:
+        """The file's bytes; raises ``AttachmentError`` when it cannot be had within
+        ``max_bytes`` or from an allowed host."""
+        ...
+
+
+class Store(ConversationStore, SettingsStore, UsageStore, Protocol):
+    """Everything the service needs from the database."""

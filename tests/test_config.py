@@ -1,0 +1,182 @@
+"""Config loading: defaults, file, environment, and every kind of problem reported at once."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from bot.config import Config, Secret, config_reference, load_config
+from bot.domain.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def problems_of(path: Path | None, env: dict[str, str] | None = None, **kw: object) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env or {}, **kw)  # type: ignore[arg-type]
+    return caught.value.problems
+
+
+def test_defaults_without_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = load_config(None, {})
+    assert config == Config()
+    assert config.database.url == "sqlite+aiosqlite:///data/seed-bot.db"
+    assert config.database.should_auto_migrate
+    assert config.discord.api_base == "https://discord.com/api/v10"
+
+
+def test_file_values_and_environment_overrides(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+[limits]
+max_in_flight = 4
+[model]
+thinking = "auto"
+temperature = 0.5
+[access]
+deny_users = ["123", 456]
+""",
+    )
+    env = {
+        "SEED_BOT_LIMITS__MAX_IN_FLIGHT": "9",
+        "SEED_BOT_DATABASE__URL": "postgresql+asyncpg://bot@db/seed",
+        "SEED_BOT_DISCORD__ALLOW_DMS": "yes",
+        "SEED_BOT_ACCESS__ALLOW_GUILDS": "1, 2,3",
+        "SEED_BOT_MODEL__TOP_P": "0.9",
+    }
+    config = load_config(path, env)
+    assert config.limits.max_in_flight == 9  # environment wins over the file
+    assert config.model.thinking == "auto"
+    assert config.model.temperature == 0.5
+    assert config.model.top_p == 0.9
+    assert config.access.deny_users == ("123", "456")
+    assert config.access.allow_guilds == ("1", "2", "3")
+    assert config.discord.allow_dms is True
+    assert config.database.url.startswith("postgresql+asyncpg://")
+    assert not config.database.should_auto_migrate  # PostgreSQL: migrate deliberately
+
+
+def test_secrets_come_from_the_usual_variables_and_stay_hidden(tmp_path: Path) -> None:
+    path = write(tmp_path, '[discord]\ntoken = "from-file"\n[fal]\nkey = "file-key"\n')
+    env = {"DISCORD_TOKEN": "tok-123-secret", "FAL_KEY_ID": "kid", "FAL_KEY_SECRET": "ksecret"}
+    config = load_config(path, env, required_secrets=("discord", "fal"))
+    assert config.discord.token.get() == "tok-123-secret"
+    assert config.fal.key.get() == "kid:ksecret"
+    shown = repr(config) + str(config)
+    for secret in ("tok-123-secret", "kid:ksecret", "from-file", "file-key"):
+        assert secret not in shown
+    assert repr(Secret("x")) == "Secret('********')"
+
+
+def test_missing_secrets_are_reported_when_needed(tmp_path: Path) -> None:
+    problems = problems_of(
+        None, {"SEED_BOT_CONFIG": str(write(tmp_path, ""))}, required_secrets=("discord", "fal")
+    )
+    assert any(p.startswith("DISCORD_TOKEN: not set") for p in problems)
+    assert any(p.startswith("FAL_KEY: not set") for p in problems)
+
+
+def test_every_problem_is_listed_at_once(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+[nonsense]
+x = 1
+[discord]
+api_base = "ftp://example"
+gateway_url = "https://not-a-websocket"
+allow_dms = "sometimes"
+colour = "blue"
+dev_guild_id = "abc"
+[fal]
+turn_timeout = -1
+attachment_mode = "carrier-pigeon"
+key = 42
+[model]
+thinking = "maybe"
+temperature = 3.5
+max_completion_tokens = 1.5
+context_budget_tokens = 999999
+[limits]
+max_in_flight = 0
+user_requests = "many"
+[access]
+deny_users = ["bob"]
+denied_reply = "shout"
+[database]
+url = "mysql://x"
+[logging]
+level = "LOUD"
+""",
+    )
+    problems = problems_of(path, {"SEED_BOT_LIMITS__USER_WINDOW_SECONDS": "soon"})
+    expected = [
+        r"^\[nonsense\]: unknown section",
+        r"^\[discord\] api_base = 'ftp://example': must be an http\(s\) URL",
+        r"^\[discord\] gateway_url = .*must be a ws\(s\) URL",
+        r"^\[discord\] allow_dms = 'sometimes': must be true or false",
+        r"^\[discord\] colour: unknown key",
+        r"^\[discord\] dev_guild_id = 'abc': must be a Discord id",
+        r"^\[fal\] turn_timeout = -1: must be greater than 0",
+        r"^\[fal\] attachment_mode = 'carrier-pigeon': must be one of 'fal_storage'",
+        r"^\[fal\] key = \(hidden\): must be a string",
+        r"^\[model\] thinking = 'maybe': must be one of 'enabled', 'disabled', 'auto'",
+        r"^\[model\] temperature = 3.5: must be between 0.0 and 2.0",
+        r"^\[model\] max_completion_tokens = 1.5: must be a whole number",
+        r"^\[model\] context_budget_tokens = 999999: must be between",
+        r"^\[limits\] max_in_flight = 0: must be greater than 0",
+        r"^\[limits\] user_requests = 'many': must be a whole number",
+        r"^SEED_BOT_LIMITS__USER_WINDOW_SECONDS = 'soon': must be a whole number",
+        r"^\[access\] deny_users = \['bob'\]: has entries that are not Discord ids: bob",
+        r"^\[access\] denied_reply = 'shout': must be one of 'quiet', 'notice'",
+        r"^\[database\] url = 'mysql://x': must start with sqlite\+aiosqlite://",
+        r"^\[logging\] level = 'LOUD': must be one of",
+    ]
+    for pattern in expected:
+        assert any(re.search(pattern, p) for p in problems), (pattern, problems)
+    assert len(problems) == len(expected)
+
+
+def test_type_problems_name_the_expected_form(tmp_path: Path) -> None:
+    problems = problems_of(write(tmp_path, "[limits]\nmax_in_flight = true\n"))
+    assert problems == [
+        "[limits] max_in_flight = True: must be a whole number; expected a whole number"
+    ]
+
+
+def test_shard_ids_need_a_matching_count(tmp_path: Path) -> None:
+    problems = problems_of(write(tmp_path, '[discord]\nshard_ids = ["0", "3"]\nshard_count = 2\n'))
+    assert problems == ["[discord] shard_ids: every id must be below shard_count (2)"]
+    problems = problems_of(write(tmp_path, '[discord]\nshard_ids = ["0"]\n'))
+    assert problems == ["[discord] shard_ids: needs shard_count set too"]
+
+
+def test_unreadable_files(tmp_path: Path) -> None:
+    assert problems_of(tmp_path / "absent.toml")[0].endswith(
+        "no such file (copy config.example.toml to start)"
+    )
+    bad = write(tmp_path, "[discord\n")
+    assert "not valid TOML" in problems_of(bad)[0]
+    table = write(tmp_path, 'discord = "x"\n')
+    assert problems_of(table) == ["[discord]: must be a table"]
+
+
+def test_example_file_documents_every_key_with_its_default() -> None:
+    example = ROOT / "config.example.toml"
+    text = example.read_text(encoding="utf-8")
+    config = load_config(example, {})
+    assert config == Config()  # the example shows the defaults, nothing else
+    for section, key, _default, doc in config_reference():
+        assert f"[{section}]" in text
+        assert re.search(rf"^#? ?{key} =", text, re.MULTILINE), key
+        assert doc, f"{section}.{key} has no documentation"
