@@ -1,0 +1,450 @@
+"""The fal queue client: submit, wait (status stream, polling as fallback), result, cancel,
+upload. Implements ``bot.domain.ports.ModelClient``.
+
+A normal turn costs three HTTP calls: the submit POST, one status stream that stays open
+until fal reports COMPLETED, and the result GET, sent as soon as COMPLETED arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+
+import aiohttp
+from yarl import URL
+
+from bot.domain.errors import (
+    AttachmentError,
+    ModelError,
+    ModelProtocolError,
+    ModelTimeout,
+    ModelUnavailable,
+)
+from bot.domain.models import ModelReply, ModelRequest, Progress, RequestHandle
+from bot.domain.ports import ProgressCallback
+from bot.fal import wire
+from bot.fal.http import Http, Response, describe
+from bot.fal.settings import FalSettings
+
+log = logging.getLogger(__name__)
+
+# Endpoint ids under these namespaces keep one more segment before the app (fal-protocol §1.1).
+_NAMESPACES = frozenset({"workflows", "comfy"})
+
+
+def app_path(endpoint: str) -> str:
+    """``owner/app`` of an endpoint id (``namespace/owner/app`` for namespaced ones): the
+    part status, result and cancel URLs use; the sub-path is dropped."""
+    parts = endpoint.strip("/").split("/")
+    keep = 3 if parts[0] in _NAMESPACES else 2
+    return "/".join(parts[:keep])
+
+
+@dataclass(frozen=True, slots=True)
+class _Urls:
+    request_id: str
+    status: str
+    response: str
+    cancel: str
+
+
+class _ProgressReporter:
+    """Calls back only on change: each new queue position, then ``running`` once."""
+
+    def __init__(self, callback: ProgressCallback | None, request_id: str) -> None:
+        self._callback = callback
+        self._request_id = request_id
+        self._last: Progress | None = None
+
+    async def update(self, status: wire.QueueStatus) -> bool:
+        """Report ``status`` if it changed anything; return whether it did."""
+        if status.state == "IN_QUEUE":
+            progress = Progress("queued", status.queue_position)
+        elif status.state == "IN_PROGRESS":
+            progress = Progress("running")
+        else:
+            return False
+        if progress == self._last:
+            return False
+        self._last = progress
+        log.debug("fal %s: %s", self._request_id, progress)
+        if self._callback is not None:
+            await self._callback(progress)
+        return True
+
+
+class FalClient:
+    """Seed 2.0 Mini through fal's queue API, over one ``aiohttp.ClientSession`` owned by
+    the caller (this client neither creates nor closes it).
+
+    Every failure is raised as a domain error carrying fal's request id when there is one:
+    ``ModelError`` subclasses, and ``AttachmentError`` from ``upload`` (see there).
+    Cancelling a task inside any method propagates ``CancelledError`` after releasing the
+    connection; it does not cancel the request at fal (a restarted bot resumes it by id).
+    """
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        settings: FalSettings,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        """``rng`` drives retry jitter (seed it for reproducible tests)."""
+        self._session = session
+        self._settings = settings
+        self._http = Http(session, settings, rng or random.Random())
+        queue_base = settings.queue_base.rstrip("/")
+        self._queue_origin = URL(queue_base).origin()
+        self._submit_url = f"{queue_base}/{settings.endpoint.strip('/')}"
+        self._requests_url = f"{queue_base}/{app_path(settings.endpoint)}/requests"
+        self._initiate_url = f"{settings.rest_base.rstrip('/')}/storage/upload/initiate"
+        self._authorization = f"Key {settings.key}"
+
+    def __repr__(self) -> str:
+        settings = self._settings
+        return f"FalClient(endpoint={settings.endpoint!r}, queue_base={settings.queue_base!r})"
+
+    # --- ModelClient -----------------------------------------------------------------------
+
+    async def submit(self, request: ModelRequest) -> RequestHandle:
+        """Queue ``request`` at fal and return its handle (request id and fal's URLs).
+
+        The POST is retried only when it provably did not reach fal or fal answered a
+        retryable status, so one call never queues two requests (see ``bot.fal.http``).
+        """
+        body = wire.submit_body(request)
+        headers = self._headers(json_body=True)
+        if self._settings.start_timeout is not None:
+            headers["X-Fal-Request-Timeout"] = str(float(self._settings.start_timeout))
+        log.debug(
+            "fal submit: prompt %d chars, %d messages, %d images, %d videos",
+            len(request.prompt),
+            len(request.messages),
+            len(request.image_urls),
+            len(request.video_urls),
+        )
+        response = await self._http.call(
+            "POST",
+            self._submit_url,
+            op="submit",
+            idempotent=False,
+            headers=headers,
+            data=wire.dumps(body),
+        )
+        if not response.ok:
+            raise self._error(response, "submit", response.fal_request_id)
+        payload = wire.parse_handle(response.json())
+        handle = RequestHandle(
+            request_id=payload["request_id"],
+            status_url=payload.get("status_url"),
+            response_url=payload.get("response_url"),
+            cancel_url=payload.get("cancel_url"),
+        )
+        log.info(
+            "fal submitted %s (queue position %s)",
+            handle.request_id,
+            payload.get("queue_position"),
+        )
+        return handle
+
+    async def wait(
+        self,
+        handle: RequestHandle,
+        *,
+        on_progress: ProgressCallback | None = None,
+        timeout: float | None = None,
+    ) -> ModelReply:
+        """Wait for the request to finish and return the model's answer.
+
+        Listens on fal's status stream; when the stream is unavailable, drops, or stays
+        silent past ``stream_idle_timeout``, polls the status URL instead. ``on_progress``
+        is awaited on each change (queue position, then running); its exceptions propagate.
+        When ``timeout`` seconds pass first, cancels the request at fal (best effort) and
+        raises ``ModelTimeout``. A failed request raises the matching ``ModelError``.
+        """
+        urls = self._urls(handle)
+        reporter = _ProgressReporter(on_progress, urls.request_id)
+        deadline = asyncio.timeout(timeout)
+        try:
+            async with deadline:
+                status = None
+                if self._settings.use_status_stream:
+                    status = await self._stream_until_completed(urls, reporter)
+                if status is None:
+                    status = await self._poll_until_completed(urls, reporter)
+                return await self._result(urls, status)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+        log.warning("fal %s: no answer within %ss; cancelling", urls.request_id, timeout)
+        await self._cancel_quietly(urls)
+        raise ModelTimeout(
+            f"The model did not answer within {timeout:g} seconds.",
+            request_id=urls.request_id,
+        )
+
+    async def cancel(self, handle: RequestHandle) -> None:
+        """Ask fal to cancel the request. A request that already finished or that fal no
+        longer knows is fine; other refusals raise a ``ModelError``."""
+        await self._cancel(self._urls(handle))
+
+    async def _cancel(self, urls: _Urls) -> None:
+        response = await self._http.call(
+            "PUT",
+            urls.cancel,
+            op="cancel",
+            idempotent=True,
+            headers=self._headers(),
+            request_id=urls.request_id,
+        )
+        payload = response.json()
+        outcome = payload.get("status") if isinstance(payload, dict) else None
+        if (
+            response.ok
+            or response.status == 404
+            or (response.status == 400 and outcome == "ALREADY_COMPLETED")
+        ):
+            log.info("fal cancel %s: HTTP %d %s", urls.request_id, response.status, outcome)
+            return
+        raise self._error(response, "cancel", urls.request_id)
+
+    async def upload(self, data: bytes, *, content_type: str, file_name: str) -> str:
+        """Store ``data`` in fal's CDN and return its public URL (fal-protocol §7.1).
+
+        A refused key raises ``ModelAuthError`` (it concerns every turn, not this file);
+        any other failure raises ``AttachmentError`` naming the file, so a turn can go on
+        without that attachment.
+        """
+        try:
+            response = await self._http.call(
+                "POST",
+                self._initiate_url,
+                op="upload initiate",
+                # Initiating only mints a signed URL: doing it twice leaves an unused URL,
+                # so a retry after an unanswered POST is harmless.
+                idempotent=True,
+                headers=self._headers(json_body=True),
+                params={"storage_type": "fal-cdn-v3"},
+                data=wire.dumps({"content_type": content_type, "file_name": file_name}),
+            )
+        except ModelUnavailable as exc:
+            raise AttachmentError(file_name, "fal storage could not be reached") from exc
+        if response.status in (401, 403):
+            raise self._error(response, "upload initiate", None)
+        if not response.ok:
+            log.warning("fal upload initiate for a file failed: HTTP %d", response.status)
+            raise AttachmentError(
+                file_name, f"fal storage refused the file (HTTP {response.status})"
+            )
+        urls = wire.parse_upload(response.json())
+        if urls is None:
+            raise AttachmentError(file_name, "fal storage answered unexpectedly")
+        try:
+            # The signed URL is the credential here: no Authorization header may go along.
+            stored = await self._http.call(
+                "PUT",
+                urls["upload_url"],
+                op="upload",
+                idempotent=True,
+                headers={"Content-Type": content_type, "User-Agent": self._settings.user_agent},
+                data=data,
+                total_timeout=self._settings.upload_timeout,
+            )
+        except ModelUnavailable:
+            # Not chained: some aiohttp errors quote the URL, whose query is a signature.
+            raise AttachmentError(file_name, "the upload to fal storage failed") from None
+        if not stored.ok:
+            log.warning("fal upload of a file failed: HTTP %d", stored.status)
+            raise AttachmentError(
+                file_name, f"fal storage refused the upload (HTTP {stored.status})"
+            )
+        log.info("fal stored a file of %d bytes (%s)", len(data), content_type)
+        return urls["file_url"]
+
+    async def check_key(self) -> bool:
+        """Whether fal accepts the key: asks the status of a request that cannot exist, which
+        answers 404 to a valid key and 401/403 to a refused one. Costs nothing."""
+        urls = self._built_urls("00000000-0000-4000-8000-000000000000")
+        response = await self._http.call(
+            "GET",
+            urls.status,
+            op="key check",
+            idempotent=True,
+            headers=self._headers(),
+            request_id=None,
+        )
+        if response.status in (401, 403):
+            return False
+        if response.status == 404 or response.ok:
+            return True
+        raise self._error(response, "key check", None)
+
+    def handle_for(self, request_id: str) -> RequestHandle:
+        """A handle for a request known only by id (resuming after a restart), with the
+        owner/app URLs fal documents for status, result and cancel."""
+        urls = self._built_urls(request_id)
+        return RequestHandle(
+            request_id=request_id,
+            status_url=urls.status,
+            response_url=urls.response,
+            cancel_url=urls.cancel,
+        )
+
+    # --- internals -------------------------------------------------------------------------
+
+    def _headers(
+        self, *, json_body: bool = False, accept: str = "application/json"
+    ) -> dict[str, str]:
+        headers = {
+            "Authorization": self._authorization,
+            "Accept": accept,
+            "User-Agent": self._settings.user_agent,
+        }
+        if json_body:
+            headers["Content-Type"] = "application/json"
+        return headers
+
+    def _built_urls(self, request_id: str) -> _Urls:
+        if not wire.valid_request_id(request_id):
+            raise ModelProtocolError("Invalid fal request id.", request_id=None)
+        base = f"{self._requests_url}/{request_id}"
+        return _Urls(request_id, f"{base}/status", base, f"{base}/cancel")
+
+    def _pick(self, returned: str | None, built: str) -> str:
+        # fal's URLs carry our key, so they are followed only on the configured queue
+        # origin; a proxy in front of fal gets its own URLs used this way too.
+        if returned:
+            with contextlib.suppress(ValueError):
+                if URL(returned).origin() == self._queue_origin:
+                    return returned
+        return built
+
+    def _urls(self, handle: RequestHandle) -> _Urls:
+        built = self._built_urls(handle.request_id)
+        return _Urls(
+            handle.request_id,
+            self._pick(handle.status_url, built.status),
+            self._pick(handle.response_url, built.response),
+            self._pick(handle.cancel_url, built.cancel),
+        )
+
+    def _error(self, response: Response, op: str, request_id: str | None) -> ModelError:
+        error = wire.error_for(
+            response.status,
+            response.headers,
+            response.json(),
+            request_id=request_id,
+            timeout_type_user=response.user_timeout,
+        )
+        log.warning(
+            "fal %s failed for %s: HTTP %d -> %s",
+            op,
+            request_id or "-",
+            response.status,
+            type(error).__name__,
+        )
+        return error
+
+    async def _stream_until_completed(
+        self, urls: _Urls, reporter: _ProgressReporter
+    ) -> wire.QueueStatus | None:
+        """The COMPLETED status from the status stream, or ``None`` to fall back to polling."""
+        async with contextlib.aclosing(self._stream_events(urls)) as events:
+            async for status in events:
+                if status.state == "COMPLETED":
+                    return status
+                await reporter.update(status)
+        return None
+
+    async def _stream_events(self, urls: _Urls) -> AsyncGenerator[wire.QueueStatus]:
+        # Any trouble with the stream ends the iteration (polling takes over); only the
+        # network part is guarded, so the progress callback's own errors are not swallowed.
+        rid = urls.request_id
+        try:
+            async with self._session.get(
+                f"{urls.status}/stream",
+                params={"logs": "0"},
+                headers=self._headers(accept="text/event-stream"),
+                timeout=self._http.timeout(None, sock_read=self._settings.stream_idle_timeout),
+                allow_redirects=False,
+                raise_for_status=False,
+            ) as resp:
+                if resp.status != 200 or resp.content_type != "text/event-stream":
+                    log.info(
+                        "fal status stream for %s unavailable (HTTP %d, %s); polling",
+                        rid,
+                        resp.status,
+                        resp.content_type,
+                    )
+                    return
+                data: list[str] = []
+                async for raw in resp.content:
+                    line = raw.decode("utf-8").rstrip("\r\n")
+                    if line.startswith("data:"):
+                        data.append(line[5:].removeprefix(" "))
+                    elif not line and data:
+                        event = "\n".join(data)
+                        data = []
+                        yield wire.parse_status(json.loads(event), rid)
+                    # Anything else is a keep-alive comment or a field we do not use.
+            log.info("fal status stream for %s ended before completion; polling", rid)
+        except (aiohttp.ClientError, TimeoutError, ValueError, ModelProtocolError) as exc:
+            log.info("fal status stream for %s failed (%s); polling", rid, describe(exc))
+
+    async def _poll_until_completed(
+        self, urls: _Urls, reporter: _ProgressReporter
+    ) -> wire.QueueStatus:
+        settings = self._settings
+        delay = settings.poll_interval
+        while True:
+            response = await self._http.call(
+                "GET",
+                urls.status,
+                op="status",
+                idempotent=True,
+                headers=self._headers(),
+                params={"logs": "0"},
+                request_id=urls.request_id,
+            )
+            if not response.ok:
+                raise self._error(response, "status", urls.request_id)
+            status = wire.parse_status(response.json(), urls.request_id)
+            if status.state == "COMPLETED":
+                return status
+            if await reporter.update(status):
+                delay = settings.poll_interval
+            await asyncio.sleep(delay)
+            delay = min(delay * settings.poll_backoff, settings.poll_interval_max)
+
+    async def _result(self, urls: _Urls, status: wire.QueueStatus) -> ModelReply:
+        response = await self._http.call(
+            "GET",
+            urls.response,
+            op="result",
+            idempotent=True,
+            headers=self._headers(),
+            request_id=urls.request_id,
+        )
+        if not response.ok:
+            raise self._error(response, "result", urls.request_id)
+        reply = wire.parse_reply(response.json(), urls.request_id, status.inference_time)
+        log.info(
+            "fal %s completed: %d chars, inference %ss",
+            urls.request_id,
+            len(reply.output),
+            status.inference_time,
+        )
+        return reply
+
+    async def _cancel_quietly(self, urls: _Urls) -> None:
+        try:
+            async with asyncio.timeout(self._settings.cancel_timeout):
+                await self._cancel(urls)
+        except (ModelError, TimeoutError) as exc:
+            log.warning("fal cancel of %s failed: %s", urls.request_id, type(exc).__name__)

@@ -1,0 +1,211 @@
+"""One HTTP call to fal, with timeouts and the retry policy of fal-protocol.md §8 and §14.
+
+Retried:
+* transport failures where the request provably never left this process: the connection
+  could not be made (``ClientConnectorError``, TLS errors excepted) or timed out while
+  connecting (``ConnectionTimeoutError``). Safe for every method, submits included.
+* any other transport failure (reset, disconnect, read timeout, truncated body) only for
+  idempotent calls. A submit POST that fails after its bytes may have been written is
+  **not** sent again: fal has no idempotency key, and a second POST would queue (and bill)
+  a second request. aiohttp cannot tell "written but unanswered" from "written and
+  processed", so the caller gets ``ModelUnavailable`` saying the outcome is unknown.
+* answers 408, 409, 429, and 502/503/504 without ``x-fal-request-id`` (the ingress, not
+  fal's app, answered). Never a 504 with ``X-Fal-Request-Timeout-Type`` (fal enforced the
+  caller's own start timeout), a 5xx with ``x-fal-request-id`` (the request's own outcome),
+  nor any other 4xx.
+
+Delays are exponential from ``retry_base_delay``, capped at ``retry_max_delay``, with
+×[0.5, 1.5) jitter (like fal-client), and at least a ``Retry-After`` when one is given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import aiohttp
+from multidict import CIMultiDictProxy
+
+from bot.domain.errors import ModelUnavailable
+from bot.fal.settings import FalSettings
+
+log = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = "x-fal-request-id"
+TIMEOUT_TYPE_HEADER = "X-Fal-Request-Timeout-Type"
+_RETRY_STATUSES = frozenset({408, 409, 429})
+_INGRESS_STATUSES = frozenset({502, 503, 504})
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """A fully read HTTP answer (the connection is already released)."""
+
+    status: int
+    headers: CIMultiDictProxy[str]
+    body: bytes
+    content_type: str
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    @property
+    def fal_request_id(self) -> str | None:
+        return self.headers.get(REQUEST_ID_HEADER)
+
+    @property
+    def user_timeout(self) -> bool:
+        """fal's own start-timeout verdict (the caller's ``X-Fal-Request-Timeout``)."""
+        return self.status == 504 and TIMEOUT_TYPE_HEADER in self.headers
+
+    def json(self) -> object | None:
+        """The decoded body, or ``None`` when it is not JSON (an ingress HTML page)."""
+        try:
+            return json.loads(self.body)  # type: ignore[no-any-return]
+        except ValueError:
+            return None
+
+
+def retryable_status(response: Response) -> bool:
+    """Whether fal's answer asks for (or allows) the same call again."""
+    if response.user_timeout:
+        return False
+    if response.status in _RETRY_STATUSES:
+        return True
+    return response.status in _INGRESS_STATUSES and response.fal_request_id is None
+
+
+def never_sent(exc: BaseException) -> bool:
+    """Whether the failure happened before any byte of the request was written."""
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return False  # a TLS/certificate problem is not going to heal by itself
+    return isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError)
+
+
+def retryable_exception(exc: BaseException, *, idempotent: bool) -> bool:
+    """Whether a transport failure may be retried for a call of this kind."""
+    if never_sent(exc):
+        return True
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return False
+    return idempotent and isinstance(
+        exc, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError | TimeoutError
+    )
+
+
+def backoff_delay(retry: int, settings: FalSettings, rng: random.Random) -> float:
+    """Delay before retry number ``retry`` (1-based)."""
+    cap = settings.retry_max_delay
+    delay: float = min(settings.retry_base_delay * 2 ** (retry - 1), cap)
+    return min(delay * rng.uniform(0.5, 1.5), cap)
+
+
+def _retry_after(response: Response, cap: float) -> float:
+    raw = response.headers.get("Retry-After", "")
+    try:
+        return min(max(float(raw), 0.0), cap)
+    except ValueError:
+        return 0.0  # an HTTP date or garbage: fall back to our own backoff
+
+
+def describe(exc: BaseException) -> str:
+    """A short, secret-free name for a transport failure. ``str()`` of some aiohttp errors
+    holds the full URL, and an upload URL carries a signature."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{type(exc).__name__} ({exc.strerror})"
+    return type(exc).__name__
+
+
+class Http:
+    """Performs fal calls over the owner's session; never opens or closes a session."""
+
+    def __init__(self, session: aiohttp.ClientSession, settings: FalSettings, rng: random.Random):
+        self._session = session
+        self._settings = settings
+        self._rng = rng
+
+    def timeout(
+        self, total: float | None, *, sock_read: float | None = None
+    ) -> aiohttp.ClientTimeout:
+        """A per-call timeout with the explicit connect bound."""
+        return aiohttp.ClientTimeout(
+            total=total, sock_connect=self._settings.connect_timeout, sock_read=sock_read
+        )
+
+    async def call(
+        self,
+        method: str,
+        url: str,
+        *,
+        op: str,
+        idempotent: bool,
+        headers: Mapping[str, str],
+        data: bytes | None = None,
+        params: Mapping[str, str] | None = None,
+        total_timeout: float | None = None,
+        request_id: str | None = None,
+    ) -> Response:
+        """Make the call, retrying per the module's policy. Returns the last answer, which
+        the caller maps when it is not 2xx; raises ``ModelUnavailable`` when fal could not
+        be reached (or the outcome of a submit is unknown)."""
+        settings = self._settings
+        timeout = self.timeout(total_timeout or settings.request_timeout)
+        rid = request_id or "-"
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with self._session.request(
+                    method,
+                    url,
+                    headers=headers,
+                    data=data,
+                    params=params,
+                    timeout=timeout,
+                    allow_redirects=False,
+                    raise_for_status=False,
+                ) as resp:
+                    body = await resp.read()
+                    response = Response(resp.status, resp.headers, body, resp.content_type)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                reason = describe(exc)
+                if attempt >= settings.max_attempts or not retryable_exception(
+                    exc, idempotent=idempotent
+                ):
+                    log.warning("fal %s failed for %s: %s (attempt %d)", op, rid, reason, attempt)
+                    if idempotent or never_sent(exc):
+                        message = f"Could not reach fal ({reason})."
+                    else:
+                        message = (
+                            f"Lost the connection to fal during {op} ({reason}); "
+                            "it is unknown whether fal received the request."
+                        )
+                    raise ModelUnavailable(message, request_id=request_id) from exc
+                delay = backoff_delay(attempt, settings, self._rng)
+            else:
+                if (
+                    response.ok
+                    or attempt >= settings.max_attempts
+                    or not retryable_status(response)
+                ):
+                    return response
+                reason = f"HTTP {response.status}"
+                delay = max(
+                    backoff_delay(attempt, settings, self._rng),
+                    _retry_after(response, settings.retry_max_delay),
+                )
+            log.warning(
+                "fal %s for %s: %s; retry %d/%d in %.2fs",
+                op,
+                rid,
+                reason,
+                attempt,
+                settings.max_attempts - 1,
+                delay,
+            )
+            await asyncio.sleep(delay)

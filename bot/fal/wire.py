@@ -1,0 +1,370 @@
+"""fal's wire payloads (TypedDicts) and the one conversion per direction between them and
+the domain: request body out, status/result/error bodies in.
+
+Shapes follow ``fal-protocol.md`` (§3 submit, §4 status, §5 result and errors, §12 the
+endpoint's schema).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, NotRequired, Required, TypedDict
+
+from bot.domain.errors import (
+    FieldProblem,
+    ModelAuthError,
+    ModelCancelled,
+    ModelError,
+    ModelInputRejected,
+    ModelProtocolError,
+    ModelRateLimited,
+    ModelTimeout,
+    ModelUnavailable,
+)
+from bot.domain.models import ChatMessage, JsonValue, ModelReply, ModelRequest
+
+# --- payloads ------------------------------------------------------------------------------
+
+
+class WireMessage(TypedDict):
+    """One history message; ``content`` is a string or a list of content parts (opaque)."""
+
+    role: str
+    content: JsonValue
+
+
+class SubmitBody(TypedDict, total=False):
+    """The model input (``Seed2MiniInput``); absent keys take the model's defaults."""
+
+    prompt: Required[str]
+    messages: list[WireMessage]
+    image_urls: list[str]
+    video_urls: list[str]
+    system_prompt: str
+    thinking: str
+    reasoning_effort: str
+    max_completion_tokens: int
+    temperature: float
+    top_p: float
+
+
+class QueueHandleBody(TypedDict):
+    """What submit answers (the queue status of the new request)."""
+
+    request_id: str
+    status: NotRequired[str]
+    status_url: NotRequired[str]
+    response_url: NotRequired[str]
+    cancel_url: NotRequired[str]
+    queue_position: NotRequired[int]
+
+
+class StatusBody(TypedDict):
+    """A queue status, from polling or one status-stream event."""
+
+    status: Literal["IN_QUEUE", "IN_PROGRESS", "COMPLETED"]
+    request_id: NotRequired[str]
+    queue_position: NotRequired[int]
+    logs: NotRequired[list[dict[str, Any]] | None]
+    metrics: NotRequired[dict[str, Any]]
+    error: NotRequired[str | None]
+    error_type: NotRequired[str | None]
+
+
+class ResultBody(TypedDict):
+    """The model output (``Seed2MiniOutput``)."""
+
+    output: str
+    reasoning_content: NotRequired[str | None]
+    messages: list[WireMessage]
+
+
+class UploadInitiateBody(TypedDict):
+    """What ``/storage/upload/initiate`` answers."""
+
+    upload_url: str
+    file_url: str
+
+
+class ErrorObject(TypedDict, total=False):
+    """One item of a 422 ``detail`` list (pydantic style)."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+    url: str
+    ctx: dict[str, Any]
+    input: Any
+
+
+class ErrorBody(TypedDict, total=False):
+    """An error body: ``detail`` is a list of ``ErrorObject`` (model errors) or a string
+    (infrastructure errors, with ``error_type``)."""
+
+    detail: str | list[ErrorObject]
+    error_type: str
+
+
+# --- out -----------------------------------------------------------------------------------
+
+
+def submit_body(request: ModelRequest) -> SubmitBody:
+    """The JSON body for ``request``: unset fields and empty lists are left out, message
+    content is passed through unchanged."""
+    body: SubmitBody = {"prompt": request.prompt}
+    if request.messages:
+        body["messages"] = [{"role": m.role, "content": m.content} for m in request.messages]
+    if request.image_urls:
+        body["image_urls"] = list(request.image_urls)
+    if request.video_urls:
+        body["video_urls"] = list(request.video_urls)
+    if request.system_prompt is not None:
+        body["system_prompt"] = request.system_prompt
+    if request.thinking is not None:
+        body["thinking"] = request.thinking
+    if request.reasoning_effort is not None:
+        body["reasoning_effort"] = request.reasoning_effort
+    if request.max_completion_tokens is not None:
+        body["max_completion_tokens"] = request.max_completion_tokens
+    if request.temperature is not None:
+        body["temperature"] = request.temperature
+    if request.top_p is not None:
+        body["top_p"] = request.top_p
+    return body
+
+
+def _plain(value: object) -> object:
+    # Message content is JsonValue, whose containers may be any Mapping/Sequence (tuples
+    # from a frozen store, mapping proxies); json only knows dict/list/tuple natively.
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def dumps(payload: object) -> bytes:
+    """Compact UTF-8 JSON for a request body."""
+    return json.dumps(payload, default=_plain, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+# --- in ------------------------------------------------------------------------------------
+
+
+def _protocol(what: str, request_id: str | None) -> ModelProtocolError:
+    return ModelProtocolError(f"fal sent an unexpected {what}.", request_id=request_id)
+
+
+def valid_request_id(request_id: str) -> bool:
+    """fal's ids are UUIDs; anything that could change a URL's path is refused."""
+    return bool(request_id) and all(c.isalnum() or c in "-_" for c in request_id)
+
+
+def parse_handle(payload: object) -> QueueHandleBody:
+    """Check a submit answer: an object with a string ``request_id``; the URLs are optional
+    (the client can build them)."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("request_id"), str):
+        raise _protocol("submit response", None)
+    request_id: str = payload["request_id"]
+    if not valid_request_id(request_id):
+        raise _protocol("request id", None)
+    body: QueueHandleBody = {"request_id": request_id}
+    for name in ("status_url", "response_url", "cancel_url"):
+        value = payload.get(name)
+        if isinstance(value, str) and value:
+            body[name] = value
+    position = payload.get("queue_position")
+    if isinstance(position, int) and not isinstance(position, bool):
+        body["queue_position"] = position
+    return body
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStatus:
+    """A parsed queue status."""
+
+    state: Literal["IN_QUEUE", "IN_PROGRESS", "COMPLETED"]
+    queue_position: int | None = None
+    inference_time: float | None = None
+    error: str | None = None
+    error_type: str | None = None
+
+
+def parse_status(payload: object, request_id: str) -> QueueStatus:
+    """Parse a status by its ``status`` field (never by the HTTP code, fal-protocol §4.1)."""
+    if not isinstance(payload, dict):
+        raise _protocol("status", request_id)
+    state = payload.get("status")
+    if state == "IN_QUEUE":
+        position = payload.get("queue_position")
+        if not isinstance(position, int) or isinstance(position, bool) or position < 0:
+            position = None  # progress is cosmetic: a missing position is no reason to fail
+        return QueueStatus("IN_QUEUE", queue_position=position)
+    if state == "IN_PROGRESS":
+        return QueueStatus("IN_PROGRESS")
+    if state == "COMPLETED":
+        metrics = payload.get("metrics")
+        inference_time = metrics.get("inference_time") if isinstance(metrics, dict) else None
+        error, error_type = payload.get("error"), payload.get("error_type")
+        return QueueStatus(
+            "COMPLETED",
+            inference_time=float(inference_time)
+            if isinstance(inference_time, int | float) and not isinstance(inference_time, bool)
+            else None,
+            error=error if isinstance(error, str) else None,
+            error_type=error_type if isinstance(error_type, str) else None,
+        )
+    raise _protocol("status", request_id)
+
+
+def parse_reply(payload: object, request_id: str, inference_time: float | None) -> ModelReply:
+    """The model's answer; message content is kept as fal sent it."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("output"), str):
+        raise _protocol("result", request_id)
+    reasoning = payload.get("reasoning_content")
+    raw_messages = payload.get("messages")
+    if not isinstance(raw_messages, list):
+        raise _protocol("result", request_id)
+    messages: list[ChatMessage] = []
+    for item in raw_messages:
+        if not isinstance(item, dict) or not isinstance(item.get("role"), str):
+            raise _protocol("message in the result", request_id)
+        messages.append(ChatMessage(role=item["role"], content=item.get("content")))
+    return ModelReply(
+        output=payload["output"],
+        reasoning=reasoning if isinstance(reasoning, str) and reasoning else None,
+        messages=tuple(messages),
+        request_id=request_id,
+        inference_time=inference_time,
+    )
+
+
+def parse_upload(payload: object) -> UploadInitiateBody | None:
+    """The two URLs of an upload, or ``None`` when the answer lacks them."""
+    if not isinstance(payload, dict):
+        return None
+    upload_url, file_url = payload.get("upload_url"), payload.get("file_url")
+    if not (isinstance(upload_url, str) and isinstance(file_url, str)):
+        return None
+    if not (
+        upload_url.startswith(("https://", "http://"))
+        and file_url.startswith(("https://", "http://"))
+    ):
+        return None
+    return {"upload_url": upload_url, "file_url": file_url}
+
+
+# --- errors --------------------------------------------------------------------------------
+
+_TIMEOUT_TYPES = frozenset({"request_timeout", "startup_timeout", "generation_timeout"})
+_CANCEL_TYPES = frozenset({"client_cancelled"})
+_MAX_MESSAGE = 300
+
+
+def _clip(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"
+
+
+def field_problems(detail: object, error_type: str | None) -> tuple[FieldProblem, ...] | None:
+    """The problems a ``detail`` names (a pydantic-style list, or one string), or ``None``
+    when ``detail`` is neither."""
+    if isinstance(detail, str):
+        return (FieldProblem("body", None, error_type or "value_error", detail),)
+    if not isinstance(detail, list):
+        return None
+    problems: list[FieldProblem] = []
+    for item in detail:
+        if not isinstance(item, dict):
+            return None
+        loc = item.get("loc")
+        loc = loc if isinstance(loc, list) else []
+        # loc is ["body", field, index?]; a bare ["body"] concerns the input as a whole.
+        field_name = str(loc[1]) if len(loc) > 1 else str(loc[0]) if loc else "body"
+        index = (
+            loc[2]
+            if len(loc) > 2 and isinstance(loc[2], int) and not isinstance(loc[2], bool)
+            else None
+        )
+        kind, msg = item.get("type"), item.get("msg")
+        problems.append(
+            FieldProblem(
+                field=field_name,
+                index=index,
+                kind=kind if isinstance(kind, str) else "unknown",
+                message=msg if isinstance(msg, str) else "",
+            )
+        )
+    return tuple(problems)
+
+
+def describe_problems(problems: Sequence[FieldProblem]) -> str:
+    """One line naming each rejected field, e.g. ``image_urls[0]: Failed to download``."""
+    parts = []
+    for p in problems:
+        where = p.field if p.index is None else f"{p.field}[{p.index}]"
+        parts.append(f"{where}: {p.message or p.kind}")
+    return _clip("; ".join(parts))
+
+
+def error_for(
+    status: int,
+    headers: Mapping[str, str],
+    payload: object,
+    *,
+    request_id: str | None,
+    timeout_type_user: bool = False,
+) -> ModelError:
+    """The domain error for a failed fal answer (after retries).
+
+    ``payload`` is the decoded JSON body, or ``None`` when it was not JSON (an ingress page).
+    Messages are meant for users: no URL, no body echo, fal's request id kept separately.
+    """
+    body = payload if isinstance(payload, dict) else {}
+    detail = body.get("detail")
+    error_type = body.get("error_type")
+    if not isinstance(error_type, str):
+        error_type = headers.get("X-Fal-Error-Type")
+    label = f"HTTP {status}" + (f", {error_type}" if error_type else "")
+    text = _clip(detail) if isinstance(detail, str) else ""
+
+    if status == 499 or error_type in _CANCEL_TYPES:
+        return ModelCancelled("The request was cancelled.", request_id=request_id)
+    if status in (401, 403):
+        return ModelAuthError(
+            f"fal refused the API key ({label}).",
+            request_id=request_id,
+        )
+    if status == 422 or (status == 400 and error_type == "bad_request"):
+        problems = field_problems(detail, error_type)
+        if problems is None:
+            return ModelProtocolError(
+                f"fal rejected the input without saying why ({label}).", request_id=request_id
+            )
+        return ModelInputRejected(
+            f"The model rejected the input: {describe_problems(problems)}",
+            problems,
+            request_id=request_id,
+        )
+    if status == 429:
+        return ModelRateLimited(
+            "fal is rate limiting this bot; try again shortly.", request_id=request_id
+        )
+    if timeout_type_user or error_type in _TIMEOUT_TYPES:
+        return ModelTimeout(
+            f"fal gave up on the request ({label}).",
+            request_id=request_id,
+        )
+    if status == 404:
+        # A request id fal no longer knows: expired, or created with another key.
+        return ModelUnavailable(
+            f"fal no longer knows this request ({label}).", request_id=request_id
+        )
+    if status >= 500 or status in (408, 409):
+        return ModelUnavailable(
+            f"fal is unavailable ({label})" + (f": {text}" if text else "."),
+            request_id=request_id,
+        )
+    return ModelProtocolError(f"fal answered unexpectedly ({label}).", request_id=request_id)
