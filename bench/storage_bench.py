@@ -1,0 +1,202 @@
+"""Storage benchmark: per-turn append and history load against history length.
+
+    python -m bench.storage_bench [--postgres URL] [--sizes 10,100,1000] [--repeat 50]
+
+Runs on a temporary SQLite file, and on PostgreSQL when ``--postgres`` or
+``SEED_BOT_TEST_POSTGRES_URL`` gives a server: a scratch database is created next to the
+given one and dropped afterwards. "append" is ``complete_turn`` storing two new messages
+(the user's and the assistant's); it should cost the same whatever the history's length.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+from bot.domain.models import (
+    ChatMessage,
+    Conversation,
+    ModelReply,
+    NewConversation,
+    NewTurn,
+)
+from bot.storage import SqlStore, create_engine
+from bot.storage.migrate import upgrade
+
+POSTGRES_ENV = "SEED_BOT_TEST_POSTGRES_URL"
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    backend: str
+    turns: int
+    append_median_ms: float
+    append_p95_ms: float
+    load_median_ms: float
+    load_p95_ms: float
+    messages: int
+
+
+def _messages(n: int) -> list[ChatMessage]:
+    # Sizes of a typical exchange: a short question, a few paragraphs of answer.
+    return [
+        ChatMessage(role="user", content=[{"type": "text", "text": f"question {n} " * 20}]),
+        ChatMessage(role="assistant", content=f"answer {n} " * 150),
+    ]
+
+
+def _reply(n: int) -> ModelReply:
+    return ModelReply(
+        output=f"answer {n} " * 150, reasoning="thinking " * 50, messages=(), request_id=f"r{n}"
+    )
+
+
+class _Turns:
+    def __init__(self, store: SqlStore, conversation: Conversation) -> None:
+        self.store = store
+        self.conversation = conversation
+        self.count = 0
+
+    async def begin(self) -> int:
+        self.count += 1
+        turn = await self.store.begin_turn(
+            NewTurn(
+                conversation_id=self.conversation.id,
+                epoch=0,
+                source_id=f"{self.conversation.id}-{self.count}",
+                author_id="1100000000000000001",
+                author_name="bench",
+                reply_channel_id=self.conversation.scope_id,
+                prompt=f"question {self.count}",
+            )
+        )
+        return turn.id
+
+    async def append(self, turn_id: int) -> None:
+        await self.store.complete_turn(turn_id, _reply(self.count), _messages(self.count))
+
+
+async def _timed(
+    repeat: int,
+    prepare: Callable[[], Awaitable[int]] | None,
+    run: Callable[[int], Awaitable[object]],
+) -> list[float]:
+    times = []
+    for _ in range(repeat):
+        arg = await prepare() if prepare is not None else 0
+        start = time.perf_counter()
+        await run(arg)
+        times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def _p95(values: Sequence[float]) -> float:
+    return statistics.quantiles(values, n=20)[-1]
+
+
+async def bench_size(store: SqlStore, backend: str, size: int, repeat: int) -> Row:
+    conversation = await store.create_conversation(
+        NewConversation(scope_id=f"{size}{uuid.uuid4().int % 10**12}", owner_id="1")
+    )
+    turns = _Turns(store, conversation)
+    for _ in range(size):
+        await turns.append(await turns.begin())
+
+    async def load(_: int) -> object:
+        return await store.history(conversation.id, 0)
+
+    await load(0)  # warm the pool and caches before timing
+    loads = await _timed(repeat, None, load)
+    messages = len(await store.history(conversation.id, 0))
+    appends = await _timed(repeat, turns.begin, turns.append)
+    return Row(
+        backend=backend,
+        turns=size,
+        append_median_ms=statistics.median(appends),
+        append_p95_ms=_p95(appends),
+        load_median_ms=statistics.median(loads),
+        load_p95_ms=_p95(loads),
+        messages=messages,
+    )
+
+
+async def bench_backend(backend: str, url: str, sizes: Sequence[int], repeat: int) -> list[Row]:
+    await upgrade(url)
+    engine = create_engine(url)
+    try:
+        store = SqlStore(engine)
+        return [await bench_size(store, backend, size, repeat) for size in sizes]
+    finally:
+        await engine.dispose()
+
+
+@asynccontextmanager
+async def scratch_postgres(base_url: str) -> AsyncIterator[str]:
+    name = f"seed_bot_bench_{uuid.uuid4().hex[:12]}"
+    admin = create_async_engine(base_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    try:
+        async with admin.connect() as conn:
+            await conn.execute(text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield make_url(base_url).set(database=name).render_as_string(hide_password=False)
+        finally:
+            async with admin.connect() as conn:
+                await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        await admin.dispose()
+
+
+def render(rows: Sequence[Row]) -> str:
+    header = (
+        f"{'backend':<11}{'history':>9}{'append med':>12}{'append p95':>12}"
+        f"{'load med':>11}{'load p95':>11}{'messages':>10}"
+    )
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        lines.append(
+            f"{r.backend:<11}{r.turns:>6} t.{r.append_median_ms:>9.2f}ms{r.append_p95_ms:>10.2f}ms"
+            f"{r.load_median_ms:>9.2f}ms{r.load_p95_ms:>9.2f}ms{r.messages:>10}"
+        )
+    return "\n".join(lines)
+
+
+async def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--postgres", default=os.environ.get(POSTGRES_ENV), metavar="URL")
+    parser.add_argument("--sizes", default="10,100,1000", help="history lengths, in turns")
+    parser.add_argument("--repeat", type=int, default=50, help="timed calls per measure")
+    args = parser.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",")]
+
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"
+        rows += await bench_backend("sqlite", url, sizes, args.repeat)
+    if args.postgres:
+        async with scratch_postgres(args.postgres) as url:
+            rows += await bench_backend("postgresql", url, sizes, args.repeat)
+    print(render(rows))
+    print(
+        f"\nappend = complete_turn storing 2 messages ({args.repeat} timed calls, the history"
+        " growing by one turn each); load = history() of the whole epoch."
+    )
+    if not args.postgres:
+        print(f"(PostgreSQL skipped: pass --postgres URL or set {POSTGRES_ENV})")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,121 @@
+"""Engine setup: SQLite pragmas and transaction control, PostgreSQL pool settings."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+log = logging.getLogger(__name__)
+
+# Execution option read by the ``begin`` hook: how a SQLite transaction starts.
+SQLITE_BEGIN = "seed_bot_sqlite_begin"
+# A write transaction takes SQLite's write lock up front (BEGIN IMMEDIATE). A deferred
+# transaction that reads and then writes cannot wait for the lock in WAL mode once another
+# writer committed after its snapshot: SQLite fails it at once with "database is locked",
+# busy_timeout notwithstanding. Taking the lock first makes writers queue on busy_timeout.
+WRITE_OPTIONS: dict[str, Any] = {SQLITE_BEGIN: "IMMEDIATE"}
+
+_BEGIN_MODES = frozenset({"DEFERRED", "IMMEDIATE", "EXCLUSIVE"})
+
+DEFAULT_BUSY_TIMEOUT_MS = 5000
+
+# asyncpg prepares every statement, and after five runs PostgreSQL may switch a prepared
+# statement to a generic plan that it then keeps for the connection's life. One chosen while
+# the tables were small (a new deployment) can be a disaster later: history() planned as a
+# loop over turns with a scan of messages inside took 130 ms for a 1,000-turn conversation
+# instead of 9 ms. Our queries are small and cheap to plan, so plan each with its values.
+POSTGRES_SETTINGS = {"plan_cache_mode": "force_custom_plan"}
+POSTGRES_CONNECT_TIMEOUT = 10.0
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file behind a SQLite URL, or ``None`` for in-memory and URI databases."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    database = parsed.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    if parsed.query.get("mode") == "memory":
+        return None
+    return Path(database)
+
+
+def create_engine(
+    url: str, *, echo: bool = False, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS
+) -> AsyncEngine:
+    """An async engine for ``url`` (``sqlite+aiosqlite:///…`` or ``postgresql+asyncpg://…``).
+
+    SQLite gets WAL, foreign keys, ``busy_timeout`` and ``synchronous=NORMAL`` on every
+    connection, and SQLAlchemy, not the driver, emits BEGIN: deferred for reads, IMMEDIATE on
+    engines derived with ``engine.execution_options(**WRITE_OPTIONS)``. The directory of a
+    SQLite file is created when missing. Nothing connects until first use.
+    """
+    if is_sqlite(url):
+        return _sqlite_engine(url, echo=echo, busy_timeout_ms=busy_timeout_ms)
+    return create_async_engine(
+        url,
+        echo=echo,
+        # A PostgreSQL restart would otherwise surface as one failed call per pooled connection.
+        pool_pre_ping=True,
+        # asyncpg waits 60 s for a connection by default; fail over to our retries sooner.
+        connect_args={"server_settings": POSTGRES_SETTINGS, "timeout": POSTGRES_CONNECT_TIMEOUT},
+    )
+
+
+def _sqlite_engine(url: str, *, echo: bool, busy_timeout_ms: int) -> AsyncEngine:
+    path = sqlite_path(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(url, echo=echo)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        # Take BEGIN away from the driver (see the begin hook below).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            _use_wal(cursor)
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # The driver's own transaction control begins only before DML, so SELECTs would run
+        # outside any transaction and DDL would autocommit; emit BEGIN ourselves instead.
+        mode = conn.get_execution_options().get(SQLITE_BEGIN, "DEFERRED")
+        if mode not in _BEGIN_MODES:
+            raise ValueError(f"unknown SQLite BEGIN mode {mode!r}")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine
+
+
+def _use_wal(cursor: Any) -> None:
+    """Switch the database file to WAL (a property of the file: only a new one switches)."""
+    cursor.execute("PRAGMA journal_mode")
+    if str(cursor.fetchone()[0]).lower() == "wal":
+        return
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.OperationalError as e:
+        # Switching needs the file to itself, and SQLite refuses at once, without waiting,
+        # while another connection uses it: typically another one switching the same new
+        # file. This connection works in the old mode meanwhile; a later one switches.
+        if "locked" not in str(e) and "busy" not in str(e):
+            raise
+        log.debug("SQLite journal mode not switched to WAL yet: %s", e)

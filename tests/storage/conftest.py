@@ -1,0 +1,149 @@
+"""Storage fixtures: every store test runs on a fresh SQLite file and, when
+``SEED_BOT_TEST_POSTGRES_URL`` is set, on a fresh PostgreSQL database."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
+
+from bot.domain.models import (
+    ChatMessage,
+    Conversation,
+    ModelReply,
+    NewConversation,
+    NewTurn,
+)
+from bot.storage import SqlStore, create_engine
+from bot.storage.migrate import upgrade
+
+POSTGRES_ENV = "SEED_BOT_TEST_POSTGRES_URL"
+BACKENDS = ("sqlite", "postgresql")
+
+
+def postgres_base_url() -> str | None:
+    return os.environ.get(POSTGRES_ENV) or None
+
+
+@asynccontextmanager
+async def fresh_postgres_database(base_url: str) -> AsyncIterator[str]:
+    """A new, empty database next to ``base_url``'s, dropped afterwards. A database per test
+    isolates tests completely and lets migrations run from a plain URL."""
+    name = f"seed_bot_test_{uuid.uuid4().hex[:16]}"
+    admin = create_async_engine(base_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    try:
+        async with admin.connect() as conn:
+            await conn.execute(text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield make_url(base_url).set(database=name).render_as_string(hide_password=False)
+        finally:
+            async with admin.connect() as conn:
+                await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        await admin.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    if name == "postgresql" and postgres_base_url() is None:
+        pytest.skip(f"PostgreSQL tests need {POSTGRES_ENV} (e.g. postgresql+asyncpg://…/test)")
+    return name
+
+
+@pytest.fixture
+async def db_url(backend: str, tmp_path: Path) -> AsyncIterator[str]:
+    """The URL of an empty database (no schema) on the backend under test."""
+    if backend == "sqlite":
+        # A directory that does not exist yet: the engine factory creates it.
+        yield f"sqlite+aiosqlite:///{tmp_path / 'data' / 'seed-bot.db'}"
+        return
+    base = postgres_base_url()
+    assert base is not None
+    async with fresh_postgres_database(base) as url:
+        yield url
+
+
+@pytest.fixture
+async def migrated_url(db_url: str) -> str:
+    await upgrade(db_url)
+    return db_url
+
+
+@pytest.fixture
+async def engine(migrated_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(migrated_url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def store(engine: AsyncEngine) -> SqlStore:
+    return SqlStore(engine)
+
+
+@pytest.fixture
+async def other_store(migrated_url: str) -> AsyncIterator[SqlStore]:
+    """A store on its own engine and pool: another process sharing the database."""
+    engine = create_engine(migrated_url)
+    yield SqlStore(engine)
+    await engine.dispose()
+
+
+@pytest.fixture
+async def conversation(store: SqlStore) -> Conversation:
+    return await store.create_conversation(
+        NewConversation(
+            scope_id="1200000000000000001",
+            owner_id="1100000000000000001",
+            guild_id="1000000000000000001",
+            parent_channel_id="1000000000000000002",
+        )
+    )
+
+
+def new_turn(conversation: Conversation, source_id: str, **overrides: Any) -> NewTurn:
+    turn = NewTurn(
+        conversation_id=conversation.id,
+        epoch=conversation.epoch,
+        source_id=source_id,
+        author_id="1100000000000000001",
+        author_name="Ada",
+        reply_channel_id=conversation.scope_id,
+        prompt=f"prompt for {source_id}",
+    )
+    return replace(turn, **overrides)
+
+
+def reply(output: str = "the answer", *, request_id: str = "req-1") -> ModelReply:
+    return ModelReply(
+        output=output,
+        reasoning="because",
+        messages=(),
+        request_id=request_id,
+        inference_time=1.5,
+    )
+
+
+def exchange(tag: str) -> list[ChatMessage]:
+    """The two messages one turn adds: the user's and the assistant's."""
+    return [
+        ChatMessage(role="user", content=[{"type": "text", "text": f"question {tag}"}]),
+        ChatMessage(role="assistant", content=f"answer {tag}"),
+    ]
+
+
+def utc(hour: int, minute: int = 0, second: int = 0) -> datetime:
+    """A time on one fixed day, for quota windows."""
+    return datetime(2026, 1, 2, hour, minute, second, tzinfo=UTC)

@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from bot.domain.errors import StorageError
+from bot.domain.models import Conversation, NewConversation
+from bot.storage import SqlStore
+
+from .conftest import exchange, new_turn, reply
+
+
+async def test_create_then_look_up_by_scope_and_id(store: SqlStore) -> None:
+    assert await store.conversation_for_scope("1200000000000000009") is None
+    before = datetime.now(UTC)
+
+    created = await store.create_conversation(
+        NewConversation(
+            scope_id="1200000000000000009",
+            owner_id="1100000000000000007",
+            guild_id="1000000000000000001",
+            parent_channel_id="1000000000000000002",
+        )
+    )
+
+    assert created.scope_id == "1200000000000000009"
+    assert created.owner_id == "1100000000000000007"
+    assert created.guild_id == "1000000000000000001"
+    assert created.parent_channel_id == "1000000000000000002"
+    assert created.epoch == 0
+    assert created.trim_notified_epoch is None
+    assert created.created_at.tzinfo is UTC
+    assert before - timedelta(seconds=1) <= created.created_at <= datetime.now(UTC)
+    assert await store.conversation_for_scope("1200000000000000009") == created
+    assert await store.get_conversation(created.id) == created
+
+
+async def test_dm_conversation_has_no_guild(store: SqlStore) -> None:
+    created = await store.create_conversation(NewConversation(scope_id="77", owner_id="78"))
+    fetched = await store.get_conversation(created.id)
+    assert (fetched.guild_id, fetched.parent_channel_id) == (None, None)
+
+
+async def test_racing_creates_for_one_scope_all_get_the_same_conversation(
+    store: SqlStore, other_store: SqlStore
+) -> None:
+    stores = [store, other_store] * 4
+    results = await asyncio.gather(
+        *(
+            s.create_conversation(NewConversation(scope_id="555", owner_id=str(100 + i)))
+            for i, s in enumerate(stores)
+        )
+    )
+    assert len({c.id for c in results}) == 1
+    assert len(set(results)) == 1
+    assert await store.conversation_for_scope("555") == results[0]
+
+
+async def test_create_for_a_bound_scope_returns_the_existing_one(
+    store: SqlStore, conversation: Conversation
+) -> None:
+    again = await store.create_conversation(
+        NewConversation(scope_id=conversation.scope_id, owner_id="someone else")
+    )
+    assert again == conversation
+
+
+async def test_missing_conversation_is_a_storage_error(store: SqlStore) -> None:
+    with pytest.raises(StorageError, match="no conversation 4242"):
+        await store.get_conversation(4242)
+    with pytest.raises(StorageError, match="no conversation 4242"):
+        await store.reset(4242)
+    with pytest.raises(StorageError, match="no conversation 4242"):
+        await store.mark_trim_notified(4242, 0)
+
+
+async def test_reset_starts_a_new_epoch_and_hides_older_history(
+    store: SqlStore, conversation: Conversation
+) -> None:
+    turn = await store.begin_turn(new_turn(conversation, "1"))
+    await store.complete_turn(turn.id, reply(), exchange("old"))
+
+    assert await store.reset(conversation.id) == 1
+    after = await store.get_conversation(conversation.id)
+    assert after.epoch == 1
+    assert after.updated_at >= conversation.updated_at
+    assert await store.history(conversation.id, 1) == []
+    # Old turns stay stored.
+    assert [e.message for e in await store.history(conversation.id, 0)] == exchange("old")
+    assert (await store.get_turn(turn.id)).output == "the answer"
+
+    assert await store.reset(conversation.id) == 2
+
+
+async def test_mark_trim_notified(store: SqlStore, conversation: Conversation) -> None:
+    await store.mark_trim_notified(conversation.id, 0)
+    assert (await store.get_conversation(conversation.id)).trim_notified_epoch == 0
+    await store.reset(conversation.id)
+    await store.mark_trim_notified(conversation.id, 1)
+    assert (await store.get_conversation(conversation.id)).trim_notified_epoch == 1

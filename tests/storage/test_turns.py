@@ -1,0 +1,378 @@
+from __future__ import annotations
+
+from datetime import UTC
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot.domain.errors import DuplicateMessage, StorageError
+from bot.domain.models import (
+    ChatMessage,
+    Conversation,
+    JsonValue,
+    NewConversation,
+    RequestHandle,
+    TurnState,
+)
+from bot.storage import SqlStore
+from bot.storage.repository import history_query
+
+from .conftest import exchange, new_turn, reply
+
+HANDLE = RequestHandle(
+    request_id="764cabcf-b745-4b3e-ae38-1200304cf45b",
+    status_url="https://queue.fal.run/fal-ai/bytedance/requests/764c/status",
+    response_url="https://queue.fal.run/fal-ai/bytedance/requests/764c",
+    cancel_url="https://queue.fal.run/fal-ai/bytedance/requests/764c/cancel",
+)
+
+
+async def test_begin_turn_round_trips_every_field(
+    store: SqlStore, conversation: Conversation
+) -> None:
+    new = new_turn(
+        conversation,
+        "1300000000000000001",
+        author_name="Ada Lovelace 🧮",
+        prompt="what is in these?\n```py\nprint('x')\n```",
+        image_urls=("https://v3.fal.media/a.png", "https://v3.fal.media/b.webp"),
+        video_urls=("https://v3.fal.media/c.mp4",),
+        warnings=("left out notes.pdf: unsupported type",),
+    )
+
+    turn = await store.begin_turn(new)
+
+    assert turn.conversation_id == conversation.id
+    assert turn.epoch == 0
+    assert turn.source_id == new.source_id
+    assert turn.author_id == new.author_id
+    assert turn.author_name == "Ada Lovelace 🧮"
+    assert turn.reply_channel_id == new.reply_channel_id
+    assert turn.prompt == new.prompt
+    assert turn.image_urls == new.image_urls
+    assert turn.video_urls == new.video_urls
+    assert turn.warnings == new.warnings
+    assert turn.state is TurnState.PENDING
+    assert turn.handle is None
+    assert (turn.output, turn.reasoning, turn.error) == (None, None, None)
+    assert turn.reply_message_ids == ()
+    assert turn.created_at.tzinfo is UTC
+    assert turn.created_at == turn.updated_at
+    assert await store.get_turn(turn.id) == turn
+    assert await store.turn_for_source(new.source_id) == turn
+    assert await store.turn_for_source("999") is None
+
+
+async def test_record_submission_stores_the_handle(
+    store: SqlStore, conversation: Conversation
+) -> None:
+    turn = await store.begin_turn(new_turn(conversation, "1"))
+    await store.record_submission(turn.id, HANDLE)
+    stored = await store.get_turn(turn.id)
+    assert stored.state is TurnState.SUBMITTED
+    assert stored.handle == HANDLE
+    assert stored.updated_at >= turn.updated_at
+
+    bare = await store.begin_turn(new_turn(conversation, "2"))
+    await store.record_submission(bare.id, RequestHandle(request_id="only-an-id"))
+    assert (await store.get_turn(bare.id)).handle == RequestHandle(request_id="only-an-id")
+
+
+async def test_a_stopped_turn_stays_stopped_when_its_submission_lands(
+    store: SqlStore, conversation: Conversation
+) -> None:
+    turn = await store.begin_turn(new_turn(conversation, "1"))
+    await store.finish_turn(turn.id, TurnState.STOPPED)
+    await store.record_submission(turn.id, HANDLE)
+    stored = await store.get_turn(turn.id)
+    assert stored.state is TurnState.STOPPED
+    assert stored.handle == HANDLE
+
+
+async def test_complete_turn_appends_messages_and_keeps_output_for_display(
+    store: SqlStore, conversation: Conversation
+) -> None:
+    turn = await store.begin_turn(new_turn(conversation, "1"))
+    await store.record_submission(turn.id, HANDLE)
+    messages = exchange("one")
+
+    await store.complete_turn(turn.id, reply("the output"), messages)
+
+    stored = await store.get_turn(turn.id)
+    assert stored.state is TurnState.COMPLETED
+    assert stored.output == "the output"
+    assert stored.reasoning == "because"
+    assert stored.handle == HANDLE
+    history = await store.history(conversation.id, 0)
+    assert [(e.turn_id, e.position, e.message) for e in history] == [
+        (turn.id, 0, messages[0]),
+        (turn.id, 1, messages[1]),
+    ]
+
+
+async def test_message_content_comes_back_exactly(
+    store: SqlStore, conversation: Conversation
+) -> None:
+    content: JsonValue = {
+        "z_last_key_first": 1,
+        "a": [None, True, False, 0, -1, 2**53, 0.1, 1e-300, 'ünïcødé ✓ \u0000 \\ "'],
+        "nested": {"type": "image_url", "image_url": {"url": "https://x/y?a=1&b=2"}},
+        "empty": {},
+    }
+    messages = [
+        ChatMessage(role="user", content=content),
+        ChatMessage(role="assistant", content=None),
+        ChatMessage(role="assistant", content="plain text"),
+        ChatMessage(role="tool", content=[]),
+    ]
+    turn = await store.begin_turn(new_turn(conversation, "1"))
+    await store.complete_turn(turn.id, reply(), messages)
+
+    history = await store.history(conversation.id, 0)
+
+    assert [e.message for e in history] == messages
+    # Key order too: the content is sent back to the model as stored.
+    first = history[0].message.content
+    assert isinstance(first, dict)
+    assert isinstance(content, dict)
+    assert list(first) == list(content)
+
+
+async def test_history_is_ordered_across_turns(store: SqlStore, conversation: Conversation) -> None:
+    expected: list[ChatMessage] = []
+    for i in range(5):
+        turn = await store.begin_turn(new_turn(conversation, str(i)))
+        await store.complete_turn(turn.id, reply(), exchange(str(i)))
+        await store.record_delivery(turn.id, [f"90{i}"])
+        expected += exchange(str(i))
+
+    history = await store.history(conversation.id, 0)
+
+    assert [e.message for e in history] == expected
+    assert [e.position for e in history] == list(range(10))
+
+
+async def test_history_holds_only_completed_and_delivered_turns(
+    store: SqlStore, conversation: Conversation
+) -> None:
+    delivered = await store.begin_turn(new_turn(conversation, "1"))
+    await store.complete_turn(delivered.id, reply(), exchange("delivered"))
+    await store.record_delivery(delivered.id, ["901", "902"])
+
+    superseded = await store.begin_turn(new_turn(conversation, "2"))
+    await store.complete_turn(superseded.id, reply(), exchange("superseded"))
+    await store.finish_turn(superseded.id, TurnState.SUPERSEDED)
+
+    completed = await store.begin_turn(new_turn(conversation, "3"))
+    await store.complete_turn(completed.id, reply(), exchange("completed"))
+
+    await store.begin_turn(new_turn(conversation, "4"))  # pending
+    failed = await store.begin_turn(new_turn(conversation, "5"))
+    await store.finish_turn(failed.id, TurnState.FAILED, "model timed out")
+
+    history = await store.history(conversation.id, 0)
+
+    assert [e.message for e in history] == exchange("delivered") + exchange("completed")
+    assert {e.turn_id for e in history} == {delivered.id, completed.id}
+
+
+async def test_history_is_per_conversation_and_epoch(
+    store: SqlStore, conversation: Conversation
+) -> None:
+    other = await store.create_conversation(NewConversation(scope_id="2", owner_id="3"))
+    t_other = await store.begin_turn(new_turn(other, "o1"))
+    await store.complete_turn(t_other.id, reply(), exchange("other"))
+
+    t0 = await store.begin_turn(new_turn(conversation, "1"))
+    await store.complete_turn(t0.id, reply(), exchange("epoch 0"))
+    epoch = await store.reset(conversation.id)
+    t1 = await store.begin_turn(new_turn(conversation, "2", epoch=epoch))
+    await store.complete_turn(t1.id, reply(), exchange("epoch 1"))
+
+    assert [e.message for e in await store.history(conversation.id, 0)] == exchange("epoch 0")
+    assert [e.message for e in await store.history(conversation.id, 1)] == exchange("epoch 1")
+    assert [e.message for e in await store.history(other.id, 0)] == exchange("other")
+
+
+async def test_a_turn_of_an_old_epoch_completing_after_reset_stays_in_its_epoch(
+    store: SqlStore, conversation: Conversation
+) -> None:
+    old = await store.begin_turn(new_turn(conversation, "1"))
+    epoch = await store.reset(conversation.id)
+    new = await store.begin_turn(new_turn(conversation, "2", epoch=epoch))
+    await store.complete_turn(new.id, reply(), exchange("new"))
+    await store.complete_turn(old.id, reply(), exchange("old"))
+
+    assert [e.message for e in await store.history(conversation.id, epoch)] == exchange("new")
+    assert [e.message for e in await store.history(conversation.id, 0)] == exchange("old")
+
+
+async def test_complete_turn_refuses_a_finished_or_missing_turn(
+    store: SqlStore, conversation: Conversation
+) -> None:
+    turn = await store.begin_turn(new_turn(conversation, "1"))
+    await store.finish_turn(turn.id, TurnState.STOPPED)
+    with pytest.raises(StorageError, match="is stopped"):
+        await store.complete_turn(turn.id, reply(), exchange("late"))
+    assert await store.history(conversation.id, 0) == []
+    assert (await store.get_turn(turn.id)).state is TurnState.STOPPED
+
+    done = await store.begin_turn(new_turn(conversation, "2"))
+    await store.complete_turn(done.id, reply(), exchange("once"))
+    with pytest.raises(StorageError, match="is completed"):
+        await store.complete_turn(done.id, reply(), exchange("twice"))
+    assert [e.message for e in await store.history(conversation.id, 0)] == exchange("once")
+
+    with pytest.raises(StorageError, match="no turn 4242"):
+        await store.complete_turn(4242, reply(), exchange("x"))
+
+
+async def test_complete_turn_with_no_new_messages(
+    store: SqlStore, conversation: Conversation
+) -> None:
+    turn = await store.begin_turn(new_turn(conversation, "1"))
+    await store.complete_turn(turn.id, reply(""), [])
+    assert (await store.get_turn(turn.id)).state is TurnState.COMPLETED
+    assert await store.history(conversation.id, 0) == []
+
+
+async def test_record_delivery(store: SqlStore, conversation: Conversation) -> None:
+    turn = await store.begin_turn(new_turn(conversation, "1"))
+    await store.complete_turn(turn.id, reply(), exchange("1"))
+    await store.record_delivery(turn.id, ["1400000000000000001", "1400000000000000002"])
+    stored = await store.get_turn(turn.id)
+    assert stored.state is TurnState.DELIVERED
+    assert stored.reply_message_ids == ("1400000000000000001", "1400000000000000002")
+
+
+async def test_delivering_a_failure_notice_keeps_the_turn_failed(
+    store: SqlStore, conversation: Conversation
+) -> None:
+    turn = await store.begin_turn(new_turn(conversation, "1"))
+    await store.finish_turn(turn.id, TurnState.FAILED, "fal is unavailable (request r-1)")
+    await store.record_delivery(turn.id, ["1400000000000000009"])
+    stored = await store.get_turn(turn.id)
+    assert stored.state is TurnState.FAILED
+    assert stored.error == "fal is unavailable (request r-1)"
+    assert stored.reply_message_ids == ("1400000000000000009",)
+
+
+async def test_finish_turn(store: SqlStore, conversation: Conversation) -> None:
+    turn = await store.begin_turn(new_turn(conversation, "1"))
+    await store.finish_turn(turn.id, TurnState.FAILED, "the model refused image 2")
+    stored = await store.get_turn(turn.id)
+    assert (stored.state, stored.error) == (TurnState.FAILED, "the model refused image 2")
+
+    with pytest.raises(ValueError, match="finish_turn takes"):
+        await store.finish_turn(turn.id, TurnState.DELIVERED)
+    with pytest.raises(StorageError, match="no turn 4242"):
+        await store.finish_turn(4242, TurnState.FAILED)
+    with pytest.raises(StorageError, match="no turn 4242"):
+        await store.record_delivery(4242, [])
+    with pytest.raises(StorageError, match="no turn 4242"):
+        await store.record_submission(4242, HANDLE)
+    with pytest.raises(StorageError, match="no turn 4242"):
+        await store.get_turn(4242)
+
+
+async def test_unfinished_turns_are_pending_submitted_and_completed_oldest_first(
+    store: SqlStore, conversation: Conversation
+) -> None:
+    other = await store.create_conversation(NewConversation(scope_id="2", owner_id="3"))
+    pending = await store.begin_turn(new_turn(conversation, "1"))
+    submitted = await store.begin_turn(new_turn(other, "2"))
+    await store.record_submission(submitted.id, HANDLE)
+    completed = await store.begin_turn(new_turn(conversation, "3"))
+    await store.complete_turn(completed.id, reply(), exchange("3"))
+    delivered = await store.begin_turn(new_turn(conversation, "4"))
+    await store.complete_turn(delivered.id, reply(), exchange("4"))
+    await store.record_delivery(delivered.id, ["9"])
+    for i, state in enumerate((TurnState.FAILED, TurnState.STOPPED, TurnState.SUPERSEDED)):
+        finished = await store.begin_turn(new_turn(other, f"f{i}"))
+        await store.finish_turn(finished.id, state)
+    later_pending = await store.begin_turn(new_turn(other, "5"))
+
+    unfinished = await store.unfinished_turns()
+
+    assert [t.id for t in unfinished] == [pending.id, submitted.id, completed.id, later_pending.id]
+    assert unfinished[1].handle == HANDLE
+    assert unfinished[2].state is TurnState.COMPLETED
+
+
+async def test_begin_turn_for_a_missing_conversation_is_not_a_duplicate(
+    store: SqlStore, conversation: Conversation
+) -> None:
+    missing = Conversation(
+        id=conversation.id + 1000,
+        scope_id="x",
+        guild_id=None,
+        parent_channel_id=None,
+        owner_id="y",
+        epoch=0,
+        created_at=conversation.created_at,
+        updated_at=conversation.updated_at,
+    )
+    with pytest.raises(StorageError) as raised:
+        await store.begin_turn(new_turn(missing, "1"))
+    assert not isinstance(raised.value, DuplicateMessage)
+    assert await store.turn_for_source("1") is None
+
+
+async def test_duplicate_source_is_refused_and_the_first_turn_kept(
+    store: SqlStore, conversation: Conversation
+) -> None:
+    first = await store.begin_turn(new_turn(conversation, "1"))
+    with pytest.raises(DuplicateMessage):
+        await store.begin_turn(new_turn(conversation, "1", prompt="a different prompt"))
+    assert await store.turn_for_source("1") == first
+
+
+async def test_the_schema_accepts_every_turn_state_and_nothing_else(
+    engine: AsyncEngine, store: SqlStore, conversation: Conversation
+) -> None:
+    turn = await store.begin_turn(new_turn(conversation, "1"))
+    for state in TurnState:
+        async with engine.begin() as conn:
+            await conn.execute(
+                text("UPDATE turns SET state = :state WHERE id = :id"),
+                {"state": state.value, "id": turn.id},
+            )
+        assert (await store.get_turn(turn.id)).state is state
+    with pytest.raises(IntegrityError):
+        async with engine.begin() as conn:
+            await conn.execute(
+                text("UPDATE turns SET state = 'bogus' WHERE id = :id"), {"id": turn.id}
+            )
+
+
+async def test_history_is_one_index_range_scan_without_a_sort(engine: AsyncEngine) -> None:
+    query = history_query(1, 0)
+    compiled = str(query.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
+    async with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            explained = await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}")
+            plan: list[str] = list(explained.scalars(3))
+            assert plan[0].startswith("SEARCH messages USING INDEX")
+            assert plan[0].endswith("(conversation_id=? AND epoch=?)")
+            assert plan[1] == "SEARCH turns USING INTEGER PRIMARY KEY (rowid=?)"
+        else:
+            # The tables are nearly empty: make the planner show what it can use.
+            await conn.exec_driver_sql("SET enable_seqscan = off")
+            plan = list((await conn.exec_driver_sql(f"EXPLAIN {compiled}")).scalars())
+            assert any(
+                "Index Scan using uq_messages_conversation_id_epoch_position" in line
+                for line in plan
+            )
+        assert not any("TEMP B-TREE" in line or "Sort" in line for line in plan), plan
+
+
+async def test_has_other_speakers(store: SqlStore, conversation: Conversation) -> None:
+    ada, bob = "1100000000000000001", "1100000000000000002"
+    assert not await store.has_other_speakers(conversation.id, ada)
+    await store.begin_turn(new_turn(conversation, "1300000000000000101", author_id=ada))
+    assert not await store.has_other_speakers(conversation.id, ada)
+    assert await store.has_other_speakers(conversation.id, bob)
+    await store.begin_turn(new_turn(conversation, "1300000000000000102", author_id=bob))
+    assert await store.has_other_speakers(conversation.id, ada)
