@@ -1,0 +1,364 @@
+"""Slash commands. Each answers ephemerally, except /ask, whose answer is the conversation."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Literal
+
+import discord
+from discord import app_commands
+
+from bot.chat import convert, render, texts
+from bot.chat.delivery import NO_MENTIONS
+from bot.chat.texts import error_text
+from bot.domain.access import denial_reason
+from bot.domain.errors import InvalidSetting, QuotaExceeded
+from bot.domain.models import (
+    MAX_TOKENS_RANGE,
+    TEMPERATURE_RANGE,
+    TOP_P_RANGE,
+    GenerationSettings,
+    Incoming,
+    SettingsScope,
+)
+
+if TYPE_CHECKING:
+    from bot.chat.client import SeedBot
+
+log = logging.getLogger(__name__)
+
+ThinkingChoice = Literal["enabled", "disabled", "auto"]
+EffortChoice = Literal["minimal", "low", "medium", "high"]
+SCOPE_WORDS = {
+    SettingsScope.THREAD: "this thread",
+    SettingsScope.CHANNEL: "this channel's default",
+    SettingsScope.SERVER: "this server's default",
+}
+
+
+class Refusal(Exception):
+    """A command refused with a message for the user."""
+
+
+async def _reply(interaction: discord.Interaction, text: str) -> None:
+    if interaction.response.is_done():
+        await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
+    else:
+        await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
+
+
+async def settings_target(
+    bot: SeedBot, interaction: discord.Interaction, server: bool
+) -> tuple[SettingsScope, str]:
+    """Where a settings command applies, and whether the user may change it there."""
+    perms = interaction.permissions
+    channel = interaction.channel
+    if server:
+        if interaction.guild_id is None:
+            raise Refusal("The `server` option only works in a server.")
+        if not perms.manage_guild:
+            raise Refusal("Changing the server's defaults needs the **Manage Server** permission.")
+        return SettingsScope.SERVER, str(interaction.guild_id)
+    if channel is None:
+        raise Refusal("This command can't be used here.")
+    if interaction.guild_id is None:  # a DM: the DM's own conversation
+        return SettingsScope.THREAD, str(channel.id)
+    if isinstance(channel, discord.Thread):
+        conversation = await bot.service.conversation_for_scope(str(channel.id))
+        owner = conversation.owner_id if conversation else str(channel.owner_id)
+        if str(interaction.user.id) != owner and not perms.manage_threads:
+            raise Refusal(
+                "Only the person who started this conversation, or members who may manage "
+                "threads, can change its settings."
+            )
+        return SettingsScope.THREAD, str(channel.id)
+    if not perms.manage_channels:
+        raise Refusal(
+            "Changing this channel's defaults needs the **Manage Channels** permission. "
+            "Use the command inside your conversation's thread to change just that thread."
+        )
+    return SettingsScope.CHANNEL, str(channel.id)
+
+
+async def _change(
+    bot: SeedBot,
+    interaction: discord.Interaction,
+    server: bool,
+    changes: GenerationSettings,
+    clear: tuple[str, ...] = (),
+    done: str = "",
+) -> None:
+    try:
+        scope, scope_id = await settings_target(bot, interaction, server)
+        await bot.service.update_settings(scope, scope_id, changes, clear=clear)
+    except Refusal as exc:
+        await _reply(interaction, f"⛔ {exc}")
+        return
+    except InvalidSetting as exc:
+        await _reply(interaction, error_text(exc) + " Nothing was changed.")
+        return
+    await _reply(interaction, f"✅ {done} for {SCOPE_WORDS[scope]}.")
+
+
+def _thread_ids(interaction: discord.Interaction) -> tuple[str | None, str | None]:
+    channel = interaction.channel
+    if isinstance(channel, discord.Thread):
+        return str(channel.id), str(channel.parent_id)
+    if interaction.guild_id is None and channel is not None:
+        return str(channel.id), None
+    return None, str(channel.id) if channel is not None else None
+
+
+def register(bot: SeedBot) -> None:
+    """Add the bot's commands to its tree (syncing is separate and deliberate)."""
+    tree = bot.tree
+
+    @tree.command(name="thinking", description="Set whether the model thinks before answering")
+    @app_commands.describe(mode="enabled, disabled or auto", server="Set the server's default")
+    async def thinking(
+        interaction: discord.Interaction, mode: ThinkingChoice, server: bool = False
+    ) -> None:
+        await _change(
+            bot,
+            interaction,
+            server,
+            GenerationSettings(thinking=mode),
+            done=f"Thinking set to **{mode}**",
+        )
+
+    @tree.command(name="effort", description="Set how hard the model thinks")
+    @app_commands.describe(level="minimal, low, medium or high", server="Set the server's default")
+    async def effort(
+        interaction: discord.Interaction, level: EffortChoice, server: bool = False
+    ) -> None:
+        await _change(
+            bot,
+            interaction,
+            server,
+            GenerationSettings(effort=level),
+            done=f"Effort set to **{level}**",
+        )
+
+    @tree.command(name="system", description="Set or clear the system prompt")
+    @app_commands.describe(
+        prompt="The system prompt (omit and set clear to remove it)",
+        clear="Remove the system prompt",
+        server="Set the server's default",
+    )
+    async def system(
+        interaction: discord.Interaction,
+        prompt: str | None = None,
+        clear: bool = False,
+        server: bool = False,
+    ) -> None:
+        if clear == (prompt is not None):
+            await _reply(interaction, "⛔ Give either a `prompt` or `clear: True`.")
+            return
+        if clear:
+            await _change(
+                bot,
+                interaction,
+                server,
+                GenerationSettings(),
+                ("system_prompt",),
+                done="System prompt cleared",
+            )
+        else:
+            await _change(
+                bot,
+                interaction,
+                server,
+                GenerationSettings(system_prompt=prompt),
+                done="System prompt set",
+            )
+
+    @tree.command(name="params", description="Set max tokens, temperature and top_p")
+    @app_commands.describe(
+        max_tokens=f"Output budget incl. reasoning ({MAX_TOKENS_RANGE[0]}–{MAX_TOKENS_RANGE[1]})",
+        temperature=f"Randomness ({TEMPERATURE_RANGE[0]:g}–{TEMPERATURE_RANGE[1]:g})",
+        top_p=f"Nucleus sampling ({TOP_P_RANGE[0]:g}–{TOP_P_RANGE[1]:g})",
+        reset="Unset all three here",
+        server="Set the server's default",
+    )
+    async def params(
+        interaction: discord.Interaction,
+        max_tokens: app_commands.Range[int, MAX_TOKENS_RANGE[0], MAX_TOKENS_RANGE[1]] | None = None,
+        temperature: app_commands.Range[float, TEMPERATURE_RANGE[0], TEMPERATURE_RANGE[1]]
+        | None = None,
+        top_p: app_commands.Range[float, TOP_P_RANGE[0], TOP_P_RANGE[1]] | None = None,
+        reset: bool = False,
+        server: bool = False,
+    ) -> None:
+        if reset:
+            clear = ("max_completion_tokens", "temperature", "top_p")
+            await _change(
+                bot, interaction, server, GenerationSettings(), clear, done="Parameters reset"
+            )
+            return
+        if max_tokens is None and temperature is None and top_p is None:
+            await _reply(
+                interaction,
+                "⛔ Give at least one of `max_tokens`, `temperature`, `top_p` (or `reset: True`).",
+            )
+            return
+        changes = GenerationSettings(
+            max_completion_tokens=max_tokens, temperature=temperature, top_p=top_p
+        )
+        shown = ", ".join(
+            f"{k} **{v}**"
+            for k, v in (("max_tokens", max_tokens), ("temperature", temperature), ("top_p", top_p))
+            if v is not None
+        )
+        await _change(bot, interaction, server, changes, done=f"Set {shown}")
+
+    @tree.command(
+        name="settings", description="Show the settings used here and where each comes from"
+    )
+    async def settings(interaction: discord.Interaction) -> None:
+        thread_id, channel_id = _thread_ids(interaction)
+        effective = await bot.service.effective_settings(
+            thread_id=thread_id,
+            channel_id=channel_id,
+            guild_id=str(interaction.guild_id) if interaction.guild_id else None,
+        )
+        lines = ["**Settings here**"]
+        for name, value, source in effective.describe():
+            shown = "—" if value is None else str(value)
+            if name == "system_prompt" and value is not None:
+                shown = texts.quote_inline(str(value), 120)
+            lines.append(f"• `{name}`: {shown} *({source})*")
+        await _reply(interaction, "\n".join(lines))
+
+    @tree.command(name="reset", description="Start this thread's conversation afresh")
+    async def reset(interaction: discord.Interaction) -> None:
+        channel = interaction.channel
+        if channel is None or (
+            interaction.guild_id is not None and not isinstance(channel, discord.Thread)
+        ):
+            await _reply(interaction, "⛔ Use `/reset` inside a conversation's thread.")
+            return
+        try:
+            await settings_target(bot, interaction, server=False)
+        except Refusal as exc:
+            await _reply(interaction, f"⛔ {exc}")
+            return
+        epoch = await bot.service.reset(str(channel.id))
+        if epoch is None:
+            await _reply(interaction, "⛔ This thread has no conversation with me yet.")
+            return
+        await _reply(
+            interaction,
+            "✅ Started afresh: earlier messages here are kept but no longer sent to the model.",
+        )
+
+    @tree.command(name="ask", description="Ask the model; starts a new thread")
+    @app_commands.describe(
+        prompt="Your question",
+        image="An image to include",
+        video="A video to include",
+        private="Start a private thread",
+        thinking="Thinking mode for this conversation",
+        effort="Reasoning effort for this conversation",
+    )
+    async def ask(
+        interaction: discord.Interaction,
+        prompt: str,
+        image: discord.Attachment | None = None,
+        video: discord.Attachment | None = None,
+        private: bool = False,
+        thinking: ThinkingChoice | None = None,
+        effort: EffortChoice | None = None,
+    ) -> None:
+        await run_ask(
+            bot,
+            interaction,
+            prompt,
+            [a for a in (image, video) if a is not None],
+            private=private,
+            thinking=thinking,
+            effort=effort,
+        )
+
+
+async def run_ask(
+    bot: SeedBot,
+    interaction: discord.Interaction,
+    prompt: str,
+    attachments: list[discord.Attachment],
+    *,
+    private: bool,
+    thinking: ThinkingChoice | None,
+    effort: EffortChoice | None,
+) -> None:
+    channel = interaction.channel
+    user = interaction.user
+    if channel is None:
+        await _reply(interaction, "⛔ This command can't be used here.")
+        return
+    if interaction.guild_id is None and not bot.options.allow_dms:
+        await _reply(interaction, "⛔ Direct messages are turned off for this bot.")
+        return
+    reason = denial_reason(
+        bot.options.access, convert.requester(user, channel, interaction.guild_id)
+    )
+    if reason is not None:
+        await _reply(interaction, f"⛔ Sorry, {reason}.")
+        return
+    try:
+        await bot.service.admit(
+            str(user.id), str(interaction.guild_id) if interaction.guild_id else None
+        )
+    except QuotaExceeded as exc:
+        await _reply(interaction, error_text(exc))
+        return
+
+    echo = f"**{texts.escape_name(user.display_name)}** asked: {texts.quote_inline(prompt, 1500)}"
+    if isinstance(channel, discord.Thread) or interaction.guild_id is None:
+        # Inside a thread (or a DM) /ask continues the conversation there.
+        target: discord.abc.Messageable = channel  # type: ignore[assignment]
+        scope_id = channel.id
+        parent_id = getattr(channel, "parent_id", None)
+        await interaction.response.send_message(echo, allowed_mentions=NO_MENTIONS)
+        anchor: discord.Message = await interaction.original_response()
+    else:
+        if not isinstance(channel, discord.TextChannel):
+            await _reply(interaction, "⛔ `/ask` works in text channels and threads.")
+            return
+        name = render.thread_name(prompt, fallback=f"Chat with {user.display_name}")
+        kind = discord.ChannelType.private_thread if private else discord.ChannelType.public_thread
+        try:
+            thread = await channel.create_thread(
+                name=name, type=kind, auto_archive_duration=1440, invitable=False
+            )
+            if private:
+                await thread.add_user(user)
+        except discord.Forbidden:
+            perm = "Create Private Threads" if private else "Create Public Threads"
+            log.warning("cannot create a thread in %s: missing permission %s", channel.id, perm)
+            await _reply(
+                interaction, f"⚠️ I can't start a thread here: I need the **{perm}** permission."
+            )
+            return
+        await interaction.response.send_message(
+            f"Started {thread.mention}.", ephemeral=private, allowed_mentions=NO_MENTIONS
+        )
+        anchor = await thread.send(echo, allowed_mentions=NO_MENTIONS)
+        target, scope_id, parent_id = thread, thread.id, channel.id
+    if thinking is not None or effort is not None:
+        await bot.service.update_settings(
+            SettingsScope.THREAD,
+            str(scope_id),
+            GenerationSettings(thinking=thinking, effort=effort),
+        )
+    incoming = Incoming(
+        source_id=str(interaction.id),
+        scope_id=str(scope_id),
+        author_id=str(user.id),
+        author_name=user.display_name,
+        text=prompt,
+        attachments=tuple(convert.to_attachment(a) for a in attachments),
+        guild_id=str(interaction.guild_id) if interaction.guild_id else None,
+        parent_channel_id=str(parent_id) if parent_id else None,
+        created_at=interaction.created_at,
+    )
+    bot.spawn(bot.run_turn(incoming, target, reply_to=anchor.id), name=f"ask-{interaction.id}")

@@ -1,0 +1,77 @@
+"""Downloads attachments from Discord's CDN, and only from there."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Collection
+
+import aiohttp
+from yarl import URL
+
+from bot.domain.errors import AttachmentError
+from bot.domain.models import Attachment
+
+log = logging.getLogger(__name__)
+
+CHUNK = 64 * 1024
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class DiscordMedia:
+    """``MediaSource`` over the bot's shared aiohttp session. ``allowed_hosts`` are host names
+    (or ``host:port``) of Discord's CDN; anything else is refused, so a crafted attachment URL
+    cannot make the bot fetch from elsewhere. Plain http is accepted only on loopback (the
+    test fakes)."""
+
+    def __init__(
+        self, session: aiohttp.ClientSession, allowed_hosts: Collection[str], *, timeout: float = 60
+    ) -> None:
+        self._session = session
+        self._allowed = {h.lower() for h in allowed_hosts}
+        self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=10)
+
+    def allows(self, url: str) -> bool:
+        try:
+            parsed = URL(url)
+        except ValueError:
+            return False
+        host = (parsed.host or "").lower()
+        netloc = f"{host}:{parsed.port}" if parsed.explicit_port else host
+        if host not in self._allowed and netloc not in self._allowed:
+            return False
+        return parsed.scheme == "https" or (parsed.scheme == "http" and _is_loopback(host))
+
+    async def fetch(self, attachment: Attachment, max_bytes: int) -> bytes:
+        name = attachment.filename
+        if not self.allows(attachment.url):
+            raise AttachmentError(name, "it is not hosted on Discord's CDN")
+        if attachment.size > max_bytes:
+            raise AttachmentError(name, f"it is larger than {max_bytes} bytes")
+        try:
+            async with self._session.get(
+                attachment.url, timeout=self._timeout, allow_redirects=False
+            ) as response:
+                if response.status in (403, 404, 410):
+                    raise AttachmentError(name, "Discord no longer serves it (the link expired?)")
+                if response.status != 200:
+                    raise AttachmentError(name, f"Discord's CDN answered HTTP {response.status}")
+                if (response.content_length or 0) > max_bytes:
+                    raise AttachmentError(name, f"it is larger than {max_bytes} bytes")
+                data = bytearray()
+                async for chunk in response.content.iter_chunked(CHUNK):
+                    data += chunk
+                    if len(data) > max_bytes:
+                        raise AttachmentError(name, f"it is larger than {max_bytes} bytes")
+                return bytes(data)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("download of attachment %s failed: %r", attachment.id, exc)
+            raise AttachmentError(name, "it could not be downloaded from Discord") from exc

@@ -1,0 +1,113 @@
+"""End-to-end harness: the bot built by the real entry-point code, connected to the fake
+Discord, talking to the fake fal, storing in a real SQLite file."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest_asyncio
+from yarl import URL
+
+from bot.app import App, build_app
+from bot.config import Config, load_config
+from tests.fakes.discord import run_client
+from tests.fakes.discord.models import FakeChannel, FakeMessage, FakeUser, UserFile
+from tests.fakes.discord.server import FakeDiscord
+from tests.fakes.discord.standard import StandardWorld
+from tests.fakes.fal import DEFAULT_KEY, FakeFal
+
+
+def harness_config(fake: FakeDiscord, fal: FakeFal, tmp_path: Path, **env: str) -> Config:
+    cdn = URL(fake.api_base)
+    values = {
+        "DISCORD_TOKEN": fake.token,
+        "FAL_KEY": DEFAULT_KEY,
+        "SEED_BOT_DISCORD__API_BASE": fake.api_base,
+        "SEED_BOT_DISCORD__GATEWAY_URL": fake.gateway_url,
+        "SEED_BOT_DISCORD__CDN_HOSTS": f"{cdn.host}:{cdn.port}",
+        "SEED_BOT_FAL__QUEUE_BASE": fal.base_url,
+        "SEED_BOT_FAL__REST_BASE": fal.base_url,
+        "SEED_BOT_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path}/bot.db",
+        "SEED_BOT_CONFIG": str(tmp_path / "absent-config.toml"),
+        **env,
+    }
+    (tmp_path / "absent-config.toml").write_text("")
+    return load_config(None, values, required_secrets=("discord", "fal"))
+
+
+@dataclass
+class Harness:
+    fake: FakeDiscord
+    world: StandardWorld
+    fal: FakeFal
+    app: App
+    tmp_path: Path
+
+    @property
+    def bot_user(self) -> FakeUser:
+        return self.fake.bot_user
+
+    async def mention(
+        self,
+        author: FakeUser,
+        text: str,
+        *,
+        channel: FakeChannel | None = None,
+        files: Sequence[UserFile] = (),
+        reply_to: FakeMessage | None = None,
+    ) -> FakeMessage:
+        """``author`` mentions the bot in a channel (default ``#general``)."""
+        return await self.fake.send_message(
+            author,
+            channel or self.world.channel,
+            f"<@{self.bot_user.id}> {text}",
+            files=files,
+            reply_to=reply_to,
+        )
+
+    async def answer_in(
+        self, thread: FakeChannel | int, *, since: int, contains: str | None = None
+    ) -> FakeMessage:
+        """The first message the bot posts in ``thread`` after ``since``."""
+        return await self.fake.wait_for_message(thread, contains=contains, since=since, timeout=10)
+
+    async def start_thread(
+        self, author: FakeUser, text: str, **kwargs: Any
+    ) -> tuple[FakeMessage, FakeChannel]:
+        since = self.fake.mark()
+        message = await self.mention(author, text, **kwargs)
+        thread = await self.fake.wait_for_thread(
+            self.world.channel, from_message=message, since=since
+        )
+        return message, thread
+
+
+HarnessFactory = Callable[..., Awaitable[Harness]]
+
+
+@pytest_asyncio.fixture
+async def make_harness(
+    fake_discord: FakeDiscord, discord_world: StandardWorld, fake_fal: FakeFal, tmp_path: Path
+) -> AsyncIterator[HarnessFactory]:
+    """Start the bot with extra config (environment-style keys); stopped after the test."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def make(**env: str) -> Harness:
+            config = harness_config(fake_discord, fake_fal, tmp_path, **env)
+            app = await stack.enter_async_context(
+                build_app(config, sync_commands=True, guild_ready_timeout=0.0, status_delay=0.5)
+            )
+            await stack.enter_async_context(run_client(app.bot, fake_discord))
+            await app.bot.resumed.wait()
+            return Harness(fake_discord, discord_world, fake_fal, app, tmp_path)
+
+        yield make
+
+
+@pytest_asyncio.fixture
+async def harness(make_harness: HarnessFactory) -> Harness:
+    return await make_harness()

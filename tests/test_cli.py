@@ -1,0 +1,158 @@
+"""``seed-bot`` as a subprocess: ask, check, migrate, and config errors, against loopback fakes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.cli import BOT_PERMISSIONS, invite_url
+from tests.fakes.fal import DEFAULT_KEY, FakeFal
+
+PNG = (
+    b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02\x00\x00\x00"
+    b"\x90wS\xde\x00\x00\x00\x0cIDATx\x9cc\xf8\xff\xff?\x00\x05\xfe\x02\xfe\xa7\x35\x81\x84"
+    b"\x00\x00\x00\x00IEND\xaeB`\x82"
+)
+
+
+async def seed_bot(*args: str, env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
+    """Run ``python -m bot ARGS`` with only the given environment (plus PATH)."""
+    full_env = {"PATH": os.environ.get("PATH", ""), **env}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        *args,
+        cwd=cwd,
+        env=full_env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def fal_env(fake: FakeFal, tmp_path: Path) -> dict[str, str]:
+    return {
+        "FAL_KEY": DEFAULT_KEY,
+        "SEED_BOT_FAL__QUEUE_BASE": fake.base_url,
+        "SEED_BOT_FAL__REST_BASE": fake.base_url,
+        "SEED_BOT_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path}/cli.db",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+    }
+
+
+@pytest.mark.timeout(60)
+async def test_ask_prints_answer_and_reasoning(fake_fal: FakeFal, tmp_path: Path) -> None:
+    image = tmp_path / "dot.png"
+    image.write_bytes(PNG)
+    code, out, err = await seed_bot(
+        "ask",
+        "what is this?",
+        "--image",
+        str(image),
+        "--thinking",
+        "auto",
+        "--effort",
+        "low",
+        "--system",
+        "be brief",
+        env=fal_env(fake_fal, tmp_path),
+        cwd=tmp_path,
+    )
+    assert code == 0, err
+    assert out.startswith("echo: what is this?\n")
+    assert "\n## Reasoning\n" in out
+    assert "The user said: what is this?" in out
+    assert "request " in err
+    [request] = fake_fal.requests.values()
+    body = request.input
+    assert body["thinking"] == "auto" and body["reasoning_effort"] == "low"
+    assert body["system_prompt"] == "be brief"
+    [url] = body["image_urls"]
+    assert url.startswith(fake_fal.base_url)  # uploaded to (fake) fal storage first
+    assert [f.data for f in fake_fal.files.values()] == [PNG]
+    assert DEFAULT_KEY not in out + err
+
+
+@pytest.mark.timeout(60)
+async def test_ask_with_disabled_thinking_prints_no_reasoning(
+    fake_fal: FakeFal, tmp_path: Path
+) -> None:
+    code, out, _ = await seed_bot(
+        "ask", "hi", "--thinking", "disabled", env=fal_env(fake_fal, tmp_path), cwd=tmp_path
+    )
+    assert code == 0
+    assert out == "echo: hi\n"
+
+
+@pytest.mark.timeout(60)
+async def test_ask_reports_a_refused_key(fake_fal: FakeFal, tmp_path: Path) -> None:
+    env = fal_env(fake_fal, tmp_path) | {"FAL_KEY": "wrong-key-123"}
+    code, out, err = await seed_bot("ask", "hi", env=env, cwd=tmp_path)
+    assert code == 1
+    assert "seed-bot:" in err and "wrong-key-123" not in out + err
+    assert out == ""
+
+
+@pytest.mark.timeout(60)
+async def test_ask_reports_an_unreadable_file(fake_fal: FakeFal, tmp_path: Path) -> None:
+    code, _, err = await seed_bot(
+        "ask",
+        "hi",
+        "--image",
+        str(tmp_path / "missing.png"),
+        env=fal_env(fake_fal, tmp_path),
+        cwd=tmp_path,
+    )
+    assert code == 1
+    assert "missing.png: cannot read the file" in err
+    assert fake_fal.requests == {}
+
+
+@pytest.mark.timeout(60)
+async def test_config_errors_exit_2_listing_every_problem(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text("[limits]\nmax_in_flight = 0\n[model]\ntop_p = 7\n")
+    code, _, err = await seed_bot("ask", "hi", env={"PYTHONPATH": str(Path.cwd())}, cwd=tmp_path)
+    assert code == 2
+    assert "[limits] max_in_flight = 0: must be greater than 0" in err
+    assert "[model] top_p = 7: must be between 0.0 and 1.0" in err
+    assert "FAL_KEY: not set" in err
+
+
+@pytest.mark.timeout(60)
+async def test_check_reports_fal_key_and_database(fake_fal: FakeFal, tmp_path: Path) -> None:
+    env = fal_env(fake_fal, tmp_path) | {"SEED_BOT_DISCORD__API_BASE": fake_fal.base_url + "/nope"}
+    code, out, _ = await seed_bot("check", env=env, cwd=tmp_path)
+    assert "ok   config is valid" in out
+    assert "ok   fal key accepted" in out
+    assert "migrate it to" in out  # empty SQLite database, auto-migrated by run
+    assert "FAIL discord: DISCORD_TOKEN is not set" in out
+    assert code == 1
+    bad = env | {"FAL_KEY": "not-the-key"}
+    code, out, _ = await seed_bot("check", env=bad, cwd=tmp_path)
+    assert "FAIL fal: the key was refused (401/403)" in out
+    assert "not-the-key" not in out
+
+
+def test_invite_url_names_the_needed_permissions() -> None:
+    url = invite_url(1234)
+    assert "client_id=1234" in url and "scope=bot+applications.commands" in url
+    perms = BOT_PERMISSIONS
+    assert perms.send_messages_in_threads and perms.create_public_threads and perms.attach_files
+    assert not perms.administrator and not perms.mention_everyone
+
+
+@pytest.mark.timeout(60)
+async def test_help_is_worth_reading(tmp_path: Path) -> None:
+    code, out, _ = await seed_bot(
+        "ask", "--help", env={"PYTHONPATH": str(Path.cwd())}, cwd=tmp_path
+    )
+    assert code == 0
+    text = " ".join(out.split())
+    assert "--image FILE_OR_URL" in text and "up to 6" in text
