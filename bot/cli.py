@@ -111,6 +111,9 @@ def setup_logging(level: str) -> None:
         stream=sys.stderr,
         force=True,
     )
+    if level != "DEBUG":
+        # Alembic narrates every plugin and context at INFO; its warnings are what matter.
+        logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bot.cli import BOT_PERMISSIONS, invite_url
+from tests.fakes.discord.server import FakeDiscord
 from tests.fakes.fal import DEFAULT_KEY, FakeFal
 
 PNG = (
@@ -156,3 +157,67 @@ async def test_help_is_worth_reading(tmp_path: Path) -> None:
     assert code == 0
     text = " ".join(out.split())
     assert "--image FILE_OR_URL" in text and "up to 6" in text
+
+
+@pytest.mark.timeout(60)
+async def test_run_refuses_an_out_of_date_schema_then_migrate_fixes_it(tmp_path: Path) -> None:
+    env = {
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        "DISCORD_TOKEN": "not-used-before-the-schema-check",
+        "FAL_KEY": "not-used",
+        "SEED_BOT_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path}/data/bot.db",
+        "SEED_BOT_DATABASE__AUTO_MIGRATE": "false",
+    }
+    code, _, err = await seed_bot("run", env=env, cwd=tmp_path)
+    assert code == 1
+    assert "database schema is out of date" in err
+    assert "run `seed-bot migrate`" in err
+    assert "not-used-before-the-schema-check" not in err
+    code, out, err = await seed_bot("migrate", env=env, cwd=tmp_path)
+    assert code == 0, err
+    assert out.startswith("database at revision ") and "(was empty)" in out
+    code, out, _ = await seed_bot("migrate", env=env, cwd=tmp_path)
+    assert code == 0
+    assert "(was empty)" not in out
+
+
+@pytest.mark.timeout(60)
+async def test_check_reports_the_discord_token_intent_and_invite_url(
+    fake_fal: FakeFal, fake_discord: FakeDiscord, tmp_path: Path
+) -> None:
+    env = fal_env(fake_fal, tmp_path) | {
+        "DISCORD_TOKEN": fake_discord.token,
+        "SEED_BOT_DISCORD__API_BASE": fake_discord.api_base,
+    }
+    code, out, _ = await seed_bot("check", env=env, cwd=tmp_path)
+    assert code == 0, out
+    assert f"ok   discord token accepted: bot Seed (id {fake_discord.bot_user.id})" in out
+    assert f"invite URL: {invite_url(fake_discord.application_id)}" in out
+    assert fake_discord.token not in out
+
+    fake_discord.set_privileged_intents(message_content=False)
+    code, out, _ = await seed_bot("check", env=env, cwd=tmp_path)
+    assert code == 1
+    assert "FAIL discord: the Message Content intent is not enabled" in out
+
+    code, out, _ = await seed_bot("check", env=env | {"DISCORD_TOKEN": "bad.token"}, cwd=tmp_path)
+    assert code == 1
+    assert "FAIL discord: the token was refused (401)" in out
+    assert "bad.token" not in out
+
+
+@pytest.mark.timeout(60)
+async def test_run_explains_a_missing_message_content_intent(
+    fake_fal: FakeFal, fake_discord: FakeDiscord, tmp_path: Path
+) -> None:
+    fake_discord.set_privileged_intents(message_content=False)
+    env = fal_env(fake_fal, tmp_path) | {
+        "DISCORD_TOKEN": fake_discord.token,
+        "SEED_BOT_DISCORD__API_BASE": fake_discord.api_base,
+        "SEED_BOT_DISCORD__GATEWAY_URL": fake_discord.gateway_url,
+    }
+    code, _, err = await seed_bot("run", env=env, cwd=tmp_path)
+    assert code == 1
+    assert "Message Content Intent" in err
+    assert "Privileged Gateway Intents" in err
+    assert fake_discord.token not in err
