@@ -233,6 +233,7 @@ class NewTurn:
     image_urls: tuple[str, ...] = ()
     video_urls: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    attempt: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,3 +259,5 @@ class Turn:
     reply_message_ids: tuple[str, ...]
     created_at: datetime
     updated_at: datetime
+    attempt: int = 0
+    status_message_id: str | None = None

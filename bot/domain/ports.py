@@ -120,6 +120,24 @@ class ConversationStore(Protocol):
         """Remember that the user was told history is being trimmed in this epoch."""
         ...
 
+    async def record_status_message(self, turn_id: int, message_id: str) -> None:
+        """Remember the turn's progress message, so a restart edits it, not posts another."""
+        ...
+
+    async def record_reply_parts(self, turn_id: int, message_ids: Sequence[str]) -> None:
+        """Store the ids of the reply's parts posted so far (the state does not change), so
+        a delivery interrupted by a crash resumes after them."""
+        ...
+
+    async def latest_turn(self, conversation_id: int) -> Turn | None:
+        """The newest turn of the conversation's current epoch that is not superseded."""
+        ...
+
+    async def recent_conversations(self, since: datetime) -> list[tuple[Conversation, str | None]]:
+        """Conversations active since ``since``, each with the source id of its newest turn
+        (where to look for messages that arrived while the bot was down)."""
+        ...
+
     async def has_other_speakers(self, conversation_id: int, author_id: str) -> bool:
         """Whether anyone but ``author_id`` has a turn in this conversation."""
         ...

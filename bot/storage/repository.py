@@ -137,6 +137,8 @@ def _turn(row: TurnRow) -> Turn:
         reply_message_ids=tuple(row.reply_message_ids),
         created_at=row.created_at,
         updated_at=row.updated_at,
+        attempt=row.attempt,
+        status_message_id=row.status_message_id,
     )
 
 
@@ -307,6 +309,7 @@ class SqlStore:
                 conversation_id=new.conversation_id,
                 epoch=new.epoch,
                 source_id=new.source_id,
+                attempt=new.attempt,
                 author_id=new.author_id,
                 author_name=new.author_name,
                 reply_channel_id=new.reply_channel_id,
@@ -323,6 +326,7 @@ class SqlStore:
                 reasoning=None,
                 error=None,
                 reply_message_ids=[],
+                status_message_id=None,
                 created_at=now,
                 updated_at=now,
             )
@@ -333,9 +337,61 @@ class SqlStore:
         try:
             return await self._run("begin_turn", op, write=True)
         except _Conflict as e:
-            if await self.turn_for_source(new.source_id) is not None:
+            latest = await self.turn_for_source(new.source_id)
+            if latest is not None and latest.attempt >= new.attempt:
                 raise DuplicateMessage(f"message {new.source_id} already has a turn") from e
             raise
+
+    async def record_status_message(self, turn_id: int, message_id: str) -> None:
+        async def op(s: AsyncSession) -> None:
+            await self._update_one(
+                s, TurnRow, turn_id, {"status_message_id": message_id}, what="turn"
+            )
+
+        await self._run("record_status_message", op, write=True)
+
+    async def record_reply_parts(self, turn_id: int, message_ids: Sequence[str]) -> None:
+        async def op(s: AsyncSession) -> None:
+            await self._update_one(
+                s, TurnRow, turn_id, {"reply_message_ids": list(message_ids)}, what="turn"
+            )
+
+        await self._run("record_reply_parts", op, write=True)
+
+    async def latest_turn(self, conversation_id: int) -> Turn | None:
+        async def op(s: AsyncSession) -> Turn | None:
+            epoch = select(ConversationRow.epoch).where(ConversationRow.id == conversation_id)
+            row = await s.scalar(
+                select(TurnRow)
+                .where(
+                    TurnRow.conversation_id == conversation_id,
+                    TurnRow.epoch == epoch.scalar_subquery(),
+                    TurnRow.state != TurnState.SUPERSEDED.value,
+                )
+                .order_by(TurnRow.id.desc())
+                .limit(1)
+            )
+            return None if row is None else _turn(row)
+
+        return await self._run("latest_turn", op, write=False)
+
+    async def recent_conversations(self, since: datetime) -> list[tuple[Conversation, str | None]]:
+        async def op(s: AsyncSession) -> list[tuple[Conversation, str | None]]:
+            newest = (
+                select(TurnRow.source_id)
+                .where(TurnRow.conversation_id == ConversationRow.id)
+                .order_by(TurnRow.id.desc())
+                .limit(1)
+                .scalar_subquery()
+            )
+            rows = await s.execute(
+                select(ConversationRow, newest)
+                .where(ConversationRow.updated_at >= since)
+                .order_by(ConversationRow.updated_at)
+            )
+            return [(_conversation(row), source) for row, source in rows]
+
+        return await self._run("recent_conversations", op, write=False)
 
     async def has_other_speakers(self, conversation_id: int, author_id: str) -> bool:
         async def op(s: AsyncSession) -> bool:
@@ -348,7 +404,12 @@ class SqlStore:
 
     async def turn_for_source(self, source_id: str) -> Turn | None:
         async def op(s: AsyncSession) -> Turn | None:
-            row = await s.scalar(select(TurnRow).where(TurnRow.source_id == source_id))
+            row = await s.scalar(
+                select(TurnRow)
+                .where(TurnRow.source_id == source_id)
+                .order_by(TurnRow.attempt.desc())
+                .limit(1)
+            )
             return None if row is None else _turn(row)
 
         return await self._run("turn_for_source", op, write=False)

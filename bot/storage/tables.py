@@ -57,7 +57,8 @@ class ConversationRow(Base):
     # takes serialises concurrent appends to one conversation.
     next_position: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
-    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # Start-up looks for messages missed while down in recently active conversations.
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
 
 
 class TurnRow(Base):
@@ -66,6 +67,9 @@ class TurnRow(Base):
         CheckConstraint(
             "state IN (" + ", ".join(f"'{s}'" for s in TURN_STATES) + ")", name="state"
         ),
+        # A Discord message is answered once per attempt: Retry and edit-to-redo make the
+        # next attempt, a duplicate delivery of the same message is refused.
+        UniqueConstraint("source_id", "attempt"),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
@@ -73,8 +77,9 @@ class TurnRow(Base):
         Id, ForeignKey("conversations.id", ondelete="CASCADE"), index=True
     )
     epoch: Mapped[int] = mapped_column(Integer)
-    # A Discord message is answered at most once.
-    source_id: Mapped[str] = mapped_column(Snowflake, unique=True)
+    # Looked up through the (source_id, attempt) unique index.
+    source_id: Mapped[str] = mapped_column(Snowflake)
+    attempt: Mapped[int] = mapped_column(Integer)
     author_id: Mapped[str] = mapped_column(Snowflake)
     author_name: Mapped[str] = mapped_column(Text)
     reply_channel_id: Mapped[str] = mapped_column(Snowflake)
@@ -92,6 +97,8 @@ class TurnRow(Base):
     reasoning: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
     reply_message_ids: Mapped[list[str]] = mapped_column(JSON)
+    # The progress message a restart edits instead of posting another.
+    status_message_id: Mapped[str | None] = mapped_column(Snowflake)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 

@@ -46,6 +46,7 @@ def upgrade() -> None:
         sa.Column("conversation_id", Id, nullable=False),
         sa.Column("epoch", sa.Integer(), nullable=False),
         sa.Column("source_id", Snowflake, nullable=False),
+        sa.Column("attempt", sa.Integer(), nullable=False),
         sa.Column("author_id", Snowflake, nullable=False),
         sa.Column("author_name", sa.Text(), nullable=False),
         sa.Column("reply_channel_id", Snowflake, nullable=False),
@@ -62,6 +63,7 @@ def upgrade() -> None:
         sa.Column("reasoning", sa.Text(), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("reply_message_ids", sa.JSON(), nullable=False),
+        sa.Column("status_message_id", Snowflake, nullable=True),
         sa.Column("created_at", Timestamp, nullable=False),
         sa.Column("updated_at", Timestamp, nullable=False),
         sa.CheckConstraint(
@@ -75,8 +77,9 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_turns")),
-        sa.UniqueConstraint("source_id", name=op.f("uq_turns_source_id")),
+        sa.UniqueConstraint("source_id", "attempt", name=op.f("uq_turns_source_id_attempt")),
     )
+    op.create_index(op.f("ix_conversations_updated_at"), "conversations", ["updated_at"])
     op.create_index(op.f("ix_turns_conversation_id"), "turns", ["conversation_id"])
     op.create_index(op.f("ix_turns_state"), "turns", ["state"])
     op.create_table(
@@ -145,4 +148,5 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_turns_state"), table_name="turns")
     op.drop_index(op.f("ix_turns_conversation_id"), table_name="turns")
     op.drop_table("turns")
+    op.drop_index(op.f("ix_conversations_updated_at"), table_name="conversations")
     op.drop_table("conversations")

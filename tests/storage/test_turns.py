@@ -376,3 +376,55 @@ async def test_has_other_speakers(store: SqlStore, conversation: Conversation) -
     assert await store.has_other_speakers(conversation.id, bob)
     await store.begin_turn(new_turn(conversation, "1300000000000000102", author_id=bob))
     assert await store.has_other_speakers(conversation.id, ada)
+
+
+async def test_retry_attempts_share_a_source(store: SqlStore, conversation: Conversation) -> None:
+    first = await store.begin_turn(new_turn(conversation, "1300000000000000201"))
+    with pytest.raises(DuplicateMessage):
+        await store.begin_turn(new_turn(conversation, "1300000000000000201"))
+    retry = await store.begin_turn(new_turn(conversation, "1300000000000000201", attempt=1))
+    assert (first.attempt, retry.attempt) == (0, 1)
+    latest = await store.turn_for_source("1300000000000000201")
+    assert latest is not None and latest.id == retry.id
+    with pytest.raises(DuplicateMessage):
+        await store.begin_turn(new_turn(conversation, "1300000000000000201", attempt=1))
+
+
+async def test_status_message_and_reply_parts(store: SqlStore, conversation: Conversation) -> None:
+    turn = await store.begin_turn(new_turn(conversation, "1300000000000000301"))
+    await store.record_status_message(turn.id, "1400000000000000001")
+    await store.record_reply_parts(turn.id, ["1400000000000000001", "1400000000000000002"])
+    again = await store.get_turn(turn.id)
+    assert again.status_message_id == "1400000000000000001"
+    assert again.reply_message_ids == ("1400000000000000001", "1400000000000000002")
+    assert again.state is TurnState.PENDING
+
+
+async def test_latest_turn_skips_superseded_and_old_epochs(
+    store: SqlStore, conversation: Conversation
+) -> None:
+    assert await store.latest_turn(conversation.id) is None
+    a = await store.begin_turn(new_turn(conversation, "1300000000000000401"))
+    b = await store.begin_turn(new_turn(conversation, "1300000000000000402"))
+    latest = await store.latest_turn(conversation.id)
+    assert latest is not None and latest.id == b.id
+    await store.finish_turn(b.id, TurnState.SUPERSEDED)
+    latest = await store.latest_turn(conversation.id)
+    assert latest is not None and latest.id == a.id
+    await store.reset(conversation.id)
+    assert await store.latest_turn(conversation.id) is None
+
+
+async def test_recent_conversations_name_their_newest_turn(
+    store: SqlStore, conversation: Conversation
+) -> None:
+    from datetime import datetime, timedelta
+
+    before = datetime.now(UTC) - timedelta(seconds=5)
+    [(found, newest)] = await store.recent_conversations(before)
+    assert found.id == conversation.id and newest is None
+    await store.begin_turn(new_turn(conversation, "1300000000000000501"))
+    await store.begin_turn(new_turn(conversation, "1300000000000000502"))
+    [(_, newest)] = await store.recent_conversations(before)
+    assert newest == "1300000000000000502"
+    assert await store.recent_conversations(datetime.now(UTC) + timedelta(seconds=5)) == []
