@@ -13,6 +13,8 @@ from bot.cli import BOT_PERMISSIONS, invite_url
 from tests.fakes.discord.server import FakeDiscord
 from tests.fakes.fal import DEFAULT_KEY, FakeFal
 
+ROOT = Path(__file__).resolve().parents[1]
+
 PNG = (
     b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02\x00\x00\x00"
     b"\x90wS\xde\x00\x00\x00\x0cIDATx\x9cc\xf8\xff\xff?\x00\x05\xfe\x02\xfe\xa7\x35\x81\x84"
@@ -44,7 +46,7 @@ def fal_env(fake: FakeFal, tmp_path: Path) -> dict[str, str]:
         "SEED_BOT_FAL__QUEUE_BASE": fake.base_url,
         "SEED_BOT_FAL__REST_BASE": fake.base_url,
         "SEED_BOT_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path}/cli.db",
-        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        "PYTHONPATH": str(ROOT),
     }
 
 
@@ -162,7 +164,7 @@ async def test_help_is_worth_reading(tmp_path: Path) -> None:
 @pytest.mark.timeout(60)
 async def test_run_refuses_an_out_of_date_schema_then_migrate_fixes_it(tmp_path: Path) -> None:
     env = {
-        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        "PYTHONPATH": str(ROOT),
         "DISCORD_TOKEN": "not-used-before-the-schema-check",
         "FAL_KEY": "not-used",
         "SEED_BOT_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path}/data/bot.db",

@@ -45,13 +45,14 @@ class ChatOptions:
 
 def intents_for(options: ChatOptions) -> discord.Intents:
     """Only the intents the bot uses: guilds (channels, threads), guild messages with their
-    content (privileged: enable "Message Content Intent" in the developer portal), and DMs
-    only when they are allowed."""
+    content (privileged: enable "Message Content Intent" in the developer portal), and DMs.
+    DMs are received even when they are not allowed, so the sender gets the refusal rather
+    than silence."""
     intents = discord.Intents.none()
     intents.guilds = True
     intents.guild_messages = True
     intents.message_content = True
-    intents.dm_messages = options.allow_dms
+    intents.dm_messages = True
     return intents
 
 
@@ -83,6 +84,9 @@ class SeedBot(discord.AutoShardedClient):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._accepting = True
         self.resumed = asyncio.Event()
+        # Per thread or DM channel: set once the latest message's turn is queued on the
+        # conversation's lock (or dropped), so the next message waits for it (arrival order).
+        self._arrivals: dict[int, asyncio.Event] = {}
 
     # -- start-up ----------------------------------------------------------------------------
 
@@ -165,9 +169,34 @@ class SeedBot(discord.AutoShardedClient):
             return
         if not convert.is_from_person(message, self.user.id):
             return
-        self.spawn(self.handle_message(message), name=f"message-{message.id}")
+        self.spawn(self._ordered(message), name=f"message-{message.id}")
 
-    async def handle_message(self, message: discord.Message) -> None:
+    async def _ordered(self, message: discord.Message) -> None:
+        """Handle a message after the previous one of the same thread or DM has reached the
+        conversation's lock: turns of one conversation run in the order they arrived, even
+        though routing each one takes a few awaits of its own. (Mentions in a channel each
+        start a conversation of their own: nothing to order.)"""
+        if not isinstance(message.channel, discord.Thread | discord.DMChannel):
+            await self.handle_message(message)
+            return
+        key = message.channel.id
+        previous = self._arrivals.get(key)
+        queued = asyncio.Event()
+        self._arrivals[key] = queued
+        try:
+            if previous is not None:
+                await previous.wait()
+            await self.handle_message(message, queued=queued)
+        finally:
+            queued.set()
+            if self._arrivals.get(key) is queued:
+                del self._arrivals[key]
+
+    async def handle_message(
+        self, message: discord.Message, *, queued: asyncio.Event | None = None
+    ) -> None:
+        """Route and answer one message. ``queued`` is set once the turn is waiting on (or
+        holds) its conversation's lock."""
         assert self.user is not None
         me = self.user.id
         channel = message.channel
@@ -222,6 +251,10 @@ class SeedBot(discord.AutoShardedClient):
             parent_channel_id=parent_id,
             replied_to=replied_to,
         )
+        # run_turn does not suspend before it queues on the conversation's lock (asyncio locks
+        # are FIFO), so the next message of this channel, let go here, cannot overtake it.
+        if queued is not None:
+            queued.set()
         await self.run_turn(incoming, target, reply_to=reply_to)
 
     async def run_turn(

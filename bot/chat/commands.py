@@ -189,13 +189,20 @@ def register(bot: SeedBot) -> None:
         reset: bool = False,
         server: bool = False,
     ) -> None:
+        given = max_tokens is not None or temperature is not None or top_p is not None
+        if reset and given:
+            await _reply(
+                interaction,
+                "⛔ Give either values or `reset: True`, not both. Nothing was changed.",
+            )
+            return
         if reset:
             clear = ("max_completion_tokens", "temperature", "top_p")
             await _change(
                 bot, interaction, server, GenerationSettings(), clear, done="Parameters reset"
             )
             return
-        if max_tokens is None and temperature is None and top_p is None:
+        if not given:
             await _reply(
                 interaction,
                 "⛔ Give at least one of `max_tokens`, `temperature`, `top_p` (or `reset: True`).",
@@ -304,6 +311,14 @@ async def run_ask(
     if reason is not None:
         await _reply(interaction, f"⛔ Sorry, {reason}.")
         return
+    in_place = isinstance(channel, discord.Thread) or interaction.guild_id is None
+    if in_place and (thinking is not None or effort is not None):
+        # The options change an existing conversation's settings: same rule as /thinking.
+        try:
+            await settings_target(bot, interaction, server=False)
+        except Refusal as exc:
+            await _reply(interaction, f"⛔ {exc}")
+            return
     try:
         await bot.service.admit(
             str(user.id), str(interaction.guild_id) if interaction.guild_id else None
@@ -313,7 +328,7 @@ async def run_ask(
         return
 
     echo = f"**{texts.escape_name(user.display_name)}** asked: {texts.quote_inline(prompt, 1500)}"
-    if isinstance(channel, discord.Thread) or interaction.guild_id is None:
+    if in_place:
         # Inside a thread (or a DM) /ask continues the conversation there.
         target: discord.abc.Messageable = channel  # type: ignore[assignment]
         scope_id = channel.id

@@ -96,7 +96,19 @@ class ChannelDelivery:
         return await self._post(rendered.messages, files)
 
     async def fail(self, turn: Turn | None, error: Exception) -> list[str]:
-        return await self._post([error_text(error, attachment_names=self._names)], [])
+        return await self._post([error_text(error, attachment_names=self._sent_names(turn))], [])
+
+    def _sent_names(self, turn: Turn | None) -> dict[str, Sequence[str]]:
+        """The names of the attachments as sent, by field. They come from the plan; an
+        attachment that could not be downloaded was left out of the request, so the plan's
+        names no longer line up with fal's indexes: then no name at all rather than the
+        wrong one (the reply says "image 2" instead)."""
+        names = dict(self._names)
+        if turn is not None:
+            for field, sent in (("image_urls", turn.image_urls), ("video_urls", turn.video_urls)):
+                if len(names.get(field, ())) != len(sent):
+                    names.pop(field, None)
+        return names
 
     # -- sending -----------------------------------------------------------------------------
 

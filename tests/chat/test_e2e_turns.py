@@ -1,0 +1,471 @@
+"""End to end, one turn at a time: who spoke, what was attached, how the answer is posted,
+what is ignored or refused. People talk on the fake Discord; the model is the fake fal."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from bot.chat.delivery import ChannelDelivery
+from bot.domain.errors import FieldProblem, ModelInputRejected
+from bot.domain.models import Turn, TurnState
+from tests.chat.conftest import Harness, HarnessFactory
+from tests.fakes.discord.events import MessageCreated
+from tests.fakes.discord.models import FakeChannel, FakeMessage, FakeUser, Perm, UserFile
+from tests.fakes.fal import Failure, ModelOutput, echo_responder
+
+PNG = (
+    b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02\x00\x00\x00"
+    b"\x90wS\xde\x00\x00\x00\x0cIDATx\x9cc\xf8\xff\xff?\x00\x05\xfe\x02\xfe\xa7\x35\x81\x84"
+    b"\x00\x00\x00\x00IEND\xaeB`\x82"
+)
+GIF = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00,"
+GIF += b"\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
+
+FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,})")
+
+
+def prompts(h: Harness) -> list[str]:
+    return [r.input["prompt"] for r in h.fal.requests.values()]
+
+
+async def say(h: Harness, author: FakeUser, thread: FakeChannel, text: str) -> FakeMessage:
+    """``author`` writes ``text`` in a bound thread; returns the bot's answer."""
+    since = h.fake.mark()
+    await h.fake.send_message(author, thread, text)
+    return await h.fake.wait_for_message(
+        thread, lambda m: "echo:" in m.content, contains=text, since=since, timeout=10
+    )
+
+
+async def converse(h: Harness, text: str, **kwargs: Any) -> tuple[FakeChannel, FakeMessage]:
+    since = h.fake.mark()
+    _, thread = await h.start_thread(h.world.alice, text, **kwargs)
+    answer = await h.answer_in(thread, since=since, contains="echo:")
+    return thread, answer
+
+
+# -- who is speaking ---------------------------------------------------------------------------
+
+
+async def test_second_speaker_turns_are_prefixed_with_display_names(harness: Harness) -> None:
+    h = harness
+    thread, _ = await converse(h, "hello from alice")
+    await say(h, h.world.bob, thread, "bob chiming in")
+    await say(h, h.world.alice, thread, "alice again")
+    assert prompts(h) == [
+        "hello from alice",
+        "[Bob]: bob chiming in",
+        "[Alice]: alice again",
+    ]
+
+
+# -- attachments ---------------------------------------------------------------------------------
+
+
+async def test_more_than_six_images_are_capped_with_one_warning(harness: Harness) -> None:
+    h = harness
+    files = [UserFile(f"img{n}.png", PNG) for n in range(1, 9)]
+    thread, _ = await converse(h, "look at all these", files=files)
+    [request] = h.fal.requests.values()
+    assert len(request.input["image_urls"]) == 6
+    warning_lines = [
+        line
+        for m in h.fake.bot_messages(thread)
+        for line in m.content.splitlines()
+        if line.startswith("⚠️")
+    ]
+    assert len(warning_lines) == 1, warning_lines
+    [line] = warning_lines
+    assert "img7.png" in line and "img8.png" in line
+    assert "img1.png" not in line
+
+
+async def test_unsupported_types_are_named_and_not_sent(harness: Harness) -> None:
+    h = harness
+    files = [UserFile("funny.gif", GIF), UserFile("paper.pdf", PDF)]
+    thread, _ = await converse(h, "what about these", files=files)
+    [request] = h.fal.requests.values()
+    assert not request.input.get("image_urls") and not request.input.get("video_urls")
+    assert h.fal.files == {}
+    warning_lines = [
+        line
+        for m in h.fake.bot_messages(thread)
+        for line in m.content.splitlines()
+        if line.startswith("⚠️")
+    ]
+    assert len(warning_lines) == 1, warning_lines
+    assert "funny.gif" in warning_lines[0] and "paper.pdf" in warning_lines[0]
+
+
+async def test_small_text_files_are_inlined_as_fenced_blocks(harness: Harness) -> None:
+    h = harness
+    files = [
+        UserFile("notes.txt", b"remember the milk\n"),
+        UserFile("hello.py", b"print('hi')\n"),
+    ]
+    await converse(h, "review these", files=files)
+    [request] = h.fal.requests.values()
+    prompt = request.input["prompt"]
+    assert prompt.startswith("review these")
+    assert "Attached file notes.txt:\n```\nremember the milk\n" in prompt
+    assert "Attached file hello.py:\n```python\nprint('hi')\n" in prompt
+    assert not request.input.get("image_urls")
+
+
+# -- the answer ------------------------------------------------------------------------------
+
+
+def _non_fence_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip() and not FENCE.match(line)]
+
+
+async def test_long_answer_with_code_is_split_with_balanced_fences(harness: Harness) -> None:
+    h = harness
+    prose = "\n\n".join(f"Paragraph {n}: " + " ".join(["words"] * 60) for n in range(12))
+    code = "\n".join(f"    value_{n} = compute({n})  # step {n}" for n in range(120))
+    answer = f"{prose}\n\n```python\n{code}\n```\n\nThat is all."
+    assert len(answer) > 9000
+    h.fal.responder = lambda args: ModelOutput(answer, None)
+    since = h.fake.mark()
+    _, thread = await h.start_thread(h.world.alice, "write lots")
+    await h.answer_in(thread, since=since, contains="That is all.")
+    parts = [m.content for m in h.fake.bot_messages(thread)]
+    assert len(parts) >= 5
+    for part in parts:
+        assert len(part) <= 2000
+        assert sum(1 for line in part.splitlines() if FENCE.match(line)) % 2 == 0, part
+    # every part that continues the code block reopens it with its language
+    inside = [p for p in parts if "value_" in p]
+    assert len(inside) >= 2
+    assert all("```python" in p for p in inside)
+    assert _non_fence_lines("\n".join(parts)) == _non_fence_lines(answer)
+    assert "".join("".join(parts).split()).replace("`", "").replace("python", "") == "".join(
+        answer.split()
+    ).replace("`", "").replace("python", "")
+
+
+async def test_reasoning_with_code_fence_goes_to_reasoning_file(harness: Harness) -> None:
+    h = harness
+    reasoning = "Maybe a || b?\n```python\nx = a or b\n```\nYes."
+    h.fal.responder = lambda args: ModelOutput("the answer", reasoning)
+    since = h.fake.mark()
+    _, thread = await h.start_thread(h.world.alice, "or?")
+    await h.answer_in(thread, since=since, contains="the answer")
+    first, *rest = h.fake.bot_messages(thread)
+    assert [name for name, _ in first.files] == ["reasoning.md"]
+    assert first.files[0][1].decode() == reasoning + "\n"
+    assert "reasoning.md" in first.content and "```" not in first.content
+    assert all(not m.files for m in rest)
+
+
+async def test_reasoning_with_bars_is_spoilered_with_bars_neutralised(harness: Harness) -> None:
+    h = harness
+    reasoning = "a || b means either; ||not a spoiler end|| here"
+    h.fal.responder = lambda args: ModelOutput("the answer", reasoning)
+    since = h.fake.mark()
+    _, thread = await h.start_thread(h.world.alice, "bars")
+    await h.answer_in(thread, since=since, contains="the answer")
+    first = h.fake.bot_messages(thread)[0]
+    assert not first.files
+    body = first.content.split("\n", 1)[1]
+    assert body.startswith("||") and body.endswith("||")
+    assert "||" not in body[2:-2]
+    assert body[2:-2].replace("\u200b", "") == reasoning
+
+
+async def test_model_output_never_pings(harness: Harness) -> None:
+    h = harness
+    role = h.fake.create_role(h.world.guild, "mods", mentionable=True)
+    ping = f"@everyone @here <@&{role.id}> <@{h.world.bob.id}>"
+    h.fal.responder = lambda args: ModelOutput(f"hey {ping}", f"thinking of {ping}")
+    since = h.fake.mark()
+    _, thread = await h.start_thread(h.world.alice, "ping them")
+    await h.answer_in(thread, since=since, contains="hey")
+    since = h.fake.mark()
+    await h.fake.send_message(h.world.alice, thread, "again")
+    await h.answer_in(thread, since=since, contains="hey")
+    messages = h.fake.bot_messages()
+    assert len(messages) >= 4
+    for m in messages:
+        assert m.allowed_mentions is not None and m.allowed_mentions.get("parse") == [], m
+        assert not m.mention_everyone
+        assert m.mention_role_ids == ()
+        assert m.mention_user_ids == ()
+
+
+# -- what the first turn includes ----------------------------------------------------------
+
+
+async def test_mention_replying_to_a_message_includes_it(harness: Harness) -> None:
+    h = harness
+    original = await h.fake.send_message(
+        h.world.bob, h.world.channel, "the sky is green", files=[UserFile("sky.png", PNG)]
+    )
+    await converse(h, "is this true?", reply_to=original)
+    [request] = h.fal.requests.values()
+    prompt = request.input["prompt"]
+    assert "the sky is green" in prompt and "Bob" in prompt
+    assert prompt.index("the sky is green") < prompt.index("is this true?")
+    assert len(request.input["image_urls"]) == 1
+    assert [f.data for f in h.fal.files.values()] == [PNG]
+
+
+# -- DMs -----------------------------------------------------------------------------------
+
+
+async def test_dm_answered_when_allowed(make_harness: HarnessFactory) -> None:
+    h = await make_harness(SEED_BOT_DISCORD__ALLOW_DMS="true")
+    dm = h.fake.dm_channel(h.world.alice)
+    since = h.fake.mark()
+    await h.fake.send_message(h.world.alice, dm, "hello in private")
+    answer = await h.answer_in(dm, since=since, contains="echo: hello in private")
+    assert answer.channel_id == dm.id
+    assert prompts(h) == ["hello in private"]
+
+
+async def test_dm_refused_when_not_allowed(harness: Harness) -> None:
+    h = harness
+    dm = h.fake.dm_channel(h.world.alice)
+    since = h.fake.mark()
+    await h.fake.send_message(h.world.alice, dm, "hello in private")
+    refusal = await h.fake.wait_for_message(dm, since=since)
+    assert "Direct messages are turned off" in refusal.content
+    # barrier: a later positive event, then nothing more happened in the DM
+    await converse(h, "after the dm")
+    assert prompts(h) == ["after the dm"]
+    assert len(h.fake.bot_messages(dm)) == 1
+
+
+# -- ignored messages ------------------------------------------------------------------------
+
+
+async def test_bots_webhooks_and_unmentioned_messages_are_ignored(harness: Harness) -> None:
+    h = harness
+    channel = h.world.channel
+    mention = f"<@{h.bot_user.id}>"
+    robot = h.fake.create_user("robot", bot=True)
+    h.fake.add_member(h.world.guild, robot)
+    hook = h.fake.create_webhook(channel)
+    loose = await h.fake.create_thread(h.world.bob, channel, "an unbound thread")
+    since = h.fake.mark()
+    await h.fake.send_message(robot, channel, f"{mention} from a bot")
+    await h.fake.send_message(hook, channel, f"{mention} from a webhook")
+    await h.fake.send_message(h.world.alice, channel, "no mention in a channel")
+    await h.fake.send_message(h.world.bob, loose, "no mention in an unbound thread")
+    # barrier: a message that is answered, sent after the ignored ones
+    await converse(h, "the real one")
+    assert prompts(h) == ["the real one"]
+    created = [e for e in h.fake.events_of(MessageCreated, since=since) if e.by_bot]
+    assert all(h.fake.channels[e.message.channel_id].parent_id is not None for e in created)
+    assert h.fake.bot_messages(loose) == []
+    assert h.fake.bot_messages(channel) == []
+
+
+# -- failures --------------------------------------------------------------------------------
+
+
+async def test_rejected_attachment_is_named_and_history_stays_clean(harness: Harness) -> None:
+    h = harness
+
+    def responder(args: dict[str, Any]) -> Any:
+        if args.get("image_urls"):
+            return Failure.validation(
+                [
+                    {
+                        "loc": ["body", "image_urls", 0],
+                        "msg": "Failed to download the file. Please check if the URL is "
+                        "accessible.",
+                        "type": "file_download_error",
+                    }
+                ]
+            )
+        return echo_responder(args)
+
+    h.fal.responder = responder
+    thread, _ = await converse(h, "first good question")
+    since = h.fake.mark()
+    await h.fake.send_message(
+        h.world.alice, thread, "and this picture?", files=[UserFile("broken.png", PNG)]
+    )
+    error = await h.answer_in(thread, since=since, contains="⚠️")
+    failed_id = list(h.fal.requests)[-1]
+    assert "broken.png" in error.content
+    assert failed_id in error.content
+    assert "Failed to download" in error.content
+    await say(h, h.world.alice, thread, "third question")
+    last = list(h.fal.requests.values())[-1]
+    history = last.input.get("messages", [])
+    assert [m["role"] for m in history] == ["user", "assistant"]
+    assert history[0]["content"] == "first good question"
+    assert history[1]["content"] == "echo: first good question"
+
+
+async def test_undownloadable_image_is_named_with_request_id(
+    make_harness: HarnessFactory,
+) -> None:
+    # Discord's own (expiring) URL goes to fal, which cannot fetch it: fal's validation
+    # rejects the request with file_download_error on image_urls[0].
+    h = await make_harness(SEED_BOT_FAL__ATTACHMENT_MODE="discord_url")
+    assert h.fal.allowed_media_hosts == set()
+    thread, _ = await converse(h, "plain start")
+    since = h.fake.mark()
+    await h.fake.send_message(
+        h.world.alice, thread, "see picture", files=[UserFile("holiday.png", PNG)]
+    )
+    error = await h.answer_in(thread, since=since, contains="⚠️")
+    failed = list(h.fal.requests.values())[-1]
+    assert failed.result_status == 422
+    assert "`holiday.png`" in error.content
+    assert f"(request `{failed.id}`)" in error.content
+    assert "Traceback" not in error.content and h.fal.base_url not in error.content
+    await say(h, h.world.alice, thread, "next one")
+    last = list(h.fal.requests.values())[-1]
+    assert [m["content"] for m in last.input.get("messages", [])] == [
+        "plain start",
+        "echo: plain start",
+    ]
+    assert not last.input.get("image_urls")
+
+
+async def test_missing_thread_permission_is_explained(harness: Harness) -> None:
+    h = harness
+    h.fake.deny_bot(h.world.channel, Perm.CREATE_PUBLIC_THREADS)
+    since = h.fake.mark()
+    message = await h.mention(h.world.alice, "start something")
+    reply = await h.fake.wait_for_message(h.world.channel, since=since)
+    assert "Create Public Threads" in reply.content
+    assert reply.referenced_message_id == message.id
+    assert h.fal.requests == {}
+    assert h.fake.threads(h.world.channel) == []
+
+
+# -- timing ----------------------------------------------------------------------------------
+
+
+async def test_queued_request_shows_position_then_becomes_the_answer(harness: Harness) -> None:
+    h = harness
+    h.fal.concurrency = 1
+    h.fal.responder = lambda args: ModelOutput(f"echo: {args['prompt']}", None)
+    h.fal.hold()
+    since = h.fake.mark()
+    _, first_thread = await h.start_thread(h.world.alice, "occupy the runner")
+    [first_id] = await h.fal.wait_for_submissions(1)
+    await h.fal.wait_for_state(first_id, "IN_PROGRESS")
+    _, thread = await h.start_thread(h.world.bob, "wait your turn")
+    status = await h.fake.wait_for_message(thread, since=since, contains="Waiting in queue")
+    assert "Waiting in queue (position 1)…" in status.content
+    h.fal.unhold()
+    answer = await h.fake.wait_for_edit(status, lambda m: "echo: wait your turn" in m.content)
+    assert answer.id == status.id
+    await h.answer_in(first_thread, since=since, contains="echo: occupy the runner")
+
+
+async def test_status_message_edited_into_reply_carries_reasoning_file(
+    harness: Harness,
+) -> None:
+    h = harness
+    h.fal.concurrency = 1
+    h.fal.responder = lambda args: ModelOutput(f"echo: {args['prompt']}", "Think:\n```\ncode\n```")
+    h.fal.hold()
+    since = h.fake.mark()
+    await h.start_thread(h.world.alice, "occupy the runner")
+    [first_id] = await h.fal.wait_for_submissions(1)
+    await h.fal.wait_for_state(first_id, "IN_PROGRESS")
+    _, thread = await h.start_thread(h.world.bob, "queued with reasoning")
+    status = await h.fake.wait_for_message(thread, since=since, contains="Waiting in queue")
+    h.fal.unhold()
+    await h.answer_in(thread, since=since, contains="echo: queued with reasoning")
+    first, *rest = h.fake.bot_messages(thread)
+    assert first.id == status.id
+    assert "reasoning.md" in first.content
+    assert [name for name, _ in first.files] == ["reasoning.md"]
+    assert rest and all(not m.files for m in rest)
+
+
+async def test_turns_of_one_thread_are_answered_in_order(harness: Harness) -> None:
+    h = harness
+    thread, _ = await converse(h, "opening")
+    since = h.fake.mark()
+    texts = ["second", "third", "fourth"]
+    for text in texts:
+        await h.fake.send_message(h.world.alice, thread, text)
+    await h.answer_in(thread, since=since, contains="echo: fourth")
+    answers = [
+        e.message.content
+        for e in h.fake.events_of(MessageCreated, since=since)
+        if e.by_bot and "echo:" in e.message.content
+    ]
+    assert [a.split("echo: ")[1] for a in answers] == texts
+    assert prompts(h) == ["opening", *texts]
+    last = list(h.fal.requests.values())[-1]
+    assert [m["content"] for m in last.input["messages"] if m["role"] == "user"] == [
+        "opening",
+        "second",
+        "third",
+    ]
+
+
+# -- naming a rejected attachment when an earlier one was left out ---------------------------
+
+
+class _Sent:
+    id = 1
+
+
+class _Channel:
+    """Just enough of a Messageable for ChannelDelivery to post a failure notice."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    async def send(self, content: str, **kwargs: Any) -> _Sent:
+        self.sent.append(content)
+        return _Sent()
+
+
+def _turn(image_urls: tuple[str, ...]) -> Turn:
+    now = datetime.now(UTC)
+    return Turn(
+        id=1,
+        conversation_id=1,
+        epoch=0,
+        source_id="1",
+        author_id="1",
+        author_name="Alice",
+        reply_channel_id="1",
+        prompt="p",
+        image_urls=image_urls,
+        video_urls=(),
+        warnings=(),
+        state=TurnState.SUBMITTED,
+        handle=None,
+        output=None,
+        reasoning=None,
+        error=None,
+        reply_message_ids=(),
+        created_at=now,
+        updated_at=now,
+    )
+
+
+async def test_rejected_attachment_is_not_misnamed_after_a_download_failure() -> None:
+    # a.png could not be downloaded, so only b.png was sent: fal's image_urls[0] is b.png.
+    rejected = ModelInputRejected(
+        "422",
+        (FieldProblem("image_urls", 0, "file_download_error", "Failed to download"),),
+        request_id="req-1",
+    )
+    names = {"image_urls": ["a.png", "b.png"], "video_urls": []}
+    channel = _Channel()
+    delivery = ChannelDelivery(cast(Any, channel), attachment_names=names)
+    await delivery.fail(_turn(("https://fal/b",)), rejected)
+    [notice] = channel.sent
+    assert "a.png" not in notice and "image 1" in notice and "req-1" in notice
+    # when everything planned was sent, the name is given
+    channel = _Channel()
+    delivery = ChannelDelivery(cast(Any, channel), attachment_names=names)
+    await delivery.fail(_turn(("https://fal/a", "https://fal/b")), rejected)
+    assert "`a.png`" in channel.sent[0]
