@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -18,6 +19,7 @@ from bot.chat.media import DiscordMedia
 from bot.config import Config
 from bot.domain.access import AccessPolicy
 from bot.domain.conversation import AttachmentLimits
+from bot.domain.errors import ConfigError
 from bot.domain.service import ConversationService, Quota, ServiceConfig
 from bot.fal.client import FalClient
 from bot.fal.settings import FalSettings
@@ -52,6 +54,7 @@ def service_config(config: Config) -> ServiceConfig:
         max_data_uri_bytes=att.max_data_uri_bytes,
         turn_timeout=config.fal.turn_timeout,
         max_in_flight=limits.max_in_flight,
+        batch_window=config.discord.batch_window_seconds,
         user_quota=Quota(limits.user_requests, limits.user_window_seconds),
         guild_quota=Quota(limits.guild_requests, limits.guild_window_seconds),
     )
@@ -77,6 +80,7 @@ def chat_options(config: Config, *, sync_commands: bool = False) -> ChatOptions:
         sync_commands=sync_commands,
         shard_count=d.shard_count or None,
         shard_ids=tuple(int(s) for s in d.shard_ids) or None,
+        catch_up_seconds=d.catch_up_seconds,
     )
 
 
@@ -86,16 +90,63 @@ class App:
     session: aiohttp.ClientSession
     store: SqlStore
     model: FalClient
+    media: DiscordMedia
     service: ConversationService
     bot: SeedBot
 
 
+RESTART_ONLY = (
+    ("database", "url"),
+    ("discord", "token"),
+    ("discord", "api_base"),
+    ("discord", "gateway_url"),
+    ("discord", "shard_count"),
+    ("discord", "shard_ids"),
+    ("fal", "key"),
+    ("fal", "endpoint"),
+    ("fal", "queue_base"),
+    ("fal", "rest_base"),
+    ("fal", "connect_timeout"),
+)
+
+
+def apply_config(app: App, new: Config) -> list[str]:
+    """Put a reloaded config in force without reconnecting: limits, defaults, access lists,
+    quotas, attachment rules. Returns the changed keys that need a restart (kept as they were)."""
+    pending = [
+        f"[{section}] {key}"
+        for section, key in RESTART_ONLY
+        if getattr(getattr(new, section), key) != getattr(getattr(app.config, section), key)
+    ]
+    app.service.reconfigure(service_config(new))
+    old = app.bot.options
+    app.bot.options = replace(
+        chat_options(new, sync_commands=old.sync_commands),
+        status_delay=old.status_delay,
+        guild_ready_timeout=old.guild_ready_timeout,
+        shard_count=old.shard_count,
+        shard_ids=old.shard_ids,
+    )
+    app.media.allowed_hosts = frozenset(h.lower() for h in new.discord.cdn_hosts)
+    app.config = new
+    if pending:
+        log.warning("config reloaded; these changes need a restart: %s", ", ".join(pending))
+    else:
+        log.info("config reloaded")
+    return pending
+
+
 @contextlib.asynccontextmanager
 async def build_app(
-    config: Config, *, sync_commands: bool = False, **chat_overrides: Any
+    config: Config,
+    *,
+    sync_commands: bool = False,
+    reload: Callable[[], Config] | None = None,
+    **chat_overrides: Any,
 ) -> AsyncIterator[App]:
-    """Every resource of a running bot, opened in order and closed in reverse.
-    ``chat_overrides`` replace fields of the Discord layer's options (tests use it)."""
+    """Every resource of a running bot, opened in order and closed in reverse. ``reload``
+    reads the config afresh (SIGHUP, ``/admin reload``). ``chat_overrides`` replace fields
+    of the Discord layer's options (tests use it)."""
     async with contextlib.AsyncExitStack() as stack:
         await ensure_schema(config.database.url, auto_migrate=config.database.should_auto_migrate)
         engine = create_engine(config.database.url)
@@ -111,23 +162,45 @@ async def build_app(
         options = replace(chat_options(config, sync_commands=sync_commands), **chat_overrides)
         bot = SeedBot(service, options)
         stack.push_async_callback(bot.close)
-        yield App(config, session, store, model, service, bot)
+        app = App(config, session, store, model, media, service, bot)
+        if reload is not None:
+            bot.reload_config = partial(reload_app, app, reload)
+        yield app
 
 
-async def run_bot(config: Config, *, sync_commands: bool = False) -> None:
-    """Run until SIGINT/SIGTERM; then drain in-flight turns for the grace period."""
-    async with build_app(config, sync_commands=sync_commands) as app:
+async def reload_app(app: App, reload: Callable[[], Config]) -> list[str]:
+    """Read the config again and apply it; on problems keep the running one and return them."""
+    try:
+        new = reload()
+    except ConfigError as exc:
+        log.error("config reload refused; keeping the running config:\n%s", exc)
+        return exc.problems
+    apply_config(app, new)
+    return []
+
+
+async def run_bot(
+    config: Config, *, sync_commands: bool = False, reload: Callable[[], Config] | None = None
+) -> None:
+    """Run until SIGINT/SIGTERM, then drain in-flight turns for the grace period. SIGHUP
+    reloads the config."""
+    async with build_app(config, sync_commands=sync_commands, reload=reload) as app:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
+        if reload is not None:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(
+                    signal.SIGHUP, lambda: app.bot.spawn(reload_app(app, reload), name="reload")
+                )
         runner = asyncio.create_task(app.bot.start(config.discord.token.get()), name="discord")
         stopper = asyncio.create_task(stop.wait(), name="stop-signal")
         done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
         if stopper in done:
             log.info("shutting down")
-            await app.bot.drain(config.limits.shutdown_grace_seconds)
+            await app.bot.drain(app.config.limits.shutdown_grace_seconds)
             await app.bot.close()
         stopper.cancel()
         await runner  # re-raises what ended the client (bad token, missing intent…)

@@ -149,7 +149,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def _run(config: Config, args: argparse.Namespace) -> int:
     from bot.app import run_bot
 
-    await run_bot(config, sync_commands=args.sync)
+    needs = ("discord", "fal")
+    await run_bot(
+        config,
+        sync_commands=args.sync,
+        reload=lambda: load_config(args.config, required_secrets=needs),
+    )
     return EXIT_OK
 
 

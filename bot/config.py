@@ -136,6 +136,18 @@ class DiscordConfig:
         True, "In a bound thread, answer every message, not only mentions."
     )
     allow_dms: bool = _opt(False, "Answer direct messages (one conversation per DM channel).")
+    batch_window_seconds: float = _opt(
+        1.5,
+        "Messages one person sends within this many seconds in a thread are answered as one "
+        "turn (0 answers each at once).",
+        _in_range(0, 30),
+    )
+    catch_up_seconds: float = _opt(
+        3600.0,
+        "On start, answer messages that arrived in active threads while the bot was down, "
+        "up to this old (0: none).",
+        _non_negative,
+    )
     shard_count: int = _opt(
         0, "Total shards; 0 lets Discord decide (sharding off if 1).", _non_negative
     )
@@ -483,3 +495,48 @@ def config_reference() -> list[tuple[str, str, Any, str]]:
         for f in dataclasses.fields(cls):
             rows.append((name, f.name, f.default, f.metadata.get("doc", "")))
     return rows
+
+
+EXAMPLE_INTRO = """\
+# seed-bot configuration. Copy to config.toml and edit; every key is optional.
+#
+# Secrets: set DISCORD_TOKEN and FAL_KEY in the environment (they win over this file).
+# Any key can be overridden by an environment variable SEED_BOT_<SECTION>__<KEY>, e.g.
+#   SEED_BOT_DATABASE__URL=postgresql+asyncpg://bot@db.internal/seedbot
+#   SEED_BOT_ACCESS__DENY_USERS=123456789012345678,234567890123456789   (lists: comma-separated)
+# A config with problems is refused as a whole, with every problem listed.
+# `seed-bot run` reloads this file on SIGHUP (or /admin reload).
+"""
+
+
+def _example_value(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, tuple):
+        return "[" + ", ".join(f'"{x}"' for x in value) + "]"
+    return repr(value)
+
+
+def render_example() -> str:
+    """The text of ``config.example.toml``: every key, its documentation and its default."""
+    import textwrap
+
+    out = [EXAMPLE_INTRO]
+    section = None
+    for name, key, default, doc in config_reference():
+        if name != section:
+            out.append(f"\n[{name}]")
+            section = name
+        out.extend(f"# {line}" for line in textwrap.wrap(doc, 92))
+        if isinstance(default, Secret):
+            out.append(f'# {key} = ""   (use the environment variable instead)')
+        elif (shown := _example_value(default)) is None:
+            out.append(f"# {key} =   (unset by default)")
+        else:
+            out.append(f"{key} = {shown}")
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"

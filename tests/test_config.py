@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import Config, Secret, config_reference, load_config
+from bot.config import Config, Secret, config_reference, load_config, render_example
 from bot.domain.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -174,6 +174,7 @@ def test_unreadable_files(tmp_path: Path) -> None:
 def test_example_file_documents_every_key_with_its_default() -> None:
     example = ROOT / "config.example.toml"
     text = example.read_text(encoding="utf-8")
+    assert text == render_example(), "regenerate: python -c 'from bot.config import ...'"
     config = load_config(example, {})
     assert config == Config()  # the example shows the defaults, nothing else
     for section, key, _default, doc in config_reference():

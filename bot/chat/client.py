@@ -5,26 +5,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import discord
-from discord import app_commands
 
 from bot.chat import convert, render
+from bot.chat.buttons import RetryButton, StopButton
 from bot.chat.convert import Route
-from bot.chat.delivery import NO_MENTIONS, ChannelDelivery
+from bot.chat.delivery import NO_MENTIONS, ChannelDelivery, DeliveryHooks
 from bot.chat.texts import error_text
 from bot.domain.access import AccessPolicy, denial_reason
 from bot.domain.conversation import AttachmentLimits, plan_attachments
 from bot.domain.errors import QuotaExceeded
 from bot.domain.models import Attachment, Incoming, Turn
-from bot.domain.service import ConversationService
+from bot.domain.service import ConversationService, StopResult
 
 log = logging.getLogger(__name__)
 
 DM_REFUSAL = "Direct messages are turned off for this bot. Mention me in a server channel instead."
+SEEN_LIMIT = 4096  # message ids remembered to drop duplicates (catch-up vs. live events)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +44,7 @@ class ChatOptions:
     shard_count: int | None = None
     shard_ids: tuple[int, ...] | None = None
     guild_ready_timeout: float = 2.0
+    catch_up_seconds: float = 3600.0
 
 
 def intents_for(options: ChatOptions) -> discord.Intents:
@@ -67,7 +71,8 @@ def attachment_names(
 
 
 class SeedBot(discord.AutoShardedClient):
-    """The bot. Every turn runs in its own task so the gateway never waits for the model."""
+    """The bot. Every message is handled in its own task so the gateway never waits for the
+    model; the service answers the messages of one conversation in arrival order."""
 
     def __init__(self, service: ConversationService, options: ChatOptions) -> None:
         super().__init__(
@@ -80,13 +85,20 @@ class SeedBot(discord.AutoShardedClient):
         )
         self.service = service
         self.options = options
-        self.tree = app_commands.CommandTree(self)
+        from bot.chat.commands import SeedTree
+
+        self.tree = SeedTree(self)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._accepting = True
         self.resumed = asyncio.Event()
-        # Per thread or DM channel: set once the latest message's turn is queued on the
-        # conversation's lock (or dropped), so the next message waits for it (arrival order).
+        self.caught_up = asyncio.Event()
+        # Set by the entry point when there is a config to reload: returns the problems found
+        # (nothing applied then), or an empty list once the new config is in force.
+        self.reload_config: Callable[[], Awaitable[list[str]]] | None = None
+        # Per thread or DM channel: set once the latest message has been queued with the
+        # service (or dropped), so the next message waits for it (arrival order).
         self._arrivals: dict[int, asyncio.Event] = {}
+        self._seen: OrderedDict[int, None] = OrderedDict()
 
     # -- start-up ----------------------------------------------------------------------------
 
@@ -94,6 +106,7 @@ class SeedBot(discord.AutoShardedClient):
         from bot.chat.commands import register
 
         register(self)
+        self.add_dynamic_items(StopButton, RetryButton)
         if self.options.sync_commands:
             synced = await self.tree.sync()
             log.info("synced %d global application commands", len(synced))
@@ -113,12 +126,19 @@ class SeedBot(discord.AutoShardedClient):
         finally:
             self.resumed.set()
 
+    def hooks(self) -> DeliveryHooks:
+        return DeliveryHooks(
+            on_status=self.service.record_status_message,
+            on_parts=self.service.record_reply_parts,
+        )
+
     def delivery_for_turn(self, turn: Turn) -> ChannelDelivery:
         channel = self.get_partial_messageable(int(turn.reply_channel_id))
         return ChannelDelivery(
             channel,
             reply_to=int(turn.source_id) if turn.source_id.isdigit() else None,
             status_delay=self.options.status_delay,
+            hooks=self.hooks(),
         )
 
     def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
@@ -163,17 +183,27 @@ class SeedBot(discord.AutoShardedClient):
     async def on_ready(self) -> None:
         assert self.user is not None
         log.info("connected as %s (id %s) to %d servers", self.user, self.user.id, len(self.guilds))
+        if not self.caught_up.is_set():
+            self.spawn(self._catch_up(), name="catch-up")
 
     async def on_message(self, message: discord.Message) -> None:
         if not self._accepting or self.user is None:
             return
-        if not convert.is_from_person(message, self.user.id):
+        if not convert.is_from_person(message, self.user.id) or self._already_seen(message.id):
             return
         self.spawn(self._ordered(message), name=f"message-{message.id}")
 
+    def _already_seen(self, message_id: int) -> bool:
+        if message_id in self._seen:
+            return True
+        self._seen[message_id] = None
+        if len(self._seen) > SEEN_LIMIT:
+            self._seen.popitem(last=False)
+        return False
+
     async def _ordered(self, message: discord.Message) -> None:
-        """Handle a message after the previous one of the same thread or DM has reached the
-        conversation's lock: turns of one conversation run in the order they arrived, even
+        """Handle a message after the previous one of the same thread or DM has been queued
+        with the service: turns of one conversation run in the order they arrived, even
         though routing each one takes a few awaits of its own. (Mentions in a channel each
         start a conversation of their own: nothing to order.)"""
         if not isinstance(message.channel, discord.Thread | discord.DMChannel):
@@ -195,8 +225,8 @@ class SeedBot(discord.AutoShardedClient):
     async def handle_message(
         self, message: discord.Message, *, queued: asyncio.Event | None = None
     ) -> None:
-        """Route and answer one message. ``queued`` is set once the turn is waiting on (or
-        holds) its conversation's lock."""
+        """Route and answer one message. ``queued`` is set once the message is queued with
+        the service."""
         assert self.user is not None
         me = self.user.id
         channel = message.channel
@@ -216,18 +246,7 @@ class SeedBot(discord.AutoShardedClient):
             await self._say(message, DM_REFUSAL)
             return
         guild_id = message.guild.id if message.guild else None
-        reason = denial_reason(
-            self.options.access, convert.requester(message.author, channel, guild_id)
-        )
-        if reason is not None:
-            log.info("message %s refused by access lists", message.id)
-            if self.options.denied_reply == "notice":
-                await self._say(message, f"Sorry, {reason}.")
-            return
-        try:
-            await self.service.admit(str(message.author.id), str(guild_id) if guild_id else None)
-        except QuotaExceeded as exc:
-            await self._say(message, error_text(exc))
+        if not await self._allowed(message, guild_id):
             return
 
         replied_to = await self._replied_message(message) if decision is Route.START else None
@@ -251,28 +270,76 @@ class SeedBot(discord.AutoShardedClient):
             parent_channel_id=parent_id,
             replied_to=replied_to,
         )
-        # run_turn does not suspend before it queues on the conversation's lock (asyncio locks
-        # are FIFO), so the next message of this channel, let go here, cannot overtake it.
+        # respond() queues the message before it first suspends: the next message of this
+        # channel, let go here, cannot overtake it.
         if queued is not None:
             queued.set()
-        await self.run_turn(incoming, target, reply_to=reply_to)
+        await self.service.respond(
+            incoming,
+            self.delivery_factory(target, start_thread=reply_to is None),
+            batchable=decision is Route.CONTINUE,
+        )
+
+    async def _allowed(self, message: discord.Message, guild_id: int | None) -> bool:
+        reason = denial_reason(
+            self.options.access, convert.requester(message.author, message.channel, guild_id)
+        )
+        if reason is not None:
+            log.info("message %s refused by access lists", message.id)
+            if self.options.denied_reply == "notice":
+                await self._say(message, f"Sorry, {reason}.")
+            return False
+        try:
+            await self.service.admit(str(message.author.id), str(guild_id) if guild_id else None)
+        except QuotaExceeded as exc:
+            await self._say(message, error_text(exc))
+            return False
+        return True
+
+    def delivery_factory(
+        self, channel: discord.abc.Messageable, *, start_thread: bool = False
+    ) -> Any:
+        """Deliveries into ``channel`` for the turn made of a message (or batch): the answer
+        replies to the batch's last message, except in a thread just opened on it."""
+
+        def make(incoming: Incoming) -> ChannelDelivery:
+            reply_to = None
+            if not start_thread and incoming.source_id.isdigit():
+                reply_to = int(incoming.source_id)
+            return ChannelDelivery(
+                channel,
+                reply_to=reply_to,
+                status_delay=self.options.status_delay,
+                attachment_names=attachment_names(
+                    incoming.attachments, self.service.config.attachment_limits
+                ),
+                hooks=self.hooks(),
+            )
+
+        return make
 
     async def run_turn(
-        self, incoming: Incoming, channel: discord.abc.Messageable, *, reply_to: int | None
+        self,
+        incoming: Incoming,
+        channel: discord.abc.Messageable,
+        *,
+        reply_to: int | None,
+        batchable: bool = False,
     ) -> None:
-        delivery = ChannelDelivery(
-            channel,
-            reply_to=reply_to,
-            status_delay=self.options.status_delay,
-            attachment_names=attachment_names(
-                incoming.attachments, self.service.config.attachment_limits
-            ),
-        )
-        delivery.start()
-        try:
-            await self.service.respond(incoming, delivery)
-        finally:
-            await delivery.close()
+        """Answer ``incoming`` (built by a slash command) in ``channel``."""
+
+        def make(_incoming: Incoming) -> ChannelDelivery:
+            return ChannelDelivery(
+                channel,
+                reply_to=reply_to,
+                status_delay=self.options.status_delay,
+                attachment_names=attachment_names(
+                    incoming.attachments, self.service.config.attachment_limits
+                ),
+                hooks=self.hooks(),
+            )
+
+        await self.service.respond(incoming, make, batchable=batchable)
 
     async def _replied_message(self, message: discord.Message) -> discord.Message | None:
         ref = message.reference
@@ -316,3 +383,141 @@ class SeedBot(discord.AutoShardedClient):
             await message.reply(text, allowed_mentions=NO_MENTIONS, mention_author=False)
         except discord.HTTPException as exc:
             log.warning("cannot reply in channel %s: %s", message.channel.id, exc)
+
+    async def is_owner(self, user: discord.abc.User) -> bool:
+        """Whether ``user`` owns the application (or is on its team)."""
+        app = self.application or await self.application_info()
+        if app.team is not None:
+            return any(member.id == user.id for member in app.team.members)
+        return app.owner.id == user.id
+
+    # -- edits: answer the latest turn again -------------------------------------------------
+
+    async def on_raw_message_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
+        if not self._accepting or self.user is None or "content" not in payload.data:
+            return
+        self.spawn(self._edited(payload), name=f"edit-{payload.message_id}")
+
+    async def _edited(self, payload: discord.RawMessageUpdateEvent) -> None:
+        assert self.user is not None
+        latest = await self.service.latest_turn(str(payload.channel_id))
+        if latest is None or latest.source_id != str(payload.message_id):
+            return  # only the latest message of a conversation can be redone
+        message = payload.message
+        if not convert.is_from_person(message, self.user.id):
+            return
+        if str(message.author.id) != latest.author_id:
+            return
+        cached = payload.cached_message
+        if cached is not None and cached.content == message.content:
+            return  # an embed was resolved, not an edit by the person
+        if not latest.state.settled:
+            await self.service.stop(latest.id, message.author.display_name)
+        incoming = convert.to_incoming(
+            message,
+            me_id=self.user.id,
+            scope_id=payload.channel_id,
+            parent_channel_id=getattr(message.channel, "parent_id", None),
+        )
+        channel = self.get_partial_messageable(payload.channel_id)
+        log.info("message %s edited: answering it again", payload.message_id)
+        await self.service.redo(
+            str(payload.channel_id),
+            self.delivery_factory(channel),
+            incoming,
+            turn_id=latest.id,
+            edited=True,
+        )
+
+    # -- buttons -----------------------------------------------------------------------------
+
+    async def _may_control(self, interaction: discord.Interaction, turn: Turn) -> bool:
+        if str(interaction.user.id) == turn.author_id:
+            return True
+        return interaction.guild_id is not None and interaction.permissions.manage_threads
+
+    async def on_stop_pressed(self, interaction: discord.Interaction, turn_id: int) -> None:
+        turn = await self.service.get_turn(turn_id)
+        if turn is None:
+            await _ephemeral(interaction, "This answer is no longer known to me.")
+            return
+        if not await self._may_control(interaction, turn):
+            await _ephemeral(
+                interaction,
+                "⛔ Only the person who asked, or members who may manage threads, can stop it.",
+            )
+            return
+        result = await self.service.stop(turn_id, interaction.user.display_name)
+        if result is StopResult.STOPPED:
+            await interaction.response.edit_message(
+                content=f"⏹️ Stopped by **{interaction.user.display_name}**.", view=None
+            )
+        else:
+            await _ephemeral(interaction, "This answer has already finished.")
+
+    async def on_retry_pressed(self, interaction: discord.Interaction, turn_id: int) -> None:
+        turn = await self.service.get_turn(turn_id)
+        latest = await self.service.latest_turn(turn.reply_channel_id) if turn else None
+        if turn is None or latest is None or latest.id != turn.id:
+            await _ephemeral(interaction, "Only the latest answer in a thread can be retried.")
+            return
+        if not turn.state.settled:
+            await _ephemeral(interaction, "This answer is still being written.")
+            return
+        if not await self._may_control(interaction, turn):
+            await _ephemeral(
+                interaction,
+                "⛔ Only the person who asked, or members who may manage threads, can retry.",
+            )
+            return
+        await self.retry(interaction, turn)
+
+    async def retry(self, interaction: discord.Interaction, turn: Turn) -> None:
+        """Answer ``turn`` (the latest) again; the interaction is acknowledged quietly."""
+        await interaction.response.defer(ephemeral=True, thinking=False)
+        channel = self.get_partial_messageable(int(turn.reply_channel_id))
+        requester = Incoming(
+            source_id=turn.source_id,
+            scope_id=turn.reply_channel_id,
+            author_id=turn.author_id,
+            author_name=turn.author_name,
+            text=turn.prompt,
+        )
+        self.spawn(
+            self.service.redo(
+                turn.reply_channel_id, self.delivery_factory(channel), requester, turn_id=turn.id
+            ),
+            name=f"retry-{turn.id}",
+        )
+
+    # -- catching up after downtime ----------------------------------------------------------
+
+    async def _catch_up(self) -> None:
+        """Answer messages that arrived in active conversations while the bot was down,
+        oldest first, up to ``catch_up_seconds`` old."""
+        try:
+            await self.resumed.wait()
+            horizon = datetime.now(UTC) - timedelta(seconds=self.options.catch_up_seconds)
+            for conversation, newest in await self.service.recent_conversations(horizon):
+                after = discord.Object(discord.utils.time_snowflake(horizon))
+                if newest is not None and newest.isdigit() and int(newest) > after.id:
+                    after = discord.Object(int(newest))
+                try:
+                    channel = self.get_channel(int(conversation.scope_id)) or (
+                        await self.fetch_channel(int(conversation.scope_id))
+                    )
+                    if not isinstance(channel, discord.Thread | discord.DMChannel):
+                        continue
+                    async for message in channel.history(after=after, oldest_first=True, limit=50):
+                        await self.on_message(message)
+                except discord.HTTPException as exc:
+                    log.info("catch-up skipped conversation %s: %s", conversation.id, exc)
+        finally:
+            self.caught_up.set()
+
+
+async def _ephemeral(interaction: discord.Interaction, text: str) -> None:
+    if interaction.response.is_done():
+        await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
+    else:
+        await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_MENTIONS)

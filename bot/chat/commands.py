@@ -40,6 +40,23 @@ class Refusal(Exception):
     """A command refused with a message for the user."""
 
 
+class SeedTree(app_commands.CommandTree["SeedBot"]):
+    """The command tree: every command (and so every setting change) is subject to the
+    access lists, like messages are."""
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        bot = self.client
+        reason = denial_reason(
+            bot.options.access,
+            convert.requester(interaction.user, interaction.channel, interaction.guild_id),
+        )
+        if reason is None:
+            return True
+        log.info("command from user %s refused by access lists", interaction.user.id)
+        await _reply(interaction, f"⛔ Sorry, {reason}.")
+        return False
+
+
 async def _reply(interaction: discord.Interaction, text: str) -> None:
     if interaction.response.is_done():
         await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
@@ -147,7 +164,7 @@ def register(bot: SeedBot) -> None:
     )
     async def system(
         interaction: discord.Interaction,
-        prompt: str | None = None,
+        prompt: app_commands.Range[str, 1, 6000] | None = None,
         clear: bool = False,
         server: bool = False,
     ) -> None:
@@ -258,6 +275,45 @@ def register(bot: SeedBot) -> None:
             "✅ Started afresh: earlier messages here are kept but no longer sent to the model.",
         )
 
+    @tree.command(name="retry", description="Answer the last message of this thread again")
+    async def retry(interaction: discord.Interaction) -> None:
+        channel = interaction.channel
+        latest = await bot.service.latest_turn(str(channel.id)) if channel is not None else None
+        if latest is None:
+            await _reply(interaction, "⛔ There is nothing to retry here.")
+            return
+        if not latest.state.settled:
+            await _reply(interaction, "⛔ The last answer is still being written.")
+            return
+        if str(interaction.user.id) != latest.author_id and not (
+            interaction.guild_id is not None and interaction.permissions.manage_threads
+        ):
+            await _reply(
+                interaction,
+                "⛔ Only the person who asked, or members who may manage threads, can retry.",
+            )
+            return
+        await bot.retry(interaction, latest)
+
+    admin = app_commands.Group(name="admin", description="Bot administration (bot owner only)")
+
+    @admin.command(name="reload", description="Reload config.toml without reconnecting")
+    async def admin_reload(interaction: discord.Interaction) -> None:
+        if not await bot.is_owner(interaction.user):
+            await _reply(interaction, "⛔ Only the bot's owner can do that.")
+            return
+        if bot.reload_config is None:
+            await _reply(interaction, "⛔ This bot was started without a config file to reload.")
+            return
+        problems = await bot.reload_config()
+        if problems:
+            shown = "\n".join(f"• {texts.clip(p, 180)}" for p in problems[:10])
+            await _reply(interaction, f"⛔ The config was not reloaded:\n{shown}")
+        else:
+            await _reply(interaction, "✅ Config reloaded.")
+
+    tree.add_command(admin)
+
     @tree.command(name="ask", description="Ask the model; starts a new thread")
     @app_commands.describe(
         prompt="Your question",
@@ -304,12 +360,6 @@ async def run_ask(
         return
     if interaction.guild_id is None and not bot.options.allow_dms:
         await _reply(interaction, "⛔ Direct messages are turned off for this bot.")
-        return
-    reason = denial_reason(
-        bot.options.access, convert.requester(user, channel, interaction.guild_id)
-    )
-    if reason is not None:
-        await _reply(interaction, f"⛔ Sorry, {reason}.")
         return
     in_place = isinstance(channel, discord.Thread) or interaction.guild_id is None
     if in_place and (thinking is not None or effort is not None):

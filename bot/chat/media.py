@@ -36,7 +36,7 @@ class DiscordMedia:
         self, session: aiohttp.ClientSession, allowed_hosts: Collection[str], *, timeout: float = 60
     ) -> None:
         self._session = session
-        self._allowed = {h.lower() for h in allowed_hosts}
+        self.allowed_hosts = frozenset(h.lower() for h in allowed_hosts)
         self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=10)
 
     def allows(self, url: str) -> bool:
@@ -46,7 +46,7 @@ class DiscordMedia:
             return False
         host = (parsed.host or "").lower()
         netloc = f"{host}:{parsed.port}" if parsed.explicit_port else host
-        if host not in self._allowed and netloc not in self._allowed:
+        if host not in self.allowed_hosts and netloc not in self.allowed_hosts:
             return False
         return parsed.scheme == "https" or (parsed.scheme == "http" and _is_loopback(host))
 

@@ -38,7 +38,7 @@ def escape_name(name: str) -> str:
 
 def quote_inline(text: str, limit: int) -> str:
     """User text shown back on one line, clipped and unable to break markdown."""
-    return "`" + _clip(text.replace("`", "ˋ"), limit) + "`"
+    return "`" + clip(text.replace("`", "ˋ"), limit) + "`"
 
 
 def discord_escape(text: str) -> str:
@@ -47,7 +47,7 @@ def discord_escape(text: str) -> str:
     return text.replace("@", "@\u200b")
 
 
-def _clip(text: str, limit: int = 200) -> str:
+def clip(text: str, limit: int = 200) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -57,7 +57,7 @@ def _field(field: str, index: int | None, names: Mapping[str, Sequence[str]]) ->
         kind = "image" if field == "image_urls" else "video"
         files = names.get(field, ())
         if index is not None and 0 <= index < len(files):
-            return f"the {kind} `{_clip(files[index], 60)}`"
+            return f"the {kind} `{clip(files[index], 60)}`"
         return f"{kind} {index + 1}" if index is not None else f"the {kind}s"
     return FIELD_NAMES.get(field, f"`{field}`")
 
@@ -71,11 +71,11 @@ def error_text(
     if isinstance(error, ModelInputRejected):
         if error.problems:
             parts = [
-                f"{_field(p.field, p.index, names)}: {_clip(p.message)}" for p in error.problems[:3]
+                f"{_field(p.field, p.index, names)}: {clip(p.message)}" for p in error.problems[:3]
             ]
             text = "The model could not use " + "; ".join(parts)
         else:
-            text = f"The model rejected the request: {_clip(error.message)}"
+            text = f"The model rejected the request: {clip(error.message)}"
     elif isinstance(error, ModelTimeout):
         text = "The model took too long to answer, so the request was cancelled. Try again?"
     elif isinstance(error, ModelRateLimited):
@@ -93,7 +93,7 @@ def error_text(
         who = "You have" if error.scope == "user" else "This server has"
         text = f"{who} reached the bot's request limit; you can ask again {when}."
     elif isinstance(error, AttachmentError):
-        text = f"`{_clip(error.filename, 60)}` could not be used: {error.reason}."
+        text = f"`{clip(error.filename, 60)}` could not be used: {error.reason}."
     elif isinstance(error, InvalidSetting):
         text = f"Invalid {error.name}: {error.message}."
     elif isinstance(error, AccessDenied):

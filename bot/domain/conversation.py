@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
 
 from bot.domain.models import (
@@ -16,6 +16,7 @@ from bot.domain.models import (
     ChatMessage,
     GenerationSettings,
     HistoryEntry,
+    Incoming,
     JsonValue,
     MediaKind,
     ModelRequest,
@@ -186,6 +187,21 @@ def plan_attachments(attachments: Sequence[Attachment], limits: AttachmentLimits
             + ", ".join(over_videos)
         )
     return AttachmentPlan(tuple(images), tuple(videos), tuple(texts), tuple(dropped))
+
+
+def merge_incoming(items: Sequence[Incoming]) -> Incoming:
+    """Several messages of one person, sent in quick succession, as one turn: their texts in
+    order, all their attachments, answered as (and replying to) the last one."""
+    if len(items) == 1:
+        return items[0]
+    first, last = items[0], items[-1]
+    return replace(
+        last,
+        text="\n".join(i.text for i in items if i.text.strip()),
+        attachments=tuple(a for i in items for a in i.attachments),
+        reply_text=first.reply_text,
+        reply_author=first.reply_author,
+    )
 
 
 def text_language(filename: str) -> str:

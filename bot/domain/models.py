@@ -179,6 +179,16 @@ class TurnState(enum.StrEnum):
         return self in (TurnState.COMPLETED, TurnState.DELIVERED)
 
     @property
+    def settled(self) -> bool:
+        """The model's part is over (answered, failed or stopped): it may be retried."""
+        return self in (
+            TurnState.COMPLETED,
+            TurnState.DELIVERED,
+            TurnState.FAILED,
+            TurnState.STOPPED,
+        )
+
+    @property
     def finished(self) -> bool:
         return self in (
             TurnState.DELIVERED,

@@ -13,6 +13,7 @@ from bot.domain.models import (
     Conversation,
     GenerationSettings,
     HistoryEntry,
+    Incoming,
     ModelReply,
     ModelRequest,
     NewConversation,
@@ -170,19 +171,49 @@ class UsageStore(Protocol):
     """Request counters for quotas, shared by every process using the database."""
 
     async def try_consume(
-        self, keys: Sequence[tuple[str, int]], *, window_seconds: int, now: datetime
+        self,
+        keys: Sequence[tuple[str, int] | tuple[str, int, int]],
+        *,
+        window_seconds: int | None = None,
+        now: datetime,
     ) -> datetime | None:
-        """Atomically count one request against every ``(key, limit)`` over the sliding
-        window ending at ``now``. When all are under their limit, record the request and
+        """Atomically count one request against every ``(key, limit[, window_seconds])``
+        over the sliding window ending at ``now`` (a key's own window, else
+        ``window_seconds``). When all are under their limit, record the request for each and
         return ``None``; otherwise record nothing and return the earliest time at which the
         request would be allowed."""
         ...
 
+    async def usage_full(self, key: str, limit: int, window_seconds: int, now: datetime) -> bool:
+        """Whether ``key`` has used up ``limit`` in the window ending at ``now`` (read only;
+        tells which quota refused a request)."""
+        ...
+
 
 class Delivery(Protocol):
-    """Where one turn's progress and answer go (a Discord thread). Implemented by chat/."""
+    """Where one turn's progress and answer go (a Discord thread). Implemented by chat/.
+
+    The service calls ``start`` when it begins working on the message, ``attach`` once the
+    turn is stored, then ``progress`` as fal reports, then one of ``deliver``, ``fail`` or
+    ``stopped``, and ``close`` at the end, whatever happened."""
+
+    async def start(self) -> None: ...
+
+    async def attach(self, turn: Turn) -> None:
+        """The turn is stored: progress shown from now on can offer to stop it."""
+        ...
 
     async def progress(self, progress: Progress) -> None: ...
+
+    async def stopped(self, turn: Turn, by: str) -> None:
+        """The turn was stopped: say so where its progress was shown."""
+        ...
+
+    async def supersede(self, old: Turn) -> None:
+        """``old``'s answer is being replaced by this turn's: mark its messages."""
+        ...
+
+    async def close(self) -> None: ...
 
     async def deliver(self, turn: Turn, reply: ModelReply, warnings: Sequence[str]) -> list[str]:
         """Post the answer; return the Discord message ids, in order."""
@@ -192,6 +223,9 @@ class Delivery(Protocol):
         """Post a short, specific failure notice (``turn`` is None when the failure came
         before the turn was stored); return the message ids."""
         ...
+
+
+DeliveryFactory = Callable[[Incoming], Delivery]
 
 
 class MediaSource(Protocol):

@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import enum
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Literal
 
 from bot.domain.conversation import (
@@ -24,6 +26,7 @@ from bot.domain.conversation import (
     InlinedText,
     build_request,
     compose_prompt,
+    merge_incoming,
     new_history_messages,
     plan_attachments,
 )
@@ -34,7 +37,9 @@ from bot.domain.errors import (
     ModelError,
     QuotaExceeded,
     SeedBotError,
+    StorageError,
 )
+from bot.domain.inbox import Inboxes
 from bot.domain.models import (
     Attachment,
     Conversation,
@@ -48,7 +53,7 @@ from bot.domain.models import (
     Turn,
     TurnState,
 )
-from bot.domain.ports import Delivery, MediaSource, ModelClient, Store
+from bot.domain.ports import Delivery, DeliveryFactory, MediaSource, ModelClient, Store
 from bot.domain.settings import EffectiveSettings, resolve_settings, validate_settings
 
 log = logging.getLogger(__name__)
@@ -78,6 +83,7 @@ class ServiceConfig:
     max_in_flight: int = 16
     user_quota: Quota | None = None
     guild_quota: Quota | None = None
+    batch_window: float = 1.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,54 +91,51 @@ class TurnOutcome:
     """What became of one message: the turn (None if it never got one) and its end state."""
 
     turn: Turn | None
-    state: TurnState | Literal["duplicate", "refused"]
+    state: TurnState | Literal["duplicate", "refused", "nothing"]
 
 
-class _Locks:
-    """One lock per conversation scope, dropped when nobody holds or waits for it, so idle
-    conversations cost no memory."""
-
-    def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
-
-    def hold(self, key: str) -> _Held:
-        return _Held(self, key)
-
-    def _enter(self, key: str) -> asyncio.Lock:
-        lock, users = self._locks.get(key, (None, 0))
-        lock = lock or asyncio.Lock()
-        self._locks[key] = (lock, users + 1)
-        return lock
-
-    def _leave(self, key: str) -> None:
-        lock, users = self._locks[key]
-        if users <= 1:
-            del self._locks[key]
-        else:
-            self._locks[key] = (lock, users - 1)
-
-    def __len__(self) -> int:
-        return len(self._locks)
+def _fixed_delivery(delivery: Delivery, _incoming: Incoming) -> Delivery:
+    return delivery
 
 
-class _Held:
-    def __init__(self, locks: _Locks, key: str) -> None:
-        self._locks = locks
-        self._key = key
-        self._lock: asyncio.Lock | None = None
+class TurnStopped(Exception):
+    """Internal: the turn was stopped while it ran (not an error to report)."""
 
-    async def __aenter__(self) -> None:
-        self._lock = self._locks._enter(self._key)
-        try:
-            await self._lock.acquire()
-        except BaseException:
-            self._locks._leave(self._key)
-            raise
+    def __init__(self, by: str) -> None:
+        super().__init__(by)
+        self.by = by
 
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._lock is not None
-        self._lock.release()
-        self._locks._leave(self._key)
+
+class StopResult(enum.Enum):
+    STOPPED = "stopped"
+    ALREADY_FINISHED = "finished"
+    UNKNOWN = "unknown"
+
+
+@dataclass(eq=False)
+class _Active:
+    """A turn running in this process: how to stop it."""
+
+    stopped_by: str | None = None
+    waiter: asyncio.Future[ModelReply] | None = None
+
+    def check(self) -> None:
+        """Raise ``TurnStopped`` if a stop was requested (read afresh after every await)."""
+        if self.stopped_by is not None:
+            raise TurnStopped(self.stopped_by)
+
+
+@dataclass(frozen=True, slots=True)
+class _Work:
+    """One inbox entry: a new message, or a request to answer the latest turn again (Retry,
+    or an edit of its message when ``incoming`` is given)."""
+
+    make_delivery: DeliveryFactory
+    incoming: Incoming
+    redo_turn_id: int | None = None
+    redo: bool = False
+    edited: bool = False
+    resume_turn: Turn | None = None
 
 
 class ConversationService:
@@ -152,14 +155,23 @@ class ConversationService:
         self._media = media
         self.config = config
         self._now = now
-        self._locks = _Locks()
         self._in_flight = asyncio.Semaphore(config.max_in_flight)
+        self._inboxes: Inboxes[_Work, TurnOutcome] = Inboxes(
+            self._handle_batch, window=config.batch_window
+        )
+        self._active: dict[int, _Active] = {}
 
     def reconfigure(self, config: ServiceConfig) -> None:
         """Apply a reloaded config to the turns that start from now on."""
         if config.max_in_flight != self.config.max_in_flight:
             self._in_flight = asyncio.Semaphore(config.max_in_flight)
+        self._inboxes.window = config.batch_window
         self.config = config
+
+    @property
+    def idle(self) -> bool:
+        """No conversation has work queued or running in this process."""
+        return len(self._inboxes) == 0 and not self._active
 
     # -- admission -------------------------------------------------------------------------
 
@@ -169,55 +181,96 @@ class ConversationService:
         quotas = [("user", f"user:{author_id}", self.config.user_quota)]
         if guild_id is not None:
             quotas.append(("server", f"guild:{guild_id}", self.config.guild_quota))
-        # The user's quota is checked first; a refusal by the server's then leaves the
-        # user's counted, which errs on the strict side and keeps each check atomic.
-        for scope, key, quota in quotas:
-            if quota is None or quota.requests <= 0:
-                continue
-            retry_at = await self._store.try_consume(
-                [(key, quota.requests)], window_seconds=quota.window_seconds, now=self._now()
-            )
-            if retry_at is not None:
-                raise QuotaExceeded(scope, retry_at)
+        active = [(scope, key, q) for scope, key, q in quotas if q is not None and q.requests > 0]
+        if not active:
+            return
+        # One atomic check of both quotas: a refusal by either counts against neither. The
+        # window is part of the key, since a key keeps one window (a reload may change it).
+        keys = [(f"{key}:{q.window_seconds}", q.requests, q.window_seconds) for _, key, q in active]
+        retry_at = await self._store.try_consume(keys, now=self._now())
+        if retry_at is not None:
+            now = self._now()
+            scope = "user"
+            for name, key, q in active:
+                # Name the quota that is used up (the server's when both are).
+                if name == "server" and await self._store.usage_full(
+                    f"{key}:{q.window_seconds}", q.requests, q.window_seconds, now
+                ):
+                    scope = "server"
+            raise QuotaExceeded(scope, retry_at)
 
     # -- turns -----------------------------------------------------------------------------
 
-    async def respond(self, incoming: Incoming, delivery: Delivery) -> TurnOutcome:
-        """Answer one message. Failures are reported through ``delivery`` and stored on the
-        turn; only cancellation (shutdown) propagates, leaving the turn to be resumed."""
-        async with self._locks.hold(incoming.scope_id):
-            try:
-                return await self._respond_locked(incoming, delivery)
-            except DuplicateMessage:
-                log.info("message %s already answered; ignoring", incoming.source_id)
-                return TurnOutcome(None, "duplicate")
-            except SeedBotError as exc:
-                # Failures before the turn was stored: nothing to mark, only to tell.
-                log.warning("turn for message %s refused: %s", incoming.source_id, exc)
-                with contextlib.suppress(DeliveryError):
-                    await delivery.fail(None, exc)
-                return TurnOutcome(None, "refused")
+    async def respond(
+        self, incoming: Incoming, make_delivery: DeliveryFactory, *, batchable: bool = True
+    ) -> TurnOutcome:
+        """Answer one message. Messages of one conversation are answered in arrival order;
+        with ``batchable``, a person's messages sent in quick succession (or waiting while
+        an answer is produced) are answered as one turn. Failures are reported through the
+        delivery and stored on the turn; only cancellation (shutdown) propagates."""
+        key = incoming.author_id if batchable else None
+        return await self._inboxes.submit(incoming.scope_id, _Work(make_delivery, incoming), key)
 
-    async def _respond_locked(self, incoming: Incoming, delivery: Delivery) -> TurnOutcome:
+    async def redo(
+        self,
+        scope_id: str,
+        make_delivery: DeliveryFactory,
+        requester: Incoming,
+        *,
+        turn_id: int | None = None,
+        edited: bool = False,
+    ) -> TurnOutcome:
+        """Answer the conversation's latest turn again (Retry; with ``edited``, from the
+        text and attachments of ``requester``, the edited message). ``turn_id`` names the
+        turn the person meant: when it is no longer the latest, nothing happens. The old
+        answer leaves the history and its messages are marked superseded."""
+        work = _Work(make_delivery, requester, redo_turn_id=turn_id, redo=True, edited=edited)
+        return await self._inboxes.submit(scope_id, work, None)
+
+    async def _handle_batch(self, batch: Sequence[_Work]) -> TurnOutcome:
+        first = batch[0]
+        if first.resume_turn is not None:
+            return await self._resume(first)
+        if first.redo:
+            return await self._redo(first)
+        incoming = merge_incoming([w.incoming for w in batch])
+        delivery = batch[-1].make_delivery(incoming)
+        await delivery.start()
+        try:
+            return await self._respond_now(incoming, delivery)
+        finally:
+            await delivery.close()
+
+    async def _respond_now(self, incoming: Incoming, delivery: Delivery) -> TurnOutcome:
         started = asyncio.get_running_loop().time()
-        if await self._store.turn_for_source(incoming.source_id) is not None:
-            raise DuplicateMessage(incoming.source_id)
-        conversation = await self._conversation_for(incoming)
-        prompt, image_urls, video_urls, warnings = await self._prepare(conversation, incoming)
-        turn = await self._store.begin_turn(
-            NewTurn(
-                conversation_id=conversation.id,
-                epoch=conversation.epoch,
-                source_id=incoming.source_id,
-                author_id=incoming.author_id,
-                author_name=incoming.author_name,
-                reply_channel_id=incoming.scope_id,
-                prompt=prompt,
-                image_urls=image_urls,
-                video_urls=video_urls,
-                warnings=warnings,
+        try:
+            if await self._store.turn_for_source(incoming.source_id) is not None:
+                raise DuplicateMessage(incoming.source_id)
+            conversation = await self._conversation_for(incoming)
+            prompt, image_urls, video_urls, warnings = await self._prepare(conversation, incoming)
+            turn = await self._store.begin_turn(
+                NewTurn(
+                    conversation_id=conversation.id,
+                    epoch=conversation.epoch,
+                    source_id=incoming.source_id,
+                    author_id=incoming.author_id,
+                    author_name=incoming.author_name,
+                    reply_channel_id=incoming.scope_id,
+                    prompt=prompt,
+                    image_urls=image_urls,
+                    video_urls=video_urls,
+                    warnings=warnings,
+                )
             )
-        )
+        except DuplicateMessage:
+            log.info("message %s already answered; ignoring", incoming.source_id)
+            return TurnOutcome(None, "duplicate")
+        except SeedBotError as exc:
+            # Failures before the turn was stored: nothing to mark, only to tell.
+            log.warning("turn for message %s refused: %s", incoming.source_id, exc)
+            with contextlib.suppress(DeliveryError):
+                await delivery.fail(None, exc)
+            return TurnOutcome(None, "refused")
         log.info(
             "turn %s stored for message %s in conversation %s",
             turn.id,
@@ -225,6 +278,57 @@ class ConversationService:
             conversation.id,
         )
         return await self._run_turn(conversation, turn, delivery, started)
+
+    async def _redo(self, work: _Work) -> TurnOutcome:
+        started = asyncio.get_running_loop().time()
+        scope_id = work.incoming.scope_id
+        conversation = await self._store.conversation_for_scope(scope_id)
+        latest = await self._store.latest_turn(conversation.id) if conversation else None
+        if conversation is None or latest is None:
+            return TurnOutcome(None, "nothing")
+        if work.redo_turn_id is not None and latest.id != work.redo_turn_id:
+            log.info("redo of turn %s skipped: turn %s is newer", work.redo_turn_id, latest.id)
+            return TurnOutcome(latest, "nothing")
+        incoming = work.incoming
+        delivery = work.make_delivery(incoming)
+        await delivery.start()
+        try:
+            if work.edited:
+                # An edit: the turn is rebuilt from the edited message.
+                prompt, image_urls, video_urls, warnings = await self._prepare(
+                    conversation, incoming
+                )
+            else:
+                prompt, image_urls, video_urls, warnings = (
+                    latest.prompt,
+                    latest.image_urls,
+                    latest.video_urls,
+                    latest.warnings,
+                )
+            await self._store.finish_turn(latest.id, TurnState.SUPERSEDED, latest.error)
+            turn = await self._store.begin_turn(
+                NewTurn(
+                    conversation_id=conversation.id,
+                    epoch=conversation.epoch,
+                    source_id=latest.source_id,
+                    author_id=latest.author_id,
+                    author_name=latest.author_name,
+                    reply_channel_id=latest.reply_channel_id,
+                    prompt=prompt,
+                    image_urls=image_urls,
+                    video_urls=video_urls,
+                    warnings=warnings,
+                    attempt=latest.attempt + 1,
+                )
+            )
+            log.info("turn %s answers turn %s again", turn.id, latest.id)
+            with contextlib.suppress(DeliveryError):
+                await delivery.supersede(latest)
+            return await self._run_turn(conversation, turn, delivery, started)
+        except DuplicateMessage:
+            return TurnOutcome(None, "duplicate")
+        finally:
+            await delivery.close()
 
     async def _conversation_for(self, incoming: Incoming) -> Conversation:
         existing = await self._store.conversation_for_scope(incoming.scope_id)
@@ -301,13 +405,23 @@ class ConversationService:
         self, conversation: Conversation, turn: Turn, delivery: Delivery, started: float
     ) -> TurnOutcome:
         """Submit (if not yet), wait, store and deliver one stored turn."""
+        active = self._active.setdefault(turn.id, _Active())
         try:
+            await delivery.attach(turn)
             reply, sent_count, warnings = await self._obtain_reply(
-                conversation, turn, delivery, started
+                conversation, turn, delivery, active, started
             )
             if reply is not None:
                 new = new_history_messages(reply.messages, sent_count)
-                await self._store.complete_turn(turn.id, reply, new)
+                try:
+                    await self._store.complete_turn(turn.id, reply, new)
+                except StorageError:
+                    # complete_turn refuses a turn stopped meanwhile (maybe by another
+                    # process): its answer is neither stored nor posted.
+                    current = await self._store.get_turn(turn.id)
+                    if current.state is TurnState.STOPPED:
+                        raise TurnStopped(current.error or "") from None
+                    raise
             else:
                 reply = ModelReply(
                     output=turn.output or "",
@@ -319,8 +433,13 @@ class ConversationService:
             await self._store.record_delivery(turn.id, ids)
             log.info("turn %s delivered (request %s)", turn.id, reply.request_id)
             return TurnOutcome(turn, TurnState.DELIVERED)
+        except TurnStopped as stop:
+            log.info("turn %s stopped", turn.id)
+            with contextlib.suppress(DeliveryError):
+                await delivery.stopped(turn, stop.by)
+            return TurnOutcome(turn, TurnState.STOPPED)
         except asyncio.CancelledError:
-            log.info("turn %s interrupted; it stays %s for the next start", turn.id, turn.state)
+            log.info("turn %s interrupted; it stays unfinished for the next start", turn.id)
             raise
         except DeliveryError as exc:
             # Nowhere to tell the user: store the failure so no restart retries it forever.
@@ -337,17 +456,25 @@ class ConversationService:
                 log.warning("failure notice for turn %s not posted: %s", turn.id, posting)
             await self._store.finish_turn(turn.id, TurnState.FAILED, str(exc)[:500])
             return TurnOutcome(turn, TurnState.FAILED)
+        finally:
+            self._active.pop(turn.id, None)
 
     async def _obtain_reply(
-        self, conversation: Conversation, turn: Turn, delivery: Delivery, started: float
+        self,
+        conversation: Conversation,
+        turn: Turn,
+        delivery: Delivery,
+        active: _Active,
+        started: float,
     ) -> tuple[ModelReply | None, int | None, tuple[str, ...]]:
         """The model's reply for a turn (None when it is already stored), how many history
         messages were sent with it (None when unknown), and the warnings to show."""
         warnings = list(turn.warnings)
         if turn.state is TurnState.COMPLETED:
             return None, None, tuple(warnings)
-        remaining = self.config.turn_timeout - (asyncio.get_running_loop().time() - started)
+        loop = asyncio.get_running_loop()
         async with self._in_flight:
+            active.check()
             sent_count: int | None = None
             handle = turn.handle
             if turn.state is TurnState.PENDING or handle is None:
@@ -360,10 +487,32 @@ class ConversationService:
                 handle = await self._model.submit(built.request)
                 await self._store.record_submission(turn.id, handle)
                 log.info("turn %s submitted as request %s", turn.id, handle.request_id)
-            reply = await self._model.wait(
-                handle, on_progress=delivery.progress, timeout=max(1.0, remaining)
+                try:
+                    active.check()
+                except TurnStopped:
+                    await self._cancel_quietly(handle)
+                    raise
+            remaining = self.config.turn_timeout - (loop.time() - started)
+            waiter = asyncio.ensure_future(
+                self._model.wait(handle, on_progress=delivery.progress, timeout=max(1.0, remaining))
             )
+            active.waiter = waiter
+            try:
+                reply = await waiter
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not (task and task.cancelling()):
+                    active.check()  # cancelled by stop(), not by a shutdown
+                raise
+            finally:
+                active.waiter = None
         return reply, sent_count, tuple(warnings)
+
+    async def _cancel_quietly(self, handle: RequestHandle) -> None:
+        try:
+            await self._model.cancel(handle)
+        except ModelError as exc:
+            log.warning("cancelling request %s failed: %s", handle.request_id, exc)
 
     async def _build(self, conversation: Conversation, turn: Turn) -> BuiltRequest:
         history = await self._store.history(conversation.id, conversation.epoch)
@@ -381,29 +530,90 @@ class ConversationService:
             context_budget_tokens=self.config.context_budget_tokens,
         )
 
+    # -- controls --------------------------------------------------------------------------
+
+    async def stop(self, turn_id: int, by: str) -> StopResult:
+        """Stop a turn: it is marked stopped, its fal request cancelled, and an answer that
+        arrives anyway is never stored or posted. Works on a turn running in another process
+        or left over from before a restart too (through the stored state)."""
+        try:
+            turn = await self._store.get_turn(turn_id)
+        except StorageError:
+            return StopResult.UNKNOWN
+        if turn.state.finished or turn.state in (TurnState.COMPLETED, TurnState.DELIVERED):
+            return StopResult.ALREADY_FINISHED
+        await self._store.finish_turn(turn_id, TurnState.STOPPED, by)
+        log.info("turn %s stopped on request", turn_id)
+        active = self._active.get(turn_id)
+        if active is not None:
+            active.stopped_by = by
+            if active.waiter is not None:
+                active.waiter.cancel()
+        if turn.handle is not None:
+            await self._cancel_quietly(turn.handle)
+        return StopResult.STOPPED
+
+    async def latest_turn(self, scope_id: str) -> Turn | None:
+        conversation = await self._store.conversation_for_scope(scope_id)
+        return await self._store.latest_turn(conversation.id) if conversation else None
+
+    async def get_turn(self, turn_id: int) -> Turn | None:
+        try:
+            return await self._store.get_turn(turn_id)
+        except StorageError:
+            return None
+
+    async def recent_conversations(self, since: datetime) -> list[tuple[Conversation, str | None]]:
+        return await self._store.recent_conversations(since)
+
+    async def record_status_message(self, turn_id: int, message_id: str) -> None:
+        await self._store.record_status_message(turn_id, message_id)
+
+    async def record_reply_parts(self, turn_id: int, message_ids: Sequence[str]) -> None:
+        await self._store.record_reply_parts(turn_id, message_ids)
+
     # -- restarts --------------------------------------------------------------------------
 
     async def resume_unfinished(self, delivery_for: Callable[[Turn], Delivery]) -> int:
         """Resume every turn a previous run left unfinished: wait for submitted requests by
         their fal id, submit pending ones, deliver completed ones. Turns of one conversation
-        run in order; conversations concurrently. Returns how many turns were resumed."""
+        run in order (through its inbox, ahead of new messages); conversations concurrently.
+        Returns how many turns were resumed."""
         turns = await self._store.unfinished_turns()
-        by_conversation: dict[int, list[Turn]] = {}
+        scopes: dict[int, str] = {}
         for turn in turns:
-            by_conversation.setdefault(turn.conversation_id, []).append(turn)
-
-        async def resume(conversation_turns: Sequence[Turn]) -> None:
-            for turn in conversation_turns:
+            if turn.conversation_id not in scopes:
                 conversation = await self._store.get_conversation(turn.conversation_id)
-                async with self._locks.hold(conversation.scope_id):
-                    log.info("resuming turn %s (%s)", turn.id, turn.state)
-                    started = asyncio.get_running_loop().time()
-                    await self._run_turn(conversation, turn, delivery_for(turn), started)
-
+                scopes[turn.conversation_id] = conversation.scope_id
         async with asyncio.TaskGroup() as group:
-            for conversation_turns in by_conversation.values():
-                group.create_task(resume(conversation_turns))
+            # Oldest first: tasks start in creation order and queue before any await, so each
+            # turn waits behind the previous one of its conversation.
+            for turn in turns:
+                incoming = Incoming(
+                    source_id=turn.source_id,
+                    scope_id=scopes[turn.conversation_id],
+                    author_id=turn.author_id,
+                    author_name=turn.author_name,
+                    text=turn.prompt,
+                )
+                work = _Work(
+                    partial(_fixed_delivery, delivery_for(turn)), incoming, resume_turn=turn
+                )
+                group.create_task(self._inboxes.submit(incoming.scope_id, work, None))
         return len(turns)
+
+    async def _resume(self, work: _Work) -> TurnOutcome:
+        turn = work.resume_turn
+        assert turn is not None
+        log.info("resuming turn %s (%s)", turn.id, turn.state)
+        conversation = await self._store.get_conversation(turn.conversation_id)
+        delivery = work.make_delivery(work.incoming)
+        await delivery.start()
+        try:
+            started = asyncio.get_running_loop().time()
+            return await self._run_turn(conversation, turn, delivery, started)
+        finally:
+            await delivery.close()
 
     # -- settings --------------------------------------------------------------------------
 
@@ -433,8 +643,9 @@ class ConversationService:
         conversation = await self._store.conversation_for_scope(scope_id)
         if conversation is None:
             return None
-        async with self._locks.hold(scope_id):
-            return await self._store.reset(conversation.id)
+        # A turn still running keeps the epoch it started in: its answer stays out of the
+        # new one.
+        return await self._store.reset(conversation.id)
 
     async def conversation_for_scope(self, scope_id: str) -> Conversation | None:
         return await self._store.conversation_for_scope(scope_id)

@@ -646,21 +646,27 @@ class SqlStore:
     # --- usage --------------------------------------------------------------------------
 
     async def try_consume(
-        self, keys: Sequence[tuple[str, int]], *, window_seconds: int, now: datetime
+        self,
+        keys: Sequence[tuple[str, int] | tuple[str, int, int]],
+        *,
+        window_seconds: int | None = None,
+        now: datetime,
     ) -> datetime | None:
         if now.tzinfo is None or now.utcoffset() is None:
             raise ValueError("try_consume needs a timezone-aware `now`")
-        if window_seconds <= 0:
-            raise ValueError("window_seconds must be positive")
         limits: dict[str, int] = {}
-        for key, limit in keys:
+        windows: dict[str, timedelta] = {}
+        for entry in keys:
+            key, limit = entry[0], entry[1]
+            seconds = entry[2] if len(entry) == 3 else window_seconds
+            if seconds is None or seconds <= 0:
+                raise ValueError(f"window_seconds must be positive (for {key!r})")
             if limit < 1:
                 raise ValueError(f"quota limit for {key!r} must be at least 1, not {limit}")
             limits[key] = min(limit, limits.get(key, limit))
+            windows[key] = timedelta(seconds=seconds)
         if not limits:
             return None
-        window = timedelta(seconds=window_seconds)
-        since = now - window
         names = sorted(limits)
 
         async def op(s: AsyncSession) -> datetime | None:
@@ -670,21 +676,18 @@ class SqlStore:
                 # serialises every writer.
                 for lock_id in sorted({_advisory_lock_id(k) for k in names}):
                     await s.execute(select(func.pg_advisory_xact_lock(lock_id)))
-            # A key is used with one window, so what left it is never needed again.
-            await s.execute(
-                delete(UsageEventRow).where(UsageEventRow.key.in_(names), UsageEventRow.at <= since)
-            )
-            counts: dict[str, int] = {
-                key: count
-                for key, count in await s.execute(
-                    select(UsageEventRow.key, func.count())
-                    .where(UsageEventRow.key.in_(names), UsageEventRow.at > since)
-                    .group_by(UsageEventRow.key)
-                )
-            }
             retry_at: datetime | None = None
             for key in names:
-                excess = counts.get(key, 0) - limits[key]
+                window = windows[key]
+                since = now - window
+                # A key is used with one window, so what left it is never needed again.
+                await s.execute(
+                    delete(UsageEventRow).where(UsageEventRow.key == key, UsageEventRow.at <= since)
+                )
+                count = await s.scalar(
+                    select(func.count()).where(UsageEventRow.key == key, UsageEventRow.at > since)
+                )
+                excess = (count or 0) - limits[key]
                 if excess < 0:
                     continue
                 # Allowed again once all but limit-1 of the counted requests have left the
@@ -705,6 +708,16 @@ class SqlStore:
             return None
 
         return await self._run("try_consume", op, write=True)
+
+    async def usage_full(self, key: str, limit: int, window_seconds: int, now: datetime) -> bool:
+        async def op(s: AsyncSession) -> bool:
+            since = now - timedelta(seconds=window_seconds)
+            count = await s.scalar(
+                select(func.count()).where(UsageEventRow.key == key, UsageEventRow.at > since)
+            )
+            return (count or 0) >= limit
+
+        return await self._run("usage_full", op, write=False)
 
 
 def _case_state(mapping: dict[str, str], *, default: str | None = None) -> Any:

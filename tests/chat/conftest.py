@@ -21,9 +21,12 @@ from tests.fakes.discord.standard import StandardWorld
 from tests.fakes.fal import DEFAULT_KEY, FakeFal
 
 
-def harness_config(fake: FakeDiscord, fal: FakeFal, tmp_path: Path, **env: str) -> Config:
+def harness_env(fake: FakeDiscord, fal: FakeFal, tmp_path: Path, **env: str) -> dict[str, str]:
     cdn = URL(fake.api_base)
-    values = {
+    config_file = tmp_path / "config.toml"
+    if not config_file.exists():
+        config_file.write_text("")
+    return {
         "DISCORD_TOKEN": fake.token,
         "FAL_KEY": DEFAULT_KEY,
         "SEED_BOT_DISCORD__API_BASE": fake.api_base,
@@ -32,10 +35,15 @@ def harness_config(fake: FakeDiscord, fal: FakeFal, tmp_path: Path, **env: str) 
         "SEED_BOT_FAL__QUEUE_BASE": fal.base_url,
         "SEED_BOT_FAL__REST_BASE": fal.base_url,
         "SEED_BOT_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path}/bot.db",
-        "SEED_BOT_CONFIG": str(tmp_path / "absent-config.toml"),
+        "SEED_BOT_CONFIG": str(config_file),
+        # Each message its own turn unless a test asks for batching.
+        "SEED_BOT_DISCORD__BATCH_WINDOW_SECONDS": "0",
         **env,
     }
-    (tmp_path / "absent-config.toml").write_text("")
+
+
+def harness_config(fake: FakeDiscord, fal: FakeFal, tmp_path: Path, **env: str) -> Config:
+    values = harness_env(fake, fal, tmp_path, **env)
     return load_config(None, values, required_secrets=("discord", "fal"))
 
 
@@ -46,6 +54,11 @@ class Harness:
     fal: FakeFal
     app: App
     tmp_path: Path
+    stack: contextlib.AsyncExitStack
+
+    async def stop(self) -> None:
+        """Stop this bot (as a shutdown would: turns in flight stay stored)."""
+        await self.stack.aclose()
 
     @property
     def bot_user(self) -> FakeUser:
@@ -93,19 +106,39 @@ HarnessFactory = Callable[..., Awaitable[Harness]]
 async def make_harness(
     fake_discord: FakeDiscord, discord_world: StandardWorld, fake_fal: FakeFal, tmp_path: Path
 ) -> AsyncIterator[HarnessFactory]:
-    """Start the bot with extra config (environment-style keys); stopped after the test."""
-    async with contextlib.AsyncExitStack() as stack:
+    """Start the bot with extra config (environment-style keys); stopped after the test. A
+    test may stop one bot and start another on the same database (a restart)."""
+    started: list[Harness] = []
 
-        async def make(**env: str) -> Harness:
-            config = harness_config(fake_discord, fake_fal, tmp_path, **env)
+    async def make(**env: str) -> Harness:
+        values = harness_env(fake_discord, fake_fal, tmp_path, **env)
+        config = load_config(None, values, required_secrets=("discord", "fal"))
+        stack = contextlib.AsyncExitStack()
+        await stack.__aenter__()
+        try:
             app = await stack.enter_async_context(
-                build_app(config, sync_commands=True, guild_ready_timeout=0.0, status_delay=0.5)
+                build_app(
+                    config,
+                    sync_commands=True,
+                    reload=lambda: load_config(None, values, required_secrets=("discord", "fal")),
+                    guild_ready_timeout=0.0,
+                    status_delay=0.5,
+                )
             )
             await stack.enter_async_context(run_client(app.bot, fake_discord))
             await app.bot.resumed.wait()
-            return Harness(fake_discord, discord_world, fake_fal, app, tmp_path)
+        except BaseException:
+            await stack.aclose()
+            raise
+        harness = Harness(fake_discord, discord_world, fake_fal, app, tmp_path, stack)
+        started.append(harness)
+        return harness
 
+    try:
         yield make
+    finally:
+        for harness in reversed(started):
+            await harness.stack.aclose()
 
 
 @pytest_asyncio.fixture

@@ -386,25 +386,25 @@ async def test_status_message_edited_into_reply_carries_reasoning_file(
 
 
 async def test_turns_of_one_thread_are_answered_in_order(harness: Harness) -> None:
+    # Different people, so nothing is batched: three turns, answered in arrival order.
     h = harness
     thread, _ = await converse(h, "opening")
     since = h.fake.mark()
-    texts = ["second", "third", "fourth"]
-    for text in texts:
-        await h.fake.send_message(h.world.alice, thread, text)
-    await h.answer_in(thread, since=since, contains="echo: fourth")
+    said = [(h.world.alice, "second"), (h.world.bob, "third"), (h.world.alice, "fourth")]
+    for author, text in said:
+        await h.fake.send_message(author, thread, text)
+    await h.answer_in(thread, since=since, contains="echo: [Alice]: fourth")
     answers = [
         e.message.content
         for e in h.fake.events_of(MessageCreated, since=since)
         if e.by_bot and "echo:" in e.message.content
     ]
-    assert [a.split("echo: ")[1] for a in answers] == texts
-    assert prompts(h) == ["opening", *texts]
+    assert answers == ["echo: second", "echo: [Bob]: third", "echo: [Alice]: fourth"]
     last = list(h.fal.requests.values())[-1]
     assert [m["content"] for m in last.input["messages"] if m["role"] == "user"] == [
         "opening",
         "second",
-        "third",
+        "[Bob]: third",
     ]
 
 
