@@ -1,1 +1,2 @@
-"""Benchmarks (not tests): run each as ``python -m bench.<name>``."""
+"""Benchmarks (not tests): ``python -m bench`` runs them all (see bench/README.md);
+``python -m bench.storage_bench`` runs the storage bench alone."""

@@ -1,0 +1,181 @@
+"""The bot under measurement, in a process of its own.
+
+The bench runs the real bot (``bot.app.build_app``, the same wiring as ``seed-bot run``) in a
+child process so that its CPU time and memory are its own: the fakes and the driver live in
+the parent. The parent talks to it over a ``multiprocessing`` pipe with a few commands
+(``stats``, ``gc``, ``reset_peak``, ``trace_start``, ``trace_top``, ``stop``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import gc
+import logging
+import os
+import time
+import tracemalloc
+from collections.abc import Mapping, Sized
+from multiprocessing.connection import Connection
+from typing import Any
+
+from bot.app import App, build_app
+from bot.config import load_config
+
+
+class _Counter(logging.Handler):
+    """Counts WARNING and ERROR records (the bot reports failed turns by logging them)."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.warnings = 0
+        self.errors = 0
+        self.first_error: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.ERROR:
+            self.errors += 1
+            if self.first_error is None:
+                self.first_error = f"{record.name}: {record.getMessage()}"
+        else:
+            self.warnings += 1
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _reset_peak_rss() -> None:
+    # Linux: "5" resets VmHWM to the current RSS, so the next peak is a burst's own.
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def _peak_rss_bytes() -> int:
+    # VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over exec, so a spawned
+    # child would report the parent's peak at fork time as its own.
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def count_store_calls(app: App) -> collections.Counter[str]:
+    """Count the store's transactions by name (every ``SqlStore`` method runs one ``_run``):
+    a diagnostic of how many database round trips a turn costs."""
+    calls: collections.Counter[str] = collections.Counter()
+    original = app.store._run
+
+    async def counted(what: str, op: Any, *, write: bool) -> Any:
+        calls[what] += 1
+        return await original(what, op, write=write)
+
+    app.store._run = counted  # type: ignore[method-assign]
+    return calls
+
+
+def held_by_service(service: object) -> int:
+    """Entries of the service's per-conversation structures (locks, inboxes, active turns;
+    whichever this version of the service has): what an idle conversation may still hold."""
+    total = 0
+    for name in ("_locks", "_inboxes", "_active"):
+        holder = getattr(service, name, None)
+        holder = getattr(holder, "_boxes", holder)
+        if isinstance(holder, Sized):
+            total += len(holder)
+    return total
+
+
+def stats(app: App, counter: _Counter, store_calls: Mapping[str, int]) -> dict[str, Any]:
+    bot = app.bot
+    state = bot._connection
+    cached_threads = sum(len(g._threads) for g in bot.guilds)
+    messages = state._messages
+    return {
+        "cpu": time.process_time(),
+        "rss": _rss_bytes(),
+        "maxrss": _peak_rss_bytes(),
+        "warnings": counter.warnings,
+        "errors": counter.errors,
+        "first_error": counter.first_error,
+        "held": held_by_service(app.service),
+        "ratelimit_buckets": len(bot.http._buckets),
+        "tasks": len(bot._tasks),
+        "cached_threads": cached_threads,
+        "cached_messages": len(messages) if messages is not None else 0,
+        "gc_objects": len(gc.get_objects()),
+        "store_calls": dict(store_calls),
+        "traced": tracemalloc.get_traced_memory()[0] if tracemalloc.is_tracing() else None,
+    }
+
+
+def _trace_top(limit: int) -> list[tuple[str, int, int]]:
+    snapshot = tracemalloc.take_snapshot().filter_traces(
+        [tracemalloc.Filter(False, tracemalloc.__file__)]
+    )
+    out: list[tuple[str, int, int]] = []
+    for stat in snapshot.statistics("lineno")[:limit]:
+        frame = stat.traceback[0]
+        out.append((f"{frame.filename}:{frame.lineno}", stat.size, stat.count))
+    return out
+
+
+async def _serve(env: Mapping[str, str], conn: Connection, status_delay: float) -> None:
+    counter = _Counter()
+    logging.getLogger().addHandler(counter)
+    config = load_config(None, env, required_secrets=("discord", "fal"))
+    async with build_app(
+        config, sync_commands=False, guild_ready_timeout=0.0, status_delay=status_delay
+    ) as app:
+        store_calls = count_store_calls(app)
+        runner = asyncio.create_task(app.bot.start(config.discord.token.get()), name="discord")
+        while not app.bot.is_ready():
+            if runner.done():
+                runner.result()
+                raise RuntimeError("the bot stopped before becoming ready")
+            await asyncio.sleep(0.01)
+        await app.bot.resumed.wait()
+        conn.send(("ready", os.getpid()))
+        loop = asyncio.get_running_loop()
+        while True:
+            command, arg = await loop.run_in_executor(None, conn.recv)
+            if command == "stop":
+                break
+            if command == "gc":
+                gc.collect()
+                gc.collect()
+                conn.send(stats(app, counter, store_calls))
+            elif command == "reset_peak":
+                _reset_peak_rss()
+                conn.send(stats(app, counter, store_calls))
+            elif command == "stats":
+                conn.send(stats(app, counter, store_calls))
+            elif command == "trace_start":
+                gc.collect()
+                tracemalloc.start(1)
+                conn.send(stats(app, counter, store_calls))
+            elif command == "trace_top":
+                gc.collect()
+                conn.send(_trace_top(int(arg)))
+            else:
+                conn.send(("unknown", command))
+        await app.bot.close()
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+    conn.send(("stopped", None))
+
+
+def main(env: dict[str, str], conn: Connection, log_path: str, status_delay: float) -> None:
+    """Child entry point: INFO logging to ``log_path`` in ``seed-bot run``'s format, then
+    run the bot until the parent says ``stop``. (``SSL_CERT_FILE`` comes from the parent's
+    environment: aiohttp reads it when imported, before this function runs.)"""
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        filename=log_path,
+        force=True,
+    )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    asyncio.run(_serve(env, conn, status_delay))

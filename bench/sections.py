@@ -1,0 +1,482 @@
+"""The four measurements. Each starts its own fakes, database and bot process (``rig``) and
+returns table rows."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bench.harness import (
+    Answer,
+    Rig,
+    calls_per_request,
+    median,
+    new_batch_prefix,
+    pct,
+    requests_by_token,
+    rig,
+)
+from bench.official import run_official
+from tests.fakes.discord.models import FakeChannel
+
+MS = 1000.0
+SEED_AGENT = "seed-bot"
+OFFICIAL_AGENT = "fal-client/"
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    section: str
+    case: str
+    metric: str
+    value: str
+    target: str = ""
+    verdict: str = ""
+
+
+def _check(value: float, limit: float) -> str:
+    return "ok" if value <= limit else "MISSED"
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * MS:.1f} ms"
+
+
+# --- 1. fal calls and delivery delay ---------------------------------------------------------
+
+
+def _bot_env(batch_window: float | None) -> dict[str, str]:
+    if batch_window is None:
+        return {}
+    return {"SEED_BOT_DISCORD__BATCH_WINDOW_SECONDS": f"{batch_window:g}"}
+
+
+async def delivery(
+    latencies: Sequence[float],
+    turns: Sequence[int],
+    stagger: float,
+    batch_window: float | None = None,
+) -> list[Row]:
+    rows: list[Row] = []
+    async with rig() as r:
+        await r.start_bot(env=_bot_env(batch_window))
+        for latency, count in zip(latencies, turns, strict=True):
+            rows += await _delivery_batch(r, latency, count, stagger)
+    return rows
+
+
+async def _delivery_batch(r: Rig, latency: float, count: int, stagger: float) -> list[Row]:
+    r.fal.model_latency = latency
+    threads = await r.bound_threads(count)
+    await r.fake.sync_gateway(timeout=30)
+    ours, theirs = new_batch_prefix(), new_batch_prefix()
+    official = asyncio.create_task(
+        run_official(r.fal, str(r.ca_pem), theirs, count, stagger, timeout=latency + 120)
+    )
+    sent = []
+    for i, thread in enumerate(threads):
+        message, _ = await r.say(thread, f"hello {ours}{i}")
+        sent.append(message.id)
+        await asyncio.sleep(stagger)
+    await r.fake.wait_answers(sent, timeout=latency + 60)
+    their_results = await official
+    by_token = requests_by_token(r.fal)
+
+    delays: list[float] = []
+    reaction: list[float] = []  # COMPLETED -> our result GET reaches fal
+    failed = 0
+    our_ids: list[str] = []
+    result_calls = {
+        c.path.split("/")[-1]: c.time
+        for c in r.fal.calls
+        if c.route == "result" and c.headers.get("User-Agent", "").startswith(SEED_AGENT)
+    }
+    for i, message_id in enumerate(sent):
+        request = by_token.get(f"{ours}{i}")
+        answer: Answer | None = r.fake.answers.get(message_id)
+        if request is None or answer is None or not answer.ok or request.completed_at is None:
+            failed += 1
+            continue
+        our_ids.append(request.id)
+        delays.append(answer.stamp - request.completed_at)
+        if request.id in result_calls:
+            reaction.append(result_calls[request.id] - request.completed_at)
+    their_delays: list[float] = []
+    their_ids: list[str] = []
+    for item in their_results:
+        request = by_token.get(str(item["token"]))
+        if request is None or request.completed_at is None or not item["ok"]:
+            continue
+        their_ids.append(request.id)
+        their_delays.append(float(item["done"]) - request.completed_at)
+    our_calls = calls_per_request(r.fal, our_ids, SEED_AGENT)
+    their_calls = calls_per_request(r.fal, their_ids, OFFICIAL_AGENT)
+
+    case = f"{latency:g} s model, {count} turns"
+    ours_med, ours_p99 = median(delays), pct(delays, 99)
+    theirs_med = median(their_delays)
+    calls_max = max(our_calls, default=0)
+    return [
+        Row(
+            "1 delivery",
+            case,
+            "bot: fal calls/turn (mean, max)",
+            f"{sum(our_calls) / max(1, len(our_calls)):.2f}, {calls_max}",
+            "<= 4",
+            _check(calls_max, 4),
+        ),
+        Row(
+            "1 delivery",
+            case,
+            "official: fal calls/request (mean, max)",
+            f"{sum(their_calls) / max(1, len(their_calls)):.2f}, {max(their_calls, default=0)}",
+        ),
+        Row(
+            "1 delivery",
+            case,
+            "bot: COMPLETED -> answer in Discord, median",
+            _ms(ours_med),
+            "<= 20 ms",
+            _check(ours_med, 0.020),
+        ),
+        Row(
+            "1 delivery",
+            case,
+            "bot: COMPLETED -> answer in Discord, p99",
+            _ms(ours_p99),
+            "<= 100 ms",
+            _check(ours_p99, 0.100),
+        ),
+        Row(
+            "1 delivery",
+            case,
+            "bot: COMPLETED -> result GET at fal, median / p99",
+            f"{_ms(median(reaction))} / {_ms(pct(reaction, 99))}",
+        ),
+        Row(
+            "1 delivery",
+            case,
+            "official: COMPLETED -> result in hand, median / p99",
+            f"{_ms(theirs_med)} / {_ms(pct(their_delays, 99))}",
+        ),
+        Row(
+            "1 delivery",
+            case,
+            "ratio official/bot (median delay; calls)",
+            f"{theirs_med / ours_med:.1f}x; {_mean(their_calls) / _mean(our_calls):.1f}x",
+        ),
+        Row(
+            "1 delivery",
+            case,
+            "failed turns (bot / official)",
+            f"{failed} / {count - len(their_delays)}",
+            "0",
+            _check(failed, 0),
+        ),
+    ]
+
+
+# --- 2. overhead and CPU per turn against history length -------------------------------------
+
+
+async def overhead(
+    backend: str, postgres: str | None, histories: Sequence[int], turns: int
+) -> list[Row]:
+    rows: list[Row] = []
+    costs: dict[int, float] = {}
+    async with rig(backend, postgres) as r:
+        # The bot's own work, not its deliberate waits: no batching window (in versions
+        # that have one; an unknown setting in the environment is ignored).
+        bot = await r.start_bot(env={"SEED_BOT_DISCORD__BATCH_WINDOW_SECONDS": "0"})
+        for history in histories:
+            (thread,) = await r.bound_threads(1, history)
+            await r.fake.sync_gateway(timeout=30)
+            prefix = new_batch_prefix()
+            for i in range(3):  # warm-up: pools, caches, first-use imports
+                await _one_turn(r, thread, f"warm {prefix}w{i}")
+            before = await bot.command("stats")
+            driver_before = time.process_time()
+            wall_before = time.perf_counter()
+            sent_at: dict[str, float] = {}
+            answers: dict[str, Answer] = {}
+            for i in range(turns):
+                token = f"{prefix}{i}"
+                sent_at[token], answers[token] = await _one_turn(r, thread, f"hello {token}")
+            wall = time.perf_counter() - wall_before
+            driver_cpu = time.process_time() - driver_before
+            after = await bot.command("stats")
+            bot_cpu = (after["cpu"] - before["cpu"]) / turns
+            costs[history] = bot_cpu
+            pre, post = _overhead_split(r, sent_at, answers)
+            store_calls = _per_turn(before["store_calls"], after["store_calls"], turns)
+            case = f"{backend}, {history} turns of history"
+            rows += [
+                Row(
+                    "2 overhead",
+                    case,
+                    "bot CPU per turn (child process)",
+                    _ms(bot_cpu),
+                    "<= 2 ms",
+                    _check(bot_cpu, 0.002),
+                ),
+                Row(
+                    "2 overhead",
+                    case,
+                    "fakes+driver CPU per turn (parent, not counted)",
+                    _ms(driver_cpu / turns),
+                ),
+                Row(
+                    "2 overhead",
+                    case,
+                    "message sent -> fal submit, median / p99",
+                    f"{_ms(median(pre))} / {_ms(pct(pre, 99))}",
+                ),
+                Row(
+                    "2 overhead",
+                    case,
+                    "result GET -> reply in Discord, median / p99",
+                    f"{_ms(median(post))} / {_ms(pct(post, 99))}",
+                ),
+                Row("2 overhead", case, "wall per sequential turn (0 s model)", _ms(wall / turns)),
+                Row(
+                    "2 overhead",
+                    case,
+                    "store transactions per turn",
+                    f"{sum(store_calls.values()):.1f} ("
+                    + ", ".join(f"{k} {v:g}" for k, v in sorted(store_calls.items()))
+                    + ")",
+                ),
+            ]
+            if after["errors"] != before["errors"]:
+                rows.append(
+                    Row(
+                        "2 overhead",
+                        case,
+                        "bot errors logged",
+                        str(after["errors"] - before["errors"]),
+                        "0",
+                        "MISSED",
+                    )
+                )
+    if histories and min(histories) in costs and max(histories) in costs:
+        small, large = min(histories), max(histories)
+        ratio = costs[large] / costs[small]
+        rows.append(
+            Row(
+                "2 overhead",
+                f"{backend}",
+                f"CPU/turn {large} vs {small} turns of history",
+                f"{ratio:.2f}x",
+                "<= 1.5x",
+                _check(ratio, 1.5),
+            )
+        )
+    return rows
+
+
+async def _one_turn(r: Rig, thread: FakeChannel, text: str) -> tuple[float, Answer]:
+    """Send ``text`` in ``thread`` and wait for the answer; (sent time, answer)."""
+    message, sent = await r.say(thread, text)
+    await r.fake.wait_answers([message.id], timeout=30)
+    answer = r.fake.answers.get(message.id)
+    if answer is None or not answer.ok:
+        raise RuntimeError(f"turn {text!r} got no answer: {answer}")
+    return sent, answer
+
+
+def _per_turn(before: dict[str, int], after: dict[str, int], turns: int) -> dict[str, float]:
+    return {k: (v - before.get(k, 0)) / turns for k, v in after.items() if v != before.get(k, 0)}
+
+
+def _overhead_split(
+    r: Rig, sent_at: dict[str, float], answers: dict[str, Answer]
+) -> tuple[list[float], list[float]]:
+    by_token = requests_by_token(r.fal)
+    submit_at: dict[str, float] = {}
+    result_at: dict[str, float] = {}
+    for call in r.fal.calls:
+        if not call.headers.get("User-Agent", "").startswith(SEED_AGENT):
+            continue
+        if call.route == "submit" and isinstance(call.json, dict):
+            prompt = str(call.json.get("prompt", ""))
+            for token in sent_at:
+                if prompt.endswith(token):
+                    submit_at.setdefault(token, call.time)
+        elif call.route == "result":
+            result_at.setdefault(call.path.split("/")[-1], call.time)
+    pre: list[float] = []
+    post: list[float] = []
+    for token, sent in sent_at.items():
+        request = by_token.get(token)
+        answer = answers.get(token)
+        if token in submit_at:
+            pre.append(submit_at[token] - sent)
+        if request is not None and answer is not None and request.id in result_at:
+            post.append(answer.stamp - result_at[request.id])
+    return pre, post
+
+
+# --- 3. concurrency -------------------------------------------------------------------------
+
+
+async def concurrency(
+    counts: Sequence[int], latency: float, batch_window: float | None = None
+) -> list[Row]:
+    rows: list[Row] = []
+    async with rig() as r:
+        bot = await r.start_bot(env=_bot_env(batch_window))
+        r.fal.model_latency = latency
+        for count in counts:
+            threads = await r.bound_threads(count)
+            await r.fake.sync_gateway(timeout=60)
+            before = await bot.command("reset_peak")
+            prefix = new_batch_prefix()
+            start = time.monotonic()
+            ids = []
+            for i, thread in enumerate(threads):
+                message, _ = await r.say(thread, f"hello {prefix}{i}")
+                ids.append(message.id)
+            sent = time.monotonic() - start
+            await r.fake.wait_answers(ids, timeout=latency + 120)
+            answers = [r.fake.answers.get(i) for i in ids]
+            stamps = [a.stamp for a in answers if a is not None]
+            wall = max(stamps) - start if stamps else float("nan")
+            bad = sum(1 for a in answers if a is None or not a.ok)
+            after = await bot.command("stats")
+            errors = bad + after["errors"] - before["errors"]
+            case = f"{count} threads at once, {latency:g} s model"
+            rows += [
+                Row(
+                    "3 concurrency",
+                    case,
+                    "wall until all answered",
+                    f"{wall:.2f} s",
+                    "<= 3 s" if count >= 500 else "",
+                    _check(wall, 3.0) if count >= 500 else "",
+                ),
+                Row(
+                    "3 concurrency",
+                    case,
+                    "errors (missing/failed answers + ERROR logs)",
+                    str(errors),
+                    "0",
+                    _check(errors, 0),
+                ),
+                Row(
+                    "3 concurrency",
+                    case,
+                    "peak RSS of the bot during the burst",
+                    f"{after['maxrss'] / 2**20:.1f} MiB (RSS before {before['rss'] / 2**20:.1f})",
+                ),
+                Row(
+                    "3 concurrency",
+                    case,
+                    "bot CPU for the burst (per turn)",
+                    f"{after['cpu'] - before['cpu']:.2f} s "
+                    f"({(after['cpu'] - before['cpu']) / count * MS:.2f} ms)",
+                ),
+                Row("3 concurrency", case, "time to send all messages (driver)", _ms(sent)),
+            ]
+            if after["first_error"] and not before["first_error"]:
+                rows.append(Row("3 concurrency", case, "first error", after["first_error"][:90]))
+    return rows
+
+
+# --- 4. memory per idle conversation ---------------------------------------------------------
+
+
+async def memory(conversations: int, wave: int, trace: bool) -> list[Row]:
+    rows: list[Row] = []
+    async with rig() as r:
+        bot = await r.start_bot()
+        r.fal.model_latency = 0.0
+        await _start_conversations(r, 20, wave)  # warm-up: first-use allocations, pools
+        await asyncio.sleep(0.5)
+        base = await bot.command("trace_start" if trace else "gc")
+        half = conversations // 2
+        await _start_conversations(r, half, wave)
+        await asyncio.sleep(2.0)  # let every turn's tasks finish: the conversations go idle
+        middle = await bot.command("gc")
+        await _start_conversations(r, conversations - half, wave)
+        await asyncio.sleep(2.0)
+        after = await bot.command("gc")
+        per_conv = (after["rss"] - base["rss"]) / conversations
+        # The second half's slope leaves out what grows once and then stays (SQLite page
+        # caches, pools, allocator arenas reused after the first bursts).
+        marginal = (after["rss"] - middle["rss"]) / max(1, conversations - half)
+        case = f"{conversations} conversations (started by mention: thread + 1 turn)"
+        rows += [
+            Row(
+                "4 memory",
+                case,
+                "RSS fresh bot (after warm-up, gc)",
+                f"{base['rss'] / 2**20:.1f} MiB",
+            ),
+            Row("4 memory", case, "RSS after, idle, gc", f"{after['rss'] / 2**20:.1f} MiB"),
+            Row(
+                "4 memory",
+                case,
+                "RSS delta per idle conversation (all / second half only)",
+                f"{per_conv / 1024:.2f} KiB / {marginal / 1024:.2f} KiB",
+                "<= 2 KiB",
+                _check(per_conv, 2048),
+            ),
+            Row(
+                "4 memory",
+                case,
+                "held: service per-conversation entries / tasks / cached threads / "
+                "cached messages / rate-limit buckets",
+                f"{after['held']} / {after['tasks']} / {after['cached_threads']} / "
+                f"{after['cached_messages']} / {after['ratelimit_buckets']}",
+            ),
+            Row(
+                "4 memory",
+                case,
+                "gc-tracked objects per conversation",
+                f"{(after['gc_objects'] - base['gc_objects']) / conversations:.1f}",
+            ),
+        ]
+        if trace and after["traced"] is not None:
+            traced = after["traced"] / conversations
+            rows.append(
+                Row(
+                    "4 memory",
+                    case,
+                    "tracemalloc: live bytes per conversation",
+                    f"{traced / 1024:.2f} KiB",
+                    "<= 2 KiB",
+                    _check(traced, 2048),
+                )
+            )
+            for where, size, count in await bot.command("trace_top", 8):
+                rows.append(
+                    Row(
+                        "4 memory",
+                        case,
+                        f"  top: {where[-60:]}",
+                        f"{size / conversations:.0f} B/conv ({count} blocks)",
+                    )
+                )
+    return rows
+
+
+async def _start_conversations(r: Rig, count: int, wave: int) -> None:
+    prefix = new_batch_prefix()
+    done = 0
+    while done < count:
+        size = min(wave, count - done)
+        ids = []
+        for i in range(done, done + size):
+            message, _ = await r.mention(f"hi {prefix}{i}")
+            ids.append(message.id)  # the thread made from a message has the message's id
+        await r.fake.wait_answers(ids, timeout=120)
+        missing = [i for i in ids if i not in r.fake.answers or not r.fake.answers[i].ok]
+        if missing:
+            raise RuntimeError(f"{len(missing)} conversations got no answer")
+        done += size
