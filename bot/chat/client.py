@@ -134,9 +134,12 @@ class SeedBot(discord.AutoShardedClient):
 
     def delivery_for_turn(self, turn: Turn) -> ChannelDelivery:
         channel = self.get_partial_messageable(int(turn.reply_channel_id))
+        # A thread opened on a message has that message's id; the answer does not reply to
+        # it from inside the thread (as a live turn does not).
+        replies = turn.source_id.isdigit() and turn.source_id != turn.reply_channel_id
         return ChannelDelivery(
             channel,
-            reply_to=int(turn.source_id) if turn.source_id.isdigit() else None,
+            reply_to=int(turn.source_id) if replies else None,
             status_delay=self.options.status_delay,
             hooks=self.hooks(),
         )

@@ -85,6 +85,11 @@ class ChannelDelivery:
         async with self._status_lock:
             self._turn = turn
             if self._status is None and turn.status_message_id and self._can_fetch():
+                if turn.reply_message_ids:
+                    # Parts of the answer are out: the status message already became the
+                    # first of them, and must not turn back into a status.
+                    self._done.set()
+                    return
                 # A resumed turn: its progress message from before the restart.
                 self._status = self._partial(int(turn.status_message_id))
             if self._status is not None and not self._done.is_set():
@@ -183,6 +188,10 @@ class ChannelDelivery:
                     kwargs: dict[str, Any] = {"allowed_mentions": NO_MENTIONS, **self._reference()}
                     if (view := self._status_view()) is not None:
                         kwargs["view"] = view
+                    if self._turn is not None:
+                        # The status becomes the answer's first part: same nonce, so a
+                        # restart that lost its id gets it back instead of a second message.
+                        kwargs["nonce"] = part_nonce(self._turn, 0)
                     self._status = await self._channel.send(text, **kwargs)
                 except discord.HTTPException as exc:
                     log.warning("status message failed: %s", exc)
@@ -247,7 +256,7 @@ class ChannelDelivery:
                 if first and status is None:
                     kwargs.update(self._reference())
                 if turn is not None and not (first and status is not None):
-                    kwargs["nonce"] = f"{turn.id}.{turn.attempt}.{index}"
+                    kwargs["nonce"] = part_nonce(turn, index)
                 message = await self._with_retries(
                     partial(
                         self._send_part,
@@ -286,9 +295,17 @@ class ChannelDelivery:
         if status is not None:
             edited = await status.edit(content=content, attachments=attach, **kwargs)
             return edited if edited is not None else status
-        if attach:
-            kwargs = {**kwargs, "files": attach}
-        return await self._channel.send(content, **kwargs)
+        sent = await self._channel.send(
+            content, **({**kwargs, "files": attach} if attach else kwargs)
+        )
+        if getattr(sent, "content", content) != content:
+            # Discord answered the nonce with the message posted before a restart under
+            # it: the status message, whose id was lost. Make it this part.
+            edit = {k: v for k, v in kwargs.items() if k in ("allowed_mentions", "view")}
+            edit.setdefault("view", None)
+            attach = [discord.File(io.BytesIO(data), name) for name, data in files]
+            return await sent.edit(content=content, attachments=attach, **edit)
+        return sent
 
     async def _with_retries(self, send: Callable[[], Coroutine[Any, Any, T]]) -> T:
         for attempt in range(1, SEND_ATTEMPTS + 1):
@@ -300,6 +317,11 @@ class ChannelDelivery:
                 log.warning("Discord answered HTTP %s; retrying the post", exc.status)
                 await asyncio.sleep(0.5 * attempt)
         raise AssertionError("unreachable")
+
+
+def part_nonce(turn: Turn, index: int) -> str:
+    """The nonce of part ``index`` of a turn's reply (the status message is part 0)."""
+    return f"{turn.id}.{turn.attempt}.{index}"
 
 
 def render_name(name: str) -> str:

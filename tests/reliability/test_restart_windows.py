@@ -1,0 +1,88 @@
+"""The two crash windows of a delivery that test_restart_kill.py hits only by timing, set up
+exactly: a restart after the status message was posted but before its id was stored, and a
+restart after every part of the answer was posted but before the turn was marked delivered."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from bot.domain.models import TurnState
+from bot.storage import create_engine
+from tests.chat.conftest import HarnessFactory
+from tests.fakes.discord.events import MessageCreated, MessageEdited
+
+STATUS = "Thinking…"
+
+
+async def rewrite_turns(tmp_path: Path, sql: str) -> None:
+    """Put the stored turns back to what a crash at an earlier step would have left."""
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path}/bot.db")
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(text(sql))
+    finally:
+        await engine.dispose()
+
+
+async def turn_states(tmp_path: Path) -> list[TurnState]:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path}/bot.db")
+    try:
+        async with engine.connect() as connection:
+            rows = await connection.execute(text("SELECT state FROM turns ORDER BY id"))
+            return [TurnState(state) for (state,) in rows]
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.timeout(30)
+async def test_a_status_message_whose_id_was_lost_becomes_the_answer(
+    make_harness: HarnessFactory, tmp_path: Path
+) -> None:
+    first = await make_harness()
+    fake, fal = first.fake, first.fal
+    fal.hold()
+    _, thread = await first.start_thread(first.world.alice, "lost status")
+    status = await fake.wait_for_message(thread, contains=STATUS, timeout=10)
+    await first.stop()
+    # as if the bot died between posting the status message and storing its id
+    await rewrite_turns(tmp_path, "UPDATE turns SET status_message_id = NULL")
+    fal.unhold()
+
+    await make_harness()
+    await fake.wait_for_message(thread, contains="echo: lost status", timeout=10)
+    contents = [m.content for m in fake.bot_messages(thread)]
+    assert len(contents) == 2, contents  # the reasoning, then the answer: no stray status
+    assert "The user said: lost status" in contents[0]
+    assert fake.bot_messages(thread)[0].id == status.id  # the status became the first part
+    assert not fake.bot_messages(thread)[0].components  # without its Stop button
+    assert await turn_states(tmp_path) == [TurnState.DELIVERED]
+
+
+@pytest.mark.timeout(30)
+async def test_a_delivered_answer_not_yet_marked_so_is_left_alone_on_restart(
+    make_harness: HarnessFactory, tmp_path: Path
+) -> None:
+    first = await make_harness()
+    fake, fal = first.fake, first.fal
+    fal.hold()
+    _, thread = await first.start_thread(first.world.alice, "all parts out")
+    await fake.wait_for_message(thread, contains=STATUS, timeout=10)  # part 0 will be it
+    fal.unhold()
+    await fake.wait_for_message(thread, contains="echo: all parts out", timeout=10)
+    await fake.sync_gateway()
+    await first.stop()
+    before = [m.content for m in fake.bot_messages(thread)]
+    # as if the bot died after posting every part, before marking the turn delivered
+    await rewrite_turns(tmp_path, "UPDATE turns SET state = 'completed'")
+
+    since = fake.mark()
+    await make_harness()  # returns once the unfinished turns are resumed
+    changed = [
+        e for e in fake.events[since:] if isinstance(e, MessageCreated | MessageEdited) and e.by_bot
+    ]
+    assert changed == []  # the status message did not turn back into "Thinking…"
+    assert [m.content for m in fake.bot_messages(thread)] == before
+    assert await turn_states(tmp_path) == [TurnState.DELIVERED]
