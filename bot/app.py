@@ -151,8 +151,13 @@ async def build_app(
         await ensure_schema(config.database.url, auto_migrate=config.database.should_auto_migrate)
         engine = create_engine(config.database.url)
         stack.push_async_callback(engine.dispose)
+        # Each turn in flight holds a connection for its status stream: size the pool for the
+        # in-flight cap (aiohttp's default of 100 would queue turns behind each other).
+        connector = aiohttp.TCPConnector(limit=max(100, 2 * config.limits.max_in_flight + 16))
         session = await stack.enter_async_context(
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
+            aiohttp.ClientSession(
+                connector=connector, timeout=aiohttp.ClientTimeout(total=None, sock_connect=10)
+            )
         )
         store = SqlStore(engine)
         model = FalClient(session, fal_settings(config))

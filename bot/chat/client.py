@@ -235,7 +235,7 @@ class SeedBot(discord.AutoShardedClient):
         channel = message.channel
         bound = False
         if isinstance(channel, discord.Thread | discord.DMChannel):
-            bound = await self.service.conversation_for_scope(str(channel.id)) is not None
+            bound = await self.service.is_bound(str(channel.id))
         decision = convert.route(
             message,
             me_id=me,

@@ -267,7 +267,8 @@ class ChannelDelivery:
                     )
                 )
                 ids.append(str(message.id))
-                if turn is not None and self._hooks.on_parts is not None and len(contents) > 1:
+                more = index < len(contents) - 1  # the last part is stored as delivered
+                if turn is not None and self._hooks.on_parts is not None and more:
                     await self._hooks.on_parts(turn.id, ids)
         except discord.Forbidden as exc:
             log.warning(

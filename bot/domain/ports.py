@@ -79,6 +79,19 @@ class ConversationStore(Protocol):
         in history (completed or delivered). One indexed query."""
         ...
 
+    async def turn_context(
+        self,
+        conversation_id: int,
+        epoch: int,
+        *,
+        thread_id: str | None,
+        channel_id: str | None,
+        guild_id: str | None,
+    ) -> tuple[list[HistoryEntry], dict[SettingsScope, GenerationSettings]]:
+        """``history`` and ``settings_layers`` together, in one read transaction: what a
+        request is built from."""
+        ...
+
     async def begin_turn(self, new: NewTurn) -> Turn:
         """Store a user turn as ``pending``. Raises ``DuplicateMessage`` when the source
         message already has a turn."""

@@ -160,6 +160,9 @@ class ConversationService:
             self._handle_batch, window=config.batch_window
         )
         self._active: dict[int, _Active] = {}
+        # Scopes known to have a conversation. A conversation is never unbound, so a hit
+        # needs no query: most messages in busy threads cost one database read fewer.
+        self._bound: set[str] = set()
 
     def reconfigure(self, config: ServiceConfig) -> None:
         """Apply a reloaded config to the turns that start from now on."""
@@ -244,8 +247,7 @@ class ConversationService:
     async def _respond_now(self, incoming: Incoming, delivery: Delivery) -> TurnOutcome:
         started = asyncio.get_running_loop().time()
         try:
-            if await self._store.turn_for_source(incoming.source_id) is not None:
-                raise DuplicateMessage(incoming.source_id)
+            # A message handled twice is refused by begin_turn (unique source id).
             conversation = await self._conversation_for(incoming)
             prompt, image_urls, video_urls, warnings = await self._prepare(conversation, incoming)
             turn = await self._store.begin_turn(
@@ -330,8 +332,18 @@ class ConversationService:
         finally:
             await delivery.close()
 
+    async def is_bound(self, scope_id: str) -> bool:
+        """Whether a thread or DM channel has a conversation."""
+        if scope_id in self._bound:
+            return True
+        if await self._store.conversation_for_scope(scope_id) is None:
+            return False
+        self._bound.add(scope_id)
+        return True
+
     async def _conversation_for(self, incoming: Incoming) -> Conversation:
         existing = await self._store.conversation_for_scope(incoming.scope_id)
+        self._bound.add(incoming.scope_id)
         if existing is not None:
             return existing
         return await self._store.create_conversation(
@@ -478,7 +490,6 @@ class ConversationService:
             sent_count: int | None = None
             handle = turn.handle
             if turn.state is TurnState.PENDING or handle is None:
-                conversation = await self._store.get_conversation(conversation.id)
                 built = await self._build(conversation, turn)
                 if built.dropped_turns and conversation.trim_notified_epoch != conversation.epoch:
                     warnings.append(TRIM_NOTICE)
@@ -515,8 +526,9 @@ class ConversationService:
             log.warning("cancelling request %s failed: %s", handle.request_id, exc)
 
     async def _build(self, conversation: Conversation, turn: Turn) -> BuiltRequest:
-        history = await self._store.history(conversation.id, conversation.epoch)
-        effective = await self.effective_settings(
+        history, layers = await self._store.turn_context(
+            conversation.id,
+            conversation.epoch,
             thread_id=conversation.scope_id,
             channel_id=conversation.parent_channel_id,
             guild_id=conversation.guild_id,
@@ -526,7 +538,7 @@ class ConversationService:
             prompt=turn.prompt,
             image_urls=turn.image_urls,
             video_urls=turn.video_urls,
-            settings=effective.values,
+            settings=resolve_settings(layers, self.config.defaults).values,
             context_budget_tokens=self.config.context_budget_tokens,
         )
 

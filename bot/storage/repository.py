@@ -9,6 +9,7 @@ import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import and_, case, delete, exists, func, insert, or_, select, update
@@ -257,18 +258,30 @@ class SqlStore:
         return await self._run("get_conversation", op, write=False)
 
     async def history(self, conversation_id: int, epoch: int) -> list[HistoryEntry]:
-        async def op(s: AsyncSession) -> list[HistoryEntry]:
-            result = await s.execute(history_query(conversation_id, epoch))
-            return [
-                HistoryEntry(
-                    turn_id=turn_id,
-                    position=position,
-                    message=ChatMessage(role=role, content=cast(JsonValue, content)),
-                )
-                for turn_id, position, role, content in result
-            ]
+        return await self._run(
+            "history",
+            partial(_load_history, conversation_id=conversation_id, epoch=epoch),
+            write=False,
+        )
 
-        return await self._run("history", op, write=False)
+    async def turn_context(
+        self,
+        conversation_id: int,
+        epoch: int,
+        *,
+        thread_id: str | None,
+        channel_id: str | None,
+        guild_id: str | None,
+    ) -> tuple[list[HistoryEntry], dict[SettingsScope, GenerationSettings]]:
+        wanted = _settings_scopes(thread_id, channel_id, guild_id)
+
+        async def op(
+            s: AsyncSession,
+        ) -> tuple[list[HistoryEntry], dict[SettingsScope, GenerationSettings]]:
+            history = await _load_history(s, conversation_id=conversation_id, epoch=epoch)
+            return history, await _load_layers(s, wanted)
+
+        return await self._run("turn_context", op, write=False)
 
     async def reset(self, conversation_id: int) -> int:
         async def op(s: AsyncSession) -> int:
@@ -569,32 +582,8 @@ class SqlStore:
     async def settings_layers(
         self, *, thread_id: str | None, channel_id: str | None, guild_id: str | None
     ) -> dict[SettingsScope, GenerationSettings]:
-        wanted = [
-            (scope, scope_id)
-            for scope, scope_id in (
-                (SettingsScope.THREAD, thread_id),
-                (SettingsScope.CHANNEL, channel_id),
-                (SettingsScope.SERVER, guild_id),
-            )
-            if scope_id is not None
-        ]
-        if not wanted:
-            return {}
-
-        async def op(s: AsyncSession) -> dict[SettingsScope, GenerationSettings]:
-            rows = await s.scalars(
-                select(SettingsRow).where(
-                    or_(
-                        *(
-                            and_(SettingsRow.scope == scope.value, SettingsRow.scope_id == scope_id)
-                            for scope, scope_id in wanted
-                        )
-                    )
-                )
-            )
-            return {SettingsScope(row.scope): _settings(row) for row in rows}
-
-        return await self._run("settings_layers", op, write=False)
+        wanted = _settings_scopes(thread_id, channel_id, guild_id)
+        return await self._run("settings_layers", partial(_load_layers, wanted=wanted), write=False)
 
     async def update_settings(
         self,
@@ -718,6 +707,50 @@ class SqlStore:
             return (count or 0) >= limit
 
         return await self._run("usage_full", op, write=False)
+
+
+async def _load_history(s: AsyncSession, *, conversation_id: int, epoch: int) -> list[HistoryEntry]:
+    result = await s.execute(history_query(conversation_id, epoch))
+    return [
+        HistoryEntry(
+            turn_id=turn_id,
+            position=position,
+            message=ChatMessage(role=role, content=cast(JsonValue, content)),
+        )
+        for turn_id, position, role, content in result
+    ]
+
+
+def _settings_scopes(
+    thread_id: str | None, channel_id: str | None, guild_id: str | None
+) -> list[tuple[SettingsScope, str]]:
+    return [
+        (scope, scope_id)
+        for scope, scope_id in (
+            (SettingsScope.THREAD, thread_id),
+            (SettingsScope.CHANNEL, channel_id),
+            (SettingsScope.SERVER, guild_id),
+        )
+        if scope_id is not None
+    ]
+
+
+async def _load_layers(
+    s: AsyncSession, wanted: list[tuple[SettingsScope, str]]
+) -> dict[SettingsScope, GenerationSettings]:
+    if not wanted:
+        return {}
+    rows = await s.scalars(
+        select(SettingsRow).where(
+            or_(
+                *(
+                    and_(SettingsRow.scope == scope.value, SettingsRow.scope_id == scope_id)
+                    for scope, scope_id in wanted
+                )
+            )
+        )
+    )
+    return {SettingsScope(row.scope): _settings(row) for row in rows}
 
 
 def _case_state(mapping: dict[str, str], *, default: str | None = None) -> Any:

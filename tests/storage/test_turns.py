@@ -428,3 +428,25 @@ async def test_recent_conversations_name_their_newest_turn(
     [(_, newest)] = await store.recent_conversations(before)
     assert newest == "1300000000000000502"
     assert await store.recent_conversations(datetime.now(UTC) + timedelta(seconds=5)) == []
+
+
+async def test_turn_context_is_history_and_layers_together(
+    store: SqlStore, conversation: Conversation
+) -> None:
+    from bot.domain.models import GenerationSettings, SettingsScope
+
+    turn = await store.begin_turn(new_turn(conversation, "1300000000000000601"))
+    await store.complete_turn(
+        turn.id, reply(), [ChatMessage("user", "q"), ChatMessage("assistant", "a")]
+    )
+    await store.update_settings(SettingsScope.SERVER, "9", GenerationSettings(top_p=0.5))
+    history, layers = await store.turn_context(
+        conversation.id,
+        conversation.epoch,
+        thread_id=conversation.scope_id,
+        channel_id=None,
+        guild_id="9",
+    )
+    assert history == await store.history(conversation.id, conversation.epoch)
+    assert [e.message.content for e in history] == ["q", "a"]
+    assert layers == {SettingsScope.SERVER: GenerationSettings(top_p=0.5)}
