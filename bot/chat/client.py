@@ -137,12 +137,7 @@ class SeedBot(discord.AutoShardedClient):
         # A thread opened on a message has that message's id; the answer does not reply to
         # it from inside the thread (as a live turn does not).
         replies = turn.source_id.isdigit() and turn.source_id != turn.reply_channel_id
-        return ChannelDelivery(
-            channel,
-            reply_to=int(turn.source_id) if replies else None,
-            status_delay=self.options.status_delay,
-            hooks=self.hooks(),
-        )
+        return self.delivery(channel, reply_to=int(turn.source_id) if replies else None)
 
     def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=name)
@@ -299,24 +294,33 @@ class SeedBot(discord.AutoShardedClient):
             return False
         return True
 
+    def delivery(
+        self,
+        channel: discord.abc.Messageable,
+        *,
+        reply_to: int | None,
+        attachments: tuple[Attachment, ...] = (),
+    ) -> ChannelDelivery:
+        return ChannelDelivery(
+            channel,
+            reply_to=reply_to,
+            status_delay=self.options.status_delay,
+            attachment_names=attachment_names(attachments, self.service.config.attachment_limits),
+            hooks=self.hooks(),
+        )
+
     def delivery_factory(
         self, channel: discord.abc.Messageable, *, start_thread: bool = False
-    ) -> Any:
+    ) -> Callable[[Incoming], ChannelDelivery]:
         """Deliveries into ``channel`` for the turn made of a message (or batch): the answer
         replies to the batch's last message, except in a thread just opened on it."""
 
         def make(incoming: Incoming) -> ChannelDelivery:
-            reply_to = None
-            if not start_thread and incoming.source_id.isdigit():
-                reply_to = int(incoming.source_id)
-            return ChannelDelivery(
+            replies = not start_thread and incoming.source_id.isdigit()
+            return self.delivery(
                 channel,
-                reply_to=reply_to,
-                status_delay=self.options.status_delay,
-                attachment_names=attachment_names(
-                    incoming.attachments, self.service.config.attachment_limits
-                ),
-                hooks=self.hooks(),
+                reply_to=int(incoming.source_id) if replies else None,
+                attachments=incoming.attachments,
             )
 
         return make
@@ -330,19 +334,8 @@ class SeedBot(discord.AutoShardedClient):
         batchable: bool = False,
     ) -> None:
         """Answer ``incoming`` (built by a slash command) in ``channel``."""
-
-        def make(_incoming: Incoming) -> ChannelDelivery:
-            return ChannelDelivery(
-                channel,
-                reply_to=reply_to,
-                status_delay=self.options.status_delay,
-                attachment_names=attachment_names(
-                    incoming.attachments, self.service.config.attachment_limits
-                ),
-                hooks=self.hooks(),
-            )
-
-        await self.service.respond(incoming, make, batchable=batchable)
+        delivery = self.delivery(channel, reply_to=reply_to, attachments=incoming.attachments)
+        await self.service.respond(incoming, lambda _incoming: delivery, batchable=batchable)
 
     async def _replied_message(self, message: discord.Message) -> discord.Message | None:
         ref = message.reference

@@ -15,7 +15,7 @@ import contextlib
 import enum
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from typing import Literal
@@ -84,6 +84,16 @@ class ServiceConfig:
     user_quota: Quota | None = None
     guild_quota: Quota | None = None
     batch_window: float = 1.5
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """What a message becomes before it is stored as a turn (the fields of ``NewTurn``)."""
+
+    prompt: str
+    image_urls: tuple[str, ...]
+    video_urls: tuple[str, ...]
+    warnings: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,7 +259,7 @@ class ConversationService:
         try:
             # A message handled twice is refused by begin_turn (unique source id).
             conversation = await self._conversation_for(incoming)
-            prompt, image_urls, video_urls, warnings = await self._prepare(conversation, incoming)
+            prepared = await self._prepare(conversation, incoming)
             turn = await self._store.begin_turn(
                 NewTurn(
                     conversation_id=conversation.id,
@@ -258,10 +268,7 @@ class ConversationService:
                     author_id=incoming.author_id,
                     author_name=incoming.author_name,
                     reply_channel_id=incoming.scope_id,
-                    prompt=prompt,
-                    image_urls=image_urls,
-                    video_urls=video_urls,
-                    warnings=warnings,
+                    **asdict(prepared),
                 )
             )
         except DuplicateMessage:
@@ -297,15 +304,10 @@ class ConversationService:
         try:
             if work.edited:
                 # An edit: the turn is rebuilt from the edited message.
-                prompt, image_urls, video_urls, warnings = await self._prepare(
-                    conversation, incoming
-                )
+                prepared = await self._prepare(conversation, incoming)
             else:
-                prompt, image_urls, video_urls, warnings = (
-                    latest.prompt,
-                    latest.image_urls,
-                    latest.video_urls,
-                    latest.warnings,
+                prepared = Prepared(
+                    latest.prompt, latest.image_urls, latest.video_urls, latest.warnings
                 )
             await self._store.finish_turn(latest.id, TurnState.SUPERSEDED, latest.error)
             turn = await self._store.begin_turn(
@@ -316,11 +318,8 @@ class ConversationService:
                     author_id=latest.author_id,
                     author_name=latest.author_name,
                     reply_channel_id=latest.reply_channel_id,
-                    prompt=prompt,
-                    image_urls=image_urls,
-                    video_urls=video_urls,
-                    warnings=warnings,
                     attempt=latest.attempt + 1,
+                    **asdict(prepared),
                 )
             )
             log.info("turn %s answers turn %s again", turn.id, latest.id)
@@ -329,6 +328,12 @@ class ConversationService:
             return await self._run_turn(conversation, turn, delivery, started)
         except DuplicateMessage:
             return TurnOutcome(None, "duplicate")
+        except SeedBotError as exc:
+            # Before the new attempt was stored (its attachments, the database): say so.
+            log.warning("answering turn %s again failed: %s", latest.id, exc)
+            with contextlib.suppress(DeliveryError):
+                await delivery.fail(None, exc)
+            return TurnOutcome(None, "refused")
         finally:
             await delivery.close()
 
@@ -355,9 +360,7 @@ class ConversationService:
             )
         )
 
-    async def _prepare(
-        self, conversation: Conversation, incoming: Incoming
-    ) -> tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    async def _prepare(self, conversation: Conversation, incoming: Incoming) -> Prepared:
         """The prompt, the media URLs and the warnings for one incoming message."""
         plan = plan_attachments(incoming.attachments, self.config.attachment_limits)
         warnings = list(plan.dropped)
@@ -401,7 +404,7 @@ class ConversationService:
         if not prompt.strip():
             # The API requires a prompt; an image alone still deserves an answer.
             prompt = "(no text; see the attachments)" if image_urls or video_urls else "Hello!"
-        return prompt, tuple(image_urls), tuple(video_urls), tuple(warnings)
+        return Prepared(prompt, tuple(image_urls), tuple(video_urls), tuple(warnings))
 
     async def _media_url(self, att: Attachment, max_bytes: int, *, image: bool) -> str:
         mode = self.config.attachment_mode
