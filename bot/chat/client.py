@@ -16,7 +16,7 @@ import discord
 from bot.chat import convert, render
 from bot.chat.buttons import RetryButton, StopButton
 from bot.chat.convert import Route
-from bot.chat.delivery import NO_MENTIONS, ChannelDelivery, DeliveryHooks
+from bot.chat.delivery import NO_MENTIONS, ChannelDelivery, DeliveryHooks, render_name
 from bot.chat.texts import error_text
 from bot.domain.access import AccessPolicy, denial_reason
 from bot.domain.conversation import AttachmentLimits, plan_attachments
@@ -99,6 +99,8 @@ class SeedBot(discord.AutoShardedClient):
         # service (or dropped), so the next message waits for it (arrival order).
         self._arrivals: dict[int, asyncio.Event] = {}
         self._seen: OrderedDict[int, None] = OrderedDict()
+        self._watermarks: list[tuple[str, str | None]] = []
+        self._horizon = datetime.now(UTC)
 
     # -- start-up ----------------------------------------------------------------------------
 
@@ -115,14 +117,22 @@ class SeedBot(discord.AutoShardedClient):
             self.tree.copy_global_to(guild=guild)
             synced = await self.tree.sync(guild=guild)
             log.info("synced %d commands to dev guild %s", len(synced), guild.id)
-        # REST works before the gateway connects: resume unfinished turns right away.
-        self.spawn(self._resume(), name="resume")
-
-    async def _resume(self) -> None:
+        # Before the gateway connects: where each active conversation stood (catch-up reads
+        # on from there; a live message answered meanwhile must not move it), then queue the
+        # unfinished turns (REST works already), ahead of anything new.
+        if self.options.catch_up_seconds > 0:
+            horizon = datetime.now(UTC) - timedelta(seconds=self.options.catch_up_seconds)
+            self._watermarks = [
+                (conversation.scope_id, newest)
+                for conversation, newest in await self.service.recent_conversations(horizon)
+            ]
+            self._horizon = horizon
         try:
-            count = await self.service.resume_unfinished(self.delivery_for_turn)
+            count = await self.service.resume_unfinished(
+                self.delivery_for_turn, lambda coro: self.spawn(coro, name="resume")
+            )
             if count:
-                log.info("resumed %d unfinished turns", count)
+                log.info("resuming %d unfinished turns", count)
         finally:
             self.resumed.set()
 
@@ -404,6 +414,9 @@ class SeedBot(discord.AutoShardedClient):
             return
         if str(message.author.id) != latest.author_id:
             return
+        guild_id = message.guild.id if message.guild else None
+        if not await self._allowed(message, guild_id):
+            return  # an edit asks for a new model call: access lists and quotas apply
         cached = payload.cached_message
         if cached is not None and cached.content == message.content:
             return  # an embed was resolved, not an edit by the person
@@ -443,11 +456,15 @@ class SeedBot(discord.AutoShardedClient):
                 "⛔ Only the person who asked, or members who may manage threads, can stop it.",
             )
             return
+        # Acknowledge within Discord's 3 s, whatever fal's cancel takes.
+        await interaction.response.defer()
         result = await self.service.stop(turn_id, interaction.user.display_name)
         if result is StopResult.STOPPED:
-            await interaction.response.edit_message(
-                content=f"⏹️ Stopped by **{interaction.user.display_name}**.", view=None
-            )
+            with contextlib.suppress(discord.HTTPException):
+                await interaction.edit_original_response(
+                    content=f"⏹️ Stopped by {render_name(interaction.user.display_name)}.",
+                    view=None,
+                )
         else:
             await _ephemeral(interaction, "This answer has already finished.")
 
@@ -469,8 +486,18 @@ class SeedBot(discord.AutoShardedClient):
         await self.retry(interaction, turn)
 
     async def retry(self, interaction: discord.Interaction, turn: Turn) -> None:
-        """Answer ``turn`` (the latest) again; the interaction is acknowledged quietly."""
-        await interaction.response.defer(ephemeral=True, thinking=False)
+        """Answer ``turn`` (the latest) again. A new model call: it counts against the
+        quotas like a message."""
+        guild = str(interaction.guild_id) if interaction.guild_id else None
+        try:
+            await self.service.admit(str(interaction.user.id), guild)
+        except QuotaExceeded as exc:
+            await _ephemeral(interaction, error_text(exc))
+            return
+        if interaction.type is discord.InteractionType.component:
+            await interaction.response.defer()  # the button: acknowledged quietly
+        else:
+            await _ephemeral(interaction, "🔁 Answering again…")
         channel = self.get_partial_messageable(int(turn.reply_channel_id))
         requester = Incoming(
             source_id=turn.source_id,
@@ -490,25 +517,25 @@ class SeedBot(discord.AutoShardedClient):
 
     async def _catch_up(self) -> None:
         """Answer messages that arrived in active conversations while the bot was down,
-        oldest first, up to ``catch_up_seconds`` old."""
+        oldest first, up to ``catch_up_seconds`` old, from where each conversation stood
+        when this process started."""
         try:
-            await self.resumed.wait()
-            horizon = datetime.now(UTC) - timedelta(seconds=self.options.catch_up_seconds)
-            for conversation, newest in await self.service.recent_conversations(horizon):
-                after = discord.Object(discord.utils.time_snowflake(horizon))
+            for scope_id, newest in self._watermarks:
+                after = discord.Object(discord.utils.time_snowflake(self._horizon))
                 if newest is not None and newest.isdigit() and int(newest) > after.id:
                     after = discord.Object(int(newest))
                 try:
-                    channel = self.get_channel(int(conversation.scope_id)) or (
-                        await self.fetch_channel(int(conversation.scope_id))
+                    channel = self.get_channel(int(scope_id)) or (
+                        await self.fetch_channel(int(scope_id))
                     )
                     if not isinstance(channel, discord.Thread | discord.DMChannel):
                         continue
                     async for message in channel.history(after=after, oldest_first=True, limit=50):
                         await self.on_message(message)
                 except discord.HTTPException as exc:
-                    log.info("catch-up skipped conversation %s: %s", conversation.id, exc)
+                    log.info("catch-up skipped conversation in %s: %s", scope_id, exc)
         finally:
+            self._watermarks = []
             self.caught_up.set()
 
 

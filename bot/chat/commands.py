@@ -332,7 +332,8 @@ def register(bot: SeedBot) -> None:
         thinking: ThinkingChoice | None = None,
         effort: EffortChoice | None = None,
     ) -> None:
-        await run_ask(
+        # In the bot's own task, so a shutdown drains it like any turn.
+        ask = run_ask(
             bot,
             interaction,
             prompt,
@@ -341,6 +342,7 @@ def register(bot: SeedBot) -> None:
             thinking=thinking,
             effort=effort,
         )
+        bot.spawn(ask, name=f"ask-{interaction.id}")
 
 
 async def run_ask(
@@ -369,6 +371,9 @@ async def run_ask(
         except Refusal as exc:
             await _reply(interaction, f"⛔ {exc}")
             return
+    if not in_place and not isinstance(channel, discord.TextChannel):
+        await _reply(interaction, "⛔ `/ask` works in text channels and threads.")
+        return
     try:
         await bot.service.admit(
             str(user.id), str(interaction.guild_id) if interaction.guild_id else None
@@ -376,6 +381,20 @@ async def run_ask(
     except QuotaExceeded as exc:
         await _reply(interaction, error_text(exc))
         return
+    if not in_place:
+        # Refuse before acknowledging, so the refusal can be ephemeral: Discord sends the
+        # bot's own permissions in this channel with the interaction.
+        needed = "create_private_threads" if private else "create_public_threads"
+        if not getattr(interaction.app_permissions, needed):
+            perm = "Create Private Threads" if private else "Create Public Threads"
+            log.warning("cannot create a thread in %s: missing permission %s", channel.id, perm)
+            await _reply(
+                interaction, f"⚠️ I can't start a thread here: I need the **{perm}** permission."
+            )
+            return
+    # Acknowledge within Discord's 3 s: creating the thread may take longer. The first
+    # followup then replaces the "thinking" message, with the visibility chosen here.
+    await interaction.response.defer(ephemeral=private and not in_place, thinking=True)
 
     echo = f"**{texts.escape_name(user.display_name)}** asked: {texts.quote_inline(prompt, 1500)}"
     if in_place:
@@ -383,12 +402,11 @@ async def run_ask(
         target: discord.abc.Messageable = channel  # type: ignore[assignment]
         scope_id = channel.id
         parent_id = getattr(channel, "parent_id", None)
-        await interaction.response.send_message(echo, allowed_mentions=NO_MENTIONS)
-        anchor: discord.Message = await interaction.original_response()
+        anchor: discord.Message = await interaction.followup.send(
+            echo, allowed_mentions=NO_MENTIONS, wait=True
+        )
     else:
-        if not isinstance(channel, discord.TextChannel):
-            await _reply(interaction, "⛔ `/ask` works in text channels and threads.")
-            return
+        assert isinstance(channel, discord.TextChannel)
         name = render.thread_name(prompt, fallback=f"Chat with {user.display_name}")
         kind = discord.ChannelType.private_thread if private else discord.ChannelType.public_thread
         try:
@@ -404,9 +422,11 @@ async def run_ask(
                 interaction, f"⚠️ I can't start a thread here: I need the **{perm}** permission."
             )
             return
-        await interaction.response.send_message(
-            f"Started {thread.mention}.", ephemeral=private, allowed_mentions=NO_MENTIONS
-        )
+        except discord.HTTPException as exc:
+            log.warning("thread creation failed in %s: %s", channel.id, exc)
+            await _reply(interaction, "⚠️ Discord refused to create a thread here. Try again?")
+            return
+        await interaction.followup.send(f"Started {thread.mention}.", allowed_mentions=NO_MENTIONS)
         anchor = await thread.send(echo, allowed_mentions=NO_MENTIONS)
         target, scope_id, parent_id = thread, thread.id, channel.id
     if thinking is not None or effort is not None:
@@ -426,4 +446,4 @@ async def run_ask(
         parent_channel_id=str(parent_id) if parent_id else None,
         created_at=interaction.created_at,
     )
-    bot.spawn(bot.run_turn(incoming, target, reply_to=anchor.id), name=f"ask-{interaction.id}")
+    await bot.run_turn(incoming, target, reply_to=anchor.id)

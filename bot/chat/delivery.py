@@ -17,7 +17,7 @@ import discord
 from bot.chat import render
 from bot.chat.buttons import retry_view, stop_view
 from bot.chat.texts import error_text, escape_name
-from bot.domain.errors import DeliveryError
+from bot.domain.errors import DeliveryError, SeedBotError
 from bot.domain.models import ModelReply, Progress, Turn
 
 log = logging.getLogger(__name__)
@@ -138,11 +138,11 @@ class ChannelDelivery:
 
     async def fail(self, turn: Turn | None, error: Exception) -> list[str]:
         text = error_text(error, attachment_names=self._sent_names(turn))
-        return await self._post(turn, [text], [], retry=turn is not None, done=[])
+        return await self._post(turn, [text], [], retry=turn is not None, done=[], answer=False)
 
     async def stopped(self, turn: Turn, by: str) -> None:
         text = f"⏹️ Stopped by {render_name(by)}." if by else "⏹️ Stopped."
-        await self._post(turn, [text], [], retry=False, done=[])
+        await self._post(turn, [text], [], retry=False, done=[], answer=False)
 
     async def supersede(self, old: Turn) -> None:
         """Mark the old answer's last message as replaced (and drop its Retry button)."""
@@ -151,7 +151,8 @@ class ChannelDelivery:
         try:
             message = await self._channel.fetch_message(int(old.reply_message_ids[-1]))
             if SUPERSEDED_NOTE not in message.content:
-                content = (message.content + SUPERSEDED_NOTE)[-2000:]
+                # Cut the end, not the start: an opening spoiler or fence must stay.
+                content = message.content[: 2000 - len(SUPERSEDED_NOTE)] + SUPERSEDED_NOTE
                 await message.edit(content=content, view=None, allowed_mentions=NO_MENTIONS)
         except discord.HTTPException as exc:
             log.info("could not mark the superseded answer of turn %s: %s", old.id, exc)
@@ -196,8 +197,8 @@ class ChannelDelivery:
                 except discord.HTTPException as exc:
                     log.warning("status message failed: %s", exc)
                     return
-                if self._turn is not None and self._hooks.on_status is not None:
-                    await self._hooks.on_status(self._turn.id, str(self._status.id))
+                if self._turn is not None:
+                    await self._record(self._hooks.on_status, self._turn.id, str(self._status.id))
             elif getattr(self._status, "content", None) != text:
                 await self._edit_status(text)
 
@@ -215,9 +216,9 @@ class ChannelDelivery:
             log.warning("status message edit failed: %s", exc)
             return
         self._status = edited
-        turn, hook = self._turn, self._hooks.on_status
-        if turn is not None and hook is not None and turn.status_message_id != str(edited.id):
-            await hook(turn.id, str(edited.id))
+        turn = self._turn
+        if turn is not None and turn.status_message_id != str(edited.id):
+            await self._record(self._hooks.on_status, turn.id, str(edited.id))
 
     def _reference(self) -> dict[str, Any]:
         if self._reply_to is None or not self._can_fetch():
@@ -233,6 +234,7 @@ class ChannelDelivery:
         *,
         retry: bool,
         done: list[str],
+        answer: bool = True,
     ) -> list[str]:
         """Post the parts in order, editing the status message into the first; the files go
         with the first part, the Retry button with the last. ``done`` holds the ids of parts
@@ -255,7 +257,7 @@ class ChannelDelivery:
                     kwargs["view"] = None  # the Stop button goes with the status
                 if first and status is None:
                     kwargs.update(self._reference())
-                if turn is not None and not (first and status is not None):
+                if answer and turn is not None and not (first and status is not None):
                     kwargs["nonce"] = part_nonce(turn, index)
                 message = await self._with_retries(
                     partial(
@@ -268,8 +270,8 @@ class ChannelDelivery:
                 )
                 ids.append(str(message.id))
                 more = index < len(contents) - 1  # the last part is stored as delivered
-                if turn is not None and self._hooks.on_parts is not None and more:
-                    await self._hooks.on_parts(turn.id, ids)
+                if turn is not None and more:
+                    await self._record(self._hooks.on_parts, turn.id, list(ids))
         except discord.Forbidden as exc:
             log.warning(
                 "cannot post in channel %s: missing permission (%s): %s",
@@ -282,6 +284,17 @@ class ChannelDelivery:
             log.warning("posting failed with HTTP %s: %s", exc.status, exc.text)
             raise DeliveryError(f"Discord refused the message (HTTP {exc.status})") from exc
         return ids
+
+    @staticmethod
+    async def _record(hook: Callable[[int, Any], Awaitable[None]] | None, *args: Any) -> None:
+        """Store what was posted, best effort: the post stands even if the database does not
+        take it now (a restart then leans on the message nonces)."""
+        if hook is None:
+            return
+        try:
+            await hook(*args)
+        except SeedBotError as exc:
+            log.warning("could not record a posted message: %s", exc)
 
     async def _send_part(
         self,

@@ -92,9 +92,15 @@ class ConversationStore(Protocol):
         request is built from."""
         ...
 
-    async def begin_turn(self, new: NewTurn) -> Turn:
+    async def begin_turn(self, new: NewTurn, *, superseding: int | None = None) -> Turn:
         """Store a user turn as ``pending``. Raises ``DuplicateMessage`` when the source
-        message already has a turn."""
+        message already has a turn of that attempt. ``superseding`` names the turn this one
+        answers again: it is marked superseded in the same transaction."""
+        ...
+
+    async def stop_turn(self, turn_id: int, by: str) -> bool:
+        """Mark a pending or submitted turn stopped (``by`` kept as its error); False when
+        it had already moved on (answered, failed…)."""
         ...
 
     async def turn_for_source(self, source_id: str) -> Turn | None: ...

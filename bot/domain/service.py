@@ -14,11 +14,11 @@ import base64
 import contextlib
 import enum
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import Literal
+from typing import Any, Literal
 
 from bot.domain.conversation import (
     AttachmentLimits,
@@ -59,6 +59,7 @@ from bot.domain.settings import EffectiveSettings, resolve_settings, validate_se
 log = logging.getLogger(__name__)
 
 AttachmentMode = Literal["fal_storage", "discord_url", "data_uri"]
+STOP_CANCEL_SECONDS = 5.0
 TRIM_NOTICE = "older messages of this thread no longer fit the model's context and are left out"
 
 
@@ -309,7 +310,6 @@ class ConversationService:
                 prepared = Prepared(
                     latest.prompt, latest.image_urls, latest.video_urls, latest.warnings
                 )
-            await self._store.finish_turn(latest.id, TurnState.SUPERSEDED, latest.error)
             turn = await self._store.begin_turn(
                 NewTurn(
                     conversation_id=conversation.id,
@@ -320,7 +320,8 @@ class ConversationService:
                     reply_channel_id=latest.reply_channel_id,
                     attempt=latest.attempt + 1,
                     **asdict(prepared),
-                )
+                ),
+                superseding=latest.id,
             )
             log.info("turn %s answers turn %s again", turn.id, latest.id)
             with contextlib.suppress(DeliveryError):
@@ -347,10 +348,13 @@ class ConversationService:
         return True
 
     async def _conversation_for(self, incoming: Incoming) -> Conversation:
-        existing = await self._store.conversation_for_scope(incoming.scope_id)
+        conversation = await self._store.conversation_for_scope(incoming.scope_id)
+        if conversation is None:
+            conversation = await self._create_conversation(incoming)
         self._bound.add(incoming.scope_id)
-        if existing is not None:
-            return existing
+        return conversation
+
+    async def _create_conversation(self, incoming: Incoming) -> Conversation:
         return await self._store.create_conversation(
             NewConversation(
                 scope_id=incoming.scope_id,
@@ -445,7 +449,12 @@ class ConversationService:
                     request_id=turn.handle.request_id if turn.handle else "",
                 )
             ids = await delivery.deliver(turn, reply, warnings)
-            await self._store.record_delivery(turn.id, ids)
+            try:
+                await self._store.record_delivery(turn.id, ids)
+            except StorageError as exc:
+                # The answer is out: do not turn it into a failure notice. The turn stays
+                # completed; a restart re-delivers it idempotently (stored parts, nonces).
+                log.warning("turn %s delivered but not recorded: %s", turn.id, exc)
             log.info("turn %s delivered (request %s)", turn.id, reply.request_id)
             return TurnOutcome(turn, TurnState.DELIVERED)
         except TurnStopped as stop:
@@ -491,6 +500,7 @@ class ConversationService:
         async with self._in_flight:
             active.check()
             sent_count: int | None = None
+            submitted_at: float | None = None
             handle = turn.handle
             if turn.state is TurnState.PENDING or handle is None:
                 built = await self._build(conversation, turn)
@@ -498,6 +508,7 @@ class ConversationService:
                     warnings.append(TRIM_NOTICE)
                     await self._store.mark_trim_notified(conversation.id, conversation.epoch)
                 sent_count = len(built.request.messages)
+                submitted_at = loop.time()
                 handle = await self._model.submit(built.request)
                 await self._store.record_submission(turn.id, handle)
                 log.info("turn %s submitted as request %s", turn.id, handle.request_id)
@@ -506,7 +517,10 @@ class ConversationService:
                 except TurnStopped:
                     await self._cancel_quietly(handle)
                     raise
-            remaining = self.config.turn_timeout - (loop.time() - started)
+            # The deadline counts from the request reaching fal (or the turn's start when it
+            # was submitted before a restart), not the time spent in the bot's own queue.
+            begun = max(started, submitted_at) if submitted_at is not None else started
+            remaining = self.config.turn_timeout - (loop.time() - begun)
             waiter = asyncio.ensure_future(
                 self._model.wait(handle, on_progress=delivery.progress, timeout=max(1.0, remaining))
             )
@@ -555,9 +569,8 @@ class ConversationService:
             turn = await self._store.get_turn(turn_id)
         except StorageError:
             return StopResult.UNKNOWN
-        if turn.state.finished or turn.state in (TurnState.COMPLETED, TurnState.DELIVERED):
+        if not await self._store.stop_turn(turn_id, by):
             return StopResult.ALREADY_FINISHED
-        await self._store.finish_turn(turn_id, TurnState.STOPPED, by)
         log.info("turn %s stopped on request", turn_id)
         active = self._active.get(turn_id)
         if active is not None:
@@ -565,7 +578,10 @@ class ConversationService:
             if active.waiter is not None:
                 active.waiter.cancel()
         if turn.handle is not None:
-            await self._cancel_quietly(turn.handle)
+            # Bounded: the person pressing Stop is waiting for the answer to that.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(STOP_CANCEL_SECONDS):
+                    await self._cancel_quietly(turn.handle)
         return StopResult.STOPPED
 
     async def latest_turn(self, scope_id: str) -> Turn | None:
@@ -589,32 +605,34 @@ class ConversationService:
 
     # -- restarts --------------------------------------------------------------------------
 
-    async def resume_unfinished(self, delivery_for: Callable[[Turn], Delivery]) -> int:
-        """Resume every turn a previous run left unfinished: wait for submitted requests by
-        their fal id, submit pending ones, deliver completed ones. Turns of one conversation
-        run in order (through its inbox, ahead of new messages); conversations concurrently.
-        Returns how many turns were resumed."""
+    async def resume_unfinished(
+        self,
+        delivery_for: Callable[[Turn], Delivery],
+        spawn: Callable[[Coroutine[Any, Any, TurnOutcome]], object],
+    ) -> int:
+        """Queue every turn a previous run left unfinished: each waits for its submitted
+        request by fal id, submits a pending one, or delivers a completed one. Turns of one
+        conversation run in order, ahead of new messages; conversations concurrently; each in
+        its own task (``spawn``), so one failing cannot take the others down. Returns how
+        many turns were queued."""
         turns = await self._store.unfinished_turns()
         scopes: dict[int, str] = {}
         for turn in turns:
             if turn.conversation_id not in scopes:
                 conversation = await self._store.get_conversation(turn.conversation_id)
                 scopes[turn.conversation_id] = conversation.scope_id
-        async with asyncio.TaskGroup() as group:
-            # Oldest first: tasks start in creation order and queue before any await, so each
-            # turn waits behind the previous one of its conversation.
-            for turn in turns:
-                incoming = Incoming(
-                    source_id=turn.source_id,
-                    scope_id=scopes[turn.conversation_id],
-                    author_id=turn.author_id,
-                    author_name=turn.author_name,
-                    text=turn.prompt,
-                )
-                work = _Work(
-                    partial(_fixed_delivery, delivery_for(turn)), incoming, resume_turn=turn
-                )
-                group.create_task(self._inboxes.submit(incoming.scope_id, work, None))
+        # Oldest first: tasks start in creation order and queue before their first await,
+        # so each turn waits behind the previous one of its conversation.
+        for turn in turns:
+            incoming = Incoming(
+                source_id=turn.source_id,
+                scope_id=scopes[turn.conversation_id],
+                author_id=turn.author_id,
+                author_name=turn.author_name,
+                text=turn.prompt,
+            )
+            work = _Work(partial(_fixed_delivery, delivery_for(turn)), incoming, resume_turn=turn)
+            spawn(self._inboxes.submit(incoming.scope_id, work, None))
         return len(turns)
 
     async def _resume(self, work: _Work) -> TurnOutcome:

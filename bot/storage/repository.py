@@ -312,9 +312,19 @@ class SqlStore:
 
     # --- turns --------------------------------------------------------------------------
 
-    async def begin_turn(self, new: NewTurn) -> Turn:
+    async def begin_turn(self, new: NewTurn, *, superseding: int | None = None) -> Turn:
         async def op(s: AsyncSession) -> Turn:
             now = _now()
+            if superseding is not None:
+                # Retry / edit: the old attempt leaves the history in the same transaction
+                # the new one is stored in, so a failure leaves both as they were.
+                await self._update_one(
+                    s,
+                    TurnRow,
+                    superseding,
+                    {"state": TurnState.SUPERSEDED.value, "updated_at": now},
+                    what="turn",
+                )
             await self._update_one(
                 s, ConversationRow, new.conversation_id, {"updated_at": now}, what="conversation"
             )
@@ -548,6 +558,22 @@ class SqlStore:
             )
 
         await self._run("finish_turn", op, write=True)
+
+    async def stop_turn(self, turn_id: int, by: str) -> bool:
+        async def op(s: AsyncSession) -> bool:
+            # Conditional: a turn whose answer was stored meanwhile is not stopped.
+            result = await s.execute(
+                update(TurnRow)
+                .where(
+                    TurnRow.id == turn_id,
+                    TurnRow.state.in_((TurnState.PENDING.value, TurnState.SUBMITTED.value)),
+                )
+                .values(state=TurnState.STOPPED.value, error=by, updated_at=_now())
+                .returning(TurnRow.id)
+            )
+            return result.first() is not None
+
+        return await self._run("stop_turn", op, write=True)
 
     async def unfinished_turns(self) -> list[Turn]:
         async def op(s: AsyncSession) -> list[Turn]:

@@ -320,11 +320,13 @@ async def test_ask_in_a_channel_starts_a_public_thread(harness: Harness) -> None
         h.world.alice, h.world.channel, "ask", {"prompt": "why is the sky blue?"}
     )
     response = await interaction.wait_response()
+    assert response.type == 5  # deferred: creating the thread may outlast Discord's 3 s
     thread = await h.fake.wait_for_thread(h.world.channel, since=since)
     assert thread.type == ChannelType.PUBLIC_THREAD
     assert thread.name == "why is the sky blue?"
     assert not response.ephemeral
-    assert response.message is not None and str(thread.id) in response.message.content
+    original = await interaction.wait_original()
+    assert str(thread.id) in original.content
     echo = await h.fake.wait_for_message(thread, contains="asked:", since=since)
     assert "Alice" in echo.content and "why is the sky blue?" in echo.content
     answer = await h.answer_in(thread, since=since, contains="echo: why is the sky blue?")
@@ -352,6 +354,9 @@ async def test_ask_private_thread_adds_the_user(harness: Harness) -> None:
     thread = await h.fake.wait_for_thread(h.world.channel, since=since)
     assert thread.type == ChannelType.PRIVATE_THREAD
     assert int(thread.type) == 12
+    await h.fake.wait_for_event(
+        ThreadMemberAdded, lambda e: e.user_id == h.world.alice.id, since=since
+    )
     assert h.world.alice.id in thread.member_ids
     added = h.fake.events_of(ThreadMemberAdded, since=since)
     assert any(e.thread_id == thread.id and e.user_id == h.world.alice.id for e in added)
@@ -402,7 +407,8 @@ async def test_ask_inside_a_bound_thread_continues_it(harness: Harness) -> None:
     )
     response = await interaction.wait_response()
     assert not response.ephemeral
-    assert response.message is not None and "second" in response.message.content
+    original = await interaction.wait_original()
+    assert "second" in original.content
     await h.answer_in(thread, since=since, contains="echo: second")
     assert h.fake.threads(h.world.channel) == [thread]
     request = list(h.fal.requests.values())[-1]

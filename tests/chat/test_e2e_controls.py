@@ -65,7 +65,7 @@ async def test_stop_while_queued_cancels_and_nothing_is_posted(harness: Harness)
     [stop_id] = [i for i in button_ids(status) if i.startswith("seed:stop:")]
     pressed = await h.fake.press_button(h.world.alice, status, stop_id)
     response = await pressed.wait_response()
-    assert response.type == 7  # the status message itself is updated
+    assert response.type == 6  # acknowledged at once; the status message is edited after
     stopped = await h.fake.wait_for_edit(status, lambda m: "Stopped by" in m.content, since=since)
     assert button_ids(stopped) == []
     request = list(h.fal.requests.values())[-1]
@@ -266,3 +266,18 @@ async def test_admin_reload_applies_a_valid_file_and_keeps_the_config_on_errors(
     denied = await h.fake.invoke_command(h.world.alice, h.world.channel, "admin reload")
     response = await denied.wait_response()
     assert response.data is not None and "Only the bot's owner" in response.data["content"]
+
+
+async def test_retry_counts_against_the_quota(make_harness: HarnessFactory) -> None:
+    h = await make_harness(SEED_BOT_LIMITS__USER_REQUESTS="2")
+    thread, answer = await converse(h, "first")
+    [retry_id] = button_ids(answer)
+    since = h.fake.mark()
+    await (await h.fake.press_button(h.world.alice, answer, retry_id)).wait_response()
+    again = await h.fake.wait_for_message(thread, contains="echo: first", since=since)
+    [retry_id] = button_ids(again)
+    pressed = await h.fake.press_button(h.world.alice, again, retry_id)
+    response = await pressed.wait_response()
+    assert response.ephemeral
+    assert response.data is not None and "request limit" in response.data["content"]
+    assert prompts(h) == ["first", "first"]

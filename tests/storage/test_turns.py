@@ -450,3 +450,35 @@ async def test_turn_context_is_history_and_layers_together(
     assert history == await store.history(conversation.id, conversation.epoch)
     assert [e.message.content for e in history] == ["q", "a"]
     assert layers == {SettingsScope.SERVER: GenerationSettings(top_p=0.5)}
+
+
+async def test_stop_turn_only_stops_a_turn_still_running(
+    store: SqlStore, conversation: Conversation
+) -> None:
+    running = await store.begin_turn(new_turn(conversation, "1300000000000000701"))
+    assert await store.stop_turn(running.id, "Ada")
+    stopped = await store.get_turn(running.id)
+    assert (stopped.state, stopped.error) == (TurnState.STOPPED, "Ada")
+    done = await store.begin_turn(new_turn(conversation, "1300000000000000702"))
+    await store.complete_turn(
+        done.id, reply(), [ChatMessage("user", "q"), ChatMessage("assistant", "a")]
+    )
+    assert not await store.stop_turn(done.id, "Ada")  # answered meanwhile: stays in history
+    assert (await store.get_turn(done.id)).state is TurnState.COMPLETED
+
+
+async def test_a_new_attempt_supersedes_the_old_one_atomically(
+    store: SqlStore, conversation: Conversation
+) -> None:
+    old = await store.begin_turn(new_turn(conversation, "1300000000000000801"))
+    new = await store.begin_turn(
+        new_turn(conversation, "1300000000000000801", attempt=1), superseding=old.id
+    )
+    assert (await store.get_turn(old.id)).state is TurnState.SUPERSEDED
+    assert new.attempt == 1
+    # a failing insert (a duplicate attempt) leaves the turn it meant to supersede alone
+    with pytest.raises(DuplicateMessage):
+        await store.begin_turn(
+            new_turn(conversation, "1300000000000000801", attempt=1), superseding=new.id
+        )
+    assert (await store.get_turn(new.id)).state is TurnState.PENDING
