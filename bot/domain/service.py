@@ -182,11 +182,6 @@ class ConversationService:
         self._inboxes.window = config.batch_window
         self.config = config
 
-    @property
-    def idle(self) -> bool:
-        """No conversation has work queued or running in this process."""
-        return len(self._inboxes) == 0 and not self._active
-
     # -- admission -------------------------------------------------------------------------
 
     async def admit(self, author_id: str, guild_id: str | None) -> None:
@@ -682,10 +677,3 @@ class ConversationService:
 
     async def conversation_for_scope(self, scope_id: str) -> Conversation | None:
         return await self._store.conversation_for_scope(scope_id)
-
-    async def bind(self, new: NewConversation) -> Conversation:
-        """Bind a new conversation to a thread (or return the one already bound)."""
-        return await self._store.create_conversation(new)
-
-    def handle_for(self, request_id: str) -> RequestHandle:
-        return self._model.handle_for(request_id)
