@@ -184,6 +184,7 @@ class SeedBot(discord.AutoShardedClient):
         and resume on the next start, and none is left holding a database connection."""
         self._accepting = False
         await self.drain(0)
+        await self.service.settle()
         await super().close()
 
     # -- messages ----------------------------------------------------------------------------

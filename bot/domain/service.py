@@ -46,6 +46,7 @@ from bot.domain.models import (
     GenerationSettings,
     Incoming,
     ModelReply,
+    ModelRequest,
     NewConversation,
     NewTurn,
     RequestHandle,
@@ -171,6 +172,7 @@ class ConversationService:
             self._handle_batch, window=config.batch_window
         )
         self._active: dict[int, _Active] = {}
+        self._critical: set[asyncio.Future[RequestHandle]] = set()
         # Scopes known to have a conversation. A conversation is never unbound, so a hit
         # needs no query: most messages in busy threads cost one database read fewer.
         self._bound: set[str] = set()
@@ -504,9 +506,12 @@ class ConversationService:
                     await self._store.mark_trim_notified(conversation.id, conversation.epoch)
                 sent_count = len(built.request.messages)
                 submitted_at = loop.time()
-                handle = await self._model.submit(built.request)
-                await self._store.record_submission(turn.id, handle)
-                log.info("turn %s submitted as request %s", turn.id, handle.request_id)
+                # Shielded: a shutdown arriving while the request travels to fal must not
+                # lose its id, or the next start would submit it a second time.
+                submitting = asyncio.ensure_future(self._submit_and_record(turn.id, built.request))
+                self._critical.add(submitting)
+                submitting.add_done_callback(self._critical.discard)
+                handle = await asyncio.shield(submitting)
                 try:
                     active.check()
                 except TurnStopped:
@@ -530,6 +535,23 @@ class ConversationService:
             finally:
                 active.waiter = None
         return reply, sent_count, tuple(warnings)
+
+    async def _submit_and_record(self, turn_id: int, request: ModelRequest) -> RequestHandle:
+        handle = await self._model.submit(request)
+        await self._store.record_submission(turn_id, handle)
+        log.info("turn %s submitted as request %s", turn_id, handle.request_id)
+        return handle
+
+    async def settle(self, timeout: float = 15.0) -> None:
+        """Let submissions under way finish storing their request ids (before the database
+        closes at shutdown)."""
+        pending = set(self._critical)
+        if not pending:
+            return
+        done, _ = await asyncio.wait(pending, timeout=timeout)
+        for task in done:
+            if not task.cancelled() and (exc := task.exception()) is not None:
+                log.warning("a submission under way at shutdown failed: %s", exc)
 
     async def _cancel_quietly(self, handle: RequestHandle) -> None:
         try:

@@ -13,6 +13,7 @@ from bot.domain.models import TurnState
 from bot.storage import create_engine
 from tests.chat.conftest import HarnessFactory
 from tests.fakes.discord.events import MessageCreated, MessageEdited
+from tests.fakes.fal import Fault
 
 STATUS = "Thinking…"
 
@@ -86,3 +87,21 @@ async def test_a_delivered_answer_not_yet_marked_so_is_left_alone_on_restart(
     assert changed == []  # the status message did not turn back into "Thinking…"
     assert [m.content for m in fake.bot_messages(thread)] == before
     assert await turn_states(tmp_path) == [TurnState.DELIVERED]
+
+
+async def test_a_shutdown_during_submission_keeps_the_request_id(
+    make_harness: HarnessFactory,
+) -> None:
+    """Stopping the bot while a submit is on its way to fal must not lose the request id:
+    the next start waits for that request instead of submitting the message again."""
+    h = await make_harness()
+    h.fal.faults.append(Fault.slow(0.5, "submit"))
+    since = h.fake.mark()
+    message = await h.mention(h.world.alice, "in transit")
+    await h.fal.wait_for(lambda: len(h.fal.calls_to("submit")) == 1)
+    await h.stop()  # cancels the turn mid-submit
+    h2 = await make_harness()
+    thread = await h2.fake.wait_for_thread(h2.world.channel, from_message=message, since=since)
+    await h2.fake.wait_for_message(thread, contains="echo: in transit", since=since, timeout=10)
+    assert len(h2.fal.calls_to("submit")) == 1
+    assert len(h2.fal.requests) == 1
