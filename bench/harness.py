@@ -25,7 +25,7 @@ from yarl import URL
 
 from bench import botproc
 from bench.storage_bench import scratch_postgres
-from bot.chat import render
+from bot.chat import texts
 from bot.domain.models import ChatMessage, ModelReply, NewConversation, NewTurn
 from bot.storage import SqlStore, create_engine
 from bot.storage.migrate import upgrade
@@ -37,7 +37,7 @@ from tests.fakes.fal import DEFAULT_KEY, FakeFal, FakeRequest
 
 ANSWER_MARK = "echo:"
 REASONING_MARK = "**Reasoning**"
-_STATUS = (render.status_running(), render.status_queued(None)[:15])
+_STATUS = (texts.status_running(), texts.status_queued(None)[:15])
 
 
 @dataclass(frozen=True, slots=True)

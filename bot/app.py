@@ -12,15 +12,20 @@ from functools import partial
 from typing import Any
 
 import aiohttp
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.chat.client import ChatOptions, SeedBot
+from bot.chat.bot import VIEWS, ChatOptions, SeedBot
+from bot.chat.delivery import ChannelDeliveries
 from bot.chat.endpoints import point_discord_at
+from bot.chat.gate import Gate, GateRules
+from bot.chat.inbound import InboundOptions
 from bot.chat.media import DiscordMedia
 from bot.config import Config
 from bot.domain.access import AccessPolicy
-from bot.domain.conversation import AttachmentLimits
+from bot.domain.attachments import AttachmentLimits, AttachmentPolicy
 from bot.domain.errors import ConfigError
-from bot.domain.service import ConversationService, Quota, ServiceConfig
+from bot.domain.quotas import Quota, QuotaRules, Quotas
+from bot.domain.service import ConversationService, ServiceConfig
 from bot.fal.client import FalClient
 from bot.fal.settings import FalSettings
 from bot.storage.engine import create_engine
@@ -41,30 +46,36 @@ def fal_settings(config: Config) -> FalSettings:
 
 
 def service_config(config: Config) -> ServiceConfig:
-    limits, att = config.limits, config.attachments
+    att = config.attachments
     return ServiceConfig(
         defaults=config.model.settings(),
         context_budget_tokens=config.model.context_budget_tokens,
-        attachment_limits=AttachmentLimits(
-            max_image_bytes=att.max_image_bytes,
-            max_video_bytes=att.max_video_bytes,
-            max_text_bytes=att.max_text_bytes,
+        attachments=AttachmentPolicy(
+            limits=AttachmentLimits(
+                max_image_bytes=att.max_image_bytes,
+                max_video_bytes=att.max_video_bytes,
+                max_text_bytes=att.max_text_bytes,
+            ),
+            mode=config.fal.attachment_mode,
+            max_data_uri_bytes=att.max_data_uri_bytes,
         ),
-        attachment_mode=config.fal.attachment_mode,
-        max_data_uri_bytes=att.max_data_uri_bytes,
         turn_timeout=config.fal.turn_timeout,
-        max_in_flight=limits.max_in_flight,
+        max_in_flight=config.limits.max_in_flight,
         batch_window=config.discord.batch_window_seconds,
-        user_quota=Quota(limits.user_requests, limits.user_window_seconds),
-        guild_quota=Quota(limits.guild_requests, limits.guild_window_seconds),
     )
 
 
-def chat_options(config: Config, *, sync_commands: bool = False) -> ChatOptions:
-    d, a = config.discord, config.access
-    return ChatOptions(
-        allow_dms=d.allow_dms,
-        reply_without_mention=d.reply_without_mention,
+def quota_rules(config: Config) -> QuotaRules:
+    limits = config.limits
+    return QuotaRules(
+        user=Quota(limits.user_requests, limits.user_window_seconds),
+        guild=Quota(limits.guild_requests, limits.guild_window_seconds),
+    )
+
+
+def gate_rules(config: Config) -> GateRules:
+    a = config.access
+    return GateRules(
         access=AccessPolicy(
             allow_users=frozenset(a.allow_users),
             deny_users=frozenset(a.deny_users),
@@ -76,22 +87,35 @@ def chat_options(config: Config, *, sync_commands: bool = False) -> ChatOptions:
             deny_guilds=frozenset(a.deny_guilds),
         ),
         denied_reply=a.denied_reply,
+    )
+
+
+def chat_options(config: Config, *, sync_commands: bool = False) -> ChatOptions:
+    d = config.discord
+    return ChatOptions(
+        inbound=InboundOptions(
+            allow_dms=d.allow_dms,
+            reply_without_mention=d.reply_without_mention,
+            catch_up_seconds=d.catch_up_seconds,
+        ),
+        gate=gate_rules(config),
         dev_guild_id=int(d.dev_guild_id) if d.dev_guild_id else None,
         sync_commands=sync_commands,
         shard_count=d.shard_count or None,
         shard_ids=tuple(int(s) for s in d.shard_ids) or None,
-        catch_up_seconds=d.catch_up_seconds,
     )
 
 
 @dataclass
 class App:
     config: Config
+    engine: AsyncEngine
     session: aiohttp.ClientSession
     store: SqlStore
     model: FalClient
     media: DiscordMedia
     service: ConversationService
+    gate: Gate
     bot: SeedBot
 
 
@@ -119,6 +143,8 @@ def apply_config(app: App, new: Config) -> list[str]:
         if getattr(getattr(new, section), key) != getattr(getattr(app.config, section), key)
     ]
     app.service.reconfigure(service_config(new))
+    app.gate.rules = gate_rules(new)
+    app.gate.quotas.rules = quota_rules(new)
     old = app.bot.options
     app.bot.options = replace(
         chat_options(new, sync_commands=old.sync_commands),
@@ -162,12 +188,15 @@ async def build_app(
         store = SqlStore(engine)
         model = FalClient(session, fal_settings(config))
         media = DiscordMedia(session, config.discord.cdn_hosts)
-        service = ConversationService(store, model, media, service_config(config))
         point_discord_at(config.discord.api_base, config.discord.gateway_url)
         options = replace(chat_options(config, sync_commands=sync_commands), **chat_overrides)
-        bot = SeedBot(service, options)
+        bot = SeedBot(options)
         stack.push_async_callback(bot.close)
-        app = App(config, session, store, model, media, service, bot)
+        deliveries = ChannelDeliveries(bot, store, VIEWS, status_delay=options.status_delay)
+        service = ConversationService(store, model, media, deliveries, service_config(config))
+        gate = Gate(Quotas(store, quota_rules(config)), gate_rules(config))
+        bot.install(service, gate)
+        app = App(config, engine, session, store, model, media, service, gate, bot)
         if reload is not None:
             bot.reload_config = partial(reload_app, app, reload)
         yield app

@@ -42,6 +42,9 @@ def invite_url(application_id: int | str) -> str:
     )
 
 
+CONFIG_HELP = "config file (default: ./config.toml if it exists, or $SEED_BOT_CONFIG)"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="seed-bot",
@@ -49,16 +52,16 @@ def _parser() -> argparse.ArgumentParser:
         "DISCORD_TOKEN and FAL_KEY; everything else from config.toml (see "
         "config.example.toml) or SEED_BOT_<SECTION>__<KEY> variables.",
     )
-    parser.add_argument(
-        "--config",
-        type=Path,
-        default=None,
-        help="config file (default: ./config.toml if it exists, or $SEED_BOT_CONFIG)",
-    )
+    parser.add_argument("--config", type=Path, default=None, help=CONFIG_HELP)
+    # Every subcommand takes --config too, so it may come before or after the command. Its
+    # default is SUPPRESS there, so a value given before the command is not reset.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=CONFIG_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser(
         "run",
+        parents=[common],
         help="run the bot until SIGINT/SIGTERM",
         description="Connect to Discord and answer people. Migrates an "
         "SQLite database first (database.auto_migrate).",
@@ -70,15 +73,19 @@ def _parser() -> argparse.ArgumentParser:
         "install or upgrade; Discord may take a while to show them)",
     )
 
-    sub.add_parser("migrate", help="upgrade the database schema to the latest version")
+    sub.add_parser(
+        "migrate", parents=[common], help="upgrade the database schema to the latest version"
+    )
 
     sub.add_parser(
         "check",
+        parents=[common],
         help="validate the config, the database and both credentials; print the invite URL",
     )
 
     ask = sub.add_parser(
         "ask",
+        parents=[common],
         help="ask the model from the terminal (tests a fal key)",
         description="Send one prompt to the model with the bot's own client and print the "
         "answer, then the reasoning under a heading.",

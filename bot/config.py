@@ -19,8 +19,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
-from urllib.parse import urlsplit
 
+from bot import urls
+from bot.domain import attachments as att
+from bot.domain import service as svc
 from bot.domain.errors import ConfigError
 from bot.domain.models import (
     MAX_TOKENS_RANGE,
@@ -30,6 +32,8 @@ from bot.domain.models import (
     GenerationSettings,
     Thinking,
 )
+from bot.fal import settings as fal
+from bot.urls import discord_api_problem, http_url_problem, ws_url_problem
 
 ENV_PREFIX = "SEED_BOT_"
 DEFAULT_CONFIG_PATH = Path("config.toml")
@@ -89,20 +93,6 @@ def _non_negative(v: Any) -> str | None:
     return None if v >= 0 else "must be 0 or more"
 
 
-def _http_url(v: Any) -> str | None:
-    parts = urlsplit(v)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        return "must be an http(s) URL such as https://host/path"
-    return None
-
-
-def _ws_url(v: Any) -> str | None:
-    parts = urlsplit(v)
-    if parts.scheme not in ("ws", "wss") or not parts.netloc:
-        return "must be a ws(s) URL such as wss://gateway.discord.gg/"
-    return None
-
-
 def _db_url(v: Any) -> str | None:
     if v.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
         return None
@@ -121,8 +111,12 @@ def _snowflakes(v: Any) -> str | None:
 @dataclass(frozen=True, slots=True)
 class DiscordConfig:
     token: Secret = _opt(Secret(""), "Bot token. Prefer the DISCORD_TOKEN environment variable.")
-    api_base: str = _opt("https://discord.com/api/v10", "Discord REST base URL.", _http_url)
-    gateway_url: str = _opt("wss://gateway.discord.gg/", "Discord gateway URL.", _ws_url)
+    api_base: str = _opt(
+        "https://discord.com/api/v10",
+        "Discord REST base URL (ending in /v10).",
+        discord_api_problem,
+    )
+    gateway_url: str = _opt(urls.DISCORD_GATEWAY_URL, "Discord gateway URL.", ws_url_problem)
     cdn_hosts: tuple[str, ...] = _opt_list(
         "Hosts attachments may be downloaded from (Discord's CDN).",
         ("cdn.discordapp.com", "media.discordapp.net"),
@@ -137,7 +131,7 @@ class DiscordConfig:
     )
     allow_dms: bool = _opt(False, "Answer direct messages (one conversation per DM channel).")
     batch_window_seconds: float = _opt(
-        1.5,
+        svc.DEFAULT_BATCH_WINDOW,
         "Messages one person sends within this many seconds in a thread are answered as one "
         "turn (0 answers each at once).",
         _in_range(0, 30),
@@ -159,15 +153,19 @@ class DiscordConfig:
 @dataclass(frozen=True, slots=True)
 class FalConfig:
     key: Secret = _opt(Secret(""), "fal API key. Prefer the FAL_KEY environment variable.")
-    endpoint: str = _opt("fal-ai/bytedance/seed/v2/mini", "Model endpoint id.")
-    queue_base: str = _opt("https://queue.fal.run", "fal queue base URL.", _http_url)
-    rest_base: str = _opt("https://rest.fal.ai", "fal REST/storage base URL.", _http_url)
+    endpoint: str = _opt(fal.DEFAULT_ENDPOINT, "Model endpoint id.")
+    queue_base: str = _opt(fal.DEFAULT_QUEUE_BASE, "fal queue base URL.", http_url_problem)
+    rest_base: str = _opt(fal.DEFAULT_REST_BASE, "fal REST/storage base URL.", http_url_problem)
     turn_timeout: float = _opt(
-        300.0, "Seconds one turn may take in all before it is cancelled.", _positive
+        svc.DEFAULT_TURN_TIMEOUT,
+        "Seconds one turn may take in all before it is cancelled.",
+        _positive,
     )
-    connect_timeout: float = _opt(10.0, "Seconds to open a connection to fal.", _positive)
-    attachment_mode: Literal["fal_storage", "discord_url", "data_uri"] = _opt(
-        "fal_storage",
+    connect_timeout: float = _opt(
+        fal.DEFAULT_CONNECT_TIMEOUT, "Seconds to open a connection to fal.", _positive
+    )
+    attachment_mode: att.AttachmentMode = _opt(
+        att.DEFAULT_ATTACHMENT_MODE,
         "How attachments reach the model: fal_storage (durable copy, default), discord_url "
         "(the expiring Discord link), data_uri (inline, small images only).",
     )
@@ -184,7 +182,7 @@ class ModelConfig:
     temperature: float | None = _opt(None, "Default temperature.", _in_range(*TEMPERATURE_RANGE))
     top_p: float | None = _opt(None, "Default top_p.", _in_range(*TOP_P_RANGE))
     context_budget_tokens: int = _opt(
-        200_000,
+        svc.DEFAULT_CONTEXT_BUDGET_TOKENS,
         "History is trimmed (oldest turns first) to fit this many tokens.",
         _in_range(1_000, 256_000),
     )
@@ -202,17 +200,27 @@ class ModelConfig:
 
 @dataclass(frozen=True, slots=True)
 class AttachmentsConfig:
-    max_image_bytes: int = _opt(10 * 1024 * 1024, "Largest image sent to the model.", _positive)
-    max_video_bytes: int = _opt(50 * 1024 * 1024, "Largest video sent to the model.", _positive)
-    max_text_bytes: int = _opt(64 * 1024, "Largest text file inlined into the prompt.", _positive)
+    max_image_bytes: int = _opt(
+        att.DEFAULT_MAX_IMAGE_BYTES, "Largest image sent to the model.", _positive
+    )
+    max_video_bytes: int = _opt(
+        att.DEFAULT_MAX_VIDEO_BYTES, "Largest video sent to the model.", _positive
+    )
+    max_text_bytes: int = _opt(
+        att.DEFAULT_MAX_TEXT_BYTES, "Largest text file inlined into the prompt.", _positive
+    )
     max_data_uri_bytes: int = _opt(
-        256 * 1024, "Largest image sent inline when attachment_mode = data_uri.", _positive
+        att.DEFAULT_MAX_DATA_URI_BYTES,
+        "Largest image sent inline when attachment_mode = data_uri.",
+        _positive,
     )
 
 
 @dataclass(frozen=True, slots=True)
 class LimitsConfig:
-    max_in_flight: int = _opt(16, "Model requests in flight at once, over all threads.", _positive)
+    max_in_flight: int = _opt(
+        svc.DEFAULT_MAX_IN_FLIGHT, "Model requests in flight at once, over all threads.", _positive
+    )
     user_requests: int = _opt(
         30, "Requests one user may make per user_window (0: no limit).", _non_negative
     )

@@ -130,7 +130,9 @@ async def test_config_errors_exit_2_listing_every_problem(tmp_path: Path) -> Non
 
 @pytest.mark.timeout(60)
 async def test_check_reports_fal_key_and_database(fake_fal: FakeFal, tmp_path: Path) -> None:
-    env = fal_env(fake_fal, tmp_path) | {"SEED_BOT_DISCORD__API_BASE": fake_fal.base_url + "/nope"}
+    env = fal_env(fake_fal, tmp_path) | {
+        "SEED_BOT_DISCORD__API_BASE": fake_fal.base_url + "/nope/v10"
+    }
     code, out, _ = await seed_bot("check", env=env, cwd=tmp_path)
     assert "ok   config is valid" in out
     assert "ok   fal key accepted" in out
@@ -223,3 +225,13 @@ async def test_run_explains_a_missing_message_content_intent(
     assert "Message Content Intent" in err
     assert "Privileged Gateway Intents" in err
     assert fake_discord.token not in err
+
+
+@pytest.mark.timeout(60)
+async def test_config_is_taken_before_or_after_the_command(tmp_path: Path) -> None:
+    config = tmp_path / "elsewhere.toml"
+    config.write_text("[limits]\nmax_in_flight = 0\n")
+    for args in (("--config", str(config), "migrate"), ("migrate", "--config", str(config))):
+        code, _, err = await seed_bot(*args, env={"PYTHONPATH": str(ROOT)}, cwd=tmp_path)
+        assert code == 2, err
+        assert "[limits] max_in_flight = 0: must be greater than 0" in err

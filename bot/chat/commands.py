@@ -2,30 +2,49 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Literal, Protocol
 
 import discord
 from discord import app_commands
 
-from bot.chat import convert, render, texts
-from bot.chat.delivery import NO_MENTIONS
-from bot.chat.texts import error_text
-from bot.domain.access import denial_reason
-from bot.domain.errors import InvalidSetting, QuotaExceeded
+from bot.chat import controls, convert, texts
+from bot.chat.gate import Gate, may_control
+from bot.chat.replies import ephemeral
+from bot.chat.threads import ThreadRefused, open_thread
+from bot.domain.errors import InvalidSetting
 from bot.domain.models import (
     MAX_TOKENS_RANGE,
     TEMPERATURE_RANGE,
     TOP_P_RANGE,
     GenerationSettings,
-    Incoming,
     SettingsScope,
 )
-
-if TYPE_CHECKING:
-    from bot.chat.client import SeedBot
+from bot.domain.service import ConversationService
 
 log = logging.getLogger(__name__)
+
+
+class Host(Protocol):
+    """What the commands need from the bot (it is also the buttons' controller)."""
+
+    @property
+    def gate(self) -> Gate: ...
+
+    @property
+    def service(self) -> ConversationService: ...
+
+    @property
+    def allow_dms(self) -> bool: ...
+
+    reload_config: Callable[[], Awaitable[list[str]]] | None
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]: ...
+
+    async def is_owner(self, user: discord.abc.User) -> bool: ...
+
 
 ThinkingChoice = Literal["enabled", "disabled", "auto"]
 EffortChoice = Literal["minimal", "low", "medium", "high"]
@@ -40,32 +59,24 @@ class Refusal(Exception):
     """A command refused with a message for the user."""
 
 
-class SeedTree(app_commands.CommandTree["SeedBot"]):
-    """The command tree: every command (and so every setting change) is subject to the
-    access lists, like messages are."""
+class SeedTree(app_commands.CommandTree[discord.Client]):
+    """The command tree: every command (and so every setting change) passes the gate's
+    access lists, like messages do."""
+
+    def __init__(self, client: discord.Client, gate: Callable[[], Gate]) -> None:
+        super().__init__(client)
+        self._gate = gate
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
-        bot = self.client
-        reason = denial_reason(
-            bot.options.access,
-            convert.requester(interaction.user, interaction.channel, interaction.guild_id),
-        )
-        if reason is None:
+        refusal = await self._gate().check_interaction(interaction, model_call=False)
+        if refusal is None:
             return True
-        log.info("command from user %s refused by access lists", interaction.user.id)
-        await _reply(interaction, f"⛔ Sorry, {reason}.")
+        await ephemeral(interaction, refusal.text)
         return False
 
 
-async def _reply(interaction: discord.Interaction, text: str) -> None:
-    if interaction.response.is_done():
-        await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
-    else:
-        await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
-
-
 async def settings_target(
-    bot: SeedBot, interaction: discord.Interaction, server: bool
+    bot: Host, interaction: discord.Interaction, server: bool
 ) -> tuple[SettingsScope, str]:
     """Where a settings command applies, and whether the user may change it there."""
     perms = interaction.permissions
@@ -83,7 +94,7 @@ async def settings_target(
     if isinstance(channel, discord.Thread):
         conversation = await bot.service.conversation_for_scope(str(channel.id))
         owner = conversation.owner_id if conversation else str(channel.owner_id)
-        if str(interaction.user.id) != owner and not perms.manage_threads:
+        if not may_control(interaction, owner):
             raise Refusal(
                 "Only the person who started this conversation, or members who may manage "
                 "threads, can change its settings."
@@ -98,7 +109,7 @@ async def settings_target(
 
 
 async def _change(
-    bot: SeedBot,
+    bot: Host,
     interaction: discord.Interaction,
     server: bool,
     changes: GenerationSettings,
@@ -109,12 +120,12 @@ async def _change(
         scope, scope_id = await settings_target(bot, interaction, server)
         await bot.service.update_settings(scope, scope_id, changes, clear=clear)
     except Refusal as exc:
-        await _reply(interaction, f"⛔ {exc}")
+        await ephemeral(interaction, f"⛔ {exc}")
         return
     except InvalidSetting as exc:
-        await _reply(interaction, error_text(exc) + " Nothing was changed.")
+        await ephemeral(interaction, texts.error_text(exc) + " Nothing was changed.")
         return
-    await _reply(interaction, f"✅ {done} for {SCOPE_WORDS[scope]}.")
+    await ephemeral(interaction, f"✅ {done} for {SCOPE_WORDS[scope]}.")
 
 
 def _thread_ids(interaction: discord.Interaction) -> tuple[str | None, str | None]:
@@ -126,9 +137,8 @@ def _thread_ids(interaction: discord.Interaction) -> tuple[str | None, str | Non
     return None, str(channel.id) if channel is not None else None
 
 
-def register(bot: SeedBot) -> None:
-    """Add the bot's commands to its tree (syncing is separate and deliberate)."""
-    tree = bot.tree
+def register(tree: app_commands.CommandTree[Any], bot: Host) -> None:
+    """Add the bot's commands to ``tree`` (syncing is separate and deliberate)."""
 
     @tree.command(name="thinking", description="Set whether the model thinks before answering")
     @app_commands.describe(mode="enabled, disabled or auto", server="Set the server's default")
@@ -169,7 +179,7 @@ def register(bot: SeedBot) -> None:
         server: bool = False,
     ) -> None:
         if clear == (prompt is not None):
-            await _reply(interaction, "⛔ Give either a `prompt` or `clear: True`.")
+            await ephemeral(interaction, "⛔ Give either a `prompt` or `clear: True`.")
             return
         if clear:
             await _change(
@@ -208,7 +218,7 @@ def register(bot: SeedBot) -> None:
     ) -> None:
         given = max_tokens is not None or temperature is not None or top_p is not None
         if reset and given:
-            await _reply(
+            await ephemeral(
                 interaction,
                 "⛔ Give either values or `reset: True`, not both. Nothing was changed.",
             )
@@ -220,7 +230,7 @@ def register(bot: SeedBot) -> None:
             )
             return
         if not given:
-            await _reply(
+            await ephemeral(
                 interaction,
                 "⛔ Give at least one of `max_tokens`, `temperature`, `top_p` (or `reset: True`).",
             )
@@ -251,7 +261,7 @@ def register(bot: SeedBot) -> None:
             if name == "system_prompt" and value is not None:
                 shown = texts.quote_inline(str(value), 120)
             lines.append(f"• `{name}`: {shown} *({source})*")
-        await _reply(interaction, "\n".join(lines))
+        await ephemeral(interaction, "\n".join(lines))
 
     @tree.command(name="reset", description="Start this thread's conversation afresh")
     async def reset(interaction: discord.Interaction) -> None:
@@ -259,18 +269,18 @@ def register(bot: SeedBot) -> None:
         if channel is None or (
             interaction.guild_id is not None and not isinstance(channel, discord.Thread)
         ):
-            await _reply(interaction, "⛔ Use `/reset` inside a conversation's thread.")
+            await ephemeral(interaction, "⛔ Use `/reset` inside a conversation's thread.")
             return
         try:
             await settings_target(bot, interaction, server=False)
         except Refusal as exc:
-            await _reply(interaction, f"⛔ {exc}")
+            await ephemeral(interaction, f"⛔ {exc}")
             return
         epoch = await bot.service.reset(str(channel.id))
         if epoch is None:
-            await _reply(interaction, "⛔ This thread has no conversation with me yet.")
+            await ephemeral(interaction, "⛔ This thread has no conversation with me yet.")
             return
-        await _reply(
+        await ephemeral(
             interaction,
             "✅ Started afresh: earlier messages here are kept but no longer sent to the model.",
         )
@@ -280,37 +290,26 @@ def register(bot: SeedBot) -> None:
         channel = interaction.channel
         latest = await bot.service.latest_turn(str(channel.id)) if channel is not None else None
         if latest is None:
-            await _reply(interaction, "⛔ There is nothing to retry here.")
+            await ephemeral(interaction, texts.NOTHING_TO_RETRY)
             return
-        if not latest.state.settled:
-            await _reply(interaction, "⛔ The last answer is still being written.")
-            return
-        if str(interaction.user.id) != latest.author_id and not (
-            interaction.guild_id is not None and interaction.permissions.manage_threads
-        ):
-            await _reply(
-                interaction,
-                "⛔ Only the person who asked, or members who may manage threads, can retry.",
-            )
-            return
-        await bot.retry(interaction, latest)
+        await controls.retry(bot, interaction, latest)
 
     admin = app_commands.Group(name="admin", description="Bot administration (bot owner only)")
 
     @admin.command(name="reload", description="Reload config.toml without reconnecting")
     async def admin_reload(interaction: discord.Interaction) -> None:
         if not await bot.is_owner(interaction.user):
-            await _reply(interaction, "⛔ Only the bot's owner can do that.")
+            await ephemeral(interaction, "⛔ Only the bot's owner can do that.")
             return
         if bot.reload_config is None:
-            await _reply(interaction, "⛔ This bot was started without a config file to reload.")
+            await ephemeral(interaction, "⛔ This bot was started without a config file to reload.")
             return
         problems = await bot.reload_config()
         if problems:
             shown = "\n".join(f"• {texts.clip(p, 180)}" for p in problems[:10])
-            await _reply(interaction, f"⛔ The config was not reloaded:\n{shown}")
+            await ephemeral(interaction, f"⛔ The config was not reloaded:\n{shown}")
         else:
-            await _reply(interaction, "✅ Config reloaded.")
+            await ephemeral(interaction, "✅ Config reloaded.")
 
     tree.add_command(admin)
 
@@ -346,7 +345,7 @@ def register(bot: SeedBot) -> None:
 
 
 async def run_ask(
-    bot: SeedBot,
+    bot: Host,
     interaction: discord.Interaction,
     prompt: str,
     attachments: list[discord.Attachment],
@@ -358,10 +357,10 @@ async def run_ask(
     channel = interaction.channel
     user = interaction.user
     if channel is None:
-        await _reply(interaction, "⛔ This command can't be used here.")
+        await ephemeral(interaction, "⛔ This command can't be used here.")
         return
-    if interaction.guild_id is None and not bot.options.allow_dms:
-        await _reply(interaction, "⛔ Direct messages are turned off for this bot.")
+    if interaction.guild_id is None and not bot.allow_dms:
+        await ephemeral(interaction, "⛔ Direct messages are turned off for this bot.")
         return
     in_place = isinstance(channel, discord.Thread) or interaction.guild_id is None
     if in_place and (thinking is not None or effort is not None):
@@ -369,81 +368,65 @@ async def run_ask(
         try:
             await settings_target(bot, interaction, server=False)
         except Refusal as exc:
-            await _reply(interaction, f"⛔ {exc}")
+            await ephemeral(interaction, f"⛔ {exc}")
             return
     if not in_place and not isinstance(channel, discord.TextChannel):
-        await _reply(interaction, "⛔ `/ask` works in text channels and threads.")
+        await ephemeral(interaction, "⛔ `/ask` works in text channels and threads.")
         return
-    try:
-        await bot.service.admit(
-            str(user.id), str(interaction.guild_id) if interaction.guild_id else None
-        )
-    except QuotaExceeded as exc:
-        await _reply(interaction, error_text(exc))
+    refusal = await bot.gate.check_interaction(interaction, model_call=True)
+    if refusal is not None:
+        await ephemeral(interaction, refusal.text)
         return
     if not in_place:
         # Refuse before acknowledging, so the refusal can be ephemeral: Discord sends the
         # bot's own permissions in this channel with the interaction.
         needed = "create_private_threads" if private else "create_public_threads"
         if not getattr(interaction.app_permissions, needed):
-            perm = "Create Private Threads" if private else "Create Public Threads"
-            log.warning("cannot create a thread in %s: missing permission %s", channel.id, perm)
-            await _reply(
-                interaction, f"⚠️ I can't start a thread here: I need the **{perm}** permission."
-            )
+            log.warning("cannot create a thread in %s: missing permission %s", channel.id, needed)
+            await ephemeral(interaction, texts.no_thread_permission(private))
             return
     # Acknowledge within Discord's 3 s: creating the thread may take longer. The first
     # followup then replaces the "thinking" message, with the visibility chosen here.
     await interaction.response.defer(ephemeral=private and not in_place, thinking=True)
 
-    echo = f"**{texts.escape_name(user.display_name)}** asked: {texts.quote_inline(prompt, 1500)}"
+    echo = f"{texts.bold_name(user.display_name)} asked: {texts.quote_inline(prompt, 1500)}"
     if in_place:
         # Inside a thread (or a DM) /ask continues the conversation there.
-        target: discord.abc.Messageable = channel  # type: ignore[assignment]
         scope_id = channel.id
         parent_id = getattr(channel, "parent_id", None)
         anchor: discord.Message = await interaction.followup.send(
-            echo, allowed_mentions=NO_MENTIONS, wait=True
+            echo, allowed_mentions=texts.NO_MENTIONS, wait=True
         )
     else:
         assert isinstance(channel, discord.TextChannel)
-        name = render.thread_name(prompt, fallback=f"Chat with {user.display_name}")
-        kind = discord.ChannelType.private_thread if private else discord.ChannelType.public_thread
-        try:
-            thread = await channel.create_thread(
-                name=name, type=kind, auto_archive_duration=1440, invitable=False
-            )
-            if private:
+        thread = await open_thread(channel, prompt, user.display_name, private=private)
+        if isinstance(thread, ThreadRefused):
+            await ephemeral(interaction, thread.text)
+            return
+        if private:
+            try:
                 await thread.add_user(user)
-        except discord.Forbidden:
-            perm = "Create Private Threads" if private else "Create Public Threads"
-            log.warning("cannot create a thread in %s: missing permission %s", channel.id, perm)
-            await _reply(
-                interaction, f"⚠️ I can't start a thread here: I need the **{perm}** permission."
-            )
-            return
-        except discord.HTTPException as exc:
-            log.warning("thread creation failed in %s: %s", channel.id, exc)
-            await _reply(interaction, "⚠️ Discord refused to create a thread here. Try again?")
-            return
-        await interaction.followup.send(f"Started {thread.mention}.", allowed_mentions=NO_MENTIONS)
-        anchor = await thread.send(echo, allowed_mentions=NO_MENTIONS)
-        target, scope_id, parent_id = thread, thread.id, channel.id
+            except discord.HTTPException as exc:
+                log.warning("cannot add user %s to thread %s: %s", user.id, thread.id, exc)
+                await ephemeral(interaction, texts.THREAD_REFUSED)
+                return
+        await interaction.followup.send(
+            f"Started {thread.mention}.", allowed_mentions=texts.NO_MENTIONS
+        )
+        anchor = await thread.send(echo, allowed_mentions=texts.NO_MENTIONS)
+        scope_id, parent_id = thread.id, channel.id
     if thinking is not None or effort is not None:
         await bot.service.update_settings(
             SettingsScope.THREAD,
             str(scope_id),
             GenerationSettings(thinking=thinking, effort=effort),
         )
-    incoming = Incoming(
-        source_id=str(interaction.id),
-        scope_id=str(scope_id),
-        author_id=str(user.id),
-        author_name=user.display_name,
+    incoming = convert.incoming_from_interaction(
+        interaction,
         text=prompt,
-        attachments=tuple(convert.to_attachment(a) for a in attachments),
-        guild_id=str(interaction.guild_id) if interaction.guild_id else None,
-        parent_channel_id=str(parent_id) if parent_id else None,
-        created_at=interaction.created_at,
+        attachments=attachments,
+        scope_id=scope_id,
+        parent_channel_id=parent_id,
+        reply_to=anchor.id,
     )
-    await bot.run_turn(incoming, target, reply_to=anchor.id)
+    await bot.service.respond(incoming, batchable=False)

@@ -1,8 +1,9 @@
-"""Discord ↔ domain conversion. No Discord object passes this line into the domain."""
+"""Discord ↔ domain conversion: the one place where Discord objects become domain values
+(:class:`~bot.domain.models.Incoming`, attachments, the requester the access lists judge).
+No Discord object passes this line into the domain."""
 
 from __future__ import annotations
 
-import enum
 import re
 from collections.abc import Sequence
 
@@ -11,15 +12,7 @@ import discord
 from bot.domain.access import Requester
 from bot.domain.models import Attachment, Incoming
 
-
-class Route(enum.Enum):
-    """What to do with a message."""
-
-    IGNORE = "ignore"
-    START = "start"  # a mention in a channel: open a thread and a conversation
-    CONTINUE = "continue"  # a bound thread or an allowed DM
-    BIND = "bind"  # a mention in a thread the bot does not know yet: bind it
-    DM_REFUSED = "dm_refused"
+_MENTION_RE = re.compile(r"<@!?(\d+)>")
 
 
 def is_from_person(message: discord.Message, me_id: int) -> bool:
@@ -34,33 +27,9 @@ def is_from_person(message: discord.Message, me_id: int) -> bool:
 
 
 def mentions(message: discord.Message, user_id: int) -> bool:
-    # A mention counts only when Discord lists the user in the message's mentions: the raw
-    # text could carry a fake <@id> inside a code block.
+    """Whether the message mentions ``user_id``. A mention counts only when Discord lists the
+    user in the message's mentions: the raw text could carry a fake <@id> in a code block."""
     return any(u.id == user_id for u in message.mentions)
-
-
-def route(
-    message: discord.Message,
-    *,
-    me_id: int,
-    bound: bool,
-    allow_dms: bool,
-    reply_without_mention: bool,
-) -> Route:
-    """The pure decision of whether and how to answer a message."""
-    if not is_from_person(message, me_id):
-        return Route.IGNORE
-    if message.guild is None:
-        return Route.CONTINUE if allow_dms else Route.DM_REFUSED
-    mentioned = mentions(message, me_id)
-    if isinstance(message.channel, discord.Thread):
-        if bound:
-            return Route.CONTINUE if (reply_without_mention or mentioned) else Route.IGNORE
-        return Route.BIND if mentioned else Route.IGNORE
-    return Route.START if mentioned else Route.IGNORE
-
-
-_MENTION_RE = re.compile(r"<@!?(\d+)>")
 
 
 def strip_mentions_of(text: str, user_id: int) -> str:
@@ -79,37 +48,66 @@ def to_attachment(att: discord.Attachment) -> Attachment:
     )
 
 
-def display_name(author: discord.abc.User) -> str:
-    return author.display_name
+def _id(value: int | None) -> str | None:
+    return str(value) if value else None
 
 
-def to_incoming(
+def incoming_from_message(
     message: discord.Message,
     *,
     me_id: int,
     scope_id: int,
     parent_channel_id: int | None,
+    reply_to: int | None,
     replied_to: discord.Message | None = None,
 ) -> Incoming:
+    """A person's message as the turn it asks for. ``scope_id`` is the conversation's thread
+    or DM channel; ``replied_to`` the message this one replies to (its text and files are
+    part of the turn); ``reply_to`` the message the answer replies to."""
     attachments: Sequence[discord.Attachment] = list(message.attachments)
     reply_text = None
     reply_author = None
     if replied_to is not None:
         attachments = [*replied_to.attachments, *attachments]
         reply_text = strip_mentions_of(replied_to.content, me_id) or None
-        reply_author = display_name(replied_to.author)
+        reply_author = replied_to.author.display_name
     return Incoming(
         source_id=str(message.id),
         scope_id=str(scope_id),
         author_id=str(message.author.id),
-        author_name=display_name(message.author),
+        author_name=message.author.display_name,
         text=strip_mentions_of(message.content, me_id),
         attachments=tuple(to_attachment(a) for a in attachments),
-        guild_id=str(message.guild.id) if message.guild else None,
-        parent_channel_id=str(parent_channel_id) if parent_channel_id else None,
+        guild_id=_id(message.guild.id if message.guild else None),
+        parent_channel_id=_id(parent_channel_id),
         created_at=message.created_at,
         reply_text=reply_text,
         reply_author=reply_author,
+        reply_to=_id(reply_to),
+    )
+
+
+def incoming_from_interaction(
+    interaction: discord.Interaction,
+    *,
+    text: str,
+    attachments: Sequence[discord.Attachment],
+    scope_id: int,
+    parent_channel_id: int | None,
+    reply_to: int | None,
+) -> Incoming:
+    """A slash command's question as the turn it asks for (the interaction is its source)."""
+    return Incoming(
+        source_id=str(interaction.id),
+        scope_id=str(scope_id),
+        author_id=str(interaction.user.id),
+        author_name=interaction.user.display_name,
+        text=text,
+        attachments=tuple(to_attachment(a) for a in attachments),
+        guild_id=_id(interaction.guild_id),
+        parent_channel_id=_id(parent_channel_id),
+        created_at=interaction.created_at,
+        reply_to=_id(reply_to),
     )
 
 
@@ -129,10 +127,11 @@ def channel_chain(channel: object) -> list[str]:
 
 
 def requester(author: discord.abc.User, channel: object, guild_id: int | None) -> Requester:
+    """Who asks, and where, as the access lists see it."""
     roles = [str(r.id) for r in getattr(author, "roles", ())]
     return Requester(
         user_id=str(author.id),
         role_ids=roles,
         channel_ids=channel_chain(channel),
-        guild_id=str(guild_id) if guild_id else None,
+        guild_id=_id(guild_id),
     )

@@ -1,5 +1,7 @@
 """Delivery of one turn into a Discord channel: typing, the status message with its Stop
-button, the answer with its Retry button."""
+button, the answer with its Retry button. :class:`ChannelDeliveries` is the one builder
+(the domain's ``Deliveries`` port); the buttons themselves are handed in by the entry point,
+so this module knows nothing of what they do."""
 
 from __future__ import annotations
 
@@ -7,39 +9,62 @@ import asyncio
 import contextlib
 import io
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
 import discord
 
-from bot.chat import render
-from bot.chat.buttons import retry_view, stop_view
-from bot.chat.texts import error_text, escape_name
+from bot.chat import texts
 from bot.domain.errors import DeliveryError, SeedBotError
-from bot.domain.models import ModelReply, Progress, Turn
+from bot.domain.models import Destination, ModelReply, Progress, Turn
+from bot.domain.ports import DeliveryRecorder
 
 log = logging.getLogger(__name__)
 
-NO_MENTIONS = discord.AllowedMentions.none()
-SUPERSEDED_NOTE = "\n-# ↩️ replaced by a newer answer below"
 # discord.py retries 500/502/504 itself; 503 and a 5xx after its retries get a few more.
 SEND_ATTEMPTS = 3
-
-# Permission names by the REST route that needs them, for log lines operators can act on.
-PERMISSION_HINT = "Send Messages / Send Messages in Threads / Attach Files / Read Message History"
-
+ViewFor = Callable[[int], discord.ui.View]
 T = TypeVar("T")
+
+# Discord's JSON error codes for why a post in a thread is refused.
+_UNKNOWN_CHANNEL = 10003
+_MISSING_ACCESS = 50001
+_MISSING_PERMISSIONS = 50013
+_THREAD_ARCHIVED = 50083
 
 
 @dataclass(frozen=True, slots=True)
-class DeliveryHooks:
-    """Where a delivery records what it posted, so a restart continues instead of repeating:
-    the status message of a turn, and the reply's parts posted so far."""
+class Views:
+    """The buttons a delivery puts on its messages, by turn id."""
 
-    on_status: Callable[[int, str], Awaitable[None]] | None = None
-    on_parts: Callable[[int, Sequence[str]], Awaitable[None]] | None = None
+    stop: ViewFor
+    retry: ViewFor
+
+
+def part_nonce(turn: Turn, index: int) -> str:
+    """The nonce of part ``index`` of a turn's reply (the status message is part 0)."""
+    return f"{turn.id}.{turn.attempt}.{index}"
+
+
+def why_refused(exc: discord.HTTPException, thread: discord.Thread | None) -> str:
+    """What Discord's refusal to post means, in words an operator (and a user) can act on."""
+    code = exc.code
+    if code == _THREAD_ARCHIVED or (thread is not None and (thread.locked or thread.archived)):
+        if thread is not None and thread.locked:
+            return "the thread is locked"
+        return "the thread is archived"
+    if code == _UNKNOWN_CHANNEL:
+        return "the thread no longer exists"
+    if code == _MISSING_ACCESS:
+        return "I no longer have access to the thread"
+    if code == _MISSING_PERMISSIONS or isinstance(exc, discord.Forbidden):
+        return (
+            "I am missing a permission there (Send Messages in Threads, Attach Files or "
+            "Read Message History)"
+        )
+    return f"Discord refused the message (HTTP {exc.status})"
 
 
 class ChannelDelivery:
@@ -49,26 +74,32 @@ class ChannelDelivery:
     is stored) when the request waits in fal's queue or has run for ``status_delay``
     seconds; edits that status message into the first part of the answer. ``reply_to`` is
     the user's message the answer replies to. A resumed turn adopts its stored status
-    message and skips the reply parts already posted.
+    message and skips the reply parts already posted. What is posted is recorded through
+    ``recorder`` as it goes. When the thread refuses the answer (locked, archived, access
+    lost), ``notice`` (the thread's parent channel, when known) is told.
     """
 
     def __init__(
         self,
-        channel: discord.abc.Messageable,
+        channel: discord.PartialMessageable,
         *,
+        recorder: DeliveryRecorder,
+        views: Views,
         reply_to: int | None = None,
         status_delay: float = 2.0,
-        attachment_names: Mapping[str, Sequence[str]] | None = None,
-        hooks: DeliveryHooks | None = None,
+        thread: discord.Thread | None = None,
+        notice: discord.PartialMessageable | None = None,
     ) -> None:
         self._channel = channel
+        self._recorder = recorder
+        self._views = views
         self._reply_to = reply_to
         self._status_delay = status_delay
-        self._names = attachment_names or {}
-        self._hooks = hooks or DeliveryHooks()
+        self._thread = thread
+        self._notice = notice
         self._turn: Turn | None = None
         self._status: discord.Message | discord.PartialMessage | None = None
-        self._status_text = render.status_running()
+        self._status_text = texts.status_running()
         self._status_lock = asyncio.Lock()
         self._done = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -84,14 +115,14 @@ class ChannelDelivery:
     async def attach(self, turn: Turn) -> None:
         async with self._status_lock:
             self._turn = turn
-            if self._status is None and turn.status_message_id and self._can_fetch():
+            if self._status is None and turn.status_message_id:
                 if turn.reply_message_ids:
                     # Parts of the answer are out: the status message already became the
                     # first of them, and must not turn back into a status.
                     self._done.set()
                     return
                 # A resumed turn: its progress message from before the restart.
-                self._status = self._partial(int(turn.status_message_id))
+                self._status = self._channel.get_partial_message(int(turn.status_message_id))
             if self._status is not None and not self._done.is_set():
                 await self._edit_status(self._status_text)
 
@@ -122,63 +153,50 @@ class ChannelDelivery:
 
     async def progress(self, progress: Progress) -> None:
         if progress.state == "queued":
-            self._status_text = render.status_queued(progress.queue_position)
+            self._status_text = texts.status_queued(progress.queue_position)
             await self._show_status(self._status_text)
         else:
-            self._status_text = render.status_running()
+            self._status_text = texts.status_running()
             if self._status is not None:
                 await self._show_status(self._status_text)
 
     async def deliver(self, turn: Turn, reply: ModelReply, warnings: Sequence[str]) -> list[str]:
-        rendered = render.compose_reply(reply.output, reply.reasoning, warnings)
+        rendered = texts.compose_reply(reply.output, reply.reasoning, warnings)
         files = [(f.filename, f.data) for f in rendered.files]
         return await self._post(
             turn, rendered.messages, files, retry=True, done=list(turn.reply_message_ids)
         )
 
     async def fail(self, turn: Turn | None, error: Exception) -> list[str]:
-        text = error_text(error, attachment_names=self._sent_names(turn))
+        names = (
+            {"image_urls": turn.image_names, "video_urls": turn.video_names}
+            if turn is not None
+            else {}
+        )
+        text = texts.error_text(error, attachment_names=names)
         return await self._post(turn, [text], [], retry=turn is not None, done=[], answer=False)
 
     async def stopped(self, turn: Turn, by: str) -> None:
-        text = f"⏹️ Stopped by {render_name(by)}." if by else "⏹️ Stopped."
-        await self._post(turn, [text], [], retry=False, done=[], answer=False)
+        await self._post(turn, [texts.stopped_by(by)], [], retry=False, done=[], answer=False)
 
     async def supersede(self, old: Turn) -> None:
         """Mark the old answer's last message as replaced (and drop its Retry button)."""
-        if not old.reply_message_ids or not self._can_fetch():
+        if not old.reply_message_ids:
             return
+        note = texts.SUPERSEDED_NOTE
         try:
             message = await self._channel.fetch_message(int(old.reply_message_ids[-1]))
-            if SUPERSEDED_NOTE not in message.content:
+            if note not in message.content:
                 # Cut the end, not the start: an opening spoiler or fence must stay.
-                content = message.content[: 2000 - len(SUPERSEDED_NOTE)] + SUPERSEDED_NOTE
-                await message.edit(content=content, view=None, allowed_mentions=NO_MENTIONS)
+                content = message.content[: 2000 - len(note)] + note
+                await message.edit(content=content, view=None, allowed_mentions=texts.NO_MENTIONS)
         except discord.HTTPException as exc:
             log.info("could not mark the superseded answer of turn %s: %s", old.id, exc)
 
-    def _sent_names(self, turn: Turn | None) -> dict[str, Sequence[str]]:
-        """The names of the attachments as sent, by field. They come from the plan; an
-        attachment that could not be downloaded was left out of the request, so the plan's
-        names no longer line up with fal's indexes: then no name at all rather than the
-        wrong one (the reply says "image 2" instead)."""
-        names = dict(self._names)
-        if turn is not None:
-            for field, sent in (("image_urls", turn.image_urls), ("video_urls", turn.video_urls)):
-                if len(names.get(field, ())) != len(sent):
-                    names.pop(field, None)
-        return names
-
     # -- sending -----------------------------------------------------------------------------
 
-    def _can_fetch(self) -> bool:
-        return hasattr(self._channel, "get_partial_message")
-
-    def _partial(self, message_id: int) -> discord.PartialMessage:
-        return self._channel.get_partial_message(message_id)  # type: ignore[attr-defined,no-any-return]
-
     def _status_view(self) -> discord.ui.View | None:
-        return stop_view(self._turn.id) if self._turn is not None else None
+        return self._views.stop(self._turn.id) if self._turn is not None else None
 
     async def _show_status(self, text: str) -> None:
         async with self._status_lock:
@@ -186,7 +204,10 @@ class ChannelDelivery:
                 return
             if self._status is None:
                 try:
-                    kwargs: dict[str, Any] = {"allowed_mentions": NO_MENTIONS, **self._reference()}
+                    kwargs: dict[str, Any] = {
+                        "allowed_mentions": texts.NO_MENTIONS,
+                        **self._reference(),
+                    }
                     if (view := self._status_view()) is not None:
                         kwargs["view"] = view
                     if self._turn is not None:
@@ -198,7 +219,9 @@ class ChannelDelivery:
                     log.warning("status message failed: %s", exc)
                     return
                 if self._turn is not None:
-                    await self._record(self._hooks.on_status, self._turn.id, str(self._status.id))
+                    await self._record(
+                        self._recorder.record_status_message, self._turn.id, str(self._status.id)
+                    )
             elif getattr(self._status, "content", None) != text:
                 await self._edit_status(text)
 
@@ -218,12 +241,12 @@ class ChannelDelivery:
         self._status = edited
         turn = self._turn
         if turn is not None and turn.status_message_id != str(edited.id):
-            await self._record(self._hooks.on_status, turn.id, str(edited.id))
+            await self._record(self._recorder.record_status_message, turn.id, str(edited.id))
 
     def _reference(self) -> dict[str, Any]:
-        if self._reply_to is None or not self._can_fetch():
+        if self._reply_to is None:
             return {}
-        message = self._partial(self._reply_to)
+        message = self._channel.get_partial_message(self._reply_to)
         return {"reference": message.to_reference(fail_if_not_exists=False)}
 
     async def _post(
@@ -239,8 +262,8 @@ class ChannelDelivery:
         """Post the parts in order, editing the status message into the first; the files go
         with the first part, the Retry button with the last. ``done`` holds the ids of parts
         already posted (by an earlier, interrupted run): those are skipped. Each part carries
-        a nonce Discord enforces, so a part re-sent after a crash is not posted twice.
-        Returns the message ids."""
+        a nonce Discord enforces, so a part re-sent after a crash is not posted twice. The
+        last part posted marks the turn delivered. Returns the message ids."""
         async with self._status_lock:
             self._done.set()
             status, self._status = self._status, None
@@ -250,9 +273,9 @@ class ChannelDelivery:
             for index in range(len(ids), len(contents)):
                 content = contents[index]
                 first, last = index == 0, index == len(contents) - 1
-                kwargs: dict[str, Any] = {"allowed_mentions": NO_MENTIONS}
+                kwargs: dict[str, Any] = {"allowed_mentions": texts.NO_MENTIONS}
                 if last and retry and turn is not None:
-                    kwargs["view"] = retry_view(turn.id)
+                    kwargs["view"] = self._views.retry(turn.id)
                 elif first and status is not None:
                     kwargs["view"] = None  # the Stop button goes with the status
                 if first and status is None:
@@ -269,28 +292,35 @@ class ChannelDelivery:
                     )
                 )
                 ids.append(str(message.id))
-                more = index < len(contents) - 1  # the last part is stored as delivered
-                if turn is not None and more:
-                    await self._record(self._hooks.on_parts, turn.id, list(ids))
-        except discord.Forbidden as exc:
-            log.warning(
-                "cannot post in channel %s: missing permission (%s): %s",
-                getattr(self._channel, "id", "?"),
-                PERMISSION_HINT,
-                exc.text,
-            )
-            raise DeliveryError(f"missing permission to post: {exc.text}") from exc
+                if turn is not None and index < len(contents) - 1:
+                    await self._record(self._recorder.record_reply_parts, turn.id, list(ids))
         except discord.HTTPException as exc:
-            log.warning("posting failed with HTTP %s: %s", exc.status, exc.text)
-            raise DeliveryError(f"Discord refused the message (HTTP {exc.status})") from exc
+            await self._refused(exc)
+        if turn is not None and answer and ids:
+            await self._record(self._recorder.record_delivery, turn.id, ids)
         return ids
 
+    async def _refused(self, exc: discord.HTTPException) -> None:
+        """Say what happened (log; and the user in the parent channel, where there is one),
+        then raise ``DeliveryError``."""
+        why = why_refused(exc, self._thread)
+        channel_id = self._channel.id
+        log.warning(
+            "cannot post in channel %s: %s (HTTP %s: %s)", channel_id, why, exc.status, exc.text
+        )
+        if self._notice is not None and exc.status in (400, 403):
+            try:
+                await self._notice.send(
+                    texts.undeliverable(str(channel_id), why), allowed_mentions=texts.NO_MENTIONS
+                )
+            except discord.HTTPException as notice_exc:
+                log.info("could not tell channel %s either: %s", self._notice.id, notice_exc)
+        raise DeliveryError(why) from exc
+
     @staticmethod
-    async def _record(hook: Callable[[int, Any], Awaitable[None]] | None, *args: Any) -> None:
+    async def _record(hook: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
         """Store what was posted, best effort: the post stands even if the database does not
         take it now (a restart then leans on the message nonces)."""
-        if hook is None:
-            return
         try:
             await hook(*args)
         except SeedBotError as exc:
@@ -333,10 +363,38 @@ class ChannelDelivery:
         raise AssertionError("unreachable")
 
 
-def part_nonce(turn: Turn, index: int) -> str:
-    """The nonce of part ``index`` of a turn's reply (the status message is part 0)."""
-    return f"{turn.id}.{turn.attempt}.{index}"
+class ChannelDeliveries:
+    """The domain's ``Deliveries``: one :class:`ChannelDelivery` per turn, at its
+    destination, through the client's REST connection."""
 
+    def __init__(
+        self,
+        client: discord.Client,
+        recorder: DeliveryRecorder,
+        views: Views,
+        *,
+        status_delay: float = 2.0,
+    ) -> None:
+        self._client = client
+        self._recorder = recorder
+        self._views = views
+        self.status_delay = status_delay
 
-def render_name(name: str) -> str:
-    return f"**{escape_name(name)}**"
+    def open(self, destination: Destination) -> ChannelDelivery:
+        channel_id = int(destination.channel_id)
+        cached = self._client.get_channel(channel_id)
+        thread = cached if isinstance(cached, discord.Thread) else None
+        notice = (
+            self._client.get_partial_messageable(thread.parent_id)
+            if thread is not None and thread.parent_id
+            else None
+        )
+        return ChannelDelivery(
+            self._client.get_partial_messageable(channel_id),
+            recorder=self._recorder,
+            views=self._views,
+            reply_to=int(destination.reply_to) if destination.reply_to else None,
+            status_delay=self.status_delay,
+            thread=thread,
+            notice=notice,
+        )

@@ -16,6 +16,13 @@ import discord.gateway
 import discord.http
 import yarl
 
+from bot.urls import (
+    DISCORD_API_BASE,
+    DISCORD_GATEWAY_URL,
+    discord_api_problem,
+    ws_url_problem,
+)
+
 __all__ = [
     "DEFAULT_API_BASE",
     "DEFAULT_GATEWAY_URL",
@@ -23,8 +30,8 @@ __all__ = [
     "point_discord_at",
 ]
 
-DEFAULT_API_BASE = "https://discord.com/api/v10"
-DEFAULT_GATEWAY_URL = "wss://gateway.discord.gg/"
+DEFAULT_API_BASE = DISCORD_API_BASE
+DEFAULT_GATEWAY_URL = DISCORD_GATEWAY_URL
 
 
 def point_discord_at(api_base: str, gateway_url: str) -> None:
@@ -34,16 +41,12 @@ def point_discord_at(api_base: str, gateway_url: str) -> None:
     ``api_base`` must be an http(s) URL ending in the API version (``.../api/v10``), without a
     trailing slash; ``gateway_url`` a ws(s) URL. Raises ``ValueError`` otherwise.
     """
-    base = yarl.URL(api_base)
-    if base.scheme not in ("http", "https") or not base.host:
-        raise ValueError(f"discord.api_base must be an http(s) URL, got {api_base!r}")
-    if not base.path.rstrip("/").endswith("/v10"):
-        raise ValueError(f"discord.api_base must end with the API version /v10, got {api_base!r}")
-    gateway = yarl.URL(gateway_url)
-    if gateway.scheme not in ("ws", "wss") or not gateway.host:
-        raise ValueError(f"discord.gateway_url must be a ws(s) URL, got {gateway_url!r}")
+    if (problem := discord_api_problem(api_base)) is not None:
+        raise ValueError(f"discord.api_base {problem}, got {api_base!r}")
+    if (problem := ws_url_problem(gateway_url)) is not None:
+        raise ValueError(f"discord.gateway_url {problem}, got {gateway_url!r}")
     discord.http.Route.BASE = api_base.rstrip("/")
-    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = gateway
+    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
 
 
 def current_discord_endpoints() -> tuple[str, str]:

@@ -1,9 +1,29 @@
-"""What the bot says when something goes wrong: short, specific, no internals."""
+"""What the bot says: every text a person sees from it, built from pure string work.
+
+The replies around a model answer (reasoning spoiler or ``reasoning.md``, the warning line),
+thread names, progress texts, refusals and error texts, and :data:`NO_MENTIONS`, the
+``allowed_mentions`` every message carries so nothing the bot posts can ping anyone. The
+fence-aware splitting of the answer itself is :mod:`bot.chat.splitter`. Lengths are counted
+in code points, as Discord counts its limits.
+"""
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final
 
+import discord
+
+from bot.chat.splitter import (
+    DISCORD_MESSAGE_LIMIT,
+    GRAPHEME_BACKOFF,
+    is_fence_line,
+    is_grapheme_boundary,
+    split_message,
+)
 from bot.domain.errors import (
     AccessDenied,
     AttachmentError,
@@ -18,6 +38,282 @@ from bot.domain.errors import (
     QuotaExceeded,
     StorageError,
 )
+
+NO_MENTIONS: Final = discord.AllowedMentions.none()
+
+THREAD_NAME_LIMIT: Final = 100
+WARNING_LINE_LIMIT: Final = 300
+REASONING_FILENAME: Final = "reasoning.md"
+REASONING_HEADING: Final = "**Reasoning**"
+EMPTY_ANSWER: Final = "*(the model returned an empty answer)*"
+
+#: compose_reply and render_reasoning need room for their fixed lines (placeholder, pointer).
+MIN_REPLY_LIMIT: Final = 100
+
+_ELLIPSIS: Final = "…"
+_ZWSP: Final = "\u200b"
+_REASONING_POINTER: Final = f"{REASONING_HEADING} is in the attached `{REASONING_FILENAME}`."
+_WARNING_PREFIX: Final = "⚠️ "
+_WARNING_SEPARATOR: Final = " · "
+_DEFAULT_THREAD_NAME: Final = "Conversation"
+
+# --------------------------------------------------------------------------------------------
+# Reasoning
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedFile:
+    """A file to attach to a message: its name and its bytes."""
+
+    filename: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningRender:
+    """How the model's reasoning is shown.
+
+    ``content`` is one message's text: the heading and the spoilered reasoning, or, when
+    ``file`` is set, a short line pointing at that attachment.
+    """
+
+    content: str
+    file: RenderedFile | None = None
+
+    @property
+    def is_file(self) -> bool:
+        return self.file is not None
+
+
+def _neutralise_spoiler(text: str) -> str:
+    # Discord closes a spoiler at the first `||` after it opens (a lazy match over the raw
+    # text, before anything inside is parsed), so every pair of bars has to be broken. A
+    # zero-width space between them does it everywhere and stays invisible; backslash escapes
+    # (`\|\|`) would also break the pair, but Discord shows backslashes literally inside inline
+    # code, which reasoning quotes often, and they change the text a user copies more visibly.
+    text = re.sub(r"\|(?=\|)", "|" + _ZWSP, text)
+    # A bar at either edge would touch the spoiler's own `||`; a trailing backslash could be
+    # read as escaping the closing bar.
+    if text.startswith("|"):
+        text = _ZWSP + text
+    if text.endswith(("|", "\\")):
+        text += _ZWSP
+    return text
+
+
+def _file_bytes(text: str) -> bytes:
+    # Model output can carry surrogates (JSON "\ud83d\ude00" decoded one half at a time); pair
+    # what pairs, replace what does not, rather than fail to encode.
+    text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text.encode("utf-8", "replace")
+
+
+def render_reasoning(
+    reasoning: str, *, spoiler_limit: int = DISCORD_MESSAGE_LIMIT
+) -> ReasoningRender | None:
+    """Render the model's reasoning, or ``None`` when it is blank.
+
+    Inline, it is ``REASONING_HEADING``, a newline, and the reasoning inside ``||…||`` with any
+    ``||`` in it broken by a zero-width space. It goes to a ``reasoning.md`` attachment (UTF-8,
+    the whole reasoning) with a one-line pointer instead when the inline text would exceed
+    ``spoiler_limit``, or when it holds ```` ``` ```` anywhere: Discord opens a code block at
+    any triple backtick and spoilers do not hide code blocks. (Inline code is hidden, and
+    ``~~~`` is not a code block in Discord, so neither forces the file.)
+    """
+    if spoiler_limit < MIN_REPLY_LIMIT:
+        raise ValueError(f"spoiler_limit must be at least {MIN_REPLY_LIMIT}, got {spoiler_limit}")
+    text = reasoning.replace("\r\n", "\n").replace("\r", "\n").strip()
+    if not text:
+        return None
+    if "```" not in text:
+        inline = f"{REASONING_HEADING}\n||{_neutralise_spoiler(text)}||"
+        if len(inline) <= spoiler_limit:
+            return ReasoningRender(inline)
+    return ReasoningRender(
+        _REASONING_POINTER, RenderedFile(REASONING_FILENAME, _file_bytes(text + "\n"))
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Warnings and the whole reply
+# --------------------------------------------------------------------------------------------
+
+
+def _shorten(text: str, max_length: int) -> str:
+    """``text`` cut to ``max_length`` with an ellipsis, at a word end when one is near."""
+    if len(text) <= max_length:
+        return text
+    cut = max_length - 1
+    if not text[cut].isspace():
+        space = text.rfind(" ", 0, cut)
+        if space >= max_length // 2:
+            cut = space
+        else:
+            floor = max(1, cut - GRAPHEME_BACKOFF)
+            while cut > floor and not is_grapheme_boundary(text, cut):
+                cut -= 1
+    return text[:cut].rstrip() + _ELLIPSIS
+
+
+def warning_line(notes: Sequence[str], *, max_length: int = WARNING_LINE_LIMIT) -> str | None:
+    """One line telling the user what was left out (attachments, trimmed history).
+
+    Notes are joined with `` · `` after ``⚠️ ``, whitespace (newlines too) collapsed, and the
+    line is cut to ``max_length`` with ``…``. ``None`` when there is nothing to say. Notes are
+    used as given: escaping markdown in, say, a file name is the caller's business.
+    """
+    if max_length < len(_WARNING_PREFIX) + 2:
+        raise ValueError(f"max_length too small: {max_length}")
+    parts = [" ".join(note.split()) for note in notes]
+    parts = [part for part in parts if part]
+    if not parts:
+        return None
+    return _shorten(_WARNING_PREFIX + _WARNING_SEPARATOR.join(parts), max_length)
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedReply:
+    """Message contents to send in order; ``files`` go with the first message."""
+
+    messages: tuple[str, ...]
+    files: tuple[RenderedFile, ...] = ()
+
+
+def compose_reply(
+    answer: str,
+    reasoning: str | None,
+    warnings: Sequence[str],
+    limit: int = DISCORD_MESSAGE_LIMIT,
+) -> RenderedReply:
+    """Everything the bot posts for one model reply.
+
+    The reasoning comes first as a message of its own (spoiler, or pointer line with
+    ``reasoning.md`` among ``files``), then the answer split by :func:`split_message`
+    (:data:`EMPTY_ANSWER` when blank), then the warning line: after a blank line at the end of
+    the last message when it fits, else as one more message. Every message is at most
+    ``limit`` characters and not blank.
+    """
+    if limit < MIN_REPLY_LIMIT:
+        raise ValueError(f"limit must be at least {MIN_REPLY_LIMIT}, got {limit}")
+    messages: list[str] = []
+    files: list[RenderedFile] = []
+    rendered = render_reasoning(reasoning, spoiler_limit=limit) if reasoning else None
+    if rendered is not None:
+        messages.append(rendered.content)
+        if rendered.file is not None:
+            files.append(rendered.file)
+    messages.extend(split_message(answer, limit) or [EMPTY_ANSWER])
+    warning = warning_line(warnings, max_length=min(WARNING_LINE_LIMIT, limit))
+    if warning is not None:
+        if len(messages[-1]) + 2 + len(warning) <= limit:
+            messages[-1] = f"{messages[-1]}\n\n{warning}"
+        else:
+            messages.append(warning)
+    return RenderedReply(tuple(messages), tuple(files))
+
+
+# --------------------------------------------------------------------------------------------
+# Thread names
+# --------------------------------------------------------------------------------------------
+
+# Escaped markdown characters are swapped for private-use stand-ins while markup is removed.
+_ESCAPE: Final = re.compile(r"\\([*_~`|>#\-\[\]()<:@!\\])")
+_STAND_INS: Final = range(0xF0000, 0xF0080)
+
+_DISCORD_MARKUP: Final[tuple[tuple[re.Pattern[str], str], ...]] = (
+    (re.compile(r"<a?:(\w+):\d+>"), r":\1:"),  # custom emoji
+    (re.compile(r"</([\w -]+):\d+>"), r"/\1"),  # slash command mention
+    (re.compile(r"<(?:@[!&]?|#)\d+>"), ""),  # user, role and channel mentions
+    (re.compile(r"<id:\w+>"), ""),  # guild navigation
+    (re.compile(r"<t:-?\d+(?::[tTdDfFR])?>"), ""),  # timestamps
+    (re.compile(r"\[([^\]\n]+)\]\(\s*<?[^)\s>]+>?\s*\)"), r"\1"),  # masked links
+    (re.compile(r"<((?:https?|ftp)://[^>\s]+)>"), r"\1"),  # embed-suppressed links
+)
+_LINE_PREFIX: Final = re.compile(r"^(?:\s*(?:>>>|>|#{1,3}|-#|[-*+])\s+)+")
+_EMPHASIS: Final[tuple[tuple[re.Pattern[str], str], ...]] = (
+    (re.compile(r"`+([^`]+?)`+"), r"\1"),
+    (re.compile(r"\*\*(.+?)\*\*"), r"\1"),
+    (re.compile(r"__(.+?)__"), r"\1"),
+    (re.compile(r"~~(.+?)~~"), r"\1"),
+    (re.compile(r"\|\|(.+?)\|\|"), r"\1"),
+    (re.compile(r"(?<![\w*])\*(?=\S)(.+?)(?<=\S)\*(?![\w*])"), r"\1"),
+    (re.compile(r"(?<![\w_])_(?=\S)(.+?)(?<=\S)_(?![\w_])"), r"\1"),
+)
+_STRAY_MARKUP: Final = re.compile(r"`+|\*\*|__|~~|\|\|")
+_MASS_PING: Final = re.compile(r"@(?:everyone|here)", re.IGNORECASE)
+
+
+def _restore(char: str) -> str:
+    code = ord(char)
+    if code in _STAND_INS:
+        return chr(code - _STAND_INS.start)
+    category = unicodedata.category(char)
+    if category == "Cf":
+        # Invisible and direction-changing characters (U+200B-U+200F, U+202A-U+202E,
+        # U+2066-U+2069, U+FEFF, ...): a name must show what it says.
+        return ""
+    return " " if category == "Cc" else char
+
+
+def _plain(line: str) -> str:
+    line = _ESCAPE.sub(lambda m: chr(_STAND_INS.start + ord(m[1])), line)
+    for pattern, replacement in _DISCORD_MARKUP:
+        line = pattern.sub(replacement, line)
+    line = _LINE_PREFIX.sub("", line)
+    for pattern, replacement in _EMPHASIS:
+        line = pattern.sub(replacement, line)
+    line = _STRAY_MARKUP.sub("", line)
+    # After restoring escapes, so that `\@everyone` goes too (and `@@everyonee` cannot
+    # reassemble one once the inner match is gone).
+    line = "".join(map(_restore, line))
+    while _MASS_PING.search(line):
+        line = _MASS_PING.sub("", line)
+    return " ".join(line.split())
+
+
+def thread_name(prompt: str, fallback: str) -> str:
+    """A thread name for a conversation started by ``prompt``.
+
+    The first line that still says something once mentions, timestamps and markdown are
+    removed (custom emoji become ``:name:``, links their text; fence lines are skipped), with
+    whitespace collapsed and cut to 100 characters at a word end with ``…``. ``fallback``
+    (shortened the same way) when nothing is left, and ``"Conversation"`` if that is blank too
+    (Discord refuses an empty name).
+    """
+    for line in prompt.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+        if is_fence_line(line):
+            continue
+        name = _plain(line)
+        if name:
+            return _shorten(name, THREAD_NAME_LIMIT)
+    name = _plain(fallback)
+    return _shorten(name, THREAD_NAME_LIMIT) if name else _DEFAULT_THREAD_NAME
+
+
+# --------------------------------------------------------------------------------------------
+# Progress
+# --------------------------------------------------------------------------------------------
+
+
+def status_queued(queue_position: int | None) -> str:
+    """Status while the request waits in fal's queue.
+
+    ``queue_position`` is fal's: the number of requests ahead (0-based), shown 1-based.
+    """
+    if queue_position is None or queue_position < 0:
+        return "Waiting in queue…"
+    return f"Waiting in queue (position {queue_position + 1})…"
+
+
+def status_running() -> str:
+    """Status while the model works on the request."""
+    return "Thinking…"
+
+
+# --------------------------------------------------------------------------------------------
+# Errors and refusals
+# --------------------------------------------------------------------------------------------
 
 FIELD_NAMES = {
     "prompt": "your message",
@@ -36,6 +332,11 @@ def escape_name(name: str) -> str:
     return discord_escape(name)[:80] or "someone"
 
 
+def bold_name(name: str) -> str:
+    """A display name in bold, escaped (see :func:`escape_name`)."""
+    return f"**{escape_name(name)}**"
+
+
 def quote_inline(text: str, limit: int) -> str:
     """User text shown back on one line, clipped and unable to break markdown."""
     return "`" + clip(text.replace("`", "ˋ"), limit) + "`"
@@ -48,8 +349,8 @@ def discord_escape(text: str) -> str:
 
 
 def clip(text: str, limit: int = 200) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """``text`` on one line (whitespace collapsed), cut to ``limit`` with an ellipsis."""
+    return _shorten(" ".join(text.split()), limit)
 
 
 def _field(field: str, index: int | None, names: Mapping[str, Sequence[str]]) -> str:
@@ -106,3 +407,48 @@ def error_text(
     if request_id:
         text += f" (request `{request_id}`)"
     return "⚠️ " + text
+
+
+# --------------------------------------------------------------------------------------------
+# What the bot says around a turn
+# --------------------------------------------------------------------------------------------
+
+DM_REFUSAL: Final = (
+    "Direct messages are turned off for this bot. Mention me in a server channel instead."
+)
+SUPERSEDED_NOTE: Final = "\n-# ↩️ replaced by a newer answer below"
+NOT_CONVERSATION: Final = "⛔ This thread has no conversation with me yet."
+UNKNOWN_TURN: Final = "This answer is no longer known to me."
+ALREADY_FINISHED: Final = "This answer has already finished."
+STILL_WRITING: Final = "This answer is still being written."
+ONLY_LATEST: Final = "Only the latest answer in a thread can be retried."
+NOTHING_TO_RETRY: Final = "⛔ There is nothing to retry here."
+ANSWERING_AGAIN: Final = "🔁 Answering again…"
+
+
+def denied(reason: str) -> str:
+    """An access-list refusal (``reason`` from the domain's access policy)."""
+    return f"⛔ Sorry, {reason}."
+
+
+def only_controller(action: str) -> str:
+    """A control (stop, retry, settings) refused to someone who may not use it."""
+    return f"⛔ Only the person who asked, or members who may manage threads, can {action}."
+
+
+def stopped_by(name: str) -> str:
+    return f"⏹️ Stopped by {bold_name(name)}." if name else "⏹️ Stopped."
+
+
+def no_thread_permission(private: bool = False) -> str:
+    perm = "Create Private Threads" if private else "Create Public Threads"
+    return f"⚠️ I can't start a thread here: I need the **{perm}** permission in this channel."
+
+
+THREAD_REFUSED: Final = "⚠️ Discord refused to create a thread here. Try again?"
+
+
+def undeliverable(thread_id: str, why: str) -> str:
+    """Posted where the person can see it (the thread's parent channel) when the answer could
+    not be posted in its thread: ``why`` says what happened (locked, archived…)."""
+    return f"⚠️ I couldn't post my answer in <#{thread_id}>: {why}."

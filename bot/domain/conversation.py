@@ -7,186 +7,22 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import PurePosixPath
 
+from bot.domain.attachments import InlinedText, text_language
 from bot.domain.models import (
-    MAX_IMAGES_PER_TURN,
-    MAX_VIDEOS_PER_TURN,
-    Attachment,
     ChatMessage,
     GenerationSettings,
     HistoryEntry,
     Incoming,
     JsonValue,
-    MediaKind,
     ModelRequest,
+    Speaker,
 )
-
-IMAGE_TYPES = {"image/jpeg": "JPEG", "image/png": "PNG", "image/webp": "WebP"}
-VIDEO_TYPES = {"video/mp4": "MP4", "video/quicktime": "MOV"}
-IMAGE_EXTENSIONS = {
-    ".jpg": "image/jpeg",
-    ".jpeg": "image/jpeg",
-    ".png": "image/png",
-    ".webp": "image/webp",
-}
-VIDEO_EXTENSIONS = {".mp4": "video/mp4", ".mov": "video/quicktime"}
-TEXT_EXTENSIONS = {
-    ".txt": "",
-    ".md": "markdown",
-    ".py": "python",
-    ".json": "json",
-    ".csv": "csv",
-    ".log": "",
-    ".yaml": "yaml",
-    ".yml": "yaml",
-    ".toml": "toml",
-    ".ini": "ini",
-    ".cfg": "ini",
-    ".js": "javascript",
-    ".ts": "typescript",
-    ".html": "html",
-    ".css": "css",
-    ".xml": "xml",
-    ".sh": "bash",
-    ".c": "c",
-    ".h": "c",
-    ".cpp": "cpp",
-    ".hpp": "cpp",
-    ".rs": "rust",
-    ".go": "go",
-    ".java": "java",
-    ".kt": "kotlin",
-    ".rb": "ruby",
-    ".sql": "sql",
-    ".diff": "diff",
-    ".patch": "diff",
-    ".rst": "rst",
-    ".tex": "latex",
-}
-TEXT_TYPES = {
-    "application/json",
-    "application/xml",
-    "application/x-yaml",
-    "application/toml",
-    "application/javascript",
-    "application/x-sh",
-}
-GENERIC_TYPES = {"", "application/octet-stream", "binary/octet-stream"}
 
 # Rough token costs: the model's tokenizer is not public, so budget conservatively.
 CHARS_PER_TOKEN = 3
 IMAGE_TOKENS = 1_500
 VIDEO_TOKENS = 10_000
-
-
-@dataclass(frozen=True, slots=True)
-class AttachmentLimits:
-    max_images: int = MAX_IMAGES_PER_TURN
-    max_videos: int = MAX_VIDEOS_PER_TURN
-    max_image_bytes: int = 10 * 1024 * 1024
-    max_video_bytes: int = 50 * 1024 * 1024
-    max_text_bytes: int = 64 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class AttachmentPlan:
-    """Attachments sorted by what they become, and one note per file left out."""
-
-    images: tuple[Attachment, ...] = ()
-    videos: tuple[Attachment, ...] = ()
-    texts: tuple[Attachment, ...] = ()
-    dropped: tuple[str, ...] = ()
-
-
-def _base_type(content_type: str | None) -> str:
-    return (content_type or "").split(";", 1)[0].strip().lower()
-
-
-def media_type(att: Attachment) -> tuple[MediaKind, str]:
-    """What an attachment is: by content type, with the file extension as the fallback when
-    the type is missing or generic. Returns the kind and the effective MIME type."""
-    ctype = _base_type(att.content_type)
-    ext = PurePosixPath(att.filename.lower()).suffix
-    if ctype in GENERIC_TYPES:
-        if ext in IMAGE_EXTENSIONS:
-            return MediaKind.IMAGE, IMAGE_EXTENSIONS[ext]
-        if ext in VIDEO_EXTENSIONS:
-            return MediaKind.VIDEO, VIDEO_EXTENSIONS[ext]
-        if ext in TEXT_EXTENSIONS:
-            return MediaKind.TEXT, "text/plain"
-        return MediaKind.UNSUPPORTED, ctype or "unknown"
-    if ctype in IMAGE_TYPES:
-        return MediaKind.IMAGE, ctype
-    if ctype in VIDEO_TYPES:
-        return MediaKind.VIDEO, ctype
-    if ctype.startswith("text/") or ctype in TEXT_TYPES:
-        return MediaKind.TEXT, ctype
-    return MediaKind.UNSUPPORTED, ctype
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    raise AssertionError("unreachable")
-
-
-def _shown_name(name: str) -> str:
-    # A filename is user-controlled: keep it short and unable to break Discord markdown.
-    clean = re.sub(r"[`*_~|<>@\\\n\r\t]", "", name)[:60]
-    return f"`{clean or 'file'}`"
-
-
-def plan_attachments(attachments: Sequence[Attachment], limits: AttachmentLimits) -> AttachmentPlan:
-    """Sort attachments into images, videos and text files within the limits; everything
-    left out gets one short note naming it and why."""
-    images: list[Attachment] = []
-    videos: list[Attachment] = []
-    texts: list[Attachment] = []
-    dropped: list[str] = []
-    over_images: list[str] = []
-    over_videos: list[str] = []
-    for att in attachments:
-        kind, ctype = media_type(att)
-        name = _shown_name(att.filename)
-        if att.size <= 0:
-            dropped.append(f"{name} is empty")
-        elif kind is MediaKind.IMAGE:
-            if att.size > limits.max_image_bytes:
-                dropped.append(f"{name} is over the {_size(limits.max_image_bytes)} image limit")
-            elif len(images) >= limits.max_images:
-                over_images.append(name)
-            else:
-                images.append(att)
-        elif kind is MediaKind.VIDEO:
-            if att.size > limits.max_video_bytes:
-                dropped.append(f"{name} is over the {_size(limits.max_video_bytes)} video limit")
-            elif len(videos) >= limits.max_videos:
-                over_videos.append(name)
-            else:
-                videos.append(att)
-        elif kind is MediaKind.TEXT:
-            if att.size > limits.max_text_bytes:
-                dropped.append(f"{name} is over the {_size(limits.max_text_bytes)} text-file limit")
-            else:
-                texts.append(att)
-        else:
-            dropped.append(
-                f"{name} ({ctype}) is not a supported type (JPEG, PNG, WebP, MP4, MOV or text)"
-            )
-    if over_images:
-        dropped.append(
-            f"only {limits.max_images} images per message are sent; left out "
-            + ", ".join(over_images)
-        )
-    if over_videos:
-        dropped.append(
-            f"only {limits.max_videos} videos per message are sent; left out "
-            + ", ".join(over_videos)
-        )
-    return AttachmentPlan(tuple(images), tuple(videos), tuple(texts), tuple(dropped))
 
 
 def merge_incoming(items: Sequence[Incoming]) -> Incoming:
@@ -204,10 +40,6 @@ def merge_incoming(items: Sequence[Incoming]) -> Incoming:
     )
 
 
-def text_language(filename: str) -> str:
-    return TEXT_EXTENSIONS.get(PurePosixPath(filename.lower()).suffix, "")
-
-
 def fence(body: str, language: str = "") -> str:
     """A fenced block that ``body`` cannot close: the fence is longer than any backtick run
     inside it."""
@@ -216,23 +48,16 @@ def fence(body: str, language: str = "") -> str:
     return f"{marker}{language}\n{body}\n{marker}"
 
 
-@dataclass(frozen=True, slots=True)
-class InlinedText:
-    filename: str
-    text: str
-
-
 def compose_prompt(
     text: str,
     *,
-    author_name: str | None = None,
     quoted: str | None = None,
     quoted_author: str | None = None,
     inlined: Sequence[InlinedText] = (),
 ) -> str:
-    """The prompt for one user turn. ``author_name`` is given once several people talk in the
-    conversation, so the model can tell who said what; ``quoted`` is the text of the message
-    the user replied to; text attachments are appended as fenced blocks."""
+    """The prompt for one user turn, as stored (who wrote it is added when the request is
+    built: see :func:`build_request`). ``quoted`` is the text of the message the user replied
+    to; text attachments are appended as fenced blocks."""
     parts: list[str] = []
     if quoted:
         who = f" from {quoted_author}" if quoted_author else ""
@@ -245,10 +70,28 @@ def compose_prompt(
         parts.append(
             f"Attached file {item.filename}:\n{fence(item.text, text_language(item.filename))}"
         )
-    prompt = "\n\n".join(parts)
-    if author_name:
-        prompt = f"[{author_name}]: {prompt}"
-    return prompt
+    return "\n\n".join(parts)
+
+
+def speakers_note(speakers: Sequence[Speaker]) -> str | None:
+    """What the model is told when several people talk in one conversation, or None when
+    one person does. User turns are labelled ``[name]:`` from the moment a second person
+    speaks; the turns before were all the first person's, which this note says, so every
+    user turn of the thread can be attributed."""
+    if len({s.author_id for s in speakers}) < 2:
+        return None
+    return (
+        "Several people talk in this conversation. A user message that begins with "
+        "[name]: was written by that person; user messages without such a label were "
+        f"written by {speakers[0].author_name}."
+    )
+
+
+def labelled(prompt: str, author_name: str, speakers: Sequence[Speaker]) -> str:
+    """The prompt as sent: prefixed with its author's name once several people talk."""
+    if len({s.author_id for s in speakers}) < 2:
+        return prompt
+    return f"[{author_name}]: {prompt}"
 
 
 def estimate_tokens(content: JsonValue) -> int:
@@ -309,12 +152,21 @@ def build_request(
     video_urls: Sequence[str] = (),
     settings: GenerationSettings,
     context_budget_tokens: int,
+    author_name: str = "",
+    speakers: Sequence[Speaker] = (),
 ) -> BuiltRequest:
     """The model request for one turn: history trimmed so that it, the new prompt, its media
-    and the output budget fit the context budget."""
+    and the output budget fit the context budget. With several ``speakers`` (the authors of
+    the conversation's turns, first speaker first) the prompt is labelled with
+    ``author_name`` and the system prompt says how to read the labels."""
+    prompt = labelled(prompt, author_name, speakers)
+    note = speakers_note(speakers)
+    system_prompt = settings.system_prompt
+    if note is not None:
+        system_prompt = f"{system_prompt}\n\n{note}" if system_prompt else note
     fixed = (
         estimate_tokens(prompt)
-        + estimate_tokens(settings.system_prompt or "")
+        + estimate_tokens(system_prompt or "")
         + IMAGE_TOKENS * len(image_urls)
         + VIDEO_TOKENS * len(video_urls)
         + (settings.max_completion_tokens or 4096)
@@ -325,7 +177,7 @@ def build_request(
         messages=trimmed.messages,
         image_urls=tuple(image_urls),
         video_urls=tuple(video_urls),
-        system_prompt=settings.system_prompt,
+        system_prompt=system_prompt,
         thinking=settings.thinking,
         reasoning_effort=settings.effort,
         max_completion_tokens=settings.max_completion_tokens,

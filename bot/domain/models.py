@@ -99,7 +99,8 @@ class Incoming:
     ``scope_id`` is the conversation's key: the thread id, or the DM channel id.
     ``source_id`` is the Discord message (or interaction) id; a source is answered once.
     ``reply_text``/``reply_author`` carry the message this one replies to, when it starts a
-    conversation (its attachments are already in ``attachments``).
+    conversation (its attachments are already in ``attachments``). ``reply_to`` is the
+    message the answer replies to (None: none, e.g. in a thread opened on this message).
     """
 
     source_id: str
@@ -113,6 +114,24 @@ class Incoming:
     created_at: datetime | None = None
     reply_text: str | None = None
     reply_author: str | None = None
+    reply_to: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """Where a turn's progress and answer go: a channel (thread or DM), and the message the
+    answer replies to (None: no reply reference)."""
+
+    channel_id: str
+    reply_to: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Speaker:
+    """Someone who has spoken in a conversation."""
+
+    author_id: str
+    author_name: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +263,8 @@ class NewTurn:
     video_urls: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     attempt: int = 0
+    image_names: tuple[str, ...] = ()
+    video_names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,3 +292,5 @@ class Turn:
     updated_at: datetime
     attempt: int = 0
     status_message_id: str | None = None
+    image_names: tuple[str, ...] = ()
+    video_names: tuple[str, ...] = ()

@@ -11,9 +11,9 @@ from bot.domain.models import (
     Attachment,
     ChatMessage,
     Conversation,
+    Destination,
     GenerationSettings,
     HistoryEntry,
-    Incoming,
     ModelReply,
     ModelRequest,
     NewConversation,
@@ -21,6 +21,7 @@ from bot.domain.models import (
     Progress,
     RequestHandle,
     SettingsScope,
+    Speaker,
     Turn,
     TurnState,
 )
@@ -54,10 +55,6 @@ class ModelClient(Protocol):
         """Store a file at fal and return its durable URL."""
         ...
 
-    def handle_for(self, request_id: str) -> RequestHandle:
-        """A handle for a request known only by id (resuming after a restart)."""
-        ...
-
 
 class ConversationStore(Protocol):
     """Conversations and their turns. Every method is one short transaction; failures are
@@ -73,11 +70,6 @@ class ConversationStore(Protocol):
         ...
 
     async def get_conversation(self, conversation_id: int) -> Conversation: ...
-
-    async def history(self, conversation_id: int, epoch: int) -> list[HistoryEntry]:
-        """The stored model messages of that epoch, oldest first, of turns whose state is
-        in history (completed or delivered). One indexed query."""
-        ...
 
     async def turn_context(
         self,
@@ -103,8 +95,6 @@ class ConversationStore(Protocol):
         it had already moved on (answered, failed…)."""
         ...
 
-    async def turn_for_source(self, source_id: str) -> Turn | None: ...
-
     async def get_turn(self, turn_id: int) -> Turn: ...
 
     async def record_submission(self, turn_id: int, handle: RequestHandle) -> None:
@@ -117,10 +107,6 @@ class ConversationStore(Protocol):
         """Store the answer: append ``new_messages`` after the conversation's last stored
         message (cost independent of the history's length), keep output and reasoning for
         display, and mark the turn ``completed``, all in one transaction."""
-        ...
-
-    async def record_delivery(self, turn_id: int, message_ids: Sequence[str]) -> None:
-        """Store the Discord ids of the reply; the turn becomes ``delivered``."""
         ...
 
     async def finish_turn(self, turn_id: int, state: TurnState, error: str | None = None) -> None:
@@ -140,15 +126,6 @@ class ConversationStore(Protocol):
         """Remember that the user was told history is being trimmed in this epoch."""
         ...
 
-    async def record_status_message(self, turn_id: int, message_id: str) -> None:
-        """Remember the turn's progress message, so a restart edits it, not posts another."""
-        ...
-
-    async def record_reply_parts(self, turn_id: int, message_ids: Sequence[str]) -> None:
-        """Store the ids of the reply's parts posted so far (the state does not change), so
-        a delivery interrupted by a crash resumes after them."""
-        ...
-
     async def latest_turn(self, conversation_id: int) -> Turn | None:
         """The newest turn of the conversation's current epoch that is not superseded."""
         ...
@@ -158,8 +135,26 @@ class ConversationStore(Protocol):
         (where to look for messages that arrived while the bot was down)."""
         ...
 
-    async def has_other_speakers(self, conversation_id: int, author_id: str) -> bool:
-        """Whether anyone but ``author_id`` has a turn in this conversation."""
+    async def speakers(self, conversation_id: int, epoch: int) -> tuple[Speaker, ...]:
+        """The distinct authors of the epoch's turns in history, in order of first turn."""
+        ...
+
+
+class DeliveryRecorder(Protocol):
+    """Where a delivery records what it has posted, so a restart continues it instead of
+    posting again. Implemented by the store; handed to the delivery by the entry point."""
+
+    async def record_status_message(self, turn_id: int, message_id: str) -> None:
+        """Remember the turn's progress message, so a restart edits it, not posts another."""
+        ...
+
+    async def record_reply_parts(self, turn_id: int, message_ids: Sequence[str]) -> None:
+        """Store the ids of the reply's parts posted so far (the state does not change), so
+        a delivery interrupted by a crash resumes after them."""
+        ...
+
+    async def record_delivery(self, turn_id: int, message_ids: Sequence[str]) -> None:
+        """Store the Discord ids of the whole reply; the turn becomes ``delivered``."""
         ...
 
 
@@ -235,7 +230,8 @@ class Delivery(Protocol):
     async def close(self) -> None: ...
 
     async def deliver(self, turn: Turn, reply: ModelReply, warnings: Sequence[str]) -> list[str]:
-        """Post the answer; return the Discord message ids, in order."""
+        """Post the answer, recording the Discord message ids as they go out (the turn is
+        ``delivered`` once the last is recorded); return them, in order."""
         ...
 
     async def fail(self, turn: Turn | None, error: Exception) -> list[str]:
@@ -244,7 +240,10 @@ class Delivery(Protocol):
         ...
 
 
-DeliveryFactory = Callable[[Incoming], Delivery]
+class Deliveries(Protocol):
+    """Opens the delivery of one turn at its destination. Implemented by chat/."""
+
+    def open(self, destination: Destination) -> Delivery: ...
 
 
 class MediaSource(Protocol):
@@ -256,5 +255,5 @@ class MediaSource(Protocol):
         ...
 
 
-class Store(ConversationStore, SettingsStore, UsageStore, Protocol):
+class Store(ConversationStore, SettingsStore, UsageStore, DeliveryRecorder, Protocol):
     """Everything the service needs from the database."""

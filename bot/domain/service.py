@@ -1,48 +1,55 @@
 """The conversation service: the one orchestrator of a turn.
 
-A turn: take the conversation's lock (turns of one conversation run in arrival order), load
-its history, fetch and store the attachments, build the request, store the user turn as
-*pending*, submit under the global in-flight cap and store fal's request id, wait, store the
-answer, hand it to the delivery, store the Discord message ids. Every step is stored before
-the next one starts, so a restart can resume any turn from where it stopped.
+A turn: take the conversation's inbox (turns of one conversation run in arrival order),
+prepare the attachments, store the user turn as *pending*, build the request from the
+stored history, submit under the global in-flight cap and store fal's request id, wait,
+store the answer, hand it to the delivery (which records the Discord message ids). Every
+step is stored before the next one starts, so a restart can resume any turn from where it
+stopped.
+
+Three flows reach it, each an explicit value: :class:`Incoming` messages (a burst of one
+person's messages becomes one turn), :class:`Redo` (Retry, or an edit of the latest message)
+and :class:`Resume` (a turn a previous run left unfinished).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import enum
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from functools import partial
-from typing import Any, Literal
+from typing import Any
 
+from bot.domain.attachments import (
+    AttachmentPolicy,
+    PreparedMedia,
+    left_out,
+    prepare_media,
+)
 from bot.domain.conversation import (
-    AttachmentLimits,
     BuiltRequest,
-    InlinedText,
     build_request,
     compose_prompt,
     merge_incoming,
     new_history_messages,
-    plan_attachments,
 )
 from bot.domain.errors import (
-    AttachmentError,
     DeliveryError,
     DuplicateMessage,
+    FieldProblem,
     ModelError,
-    QuotaExceeded,
+    ModelInputRejected,
     SeedBotError,
     StorageError,
 )
 from bot.domain.inbox import Inboxes
 from bot.domain.models import (
-    Attachment,
     Conversation,
+    Destination,
     GenerationSettings,
     Incoming,
     ModelReply,
@@ -51,63 +58,65 @@ from bot.domain.models import (
     NewTurn,
     RequestHandle,
     SettingsScope,
+    Speaker,
     Turn,
     TurnState,
 )
-from bot.domain.ports import Delivery, DeliveryFactory, MediaSource, ModelClient, Store
+from bot.domain.ports import Deliveries, Delivery, MediaSource, ModelClient, Store
 from bot.domain.settings import EffectiveSettings, resolve_settings, validate_settings
 
 log = logging.getLogger(__name__)
 
-AttachmentMode = Literal["fal_storage", "discord_url", "data_uri"]
 STOP_CANCEL_SECONDS = 5.0
 TRIM_NOTICE = "older messages of this thread no longer fit the model's context and are left out"
+# The API requires a prompt; an image alone still deserves an answer.
+NO_TEXT_PROMPT = "(no text; see the attachments)"
+EMPTY_PROMPT = "Hello!"
+# Scopes remembered as bound to a conversation (bounded: an evicted one costs one read).
+BOUND_CACHE_SIZE = 4096
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-@dataclass(frozen=True, slots=True)
-class Quota:
-    requests: int
-    window_seconds: int
+# The defaults of the service's settings, written once (config.py uses them).
+DEFAULT_CONTEXT_BUDGET_TOKENS = 200_000
+DEFAULT_TURN_TIMEOUT = 300.0
+DEFAULT_MAX_IN_FLIGHT = 16
+DEFAULT_BATCH_WINDOW = 1.5
 
 
 @dataclass(frozen=True, slots=True)
 class ServiceConfig:
     defaults: GenerationSettings = field(default_factory=GenerationSettings)
-    context_budget_tokens: int = 200_000
-    attachment_limits: AttachmentLimits = field(default_factory=AttachmentLimits)
-    attachment_mode: AttachmentMode = "fal_storage"
-    max_data_uri_bytes: int = 256 * 1024
-    turn_timeout: float = 300.0
-    max_in_flight: int = 16
-    user_quota: Quota | None = None
-    guild_quota: Quota | None = None
-    batch_window: float = 1.5
+    context_budget_tokens: int = DEFAULT_CONTEXT_BUDGET_TOKENS
+    attachments: AttachmentPolicy = field(default_factory=AttachmentPolicy)
+    turn_timeout: float = DEFAULT_TURN_TIMEOUT
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    batch_window: float = DEFAULT_BATCH_WINDOW
 
 
 @dataclass(frozen=True, slots=True)
-class Prepared:
-    """What a message becomes before it is stored as a turn (the fields of ``NewTurn``)."""
+class Redo:
+    """Answer a conversation's latest turn again: Retry (``edited`` None: the same prompt and
+    media) or an edit of the latest message (``edited``: rebuilt from the edited message).
+    ``turn_id`` names the turn the person meant; when it is no longer the latest, nothing
+    happens."""
 
-    prompt: str
-    image_urls: tuple[str, ...]
-    video_urls: tuple[str, ...]
-    warnings: tuple[str, ...]
+    scope_id: str
+    turn_id: int | None = None
+    edited: Incoming | None = None
 
 
 @dataclass(frozen=True, slots=True)
-class TurnOutcome:
-    """What became of one message: the turn (None if it never got one) and its end state."""
+class Resume:
+    """Carry on a turn a previous run left unfinished (pending, submitted or completed)."""
 
-    turn: Turn | None
-    state: TurnState | Literal["duplicate", "refused", "nothing"]
+    turn: Turn
 
 
-def _fixed_delivery(delivery: Delivery, _incoming: Incoming) -> Delivery:
-    return delivery
+Flow = Incoming | Redo | Resume
 
 
 class TurnStopped(Exception):
@@ -137,17 +146,76 @@ class _Active:
             raise TurnStopped(self.stopped_by)
 
 
-@dataclass(frozen=True, slots=True)
-class _Work:
-    """One inbox entry: a new message, or a request to answer the latest turn again (Retry,
-    or an edit of its message when ``incoming`` is given)."""
+def destination_of(turn: Turn) -> Destination:
+    """Where a stored turn's answer goes: its channel, replying to its message (a thread
+    opened on that message has the message's id, and the answer inside it replies to
+    nothing, as a live turn does)."""
+    replies = turn.source_id.isdigit() and turn.source_id != turn.reply_channel_id
+    return Destination(turn.reply_channel_id, turn.source_id if replies else None)
 
-    make_delivery: DeliveryFactory
-    incoming: Incoming
-    redo_turn_id: int | None = None
-    redo: bool = False
-    edited: bool = False
-    resume_turn: Turn | None = None
+
+def rejected_media(turn: Turn, error: ModelInputRejected) -> dict[str, set[int]] | None:
+    """The attachments fal refused, by field and index, when that is all it refused and
+    something is left to answer; None when the turn cannot go on without them."""
+    refused: dict[str, set[int]] = {"image_urls": set(), "video_urls": set()}
+    sizes = {"image_urls": len(turn.image_urls), "video_urls": len(turn.video_urls)}
+    if not error.problems:
+        return None
+    for problem in error.problems:
+        if problem.field not in refused or problem.index is None:
+            return None
+        if not 0 <= problem.index < sizes[problem.field]:
+            return None
+        refused[problem.field].add(problem.index)
+    remaining = sum(sizes.values()) - sum(len(v) for v in refused.values())
+    if remaining == 0 and turn.prompt == NO_TEXT_PROMPT:
+        return None
+    return refused
+
+
+def next_attempt(
+    turn: Turn,
+    refused: dict[str, set[int]] | None = None,
+    problems: Sequence[FieldProblem] = (),
+) -> NewTurn:
+    """The next attempt of ``turn``: the same message, prompt and media, except the
+    attachments ``refused`` (by field and index), which are left out with a warning naming
+    each and why."""
+    refused = refused or {}
+    reasons = {(p.field, p.index): p.message for p in problems}
+    warnings = list(turn.warnings)
+
+    def keep(
+        field_name: str, urls: tuple[str, ...], names: tuple[str, ...]
+    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        kept_urls, kept_names = [], []
+        for index, url in enumerate(urls):
+            name = names[index] if index < len(names) else f"attachment {index + 1}"
+            if index in refused.get(field_name, ()):
+                reason = reasons.get((field_name, index), "the model could not read it")
+                warnings.append(left_out(name, reason.rstrip(".")))
+            else:
+                kept_urls.append(url)
+                kept_names.append(name)
+        return tuple(kept_urls), tuple(kept_names)
+
+    image_urls, image_names = keep("image_urls", turn.image_urls, turn.image_names)
+    video_urls, video_names = keep("video_urls", turn.video_urls, turn.video_names)
+    return NewTurn(
+        conversation_id=turn.conversation_id,
+        epoch=turn.epoch,
+        source_id=turn.source_id,
+        author_id=turn.author_id,
+        author_name=turn.author_name,
+        reply_channel_id=turn.reply_channel_id,
+        prompt=turn.prompt,
+        image_urls=image_urls,
+        video_urls=video_urls,
+        warnings=tuple(warnings),
+        attempt=turn.attempt + 1,
+        image_names=image_names,
+        video_names=video_names,
+    )
 
 
 class ConversationService:
@@ -158,24 +226,21 @@ class ConversationService:
         store: Store,
         model: ModelClient,
         media: MediaSource,
+        deliveries: Deliveries,
         config: ServiceConfig,
-        *,
-        now: Callable[[], datetime] = utcnow,
     ) -> None:
         self._store = store
         self._model = model
         self._media = media
+        self._deliveries = deliveries
         self.config = config
-        self._now = now
         self._in_flight = asyncio.Semaphore(config.max_in_flight)
-        self._inboxes: Inboxes[_Work, TurnOutcome] = Inboxes(
-            self._handle_batch, window=config.batch_window
-        )
+        self._inboxes: Inboxes[Flow] = Inboxes(self._handle, window=config.batch_window)
         self._active: dict[int, _Active] = {}
         self._critical: set[asyncio.Future[RequestHandle]] = set()
         # Scopes known to have a conversation. A conversation is never unbound, so a hit
         # needs no query: most messages in busy threads cost one database read fewer.
-        self._bound: set[str] = set()
+        self._bound: OrderedDict[str, None] = OrderedDict()
 
     def reconfigure(self, config: ServiceConfig) -> None:
         """Apply a reloaded config to the turns that start from now on."""
@@ -184,243 +249,224 @@ class ConversationService:
         self._inboxes.window = config.batch_window
         self.config = config
 
-    # -- admission -------------------------------------------------------------------------
+    # -- the three ways in -----------------------------------------------------------------
 
-    async def admit(self, author_id: str, guild_id: str | None) -> None:
-        """Count one request against the user's and the server's quotas; raise
-        ``QuotaExceeded`` (with when to try again) and count nothing when one is used up."""
-        quotas = [("user", f"user:{author_id}", self.config.user_quota)]
-        if guild_id is not None:
-            quotas.append(("server", f"guild:{guild_id}", self.config.guild_quota))
-        active = [(scope, key, q) for scope, key, q in quotas if q is not None and q.requests > 0]
-        if not active:
-            return
-        # One atomic check of both quotas: a refusal by either counts against neither. The
-        # window is part of the key, since a key keeps one window (a reload may change it).
-        keys = [(f"{key}:{q.window_seconds}", q.requests, q.window_seconds) for _, key, q in active]
-        retry_at = await self._store.try_consume(keys, now=self._now())
-        if retry_at is not None:
-            now = self._now()
-            scope = "user"
-            for name, key, q in active:
-                # Name the quota that is used up (the server's when both are).
-                if name == "server" and await self._store.usage_full(
-                    f"{key}:{q.window_seconds}", q.requests, q.window_seconds, now
-                ):
-                    scope = "server"
-            raise QuotaExceeded(scope, retry_at)
-
-    # -- turns -----------------------------------------------------------------------------
-
-    async def respond(
-        self, incoming: Incoming, make_delivery: DeliveryFactory, *, batchable: bool = True
-    ) -> TurnOutcome:
+    async def respond(self, incoming: Incoming, *, batchable: bool = True) -> None:
         """Answer one message. Messages of one conversation are answered in arrival order;
         with ``batchable``, a person's messages sent in quick succession (or waiting while
         an answer is produced) are answered as one turn. Failures are reported through the
         delivery and stored on the turn; only cancellation (shutdown) propagates."""
         key = incoming.author_id if batchable else None
-        return await self._inboxes.submit(incoming.scope_id, _Work(make_delivery, incoming), key)
+        await self._inboxes.submit(incoming.scope_id, incoming, key)
 
-    async def redo(
-        self,
-        scope_id: str,
-        make_delivery: DeliveryFactory,
-        requester: Incoming,
-        *,
-        turn_id: int | None = None,
-        edited: bool = False,
-    ) -> TurnOutcome:
-        """Answer the conversation's latest turn again (Retry; with ``edited``, from the
-        text and attachments of ``requester``, the edited message). ``turn_id`` names the
-        turn the person meant: when it is no longer the latest, nothing happens. The old
-        answer leaves the history and its messages are marked superseded."""
-        work = _Work(make_delivery, requester, redo_turn_id=turn_id, redo=True, edited=edited)
-        return await self._inboxes.submit(scope_id, work, None)
+    async def redo(self, redo: Redo) -> None:
+        """Answer the conversation's latest turn again (see :class:`Redo`). The old answer
+        leaves the history and its messages are marked superseded."""
+        await self._inboxes.submit(redo.scope_id, redo, None)
 
-    async def _handle_batch(self, batch: Sequence[_Work]) -> TurnOutcome:
+    async def resume_unfinished(self, spawn: Callable[[Coroutine[Any, Any, None]], object]) -> int:
+        """Queue every turn a previous run left unfinished: each waits for its submitted
+        request by fal id, submits a pending one, or delivers a completed one. Turns of one
+        conversation run in order, ahead of new messages; conversations concurrently; each in
+        its own task (``spawn``), so one failing cannot take the others down. Returns how
+        many turns were queued."""
+        turns = await self._store.unfinished_turns()
+        scopes: dict[int, str] = {}
+        for turn in turns:
+            if turn.conversation_id not in scopes:
+                conversation = await self._store.get_conversation(turn.conversation_id)
+                scopes[turn.conversation_id] = conversation.scope_id
+        # Oldest first: tasks start in creation order and queue before their first await,
+        # so each turn waits behind the previous one of its conversation.
+        for turn in turns:
+            spawn(self._inboxes.submit(scopes[turn.conversation_id], Resume(turn), None))
+        return len(turns)
+
+    async def _handle(self, batch: Sequence[Flow]) -> None:
         first = batch[0]
-        if first.resume_turn is not None:
-            return await self._resume(first)
-        if first.redo:
-            return await self._redo(first)
-        incoming = merge_incoming([w.incoming for w in batch])
-        delivery = batch[-1].make_delivery(incoming)
+        if isinstance(first, Resume):
+            await self._resume(first.turn)
+        elif isinstance(first, Redo):
+            await self._redo(first)
+        else:
+            incoming = merge_incoming([i for i in batch if isinstance(i, Incoming)])
+            await self._new(incoming)
+
+    # -- flows -----------------------------------------------------------------------------
+
+    async def _new(self, incoming: Incoming) -> None:
+        started = asyncio.get_running_loop().time()
+        delivery = self._deliveries.open(Destination(incoming.scope_id, incoming.reply_to))
         await delivery.start()
         try:
-            return await self._respond_now(incoming, delivery)
+            try:
+                # A message handled twice is refused by begin_turn (unique source id).
+                conversation = await self._conversation_for(incoming)
+                new = await self._new_turn(conversation, incoming)
+                turn = await self._store.begin_turn(new)
+            except DuplicateMessage:
+                log.info("message %s already answered; ignoring", incoming.source_id)
+                return
+            except SeedBotError as exc:
+                # Failures before the turn was stored: nothing to mark, only to tell.
+                log.warning("turn for message %s refused: %s", incoming.source_id, exc)
+                with contextlib.suppress(DeliveryError):
+                    await delivery.fail(None, exc)
+                return
+            log.info(
+                "turn %s stored for message %s in conversation %s",
+                turn.id,
+                incoming.source_id,
+                conversation.id,
+            )
+            await self._answer(conversation, turn, delivery, started)
         finally:
             await delivery.close()
 
-    async def _respond_now(self, incoming: Incoming, delivery: Delivery) -> TurnOutcome:
+    async def _redo(self, redo: Redo) -> None:
         started = asyncio.get_running_loop().time()
-        try:
-            # A message handled twice is refused by begin_turn (unique source id).
-            conversation = await self._conversation_for(incoming)
-            prepared = await self._prepare(conversation, incoming)
-            turn = await self._store.begin_turn(
-                NewTurn(
-                    conversation_id=conversation.id,
-                    epoch=conversation.epoch,
-                    source_id=incoming.source_id,
-                    author_id=incoming.author_id,
-                    author_name=incoming.author_name,
-                    reply_channel_id=incoming.scope_id,
-                    **asdict(prepared),
-                )
-            )
-        except DuplicateMessage:
-            log.info("message %s already answered; ignoring", incoming.source_id)
-            return TurnOutcome(None, "duplicate")
-        except SeedBotError as exc:
-            # Failures before the turn was stored: nothing to mark, only to tell.
-            log.warning("turn for message %s refused: %s", incoming.source_id, exc)
-            with contextlib.suppress(DeliveryError):
-                await delivery.fail(None, exc)
-            return TurnOutcome(None, "refused")
-        log.info(
-            "turn %s stored for message %s in conversation %s",
-            turn.id,
-            incoming.source_id,
-            conversation.id,
-        )
-        return await self._run_turn(conversation, turn, delivery, started)
-
-    async def _redo(self, work: _Work) -> TurnOutcome:
-        started = asyncio.get_running_loop().time()
-        scope_id = work.incoming.scope_id
-        conversation = await self._store.conversation_for_scope(scope_id)
+        conversation = await self._store.conversation_for_scope(redo.scope_id)
         latest = await self._store.latest_turn(conversation.id) if conversation else None
         if conversation is None or latest is None:
-            return TurnOutcome(None, "nothing")
-        if work.redo_turn_id is not None and latest.id != work.redo_turn_id:
-            log.info("redo of turn %s skipped: turn %s is newer", work.redo_turn_id, latest.id)
-            return TurnOutcome(latest, "nothing")
-        incoming = work.incoming
-        delivery = work.make_delivery(incoming)
+            return
+        if redo.turn_id is not None and latest.id != redo.turn_id:
+            log.info("redo of turn %s skipped: turn %s is newer", redo.turn_id, latest.id)
+            return
+        delivery = self._deliveries.open(destination_of(latest))
         await delivery.start()
         try:
-            if work.edited:
+            if redo.edited is not None:
                 # An edit: the turn is rebuilt from the edited message.
-                prepared = await self._prepare(conversation, incoming)
+                new = await self._new_turn(conversation, redo.edited)
             else:
-                prepared = Prepared(
-                    latest.prompt, latest.image_urls, latest.video_urls, latest.warnings
-                )
-            turn = await self._store.begin_turn(
-                NewTurn(
-                    conversation_id=conversation.id,
-                    epoch=conversation.epoch,
-                    source_id=latest.source_id,
-                    author_id=latest.author_id,
-                    author_name=latest.author_name,
-                    reply_channel_id=latest.reply_channel_id,
-                    attempt=latest.attempt + 1,
-                    **asdict(prepared),
-                ),
-                superseding=latest.id,
+                new = next_attempt(latest)
+            new = replace(
+                new,
+                source_id=latest.source_id,
+                author_id=latest.author_id,
+                author_name=latest.author_name,
+                reply_channel_id=latest.reply_channel_id,
+                attempt=latest.attempt + 1,
             )
+            turn = await self._store.begin_turn(new, superseding=latest.id)
             log.info("turn %s answers turn %s again", turn.id, latest.id)
             with contextlib.suppress(DeliveryError):
                 await delivery.supersede(latest)
-            return await self._run_turn(conversation, turn, delivery, started)
         except DuplicateMessage:
-            return TurnOutcome(None, "duplicate")
+            await delivery.close()
+            return
         except SeedBotError as exc:
             # Before the new attempt was stored (its attachments, the database): say so.
             log.warning("answering turn %s again failed: %s", latest.id, exc)
             with contextlib.suppress(DeliveryError):
                 await delivery.fail(None, exc)
-            return TurnOutcome(None, "refused")
+            await delivery.close()
+            return
+        try:
+            await self._answer(conversation, turn, delivery, started)
         finally:
             await delivery.close()
+
+    async def _resume(self, turn: Turn) -> None:
+        log.info("resuming turn %s (%s)", turn.id, turn.state)
+        conversation = await self._store.get_conversation(turn.conversation_id)
+        delivery = self._deliveries.open(destination_of(turn))
+        await delivery.start()
+        try:
+            started = asyncio.get_running_loop().time()
+            await self._answer(conversation, turn, delivery, started)
+        finally:
+            await delivery.close()
+
+    # -- steps -----------------------------------------------------------------------------
 
     async def is_bound(self, scope_id: str) -> bool:
         """Whether a thread or DM channel has a conversation."""
         if scope_id in self._bound:
+            self._bound.move_to_end(scope_id)
             return True
         if await self._store.conversation_for_scope(scope_id) is None:
             return False
-        self._bound.add(scope_id)
+        self._remember_bound(scope_id)
         return True
+
+    def _remember_bound(self, scope_id: str) -> None:
+        self._bound[scope_id] = None
+        self._bound.move_to_end(scope_id)
+        while len(self._bound) > BOUND_CACHE_SIZE:
+            self._bound.popitem(last=False)
 
     async def _conversation_for(self, incoming: Incoming) -> Conversation:
         conversation = await self._store.conversation_for_scope(incoming.scope_id)
         if conversation is None:
-            conversation = await self._create_conversation(incoming)
-        self._bound.add(incoming.scope_id)
+            conversation = await self._store.create_conversation(
+                NewConversation(
+                    scope_id=incoming.scope_id,
+                    owner_id=incoming.author_id,
+                    guild_id=incoming.guild_id,
+                    parent_channel_id=incoming.parent_channel_id,
+                )
+            )
+        self._remember_bound(incoming.scope_id)
         return conversation
 
-    async def _create_conversation(self, incoming: Incoming) -> Conversation:
-        return await self._store.create_conversation(
-            NewConversation(
-                scope_id=incoming.scope_id,
-                owner_id=incoming.author_id,
-                guild_id=incoming.guild_id,
-                parent_channel_id=incoming.parent_channel_id,
-            )
+    async def _new_turn(self, conversation: Conversation, incoming: Incoming) -> NewTurn:
+        """The turn one message (or burst) becomes: its attachments prepared once, here."""
+        media: PreparedMedia = await prepare_media(
+            incoming.attachments, self.config.attachments, self._media, self._model
         )
-
-    async def _prepare(self, conversation: Conversation, incoming: Incoming) -> Prepared:
-        """The prompt, the media URLs and the warnings for one incoming message."""
-        plan = plan_attachments(incoming.attachments, self.config.attachment_limits)
-        warnings = list(plan.dropped)
-        limits = self.config.attachment_limits
-        image_jobs = [self._media_url(a, limits.max_image_bytes, image=True) for a in plan.images]
-        video_jobs = [self._media_url(a, limits.max_video_bytes, image=False) for a in plan.videos]
-        text_jobs = [self._media.fetch(a, limits.max_text_bytes) for a in plan.texts]
-        results = await asyncio.gather(*image_jobs, *video_jobs, *text_jobs, return_exceptions=True)
-        image_urls: list[str] = []
-        video_urls: list[str] = []
-        inlined: list[InlinedText] = []
-        ordered: list[tuple[Attachment, str]] = (
-            [(a, "image") for a in plan.images]
-            + [(a, "video") for a in plan.videos]
-            + [(a, "text") for a in plan.texts]
-        )
-        for (att, kind), result in zip(ordered, results, strict=True):
-            if isinstance(result, BaseException):
-                if not isinstance(result, AttachmentError | ModelError):
-                    raise result
-                log.warning("attachment %s left out: %s", att.id, result)
-                reason = result.reason if isinstance(result, AttachmentError) else result.message
-                warnings.append(f"`{att.filename[:60]}` could not be used: {reason}")
-            elif kind == "text":
-                assert isinstance(result, bytes)
-                try:
-                    inlined.append(InlinedText(att.filename, result.decode("utf-8")))
-                except UnicodeDecodeError:
-                    warnings.append(f"`{att.filename[:60]}` is not UTF-8 text")
-            else:
-                assert isinstance(result, str)
-                (image_urls if kind == "image" else video_urls).append(result)
-        several = await self._store.has_other_speakers(conversation.id, incoming.author_id)
         prompt = compose_prompt(
             incoming.text,
-            author_name=incoming.author_name if several else None,
             quoted=incoming.reply_text,
             quoted_author=incoming.reply_author,
-            inlined=inlined,
+            inlined=media.inlined,
         )
         if not prompt.strip():
-            # The API requires a prompt; an image alone still deserves an answer.
-            prompt = "(no text; see the attachments)" if image_urls or video_urls else "Hello!"
-        return Prepared(prompt, tuple(image_urls), tuple(video_urls), tuple(warnings))
+            prompt = NO_TEXT_PROMPT if media.image_urls or media.video_urls else EMPTY_PROMPT
+        return NewTurn(
+            conversation_id=conversation.id,
+            epoch=conversation.epoch,
+            source_id=incoming.source_id,
+            author_id=incoming.author_id,
+            author_name=incoming.author_name,
+            reply_channel_id=incoming.scope_id,
+            prompt=prompt,
+            image_urls=media.image_urls,
+            video_urls=media.video_urls,
+            warnings=media.warnings,
+            image_names=media.image_names,
+            video_names=media.video_names,
+        )
 
-    async def _media_url(self, att: Attachment, max_bytes: int, *, image: bool) -> str:
-        mode = self.config.attachment_mode
-        if mode == "discord_url":
-            return att.url
-        data = await self._media.fetch(att, max_bytes)
-        content_type = (att.content_type or "application/octet-stream").split(";")[0].strip()
-        if mode == "data_uri" and image and len(data) <= self.config.max_data_uri_bytes:
-            return f"data:{content_type};base64,{base64.b64encode(data).decode('ascii')}"
-        return await self._model.upload(data, content_type=content_type, file_name=att.filename)
+    async def _answer(
+        self, conversation: Conversation, turn: Turn, delivery: Delivery, started: float
+    ) -> None:
+        """Run a stored turn; when fal refuses some of its attachments (and only those), run
+        the next attempt without them, naming each in the reply."""
+        while True:
+            rejected = await self._run_turn(conversation, turn, delivery, started)
+            if rejected is None:
+                return
+            refused, error = rejected
+            log.info("turn %s: fal refused %s; answering without them", turn.id, refused)
+            try:
+                turn = await self._store.begin_turn(
+                    next_attempt(turn, refused, error.problems), superseding=turn.id
+                )
+            except SeedBotError as exc:
+                log.warning(
+                    "turn %s could not be retried without its attachments: %s", turn.id, exc
+                )
+                with contextlib.suppress(DeliveryError):
+                    await delivery.fail(turn, error)
+                await self._store.finish_turn(turn.id, TurnState.FAILED, str(error)[:500])
+                return
 
     async def _run_turn(
         self, conversation: Conversation, turn: Turn, delivery: Delivery, started: float
-    ) -> TurnOutcome:
-        """Submit (if not yet), wait, store and deliver one stored turn."""
+    ) -> tuple[dict[str, set[int]], ModelInputRejected] | None:
+        """Submit (if not yet), wait, store and deliver one stored turn. Returns the refused
+        attachments when fal refused only some of them (the caller tries again without)."""
         active = self._active.setdefault(turn.id, _Active())
         try:
             await delivery.attach(turn)
@@ -445,40 +491,44 @@ class ConversationService:
                     messages=(),
                     request_id=turn.handle.request_id if turn.handle else "",
                 )
-            ids = await delivery.deliver(turn, reply, warnings)
-            try:
-                await self._store.record_delivery(turn.id, ids)
-            except StorageError as exc:
-                # The answer is out: do not turn it into a failure notice. The turn stays
-                # completed; a restart re-delivers it idempotently (stored parts, nonces).
-                log.warning("turn %s delivered but not recorded: %s", turn.id, exc)
+            await delivery.deliver(turn, reply, warnings)
             log.info("turn %s delivered (request %s)", turn.id, reply.request_id)
-            return TurnOutcome(turn, TurnState.DELIVERED)
+            return None
         except TurnStopped as stop:
             log.info("turn %s stopped", turn.id)
             with contextlib.suppress(DeliveryError):
                 await delivery.stopped(turn, stop.by)
-            return TurnOutcome(turn, TurnState.STOPPED)
+            return None
         except asyncio.CancelledError:
             log.info("turn %s interrupted; it stays unfinished for the next start", turn.id)
             raise
         except DeliveryError as exc:
-            # Nowhere to tell the user: store the failure so no restart retries it forever.
+            # Nowhere to tell the user: store the failure so no restart retries it forever
+            # (and the answer nobody saw stays out of later history).
             log.warning("turn %s could not be delivered: %s", turn.id, exc)
             await self._store.finish_turn(turn.id, TurnState.FAILED, str(exc)[:500])
-            return TurnOutcome(turn, TurnState.FAILED)
+            return None
+        except ModelInputRejected as exc:
+            refused = rejected_media(turn, exc)
+            if refused is not None:
+                return refused, exc
+            await self._report_failure(turn, delivery, exc)
+            return None
         except SeedBotError as exc:
-            log.warning("turn %s failed: %s", turn.id, exc)
-            # Notice first, then the state: a crash in between repeats the notice on the
-            # next start rather than leaving the user with silence.
-            try:
-                await delivery.fail(turn, exc)
-            except DeliveryError as posting:
-                log.warning("failure notice for turn %s not posted: %s", turn.id, posting)
-            await self._store.finish_turn(turn.id, TurnState.FAILED, str(exc)[:500])
-            return TurnOutcome(turn, TurnState.FAILED)
+            await self._report_failure(turn, delivery, exc)
+            return None
         finally:
             self._active.pop(turn.id, None)
+
+    async def _report_failure(self, turn: Turn, delivery: Delivery, exc: SeedBotError) -> None:
+        log.warning("turn %s failed: %s", turn.id, exc)
+        # Notice first, then the state: a crash in between repeats the notice on the next
+        # start rather than leaving the user with silence.
+        try:
+            await delivery.fail(turn, exc)
+        except DeliveryError as posting:
+            log.warning("failure notice for turn %s not posted: %s", turn.id, posting)
+        await self._store.finish_turn(turn.id, TurnState.FAILED, str(exc)[:500])
 
     async def _obtain_reply(
         self,
@@ -562,11 +612,14 @@ class ConversationService:
     async def _build(self, conversation: Conversation, turn: Turn) -> BuiltRequest:
         history, layers = await self._store.turn_context(
             conversation.id,
-            conversation.epoch,
+            turn.epoch,
             thread_id=conversation.scope_id,
             channel_id=conversation.parent_channel_id,
             guild_id=conversation.guild_id,
         )
+        speakers = list(await self._store.speakers(conversation.id, turn.epoch))
+        if all(s.author_id != turn.author_id for s in speakers):
+            speakers.append(Speaker(turn.author_id, turn.author_name))
         return build_request(
             history,
             prompt=turn.prompt,
@@ -574,6 +627,8 @@ class ConversationService:
             video_urls=turn.video_urls,
             settings=resolve_settings(layers, self.config.defaults).values,
             context_budget_tokens=self.config.context_budget_tokens,
+            author_name=turn.author_name,
+            speakers=speakers,
         )
 
     # -- controls --------------------------------------------------------------------------
@@ -613,57 +668,6 @@ class ConversationService:
 
     async def recent_conversations(self, since: datetime) -> list[tuple[Conversation, str | None]]:
         return await self._store.recent_conversations(since)
-
-    async def record_status_message(self, turn_id: int, message_id: str) -> None:
-        await self._store.record_status_message(turn_id, message_id)
-
-    async def record_reply_parts(self, turn_id: int, message_ids: Sequence[str]) -> None:
-        await self._store.record_reply_parts(turn_id, message_ids)
-
-    # -- restarts --------------------------------------------------------------------------
-
-    async def resume_unfinished(
-        self,
-        delivery_for: Callable[[Turn], Delivery],
-        spawn: Callable[[Coroutine[Any, Any, TurnOutcome]], object],
-    ) -> int:
-        """Queue every turn a previous run left unfinished: each waits for its submitted
-        request by fal id, submits a pending one, or delivers a completed one. Turns of one
-        conversation run in order, ahead of new messages; conversations concurrently; each in
-        its own task (``spawn``), so one failing cannot take the others down. Returns how
-        many turns were queued."""
-        turns = await self._store.unfinished_turns()
-        scopes: dict[int, str] = {}
-        for turn in turns:
-            if turn.conversation_id not in scopes:
-                conversation = await self._store.get_conversation(turn.conversation_id)
-                scopes[turn.conversation_id] = conversation.scope_id
-        # Oldest first: tasks start in creation order and queue before their first await,
-        # so each turn waits behind the previous one of its conversation.
-        for turn in turns:
-            incoming = Incoming(
-                source_id=turn.source_id,
-                scope_id=scopes[turn.conversation_id],
-                author_id=turn.author_id,
-                author_name=turn.author_name,
-                text=turn.prompt,
-            )
-            work = _Work(partial(_fixed_delivery, delivery_for(turn)), incoming, resume_turn=turn)
-            spawn(self._inboxes.submit(incoming.scope_id, work, None))
-        return len(turns)
-
-    async def _resume(self, work: _Work) -> TurnOutcome:
-        turn = work.resume_turn
-        assert turn is not None
-        log.info("resuming turn %s (%s)", turn.id, turn.state)
-        conversation = await self._store.get_conversation(turn.conversation_id)
-        delivery = work.make_delivery(work.incoming)
-        await delivery.start()
-        try:
-            started = asyncio.get_running_loop().time()
-            return await self._run_turn(conversation, turn, delivery, started)
-        finally:
-            await delivery.close()
 
     # -- settings --------------------------------------------------------------------------
 

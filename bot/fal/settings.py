@@ -5,11 +5,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from yarl import URL
-
 from bot.domain.errors import ConfigError
+from bot.urls import http_url_problem
 
 DEFAULT_ENDPOINT = "fal-ai/bytedance/seed/v2/mini"
+DEFAULT_QUEUE_BASE = "https://queue.fal.run"
+DEFAULT_REST_BASE = "https://rest.fal.ai"
+DEFAULT_CONNECT_TIMEOUT = 10.0
 
 # fal's status stream sends a keep-alive comment every 15 s (fal-protocol.md §4.2); a little
 # more than that tells a dead stream from a quiet one.
@@ -43,9 +45,9 @@ class FalSettings:
 
     key: str = field(repr=False)
     endpoint: str = DEFAULT_ENDPOINT
-    queue_base: str = "https://queue.fal.run"
-    rest_base: str = "https://rest.fal.ai"
-    connect_timeout: float = 5.0
+    queue_base: str = DEFAULT_QUEUE_BASE
+    rest_base: str = DEFAULT_REST_BASE
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     request_timeout: float = 30.0
     upload_timeout: float = 120.0
     poll_interval: float = 0.25
@@ -68,9 +70,8 @@ class FalSettings:
         if len(segments) < 2 or not all(segments):
             problems.append(f"fal endpoint {self.endpoint!r} is not of the form owner/app[/path]")
         for name in ("queue_base", "rest_base"):
-            url = URL(getattr(self, name))
-            if url.scheme not in ("http", "https") or not url.host:
-                problems.append(f"fal {name} must be an absolute http(s) URL")
+            if (problem := http_url_problem(getattr(self, name))) is not None:
+                problems.append(f"fal {name} {problem}")
         for name in (
             "connect_timeout",
             "request_timeout",

@@ -33,6 +33,7 @@ from bot.domain.models import (
     NewTurn,
     RequestHandle,
     SettingsScope,
+    Speaker,
     Thinking,
     Turn,
     TurnState,
@@ -130,6 +131,8 @@ def _turn(row: TurnRow) -> Turn:
         image_urls=tuple(row.image_urls),
         video_urls=tuple(row.video_urls),
         warnings=tuple(row.warnings),
+        image_names=tuple(row.image_names or ()),
+        video_names=tuple(row.video_names or ()),
         state=TurnState(row.state),
         handle=handle,
         output=row.output,
@@ -340,6 +343,8 @@ class SqlStore:
                 image_urls=list(new.image_urls),
                 video_urls=list(new.video_urls),
                 warnings=list(new.warnings),
+                image_names=list(new.image_names),
+                video_names=list(new.video_names),
                 state=TurnState.PENDING.value,
                 request_id=None,
                 status_url=None,
@@ -415,6 +420,24 @@ class SqlStore:
             return [(_conversation(row), source) for row, source in rows]
 
         return await self._run("recent_conversations", op, write=False)
+
+    async def speakers(self, conversation_id: int, epoch: int) -> tuple[Speaker, ...]:
+        async def op(s: AsyncSession) -> tuple[Speaker, ...]:
+            rows = await s.execute(
+                select(TurnRow.author_id, TurnRow.author_name)
+                .where(
+                    TurnRow.conversation_id == conversation_id,
+                    TurnRow.epoch == epoch,
+                    TurnRow.state.in_(IN_HISTORY_STATES),
+                )
+                .order_by(TurnRow.id)
+            )
+            seen: dict[str, Speaker] = {}
+            for author_id, author_name in rows:
+                seen.setdefault(author_id, Speaker(author_id, author_name))
+            return tuple(seen.values())
+
+        return await self._run("speakers", op, write=False)
 
     async def has_other_speakers(self, conversation_id: int, author_id: str) -> bool:
         async def op(s: AsyncSession) -> bool:

@@ -87,6 +87,9 @@ class TurnRow(Base):
     image_urls: Mapped[list[str]] = mapped_column(JSON)
     video_urls: Mapped[list[str]] = mapped_column(JSON)
     warnings: Mapped[list[str]] = mapped_column(JSON)
+    # The file names behind image_urls / video_urls, index for index (named in errors).
+    image_names: Mapped[list[str]] = mapped_column(JSON, server_default="[]")
+    video_names: Mapped[list[str]] = mapped_column(JSON, server_default="[]")
     state: Mapped[str] = mapped_column(String(16), index=True)
     request_id: Mapped[str | None] = mapped_column(String(255))
     status_url: Mapped[str | None] = mapped_column(Text)

@@ -4,10 +4,12 @@ what is ignored or refused. People talk on the fake Discord; the model is the fa
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from bot.chat.delivery import ChannelDelivery
+from bot.chat.controls import retry_view, stop_view
+from bot.chat.delivery import ChannelDelivery, Views
 from bot.domain.errors import FieldProblem, ModelInputRejected
 from bot.domain.models import Turn, TurnState
 from tests.chat.conftest import Harness, HarnessFactory
@@ -267,40 +269,60 @@ async def test_bots_webhooks_and_unmentioned_messages_are_ignored(harness: Harne
 # -- failures --------------------------------------------------------------------------------
 
 
-async def test_rejected_attachment_is_named_and_history_stays_clean(harness: Harness) -> None:
-    h = harness
+def refusing(broken: bytes) -> Any:
+    """A model that cannot read the image whose stored copy holds ``broken`` (fal answers
+    422 file_download_error for its index) and echoes otherwise."""
 
     def responder(args: dict[str, Any]) -> Any:
-        if args.get("image_urls"):
-            return Failure.validation(
-                [
-                    {
-                        "loc": ["body", "image_urls", 0],
-                        "msg": "Failed to download the file. Please check if the URL is "
-                        "accessible.",
-                        "type": "file_download_error",
-                    }
-                ]
-            )
+        for index, url in enumerate(args.get("image_urls", [])):
+            if url.endswith("/broken.png"):
+                return Failure.validation(
+                    [
+                        {
+                            "loc": ["body", "image_urls", index],
+                            "msg": "Failed to download the file. Please check if the URL is "
+                            "accessible.",
+                            "type": "file_download_error",
+                        }
+                    ]
+                )
         return echo_responder(args)
 
-    h.fal.responder = responder
+    return responder
+
+
+async def test_a_refused_attachment_is_left_out_named_and_the_turn_goes_on(
+    harness: Harness,
+) -> None:
+    """One unusable image among several: the others go through, the reply names it."""
+    h = harness
+    h.fal.responder = refusing(PNG)
     thread, _ = await converse(h, "first good question")
     since = h.fake.mark()
-    await h.fake.send_message(
-        h.world.alice, thread, "and this picture?", files=[UserFile("broken.png", PNG)]
-    )
-    error = await h.answer_in(thread, since=since, contains="⚠️")
-    failed_id = list(h.fal.requests)[-1]
-    assert "broken.png" in error.content
-    assert failed_id in error.content
-    assert "Failed to download" in error.content
+    files = [UserFile("good.png", PNG), UserFile("broken.png", PNG), UserFile("fine.png", PNG)]
+    await h.fake.send_message(h.world.alice, thread, "and these pictures?", files=files)
+    answer = await h.answer_in(thread, since=since, contains="echo: and these pictures?")
+    assert "`broken.png` could not be used: Failed to download the file" in answer.content
+    refused, answered = list(h.fal.requests.values())[-2:]
+    assert len(refused.input["image_urls"]) == 3 and refused.result_status == 422
+    sent = answered.input["image_urls"]
+    assert len(sent) == 2 and not any(u.endswith("/broken.png") for u in sent)
+    # the refused attempt leaves no trace in the history; the answered one is in it
     await say(h, h.world.alice, thread, "third question")
-    last = list(h.fal.requests.values())[-1]
-    history = last.input.get("messages", [])
-    assert [m["role"] for m in history] == ["user", "assistant"]
+    history = list(h.fal.requests.values())[-1].input.get("messages", [])
+    assert [m["role"] for m in history] == ["user", "assistant", "user", "assistant"]
     assert history[0]["content"] == "first good question"
-    assert history[1]["content"] == "echo: first good question"
+    assert history[3]["content"] == "echo: and these pictures?"
+
+
+async def test_a_file_name_is_sent_to_fal_storage_safely(harness: Harness) -> None:
+    h = harness
+    # (Discord itself keeps no "/" in a file name; backslashes and format characters it does.)
+    hostile = "..\\..\\x\u202e.png"
+    await h.start_thread(h.world.alice, "look", files=[UserFile(hostile, PNG)])
+    await h.fal.wait_for(lambda: bool(h.fal.files))
+    [stored] = h.fal.files.values()
+    assert stored.file_name == "x.png"
 
 
 async def test_undownloadable_image_is_named_with_request_id(
@@ -312,9 +334,8 @@ async def test_undownloadable_image_is_named_with_request_id(
     assert h.fal.allowed_media_hosts == set()
     thread, _ = await converse(h, "plain start")
     since = h.fake.mark()
-    await h.fake.send_message(
-        h.world.alice, thread, "see picture", files=[UserFile("holiday.png", PNG)]
-    )
+    # An image alone: without it nothing is left to answer, so the turn fails, naming it.
+    await h.fake.send_message(h.world.alice, thread, "", files=[UserFile("holiday.png", PNG)])
     error = await h.answer_in(thread, since=since, contains="⚠️")
     failed = list(h.fal.requests.values())[-1]
     assert failed.result_status == 422
@@ -408,7 +429,7 @@ async def test_turns_of_one_thread_are_answered_in_order(harness: Harness) -> No
     ]
 
 
-# -- naming a rejected attachment when an earlier one was left out ---------------------------
+# -- naming a rejected attachment: the names stored with the turn ---------------------------
 
 
 class _Sent:
@@ -418,6 +439,8 @@ class _Sent:
 class _Channel:
     """Just enough of a Messageable for ChannelDelivery to post a failure notice."""
 
+    id = 1
+
     def __init__(self) -> None:
         self.sent: list[str] = []
 
@@ -426,7 +449,20 @@ class _Channel:
         return _Sent()
 
 
-def _turn(image_urls: tuple[str, ...]) -> Turn:
+class _Recorder:
+    """The delivery's recording port; a failure notice records nothing."""
+
+    async def record_status_message(self, turn_id: int, message_id: str) -> None:
+        raise AssertionError("a failure notice is no status message")
+
+    async def record_reply_parts(self, turn_id: int, message_ids: Sequence[str]) -> None:
+        raise AssertionError("a failure notice is no answer")
+
+    async def record_delivery(self, turn_id: int, message_ids: Sequence[str]) -> None:
+        raise AssertionError("a failure notice is no answer")
+
+
+def _turn(image_urls: tuple[str, ...], image_names: tuple[str, ...]) -> Turn:
     now = datetime.now(UTC)
     return Turn(
         id=1,
@@ -448,24 +484,25 @@ def _turn(image_urls: tuple[str, ...]) -> Turn:
         reply_message_ids=(),
         created_at=now,
         updated_at=now,
+        image_names=image_names,
     )
 
 
-async def test_rejected_attachment_is_not_misnamed_after_a_download_failure() -> None:
+async def test_a_rejected_attachment_is_named_from_the_names_stored_with_its_turn() -> None:
     # a.png could not be downloaded, so only b.png was sent: fal's image_urls[0] is b.png.
     rejected = ModelInputRejected(
         "422",
         (FieldProblem("image_urls", 0, "file_download_error", "Failed to download"),),
         request_id="req-1",
     )
-    names = {"image_urls": ["a.png", "b.png"], "video_urls": []}
     channel = _Channel()
-    delivery = ChannelDelivery(cast(Any, channel), attachment_names=names)
-    await delivery.fail(_turn(("https://fal/b",)), rejected)
+    views = Views(stop=stop_view, retry=retry_view)
+    delivery = ChannelDelivery(cast(Any, channel), recorder=_Recorder(), views=views)
+    await delivery.fail(_turn(("https://fal/b",), ("b.png",)), rejected)
     [notice] = channel.sent
-    assert "a.png" not in notice and "image 1" in notice and "req-1" in notice
-    # when everything planned was sent, the name is given
+    assert "`b.png`" in notice and "a.png" not in notice and "req-1" in notice
+    # a turn stored without names (before they were kept) says "image 1"
     channel = _Channel()
-    delivery = ChannelDelivery(cast(Any, channel), attachment_names=names)
-    await delivery.fail(_turn(("https://fal/a", "https://fal/b")), rejected)
-    assert "`a.png`" in channel.sent[0]
+    delivery = ChannelDelivery(cast(Any, channel), recorder=_Recorder(), views=views)
+    await delivery.fail(_turn(("https://fal/b",), ()), rejected)
+    assert "image 1" in channel.sent[0]

@@ -1,4 +1,5 @@
-"""Tests for bot.chat.render: tables of cases (hostile ones included) and seeded properties."""
+"""Tests for bot.chat.splitter and bot.chat.texts: tables of cases (hostile ones included)
+and seeded properties."""
 
 from __future__ import annotations
 
@@ -9,15 +10,14 @@ from dataclasses import dataclass
 
 import pytest
 
-from bot.chat.render import (
-    DISCORD_MESSAGE_LIMIT,
+from bot.chat.splitter import DISCORD_MESSAGE_LIMIT, split_message
+from bot.chat.texts import (
     EMPTY_ANSWER,
     REASONING_FILENAME,
     REASONING_HEADING,
     RenderedFile,
     compose_reply,
     render_reasoning,
-    split_message,
     status_queued,
     status_running,
     thread_name,
@@ -631,7 +631,12 @@ def test_compose_property_every_message_fits(seed: int) -> None:
         pytest.param("at <t:1700000000:R> ok", "at ok", id="timestamp"),
         pytest.param("```py\nprint(1)\n```", "print(1)", id="code block"),
         pytest.param("```hello```", "hello", id="one-line code block"),
-        pytest.param("@everyone look", "@everyone look", id="everyone kept"),
+        pytest.param("@everyone look", "look", id="everyone dropped"),
+        pytest.param("hey @here and @Everyone!", "hey and !", id="here dropped"),
+        pytest.param(r"\@everyone escaped", "escaped", id="escaped everyone dropped"),
+        pytest.param("@@everyoneeveryone x", "x", id="no reassembly"),
+        pytest.param("a\u200bb\u200fc\u202ed\u2066e\u2069f\ufeffg", "abcdefg", id="invisible"),
+        pytest.param("\u202egnp.exe", "gnp.exe", id="right-to-left override"),
         pytest.param("😀 emoji", "😀 emoji", id="unicode emoji"),
     ],
 )
@@ -639,7 +644,10 @@ def test_thread_name(prompt: str, expected: str) -> None:
     assert thread_name(prompt, "fallback") == expected
 
 
-@pytest.mark.parametrize("prompt", ["", "   \n ", "<@123>", "<@1> <#2>\n\n**  **", "```\n```"])
+@pytest.mark.parametrize(
+    "prompt",
+    ["", "   \n ", "<@123>", "<@1> <#2>\n\n**  **", "```\n```", "@everyone @here", "\u200b\u202e"],
+)
 def test_thread_name_fallback(prompt: str) -> None:
     assert thread_name(prompt, "Chat with Ann") == "Chat with Ann"
 
@@ -667,6 +675,9 @@ def test_thread_name_hard_cut_keeps_emoji_whole() -> None:
 def test_thread_name_long_fallback_and_blank_fallback() -> None:
     assert len(thread_name("", "f " * 200)) <= 100
     assert thread_name("", "  ") == "Conversation"
+    # a display name is cleaned like a prompt, and never leaves the name empty
+    assert thread_name("", "Chat with @everyone\u202e") == "Chat with"
+    assert thread_name("", "\u200b@here") == "Conversation"
 
 
 # --------------------------------------------------------------------------------------------

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import pytest
 
+from bot.domain.attachments import AttachmentLimits, InlinedText, media_type, plan_attachments
 from bot.domain.conversation import (
-    AttachmentLimits,
-    InlinedText,
     build_request,
     compose_prompt,
     estimate_tokens,
     fence,
-    media_type,
     new_history_messages,
-    plan_attachments,
     trim_history,
 )
-from bot.domain.models import Attachment, ChatMessage, GenerationSettings, HistoryEntry, MediaKind
+from bot.domain.models import (
+    Attachment,
+    ChatMessage,
+    GenerationSettings,
+    HistoryEntry,
+    MediaKind,
+    Speaker,
+)
 
 
 def att(name: str, ctype: str | None, size: int = 1000) -> Attachment:
@@ -103,7 +107,6 @@ def test_fence_cannot_be_closed_by_its_body() -> None:
     ("kwargs", "expected"),
     [
         ({"text": " hi "}, "hi"),
-        ({"text": "hi", "author_name": "Ann"}, "[Ann]: hi"),
         (
             {"text": "and this?", "quoted": "line1\nline2", "quoted_author": "Bo"},
             "(In reply to a message from Bo:)\n> line1\n> line2\n\nand this?",
@@ -118,6 +121,50 @@ def test_fence_cannot_be_closed_by_its_body() -> None:
 def test_compose_prompt(kwargs: dict[str, object], expected: str) -> None:
     text = kwargs.pop("text")
     assert compose_prompt(text, **kwargs) == expected  # type: ignore[arg-type]
+
+
+ALICE, BOB = Speaker("1", "Alice"), Speaker("2", "Bob")
+
+
+def test_one_speaker_is_not_labelled() -> None:
+    settings = GenerationSettings(system_prompt="Be brief.")
+    built = build_request(
+        [],
+        prompt="hi",
+        settings=settings,
+        context_budget_tokens=100_000,
+        author_name="Alice",
+        speakers=[ALICE],
+    )
+    assert built.request.prompt == "hi"
+    assert built.request.system_prompt == "Be brief."
+
+
+def test_several_speakers_every_user_turn_can_be_attributed() -> None:
+    """Once a second person speaks, the new turn is labelled and the model is told that the
+    unlabelled turns (written before) are the first speaker's."""
+    built = build_request(
+        entries(2),
+        prompt="and me?",
+        settings=GenerationSettings(system_prompt="Be brief."),
+        context_budget_tokens=100_000,
+        author_name="Bob",
+        speakers=[ALICE, BOB],
+    )
+    assert built.request.prompt == "[Bob]: and me?"
+    system = built.request.system_prompt or ""
+    assert system.startswith("Be brief.\n\n")
+    assert "without such a label were written by Alice" in system
+    alone = build_request(
+        [],
+        prompt="x",
+        settings=GenerationSettings(),
+        context_budget_tokens=100_000,
+        author_name="Alice",
+        speakers=[ALICE, BOB],
+    )
+    assert alone.request.prompt == "[Alice]: x"
+    assert alone.request.system_prompt is not None and "Alice" in alone.request.system_prompt
 
 
 def entries(turns: int, chars: int = 300) -> list[HistoryEntry]:

@@ -28,7 +28,7 @@ async def refused_with_notice(
     since = h.fake.mark()
     message = await h.mention(author, text, channel=channel)
     notice = await h.fake.wait_for_message(channel, since=since, timeout=10)
-    assert notice.content == f"Sorry, {reason}.", notice.content
+    assert notice.content == f"⛔ Sorry, {reason}.", notice.content
     assert notice.referenced_message_id == message.id
     assert notice.allowed_mentions is not None and notice.allowed_mentions.get("parse") == []
     return notice
@@ -60,7 +60,7 @@ async def test_denied_user_is_refused_inside_an_existing_thread_too(
     since = h.fake.mark()
     await h.fake.send_message(h.world.alice, thread, "alice butts in")
     notice = await h.fake.wait_for_message(thread, since=since, timeout=10)
-    assert notice.content == "Sorry, you are not allowed to use this bot."
+    assert notice.content == "⛔ Sorry, you are not allowed to use this bot."
     since = h.fake.mark()
     await h.fake.send_message(h.world.bob, thread, "bob again")
     await h.answer_in(thread, since=since, contains="echo: bob again")
@@ -103,7 +103,7 @@ async def test_deny_roles_refuses_a_member_holding_the_role(
     since = h.fake.mark()
     await h.fake.send_message(carol, thread, "me in here?")
     notice = await h.fake.wait_for_message(thread, since=since, timeout=10)
-    assert notice.content == "Sorry, one of your roles may not use this bot."
+    assert notice.content == "⛔ Sorry, one of your roles may not use this bot."
     assert prompts(h) == ["no role, fine"]
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from bot.chat.render import compose_reply
+from bot.chat.texts import compose_reply
 from tests.chat.conftest import Harness, HarnessFactory
 from tests.fakes.discord import InteractionResponded, MessageCreated, MessageEdited
 from tests.fakes.discord.models import FakeChannel, FakeMessage, UserFile
@@ -319,7 +319,8 @@ def rejected_field(field_name: str) -> Act:
             loc.append(0)
 
         def responder(args: dict[str, Any]) -> Any:
-            if "trigger" in args["prompt"]:
+            media = field_name not in ("image_urls", "video_urls") or args.get(field_name)
+            if "trigger" in args["prompt"] and media:
                 return Failure.validation([{"loc": loc, "msg": hostile_msg, "type": "value_error"}])
             return echo_responder(args)
 
@@ -329,6 +330,15 @@ def rejected_field(field_name: str) -> Act:
             files = (UserFile("shot.png", PNG),)
         elif field_name == "video_urls":
             files = (UserFile("clip.mp4", b"\x00\x00\x00\x18ftypmp42", content_type="video/mp4"),)
+        if files:
+            # A refused attachment is left out and named; the turn goes on without it.
+            messages = await send_and_wait(h, thread, "trigger", files=files, expect="echo:")
+            answer = messages[-1].content
+            assert f"{FIELD_WORDS[field_name].split()[-1]} could not be used: bad value" in answer
+            assert "```" not in answer.split("\n\n")[-1], answer
+            refused, answered = list(h.fal.requests.values())[-2:]
+            assert refused.result_status == 422 and not answered.input.get(field_name)
+            return
         messages = await send_and_wait(h, thread, "trigger", files=files, expect="⚠️")
         [error] = messages
         request_id = list(h.fal.requests)[-1]
@@ -359,7 +369,12 @@ CASES: dict[str, Case] = {
     "blank model output with blank reasoning": Case(scripted(" \n\t ", "  ")),
     "output of fences and bars only": Case(scripted("```\n```\n||||\n```", "||||||")),
     "reasoning of 10000 bars": Case(scripted("fine", "|" * 10000)),
-    **{f"fal 422 on {name}": Case(rejected_field(name), adds_turn=False) for name in FIELD_WORDS},
+    **{
+        f"fal 422 on {name}": Case(
+            rejected_field(name), adds_turn=name in ("image_urls", "video_urls")
+        )
+        for name in FIELD_WORDS
+    },
 }
 
 

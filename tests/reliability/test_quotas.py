@@ -12,12 +12,11 @@ import textwrap
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
 
 import pytest
 
 from bot.domain.errors import QuotaExceeded
-from bot.domain.service import ConversationService, Quota, ServiceConfig
+from bot.domain.quotas import Quota, QuotaRules, Quotas
 from bot.storage import SqlStore, create_engine
 from bot.storage.migrate import upgrade
 from tests.chat.conftest import Harness, HarnessFactory
@@ -166,17 +165,11 @@ async def postgres_url() -> AsyncIterator[str]:
         yield url
 
 
-def quota_service(store: SqlStore, limit: int) -> ConversationService:
-    # admit() uses only the store: the model and media ports are never touched.
-    return ConversationService(
-        store,
-        cast(Any, None),
-        cast(Any, None),
-        ServiceConfig(user_quota=Quota(limit, 3600), guild_quota=Quota(0, 3600)),
-    )
+def quota_service(store: SqlStore, limit: int) -> Quotas:
+    return Quotas(store, QuotaRules(user=Quota(limit, 3600), guild=Quota(0, 3600)))
 
 
-async def admit_many(service: ConversationService, user: str, attempts: int) -> int:
+async def admit_many(service: Quotas, user: str, attempts: int) -> int:
     async def one() -> bool:
         try:
             await service.admit(user, None)
@@ -204,17 +197,14 @@ async def test_two_engines_admit_exactly_the_limit(postgres_url: str) -> None:
 WORKER = textwrap.dedent(
     """
     import asyncio, json, sys
-    from typing import Any, cast
     from bot.domain.errors import QuotaExceeded
-    from bot.domain.service import ConversationService, Quota, ServiceConfig
+    from bot.domain.quotas import Quota, QuotaRules, Quotas
     from bot.storage import SqlStore, create_engine
 
     async def main(url: str, limit: int, attempts: int) -> None:
         engine = create_engine(url)
-        service = ConversationService(
-            SqlStore(engine), cast(Any, None), cast(Any, None),
-            ServiceConfig(user_quota=Quota(limit, 3600), guild_quota=Quota(0, 3600)),
-        )
+        rules = QuotaRules(user=Quota(limit, 3600), guild=Quota(0, 3600))
+        service = Quotas(SqlStore(engine), rules)
         await service.admit("warm-up-" + str(id(engine)), None)  # connect before the start
         print("ready", flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)

@@ -52,8 +52,9 @@ async def test_a_status_message_whose_id_was_lost_becomes_the_answer(
     await rewrite_turns(tmp_path, "UPDATE turns SET status_message_id = NULL")
     fal.unhold()
 
-    await make_harness()
+    second = await make_harness()
     await fake.wait_for_message(thread, contains="echo: lost status", timeout=10)
+    await second.app.bot.idle()  # the delivery is recorded after the post
     contents = [m.content for m in fake.bot_messages(thread)]
     assert len(contents) == 2, contents  # the reasoning, then the answer: no stray status
     assert "The user said: lost status" in contents[0]
@@ -80,7 +81,9 @@ async def test_a_delivered_answer_not_yet_marked_so_is_left_alone_on_restart(
     await rewrite_turns(tmp_path, "UPDATE turns SET state = 'completed'")
 
     since = fake.mark()
-    await make_harness()  # returns once the unfinished turns are resumed
+    second = await make_harness()  # returns once the unfinished turns are queued
+    await second.app.bot.idle()  # ...and now they have run
+    await fake.sync_gateway()
     changed = [
         e for e in fake.events[since:] if isinstance(e, MessageCreated | MessageEdited) and e.by_bot
     ]

@@ -151,7 +151,7 @@ async def expect_refused(fake: FakeDiscord, world: StandardWorld, bot: BotProces
     asked = await mention(fake, world.bob, world.channel, "may I?")
     refusal = await fake.wait_for_message(world.channel, since=since, timeout=10)
     assert refusal.referenced_message_id == asked.id
-    assert refusal.content == "Sorry, you are not allowed to use this bot."
+    assert refusal.content == "⛔ Sorry, you are not allowed to use this bot."
     assert fake.events_of(ThreadCreated, since=since) == []
     assert bot.proc.returncode is None
 

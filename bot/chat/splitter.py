@@ -1,17 +1,8 @@
-"""Turning a model reply into Discord message contents: pure string work, no I/O.
+"""The fence-aware splitter: an answer cut into Discord messages without breaking code blocks.
 
-The Discord layer calls these functions and sends what they return (always with
-``allowed_mentions`` set to none, so nothing here has to defuse pings). Lengths are counted in
-code points, which is how Discord's API counts the 2,000-character limit.
-
-Public surface:
-
-- :func:`split_message` splits an answer into messages, keeping code fences balanced.
-- :func:`render_reasoning` renders the model's reasoning as a spoiler or as ``reasoning.md``.
-- :func:`warning_line` joins user-facing warnings into one short line.
-- :func:`compose_reply` puts the three together into a :class:`RenderedReply`.
-- :func:`thread_name` derives a thread name from a prompt.
-- :func:`status_queued` and :func:`status_running` are the progress texts.
+Pure string work. Lengths are counted in code points, which is how Discord's API counts the
+2,000-character limit. :func:`split_message` is the public entry; :func:`is_grapheme_boundary`
+and :func:`is_fence_line` are shared with :mod:`bot.chat.texts`.
 """
 
 from __future__ import annotations
@@ -20,46 +11,18 @@ import re
 import sys
 import unicodedata
 from bisect import bisect_right
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
 __all__ = [
     "DISCORD_MESSAGE_LIMIT",
-    "EMPTY_ANSWER",
-    "REASONING_FILENAME",
-    "REASONING_HEADING",
-    "THREAD_NAME_LIMIT",
-    "WARNING_LINE_LIMIT",
-    "ReasoningRender",
-    "RenderedFile",
-    "RenderedReply",
-    "compose_reply",
-    "render_reasoning",
+    "GRAPHEME_BACKOFF",
+    "is_fence_line",
+    "is_grapheme_boundary",
     "split_message",
-    "status_queued",
-    "status_running",
-    "thread_name",
-    "warning_line",
 ]
 
 DISCORD_MESSAGE_LIMIT: Final = 2000
-THREAD_NAME_LIMIT: Final = 100
-WARNING_LINE_LIMIT: Final = 300
-REASONING_FILENAME: Final = "reasoning.md"
-REASONING_HEADING: Final = "**Reasoning**"
-EMPTY_ANSWER: Final = "*(the model returned an empty answer)*"
-
-#: compose_reply and render_reasoning need room for their fixed lines (placeholder, pointer).
-MIN_REPLY_LIMIT: Final = 100
-
-_ELLIPSIS: Final = "…"
-_ZWSP: Final = "\u200b"
-_REASONING_POINTER: Final = f"{REASONING_HEADING} is in the attached `{REASONING_FILENAME}`."
-_WARNING_PREFIX: Final = "⚠️ "
-_WARNING_SEPARATOR: Final = " · "
-_DEFAULT_THREAD_NAME: Final = "Conversation"
-
 
 # --------------------------------------------------------------------------------------------
 # Splitting
@@ -242,7 +205,7 @@ _REGIONAL_INDICATORS: Final = range(0x1F1E6, 0x1F200)
 _HIGH_SURROGATES: Final = range(0xD800, 0xDC00)
 _LOW_SURROGATES: Final = range(0xDC00, 0xE000)
 _ZWJ: Final = "\u200d"
-_GRAPHEME_BACKOFF: Final = 32
+GRAPHEME_BACKOFF: Final = 32
 
 
 def _is_extender(char: str) -> bool:
@@ -257,7 +220,7 @@ def _is_extender(char: str) -> bool:
     )
 
 
-def _is_grapheme_boundary(text: str, cut: int) -> bool:
+def is_grapheme_boundary(text: str, cut: int) -> bool:
     """Cheap approximation of a grapheme-cluster boundary between ``text[cut - 1]`` and
     ``text[cut]``: keeps combining marks, ZWJ emoji sequences, skin tones, flags and surrogate
     pairs whole. It only has to be good enough to avoid visibly mangled hard cuts."""
@@ -434,11 +397,11 @@ def _latest_hard_cut(
 ) -> int | None:
     text = doc.text
     for graphemes in (True, False):
-        bottom = max(low, high - _GRAPHEME_BACKOFF) if graphemes else low
+        bottom = max(low, high - GRAPHEME_BACKOFF) if graphemes else low
         for cut in range(high, bottom - 1, -1):
             if (
                 not text[cut - 1].isspace()
-                and (not graphemes or _is_grapheme_boundary(text, cut))
+                and (not graphemes or is_grapheme_boundary(text, cut))
                 and doc.cut_keeps_fences(line, seg_start, cut, fence)
             ):
                 return cut
@@ -476,249 +439,7 @@ def split_message(text: str, limit: int = DISCORD_MESSAGE_LIMIT) -> list[str]:
     return chunks
 
 
-# --------------------------------------------------------------------------------------------
-# Reasoning
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class RenderedFile:
-    """A file to attach to a message: its name and its bytes."""
-
-    filename: str
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class ReasoningRender:
-    """How the model's reasoning is shown.
-
-    ``content`` is one message's text: the heading and the spoilered reasoning, or, when
-    ``file`` is set, a short line pointing at that attachment.
-    """
-
-    content: str
-    file: RenderedFile | None = None
-
-    @property
-    def is_file(self) -> bool:
-        return self.file is not None
-
-
-def _neutralise_spoiler(text: str) -> str:
-    # Discord closes a spoiler at the first `||` after it opens (a lazy match over the raw
-    # text, before anything inside is parsed), so every pair of bars has to be broken. A
-    # zero-width space between them does it everywhere and stays invisible; backslash escapes
-    # (`\|\|`) would also break the pair, but Discord shows backslashes literally inside inline
-    # code, which reasoning quotes often, and they change the text a user copies more visibly.
-    text = re.sub(r"\|(?=\|)", "|" + _ZWSP, text)
-    # A bar at either edge would touch the spoiler's own `||`; a trailing backslash could be
-    # read as escaping the closing bar.
-    if text.startswith("|"):
-        text = _ZWSP + text
-    if text.endswith(("|", "\\")):
-        text += _ZWSP
-    return text
-
-
-def _file_bytes(text: str) -> bytes:
-    # Model output can carry surrogates (JSON "\ud83d\ude00" decoded one half at a time); pair
-    # what pairs, replace what does not, rather than fail to encode.
-    text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    return text.encode("utf-8", "replace")
-
-
-def render_reasoning(
-    reasoning: str, *, spoiler_limit: int = DISCORD_MESSAGE_LIMIT
-) -> ReasoningRender | None:
-    """Render the model's reasoning, or ``None`` when it is blank.
-
-    Inline, it is ``REASONING_HEADING``, a newline, and the reasoning inside ``||…||`` with any
-    ``||`` in it broken by a zero-width space. It goes to a ``reasoning.md`` attachment (UTF-8,
-    the whole reasoning) with a one-line pointer instead when the inline text would exceed
-    ``spoiler_limit``, or when it holds ```` ``` ```` anywhere: Discord opens a code block at
-    any triple backtick and spoilers do not hide code blocks. (Inline code is hidden, and
-    ``~~~`` is not a code block in Discord, so neither forces the file.)
-    """
-    if spoiler_limit < MIN_REPLY_LIMIT:
-        raise ValueError(f"spoiler_limit must be at least {MIN_REPLY_LIMIT}, got {spoiler_limit}")
-    text = reasoning.replace("\r\n", "\n").replace("\r", "\n").strip()
-    if not text:
-        return None
-    if "```" not in text:
-        inline = f"{REASONING_HEADING}\n||{_neutralise_spoiler(text)}||"
-        if len(inline) <= spoiler_limit:
-            return ReasoningRender(inline)
-    return ReasoningRender(
-        _REASONING_POINTER, RenderedFile(REASONING_FILENAME, _file_bytes(text + "\n"))
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# Warnings and the whole reply
-# --------------------------------------------------------------------------------------------
-
-
-def _shorten(text: str, max_length: int) -> str:
-    """``text`` cut to ``max_length`` with an ellipsis, at a word end when one is near."""
-    if len(text) <= max_length:
-        return text
-    cut = max_length - 1
-    if not text[cut].isspace():
-        space = text.rfind(" ", 0, cut)
-        if space >= max_length // 2:
-            cut = space
-        else:
-            floor = max(1, cut - _GRAPHEME_BACKOFF)
-            while cut > floor and not _is_grapheme_boundary(text, cut):
-                cut -= 1
-    return text[:cut].rstrip() + _ELLIPSIS
-
-
-def warning_line(notes: Sequence[str], *, max_length: int = WARNING_LINE_LIMIT) -> str | None:
-    """One line telling the user what was left out (attachments, trimmed history).
-
-    Notes are joined with `` · `` after ``⚠️ ``, whitespace (newlines too) collapsed, and the
-    line is cut to ``max_length`` with ``…``. ``None`` when there is nothing to say. Notes are
-    used as given: escaping markdown in, say, a file name is the caller's business.
-    """
-    if max_length < len(_WARNING_PREFIX) + 2:
-        raise ValueError(f"max_length too small: {max_length}")
-    parts = [" ".join(note.split()) for note in notes]
-    parts = [part for part in parts if part]
-    if not parts:
-        return None
-    return _shorten(_WARNING_PREFIX + _WARNING_SEPARATOR.join(parts), max_length)
-
-
-@dataclass(frozen=True, slots=True)
-class RenderedReply:
-    """Message contents to send in order; ``files`` go with the first message."""
-
-    messages: tuple[str, ...]
-    files: tuple[RenderedFile, ...] = ()
-
-
-def compose_reply(
-    answer: str,
-    reasoning: str | None,
-    warnings: Sequence[str],
-    limit: int = DISCORD_MESSAGE_LIMIT,
-) -> RenderedReply:
-    """Everything the bot posts for one model reply.
-
-    The reasoning comes first as a message of its own (spoiler, or pointer line with
-    ``reasoning.md`` among ``files``), then the answer split by :func:`split_message`
-    (:data:`EMPTY_ANSWER` when blank), then the warning line: after a blank line at the end of
-    the last message when it fits, else as one more message. Every message is at most
-    ``limit`` characters and not blank.
-    """
-    if limit < MIN_REPLY_LIMIT:
-        raise ValueError(f"limit must be at least {MIN_REPLY_LIMIT}, got {limit}")
-    messages: list[str] = []
-    files: list[RenderedFile] = []
-    rendered = render_reasoning(reasoning, spoiler_limit=limit) if reasoning else None
-    if rendered is not None:
-        messages.append(rendered.content)
-        if rendered.file is not None:
-            files.append(rendered.file)
-    messages.extend(split_message(answer, limit) or [EMPTY_ANSWER])
-    warning = warning_line(warnings, max_length=min(WARNING_LINE_LIMIT, limit))
-    if warning is not None:
-        if len(messages[-1]) + 2 + len(warning) <= limit:
-            messages[-1] = f"{messages[-1]}\n\n{warning}"
-        else:
-            messages.append(warning)
-    return RenderedReply(tuple(messages), tuple(files))
-
-
-# --------------------------------------------------------------------------------------------
-# Thread names
-# --------------------------------------------------------------------------------------------
-
-# Escaped markdown characters are swapped for private-use stand-ins while markup is removed.
-_ESCAPE: Final = re.compile(r"\\([*_~`|>#\-\[\]()<:@!\\])")
-_STAND_INS: Final = range(0xF0000, 0xF0080)
-
-_DISCORD_MARKUP: Final[tuple[tuple[re.Pattern[str], str], ...]] = (
-    (re.compile(r"<a?:(\w+):\d+>"), r":\1:"),  # custom emoji
-    (re.compile(r"</([\w -]+):\d+>"), r"/\1"),  # slash command mention
-    (re.compile(r"<(?:@[!&]?|#)\d+>"), ""),  # user, role and channel mentions
-    (re.compile(r"<id:\w+>"), ""),  # guild navigation
-    (re.compile(r"<t:-?\d+(?::[tTdDfFR])?>"), ""),  # timestamps
-    (re.compile(r"\[([^\]\n]+)\]\(\s*<?[^)\s>]+>?\s*\)"), r"\1"),  # masked links
-    (re.compile(r"<((?:https?|ftp)://[^>\s]+)>"), r"\1"),  # embed-suppressed links
-)
-_LINE_PREFIX: Final = re.compile(r"^(?:\s*(?:>>>|>|#{1,3}|-#|[-*+])\s+)+")
-_EMPHASIS: Final[tuple[tuple[re.Pattern[str], str], ...]] = (
-    (re.compile(r"`+([^`]+?)`+"), r"\1"),
-    (re.compile(r"\*\*(.+?)\*\*"), r"\1"),
-    (re.compile(r"__(.+?)__"), r"\1"),
-    (re.compile(r"~~(.+?)~~"), r"\1"),
-    (re.compile(r"\|\|(.+?)\|\|"), r"\1"),
-    (re.compile(r"(?<![\w*])\*(?=\S)(.+?)(?<=\S)\*(?![\w*])"), r"\1"),
-    (re.compile(r"(?<![\w_])_(?=\S)(.+?)(?<=\S)_(?![\w_])"), r"\1"),
-)
-_STRAY_MARKUP: Final = re.compile(r"`+|\*\*|__|~~|\|\|")
-
-
-def _restore(char: str) -> str:
-    code = ord(char)
-    if code in _STAND_INS:
-        return chr(code - _STAND_INS.start)
-    return " " if unicodedata.category(char) == "Cc" else char
-
-
-def _plain(line: str) -> str:
-    line = _ESCAPE.sub(lambda m: chr(_STAND_INS.start + ord(m[1])), line)
-    for pattern, replacement in _DISCORD_MARKUP:
-        line = pattern.sub(replacement, line)
-    line = _LINE_PREFIX.sub("", line)
-    for pattern, replacement in _EMPHASIS:
-        line = pattern.sub(replacement, line)
-    line = _STRAY_MARKUP.sub("", line)
-    return " ".join("".join(map(_restore, line)).split())
-
-
-def _is_fence_line(line: str) -> bool:
+def is_fence_line(line: str) -> bool:
+    """Whether ``line`` opens or closes a code fence (CommonMark rules, any indentation)."""
     match = _FENCE_LINE.fullmatch(line.rstrip())
     return match is not None and not (match[2][0] == "`" and "`" in match[3])
-
-
-def thread_name(prompt: str, fallback: str) -> str:
-    """A thread name for a conversation started by ``prompt``.
-
-    The first line that still says something once mentions, timestamps and markdown are
-    removed (custom emoji become ``:name:``, links their text; fence lines are skipped), with
-    whitespace collapsed and cut to 100 characters at a word end with ``…``. ``fallback``
-    (shortened the same way) when nothing is left, and ``"Conversation"`` if that is blank too
-    (Discord refuses an empty name).
-    """
-    for line in prompt.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
-        if _is_fence_line(line):
-            continue
-        name = _plain(line)
-        if name:
-            return _shorten(name, THREAD_NAME_LIMIT)
-    name = " ".join(fallback.split())
-    return _shorten(name, THREAD_NAME_LIMIT) if name else _DEFAULT_THREAD_NAME
-
-
-# --------------------------------------------------------------------------------------------
-# Progress
-# --------------------------------------------------------------------------------------------
-
-
-def status_queued(queue_position: int | None) -> str:
-    """Status while the request waits in fal's queue.
-
-    ``queue_position`` is fal's: the number of requests ahead (0-based), shown 1-based.
-    """
-    if queue_position is None or queue_position < 0:
-        return "Waiting in queue…"
-    return f"Waiting in queue (position {queue_position + 1})…"
-
-
-def status_running() -> str:
-    """Status while the model works on the request."""
-    return "Thinking…"

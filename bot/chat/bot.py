@@ -1,0 +1,209 @@
+"""The Discord client itself, kept thin: the intents it asks for, start-up (commands,
+buttons, resuming unfinished turns, the catch-up), listeners that delegate to
+:mod:`bot.chat.inbound`, and the lifetime of the tasks it spawns."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import discord
+
+from bot.chat import commands, controls
+from bot.chat.delivery import Views
+from bot.chat.gate import Gate, GateRules
+from bot.chat.inbound import Inbound, InboundOptions
+from bot.chat.texts import NO_MENTIONS
+from bot.domain.service import ConversationService
+
+log = logging.getLogger(__name__)
+
+VIEWS = Views(stop=controls.stop_view, retry=controls.retry_view)
+
+
+@dataclass(frozen=True, slots=True)
+class ChatOptions:
+    """What the Discord layer needs from the config."""
+
+    inbound: InboundOptions = field(default_factory=InboundOptions)
+    gate: GateRules = field(default_factory=GateRules)
+    status_delay: float = 2.0
+    dev_guild_id: int | None = None
+    sync_commands: bool = False
+    shard_count: int | None = None
+    shard_ids: tuple[int, ...] | None = None
+    guild_ready_timeout: float = 2.0
+
+
+def intents_for() -> discord.Intents:
+    """Only the intents the bot uses: guilds (channels, threads), guild messages with their
+    content (privileged: enable "Message Content Intent" in the developer portal), and DMs.
+    DMs are received even when they are not allowed, so the sender gets the refusal rather
+    than silence."""
+    intents = discord.Intents.none()
+    intents.guilds = True
+    intents.guild_messages = True
+    intents.message_content = True
+    intents.dm_messages = True
+    return intents
+
+
+class SeedBot(discord.AutoShardedClient):
+    """The bot. Every message is handled in its own task so the gateway never waits for the
+    model; the service answers the messages of one conversation in arrival order.
+
+    Built in two steps by the entry point, which owns every lifetime: the client first (the
+    deliveries need its REST connection), then :meth:`install` with the service and gate."""
+
+    def __init__(self, options: ChatOptions) -> None:
+        super().__init__(
+            intents=intents_for(),
+            allowed_mentions=NO_MENTIONS,
+            shard_count=options.shard_count,
+            shard_ids=list(options.shard_ids) if options.shard_ids else None,  # type: ignore[arg-type]
+            max_messages=200,
+            guild_ready_timeout=options.guild_ready_timeout,
+        )
+        self.options = options
+        self.tree = commands.SeedTree(self, lambda: self.gate)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._accepting = True
+        self.resumed = asyncio.Event()
+        self.caught_up = asyncio.Event()
+        # Set by the entry point when there is a config to reload: returns the problems found
+        # (nothing applied then), or an empty list once the new config is in force.
+        self.reload_config: Callable[[], Awaitable[list[str]]] | None = None
+        self._service: ConversationService | None = None
+        self._gate: Gate | None = None
+        self._inbound: Inbound | None = None
+
+    def install(self, service: ConversationService, gate: Gate) -> None:
+        """Give the bot what it answers with (before it starts)."""
+        self._service = service
+        self._gate = gate
+        self._inbound = Inbound(
+            self,
+            service,
+            gate,
+            lambda: self.options.inbound,
+            lambda coro, name: self.spawn(coro, name=name),
+        )
+
+    @property
+    def service(self) -> ConversationService:
+        assert self._service is not None, "install() first"
+        return self._service
+
+    @property
+    def gate(self) -> Gate:
+        assert self._gate is not None, "install() first"
+        return self._gate
+
+    @property
+    def inbound(self) -> Inbound:
+        assert self._inbound is not None, "install() first"
+        return self._inbound
+
+    @property
+    def allow_dms(self) -> bool:
+        return self.options.inbound.allow_dms
+
+    # -- start-up ----------------------------------------------------------------------------
+
+    async def setup_hook(self) -> None:
+        commands.register(self.tree, self)
+        self.add_dynamic_items(*controls.DYNAMIC_ITEMS)
+        if self.options.sync_commands:
+            synced = await self.tree.sync()
+            log.info("synced %d global application commands", len(synced))
+        if self.options.dev_guild_id:
+            guild = discord.Object(self.options.dev_guild_id)
+            self.tree.copy_global_to(guild=guild)
+            synced = await self.tree.sync(guild=guild)
+            log.info("synced %d commands to dev guild %s", len(synced), guild.id)
+        # Before the gateway connects: where each active conversation stood, then queue the
+        # unfinished turns (REST works already), ahead of anything new.
+        await self.inbound.note_where_conversations_stand()
+        try:
+            count = await self.service.resume_unfinished(lambda c: self.spawn(c, name="resume"))
+            if count:
+                log.info("resuming %d unfinished turns", count)
+        finally:
+            self.resumed.set()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("task %s failed", task.get_name(), exc_info=exc)
+
+    async def idle(self) -> None:
+        """Return once no task the bot spawned is running (turns, resumes, the catch-up)."""
+        while pending := [t for t in self._tasks if not t.done()]:
+            await asyncio.wait(pending)
+
+    # -- shutdown ----------------------------------------------------------------------------
+
+    async def drain(self, grace: float) -> None:
+        """Stop taking new turns; let running ones finish for up to ``grace`` seconds; cancel
+        the rest (they stay stored and resume on the next start)."""
+        self._accepting = False
+        pending = [t for t in self._tasks if not t.done()]
+        if pending:
+            if grace > 0:
+                log.info("waiting up to %.0fs for %d turns in flight", grace, len(pending))
+                _, still = await asyncio.wait(pending, timeout=grace)
+            else:
+                still = set(pending)
+            for task in still:
+                task.cancel()
+            for task in still:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    async def close(self) -> None:
+        """Close the connection after cancelling the turns still running: they stay stored
+        and resume on the next start, and none is left holding a database connection."""
+        self._accepting = False
+        await self.drain(0)
+        if self._service is not None:
+            await self._service.settle()
+        await super().close()
+
+    # -- listeners ---------------------------------------------------------------------------
+
+    async def on_ready(self) -> None:
+        assert self.user is not None
+        log.info("connected as %s (id %s) to %d servers", self.user, self.user.id, len(self.guilds))
+        if not self.caught_up.is_set():
+            self.spawn(self._catch_up(), name="catch-up")
+
+    async def _catch_up(self) -> None:
+        try:
+            await self.inbound.catch_up()
+        finally:
+            self.caught_up.set()
+
+    async def on_message(self, message: discord.Message) -> None:
+        if self._accepting and self.user is not None:
+            self.inbound.receive(message)
+
+    async def on_raw_message_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
+        if self._accepting and self.user is not None:
+            self.inbound.receive_edit(payload)
+
+    async def is_owner(self, user: discord.abc.User) -> bool:
+        """Whether ``user`` owns the application (or is on its team)."""
+        app = self.application or await self.application_info()
+        if app.team is not None:
+            return any(member.id == user.id for member in app.team.members)
+        return app.owner.id == user.id

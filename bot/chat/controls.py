@@ -1,0 +1,168 @@
+"""Stop and Retry: the buttons and what pressing them does.
+
+They are discord.py ``DynamicItem``s (as in discord.py's ``examples/views/dynamic_counter.py``):
+the custom id carries the turn id and the classes are registered at start-up, so a button
+keeps working after a restart and no per-message state is kept. Each button's logic lives
+in its callback and reaches the rest of the bot through :class:`Controller`. Every press
+passes the gate (access lists; Retry also the quotas): discord.py sends component
+interactions to the view store, not to the command tree's check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Coroutine
+from typing import Any, Protocol, cast
+
+import discord
+
+from bot.chat import texts
+from bot.chat.gate import Gate, may_control
+from bot.chat.replies import ephemeral
+from bot.domain.models import Turn
+from bot.domain.service import ConversationService, Redo, StopResult
+
+log = logging.getLogger(__name__)
+
+
+class Controller(Protocol):
+    """What the controls need from the bot."""
+
+    @property
+    def gate(self) -> Gate: ...
+
+    @property
+    def service(self) -> ConversationService: ...
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]: ...
+
+
+def _controller(interaction: discord.Interaction) -> Controller:
+    return cast(Controller, interaction.client)
+
+
+async def _pressed(
+    controller: Controller, interaction: discord.Interaction, turn_id: int, unknown: str
+) -> Turn | None:
+    """The turn a button is about, once the presser passed the gate's access lists (else the
+    refusal, or ``unknown``, is the answer and None returned)."""
+    refusal = await controller.gate.check_interaction(interaction, model_call=False)
+    if refusal is not None:
+        await ephemeral(interaction, refusal.text)
+        return None
+    turn = await controller.service.get_turn(turn_id)
+    if turn is None:
+        await ephemeral(interaction, unknown)
+    return turn
+
+
+async def retry(controller: Controller, interaction: discord.Interaction, turn: Turn) -> None:
+    """Answer ``turn`` again, when it is the latest of its thread, settled, and the person may
+    control it: a new model call, so it passes the gate's quotas like a message. Used by the
+    Retry button and ``/retry``."""
+    service = controller.service
+    latest = await service.latest_turn(turn.reply_channel_id)
+    if latest is None or latest.id != turn.id:
+        await ephemeral(interaction, texts.ONLY_LATEST)
+        return
+    if not turn.state.settled:
+        await ephemeral(interaction, texts.STILL_WRITING)
+        return
+    if not may_control(interaction, turn.author_id):
+        await ephemeral(interaction, texts.only_controller("retry"))
+        return
+    refusal = await controller.gate.check_interaction(interaction, model_call=True)
+    if refusal is not None:
+        await ephemeral(interaction, refusal.text)
+        return
+    if interaction.type is discord.InteractionType.component:
+        await interaction.response.defer()  # the button: acknowledged quietly
+    else:
+        await ephemeral(interaction, texts.ANSWERING_AGAIN)
+    log.info("turn %s: retry asked by user %s", turn.id, interaction.user.id)
+    controller.spawn(
+        service.redo(Redo(turn.reply_channel_id, turn_id=turn.id)), name=f"retry-{turn.id}"
+    )
+
+
+def _button(action: str, label: str, emoji: str, turn_id: int) -> discord.ui.Button[Any]:
+    return discord.ui.Button(
+        label=label,
+        emoji=emoji,
+        style=discord.ButtonStyle.secondary,
+        custom_id=f"seed:{action}:{turn_id}",
+    )
+
+
+class StopButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"seed:stop:(?P<turn>\d+)"
+):
+    def __init__(self, turn_id: int) -> None:
+        super().__init__(_button("stop", "Stop", "⏹️", turn_id))
+        self.turn_id = turn_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
+    ) -> StopButton:
+        return cls(int(match["turn"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        controller = _controller(interaction)
+        turn = await _pressed(controller, interaction, self.turn_id, texts.UNKNOWN_TURN)
+        if turn is None:
+            return
+        if not may_control(interaction, turn.author_id):
+            await ephemeral(interaction, texts.only_controller("stop it"))
+            return
+        # Acknowledge within Discord's 3 s, whatever fal's cancel takes.
+        await interaction.response.defer()
+        result = await controller.service.stop(self.turn_id, interaction.user.display_name)
+        if result is StopResult.STOPPED:
+            try:
+                await interaction.edit_original_response(
+                    content=texts.stopped_by(interaction.user.display_name), view=None
+                )
+            except discord.HTTPException as exc:
+                log.info("could not mark turn %s stopped: %s", self.turn_id, exc)
+        else:
+            await ephemeral(interaction, texts.ALREADY_FINISHED)
+
+
+class RetryButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"seed:retry:(?P<turn>\d+)"
+):
+    def __init__(self, turn_id: int) -> None:
+        super().__init__(_button("retry", "Retry", "🔁", turn_id))
+        self.turn_id = turn_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
+    ) -> RetryButton:
+        return cls(int(match["turn"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        controller = _controller(interaction)
+        turn = await _pressed(controller, interaction, self.turn_id, texts.ONLY_LATEST)
+        if turn is not None:
+            await retry(controller, interaction, turn)
+
+
+def _view_with(item: discord.ui.Item[Any]) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(item)
+    return view
+
+
+def stop_view(turn_id: int) -> discord.ui.View:
+    return _view_with(StopButton(turn_id))
+
+
+def retry_view(turn_id: int) -> discord.ui.View:
+    return _view_with(RetryButton(turn_id))
+
+
+DYNAMIC_ITEMS = (StopButton, RetryButton)

@@ -1,0 +1,80 @@
+"""The one gate every way in passes: messages, edits, slash commands and buttons. It applies
+the access lists and, for whatever makes a model call, the quotas; and it holds the rule of
+who may control a conversation (its author, or members who may manage threads)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import discord
+
+from bot.chat import convert, texts
+from bot.domain.access import AccessPolicy, denial_reason
+from bot.domain.errors import QuotaExceeded
+from bot.domain.quotas import Quotas
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class GateRules:
+    access: AccessPolicy = field(default_factory=AccessPolicy)
+    # "notice": a refused message gets a short reply; "quiet": nothing (interactions are
+    # always answered, privately, since Discord requires an answer).
+    denied_reply: str = "notice"
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why the gate refused, as the text to show, and whether a message may be answered."""
+
+    text: str
+    silent: bool = False
+
+
+class Gate:
+    def __init__(self, quotas: Quotas, rules: GateRules) -> None:
+        self.quotas = quotas
+        self.rules = rules
+
+    async def check(
+        self,
+        user: discord.abc.User,
+        channel: object,
+        guild_id: int | None,
+        *,
+        model_call: bool,
+    ) -> Refusal | None:
+        """None when ``user`` may go on here; a refusal otherwise. ``model_call`` counts the
+        action against the quotas (a refusal by the access lists counts nothing)."""
+        reason = denial_reason(self.rules.access, convert.requester(user, channel, guild_id))
+        if reason is not None:
+            log.info("user %s refused by the access lists", user.id)
+            return Refusal(texts.denied(reason), silent=self.rules.denied_reply == "quiet")
+        if model_call:
+            try:
+                await self.quotas.admit(str(user.id), str(guild_id) if guild_id else None)
+            except QuotaExceeded as exc:
+                log.info("user %s refused by the %s quota", user.id, exc.scope)
+                return Refusal(texts.error_text(exc))
+        return None
+
+    async def check_message(self, message: discord.Message) -> Refusal | None:
+        guild_id = message.guild.id if message.guild else None
+        return await self.check(message.author, message.channel, guild_id, model_call=True)
+
+    async def check_interaction(
+        self, interaction: discord.Interaction, *, model_call: bool
+    ) -> Refusal | None:
+        return await self.check(
+            interaction.user, interaction.channel, interaction.guild_id, model_call=model_call
+        )
+
+
+def may_control(interaction: discord.Interaction, owner_id: str) -> bool:
+    """Whether the person interacting may control a conversation or turn owned by
+    ``owner_id``: the owner, or in a server a member who may manage threads."""
+    if str(interaction.user.id) == owner_id:
+        return True
+    return interaction.guild_id is not None and interaction.permissions.manage_threads

@@ -1,0 +1,288 @@
+"""Messages coming in: whether and how to answer each one, in arrival order per
+conversation, opening a thread for a new conversation; edits of a latest message; and the
+catch-up on messages that arrived while the bot was down."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import discord
+
+from bot.chat import convert, texts
+from bot.chat.gate import Gate
+from bot.chat.replies import say
+from bot.chat.threads import ThreadRefused, open_thread
+from bot.domain.service import ConversationService, Redo
+
+log = logging.getLogger(__name__)
+
+SEEN_LIMIT = 4096  # message ids remembered to drop duplicates (catch-up vs. live events)
+CATCH_UP_PER_CONVERSATION = 50
+Spawn = Callable[[Coroutine[Any, Any, Any], str], object]
+
+
+class Route(enum.Enum):
+    """What to do with a message."""
+
+    IGNORE = "ignore"
+    START = "start"  # a mention in a channel: open a thread and a conversation
+    CONTINUE = "continue"  # a bound thread or an allowed DM
+    BIND = "bind"  # a mention in a thread the bot does not know yet: bind it
+    DM_REFUSED = "dm_refused"
+
+
+@dataclass(frozen=True, slots=True)
+class InboundOptions:
+    allow_dms: bool = False
+    reply_without_mention: bool = True
+    catch_up_seconds: float = 3600.0
+
+
+def route(
+    message: discord.Message,
+    *,
+    me_id: int,
+    bound: bool,
+    allow_dms: bool,
+    reply_without_mention: bool,
+) -> Route:
+    """The pure decision of whether and how to answer a message."""
+    if not convert.is_from_person(message, me_id):
+        return Route.IGNORE
+    if message.guild is None:
+        return Route.CONTINUE if allow_dms else Route.DM_REFUSED
+    mentioned = convert.mentions(message, me_id)
+    if isinstance(message.channel, discord.Thread):
+        if bound:
+            return Route.CONTINUE if (reply_without_mention or mentioned) else Route.IGNORE
+        return Route.BIND if mentioned else Route.IGNORE
+    return Route.START if mentioned else Route.IGNORE
+
+
+class ArrivalOrder:
+    """Keeps the messages of one channel in the order they arrived, although routing each
+    takes a few awaits of its own: a message goes on once the previous one of its channel
+    has been queued with the service (or dropped). Idle channels keep no state."""
+
+    def __init__(self) -> None:
+        self._last: dict[int, asyncio.Event] = {}
+
+    @contextlib.asynccontextmanager
+    async def turn_of(self, channel_id: int) -> AsyncIterator[asyncio.Event]:
+        """Wait for the channel's previous message; yield the event to set once this one is
+        queued (it is set on exit at the latest)."""
+        previous = self._last.get(channel_id)
+        queued = asyncio.Event()
+        self._last[channel_id] = queued
+        try:
+            if previous is not None:
+                await previous.wait()
+            yield queued
+        finally:
+            queued.set()
+            if self._last.get(channel_id) is queued:
+                del self._last[channel_id]
+
+
+class Inbound:
+    """Routes people's messages and edits to the service."""
+
+    def __init__(
+        self,
+        client: discord.Client,
+        service: ConversationService,
+        gate: Gate,
+        options: Callable[[], InboundOptions],
+        spawn: Spawn,
+    ) -> None:
+        self._client = client
+        self._service = service
+        self._gate = gate
+        self._options = options
+        self._spawn = spawn
+        self._order = ArrivalOrder()
+        self._seen: OrderedDict[int, None] = OrderedDict()
+        self._watermarks: list[tuple[str, str | None]] = []
+        self._horizon = datetime.now(UTC)
+
+    def _me(self) -> int:
+        assert self._client.user is not None
+        return self._client.user.id
+
+    # -- messages ----------------------------------------------------------------------------
+
+    def receive(self, message: discord.Message) -> None:
+        """A message arrived (live or in the catch-up): handle it in its own task, once."""
+        if not convert.is_from_person(message, self._me()) or self._already_seen(message.id):
+            return
+        self._spawn(self._ordered(message), f"message-{message.id}")
+
+    def _already_seen(self, message_id: int) -> bool:
+        if message_id in self._seen:
+            return True
+        self._seen[message_id] = None
+        if len(self._seen) > SEEN_LIMIT:
+            self._seen.popitem(last=False)
+        return False
+
+    async def _ordered(self, message: discord.Message) -> None:
+        # Mentions in a channel each start a conversation of their own: nothing to order.
+        if not isinstance(message.channel, discord.Thread | discord.DMChannel):
+            await self.handle(message)
+            return
+        async with self._order.turn_of(message.channel.id) as queued:
+            await self.handle(message, queued=queued)
+
+    async def handle(
+        self, message: discord.Message, *, queued: asyncio.Event | None = None
+    ) -> None:
+        """Route and answer one message. ``queued`` is set once the message is queued with
+        the service."""
+        me = self._me()
+        options = self._options()
+        channel = message.channel
+        bound = False
+        if isinstance(channel, discord.Thread | discord.DMChannel):
+            bound = await self._service.is_bound(str(channel.id))
+        decision = route(
+            message,
+            me_id=me,
+            bound=bound,
+            allow_dms=options.allow_dms,
+            reply_without_mention=options.reply_without_mention,
+        )
+        if decision is Route.IGNORE:
+            return
+        if decision is Route.DM_REFUSED:
+            await say(message, texts.DM_REFUSAL)
+            return
+        refusal = await self._gate.check_message(message)
+        if refusal is not None:
+            log.info("message %s refused", message.id)
+            if not refusal.silent:
+                await say(message, refusal.text)
+            return
+        replied_to = await self._replied_message(message) if decision is Route.START else None
+        parent_id: int | None
+        if decision is Route.START:
+            prompt = convert.strip_mentions_of(message.content, me)
+            thread = await open_thread(message, prompt, message.author.display_name)
+            if isinstance(thread, ThreadRefused):
+                await say(message, thread.text)
+                return
+            scope_id, parent_id, reply_to = thread.id, channel.id, None
+        else:
+            parent_id = getattr(channel, "parent_id", None)
+            scope_id, reply_to = channel.id, message.id
+        incoming = convert.incoming_from_message(
+            message,
+            me_id=me,
+            scope_id=scope_id,
+            parent_channel_id=parent_id,
+            reply_to=reply_to,
+            replied_to=replied_to,
+        )
+        # respond() queues the message before it first suspends: the next message of this
+        # channel, let go here, cannot overtake it.
+        if queued is not None:
+            queued.set()
+        await self._service.respond(incoming, batchable=decision is Route.CONTINUE)
+
+    async def _replied_message(self, message: discord.Message) -> discord.Message | None:
+        ref = message.reference
+        if ref is None or ref.message_id is None:
+            return None
+        if isinstance(ref.resolved, discord.Message):
+            return ref.resolved
+        try:
+            return await message.channel.fetch_message(ref.message_id)
+        except discord.HTTPException:
+            return None
+
+    # -- edits: answer the latest turn again -------------------------------------------------
+
+    def receive_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
+        """A message was edited. The bot's own edits (its status message becoming the
+        answer) and other bots' are dropped here, before any database work."""
+        # Typed as a full message, but an update carries only what changed: read defensively.
+        data: Mapping[str, Any] = payload.data
+        if "content" not in data:
+            return
+        author: Mapping[str, Any] = data.get("author") or {}
+        if str(author.get("id")) == str(self._me()) or author.get("bot"):
+            return
+        if data.get("webhook_id") is not None:
+            return
+        cached = payload.cached_message
+        if cached is not None and cached.content == data.get("content"):
+            return  # an embed was resolved, not an edit by the person
+        self._spawn(self._edited(payload), f"edit-{payload.message_id}")
+
+    async def _edited(self, payload: discord.RawMessageUpdateEvent) -> None:
+        message = payload.message
+        me = self._me()
+        if not convert.is_from_person(message, me):
+            return
+        latest = await self._service.latest_turn(str(payload.channel_id))
+        if latest is None or latest.source_id != str(payload.message_id):
+            return  # only the latest message of a conversation can be redone
+        if str(message.author.id) != latest.author_id:
+            return
+        refusal = await self._gate.check_message(message)
+        if refusal is not None:
+            return  # an edit asks for a new model call: access lists and quotas apply
+        if not latest.state.settled:
+            await self._service.stop(latest.id, message.author.display_name)
+        incoming = convert.incoming_from_message(
+            message,
+            me_id=me,
+            scope_id=payload.channel_id,
+            parent_channel_id=getattr(message.channel, "parent_id", None),
+            reply_to=payload.message_id,
+        )
+        log.info("message %s edited: answering it again", payload.message_id)
+        await self._service.redo(Redo(str(payload.channel_id), turn_id=latest.id, edited=incoming))
+
+    # -- catching up after downtime ----------------------------------------------------------
+
+    async def note_where_conversations_stand(self) -> None:
+        """Before the gateway connects: where each active conversation stood, so that the
+        catch-up reads on from there (a live message answered meanwhile must not move it)."""
+        seconds = self._options().catch_up_seconds
+        if seconds <= 0:
+            return
+        horizon = datetime.now(UTC) - timedelta(seconds=seconds)
+        self._watermarks = [
+            (conversation.scope_id, newest)
+            for conversation, newest in await self._service.recent_conversations(horizon)
+        ]
+        self._horizon = horizon
+
+    async def catch_up(self) -> None:
+        """Answer messages that arrived in active conversations while the bot was down,
+        oldest first, up to ``catch_up_seconds`` old."""
+        for scope_id, newest in self._watermarks:
+            after = discord.Object(discord.utils.time_snowflake(self._horizon))
+            if newest is not None and newest.isdigit() and int(newest) > after.id:
+                after = discord.Object(int(newest))
+            try:
+                channel = self._client.get_channel(int(scope_id)) or (
+                    await self._client.fetch_channel(int(scope_id))
+                )
+                if not isinstance(channel, discord.Thread | discord.DMChannel):
+                    continue
+                async for message in channel.history(
+                    after=after, oldest_first=True, limit=CATCH_UP_PER_CONVERSATION
+                ):
+                    self.receive(message)
+            except discord.HTTPException as exc:
+                log.info("catch-up skipped conversation in %s: %s", scope_id, exc)
+        self._watermarks = []

@@ -1,0 +1,220 @@
+"""End to end, the guards of the Discord layer: every way in passes the gate (buttons too),
+thread names show nothing hidden, who said what in a shared thread, a locked thread, the bot's
+own edits."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+
+from tests.chat.conftest import Harness, HarnessFactory
+from tests.fakes.discord.events import MessageCreated
+from tests.fakes.discord.models import FakeChannel, FakeMessage, FakeUser, Perm
+
+
+def button_ids(message: FakeMessage) -> list[str]:
+    return [c["custom_id"] for row in message.components for c in row.get("components", [])]
+
+
+async def converse(h: Harness, author: FakeUser, text: str) -> tuple[FakeChannel, FakeMessage]:
+    since = h.fake.mark()
+    _, thread = await h.start_thread(author, text)
+    answer = await h.answer_in(thread, since=since, contains="echo:")
+    return thread, answer
+
+
+async def say(h: Harness, author: FakeUser, thread: FakeChannel, text: str) -> FakeMessage:
+    since = h.fake.mark()
+    await h.fake.send_message(author, thread, text)
+    return await h.fake.wait_for_message(
+        thread, lambda m: m.content.startswith("echo:"), contains=text, since=since, timeout=10
+    )
+
+
+async def answer_after(h: Harness, thread: FakeChannel, change: Any) -> int:
+    """Alice asks in ``thread``; once fal has the request, ``change`` (a coroutine function)
+    alters Discord; then fal answers. Returns the event mark from before the question."""
+    h.fal.hold()
+    since = h.fake.mark()
+    await h.fake.send_message(h.world.alice, thread, "answer me later")
+    await h.fal.wait_for_submissions(2)
+    await change()
+    h.fal.unhold()
+    return since
+
+
+async def deny(h: Harness, user: FakeUser) -> None:
+    """Put ``user`` on the deny list of the running bot (as /admin reload would)."""
+    (h.tmp_path / "config.toml").write_text(f'[access]\ndeny_users = ["{user.id}"]\n')
+    assert h.app.bot.reload_config is not None
+    assert await h.app.bot.reload_config() == []
+
+
+# -- 1. buttons pass the gate ------------------------------------------------------------------
+
+
+async def test_a_denied_user_cannot_retry_through_the_button(harness: Harness) -> None:
+    h = harness
+    _, answer = await converse(h, h.world.alice, "first")
+    [retry_id] = button_ids(answer)
+    await deny(h, h.world.alice)
+    pressed = await h.fake.press_button(h.world.alice, answer, retry_id)
+    response = await pressed.wait_response()
+    assert response.ephemeral
+    assert response.data is not None
+    assert response.data["content"] == "⛔ Sorry, you are not allowed to use this bot."
+    await h.app.bot.idle()
+    assert len(h.fal.requests) == 1  # no model call
+
+
+async def test_a_denied_user_cannot_stop_through_the_button(harness: Harness) -> None:
+    h = harness
+    thread, _ = await converse(h, h.world.alice, "first")
+    h.fal.hold()
+    since = h.fake.mark()
+    await h.fake.send_message(h.world.alice, thread, "keep going")
+    status = await h.fake.wait_for_message(
+        thread, lambda m: any(i.startswith("seed:stop:") for i in button_ids(m)), since=since
+    )
+    await deny(h, h.world.alice)
+    [stop_id] = button_ids(status)
+    pressed = await h.fake.press_button(h.world.alice, status, stop_id)
+    response = await pressed.wait_response()
+    assert response.data is not None and "not allowed to use this bot" in response.data["content"]
+    h.fal.unhold()
+    await h.fake.wait_for_message(thread, contains="echo: keep going", since=since)
+
+
+async def test_retry_through_the_button_counts_against_the_quota(
+    make_harness: HarnessFactory,
+) -> None:
+    h = await make_harness(SEED_BOT_LIMITS__USER_REQUESTS="1")
+    _, answer = await converse(h, h.world.alice, "the only one")
+    [retry_id] = button_ids(answer)
+    pressed = await h.fake.press_button(h.world.alice, answer, retry_id)
+    response = await pressed.wait_response()
+    assert response.data is not None and "request limit" in response.data["content"]
+    await h.app.bot.idle()
+    assert len(h.fal.requests) == 1
+
+
+# -- 2. thread names ---------------------------------------------------------------------------
+
+
+async def test_a_thread_name_shows_no_mass_ping_nor_hidden_characters(harness: Harness) -> None:
+    h = harness
+    prompt = "@everyone \u202eevil\u200b name @here\ufeff"
+    since = h.fake.mark()
+    message = await h.mention(h.world.alice, prompt)
+    thread = await h.fake.wait_for_thread(h.world.channel, from_message=message, since=since)
+    assert thread.name == "evil name"
+    await h.answer_in(thread, since=since, contains="echo:")
+
+
+async def test_a_thread_name_is_never_empty(harness: Harness) -> None:
+    h = harness
+    since = h.fake.mark()
+    message = await h.mention(h.world.alice, "@everyone \u200b\u2066")
+    thread = await h.fake.wait_for_thread(h.world.channel, from_message=message, since=since)
+    assert thread.name and "everyone" not in thread.name and "\u200b" not in thread.name
+
+
+# -- 3. who said what --------------------------------------------------------------------------
+
+
+async def test_in_a_shared_thread_every_user_turn_can_be_attributed(harness: Harness) -> None:
+    h = harness
+    thread, _ = await converse(h, h.world.alice, "alice one")
+    await say(h, h.world.alice, thread, "alice two")
+    await say(h, h.world.bob, thread, "bob joins")
+    request = list(h.fal.requests.values())[-1].input
+    assert request["prompt"] == "[Bob]: bob joins"
+    # the turns before Bob arrived are unlabelled, and the model is told whose they are
+    users = [m["content"] for m in request["messages"] if m["role"] == "user"]
+    assert users == ["alice one", "alice two"]
+    assert "without such a label were written by Alice" in request["system_prompt"]
+    await say(h, h.world.alice, thread, "alice three")
+    request = list(h.fal.requests.values())[-1].input
+    assert request["prompt"] == "[Alice]: alice three"
+    assert "written by Alice" in request["system_prompt"]
+
+
+async def test_one_person_alone_gets_no_labels(harness: Harness) -> None:
+    h = harness
+    thread, _ = await converse(h, h.world.alice, "alone")
+    await say(h, h.world.alice, thread, "still alone")
+    request = list(h.fal.requests.values())[-1].input
+    assert request["prompt"] == "still alone"
+    assert "system_prompt" not in request
+
+
+# -- 4. a locked thread ------------------------------------------------------------------------
+
+
+async def test_an_answer_to_a_locked_thread_is_explained_in_the_log_and_the_channel(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    h = harness
+    thread, _ = await converse(h, h.world.alice, "first")
+    caplog.set_level(logging.WARNING, logger="bot.chat.delivery")
+
+    async def lock() -> None:
+        await h.fake.archive_thread(thread, locked=True)
+        await h.fake.sync_gateway()
+
+    since = await answer_after(h, thread, lock)
+    notice = await h.fake.wait_for_message(h.world.channel, since=since, contains="couldn't post")
+    assert f"<#{thread.id}>" in notice.content and "the thread is locked" in notice.content
+    await h.app.bot.idle()
+    logged = [r.getMessage() for r in caplog.records if r.name == "bot.chat.delivery"]
+    assert any("the thread is locked" in line for line in logged), logged
+    assert not any("missing permission" in line.lower() for line in logged), logged
+    # the answer nobody saw stays out of the history once the thread is open again (a
+    # moderator unlocks it; the next message unarchives it)
+    thread.locked = False
+    await say(h, h.world.alice, thread, "are you there?")
+    users = [m for m in list(h.fal.requests.values())[-1].input["messages"] if m["role"] == "user"]
+    assert [m["content"] for m in users] == ["first"]
+
+
+async def test_a_lost_permission_in_a_thread_is_named(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    h = harness
+    thread, _ = await converse(h, h.world.alice, "first")
+    caplog.set_level(logging.WARNING, logger="bot.chat.delivery")
+
+    async def take_permission() -> None:
+        h.fake.deny_bot(h.world.channel, Perm.SEND_MESSAGES_IN_THREADS)
+
+    since = await answer_after(h, thread, take_permission)
+    await h.app.bot.idle()
+    logged = [r.getMessage() for r in caplog.records if r.name == "bot.chat.delivery"]
+    assert any("missing a permission" in line for line in logged), logged
+    assert not [
+        e
+        for e in h.fake.events_of(MessageCreated, since=since)
+        if e.by_bot and "echo: answer me later" in e.message.content
+    ]
+
+
+# -- 5. the bot's own edits --------------------------------------------------------------------
+
+
+async def test_the_bots_own_edits_cost_no_database_work(harness: Harness) -> None:
+    h = harness
+    _, answer = await converse(h, h.world.alice, "first")
+    await h.app.bot.idle()
+    transactions: list[Any] = []
+    listener = lambda *args: transactions.append(args)  # noqa: E731
+    event.listen(h.app.engine.sync_engine, "begin", listener)
+    try:
+        await h.fake.edit_message(answer, answer.content + " (edited by the bot)")
+        await h.fake.sync_gateway()
+        await h.app.bot.idle()
+    finally:
+        event.remove(h.app.engine.sync_engine, "begin", listener)
+    assert transactions == []

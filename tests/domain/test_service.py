@@ -1,0 +1,272 @@
+"""The turn orchestration on its own: the real service over a real SQLite store, the real fal
+client against the fake fal, a media source serving bytes, and a delivery that records what
+it was asked to do (the one edge here that is not real: Discord)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.domain.attachments import AttachmentPolicy
+from bot.domain.errors import AttachmentError
+from bot.domain.models import (
+    Attachment,
+    Destination,
+    Incoming,
+    ModelReply,
+    Progress,
+    Turn,
+    TurnState,
+)
+from bot.domain.service import ConversationService, Redo, ServiceConfig, StopResult
+from bot.fal import FalClient
+from bot.storage import SqlStore, create_engine
+from bot.storage.migrate import upgrade
+from tests.fakes.fal import Failure, FakeFal, echo_responder
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
+
+
+@dataclass
+class RecordingDelivery:
+    """Records the service's calls, in order; records the answer through the store as the
+    Discord delivery does."""
+
+    destination: Destination
+    store: SqlStore
+    calls: list[tuple[str, Any]] = field(default_factory=list)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def start(self) -> None:
+        self.calls.append(("start", None))
+
+    async def attach(self, turn: Turn) -> None:
+        self.calls.append(("attach", turn.id))
+
+    async def progress(self, progress: Progress) -> None:
+        self.calls.append(("progress", progress.state))
+
+    async def stopped(self, turn: Turn, by: str) -> None:
+        self.calls.append(("stopped", by))
+
+    async def supersede(self, old: Turn) -> None:
+        self.calls.append(("supersede", old.id))
+
+    async def close(self) -> None:
+        self.calls.append(("close", None))
+        self.done.set()
+
+    async def deliver(self, turn: Turn, reply: ModelReply, warnings: Sequence[str]) -> list[str]:
+        self.calls.append(("deliver", (reply.output, tuple(warnings))))
+        await self.store.record_delivery(turn.id, [f"m{turn.id}"])
+        return [f"m{turn.id}"]
+
+    async def fail(self, turn: Turn | None, error: Exception) -> list[str]:
+        self.calls.append(("fail", type(error).__name__))
+        return []
+
+    def named(self, name: str) -> list[Any]:
+        return [value for call, value in self.calls if call == name]
+
+
+@dataclass
+class RecordingDeliveries:
+    store: SqlStore
+    opened: list[RecordingDelivery] = field(default_factory=list)
+
+    def open(self, destination: Destination) -> RecordingDelivery:
+        delivery = RecordingDelivery(destination, self.store)
+        self.opened.append(delivery)
+        return delivery
+
+
+class Files:
+    """A media source serving fixed bytes by attachment id (Discord's CDN, here)."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = files
+
+    async def fetch(self, attachment: Attachment, max_bytes: int) -> bytes:
+        if attachment.id not in self.files:
+            raise AttachmentError(attachment.filename, "Discord no longer serves it")
+        return self.files[attachment.id]
+
+
+@dataclass
+class World:
+    service: ConversationService
+    store: SqlStore
+    deliveries: RecordingDeliveries
+    fal: FakeFal
+
+
+@pytest.fixture
+async def world(
+    tmp_path: Path, fake_fal: FakeFal, fal_model_client: FalClient
+) -> AsyncIterator[World]:
+    url = f"sqlite+aiosqlite:///{tmp_path}/bot.db"
+    await upgrade(url)
+    engine = create_engine(url)
+    store = SqlStore(engine)
+    deliveries = RecordingDeliveries(store)
+    files = Files({"a1": PNG, "a2": PNG, "a3": PNG})
+    config = ServiceConfig(attachments=AttachmentPolicy(), batch_window=0.0, turn_timeout=10)
+    service = ConversationService(store, fal_model_client, files, deliveries, config)
+    try:
+        yield World(service, store, deliveries, fake_fal)
+    finally:
+        await service.settle()
+        await engine.dispose()
+
+
+def message(
+    n: int, text: str, *, author: str = "1", name: str = "Alice", files: Sequence[str] = ()
+) -> Incoming:
+    return Incoming(
+        source_id=str(1000 + n),
+        scope_id="42",
+        author_id=author,
+        author_name=name,
+        text=text,
+        attachments=tuple(
+            Attachment(f, f"{f}.png", "image/png", len(PNG), f"https://cdn/{f}") for f in files
+        ),
+        guild_id="7",
+        parent_channel_id="8",
+        reply_to=str(1000 + n),
+    )
+
+
+async def states(world: World) -> list[TurnState]:
+    conversation = await world.store.conversation_for_scope("42")
+    assert conversation is not None
+    turn = await world.store.latest_turn(conversation.id)
+    assert turn is not None
+    return [turn.state]
+
+
+async def test_a_message_is_answered_and_each_step_stored(world: World) -> None:
+    await world.service.respond(message(1, "hello"), batchable=False)
+    [delivery] = world.deliveries.opened
+    assert delivery.destination == Destination("42", "1001")
+    assert [c for c, _ in delivery.calls][:2] == ["start", "attach"]
+    assert delivery.named("deliver") == [("echo: hello", ())]
+    assert delivery.calls[-1][0] == "close"
+    assert await states(world) == [TurnState.DELIVERED]
+
+
+async def test_a_duplicate_message_is_answered_once(world: World) -> None:
+    await world.service.respond(message(1, "hello"), batchable=False)
+    await world.service.respond(message(1, "hello"), batchable=False)
+    assert len(world.fal.requests) == 1
+    assert [d.named("deliver") for d in world.deliveries.opened] == [[("echo: hello", ())], []]
+
+
+async def test_a_burst_of_one_persons_messages_is_one_turn(world: World) -> None:
+    world.service.reconfigure(ServiceConfig(batch_window=0.2, turn_timeout=10))
+    await asyncio.gather(
+        world.service.respond(message(1, "one")),
+        world.service.respond(message(2, "two")),
+        world.service.respond(message(3, "three")),
+    )
+    [request] = world.fal.requests.values()
+    assert request.input["prompt"] == "one\ntwo\nthree"
+    [delivery] = world.deliveries.opened
+    assert delivery.destination.reply_to == "1003"  # the burst's last message
+
+
+async def test_retry_supersedes_the_old_answer(world: World) -> None:
+    await world.service.respond(message(1, "hello"), batchable=False)
+    old = await world.service.latest_turn("42")
+    assert old is not None
+    await world.service.redo(Redo("42", turn_id=old.id))
+    again = world.deliveries.opened[-1]
+    assert again.named("supersede") == [old.id]
+    assert again.named("deliver") == [("echo: hello", ())]
+    latest = await world.service.latest_turn("42")
+    assert latest is not None and latest.attempt == 1 and latest.id != old.id
+    assert (await world.store.get_turn(old.id)).state is TurnState.SUPERSEDED
+
+
+async def test_redo_of_a_turn_that_is_no_longer_the_latest_does_nothing(world: World) -> None:
+    await world.service.respond(message(1, "first"), batchable=False)
+    first = await world.service.latest_turn("42")
+    await world.service.respond(message(2, "second"), batchable=False)
+    assert first is not None
+    await world.service.redo(Redo("42", turn_id=first.id))
+    assert len(world.deliveries.opened) == 2
+    assert len(world.fal.requests) == 2
+
+
+async def test_a_refused_attachment_is_left_out_and_the_turn_goes_on(world: World) -> None:
+    def responder(args: dict[str, Any]) -> Any:
+        urls = args.get("image_urls", [])
+        if len(urls) == 3:
+            return Failure.validation(
+                [{"loc": ["body", "image_urls", 1], "msg": "Corrupt image.", "type": "x"}]
+            )
+        return echo_responder(args)
+
+    world.fal.responder = responder
+    await world.service.respond(message(1, "pictures", files=["a1", "a2", "a3"]), batchable=False)
+    [delivery] = world.deliveries.opened
+    [(output, warnings)] = delivery.named("deliver")
+    assert output == "echo: pictures"
+    assert warnings == ("`a2.png` could not be used: Corrupt image",)
+    first, second = world.fal.requests.values()
+    assert len(first.input["image_urls"]) == 3 and len(second.input["image_urls"]) == 2
+    latest = await world.service.latest_turn("42")
+    assert latest is not None and latest.image_names == ("a1.png", "a3.png")
+
+
+async def test_an_attachment_that_cannot_be_had_is_named_and_the_rest_goes(world: World) -> None:
+    await world.service.respond(message(1, "look", files=["a1", "gone"]), batchable=False)
+    [(_, warnings)] = world.deliveries.opened[0].named("deliver")
+    assert warnings == ("`gone.png` could not be used: Discord no longer serves it",)
+    [request] = world.fal.requests.values()
+    assert len(request.input["image_urls"]) == 1
+
+
+async def test_stop_while_waiting_stops_and_posts_nothing(world: World) -> None:
+    world.fal.hold()
+    task = asyncio.create_task(world.service.respond(message(1, "slow"), batchable=False))
+    await world.fal.wait_for_submissions(1)
+    turn = await world.service.latest_turn("42")
+    assert turn is not None
+    # the wait on the status stream begins once the request id is stored
+    await world.fal.wait_for_calls("stream", 1)
+    assert (await world.store.get_turn(turn.id)).handle is not None
+    assert await world.service.stop(turn.id, "Alice") is StopResult.STOPPED
+    await task
+    [delivery] = world.deliveries.opened
+    assert delivery.named("stopped") == ["Alice"]
+    assert delivery.named("deliver") == []
+    assert (await world.store.get_turn(turn.id)).state is TurnState.STOPPED
+
+
+async def test_an_unfinished_turn_is_resumed_by_its_request_id(world: World) -> None:
+    world.fal.hold()
+    task = asyncio.create_task(world.service.respond(message(1, "survive"), batchable=False))
+    [request_id] = await world.fal.wait_for_submissions(1)
+    turn = await world.service.latest_turn("42")
+    assert turn is not None
+    await world.fal.wait_for_calls("stream", 1)  # the request id is stored by now
+    task.cancel()  # a shutdown: the turn stays submitted
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert (await world.store.get_turn(turn.id)).state is TurnState.SUBMITTED
+    world.fal.unhold()
+    spawned: list[asyncio.Task[None]] = []
+    count = await world.service.resume_unfinished(
+        lambda coro: spawned.append(asyncio.create_task(coro))
+    )
+    assert count == 1
+    await asyncio.gather(*spawned)
+    assert list(world.fal.requests) == [request_id]  # waited for, not submitted again
+    assert world.deliveries.opened[-1].named("deliver") == [("echo: survive", ())]
+    assert (await world.store.get_turn(turn.id)).state is TurnState.DELIVERED
