@@ -9,6 +9,7 @@ client's side.
 from __future__ import annotations
 
 import asyncio
+import io
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -149,6 +150,18 @@ async def test_synced_commands_keep_installation_types_and_contexts(
         assert fetched["ask"]["contexts"] == [0, 1, 2]
         assert fetched["Ask Seed"]["type"] == 3
         assert {c.name for c in await bot.tree.fetch_commands()} == {"ask", "settings", "Ask Seed"}
+        # The portal's Installation contexts, as the application info shows them.
+        app = await bot.application_info()
+        assert app.user_integration_config is not None
+        user_params = app.user_integration_config.oauth2_install_params
+        assert user_params is not None and user_params.scopes == ["applications.commands"]
+        guild_config = app.guild_integration_config
+        assert guild_config is not None and guild_config.oauth2_install_params is not None
+        assert "bot" in guild_config.oauth2_install_params.scopes
+        fake.set_installation_contexts(user=False)
+        assert (await bot.application_info()).user_integration_config is None
+        with pytest.raises(AssertionError, match="User Install is not enabled"):
+            fake.install_for_user(discord_world.alice)
         # Values Discord does not know are refused like Discord does.
         for bad in ({"contexts": [3]}, {"integration_types": [2]}):
             with pytest.raises(discord.HTTPException) as refused:
@@ -486,6 +499,54 @@ async def test_message_context_menu_in_the_bots_guild_and_elsewhere(
         assert got["message"].channel.id == away.channel.id
 
 
+async def test_ask_seed_modal_then_answer_through_the_interaction(
+    discord_world: StandardWorld,
+) -> None:
+    fake = discord_world.fake
+    away = elsewhere(fake)
+    questions: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+    bot = new_bot()
+
+    class Question(discord.ui.Modal, title="Ask Seed"):
+        question: discord.ui.TextInput[Any] = discord.ui.TextInput(
+            label="Question", custom_id="ask:question", required=False
+        )
+
+        def __init__(self, target: discord.Message) -> None:
+            super().__init__()
+            self.target = target
+
+        async def on_submit(self, interaction: discord.Interaction) -> None:
+            await questions.put((self.target.content, self.question.value))
+            await interaction.response.defer(ephemeral=True, thinking=True)
+            await interaction.edit_original_response(content="the answer, in short")
+            await interaction.followup.send(
+                "the long answer",
+                file=discord.File(io.BytesIO(b"# long"), "answer.md"),
+                ephemeral=True,
+            )
+
+    @bot.tree.context_menu(name="Ask Seed")
+    @app_commands.allowed_installs(guilds=True, users=True)
+    @app_commands.allowed_contexts(**EVERYWHERE)
+    async def ask_seed(interaction: discord.Interaction, message: discord.Message) -> None:
+        await interaction.response.send_modal(Question(message))
+
+    async with run_client(bot, fake):
+        await bot.tree.sync()
+        target = await fake.send_message(away.carol, away.channel, "explain this")
+        menu = await fake.invoke_message_command(away.carol, target, "Ask Seed")
+        assert (await menu.wait_response()).type == 9
+        # An optional question may be left empty.
+        submit = await fake.submit_modal(away.carol, menu, {})
+        assert await asyncio.wait_for(questions.get(), 5) == ("explain this", "")
+        original = await submit.wait_original()
+        assert original.content == "the answer, in short" and original.ephemeral
+        followup = await submit.wait_followup(1)
+        assert followup.files == [("answer.md", b"# long")] and followup.ephemeral
+        assert submit.user_install_only and fake.messages_in(away.channel) == [target]
+
+
 # ---------------------------------------------------------------------------- forwards
 
 
@@ -553,6 +614,17 @@ async def test_forwarded_messages_over_gateway_rest_and_context_menu(
         assert await target.message_snapshots[0].attachments[0].read() == PNG
         with pytest.raises(AssertionError, match="cannot see"):
             await fake.forward(away_forward, other, world.alice)
+        # Into a thread and into the bot's DM, like any message.
+        thread = await fake.create_thread(world.alice, world.channel, "bound")
+        await fake.add_thread_member(thread, fake.bot_user)
+        await fake.sync_gateway()
+        while not received.empty():
+            received.get_nowait()
+        for where in (thread, fake.dm_channel(world.alice)):
+            await fake.forward(original, where, world.alice)
+            arrived = await asyncio.wait_for(received.get(), 5)
+            assert arrived.channel.id == where.id
+            assert arrived.message_snapshots[0].content == "edited"
 
 
 async def test_interaction_created_events_record_the_new_kinds(

@@ -766,7 +766,23 @@ class FakeDiscord(World):
         scope): commands synced with integration type 1 become available to them wherever the
         command's ``contexts`` allow, with ``authorizing_integration_owners["1"]`` = their id."""
         actor = user.user if isinstance(user, FakeMember) else user
+        if 1 not in self.installation_contexts:
+            raise AssertionError(
+                "User Install is not enabled for the app (set_installation_contexts)"
+            )
         self.user_installs.add(actor.id)
+
+    def set_installation_contexts(
+        self, *, guild: bool | None = None, user: bool | None = None
+    ) -> None:
+        """Tick Guild Install / User Install on the portal's Installation page: shown in the
+        application's ``integration_types_config`` (discord.py: ``AppInfo.guild_integration_config``
+        / ``user_integration_config``); ``install_for_user`` needs User Install."""
+        for kind, enabled in ((0, guild), (1, user)):
+            if enabled is True:
+                self.installation_contexts.add(kind)
+            elif enabled is False:
+                self.installation_contexts.discard(kind)
 
     def uninstall_for_user(self, user: FakeUser | FakeMember) -> None:
         """``user`` removes the app from their account (see ``install_for_user``)."""

@@ -222,6 +222,9 @@ class World:
         self.dm_by_user: dict[int, int] = {}
         #: Users who installed the app to their account (``FakeDiscord.install_for_user``).
         self.user_installs: set[int] = set()
+        #: The portal's Installation → Installation Contexts: 0 Guild Install, 1 User Install
+        #: (``FakeDiscord.set_installation_contexts``).
+        self.installation_contexts: set[int] = {0, 1}
         self._positions = itertools.count(1)
 
         self.owner = self._new_user("app-owner", global_name="App Owner")
@@ -1002,7 +1005,22 @@ class World:
             "interactions_endpoint_url": None,
             "redirect_uris": [],
             "rpc_origins": [],
-            "approximate_user_install_count": 0,
+            "approximate_user_install_count": len(self.user_installs),
+            "integration_types_config": self._integration_types_config(),
+        }
+
+    def _integration_types_config(self) -> dict[Any, Any]:
+        """The portal's default install settings per enabled installation context."""
+        params = {
+            0: {
+                "scopes": ["applications.commands", "bot"],
+                "permissions": str(DEFAULT_BOT_PERMISSIONS),
+            },
+            1: {"scopes": ["applications.commands"], "permissions": "0"},
+        }
+        return {
+            str(kind): {"oauth2_install_params": params[kind]}
+            for kind in sorted(self.installation_contexts)
         }
 
     def gateway_application_payload(self) -> GatewayAppInfo:
