@@ -248,6 +248,9 @@ async def test_interaction_from_a_guild_without_the_bot(discord_world: StandardW
         assert fetching.value.code == 50001
         with pytest.raises(discord.Forbidden):
             await bot.http.get_message(away.channel.id, original.id)
+        with pytest.raises(discord.Forbidden) as guild_route:
+            await bot.fetch_guild(away.guild.id)
+        assert guild_route.value.code == 50001
         # ... and it hears nothing from that guild over the gateway.
         await fake.send_message(away.carol, away.channel, f"{fake.bot_user.mention} hello?")
         later = fake.create_text_channel(away.guild, "later")

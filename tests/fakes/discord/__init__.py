@@ -88,8 +88,8 @@ Everywhere a user-installed app reaches
   ``create_private_channel(a, b)`` (a DM between people) or ``(a, b, c, name=...)`` (group
   DM). Their interactions carry ``context``, ``authorizing_integration_owners`` (``{"1":
   user id}``; ``{"0": guild id}`` where the bot is; ``{"0": "0"}`` in its DM) and Discord's
-  ``app_permissions`` there; the bot gets no gateway events from them and channel routes
-  answer 403 50001 Missing Access: it answers only through the interaction.
+  ``app_permissions`` there; the bot gets no gateway events from them, and channel and
+  guild routes answer 403 50001 Missing Access: it answers only through the interaction.
 - Interactions authorized by a user install alone: at most 5 follow-ups (the 6th: 400 40094);
   every response ephemeral where the member lacks ``Perm.USE_EXTERNAL_APPS``
   (``FakeInteraction.forced_ephemeral``). ``FakeInteraction.context``,

@@ -498,8 +498,10 @@ class RestApi:
 
     def _guild(self, req: RestRequest) -> Any:
         guild = self.fake.guilds.get(req.param_id("guild_id"))
-        if guild is None or self.fake.bot_user.id not in guild.members:
+        if guild is None:
             raise ApiError.unknown_guild()
+        if self.fake.bot_user.id not in guild.members:
+            raise ApiError.missing_access()
         return guild
 
     async def get_guild(self, req: RestRequest) -> Reply:
@@ -1188,7 +1190,9 @@ class RestApi:
         if state.response_type is None:
             raise ApiError.unknown_webhook()
         if state.user_install_only and len(state.followup_ids) >= MAX_USER_INSTALL_FOLLOWUPS:
-            # Only a user install authorizes this interaction (no guild install here).
+            # Only a user install authorizes this interaction (no guild install here). Every
+            # POST counts, also the first one after a deferral that fills in the "thinking"
+            # message; editing @original does not.
             raise ApiError(
                 400, 40094, "This interaction has hit the maximum number of follow up messages"
             )

@@ -1928,7 +1928,7 @@ class FakeDiscord(World):
             "token": state.token,
             "version": 1,
             "channel_id": str(channel.id),
-            "app_permissions": str(self.app_permissions_for(channel, owners)),
+            "app_permissions": str(self.app_permissions_for(channel)),
             "locale": locale,
             "entitlements": [],
             "authorizing_integration_owners": dict(owners),

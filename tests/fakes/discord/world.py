@@ -435,17 +435,15 @@ class World:
             owners["1"] = str(user.id)
         return owners
 
-    def app_permissions_for(self, channel: FakeChannel, owners: Mapping[str, str]) -> int:
+    def app_permissions_for(self, channel: FakeChannel) -> int:
         """The interaction's ``app_permissions``: the bot's own where it is (a guild that
-        installed it, its DM); where it is not, what @everyone may do in the channel plus the
-        response permissions Discord always grants, or just those in private channels."""
+        added it, its DM); in a guild without it, what @everyone may do in the channel plus
+        the response permissions Discord always grants; just those in private channels."""
         if channel.is_private_channel:
             return INTERACTION_ONLY_PERMISSIONS
-        if channel.is_dm or self.bot_can_view(channel):
-            return self.permissions_for(self.bot_user.id, channel)
         guild = self.guild_of(channel)
-        if guild is None:
-            return INTERACTION_ONLY_PERMISSIONS
+        if guild is None or self.bot_user.id in guild.members:
+            return self.permissions_for(self.bot_user.id, channel)
         perms = guild.everyone.permissions
         everyone = self.parent_of(channel).overwrites.get(guild.id)
         if everyone is not None:
