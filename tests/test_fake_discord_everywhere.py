@@ -163,6 +163,10 @@ async def test_synced_commands_keep_installation_types_and_contexts(
         with pytest.raises(AssertionError, match="User Install is not enabled"):
             fake.install_for_user(discord_world.alice)
         # Values Discord does not know are refused like Discord does.
+        too_long = {"name": "A" * 33, "type": 3}
+        with pytest.raises(discord.HTTPException) as refused_name:
+            await bot.http.bulk_upsert_global_commands(fake.application_id, [too_long])
+        assert refused_name.value.code == 50035
         for bad in ({"contexts": [3]}, {"integration_types": [2]}):
             with pytest.raises(discord.HTTPException) as refused:
                 await bot.http.bulk_upsert_global_commands(
@@ -327,6 +331,12 @@ async def test_user_installs_answer_ephemerally_without_use_external_apps(
         # The bot asked for a public answer; Discord makes it ephemeral.
         assert response.type == 4 and response.ephemeral and interaction.forced_ephemeral
         assert fake.messages_in(away.channel) == []
+        # In a guild that added the bot the app is not external: its answers stay public.
+        world = discord_world
+        fake.set_overwrite(world.channel, world.guild.everyone, deny=Perm.USE_EXTERNAL_APPS)
+        fake.install_for_user(world.alice)
+        here = await fake.invoke_command(world.alice, world.channel, "ask", {"prompt": "p"})
+        assert not (await here.wait_response()).ephemeral and not here.forced_ephemeral
 
 
 # ---------------------------------------------------------------------------- follow-ups, expiry

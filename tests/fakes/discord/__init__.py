@@ -90,9 +90,10 @@ Everywhere a user-installed app reaches
   user id}``; ``{"0": guild id}`` where the bot is; ``{"0": "0"}`` in its DM) and Discord's
   ``app_permissions`` there; the bot gets no gateway events from them, and channel and
   guild routes answer 403 50001 Missing Access: it answers only through the interaction.
-- Interactions authorized by a user install alone: at most 5 follow-ups (the 6th: 400 40094);
-  every response ephemeral where the member lacks ``Perm.USE_EXTERNAL_APPS``
-  (``FakeInteraction.forced_ephemeral``). ``FakeInteraction.context``,
+- Interactions authorized by a user install alone: at most 5 follow-ups (the 6th: 400 40094;
+  every POST to the follow-up route counts). In a guild without the bot, every response is
+  ephemeral where the member lacks ``Perm.USE_EXTERNAL_APPS`` (in @everyone's defaults, as on
+  Discord; ``FakeInteraction.forced_ephemeral``). ``FakeInteraction.context``,
   ``.authorizing_integration_owners``, ``.user_install_only`` show what was sent.
 - Token expiry: ``expire_interaction(interaction)`` ages one interaction past its 15 minutes
   (webhook routes then answer 401 50027), ``advance_time`` the whole clock.

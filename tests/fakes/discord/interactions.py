@@ -85,8 +85,8 @@ class FakeInteraction:
 
     @property
     def forced_ephemeral(self) -> bool:
-        """Discord makes every response ephemeral (a user install where the member lacks
-        USE_EXTERNAL_APPS)."""
+        """Discord makes every response ephemeral (a guild without the bot, where the
+        member lacks USE_EXTERNAL_APPS)."""
         return self.state.forced_ephemeral
 
     @property

@@ -901,7 +901,8 @@ class RestApi:
                     )
             name = command.get("name")
             if not isinstance(name, str) or (
-                kind == 1 and (not _COMMAND_NAME.match(name) or name != name.lower())
+                (kind == 1 and (not _COMMAND_NAME.match(name) or name != name.lower()))
+                or not 1 <= len(name) <= 32
             ):
                 errors.add(
                     [index, "name"], "APPLICATION_COMMAND_INVALID_NAME", "Command name is invalid"

@@ -1896,9 +1896,11 @@ class FakeDiscord(World):
         self._check_present(user, channel)
         guild = self.guild_of(channel)
         context = self.interaction_context(channel)
+        # An app the guild did not add is an "external app" there: without the member's
+        # USE_EXTERNAL_APPS Discord keeps its answers ephemeral.
         forced_ephemeral = (
             guild is not None
-            and "0" not in owners
+            and self.bot_user.id not in guild.members
             and not self.permissions_for(user.id, channel) & Perm.USE_EXTERNAL_APPS
         )
         state = InteractionState(

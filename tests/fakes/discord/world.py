@@ -158,8 +158,8 @@ class InteractionState:
     #: ``context`` as sent: 0 guild, 1 bot DM, 2 private channel.
     context: int = 0
     #: The invoking member may not let external apps answer publicly (no USE_EXTERNAL_APPS
-    #: where only a user install authorizes the interaction): Discord makes every response
-    #: of this interaction ephemeral.
+    #: in a guild without the bot): Discord makes every response of this interaction
+    #: ephemeral.
     forced_ephemeral: bool = False
 
     @property
