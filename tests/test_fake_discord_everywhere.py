@@ -192,8 +192,9 @@ async def test_commands_are_offered_only_where_synced_and_installed(
             await fake.invoke_command(world.alice, dm, "ask", {"prompt": "hi"})
         fake.install_for_user(away.carol)
         fake.install_for_user(world.alice)
-        await fake.invoke_command(away.carol, away.channel, "ask", {"prompt": "hi"})
-        await fake.invoke_command(world.alice, dm, "ask", {"prompt": "hi"})
+        for user, channel in ((away.carol, away.channel), (world.alice, dm)):
+            offered = await fake.invoke_command(user, channel, "ask", {"prompt": "hi"})
+            assert (await offered.wait_response()).type == 4
         # A guild-only command (contexts [0], guild install) stays in the bot's guilds.
         with pytest.raises(AssertionError, match="not available in private channels"):
             await fake.invoke_command(world.alice, dm, "settings")
@@ -201,7 +202,7 @@ async def test_commands_are_offered_only_where_synced_and_installed(
             await fake.invoke_command(world.alice, fake.dm_channel(world.alice), "settings")
         with pytest.raises(AssertionError, match="not available to"):
             await fake.invoke_command(away.carol, away.channel, "settings")
-        await fake.invoke_command(world.alice, world.channel, "settings")
+        await (await fake.invoke_command(world.alice, world.channel, "settings")).wait_response()
         # A context menu command is not a slash command, and the reverse.
         with pytest.raises(AssertionError, match="no slash command"):
             await fake.invoke_command(world.alice, world.channel, "Ask Seed")
@@ -276,7 +277,7 @@ async def test_private_channels_dm_and_group_dm(discord_world: StandardWorld) ->
     bot, heard = listening_bot(seen)
     async with run_client(bot, fake):
         await bot.tree.sync()
-        await fake.invoke_command(world.alice, dm, "ask", {"prompt": "in a dm"})
+        in_dm = await fake.invoke_command(world.alice, dm, "ask", {"prompt": "in a dm"})
         got = await asyncio.wait_for(seen.get(), 5)
         assert got["context"].private_channel and not got["context"].dm_channel
         assert got["user_integration"] and got["guild_id"] is None
@@ -285,6 +286,7 @@ async def test_private_channels_dm_and_group_dm(discord_world: StandardWorld) ->
         assert got["app_permissions"] == discord.Permissions(
             attach_files=True, embed_links=True, mention_everyone=True
         )
+        assert (await in_dm.wait_original()).content == "you asked: in a dm"
         in_group = await fake.invoke_command(world.alice, group, "ask", {"prompt": "in a group"})
         got = await asyncio.wait_for(seen.get(), 5)
         assert isinstance(got["channel"], discord.GroupChannel)
@@ -301,6 +303,7 @@ async def test_private_channels_dm_and_group_dm(discord_world: StandardWorld) ->
             "1": str(world.alice.id),
         }
         assert not direct.user_install_only
+        await direct.wait_response()
         # No REST access and no gateway events from channels the bot is not in.
         for channel in (dm, group):
             with pytest.raises(discord.Forbidden) as forbidden:
@@ -506,7 +509,8 @@ async def test_message_context_menu_in_the_bots_guild_and_elsewhere(
         assert response.interaction is not None and response.interaction.name == "Ask Seed"
         # In a guild without the bot, on a message the bot never received.
         there = await fake.send_message(away.carol, away.channel, "over here")
-        await fake.invoke_message_command(away.carol, there, "Ask Seed")
+        elsewhere_menu = await fake.invoke_message_command(away.carol, there, "Ask Seed")
+        await elsewhere_menu.wait_response()
         got = await asyncio.wait_for(seen.get(), 5)
         assert got["user_integration"] and got["message"].content == "over here"
         assert got["message"].channel.id == away.channel.id
@@ -600,8 +604,17 @@ async def test_forwarded_messages_over_gateway_rest_and_context_menu(
         assert await snapshot.attachments[0].read() == PNG
         comment = await asyncio.wait_for(received.get(), 5)
         assert comment.content == "thoughts?"
+        # A reply to the forward carries it, snapshots and all, as its referenced message.
+        await fake.send_message(
+            world.alice, other, f"{fake.bot_user.mention} what is it?", reply_to=forward
+        )
+        reply = await asyncio.wait_for(received.get(), 5)
+        assert reply.reference is not None
+        referenced = reply.reference.resolved
+        assert isinstance(referenced, discord.Message) and referenced.id == forward.id
+        assert referenced.message_snapshots[0].content == "look at this"
         created = [e for e in fake.events_of(MessageCreated, since=mark) if not e.by_bot]
-        assert [e.message.id for e in created] == [forward.id, comment.id]
+        assert [e.message.id for e in created][:2] == [forward.id, comment.id]
         # Over REST, with the attachment URL signed afresh.
         fake.advance_time(25 * 3600)
         channel = bot.get_channel(other.id)
@@ -620,7 +633,9 @@ async def test_forwarded_messages_over_gateway_rest_and_context_menu(
         # As the target of "Ask Seed" in a guild without the bot.
         fake.add_member(world.guild, away.carol)
         away_forward = await fake.forward(original, away.channel, away.carol)
-        await fake.invoke_message_command(away.carol, away_forward, "Ask Seed")
+        await (
+            await fake.invoke_message_command(away.carol, away_forward, "Ask Seed")
+        ).wait_response()
         got = await asyncio.wait_for(seen.get(), 5)
         target = got["message"]
         assert target.message_snapshots[0].content == "edited"  # as it was when forwarded
