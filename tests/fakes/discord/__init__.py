@@ -56,7 +56,8 @@ What to know
   misleading or missing content types), ``edit_message``, ``delete_message``, ``add_reaction``,
   ``create_thread``, ``invoke_command(user, channel, "name sub", {options})`` (only commands the
   bot synced; values typed against the synced definition; ``UserFile`` for attachment options),
-  ``autocomplete``, ``press_button``, ``choose`` (string select), ``submit_modal``.
+  ``autocomplete``, ``press_button``, ``choose`` (string select), ``submit_modal``,
+  ``invoke_message_command``, ``forward`` (see "Everywhere a user-installed app reaches").
   Interactions return a :class:`FakeInteraction`. ``install_commands(bot.tree)`` registers
   commands as an earlier deploy would have (the bot never syncs in ``on_ready``).
 - Reading back: ``fake.events`` (:mod:`.events`: ``MessageCreated``/``Edited``/``Deleted`` with
@@ -72,9 +73,46 @@ What to know
   ``set_overwrite`` / ``set_bot_permissions`` (403 50013), ``advance_time`` (expires CDN URLs
   and interaction tokens without sleeping).
 
-Not modelled: voice, presences (beyond the intent), polls, stickers, forum/media channels,
-auto-archiving by time, slowmode, audit logs, emoji validation, real rate-limit buckets (429s
-only when injected), sessions expiring, IDENTIFY concurrency limits, ETF encoding and zstd.
+Everywhere a user-installed app reaches
+---------------------------------------
+(``tests/test_fake_discord_everywhere.py`` shows each from discord.py's side.)
+
+- Installations: ``install_for_user(user)`` / ``uninstall_for_user`` (User Install; a guild
+  install is the bot being a member), ``set_installation_contexts(guild=, user=)`` (the
+  portal's Installation page, seen in the application's ``integration_types_config``).
+- Commands keep ``integration_types`` (0 guild, 1 user install) and ``contexts`` (0 guild,
+  1 bot DM, 2 private channel) as synced (other values: 400 50035); ``invoke_command``,
+  ``autocomplete`` and ``invoke_message_command`` refuse, with the reason, a command in a
+  context it was not synced for or that no installation authorizes there.
+- Places without the bot: ``create_guild(..., bot_member=False)`` and
+  ``create_private_channel(a, b)`` (a DM between people) or ``(a, b, c, name=...)`` (group
+  DM). Their interactions carry ``context``, ``authorizing_integration_owners`` (``{"1":
+  user id}``; ``{"0": guild id}`` where the bot is; ``{"0": "0"}`` in its DM) and Discord's
+  ``app_permissions`` there; the bot gets no gateway events from them, and channel and
+  guild routes answer 403 50001 Missing Access: it answers only through the interaction.
+- Interactions authorized by a user install alone: at most 5 follow-ups (the 6th: 400 40094;
+  every POST to the follow-up route counts). In a guild without the bot, every response is
+  ephemeral where the member lacks ``Perm.USE_EXTERNAL_APPS`` (in @everyone's defaults, as on
+  Discord; ``FakeInteraction.forced_ephemeral``). ``FakeInteraction.context``,
+  ``.authorizing_integration_owners``, ``.user_install_only`` show what was sent.
+- Token expiry: ``expire_interaction(interaction)`` ages one interaction past its 15 minutes
+  (webhook routes then answer 401 50027), ``advance_time`` the whole clock.
+- Message context menus: ``invoke_message_command(user, message, "Ask Seed")`` (type 2 with
+  ``data.type`` 3, ``target_id``, ``resolved.messages``), also on messages the bot never saw.
+- Modals: the bot's callback type 9 is kept (``FakeInteraction.modal``) whether a command, a
+  context menu or a button (``press_button``) opened it; ``submit_modal`` sends type 5 with
+  the values and, like the client, refuses a required input left empty.
+- Forwards: ``forward(message, to_channel, by_user, comment=None)`` posts a message whose
+  ``message_reference`` has ``type`` 1 and whose ``message_snapshots`` hold the original's
+  content and attachments (URLs signed afresh), over the gateway and REST;
+  ``FakeMessage.snapshots`` / ``is_forward`` read it back.
+
+Not modelled: user context menu invocation (type 2 commands sync, but there is no helper to
+run one), which shard receives an interaction from a guild without the bot (the guild id's, as
+for other guild events), voice, presences (beyond the intent), polls, stickers, forum/media
+channels, auto-archiving by time, slowmode, audit logs, emoji validation, real rate-limit
+buckets (429s only when injected), sessions expiring, IDENTIFY concurrency limits, ETF encoding
+and zstd.
 
 Modules: :mod:`.server` (``FakeDiscord``), :mod:`.world` (state, permissions, payloads),
 :mod:`.gateway`, :mod:`.rest`, :mod:`.cdn`, :mod:`.interactions`, :mod:`.events` (the log),

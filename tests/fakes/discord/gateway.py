@@ -266,8 +266,15 @@ class Gateway:
         """Dispatch to every live session that covers ``guild_id`` and has ``intent``.
 
         ``build(session)`` makes the payload (so it can depend on the session's intents) and
-        may return ``None`` to skip a session.
+        may return ``None`` to skip a session. Events of a guild the bot is not a member of
+        go nowhere, except the interactions of a user-installed app there.
         """
+        if (
+            guild_id is not None
+            and event != "INTERACTION_CREATE"
+            and not self.fake.bot_in_guild(guild_id)
+        ):
+            return
         for session in self.live_sessions():
             if not session.covers_guild(guild_id):
                 continue

@@ -68,6 +68,28 @@ class FakeInteraction:
         return self.state.guild_id
 
     @property
+    def context(self) -> int:
+        """The ``context`` sent: 0 guild, 1 the bot's DM, 2 a private channel."""
+        return self.state.context
+
+    @property
+    def authorizing_integration_owners(self) -> dict[str, str]:
+        """As sent: ``{"0": guild id (or "0" in the bot's DM)}`` for a guild install,
+        ``{"1": user id}`` for a user install, or both."""
+        return dict(self.state.owners)
+
+    @property
+    def user_install_only(self) -> bool:
+        """Only a user install authorizes it (at most 5 follow-ups)."""
+        return self.state.user_install_only
+
+    @property
+    def forced_ephemeral(self) -> bool:
+        """Discord makes every response ephemeral (a guild without the bot, where the
+        member lacks USE_EXTERNAL_APPS)."""
+        return self.state.forced_ephemeral
+
+    @property
     def payload(self) -> dict[str, Any]:
         """The INTERACTION_CREATE payload sent to the bot."""
         return self.state.payload

@@ -72,6 +72,8 @@ class Perm(enum.IntFlag):
     CREATE_PUBLIC_THREADS = 1 << 35
     CREATE_PRIVATE_THREADS = 1 << 36
     SEND_MESSAGES_IN_THREADS = 1 << 38
+    #: Lets a member's user-installed apps answer publicly (else Discord forces ephemeral).
+    USE_EXTERNAL_APPS = 1 << 50
 
 
 ALL_PERMISSIONS: Final = discord.Permissions.all().value
@@ -98,6 +100,7 @@ DEFAULT_EVERYONE_PERMISSIONS: Final = discord.Permissions(
     speak=True,
     send_voice_messages=True,
     send_polls=True,
+    use_external_apps=True,
 ).value
 
 #: What the bot's managed role gets by default (what seed-bot's invite URL asks for).
@@ -136,12 +139,15 @@ class MessageFlag(enum.IntFlag):
     LOADING = 1 << 7
     SUPPRESS_NOTIFICATIONS = 1 << 12
     IS_VOICE_MESSAGE = 1 << 13
+    #: A forward: the message carries ``message_snapshots`` (discord.py: ``flags.forwarded``).
+    HAS_SNAPSHOT = 1 << 14
     IS_COMPONENTS_V2 = 1 << 15
 
 
 class ChannelType(enum.IntEnum):
     TEXT = 0
     DM = 1
+    GROUP_DM = 3
     CATEGORY = 4
     NEWS = 5
     NEWS_THREAD = 10
@@ -260,7 +266,12 @@ class FakeGuild:
 
 @dataclass(eq=False)
 class FakeChannel:
-    """Any channel: guild text/news/category, thread, or DM (see ``type``)."""
+    """Any channel: guild text/news/category, thread, DM or group DM (see ``type``).
+
+    A DM with ``recipient_id`` is the bot's DM with that user; a DM or group DM with
+    ``recipient_ids`` is a private channel between people that the bot is not part of
+    (``FakeDiscord.create_private_channel``), where only user-installed apps reach.
+    """
 
     id: int
     type: int
@@ -276,6 +287,8 @@ class FakeChannel:
     rate_limit_per_user: int = 0
     #: DMs: the other person.
     recipient_id: int | None = None
+    #: Private channels without the bot (DM between two users, group DM): who is in it.
+    recipient_ids: tuple[int, ...] = ()
     # Threads only:
     owner_id: int | None = None
     archived: bool = False
@@ -304,7 +317,18 @@ class FakeChannel:
 
     @property
     def is_dm(self) -> bool:
-        return self.type == ChannelType.DM
+        """A DM or group DM (with the bot, or between people without it)."""
+        return self.type in (ChannelType.DM, ChannelType.GROUP_DM)
+
+    @property
+    def is_bot_dm(self) -> bool:
+        """The bot's own DM with a user (interaction context 1, BOT_DM)."""
+        return self.type == ChannelType.DM and not self.recipient_ids
+
+    @property
+    def is_private_channel(self) -> bool:
+        """A DM or group DM the bot is not part of (interaction context 2)."""
+        return self.is_dm and bool(self.recipient_ids)
 
     @property
     def mention(self) -> str:
@@ -376,6 +400,10 @@ class InteractionRef:
     interacted_message_id: int | None = None
     #: Modal submissions: the interaction that opened the modal.
     triggering: InteractionRef | None = None
+    #: ``authorizing_integration_owners`` as (key, id) pairs, e.g. ``(("1", "<user id>"),)``.
+    owners: tuple[tuple[str, str], ...] = ()
+    #: Message context menu commands: the message the command was run on.
+    target_message_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -413,6 +441,9 @@ class FakeMessage:
     thread_id: int | None = None
     #: The raw request body (JSON or ``payload_json``) that created/last edited it (bot only).
     request_body: Mapping[str, Any] | None = None
+    #: A forward (``message_reference.type`` 1): the forwarded message as it was, rendered as
+    #: ``message_snapshots`` (see ``FakeDiscord.forward``).
+    snapshots: tuple[FakeMessage, ...] = ()
 
     @property
     def ephemeral(self) -> bool:
@@ -422,6 +453,10 @@ class FakeMessage:
     def loading(self) -> bool:
         """A deferred interaction response still "thinking"."""
         return bool(self.flags & MessageFlag.LOADING)
+
+    @property
+    def is_forward(self) -> bool:
+        return bool(self.snapshots)
 
     @property
     def referenced_message_id(self) -> int | None:

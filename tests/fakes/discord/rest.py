@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 API_PREFIX = "/api/v10"
 _BAD_TYPE = "Interaction response type is invalid for this interaction."
 _COMMAND_NAME = re.compile(r"^[-_\w]{1,32}$")
+#: Discord's limit on follow-ups of an interaction authorized only by a user install.
+MAX_USER_INSTALL_FOLLOWUPS = 5
 
 
 @dataclass
@@ -347,10 +349,17 @@ class RestApi:
         if channel is None:
             raise ApiError.unknown_channel()
         if channel.is_dm:
+            if channel.is_private_channel:
+                # A DM or group DM between people: the app only reaches it through an
+                # interaction (user install), never through channel routes.
+                raise ApiError.missing_access()
             return channel
         guild = self.fake.guild_of(channel)
-        if guild is None or self.fake.bot_user.id not in guild.members:
+        if guild is None:
             raise ApiError.unknown_channel()
+        if self.fake.bot_user.id not in guild.members:
+            # A channel of a guild the bot is not in (e.g. a user-installed app's interaction).
+            raise ApiError.missing_access()
         if view and not self.fake.bot_can_view(channel):
             raise ApiError.missing_access()
         return channel
@@ -489,8 +498,10 @@ class RestApi:
 
     def _guild(self, req: RestRequest) -> Any:
         guild = self.fake.guilds.get(req.param_id("guild_id"))
-        if guild is None or self.fake.bot_user.id not in guild.members:
+        if guild is None:
             raise ApiError.unknown_guild()
+        if self.fake.bot_user.id not in guild.members:
+            raise ApiError.missing_access()
         return guild
 
     async def get_guild(self, req: RestRequest) -> Reply:
@@ -875,9 +886,23 @@ class RestApi:
                 )
                 continue
             kind = int(command.get("type") or 1)
+            if kind not in (1, 2, 3):
+                errors.add([index, "type"], "BASE_TYPE_CHOICES", "Value must be one of {1, 2, 3}.")
+            for key, choices in (("contexts", (0, 1, 2)), ("integration_types", (0, 1))):
+                values = command.get(key)
+                if values is None:
+                    continue
+                if not isinstance(values, list) or not all(
+                    type(v) is int and v in choices for v in values
+                ):
+                    listed = ", ".join(str(c) for c in choices)
+                    errors.add(
+                        [index, key], "BASE_TYPE_CHOICES", f"Value must be one of {{{listed}}}."
+                    )
             name = command.get("name")
             if not isinstance(name, str) or (
-                kind == 1 and (not _COMMAND_NAME.match(name) or name != name.lower())
+                (kind == 1 and (not _COMMAND_NAME.match(name) or name != name.lower()))
+                or not 1 <= len(name) <= 32
             ):
                 errors.add(
                     [index, "name"], "APPLICATION_COMMAND_INVALID_NAME", "Command name is invalid"
@@ -1051,8 +1076,9 @@ class RestApi:
                 },
             )
         ephemeral = False
+        forced = int(MessageFlag.EPHEMERAL) if state.forced_ephemeral else 0
         if kind == 4:
-            flags = int((data or {}).get("flags") or 0)
+            flags = int((data or {}).get("flags") or 0) | forced
             ephemeral = bool(flags & MessageFlag.EPHEMERAL)
             message = fake.post_bot_message(
                 channel,
@@ -1066,11 +1092,12 @@ class RestApi:
                     | MessageFlag.SUPPRESS_NOTIFICATIONS
                     | MessageFlag.IS_COMPONENTS_V2
                 ),
+                extra_flags=forced,
                 check_permissions=False,
             )
             state.original_message_id = message.id
         elif kind == 5:
-            flags = int((data or {}).get("flags") or 0)
+            flags = int((data or {}).get("flags") or 0) | forced
             ephemeral = bool(flags & MessageFlag.EPHEMERAL)
             state.deferred_ephemeral = ephemeral
             message = self._loading_message(state, channel, ephemeral)
@@ -1163,6 +1190,13 @@ class RestApi:
         state = self._interaction_by_token(req)
         if state.response_type is None:
             raise ApiError.unknown_webhook()
+        if state.user_install_only and len(state.followup_ids) >= MAX_USER_INSTALL_FOLLOWUPS:
+            # Only a user install authorizes this interaction (no guild install here). Every
+            # POST counts, also the first one after a deferral that fills in the "thinking"
+            # message; editing @original does not.
+            raise ApiError(
+                400, 40094, "This interaction has hit the maximum number of follow up messages"
+            )
         body = self._body(req)
         channel = self.fake.channels[state.channel_id]
         original = self.fake.find_message(state.original_message_id or 0)
@@ -1186,6 +1220,7 @@ class RestApi:
                     | MessageFlag.SUPPRESS_NOTIFICATIONS
                     | MessageFlag.IS_COMPONENTS_V2
                 ),
+                extra_flags=int(MessageFlag.EPHEMERAL) if state.forced_ephemeral else 0,
                 check_permissions=False,
             )
         state.followup_ids.append(message.id)

@@ -52,6 +52,9 @@ _INTERACTION_EXTRAS: dict[str, Any] = {
     "user": "user.User",
     "message": "message.Message",
 }
+#: ``List[Dict[Literal['message'], MessageSnapshot]]``, as discord.py annotates the argument.
+_SNAPSHOT: Any = ForwardRef("MessageSnapshot")
+_SNAPSHOTS: Any = list[dict[Literal["message"], _SNAPSHOT]]
 KNOWN_UNDECLARED: dict[str, dict[str, Any]] = {
     **{
         name: _INTERACTION_EXTRAS
@@ -62,6 +65,9 @@ KNOWN_UNDECLARED: dict[str, dict[str, Any]] = {
             "ModalSubmitInteraction",
         )
     },
+    # A forward's snapshots: discord.py reads ``message_snapshots`` (``Message.__init__``)
+    # without declaring it on the TypedDict.
+    "Message": {"message_snapshots": _SNAPSHOTS},
     # Discord sends (and discord.py sends) ``required`` on every value option, but these
     # TypedDicts derive from the base without it.
     **{

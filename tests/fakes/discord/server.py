@@ -57,6 +57,7 @@ from .models import (
 from .rest import Fault, RestApi
 from .world import (
     ATTACHMENT_SIZE_LIMIT,
+    CONTEXT_NAMES,
     DEFAULT_TOKEN,
     InteractionState,
     PrivilegedIntents,
@@ -740,6 +741,60 @@ class FakeDiscord(World):
         self.dm_by_user[user.id] = channel.id
         return channel
 
+    def create_private_channel(
+        self, *users: FakeUser, name: str | None = None, group: bool | None = None
+    ) -> FakeChannel:
+        """A DM between two people (``group`` false) or a group DM (3+ people, a ``name``
+        or ``group=True``; owned by the first user), without the bot: the bot gets no gateway
+        events from it and channel routes answer 403 Missing Access; only a user-installed
+        app's interactions reach it (interaction ``context`` 2, PRIVATE_CHANNEL)."""
+        if len(users) < 2 or self.bot_user in users:
+            raise AssertionError("a private channel is between two or more people, not the bot")
+        is_group = group if group is not None else (len(users) > 2 or name is not None)
+        if not is_group and len(users) != 2:
+            raise AssertionError("a DM is between exactly two people")
+        return self._new_channel(
+            type=ChannelType.GROUP_DM if is_group else ChannelType.DM,
+            name=(name or ", ".join(u.username for u in users)) if is_group else "",
+            guild_id=None,
+            recipient_ids=tuple(u.id for u in users),
+            owner_id=users[0].id if is_group else None,
+        )
+
+    def install_for_user(self, user: FakeUser | FakeMember) -> None:
+        """``user`` adds the app to their account (User Install, ``applications.commands``
+        scope): commands synced with integration type 1 become available to them wherever the
+        command's ``contexts`` allow, with ``authorizing_integration_owners["1"]`` = their id."""
+        actor = user.user if isinstance(user, FakeMember) else user
+        if 1 not in self.installation_contexts:
+            raise AssertionError(
+                "User Install is not enabled for the app (set_installation_contexts)"
+            )
+        self.user_installs.add(actor.id)
+
+    def set_installation_contexts(
+        self, *, guild: bool | None = None, user: bool | None = None
+    ) -> None:
+        """Tick Guild Install / User Install on the portal's Installation page: shown in the
+        application's ``integration_types_config`` (discord.py: ``AppInfo.guild_integration_config``
+        / ``user_integration_config``); ``install_for_user`` needs User Install."""
+        for kind, enabled in ((0, guild), (1, user)):
+            if enabled is True:
+                self.installation_contexts.add(kind)
+            elif enabled is False:
+                self.installation_contexts.discard(kind)
+
+    def uninstall_for_user(self, user: FakeUser | FakeMember) -> None:
+        """``user`` removes the app from their account (see ``install_for_user``)."""
+        actor = user.user if isinstance(user, FakeMember) else user
+        self.user_installs.discard(actor.id)
+
+    def expire_interaction(self, interaction: FakeInteraction) -> None:
+        """Age ``interaction`` past its token's 15 minutes (``interaction_token_ttl``) without
+        moving the fake's clock: its webhook routes (original response, follow-ups) answer 401
+        50027 Invalid Webhook Token, as Discord does. ``advance_time`` ages everything."""
+        interaction.state.created_at = self.now() - self.interaction_token_ttl - 1
+
     async def create_thread(
         self,
         owner: FakeUser,
@@ -853,6 +908,58 @@ class FakeDiscord(World):
         self.dispatch_message("MESSAGE_CREATE", message)
         return message
 
+    async def forward(
+        self,
+        message: FakeMessage,
+        to_channel: FakeChannel,
+        by_user: FakeUser | FakeMember,
+        *,
+        comment: str | None = None,
+    ) -> FakeMessage:
+        """``by_user`` forwards ``message`` to ``to_channel`` (Forward in the Discord client).
+
+        Discord creates a new message by ``by_user`` with no content of its own, flag
+        HAS_SNAPSHOT, ``message_reference`` ``{type: 1 (FORWARD), message_id, channel_id,
+        guild_id}`` of the original and ``message_snapshots`` ``[{"message": {type, content,
+        embeds, attachments, timestamp, edited_timestamp, flags, mentions, mention_roles}}]``:
+        the original as it is now (later edits do not change the snapshot). The snapshot's
+        attachments are the original files, their URLs signed afresh on every read, over the
+        gateway (MESSAGE_CREATE, if the bot can see ``to_channel``) and REST alike. A forward
+        pings no one. ``comment`` is sent afterwards as a message of its own, as the client
+        does; the forward is returned."""
+        user = by_user.user if isinstance(by_user, FakeMember) else by_user
+        original = self.find_message(message.id)
+        if original is None or original.ephemeral:
+            raise AssertionError(f"{message!r} cannot be forwarded (deleted or ephemeral)")
+        source = self.channels[original.channel_id]
+        if not self.permissions_for(user.id, source) & Perm.VIEW_CHANNEL:
+            raise AssertionError(f"{user!r} cannot see {source!r}")
+        if not self.can_send(user.id, to_channel):
+            raise AssertionError(f"{user!r} cannot send messages in {to_channel!r}")
+        snapshot = original.snapshots[0] if original.snapshots else original
+        forward = self.new_message(
+            channel_id=to_channel.id,
+            guild_id=to_channel.guild_id,
+            author=user,
+            content="",
+            type=0,
+            flags=int(MessageFlag.HAS_SNAPSHOT),
+            message_reference={
+                "type": 1,
+                "message_id": original.id,
+                "channel_id": original.channel_id,
+                "guild_id": original.guild_id,
+            },
+            snapshots=(snapshot,),
+        )
+        self._unarchive_on_message(to_channel, by_bot=False)
+        self.store_message(forward)
+        self.record(MessageCreated(message=forward, via="user"))
+        self.dispatch_message("MESSAGE_CREATE", forward)
+        if comment:
+            await self.send_message(user, to_channel, comment)
+        return forward
+
     async def edit_message(
         self,
         message: FakeMessage,
@@ -930,16 +1037,7 @@ class FakeDiscord(World):
         actor = user.user if isinstance(user, FakeMember) else user
         path = command.split()
         registered = self._find_command(path[0], channel)
-        guild = self.guild_of(channel)
-        if guild is not None:
-            required = registered.payload.get("default_member_permissions")
-            perms = self.base_permissions(guild, actor.id)
-            if required is not None and (int(required) & perms) != int(required):
-                raise AssertionError(
-                    f"/{path[0]} is hidden from {actor!r} (default_member_permissions)"
-                )
-        elif 1 not in (registered.payload.get("contexts") or [0, 1, 2]):
-            raise AssertionError(f"/{path[0]} is not available in DMs")
+        owners = self._authorize(registered, actor, channel, f"/{path[0]}")
         options_payload, resolved = build_command_options(
             self, registered.payload, path, dict(options or {}), actor, channel
         )
@@ -952,6 +1050,53 @@ class FakeDiscord(World):
             data["options"] = options_payload
         if resolved:
             data["resolved"] = resolved
+        return self._command_interaction(actor, channel, registered, data, command, locale, owners)
+
+    async def invoke_message_command(
+        self,
+        user: FakeUser | FakeMember,
+        message: FakeMessage,
+        command: str,
+        *,
+        locale: str = "en-US",
+    ) -> FakeInteraction:
+        """``user`` right-clicks ``message`` → Apps → ``command`` (a message context menu
+        command, type 3): an APPLICATION_COMMAND interaction with ``data.type`` 3,
+        ``target_id`` and the message in ``resolved.messages`` (with its content, whatever
+        the intents: Discord always sends the target). Checked like ``invoke_command``: only
+        a synced command, in a context and installation it was synced for; the message may be
+        in a guild without the bot or a private channel (``create_private_channel``)."""
+        actor = user.user if isinstance(user, FakeMember) else user
+        current = self.find_message(message.id)
+        if current is None:
+            raise AssertionError(f"{message!r} no longer exists")
+        channel = self.channels[current.channel_id]
+        registered = self._find_command(command, channel, kind=3)
+        owners = self._authorize(registered, actor, channel, f"message command {command!r}")
+        data: dict[str, Any] = {
+            "id": str(registered.id),
+            "name": registered.name,
+            "type": 3,
+            "target_id": str(current.id),
+            "resolved": {"messages": {str(current.id): self.message_payload(current)}},
+        }
+        return self._command_interaction(
+            actor, channel, registered, data, command, locale, owners, target_message_id=current.id
+        )
+
+    def _command_interaction(
+        self,
+        actor: FakeUser,
+        channel: FakeChannel,
+        registered: RegisteredCommand,
+        data: dict[str, Any],
+        name: str,
+        locale: str,
+        owners: dict[str, str],
+        *,
+        target_message_id: int | None = None,
+    ) -> FakeInteraction:
+        """An APPLICATION_COMMAND interaction (type 2) running ``registered``."""
         if registered.guild_id is not None:
             data["guild_id"] = str(registered.guild_id)
         return self._start_interaction(
@@ -959,8 +1104,11 @@ class FakeDiscord(World):
             channel,
             type_=2,
             data=data,
-            name=command,
+            name=name,
             locale=locale,
+            owners=owners,
+            command_type=registered.type,
+            target_message_id=target_message_id,
         )
 
     async def autocomplete(
@@ -977,6 +1125,7 @@ class FakeDiscord(World):
         actor = user.user if isinstance(user, FakeMember) else user
         path = command.split()
         registered = self._find_command(path[0], channel)
+        owners = self._authorize(registered, actor, channel, f"/{path[0]}")
         options_payload, _ = build_command_options(
             self, registered.payload, path, dict(options), actor, channel, partial=True
         )
@@ -993,7 +1142,9 @@ class FakeDiscord(World):
         data["options"] = options_payload
         if registered.guild_id is not None:
             data["guild_id"] = str(registered.guild_id)
-        return self._start_interaction(actor, channel, type_=4, data=data, name=command)
+        return self._start_interaction(
+            actor, channel, type_=4, data=data, name=command, owners=owners
+        )
 
     async def press_button(
         self, user: FakeUser | FakeMember, message: FakeMessage, custom_id: str
@@ -1030,11 +1181,32 @@ class FakeDiscord(World):
         interaction: FakeInteraction,
         values: Mapping[str, str],
     ) -> FakeInteraction:
-        """``user`` fills in and submits the modal the bot opened on ``interaction``."""
+        """``user`` fills in and submits the modal the bot opened on ``interaction`` (a
+        MODAL_SUBMIT interaction, type 5, with each text input's ``value``; inputs left out
+        are submitted empty). Like the Discord client, it refuses to submit a required input
+        (text inputs are required unless ``required: false``) left empty, or a value outside
+        the input's ``min_length``/``max_length``. Works for modals opened from commands,
+        context menus and buttons, also where only a user install authorizes them."""
         modal = interaction.modal
         if modal is None:
             raise AssertionError(f"the bot opened no modal on interaction {interaction.id}")
         actor = user.user if isinstance(user, FakeMember) else user
+        for field in iter_components(modal.get("components", [])):
+            if field.get("type") != 4:
+                continue
+            field_id = str(field["custom_id"])
+            value = values.get(field_id, "")
+            if not value and field.get("required", True):
+                raise AssertionError(f"the modal's input {field_id!r} is required")
+            if value and not (
+                int(field.get("min_length") or 0)
+                <= len(value)
+                <= int(field.get("max_length") or 4000)
+            ):
+                raise AssertionError(
+                    f"the modal's input {field_id!r} takes {field.get('min_length') or 0}.."
+                    f"{field.get('max_length') or 4000} characters, got {len(value)}"
+                )
         components: list[dict[str, Any]] = []
         for top in modal.get("components", []):
             if top.get("type") == 1:
@@ -1076,6 +1248,7 @@ class FakeDiscord(World):
             custom_id=str(modal["custom_id"]),
             message=source,
             triggering_id=interaction.id,
+            owners=dict(interaction.state.owners),
         )
 
     # ================================================================ reading
@@ -1120,14 +1293,9 @@ class FakeDiscord(World):
 
     def dispatch_message(self, event: str, message: FakeMessage) -> None:
         channel = self.channels.get(message.channel_id)
-        if channel is None or message.ephemeral:
+        if channel is None or message.ephemeral or not self.bot_can_view(channel):
             return
-        if channel.is_dm:
-            intent = Intent.DIRECT_MESSAGES
-        else:
-            if not self.bot_can_view(channel):
-                return
-            intent = Intent.GUILD_MESSAGES
+        intent = Intent.DIRECT_MESSAGES if channel.is_dm else Intent.GUILD_MESSAGES
         self.gateway.dispatch(
             event,
             lambda s: self.message_payload(message, content_visible=s.has(Intent.MESSAGE_CONTENT)),
@@ -1139,7 +1307,7 @@ class FakeDiscord(World):
         channel = self.channels.get(message.channel_id)
         if channel is None or message.ephemeral:
             return
-        if not channel.is_dm and not self.bot_can_view(channel):
+        if not self.bot_can_view(channel):
             return
         payload: dict[str, Any] = {"id": str(message.id), "channel_id": str(message.channel_id)}
         if message.guild_id is not None:
@@ -1182,7 +1350,7 @@ class FakeDiscord(World):
 
     def dispatch_reaction(self, event: str, message: FakeMessage, emoji: str, user_id: int) -> None:
         channel = self.channels.get(message.channel_id)
-        if channel is None or (not channel.is_dm and not self.bot_can_view(channel)):
+        if channel is None or not self.bot_can_view(channel):
             return
         name, _, emoji_id = emoji.partition(":")
         payload: dict[str, Any] = {
@@ -1394,6 +1562,8 @@ class FakeDiscord(World):
     def _check_send(
         self, channel: FakeChannel, body: Mapping[str, Any], files: Sequence[UploadedFile]
     ) -> None:
+        if channel.is_private_channel:
+            raise ApiError.missing_access()
         if channel.is_dm:
             recipient = self.users[channel.recipient_id or 0]
             if not recipient.dms_open:
@@ -1606,19 +1776,76 @@ class FakeDiscord(World):
 
     # ================================================================ internals: interactions
 
-    def _find_command(self, name: str, channel: FakeChannel) -> RegisteredCommand:
-        candidates = [c for c in self.commands.values() if c.name == name and c.type == 1]
+    def _find_command(self, name: str, channel: FakeChannel, kind: int = 1) -> RegisteredCommand:
+        candidates = [c for c in self.commands.values() if c.name == name and c.type == kind]
         for command in candidates:
             if command.guild_id is not None and command.guild_id == channel.guild_id:
                 return command
         for command in candidates:
             if command.guild_id is None:
                 return command
-        synced = sorted({c.name for c in self.commands.values()})
+        synced = sorted({c.name for c in self.commands.values() if c.type == kind})
+        what = {1: "slash command /", 2: "user command ", 3: "message command "}[kind]
         raise AssertionError(
-            f"no slash command /{name} is registered for {channel!r} (registered: {synced}); "
+            f"no {what}{name} is registered for {channel!r} (registered: {synced}); "
             "the bot must sync its command tree first"
         )
+
+    def _authorize(
+        self, registered: RegisteredCommand, user: FakeUser, channel: FakeChannel, label: str
+    ) -> dict[str, str]:
+        """The ``authorizing_integration_owners`` for ``user`` running ``registered`` in
+        ``channel``, or ``AssertionError`` where the Discord client would not offer it: a
+        context the command was not synced for, no installation of a synced integration
+        type (guild: the bot in this guild; user: ``install_for_user``), or
+        ``default_member_permissions`` the member lacks (guild installs)."""
+        self._check_present(user, channel)
+        payload = registered.payload
+        context = self.interaction_context(channel)
+        contexts = list(payload.get("contexts") or [0])
+        if context not in contexts:
+            allowed = ", ".join(CONTEXT_NAMES[c] for c in contexts)
+            raise AssertionError(
+                f"{label} is not available in {CONTEXT_NAMES[context]} (synced for: {allowed})"
+            )
+        types = list(payload.get("integration_types") or [0])
+        owners = self.authorizing_owners(types, user, channel)
+        if not owners:
+            where = f"{channel!r}" if channel.guild_id is None else f"guild {channel.guild_id}"
+            raise AssertionError(
+                f"{label} is not available to {user!r} in {where}: synced for integration "
+                f"types {types}, and no such installation authorizes it here (guild install: "
+                "the bot is a member; user install: fake.install_for_user(user))"
+            )
+        guild = self.guild_of(channel)
+        if guild is not None and "0" in owners:
+            required = payload.get("default_member_permissions")
+            perms = self.base_permissions(guild, user.id)
+            if required is not None and (int(required) & perms) != int(required):
+                raise AssertionError(
+                    f"{label} is hidden from {user!r} (default_member_permissions)"
+                )
+        return owners
+
+    def _check_present(self, user: FakeUser, channel: FakeChannel) -> None:
+        """``user`` is where they act: a member of the guild who can see the channel, or in
+        the DM / group DM."""
+        guild = self.guild_of(channel)
+        if guild is not None and user.id not in guild.members:
+            raise AssertionError(f"{user!r} is not a member of {guild!r}")
+        if not self.permissions_for(user.id, channel) & Perm.VIEW_CHANNEL:
+            raise AssertionError(f"{user!r} cannot see {channel!r}")
+
+    def _inherited_owners(self, message: FakeMessage) -> dict[str, str]:
+        """Who authorizes a component on ``message``: the installation behind the
+        interaction that created it, else the guild (or bot DM) install."""
+        if message.interaction is not None:
+            origin = self.interactions.get(message.interaction.id)
+            if origin is not None:
+                return dict(origin.owners)
+            if message.interaction.owners:
+                return dict(message.interaction.owners)
+        return self._integration_owners(message.guild_id)
 
     def _find_component(self, message: FakeMessage, custom_id: str) -> dict[str, Any]:
         current = self.find_message(message.id)
@@ -1647,6 +1874,7 @@ class FakeDiscord(World):
             data=data,
             custom_id=str(data["custom_id"]),
             message=current,
+            owners=self._inherited_owners(current),
         )
 
     def _start_interaction(
@@ -1656,17 +1884,25 @@ class FakeDiscord(World):
         *,
         type_: int,
         data: dict[str, Any],
+        owners: dict[str, str],
         name: str | None = None,
         custom_id: str | None = None,
         message: FakeMessage | None = None,
         locale: str = "en-US",
         triggering_id: int | None = None,
+        command_type: int = 1,
+        target_message_id: int | None = None,
     ) -> FakeInteraction:
+        self._check_present(user, channel)
         guild = self.guild_of(channel)
-        if guild is not None and user.id not in guild.members:
-            raise AssertionError(f"{user!r} is not a member of {guild!r}")
-        if guild is not None and not self.permissions_for(user.id, channel) & Perm.VIEW_CHANNEL:
-            raise AssertionError(f"{user!r} cannot see {channel!r}")
+        context = self.interaction_context(channel)
+        # An app the guild did not add is an "external app" there: without the member's
+        # USE_EXTERNAL_APPS Discord keeps its answers ephemeral.
+        forced_ephemeral = (
+            guild is not None
+            and self.bot_user.id not in guild.members
+            and not self.permissions_for(user.id, channel) & Perm.USE_EXTERNAL_APPS
+        )
         state = InteractionState(
             id=self.snowflake(),
             token=f"aW50ZXJhY3Rpb24{secrets.token_urlsafe(96)}",
@@ -1680,6 +1916,11 @@ class FakeDiscord(World):
             custom_id=custom_id,
             source_message_id=message.id if message is not None else None,
             triggering_id=triggering_id,
+            command_type=command_type,
+            target_message_id=target_message_id,
+            owners=dict(owners),
+            context=context,
+            forced_ephemeral=forced_ephemeral,
         )
         payload: dict[str, Any] = {
             "id": str(state.id),
@@ -1689,11 +1930,11 @@ class FakeDiscord(World):
             "token": state.token,
             "version": 1,
             "channel_id": str(channel.id),
-            "app_permissions": str(self.permissions_for(self.bot_user.id, channel)),
+            "app_permissions": str(self.app_permissions_for(channel)),
             "locale": locale,
             "entitlements": [],
-            "authorizing_integration_owners": self._integration_owners(channel.guild_id),
-            "context": 0 if guild is not None else 1,
+            "authorizing_integration_owners": dict(owners),
+            "context": context,
             "attachment_size_limit": ATTACHMENT_SIZE_LIMIT,
         }
         if guild is not None:
@@ -1711,6 +1952,9 @@ class FakeDiscord(World):
                 "user": self.user_payload(user),
                 "permissions": str(self.permissions_for(user.id, channel)),
             }
+        elif channel.is_private_channel:
+            payload["channel"] = self.private_channel_payload(channel, viewer_id=user.id)
+            payload["user"] = self.user_payload(user)
         else:
             payload["channel"] = {
                 "id": str(channel.id),

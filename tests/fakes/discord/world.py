@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from discord.types.appinfo import AppInfo, GatewayAppInfo
     from discord.types.channel import (
         DMChannel,
+        GroupDMChannel,
         GuildChannel,
         NewsChannel,
         PermissionOverwrite,
@@ -52,16 +53,21 @@ if TYPE_CHECKING:
     from discord.types.guild import Guild
     from discord.types.interactions import PartialChannel, PartialThread
     from discord.types.member import Member, MemberWithUser
-    from discord.types.message import Attachment, Message, Reaction
+    from discord.types.message import Attachment, Message, MessageSnapshot, Reaction
     from discord.types.role import Role
     from discord.types.threads import Thread, ThreadMember
-    from discord.types.user import User
+    from discord.types.user import PartialUser, User
 
 __all__ = ["PrivilegedIntents", "World"]
 
 DEFAULT_TOKEN = "FAKE.discord-bot-token.for-tests"
 #: Bots in guilds without boosts may upload 10 MiB per file.
 ATTACHMENT_SIZE_LIMIT = 10 * 1024 * 1024
+#: What Discord grants an app's interaction responses where its bot cannot be (a guild
+#: without the bot, a DM or group DM between people): the response-only permissions.
+INTERACTION_ONLY_PERMISSIONS = int(Perm.ATTACH_FILES | Perm.EMBED_LINKS | Perm.MENTION_EVERYONE)
+#: Interaction contexts (``InteractionContextType``) by name, for messages.
+CONTEXT_NAMES = {0: "guilds", 1: "DMs with the bot", 2: "private channels (DMs, group DMs)"}
 DM_PERMISSIONS = int(
     Perm.VIEW_CHANNEL
     | Perm.SEND_MESSAGES
@@ -143,17 +149,43 @@ class InteractionState:
     modal: dict[str, Any] | None = None
     #: Modal submissions: the interaction that opened the modal.
     triggering_id: int | None = None
+    #: Application commands: 1 slash command, 2 user / 3 message context menu.
+    command_type: int = 1
+    #: Message context menu commands: the message the command was run on.
+    target_message_id: int | None = None
+    #: ``authorizing_integration_owners`` as sent ({"0": guild id or "0", "1": user id}).
+    owners: dict[str, str] = field(default_factory=dict)
+    #: ``context`` as sent: 0 guild, 1 bot DM, 2 private channel.
+    context: int = 0
+    #: The invoking member may not let external apps answer publicly (no USE_EXTERNAL_APPS
+    #: in a guild without the bot): Discord makes every response of this interaction
+    #: ephemeral.
+    forced_ephemeral: bool = False
+
+    @property
+    def user_install_only(self) -> bool:
+        """Authorized by a user install alone (no guild install of the app here): Discord
+        then allows at most 5 follow-ups."""
+        return "0" not in self.owners
 
     def ref(self, interactions: dict[int, InteractionState]) -> InteractionRef:
         """How messages created in response refer to this interaction."""
         triggering = interactions.get(self.triggering_id) if self.triggering_id else None
+        if not self.name:
+            name = ""
+        elif self.command_type == 1:
+            name = self.name.split()[0]
+        else:
+            name = self.name
         return InteractionRef(
             id=self.id,
             type=self.type,
-            name=(self.name or "").split()[0] if self.name else "",
+            name=name,
             user=self.user,
             interacted_message_id=self.source_message_id,
             triggering=triggering.ref(interactions) if triggering is not None else None,
+            owners=tuple(self.owners.items()),
+            target_message_id=self.target_message_id,
         )
 
 
@@ -188,6 +220,11 @@ class World:
         self.commands: dict[int, RegisteredCommand] = {}
         self.interactions: dict[int, InteractionState] = {}
         self.dm_by_user: dict[int, int] = {}
+        #: Users who installed the app to their account (``FakeDiscord.install_for_user``).
+        self.user_installs: set[int] = set()
+        #: The portal's Installation → Installation Contexts: 0 Guild Install, 1 User Install
+        #: (``FakeDiscord.set_installation_contexts``).
+        self.installation_contexts: set[int] = {0, 1}
         self._positions = itertools.count(1)
 
         self.owner = self._new_user("app-owner", global_name="App Owner")
@@ -314,7 +351,8 @@ class World:
     def permissions_for(self, user_id: int, channel: FakeChannel) -> int:
         """The user's effective permissions in ``channel`` (0 when they cannot see it)."""
         if channel.is_dm:
-            return DM_PERMISSIONS if user_id in (channel.recipient_id, self.bot_user.id) else 0
+            members = channel.recipient_ids or (channel.recipient_id, self.bot_user.id)
+            return DM_PERMISSIONS if user_id in members else 0
         guild = self.guild_of(channel)
         if guild is None:
             return 0
@@ -360,6 +398,57 @@ class World:
 
     def bot_can_view(self, channel: FakeChannel) -> bool:
         return bool(self.permissions_for(self.bot_user.id, channel) & Perm.VIEW_CHANNEL)
+
+    def bot_in_guild(self, guild_id: int) -> bool:
+        guild = self.guilds.get(guild_id)
+        return guild is not None and self.bot_user.id in guild.members
+
+    # ----------------------------------------------------------------- installations
+
+    def interaction_context(self, channel: FakeChannel) -> int:
+        """Discord's ``context`` of an interaction in ``channel``: 0 GUILD, 1 BOT_DM,
+        2 PRIVATE_CHANNEL (a DM or group DM the bot is not part of)."""
+        if channel.is_private_channel:
+            return 2
+        return 1 if channel.is_dm else 0
+
+    def authorizing_owners(
+        self, integration_types: Iterable[int], user: FakeUser, channel: FakeChannel
+    ) -> dict[str, str]:
+        """``authorizing_integration_owners`` for ``user`` running a command of these
+        ``integration_types`` in ``channel``: ``"0"`` (guild install) is the guild's id where
+        the bot is a member, ``"0"`` in the bot's DM; ``"1"`` (user install) is the user's id
+        if they installed the app. Empty when no installation authorizes it there."""
+        types = set(integration_types)
+        owners: dict[str, str] = {}
+        context = self.interaction_context(channel)
+        if 0 in types:
+            if (
+                context == 0
+                and channel.guild_id is not None
+                and self.bot_in_guild(channel.guild_id)
+            ):
+                owners["0"] = str(channel.guild_id)
+            elif context == 1:
+                owners["0"] = "0"
+        if 1 in types and user.id in self.user_installs:
+            owners["1"] = str(user.id)
+        return owners
+
+    def app_permissions_for(self, channel: FakeChannel) -> int:
+        """The interaction's ``app_permissions``: the bot's own where it is (a guild that
+        added it, its DM); in a guild without it, what @everyone may do in the channel plus
+        the response permissions Discord always grants; just those in private channels."""
+        if channel.is_private_channel:
+            return INTERACTION_ONLY_PERMISSIONS
+        guild = self.guild_of(channel)
+        if guild is None or self.bot_user.id in guild.members:
+            return self.permissions_for(self.bot_user.id, channel)
+        perms = guild.everyone.permissions
+        everyone = self.parent_of(channel).overwrites.get(guild.id)
+        if everyone is not None:
+            perms = (perms & ~everyone.deny) | everyone.allow
+        return int(perms | INTERACTION_ONLY_PERMISSIONS)
 
     # ----------------------------------------------------------------- CDN signing
 
@@ -503,8 +592,10 @@ class World:
             payload["member"] = self.thread_member_payload(thread, self.bot_user.id)
         return payload
 
-    def channel_payload(self, channel: FakeChannel) -> GuildChannel | DMChannel:
+    def channel_payload(self, channel: FakeChannel) -> GuildChannel | DMChannel | GroupDMChannel:
         """The channel as ``GET /channels/{id}`` and gateway channel events render it."""
+        if channel.is_dm and channel.recipient_ids:
+            return self.private_channel_payload(channel, viewer_id=None)
         if channel.is_dm:
             recipient = self.users[channel.recipient_id or 0]
             return {
@@ -574,6 +665,38 @@ class World:
         if channel.type == ChannelType.NEWS:
             return cast("NewsChannel", {**text, "type": 5})
         return text
+
+    def private_channel_payload(
+        self, channel: FakeChannel, *, viewer_id: int | None
+    ) -> DMChannel | GroupDMChannel:
+        """A DM or group DM between people, as an interaction from ``viewer_id`` shows it
+        (its ``recipients`` are the others in it)."""
+        recipients: list[PartialUser] = [
+            {
+                "id": str(user.id),
+                "username": user.username,
+                "discriminator": user.discriminator,
+                "avatar": None,
+                "global_name": user.global_name,
+            }
+            for user in (self.users[i] for i in channel.recipient_ids if i != viewer_id)
+        ]
+        if channel.type == ChannelType.GROUP_DM:
+            return {
+                "id": str(channel.id),
+                "type": 3,
+                "name": channel.name,
+                "icon": None,
+                "owner_id": str(channel.owner_id or channel.recipient_ids[0]),
+                "recipients": recipients,
+            }
+        return {
+            "id": str(channel.id),
+            "type": 1,
+            "name": "",
+            "last_message_id": _opt_id(channel.last_message_id),
+            "recipients": recipients,
+        }
 
     def partial_channel_payload(
         self, channel: FakeChannel, user_id: int
@@ -770,6 +893,12 @@ class World:
                     if target is not None
                     else None
                 )
+        if message.snapshots:
+            payload_any = cast("dict[str, Any]", payload)
+            payload_any["message_snapshots"] = [
+                {"message": self.snapshot_payload(s, content_visible=show)}
+                for s in message.snapshots
+            ]
         if message.interaction is not None:
             ref_i = message.interaction
             payload["interaction_metadata"] = self._interaction_metadata(ref_i, message.guild_id)
@@ -792,13 +921,42 @@ class World:
             ]
         return payload
 
+    def snapshot_payload(self, message: FakeMessage, *, content_visible: bool) -> MessageSnapshot:
+        """A forwarded message as a forward's ``message_snapshots[].message`` carries it
+        (content, attachments with freshly signed URLs, embeds, ...; no author or ids)."""
+        snapshot: MessageSnapshot = {
+            "type": cast("Any", message.type),
+            "content": message.content if content_visible else "",
+            "embeds": [cast("Any", dict(e)) for e in message.embeds] if content_visible else [],
+            "attachments": (
+                [self.attachment_payload(a) for a in message.attachments] if content_visible else []
+            ),
+            "timestamp": iso_timestamp(message.timestamp),
+            "edited_timestamp": (
+                iso_timestamp(message.edited_timestamp) if message.edited_timestamp else None
+            ),
+            "flags": message.flags,
+            "mentions": [
+                cast("Any", self.user_payload(self.users[u]))
+                for u in message.mention_user_ids
+                if u in self.users
+            ],
+            "mention_roles": [str(r) for r in message.mention_role_ids],
+        }
+        if message.components and content_visible:
+            snapshot["components"] = [cast("Any", dict(c)) for c in message.components]
+        return snapshot
+
     def _interaction_metadata(self, ref: InteractionRef, guild_id: int | None) -> Any:
         metadata: dict[str, Any] = {
             "id": str(ref.id),
             "type": ref.type,
             "user": self.user_payload(ref.user),
-            "authorizing_integration_owners": self._integration_owners(guild_id),
+            "authorizing_integration_owners": dict(ref.owners)
+            or self._integration_owners(guild_id),
         }
+        if ref.type == 2 and ref.target_message_id is not None:
+            metadata["target_message_id"] = str(ref.target_message_id)
         if ref.type == 3 and ref.interacted_message_id is not None:
             metadata["interacted_message_id"] = str(ref.interacted_message_id)
         if ref.type == 5 and ref.triggering is not None:
@@ -845,7 +1003,22 @@ class World:
             "interactions_endpoint_url": None,
             "redirect_uris": [],
             "rpc_origins": [],
-            "approximate_user_install_count": 0,
+            "approximate_user_install_count": len(self.user_installs),
+            "integration_types_config": self._integration_types_config(),
+        }
+
+    def _integration_types_config(self) -> dict[Any, Any]:
+        """The portal's default install settings per enabled installation context."""
+        params = {
+            0: {
+                "scopes": ["applications.commands", "bot"],
+                "permissions": str(DEFAULT_BOT_PERMISSIONS),
+            },
+            1: {"scopes": ["applications.commands"], "permissions": "0"},
+        }
+        return {
+            str(kind): {"oauth2_install_params": params[kind]}
+            for kind in sorted(self.installation_contexts)
         }
 
     def gateway_application_payload(self) -> GatewayAppInfo:
