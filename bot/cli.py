@@ -17,6 +17,7 @@ import discord
 from bot.config import Config, load_config
 from bot.domain.errors import ConfigError, SeedBotError
 from bot.domain.models import EFFORT_LEVELS, THINKING_MODES, ModelRequest, Progress
+from bot.ops.logs import setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +56,21 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="config file (default: ./config.toml if it exists, or $SEED_BOT_CONFIG)",
     )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help='log at DEBUG, with tracebacks of failures (same as logging.level = "DEBUG")',
+    )
+    # --debug is accepted after the command too (``seed-bot run --debug``).
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="log at DEBUG"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser(
         "run",
+        parents=[debug],
         help="run the bot until SIGINT/SIGTERM",
         description="Connect to Discord and answer people. Migrates an "
         "SQLite database first (database.auto_migrate).",
@@ -70,15 +82,19 @@ def _parser() -> argparse.ArgumentParser:
         "install or upgrade; Discord may take a while to show them)",
     )
 
-    sub.add_parser("migrate", help="upgrade the database schema to the latest version")
+    sub.add_parser(
+        "migrate", parents=[debug], help="upgrade the database schema to the latest version"
+    )
 
     sub.add_parser(
         "check",
+        parents=[debug],
         help="validate the config, the database and both credentials; print the invite URL",
     )
 
     ask = sub.add_parser(
         "ask",
+        parents=[debug],
         help="ask the model from the terminal (tests a fal key)",
         description="Send one prompt to the model with the bot's own client and print the "
         "answer, then the reasoning under a heading.",
@@ -104,18 +120,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-        force=True,
-    )
-    if level != "DEBUG":
-        # Alembic narrates every plugin and context at INFO; its warnings are what matter.
-        logging.getLogger("alembic").setLevel(logging.WARNING)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     needs = {"run": ("discord", "fal"), "ask": ("fal",)}.get(args.command, ())
@@ -124,13 +128,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"seed-bot: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    setup_logging(config.logging.level)
+    level = "DEBUG" if args.debug else config.logging.level
+    setup_logging(level, config.logging.format)
     command = {"run": _run, "migrate": _migrate, "check": _check, "ask": _ask}[args.command]
     try:
         return asyncio.run(command(config, args))
     except KeyboardInterrupt:
         return EXIT_FAILED
     except discord.PrivilegedIntentsRequired:
+        log.debug("start-up failure", exc_info=True)
         print(
             "seed-bot: Discord refused the Message Content intent. Enable it: Discord developer "
             "portal → your application → Bot → Privileged Gateway Intents → Message Content "
@@ -139,9 +145,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return EXIT_FAILED
     except discord.LoginFailure:
-        print("seed-bot: Discord refused the token (DISCORD_TOKEN).", file=sys.stderr)
-        return EXIT_FAILED
+        log.debug("start-up failure", exc_info=True)
+        print(
+            "seed-bot: Discord refused the token: check DISCORD_TOKEN (reset it in the "
+            "developer portal → Bot if it leaked or expired).",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
     except SeedBotError as exc:
+        log.debug("start-up failure", exc_info=True)
         print(f"seed-bot: {exc}", file=sys.stderr)
         return EXIT_FAILED
 

@@ -295,6 +295,7 @@ class SeedBot(discord.AutoShardedClient):
         )
         if reason is not None:
             log.info("message %s refused by access lists", message.id)
+            self.service.observer.turn_refused("access")
             if self.options.denied_reply == "notice":
                 await self._say(message, f"Sorry, {reason}.")
             return False

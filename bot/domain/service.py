@@ -54,6 +54,7 @@ from bot.domain.models import (
     Turn,
     TurnState,
 )
+from bot.domain.observer import NO_OBSERVER, TurnObserver
 from bot.domain.ports import Delivery, DeliveryFactory, MediaSource, ModelClient, Store
 from bot.domain.settings import EffectiveSettings, resolve_settings, validate_settings
 
@@ -161,7 +162,9 @@ class ConversationService:
         config: ServiceConfig,
         *,
         now: Callable[[], datetime] = utcnow,
+        observer: TurnObserver = NO_OBSERVER,
     ) -> None:
+        self.observer = observer
         self._store = store
         self._model = model
         self._media = media
@@ -208,6 +211,7 @@ class ConversationService:
                     f"{key}:{q.window_seconds}", q.requests, q.window_seconds, now
                 ):
                     scope = "server"
+            self.observer.turn_refused("quota")
             raise QuotaExceeded(scope, retry_at)
 
     # -- turns -----------------------------------------------------------------------------
@@ -274,6 +278,7 @@ class ConversationService:
             return TurnOutcome(None, "duplicate")
         except SeedBotError as exc:
             # Failures before the turn was stored: nothing to mark, only to tell.
+            self.observer.turn_failed(exc)
             log.warning("turn for message %s refused: %s", incoming.source_id, exc)
             with contextlib.suppress(DeliveryError):
                 await delivery.fail(None, exc)
@@ -328,6 +333,7 @@ class ConversationService:
             return TurnOutcome(None, "duplicate")
         except SeedBotError as exc:
             # Before the new attempt was stored (its attachments, the database): say so.
+            self.observer.turn_failed(exc)
             log.warning("answering turn %s again failed: %s", latest.id, exc)
             with contextlib.suppress(DeliveryError):
                 await delivery.fail(None, exc)
@@ -422,6 +428,7 @@ class ConversationService:
     ) -> TurnOutcome:
         """Submit (if not yet), wait, store and deliver one stored turn."""
         active = self._active.setdefault(turn.id, _Active())
+        self.observer.turn_started(conversation.id)
         try:
             await delivery.attach(turn)
             reply, sent_count, warnings = await self._obtain_reply(
@@ -445,6 +452,7 @@ class ConversationService:
                     messages=(),
                     request_id=turn.handle.request_id if turn.handle else "",
                 )
+            answered = asyncio.get_running_loop().time()
             ids = await delivery.deliver(turn, reply, warnings)
             try:
                 await self._store.record_delivery(turn.id, ids)
@@ -453,9 +461,12 @@ class ConversationService:
                 # completed; a restart re-delivers it idempotently (stored parts, nonces).
                 log.warning("turn %s delivered but not recorded: %s", turn.id, exc)
             log.info("turn %s delivered (request %s)", turn.id, reply.request_id)
+            done = asyncio.get_running_loop().time()
+            self.observer.turn_answered(seconds=done - started, delivery_seconds=done - answered)
             return TurnOutcome(turn, TurnState.DELIVERED)
         except TurnStopped as stop:
             log.info("turn %s stopped", turn.id)
+            self.observer.turn_stopped()
             with contextlib.suppress(DeliveryError):
                 await delivery.stopped(turn, stop.by)
             return TurnOutcome(turn, TurnState.STOPPED)
@@ -465,10 +476,12 @@ class ConversationService:
         except DeliveryError as exc:
             # Nowhere to tell the user: store the failure so no restart retries it forever.
             log.warning("turn %s could not be delivered: %s", turn.id, exc)
+            self.observer.turn_failed(exc)
             await self._store.finish_turn(turn.id, TurnState.FAILED, str(exc)[:500])
             return TurnOutcome(turn, TurnState.FAILED)
         except SeedBotError as exc:
             log.warning("turn %s failed: %s", turn.id, exc)
+            self.observer.turn_failed(exc)
             # Notice first, then the state: a crash in between repeats the notice on the
             # next start rather than leaving the user with silence.
             try:
@@ -478,6 +491,7 @@ class ConversationService:
             await self._store.finish_turn(turn.id, TurnState.FAILED, str(exc)[:500])
             return TurnOutcome(turn, TurnState.FAILED)
         finally:
+            self.observer.turn_ended()
             self._active.pop(turn.id, None)
 
     async def _obtain_reply(
