@@ -31,8 +31,15 @@ _PATTERNS: dict[str, re.Pattern[str]] = {
     "fal_request": re.compile(r"\b(?:request|fal) ([0-9a-f]{8}-[0-9a-f-]{27,})"),
 }
 
-# Set-up chatter: the bot has no voice, and Alembic narrates its plugins at INFO.
-_VOICE_WARNING = "voice will NOT be supported"
+# discord.py's set-up chatter: the bot has no voice, and the bot logs its own login attempts.
+# (Alembic narrates its plugins at INFO: its logger is set to WARNING below DEBUG.)
+_CHATTER = frozenset(
+    {
+        "PyNaCl is not installed, voice will NOT be supported",
+        "davey is not installed, voice will NOT be supported",
+        "logging in using static token",
+    }
+)
 _OWN_LOGGERS = ("bot", "__main__")
 
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
@@ -81,7 +88,7 @@ class QuietThirdParty(logging.Filter):
         self._keep = keep_tracebacks
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.name.startswith("discord") and _VOICE_WARNING in str(record.msg):
+        if record.name.startswith("discord") and str(record.msg) in _CHATTER:
             return False
         if (
             not self._keep
