@@ -119,6 +119,9 @@ RESTART_ONLY = (
     ("fal", "queue_base"),
     ("fal", "rest_base"),
     ("fal", "connect_timeout"),
+    ("http", "listen"),
+    ("logging", "level"),
+    ("logging", "format"),
 )
 
 
@@ -300,7 +303,7 @@ async def check_fal(model: FalClient) -> None:
     try:
         accepted = await model.check_key()
     except ModelError as exc:
-        log.warning("fal is unreachable at start (%s); starting anyway", exc)
+        log.warning("fal is unreachable at start (%s); starting anyway", str(exc).rstrip("."))
         return
     if not accepted:
         log.warning("fal refused the key (FAL_KEY); turns will fail until it is fixed")

@@ -8,6 +8,7 @@ import logging
 import mimetypes
 import sys
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -131,31 +132,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = "DEBUG" if args.debug else config.logging.level
     setup_logging(level, config.logging.format)
     command = {"run": _run, "migrate": _migrate, "check": _check, "ask": _ask}[args.command]
+    fatal = partial(_fatal, json_lines=config.logging.format == "json")
     try:
         return asyncio.run(command(config, args))
     except KeyboardInterrupt:
         return EXIT_FAILED
-    except discord.PrivilegedIntentsRequired:
-        log.debug("start-up failure", exc_info=True)
-        print(
-            "seed-bot: Discord refused the Message Content intent. Enable it: Discord developer "
+    except discord.PrivilegedIntentsRequired as exc:
+        return fatal(
+            exc,
+            "Discord refused the Message Content intent. Enable it: Discord developer "
             "portal → your application → Bot → Privileged Gateway Intents → Message Content "
             "Intent, then start again.",
-            file=sys.stderr,
+            EXIT_FAILED,
         )
-        return EXIT_FAILED
-    except discord.LoginFailure:
-        log.debug("start-up failure", exc_info=True)
-        print(
-            "seed-bot: Discord refused the token: check DISCORD_TOKEN (reset it in the "
-            "developer portal → Bot if it leaked or expired).",
-            file=sys.stderr,
+    except discord.LoginFailure as exc:
+        return fatal(
+            exc,
+            "Discord refused the token: check DISCORD_TOKEN (reset it in the developer "
+            "portal → Bot if it leaked or expired).",
+            EXIT_CONFIG,
         )
-        return EXIT_CONFIG
     except SeedBotError as exc:
-        log.debug("start-up failure", exc_info=True)
-        print(f"seed-bot: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return fatal(exc, str(exc), EXIT_FAILED)
+
+
+def _fatal(exc: BaseException, message: str, code: int, *, json_lines: bool) -> int:
+    """Report what stopped the command in one line (a JSON log line when the logs are JSON);
+    its traceback only at DEBUG. Returns the exit code."""
+    log.debug("the command failed", exc_info=exc)
+    if json_lines:
+        log.critical("%s", message)
+    else:
+        print(f"seed-bot: {message}", file=sys.stderr)
+    return code
 
 
 async def _run(config: Config, args: argparse.Namespace) -> int:

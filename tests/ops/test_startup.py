@@ -6,6 +6,7 @@ unless ``--debug``."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -128,3 +129,57 @@ async def test_an_out_of_date_schema_names_the_command_to_run(tmp_path: Path) ->
     [line] = [line for line in bot.lines if line.startswith("seed-bot:")]
     assert "database schema is out of date" in line and "run `seed-bot migrate`" in line
     assert "Traceback" not in bot.log
+
+
+@pytest.mark.timeout(60)
+async def test_discord_dns_failure_and_5xx_are_retried(
+    fake_discord: FakeDiscord, fake_fal: FakeFal, tmp_path: Path
+) -> None:
+    env = bot_env(
+        fake_discord,
+        fake_fal,
+        tmp_path,
+        SEED_BOT_DISCORD__API_BASE="http://discord.invalid/api/v10",
+    )
+    bot = await spawn(env, tmp_path)
+    try:
+        line = await bot.wait_for_log("cannot reach Discord", timeout=20)
+        assert "discord.invalid" in line and "DNS" in line
+        await bot.wait_for_log("attempt 2;", timeout=10)
+    finally:
+        await bot.kill()
+    assert "Traceback" not in bot.log
+
+    # Discord answering 503 to the login (discord.py gives up on a 503 at once).
+    build_standard_world(fake_discord)
+    fake_discord.fail("GET /users/@me", status=503, times=2)
+    bot = await spawn(bot_env(fake_discord, fake_fal, tmp_path), tmp_path)
+    try:
+        line = await bot.wait_for_log("cannot reach Discord", timeout=20)
+        assert "DiscordServerError" in line
+        await bot.wait_for_log("reached Discord after 3 attempts", timeout=20)
+        await bot.wait_for_log("connected as", timeout=20)
+        bot.send(signal.SIGTERM)
+        assert await bot.wait(20) == 0
+    finally:
+        await bot.kill()
+    assert "Traceback" not in bot.log
+
+
+@pytest.mark.timeout(30)
+async def test_with_json_logs_the_failure_is_a_json_line_too(
+    fake_discord: FakeDiscord, fake_fal: FakeFal, tmp_path: Path
+) -> None:
+    env = bot_env(
+        fake_discord,
+        fake_fal,
+        tmp_path,
+        DISCORD_TOKEN="refused.token.value",
+        SEED_BOT_LOGGING__FORMAT="json",
+    )
+    bot = await spawn(env, tmp_path)
+    assert await bot.wait(20) == 2
+    lines = [json.loads(line) for line in bot.lines]
+    assert lines[-1]["level"] == "CRITICAL"
+    assert "DISCORD_TOKEN" in lines[-1]["message"]
+    assert "refused.token.value" not in bot.log
