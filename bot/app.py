@@ -248,7 +248,9 @@ async def run_bot(
                 loop.add_signal_handler(
                     signal.SIGHUP, lambda: app.bot.spawn(reload_app(app, reload), name="reload")
                 )
-        app.bot.spawn(check_fal(app.model), name="fal-check")
+        # One try, one line: the turns retry fal on their own.
+        probe = FalClient(app.session, replace(fal_settings(config), max_attempts=1))
+        app.bot.spawn(check_fal(probe), name="fal-check")
         runner = asyncio.create_task(
             _login_then_connect(app.bot, config.discord.token.get(), stop, config.discord.api_base),
             name="discord",
