@@ -12,6 +12,9 @@ from functools import partial
 from typing import Any
 
 import aiohttp
+import discord
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.chat.bot import VIEWS, ChatOptions, SeedBot
@@ -23,16 +26,23 @@ from bot.chat.media import DiscordMedia
 from bot.config import Config
 from bot.domain.access import AccessPolicy
 from bot.domain.attachments import AttachmentLimits, AttachmentPolicy
-from bot.domain.errors import ConfigError
+from bot.domain.errors import ConfigError, ModelError, SeedBotError, StorageUnavailable
 from bot.domain.quotas import Quota, QuotaRules, Quotas
 from bot.domain.service import ConversationService, ServiceConfig
 from bot.fal.client import FalClient
 from bot.fal.settings import FalSettings
+from bot.ops.health import HealthServer, database_check, parse_listen, shard_check
+from bot.ops.logs import describe_exception
+from bot.ops.metrics import Metrics, TimedModel
 from bot.storage.engine import create_engine
 from bot.storage.migrate import ensure_schema
 from bot.storage.repository import SqlStore
 
 log = logging.getLogger(__name__)
+
+# Discord unreachable at start: wait this long before the first retry, doubling up to the cap.
+LOGIN_RETRY_FIRST, LOGIN_RETRY_MAX = 1.0, 60.0
+LOGIN_TIMEOUT = 30.0
 
 
 def fal_settings(config: Config) -> FalSettings:
@@ -117,6 +127,8 @@ class App:
     service: ConversationService
     gate: Gate
     bot: SeedBot
+    metrics: Metrics
+    health: HealthServer | None = None
 
 
 RESTART_ONLY = (
@@ -131,6 +143,9 @@ RESTART_ONLY = (
     ("fal", "queue_base"),
     ("fal", "rest_base"),
     ("fal", "connect_timeout"),
+    ("http", "listen"),
+    ("logging", "level"),
+    ("logging", "format"),
 )
 
 
@@ -174,9 +189,11 @@ async def build_app(
     reads the config afresh (SIGHUP, ``/admin reload``). ``chat_overrides`` replace fields
     of the Discord layer's options (tests use it)."""
     async with contextlib.AsyncExitStack() as stack:
-        await ensure_schema(config.database.url, auto_migrate=config.database.should_auto_migrate)
+        await _ensure_schema(config)
         engine = create_engine(config.database.url)
         stack.push_async_callback(engine.dispose)
+        metrics = Metrics()
+        metrics.watch_engine(engine)
         # Each turn in flight holds a connection for its status stream: size the pool for the
         # in-flight cap (aiohttp's default of 100 would queue turns behind each other).
         connector = aiohttp.TCPConnector(limit=max(100, 2 * config.limits.max_in_flight + 16))
@@ -186,20 +203,56 @@ async def build_app(
             )
         )
         store = SqlStore(engine)
-        model = FalClient(session, fal_settings(config))
+        model = FalClient(session, fal_settings(config), observer=metrics)
         media = DiscordMedia(session, config.discord.cdn_hosts)
         point_discord_at(config.discord.api_base, config.discord.gateway_url)
         options = replace(chat_options(config, sync_commands=sync_commands), **chat_overrides)
         bot = SeedBot(options)
         stack.push_async_callback(bot.close)
         deliveries = ChannelDeliveries(bot, store, VIEWS, status_delay=options.status_delay)
-        service = ConversationService(store, model, media, deliveries, service_config(config))
-        gate = Gate(Quotas(store, quota_rules(config)), gate_rules(config))
+        service = ConversationService(
+            store,
+            TimedModel(model, metrics),
+            media,
+            deliveries,
+            service_config(config),
+            observer=metrics,
+        )
+        gate = Gate(Quotas(store, quota_rules(config)), gate_rules(config), observer=metrics)
         bot.install(service, gate)
-        app = App(config, engine, session, store, model, media, service, gate, bot)
+        metrics.watch_gateway(lambda: bot.latencies)
+        app = App(config, engine, session, store, model, media, service, gate, bot, metrics)
+        if config.http.listen:
+            health = HealthServer(
+                metrics, [shard_check(bot, options.shard_ids), database_check(engine)]
+            )
+            host, port = parse_listen(config.http.listen)
+            try:
+                await health.start(host, port)
+            except OSError as exc:
+                raise SeedBotError(
+                    f"[http] listen = {config.http.listen!r}: cannot listen there "
+                    f"({describe_exception(exc)})"
+                ) from exc
+            stack.push_async_callback(health.close)
+            app.health = health
         if reload is not None:
             bot.reload_config = partial(reload_app, app, reload)
         yield app
+
+
+async def _ensure_schema(config: Config) -> None:
+    """Check (or migrate) the schema; an unreachable database is one ``StorageUnavailable``
+    naming it (without its password) and what to check."""
+    url = config.database.url
+    try:
+        await ensure_schema(url, auto_migrate=config.database.should_auto_migrate)
+    except (SQLAlchemyError, OSError) as exc:
+        shown = make_url(url).render_as_string(hide_password=True)
+        raise StorageUnavailable(
+            f"cannot reach the database {shown} ({describe_exception(exc)}): check "
+            "database.url and that the database server is running"
+        ) from exc
 
 
 async def reload_app(app: App, reload: Callable[[], Config]) -> list[str]:
@@ -229,7 +282,13 @@ async def run_bot(
                 loop.add_signal_handler(
                     signal.SIGHUP, lambda: app.bot.spawn(reload_app(app, reload), name="reload")
                 )
-        runner = asyncio.create_task(app.bot.start(config.discord.token.get()), name="discord")
+        # One try, one line: the turns retry fal on their own.
+        probe = FalClient(app.session, replace(fal_settings(config), max_attempts=1))
+        app.bot.spawn(check_fal(probe), name="fal-check")
+        runner = asyncio.create_task(
+            _login_then_connect(app.bot, config.discord.token.get(), stop, config.discord.api_base),
+            name="discord",
+        )
         stopper = asyncio.create_task(stop.wait(), name="stop-signal")
         done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
         if stopper in done:
@@ -238,3 +297,49 @@ async def run_bot(
             await app.bot.close()
         stopper.cancel()
         await runner  # re-raises what ended the client (bad token, missing intent…)
+
+
+async def _login_then_connect(bot: SeedBot, token: str, stop: asyncio.Event, api_base: str) -> None:
+    """Log in, retrying with backoff while Discord cannot be reached (one line per attempt),
+    then run the gateway connection (discord.py reconnects it by itself). A refused token
+    raises ``discord.LoginFailure`` at once. Returns early when ``stop`` is set."""
+    delay = LOGIN_RETRY_FIRST
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            async with asyncio.timeout(LOGIN_TIMEOUT):
+                await bot.login(token)
+            break
+        except (aiohttp.ClientError, OSError, TimeoutError, discord.DiscordServerError) as exc:
+            log.warning(
+                "cannot reach Discord at %s (%s), attempt %d; retrying in %.0fs",
+                api_base,
+                describe_exception(exc),
+                attempt,
+                delay,
+                exc_info=log.isEnabledFor(logging.DEBUG),
+            )
+            # The next login opens a session (and a connector) of its own.
+            await bot.http.close()
+            bot.http.connector = discord.utils.MISSING
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await stop.wait()
+        if stop.is_set():
+            return
+        delay = min(delay * 2, LOGIN_RETRY_MAX)
+    if attempt > 1:
+        log.info("reached Discord after %d attempts", attempt)
+    await bot.connect(reconnect=True)
+
+
+async def check_fal(model: FalClient) -> None:
+    """Warn (and carry on) when fal cannot be reached or refuses the key at start."""
+    try:
+        accepted = await model.check_key()
+    except ModelError as exc:
+        log.warning("fal is unreachable at start (%s); starting anyway", str(exc).rstrip("."))
+        return
+    if not accepted:
+        log.warning("fal refused the key (FAL_KEY); turns will fail until it is fixed")

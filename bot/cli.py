@@ -8,6 +8,7 @@ import logging
 import mimetypes
 import sys
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import discord
 from bot.config import Config, load_config
 from bot.domain.errors import ConfigError, SeedBotError
 from bot.domain.models import EFFORT_LEVELS, THINKING_MODES, ModelRequest, Progress
+from bot.ops.logs import setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,7 @@ def invite_url(application_id: int | str) -> str:
 
 
 CONFIG_HELP = "config file (default: ./config.toml if it exists, or $SEED_BOT_CONFIG)"
+DEBUG_HELP = 'log at DEBUG, with tracebacks of failures (same as logging.level = "DEBUG")'
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,10 +56,12 @@ def _parser() -> argparse.ArgumentParser:
         "config.example.toml) or SEED_BOT_<SECTION>__<KEY> variables.",
     )
     parser.add_argument("--config", type=Path, default=None, help=CONFIG_HELP)
-    # Every subcommand takes --config too, so it may come before or after the command. Its
-    # default is SUPPRESS there, so a value given before the command is not reset.
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
+    # Every subcommand takes --config and --debug too, so they may come before or after the
+    # command. Their default is SUPPRESS there, so a value given before is not reset.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=CONFIG_HELP)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser(
@@ -111,18 +116,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-        force=True,
-    )
-    if level != "DEBUG":
-        # Alembic narrates every plugin and context at INFO; its warnings are what matter.
-        logging.getLogger("alembic").setLevel(logging.WARNING)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     needs = {"run": ("discord", "fal"), "ask": ("fal",)}.get(args.command, ())
@@ -131,26 +124,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"seed-bot: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    setup_logging(config.logging.level)
+    level = "DEBUG" if args.debug else config.logging.level
+    setup_logging(level, config.logging.format)
     command = {"run": _run, "migrate": _migrate, "check": _check, "ask": _ask}[args.command]
+    fatal = partial(_fatal, json_lines=config.logging.format == "json")
     try:
         return asyncio.run(command(config, args))
     except KeyboardInterrupt:
         return EXIT_FAILED
-    except discord.PrivilegedIntentsRequired:
-        print(
-            "seed-bot: Discord refused the Message Content intent. Enable it: Discord developer "
+    except discord.PrivilegedIntentsRequired as exc:
+        return fatal(
+            exc,
+            "Discord refused the Message Content intent. Enable it: Discord developer "
             "portal → your application → Bot → Privileged Gateway Intents → Message Content "
             "Intent, then start again.",
-            file=sys.stderr,
+            EXIT_FAILED,
         )
-        return EXIT_FAILED
-    except discord.LoginFailure:
-        print("seed-bot: Discord refused the token (DISCORD_TOKEN).", file=sys.stderr)
-        return EXIT_FAILED
+    except discord.LoginFailure as exc:
+        return fatal(
+            exc,
+            "Discord refused the token: check DISCORD_TOKEN (reset it in the developer "
+            "portal → Bot if it leaked or expired).",
+            EXIT_CONFIG,
+        )
     except SeedBotError as exc:
-        print(f"seed-bot: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return fatal(exc, str(exc), EXIT_FAILED)
+
+
+def _fatal(exc: BaseException, message: str, code: int, *, json_lines: bool) -> int:
+    """Report what stopped the command in one line (a JSON log line when the logs are JSON);
+    its traceback only at DEBUG. Returns the exit code."""
+    log.debug("the command failed", exc_info=exc)
+    if json_lines:
+        log.critical("%s", message)
+    else:
+        print(f"seed-bot: {message}", file=sys.stderr)
+    return code
 
 
 async def _run(config: Config, args: argparse.Namespace) -> int:

@@ -271,9 +271,35 @@ class DatabaseConfig:
         return self.is_sqlite if self.auto_migrate is None else self.auto_migrate
 
 
+def _listen_address(v: Any) -> str | None:
+    if v == "":
+        return None
+    host, sep, port = v.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        return 'must be "host:port" (e.g. "127.0.0.1:9464", "0.0.0.0:9464") or "" for off'
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class HttpConfig:
+    listen: str = _opt(
+        "",
+        'Serve /healthz, /readyz and /metrics on this "host:port" (e.g. "127.0.0.1:9464"; '
+        '"0.0.0.0:9464" in a container); empty: off.',
+        _listen_address,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class LoggingConfig:
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = _opt("INFO", "Log level.")
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = _opt(
+        "INFO", "Log level. DEBUG also shows tracebacks of start-up failures."
+    )
+    format: Literal["text", "json"] = _opt(
+        "text",
+        "text: one readable line per event; json: one JSON object per line (time, level, "
+        "logger, message and the conversation, turn, guild, channel and fal request ids).",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +311,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     access: AccessConfig = field(default_factory=AccessConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
 

@@ -12,6 +12,7 @@ import discord
 from bot.chat import convert, texts
 from bot.domain.access import AccessPolicy, denial_reason
 from bot.domain.errors import QuotaExceeded
+from bot.domain.observer import NO_OBSERVER, TurnObserver
 from bot.domain.quotas import Quotas
 
 log = logging.getLogger(__name__)
@@ -34,9 +35,12 @@ class Refusal:
 
 
 class Gate:
-    def __init__(self, quotas: Quotas, rules: GateRules) -> None:
+    def __init__(
+        self, quotas: Quotas, rules: GateRules, *, observer: TurnObserver = NO_OBSERVER
+    ) -> None:
         self.quotas = quotas
         self.rules = rules
+        self._observer = observer
 
     async def check(
         self,
@@ -51,12 +55,14 @@ class Gate:
         reason = denial_reason(self.rules.access, convert.requester(user, channel, guild_id))
         if reason is not None:
             log.info("user %s refused by the access lists", user.id)
+            self._observer.turn_refused("access")
             return Refusal(texts.denied(reason), silent=self.rules.denied_reply == "quiet")
         if model_call:
             try:
                 await self.quotas.admit(str(user.id), str(guild_id) if guild_id else None)
             except QuotaExceeded as exc:
                 log.info("user %s refused by the %s quota", user.id, exc.scope)
+                self._observer.turn_refused("quota")
                 return Refusal(texts.error_text(exc))
         return None
 

@@ -62,6 +62,7 @@ from bot.domain.models import (
     Turn,
     TurnState,
 )
+from bot.domain.observer import NO_OBSERVER, TurnObserver
 from bot.domain.ports import Deliveries, Delivery, MediaSource, ModelClient, Store
 from bot.domain.settings import EffectiveSettings, resolve_settings, validate_settings
 
@@ -228,7 +229,10 @@ class ConversationService:
         media: MediaSource,
         deliveries: Deliveries,
         config: ServiceConfig,
+        *,
+        observer: TurnObserver = NO_OBSERVER,
     ) -> None:
+        self.observer = observer
         self._store = store
         self._model = model
         self._media = media
@@ -309,6 +313,7 @@ class ConversationService:
                 return
             except SeedBotError as exc:
                 # Failures before the turn was stored: nothing to mark, only to tell.
+                self.observer.turn_failed(exc)
                 log.warning("turn for message %s refused: %s", incoming.source_id, exc)
                 with contextlib.suppress(DeliveryError):
                     await delivery.fail(None, exc)
@@ -357,6 +362,7 @@ class ConversationService:
             return
         except SeedBotError as exc:
             # Before the new attempt was stored (its attachments, the database): say so.
+            self.observer.turn_failed(exc)
             log.warning("answering turn %s again failed: %s", latest.id, exc)
             with contextlib.suppress(DeliveryError):
                 await delivery.fail(None, exc)
@@ -468,6 +474,7 @@ class ConversationService:
         """Submit (if not yet), wait, store and deliver one stored turn. Returns the refused
         attachments when fal refused only some of them (the caller tries again without)."""
         active = self._active.setdefault(turn.id, _Active())
+        self.observer.turn_started(conversation.id)
         try:
             await delivery.attach(turn)
             reply, sent_count, warnings = await self._obtain_reply(
@@ -491,11 +498,15 @@ class ConversationService:
                     messages=(),
                     request_id=turn.handle.request_id if turn.handle else "",
                 )
+            answered = asyncio.get_running_loop().time()
             await delivery.deliver(turn, reply, warnings)
             log.info("turn %s delivered (request %s)", turn.id, reply.request_id)
+            done = asyncio.get_running_loop().time()
+            self.observer.turn_answered(seconds=done - started, delivery_seconds=done - answered)
             return None
         except TurnStopped as stop:
             log.info("turn %s stopped", turn.id)
+            self.observer.turn_stopped()
             with contextlib.suppress(DeliveryError):
                 await delivery.stopped(turn, stop.by)
             return None
@@ -506,6 +517,7 @@ class ConversationService:
             # Nowhere to tell the user: store the failure so no restart retries it forever
             # (and the answer nobody saw stays out of later history).
             log.warning("turn %s could not be delivered: %s", turn.id, exc)
+            self.observer.turn_failed(exc)
             await self._store.finish_turn(turn.id, TurnState.FAILED, str(exc)[:500])
             return None
         except ModelInputRejected as exc:
@@ -519,9 +531,11 @@ class ConversationService:
             return None
         finally:
             self._active.pop(turn.id, None)
+            self.observer.turn_ended()
 
     async def _report_failure(self, turn: Turn, delivery: Delivery, exc: SeedBotError) -> None:
         log.warning("turn %s failed: %s", turn.id, exc)
+        self.observer.turn_failed(exc)
         # Notice first, then the state: a crash in between repeats the notice on the next
         # start rather than leaving the user with silence.
         try:

@@ -26,6 +26,7 @@ from bot.domain.errors import (
     ModelUnavailable,
 )
 from bot.domain.models import ModelReply, ModelRequest, Progress, RequestHandle
+from bot.domain.observer import NO_OBSERVER, CallObserver
 from bot.domain.ports import ProgressCallback
 from bot.fal import wire
 from bot.fal.http import Http, Response, describe
@@ -94,11 +95,13 @@ class FalClient:
         settings: FalSettings,
         *,
         rng: random.Random | None = None,
+        observer: CallObserver = NO_OBSERVER,
     ) -> None:
-        """``rng`` drives retry jitter (seed it for reproducible tests)."""
+        """``rng`` drives retry jitter (seed it for reproducible tests); ``observer`` hears
+        of every HTTP call and retry (the metrics)."""
         self._session = session
         self._settings = settings
-        self._http = Http(session, settings, rng or random.Random())
+        self._http = Http(session, settings, rng or random.Random(), observer)
         queue_base = settings.queue_base.rstrip("/")
         self._queue_origin = URL(queue_base).origin()
         self._submit_url = f"{queue_base}/{settings.endpoint.strip('/')}"

@@ -31,6 +31,7 @@ import aiohttp
 from multidict import CIMultiDictProxy
 
 from bot.domain.errors import ModelUnavailable
+from bot.domain.observer import NO_OBSERVER, CallObserver
 from bot.fal.settings import FalSettings
 
 log = logging.getLogger(__name__)
@@ -124,10 +125,17 @@ def describe(exc: BaseException) -> str:
 class Http:
     """Performs fal calls over the owner's session; never opens or closes a session."""
 
-    def __init__(self, session: aiohttp.ClientSession, settings: FalSettings, rng: random.Random):
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        settings: FalSettings,
+        rng: random.Random,
+        observer: CallObserver = NO_OBSERVER,
+    ):
         self._session = session
         self._settings = settings
         self._rng = rng
+        self._observer = observer
 
     def timeout(
         self, total: float | None, *, sock_read: float | None = None
@@ -173,6 +181,7 @@ class Http:
                     body = await resp.read()
                     response = Response(resp.status, resp.headers, body, resp.content_type)
             except (aiohttp.ClientError, TimeoutError) as exc:
+                self._observer.fal_call(op, "error")
                 reason = describe(exc)
                 if attempt >= settings.max_attempts or not retryable_exception(
                     exc, idempotent=idempotent
@@ -188,6 +197,7 @@ class Http:
                     raise ModelUnavailable(message, request_id=request_id) from exc
                 delay = backoff_delay(attempt, settings, self._rng)
             else:
+                self._observer.fal_call(op, str(response.status))
                 if (
                     response.ok
                     or attempt >= settings.max_attempts
@@ -199,6 +209,7 @@ class Http:
                     backoff_delay(attempt, settings, self._rng),
                     _retry_after(response, settings.retry_max_delay),
                 )
+            self._observer.retry(op)
             log.warning(
                 "fal %s for %s: %s; retry %d/%d in %.2fs",
                 op,

@@ -236,6 +236,8 @@ class Gateway:
         self.sessions: dict[str, GatewaySession] = {}
         self.connections: set[GatewayConnection] = set()
         self._handlers: set[asyncio.Task[Any]] = set()
+        # While set, new websocket connections are refused with HTTP 503 (an outage).
+        self.refusing = False
 
     # ---------------------------------------------------------------- dispatching
 
@@ -291,6 +293,8 @@ class Gateway:
     # ---------------------------------------------------------------- connections
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        if self.refusing:
+            return web.Response(status=503, text="503: gateway unavailable")
         ws = web.WebSocketResponse(max_msg_size=0)
         await ws.prepare(request)
         conn = GatewayConnection(ws, request, self.transport_compression)

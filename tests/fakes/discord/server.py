@@ -436,6 +436,11 @@ class FakeDiscord(World):
             dropped += 1
         return dropped
 
+    def refuse_gateway(self, refuse: bool = True) -> None:
+        """While ``refuse``, answer new gateway connections with HTTP 503 (a gateway outage:
+        clients keep retrying). Connections already open are left alone."""
+        self.gateway.refusing = refuse
+
     def request_reconnect(self, *, shard_id: int | None = None) -> None:
         """Send op 7 RECONNECT, as Discord does before moving a session."""
         for session in self.connected_sessions():

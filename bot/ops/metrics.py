@@ -1,0 +1,258 @@
+"""The bot's Prometheus metrics: one registry per running bot and the typed facade the rest
+of the code calls (it implements the domain's ``TurnObserver`` and ``CallObserver``).
+
+Names follow Prometheus conventions (``seed_bot_…_total`` counters, ``_seconds``
+histograms). Labels hold outcomes, kinds, statuses and shard numbers only: never message
+content, a user name or a secret.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot.domain import errors
+from bot.domain.models import ModelReply, ModelRequest, Progress, RequestHandle
+from bot.domain.observer import RefusalReason
+from bot.domain.ports import ModelClient, ProgressCallback
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+ACTIVE_WINDOW_SECONDS = 3600.0
+
+# Seconds: from a fraction of a second (database, Discord) to fal's slowest turns.
+_LATENCY_BUCKETS = (0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
+_FAST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+# A failure's kind, by its class (most specific first): a small, fixed set of label values.
+_FAILURE_KINDS: tuple[tuple[type[Exception], str], ...] = (
+    (errors.ModelTimeout, "timeout"),
+    (errors.ModelInputRejected, "input_rejected"),
+    (errors.ModelRateLimited, "fal_rate_limited"),
+    (errors.ModelAuthError, "fal_auth"),
+    (errors.ModelUnavailable, "fal_unavailable"),
+    (errors.ModelCancelled, "cancelled"),
+    (errors.ModelProtocolError, "fal_protocol"),
+    (errors.ModelError, "model"),
+    (errors.AttachmentError, "attachment"),
+    (errors.DeliveryError, "delivery"),
+    (errors.StorageError, "storage"),
+)
+
+
+def failure_kind(error: Exception) -> str:
+    for cls, kind in _FAILURE_KINDS:
+        if isinstance(error, cls):
+            return kind
+    return "other"
+
+
+class _GatewayCollector(Collector):
+    """``seed_bot_gateway_latency_seconds{shard}``, read from the client at each scrape."""
+
+    def __init__(self, source: Callable[[], Iterable[tuple[int, float]]]) -> None:
+        self._source = source
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "seed_bot_gateway_latency_seconds",
+            "Time between a gateway heartbeat and its acknowledgement, per shard.",
+            labels=["shard"],
+        )
+        for shard_id, latency in self._source():
+            if math.isfinite(latency):
+                family.add_metric([str(shard_id)], latency)
+        yield family
+
+
+class Metrics:
+    """Every metric of one bot process, and the methods that record them."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self._turns = Counter(
+            "seed_bot_turns",
+            "Turns by outcome (answered, failed, stopped, refused) and kind (why it failed "
+            "or was refused).",
+            ["outcome", "kind"],
+            registry=r,
+        )
+        self._turn_seconds = Histogram(
+            "seed_bot_turn_duration_seconds",
+            "From taking a message up to its answer being posted (answered turns).",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self._delivery_seconds = Histogram(
+            "seed_bot_delivery_delay_seconds",
+            "From the model's answer arriving to it being posted on Discord.",
+            buckets=_FAST_BUCKETS,
+            registry=r,
+        )
+        self._queue_wait = Histogram(
+            "seed_bot_fal_queue_wait_seconds",
+            "Time a request waited in fal's queue before it started running.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self._run_seconds = Histogram(
+            "seed_bot_fal_run_seconds",
+            "Time a request ran at fal, from starting to its answer.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self._fal_calls = Counter(
+            "seed_bot_fal_calls",
+            "HTTP calls to fal by kind (submit, status, result, cancel, upload…) and status.",
+            ["kind", "status"],
+            registry=r,
+        )
+        self._retries = Counter(
+            "seed_bot_retries", "Calls tried again, by kind.", ["kind"], registry=r
+        )
+        self._in_flight = Gauge(
+            "seed_bot_turns_in_flight", "Turns running in this process.", registry=r
+        )
+        self._db_seconds = Histogram(
+            "seed_bot_db_transaction_seconds",
+            "Database transactions, from BEGIN to COMMIT or ROLLBACK.",
+            buckets=_FAST_BUCKETS,
+            registry=r,
+        )
+        self._active: dict[int, float] = {}
+        Gauge(
+            "seed_bot_conversations_active",
+            "Conversations with a turn in this process in the last hour.",
+            registry=r,
+        ).set_function(self._count_active)
+
+    # -- exposition ------------------------------------------------------------------------
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)
+
+    # -- turns (TurnObserver) --------------------------------------------------------------
+
+    def turn_started(self, conversation_id: int) -> None:
+        self._in_flight.inc()
+        self._active[conversation_id] = self.clock()
+
+    def turn_ended(self) -> None:
+        self._in_flight.dec()
+
+    def turn_answered(self, *, seconds: float, delivery_seconds: float) -> None:
+        self._turns.labels("answered", "").inc()
+        self._turn_seconds.observe(seconds)
+        self._delivery_seconds.observe(delivery_seconds)
+
+    def turn_failed(self, error: Exception) -> None:
+        self._turns.labels("failed", failure_kind(error)).inc()
+
+    def turn_stopped(self) -> None:
+        self._turns.labels("stopped", "").inc()
+
+    def turn_refused(self, reason: RefusalReason) -> None:
+        self._turns.labels("refused", reason).inc()
+
+    def _count_active(self) -> float:
+        horizon = self.clock() - ACTIVE_WINDOW_SECONDS
+        for key in [k for k, seen in self._active.items() if seen < horizon]:
+            del self._active[key]
+        return float(len(self._active))
+
+    # -- calls (CallObserver) --------------------------------------------------------------
+
+    def fal_call(self, kind: str, status: str) -> None:
+        self._fal_calls.labels(kind, status).inc()
+
+    def retry(self, kind: str) -> None:
+        self._retries.labels(kind).inc()
+
+    # -- fal's queue -----------------------------------------------------------------------
+
+    def queue_waited(self, seconds: float) -> None:
+        self._queue_wait.observe(seconds)
+
+    def ran(self, seconds: float) -> None:
+        self._run_seconds.observe(seconds)
+
+    # -- sources read at scrape time or hooked in at start-up ------------------------------
+
+    def watch_gateway(self, latencies: Callable[[], Iterable[tuple[int, float]]]) -> None:
+        """Report each shard's heartbeat latency (``(shard_id, seconds)`` pairs)."""
+        self.registry.register(_GatewayCollector(latencies))
+
+    def watch_engine(self, engine: AsyncEngine) -> None:
+        """Time every transaction of ``engine`` (BEGIN to COMMIT or ROLLBACK)."""
+        key = "seed_bot_began"
+        sync = engine.sync_engine
+
+        def began(conn: Connection) -> None:
+            conn.info[key] = self.clock()
+
+        def ended(conn: Connection) -> None:
+            start = conn.info.pop(key, None)
+            if start is not None:
+                self._db_seconds.observe(self.clock() - start)
+
+        event.listen(sync, "begin", began)
+        event.listen(sync, "commit", ended)
+        event.listen(sync, "rollback", ended)
+
+
+class TimedModel:
+    """A ``ModelClient`` that times fal's queue wait and run time of each request it waits
+    for, from the progress fal reports (queued, then running), and passes everything else
+    through unchanged."""
+
+    def __init__(self, model: ModelClient, metrics: Metrics) -> None:
+        self._model = model
+        self._metrics = metrics
+
+    async def submit(self, request: ModelRequest) -> RequestHandle:
+        return await self._model.submit(request)
+
+    async def wait(
+        self,
+        handle: RequestHandle,
+        *,
+        on_progress: ProgressCallback | None = None,
+        timeout: float | None = None,
+    ) -> ModelReply:
+        clock = self._metrics.clock
+        waited_from = clock()
+        running_from: list[float] = []
+
+        async def progress(p: Progress) -> None:
+            if p.state == "running" and not running_from:
+                running_from.append(clock())
+                self._metrics.queue_waited(running_from[0] - waited_from)
+            if on_progress is not None:
+                await on_progress(p)
+
+        reply = await self._model.wait(handle, on_progress=progress, timeout=timeout)
+        self._metrics.ran(clock() - (running_from[0] if running_from else waited_from))
+        return reply
+
+    async def cancel(self, handle: RequestHandle) -> None:
+        await self._model.cancel(handle)
+
+    async def upload(self, data: bytes, *, content_type: str, file_name: str) -> str:
+        return await self._model.upload(data, content_type=content_type, file_name=file_name)
+
+
+def sample(metrics: Metrics, name: str, labels: Mapping[str, str] | None = None) -> float:
+    """The current value of one sample (0 when absent): for tests and the smoke check."""
+    value: Any = metrics.registry.get_sample_value(name, dict(labels or {}))
+    return float(value or 0.0)
