@@ -20,15 +20,17 @@ from yarl import URL
 
 from bot.domain.errors import (
     AttachmentError,
+    ModelAuthError,
     ModelError,
     ModelProtocolError,
     ModelTimeout,
     ModelUnavailable,
+    TimeoutPhase,
 )
 from bot.domain.models import ModelReply, ModelRequest, Progress, RequestHandle
 from bot.domain.ports import ProgressCallback
 from bot.fal import wire
-from bot.fal.http import Http, Response, describe
+from bot.fal.http import Http, Response, describe, retryable_status, transient_status
 from bot.fal.settings import FalSettings
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,11 @@ class _ProgressReporter:
         self._callback = callback
         self._request_id = request_id
         self._last: Progress | None = None
+
+    @property
+    def running(self) -> bool:
+        """Whether fal has said the request is running."""
+        return self._last is not None and self._last.state == "running"
 
     async def update(self, status: wire.QueueStatus) -> bool:
         """Report ``status`` if it changed anything; return whether it did."""
@@ -105,6 +112,8 @@ class FalClient:
         self._requests_url = f"{queue_base}/{app_path(settings.endpoint)}/requests"
         self._initiate_url = f"{settings.rest_base.rstrip('/')}/storage/upload/initiate"
         self._authorization = f"Key {settings.key}"
+        # Account problems already logged at ERROR: each condition once, not once per turn.
+        self._account_problems: set[str] = set()
 
     def __repr__(self) -> str:
         settings = self._settings
@@ -140,18 +149,16 @@ class FalClient:
         if not response.ok:
             raise self._error(response, "submit", response.fal_request_id)
         payload = wire.parse_handle(response.json())
-        handle = RequestHandle(
+        # Nothing (not even a log line) between fal's answer and the caller storing the id:
+        # the caller logs once it is stored.
+        if self._account_problems:
+            self._account_problems.clear()
+        return RequestHandle(
             request_id=payload["request_id"],
             status_url=payload.get("status_url"),
             response_url=payload.get("response_url"),
             cancel_url=payload.get("cancel_url"),
         )
-        log.info(
-            "fal submitted %s (queue position %s)",
-            handle.request_id,
-            payload.get("queue_position"),
-        )
-        return handle
 
     async def wait(
         self,
@@ -165,8 +172,13 @@ class FalClient:
         Listens on fal's status stream; when the stream is unavailable, drops, or stays
         silent past ``stream_idle_timeout``, polls the status URL instead. ``on_progress``
         is awaited on each change (queue position, then running); its exceptions propagate.
-        When ``timeout`` seconds pass first, cancels the request at fal (best effort) and
-        raises ``ModelTimeout``. A failed request raises the matching ``ModelError``.
+
+        Never gives up early on the request: status and result calls are retried on 429,
+        5xx, resets and timeouts (jittered backoff) until ``timeout``. Only a definite
+        answer ends the wait: the result, the request's own failure (the matching
+        ``ModelError``), 404 for an id fal does not know, an account refusal, or the
+        deadline, which cancels the request at fal (best effort) and raises
+        ``ModelTimeout`` saying whether the request was still queued or running.
         """
         urls = self._urls(handle)
         reporter = _ProgressReporter(on_progress, urls.request_id)
@@ -182,10 +194,17 @@ class FalClient:
         except TimeoutError:
             if not deadline.expired():
                 raise
-        log.warning("fal %s: no answer within %ss; cancelling", urls.request_id, timeout)
+        phase: TimeoutPhase = "run" if reporter.running else "queue"
+        log.warning(
+            "fal %s: no answer within %ss (%s); cancelling",
+            urls.request_id,
+            timeout,
+            "running" if reporter.running else "still queued",
+        )
         await self._cancel_quietly(urls)
         raise ModelTimeout(
             f"The model did not answer within {timeout:g} seconds.",
+            phase=phase,
             request_id=urls.request_id,
         )
 
@@ -341,7 +360,19 @@ class FalClient:
             response.json(),
             request_id=request_id,
             timeout_type_user=response.user_timeout,
+            tried_for=response.tried_for,
         )
+        if isinstance(error, ModelAuthError):
+            if error.condition not in self._account_problems:
+                self._account_problems.add(error.condition)
+                log.error(
+                    "fal refuses the bot's account (%s, HTTP %d on %s): every turn fails "
+                    "until an admin fixes it; logged once until fal accepts a request again",
+                    error.condition.replace("_", " "),
+                    response.status,
+                    op,
+                )
+            return error
         log.warning(
             "fal %s failed for %s: HTTP %d -> %s",
             op,
@@ -411,6 +442,7 @@ class FalClient:
                 headers=self._headers(),
                 params={"logs": "0"},
                 request_id=urls.request_id,
+                retry_if=transient_status,  # a status is never the request's own failure
             )
             if not response.ok:
                 raise self._error(response, "status", urls.request_id)
@@ -423,6 +455,9 @@ class FalClient:
             delay = min(delay * settings.poll_backoff, settings.poll_interval_max)
 
     async def _result(self, urls: _Urls, status: wire.QueueStatus) -> ModelReply:
+        # The result of a failed request replays its failure (a 5xx for an infrastructure
+        # error): only when COMPLETED said it succeeded is a 5xx a passing trouble.
+        failed = status.error is not None or status.error_type is not None
         response = await self._http.call(
             "GET",
             urls.response,
@@ -430,6 +465,7 @@ class FalClient:
             idempotent=True,
             headers=self._headers(),
             request_id=urls.request_id,
+            retry_if=retryable_status if failed else transient_status,
         )
         if not response.ok:
             raise self._error(response, "result", urls.request_id)
