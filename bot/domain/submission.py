@@ -120,6 +120,7 @@ class Submitter:
             self._unanswered.discard(turn_id)
             causes.append("its submit in the previous run got no answer before the bot stopped")
             self.resubmissions += 1
+            log.warning("turn %s: %s; submitting it once more", turn_id, causes[-1])
         if journal is not None:
             journal.begin(turn_id)
         try:

@@ -49,7 +49,9 @@ DEFAULT_KEY = "fal-test-key-5f3a9c"
 
 Route = Literal["submit", "status", "stream", "result", "cancel", "initiate", "upload", "file"]
 State = Literal["IN_QUEUE", "IN_PROGRESS", "COMPLETED"]
-FaultKind = Literal["http", "reset", "reset_after", "delay", "stream_drop", "stream_silent"]
+FaultKind = Literal[
+    "http", "reset", "reset_after", "delay", "slow_answer", "stream_drop", "stream_silent"
+]
 
 NGINX_PAGE = (
     "<html>\r\n<head><title>{code} {reason}</title></head>\r\n<body>\r\n"
@@ -154,6 +156,8 @@ class Fault:
     * ``reset``: abort the connection with a TCP RST before doing anything;
     * ``reset_after``: do the work (a submit is queued), then reset instead of answering;
     * ``delay``: wait ``delay`` seconds, then answer normally;
+    * ``slow_answer``: do the work at once (a submit is queued), answer ``delay`` seconds
+      later;
     * ``stream_drop``: status stream sends its first event, then the connection drops;
     * ``stream_silent``: status stream sends headers, then nothing (no event, no keep-alive).
     """
@@ -251,6 +255,12 @@ class Fault:
         return cls(route, kind="delay", delay=delay, times=times)
 
     @classmethod
+    def slow_answer(
+        cls, delay: float, route: Route | None = None, *, times: int | None = 1
+    ) -> Fault:
+        return cls(route, kind="slow_answer", delay=delay, times=times)
+
+    @classmethod
     def stream_drop(cls, *, times: int | None = 1) -> Fault:
         return cls("stream", kind="stream_drop", times=times)
 
@@ -299,6 +309,7 @@ class FakeRequest:
     logs: list[dict[str, Any]] = field(default_factory=list)
     cancel_requested: bool = False
     answer_lost: bool = False  # the submit's answer never left the fake (``reset_after``)
+    answer_sent: bool = False  # the submit's answer is being written to the client
     forced: Outcome | None = None
     gate: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -614,12 +625,20 @@ class FakeFal:
             if fault.kind == "delay":
                 await self._pause(fault.delay)
         response = await self._serve(request, route, app, ident, raw, parsed, fault)
+        queued = (
+            self.requests.get(response.headers.get("x-fal-request-id", ""))
+            if route == "submit" and isinstance(response, web.Response)
+            else None
+        )
+        if fault is not None and fault.kind == "slow_answer":
+            await self._pause(fault.delay)
         if fault is not None and fault.kind == "reset_after":
-            if route == "submit" and isinstance(response, web.Response):
-                queued = self.requests.get(response.headers.get("x-fal-request-id", ""))
-                if queued is not None:
-                    queued.answer_lost = True
+            if queued is not None:
+                queued.answer_lost = True
             self._reset(request)
+        elif queued is not None:
+            queued.answer_sent = True
+            self._notify()
         return response
 
     async def _serve(
