@@ -80,21 +80,43 @@ class FileJournal:
     def done(self, turn_id: int) -> None:
         self._open.pop(turn_id, None)
         self._append(f"D {turn_id}\n")
-        if self._written > self._compact_bytes:
-            self._rewrite({**self._previous, **self._open})
+        if self._fd >= 0 and self._written > self._compact_bytes:
+            try:
+                self._rewrite({**self._previous, **self._open})
+            except OSError as exc:
+                log.warning("submission journal %s not compacted: %s", self.path, exc.strerror)
 
     def left_open(self) -> Mapping[int, RequestHandle | None]:
         return dict(self._previous)
 
     def compact(self, keep: Mapping[int, RequestHandle | None]) -> None:
         self._previous = dict(keep)
-        self._rewrite({**self._previous, **self._open})
+        if self._fd < 0:
+            return
+        try:
+            self._rewrite({**self._previous, **self._open})
+        except OSError as exc:
+            log.warning("submission journal %s not compacted: %s", self.path, exc.strerror)
 
     # --- the file -----------------------------------------------------------------------
 
     def _append(self, line: str) -> None:
+        # Never raises: a journal that cannot be written (disk full) must not fail a turn;
+        # request ids are then durable once the database has them, as without a journal.
+        if self._fd < 0:
+            return
         data = line.encode()
-        os.write(self._fd, data)
+        try:
+            os.write(self._fd, data)
+        except OSError as exc:
+            log.error(
+                "submission journal %s cannot be written (%s): continuing without it",
+                self.path,
+                exc.strerror or type(exc).__name__,
+            )
+            os.close(self._fd)
+            self._fd = -1
+            return
         self._written += len(data)
 
     def _read(self) -> dict[int, RequestHandle | None]:
@@ -141,6 +163,7 @@ class FileJournal:
         os.replace(temporary, self.path)
         if self._fd >= 0:
             os.close(self._fd)
+            self._fd = -1
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         self._written = 0
 
