@@ -75,6 +75,11 @@ def _model_error_text(error: ModelError, names: Mapping[str, Sequence[str]]) -> 
             text = f"The model rejected the request: {clip(error.message)}"
         return text.rstrip(". ") + ". Retrying the same message will not help."
     if isinstance(error, ModelTimeout):
+        if error.silent_for is not None:
+            return (
+                f"The model service (fal) kept failing for the last {error.silent_for:.0f} s "
+                "of the wait, so the request was cancelled. Retrying in a few minutes may help."
+            )
         if error.phase == "queue":
             return (
                 "The model service's queue was too slow: the request never started within "

@@ -88,13 +88,21 @@ class ModelTimeout(ModelError):
     """The request did not finish before its deadline (ours or fal's start timeout).
 
     ``phase`` says where the time went: ``queue`` (the request never started running: it
-    waited in fal's queue, or fal could not be asked) or ``run`` (the model was running)."""
+    waited in fal's queue, or fal could not be asked) or ``run`` (the model was running);
+    ``silent_for`` is set when fal failed every call for that many seconds before the
+    deadline (fal, not the model, was the trouble)."""
 
     def __init__(
-        self, message: str, *, phase: TimeoutPhase = "queue", request_id: str | None = None
+        self,
+        message: str,
+        *,
+        phase: TimeoutPhase = "queue",
+        silent_for: float | None = None,
+        request_id: str | None = None,
     ) -> None:
         super().__init__(message, request_id=request_id)
         self.phase: TimeoutPhase = phase
+        self.silent_for = silent_for
 
 
 class ModelUnavailable(ModelError):

@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import random
+import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
@@ -62,6 +63,11 @@ class _ProgressReporter:
         self._callback = callback
         self._request_id = request_id
         self._last: Progress | None = None
+        self.heard_at = time.monotonic()  # fal's last sign of life for this request
+
+    def heard(self) -> None:
+        """fal answered something about the request (a status, a stream keep-alive)."""
+        self.heard_at = time.monotonic()
 
     @property
     def running(self) -> bool:
@@ -70,6 +76,7 @@ class _ProgressReporter:
 
     async def update(self, status: wire.QueueStatus) -> bool:
         """Report ``status`` if it changed anything; return whether it did."""
+        self.heard()
         if status.state == "IN_QUEUE":
             progress = Progress("queued", status.queue_position)
         elif status.state == "IN_PROGRESS":
@@ -195,16 +202,21 @@ class FalClient:
             if not deadline.expired():
                 raise
         phase: TimeoutPhase = "run" if reporter.running else "queue"
+        silent = time.monotonic() - reporter.heard_at
+        # fal itself failing for (at least) the second half of the wait is worth saying.
+        silent_for = silent if timeout is not None and silent >= max(1.0, timeout / 2) else None
         log.warning(
-            "fal %s: no answer within %ss (%s); cancelling",
+            "fal %s: no answer within %ss (%s%s); cancelling",
             urls.request_id,
             timeout,
             "running" if reporter.running else "still queued",
+            f", fal failing for the last {silent:.0f}s" if silent_for else "",
         )
         await self._cancel_quietly(urls)
         raise ModelTimeout(
             f"The model did not answer within {timeout:g} seconds.",
             phase=phase,
+            silent_for=silent_for,
             request_id=urls.request_id,
         )
 
@@ -386,14 +398,16 @@ class FalClient:
         self, urls: _Urls, reporter: _ProgressReporter
     ) -> wire.QueueStatus | None:
         """The COMPLETED status from the status stream, or ``None`` to fall back to polling."""
-        async with contextlib.aclosing(self._stream_events(urls)) as events:
+        async with contextlib.aclosing(self._stream_events(urls, reporter)) as events:
             async for status in events:
                 if status.state == "COMPLETED":
                     return status
                 await reporter.update(status)
         return None
 
-    async def _stream_events(self, urls: _Urls) -> AsyncGenerator[wire.QueueStatus]:
+    async def _stream_events(
+        self, urls: _Urls, reporter: _ProgressReporter
+    ) -> AsyncGenerator[wire.QueueStatus]:
         # Any trouble with the stream ends the iteration (polling takes over); only the
         # network part is guarded, so the progress callback's own errors are not swallowed.
         rid = urls.request_id
@@ -416,6 +430,7 @@ class FalClient:
                     return
                 data: list[str] = []
                 async for raw in resp.content:
+                    reporter.heard()  # an event or a keep-alive: fal is there
                     line = raw.decode("utf-8").rstrip("\r\n")
                     if line.startswith("data:"):
                         data.append(line[5:].removeprefix(" "))

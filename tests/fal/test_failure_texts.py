@@ -27,6 +27,7 @@ RID = "764cabcf-b745-4b3e-ae38-1200304cf45b"
     [
         (ModelTimeout("x", phase="queue", request_id=RID), "queue was too slow", "may help"),
         (ModelTimeout("x", phase="run", request_id=RID), "took too long to answer", "may help"),
+        (ModelTimeout("x", silent_for=61.2), "kept failing for the last 61 s", "may help"),
         (ModelRateLimited("x", request_id=RID), "rate limiting the bot", "should help"),
         (ModelUnavailable("x", tried_for=42.4, request_id=RID), "kept failing for 42 s", "may"),
         (ModelUnavailable("x", request_id=RID), "unavailable right now", "may help"),
@@ -48,6 +49,7 @@ RID = "764cabcf-b745-4b3e-ae38-1200304cf45b"
     ids=[
         "queue-timeout",
         "run-timeout",
+        "fal-silent",
         "rate-limited",
         "unavailable-for",
         "unavailable",

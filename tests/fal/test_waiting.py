@@ -137,9 +137,25 @@ async def test_fal_failing_until_the_deadline_is_a_queue_timeout_and_cancels(
         await client.wait(handle, timeout=0.5)
 
     assert caught.value.phase == "queue"
+    assert caught.value.silent_for is None  # too short a wait to blame fal (under 1 s)
     assert caught.value.request_id == handle.request_id
     assert len(fake.calls_to("status")) > 5  # kept trying right up to the deadline
     assert fake.requests[handle.request_id].cancel_requested
+
+
+async def test_fal_failing_for_the_second_half_of_the_wait_is_said(
+    fake_fal: FakeFal, fal_http_session: aiohttp.ClientSession
+) -> None:
+    client = client_for(fal_http_session, fake_fal, use_status_stream=False)
+    fake_fal.hold()
+    handle = await client.submit(ModelRequest(prompt="hi"))
+    await fake_fal.wait_for_state(handle.request_id, "IN_PROGRESS")
+    fake_fal.add_fault(Fault.reset("status", times=None))
+
+    with pytest.raises(ModelTimeout) as caught:
+        await client.wait(handle, timeout=2.0)
+
+    assert caught.value.silent_for is not None and caught.value.silent_for >= 1.0
 
 
 async def test_a_running_request_past_the_deadline_is_a_run_timeout(
