@@ -73,6 +73,7 @@ class Submitter:
         self._journal = journal
         # Turns whose submit a previous run began without getting fal's answer.
         self._unanswered: set[int] = set()
+        self._recovered = False
         self.resubmissions = 0
         """Submits sent again because the fate of an earlier one was unknown: each a
         possible double charge (for the bench and metrics)."""
@@ -80,10 +81,11 @@ class Submitter:
     async def recover(self) -> int:
         """At start-up, before unfinished turns are resumed: store the request ids the
         journal holds but the store may not, and note the submits left without an answer
-        (they are sent again, as unknown-fate resubmissions). Returns how many ids were
-        restored."""
-        if self._journal is None:
+        (they are sent again, as unknown-fate resubmissions). Only the first call does
+        anything. Returns how many ids were restored."""
+        if self._journal is None or self._recovered:
             return 0
+        self._recovered = True
         restored = 0
         keep: dict[int, RequestHandle | None] = {}
         for turn_id, handle in self._journal.left_open().items():
@@ -101,7 +103,8 @@ class Submitter:
                     turn_id,
                     handle.request_id,
                 )
-                if turn.state is TurnState.STOPPED:
+                if turn.state is not TurnState.PENDING:
+                    # stopped or failed meanwhile: its answer would never be shown
                     await self._cancel_quietly(handle)
             elif turn.state is TurnState.PENDING:
                 self._unanswered.add(turn_id)
