@@ -230,7 +230,9 @@ class Http:
                     backoff_delay(attempt, settings, self._rng),
                     _retry_after(response, settings.retry_max_delay),
                 )
-            log.warning(
+            # A long outage retried by a persistent call goes on at INFO after the first few.
+            log.log(
+                logging.WARNING if attempt < settings.max_attempts else logging.INFO,
                 "fal %s for %s: %s; retry %d%s in %.2fs",
                 op,
                 rid,
