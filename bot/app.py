@@ -9,6 +9,7 @@ import signal
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -31,10 +32,11 @@ from bot.domain.quotas import Quota, QuotaRules, Quotas
 from bot.domain.service import ConversationService, ServiceConfig
 from bot.fal.client import FalClient
 from bot.fal.settings import FalSettings
+from bot.journal import database_tag, open_journal
 from bot.ops.health import HealthServer, database_check, parse_listen, shard_check
 from bot.ops.logs import describe_exception
 from bot.ops.metrics import Metrics, TimedModel
-from bot.storage.engine import create_engine
+from bot.storage.engine import create_engine, sqlite_path
 from bot.storage.migrate import ensure_schema
 from bot.storage.repository import SqlStore
 
@@ -53,6 +55,15 @@ def fal_settings(config: Config) -> FalSettings:
         rest_base=config.fal.rest_base,
         connect_timeout=config.fal.connect_timeout,
     )
+
+
+def journal_path(database_url: str) -> Path:
+    """Where the submission journal lives: beside the SQLite file, or in the working
+    directory (one per database) for PostgreSQL."""
+    database = sqlite_path(database_url)
+    if database is not None:
+        return database.with_name(database.name + ".submissions")
+    return Path(f"seed-bot-{database_tag(database_url)}.submissions")
 
 
 def service_config(config: Config) -> ServiceConfig:
@@ -205,6 +216,9 @@ async def build_app(
         store = SqlStore(engine)
         model = FalClient(session, fal_settings(config), observer=metrics)
         media = DiscordMedia(session, config.discord.cdn_hosts)
+        journal = open_journal(journal_path(config.database.url), config.database.url)
+        if journal is not None:
+            stack.callback(journal.close)
         point_discord_at(config.discord.api_base, config.discord.gateway_url)
         options = replace(chat_options(config, sync_commands=sync_commands), **chat_overrides)
         bot = SeedBot(options)
@@ -217,6 +231,7 @@ async def build_app(
             deliveries,
             service_config(config),
             observer=metrics,
+            journal=journal,
         )
         gate = Gate(Quotas(store, quota_rules(config)), gate_rules(config), observer=metrics)
         bot.install(service, gate)

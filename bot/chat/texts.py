@@ -33,6 +33,7 @@ from bot.domain.errors import (
     ModelError,
     ModelInputRejected,
     ModelRateLimited,
+    ModelSubmitUnknown,
     ModelTimeout,
     ModelUnavailable,
     QuotaExceeded,
@@ -363,12 +364,8 @@ def _field(field: str, index: int | None, names: Mapping[str, Sequence[str]]) ->
     return FIELD_NAMES.get(field, f"`{field}`")
 
 
-def error_text(
-    error: Exception, *, attachment_names: Mapping[str, Sequence[str]] | None = None
-) -> str:
-    """The reply for a failed turn or command. ``attachment_names`` maps ``image_urls`` and
-    ``video_urls`` to the file names sent, so a rejected attachment is named."""
-    names = attachment_names or {}
+def _model_error_text(error: ModelError, names: Mapping[str, Sequence[str]]) -> str:
+    """One text per way the model service fails, each saying whether retrying may help."""
     if isinstance(error, ModelInputRejected):
         if error.problems:
             parts = [
@@ -377,18 +374,53 @@ def error_text(
             text = "The model could not use " + "; ".join(parts)
         else:
             text = f"The model rejected the request: {clip(error.message)}"
-    elif isinstance(error, ModelTimeout):
-        text = "The model took too long to answer, so the request was cancelled. Try again?"
-    elif isinstance(error, ModelRateLimited):
-        text = "The model service is busy right now (rate limited). Try again in a minute."
-    elif isinstance(error, ModelAuthError):
-        text = "The bot's model credentials were refused; a bot admin needs to check them."
-    elif isinstance(error, ModelCancelled):
-        text = "The request was cancelled before the model answered."
-    elif isinstance(error, ModelUnavailable):
-        text = "The model service is unavailable right now. Try again in a minute."
-    elif isinstance(error, ModelError):
-        text = "The model service answered something unexpected. Try again?"
+        return text.rstrip(". ") + ". Retrying the same message will not help."
+    if isinstance(error, ModelTimeout):
+        if error.silent_for is not None:
+            return (
+                f"The model service (fal) kept failing for the last {error.silent_for:.0f} s "
+                "of the wait, so the request was cancelled. Retrying in a few minutes may help."
+            )
+        if error.phase == "queue":
+            return (
+                "The model service's queue was too slow: the request never started within "
+                "the time limit, so it was cancelled. Retrying later may help."
+            )
+        return (
+            "The model took too long to answer, so the request was cancelled. Retrying may "
+            "help; a shorter question may too."
+        )
+    if isinstance(error, ModelRateLimited):
+        return "The model service (fal) is rate limiting the bot. Retrying in a minute should help."
+    if isinstance(error, ModelAuthError):
+        return (
+            "The bot's model account has a problem; an admin was told. Retrying will not "
+            "help until it is fixed."
+        )
+    if isinstance(error, ModelCancelled):
+        return "The request was cancelled before the model answered. Retry to ask again."
+    if isinstance(error, ModelSubmitUnknown):
+        return (
+            "The connection to the model service broke while sending your message, so the "
+            "bot cannot tell whether it arrived. Retrying may help."
+        )
+    if isinstance(error, ModelUnavailable):
+        tried = error.tried_for
+        how_long = f": it kept failing for {tried:.0f} s" if tried and tried >= 1 else " right now"
+        return (
+            f"The model service (fal) is unavailable{how_long}. Retrying in a few minutes may help."
+        )
+    return "The model service answered something unexpected. Retrying may help."
+
+
+def error_text(
+    error: Exception, *, attachment_names: Mapping[str, Sequence[str]] | None = None
+) -> str:
+    """The reply for a failed turn or command. ``attachment_names`` maps ``image_urls`` and
+    ``video_urls`` to the file names sent, so a rejected attachment is named."""
+    names = attachment_names or {}
+    if isinstance(error, ModelError):
+        text = _model_error_text(error, names)
     elif isinstance(error, QuotaExceeded):
         when = f"<t:{int(error.retry_at.timestamp())}:R>"
         who = "You have" if error.scope == "user" else "This server has"

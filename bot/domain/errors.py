@@ -9,8 +9,9 @@ occur; the Discord layer turns them into user text, the CLI into exit codes.
     │   ├── ModelInputRejected      422: the model refused an input field or attachment
     │   ├── ModelTimeout            the per-request deadline passed, or fal's start timeout
     │   ├── ModelUnavailable        5xx / transport failures after retries
+    │   │   └── ModelSubmitUnknown  the connection failed after a submit was sent
     │   ├── ModelRateLimited        429 after retries
-    │   ├── ModelAuthError          401/403: the fal key is missing, wrong or lacks scope
+    │   ├── ModelAuthError          401/403: the key is refused, the account locked or out of credit
     │   ├── ModelCancelled          the request was cancelled (Stop, shutdown)
     │   └── ModelProtocolError      fal answered something this client cannot understand
     ├── AttachmentError             an attachment could not be fetched or stored
@@ -27,6 +28,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
+
+TimeoutPhase = Literal["queue", "run"]
+AccountCondition = Literal["key_refused", "no_permission", "account_locked", "out_of_credit"]
 
 
 class SeedBotError(Exception):
@@ -80,11 +85,40 @@ class ModelInputRejected(ModelError):
 
 
 class ModelTimeout(ModelError):
-    """The request did not finish before its deadline (ours or fal's start timeout)."""
+    """The request did not finish before its deadline (ours or fal's start timeout).
+
+    ``phase`` says where the time went: ``queue`` (the request never started running: it
+    waited in fal's queue, or fal could not be asked) or ``run`` (the model was running);
+    ``silent_for`` is set when fal failed every call for that many seconds before the
+    deadline (fal, not the model, was the trouble)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        phase: TimeoutPhase = "queue",
+        silent_for: float | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message, request_id=request_id)
+        self.phase: TimeoutPhase = phase
+        self.silent_for = silent_for
 
 
 class ModelUnavailable(ModelError):
-    """fal could not be reached or failed on its side, after retries."""
+    """fal could not be reached or failed on its side, after retries; ``tried_for`` is how
+    many seconds the bot kept trying (None when unknown)."""
+
+    def __init__(
+        self, message: str, *, tried_for: float | None = None, request_id: str | None = None
+    ) -> None:
+        super().__init__(message, request_id=request_id)
+        self.tried_for = tried_for
+
+
+class ModelSubmitUnknown(ModelUnavailable):
+    """The connection failed after a submit's bytes were sent: fal may or may not have
+    queued (and will bill) the request, and its id is unknown."""
 
 
 class ModelRateLimited(ModelError):
@@ -92,7 +126,19 @@ class ModelRateLimited(ModelError):
 
 
 class ModelAuthError(ModelError):
-    """fal refused the credentials (401/403)."""
+    """fal refused the account (401/403): ``condition`` says how (the key is refused or
+    lacks permission, the account is locked or out of credit). It concerns every turn until
+    an admin fixes it."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        condition: AccountCondition = "key_refused",
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message, request_id=request_id)
+        self.condition: AccountCondition = condition
 
 
 class ModelCancelled(ModelError):

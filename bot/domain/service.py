@@ -53,7 +53,6 @@ from bot.domain.models import (
     GenerationSettings,
     Incoming,
     ModelReply,
-    ModelRequest,
     NewConversation,
     NewTurn,
     RequestHandle,
@@ -65,6 +64,7 @@ from bot.domain.models import (
 from bot.domain.observer import NO_OBSERVER, TurnObserver
 from bot.domain.ports import Deliveries, Delivery, MediaSource, ModelClient, Store
 from bot.domain.settings import EffectiveSettings, resolve_settings, validate_settings
+from bot.domain.submission import SubmissionJournal, Submitter
 
 log = logging.getLogger(__name__)
 
@@ -231,10 +231,12 @@ class ConversationService:
         config: ServiceConfig,
         *,
         observer: TurnObserver = NO_OBSERVER,
+        journal: SubmissionJournal | None = None,
     ) -> None:
         self.observer = observer
         self._store = store
         self._model = model
+        self._submitter = Submitter(model, store, journal)
         self._media = media
         self._deliveries = deliveries
         self.config = config
@@ -274,6 +276,7 @@ class ConversationService:
         conversation run in order, ahead of new messages; conversations concurrently; each in
         its own task (``spawn``), so one failing cannot take the others down. Returns how
         many turns were queued."""
+        await self._submitter.recover()
         turns = await self._store.unfinished_turns()
         scopes: dict[int, str] = {}
         for turn in turns:
@@ -572,7 +575,7 @@ class ConversationService:
                 submitted_at = loop.time()
                 # Shielded: a shutdown arriving while the request travels to fal must not
                 # lose its id, or the next start would submit it a second time.
-                submitting = asyncio.ensure_future(self._submit_and_record(turn.id, built.request))
+                submitting = asyncio.ensure_future(self._submitter.submit(turn.id, built.request))
                 self._critical.add(submitting)
                 submitting.add_done_callback(self._critical.discard)
                 handle = await asyncio.shield(submitting)
@@ -600,11 +603,10 @@ class ConversationService:
                 active.waiter = None
         return reply, sent_count, tuple(warnings)
 
-    async def _submit_and_record(self, turn_id: int, request: ModelRequest) -> RequestHandle:
-        handle = await self._model.submit(request)
-        await self._store.record_submission(turn_id, handle)
-        log.info("turn %s submitted as request %s", turn_id, handle.request_id)
-        return handle
+    @property
+    def resubmissions(self) -> int:
+        """Unknown-fate resubmissions so far (each a possible double charge)."""
+        return self._submitter.resubmissions
 
     async def settle(self, timeout: float = 15.0) -> None:
         """Let submissions under way finish storing their request ids (before the database

@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import random
+import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
@@ -20,16 +21,18 @@ from yarl import URL
 
 from bot.domain.errors import (
     AttachmentError,
+    ModelAuthError,
     ModelError,
     ModelProtocolError,
     ModelTimeout,
     ModelUnavailable,
+    TimeoutPhase,
 )
 from bot.domain.models import ModelReply, ModelRequest, Progress, RequestHandle
 from bot.domain.observer import NO_OBSERVER, CallObserver
 from bot.domain.ports import ProgressCallback
 from bot.fal import wire
-from bot.fal.http import Http, Response, describe
+from bot.fal.http import Http, Response, describe, retryable_status, transient_status
 from bot.fal.settings import FalSettings
 
 log = logging.getLogger(__name__)
@@ -61,9 +64,20 @@ class _ProgressReporter:
         self._callback = callback
         self._request_id = request_id
         self._last: Progress | None = None
+        self.heard_at = time.monotonic()  # fal's last sign of life for this request
+
+    def heard(self) -> None:
+        """fal answered something about the request (a status, a stream keep-alive)."""
+        self.heard_at = time.monotonic()
+
+    @property
+    def running(self) -> bool:
+        """Whether fal has said the request is running."""
+        return self._last is not None and self._last.state == "running"
 
     async def update(self, status: wire.QueueStatus) -> bool:
         """Report ``status`` if it changed anything; return whether it did."""
+        self.heard()
         if status.state == "IN_QUEUE":
             progress = Progress("queued", status.queue_position)
         elif status.state == "IN_PROGRESS":
@@ -108,6 +122,8 @@ class FalClient:
         self._requests_url = f"{queue_base}/{app_path(settings.endpoint)}/requests"
         self._initiate_url = f"{settings.rest_base.rstrip('/')}/storage/upload/initiate"
         self._authorization = f"Key {settings.key}"
+        # Account problems already logged at ERROR: each condition once, not once per turn.
+        self._account_problems: set[str] = set()
 
     def __repr__(self) -> str:
         settings = self._settings
@@ -143,18 +159,16 @@ class FalClient:
         if not response.ok:
             raise self._error(response, "submit", response.fal_request_id)
         payload = wire.parse_handle(response.json())
-        handle = RequestHandle(
+        # Nothing (not even a log line) between fal's answer and the caller storing the id:
+        # the caller logs once it is stored.
+        if self._account_problems:
+            self._account_problems.clear()
+        return RequestHandle(
             request_id=payload["request_id"],
             status_url=payload.get("status_url"),
             response_url=payload.get("response_url"),
             cancel_url=payload.get("cancel_url"),
         )
-        log.info(
-            "fal submitted %s (queue position %s)",
-            handle.request_id,
-            payload.get("queue_position"),
-        )
-        return handle
 
     async def wait(
         self,
@@ -168,8 +182,13 @@ class FalClient:
         Listens on fal's status stream; when the stream is unavailable, drops, or stays
         silent past ``stream_idle_timeout``, polls the status URL instead. ``on_progress``
         is awaited on each change (queue position, then running); its exceptions propagate.
-        When ``timeout`` seconds pass first, cancels the request at fal (best effort) and
-        raises ``ModelTimeout``. A failed request raises the matching ``ModelError``.
+
+        Never gives up early on the request: status and result calls are retried on 429,
+        5xx, resets and timeouts (jittered backoff) until ``timeout``. Only a definite
+        answer ends the wait: the result, the request's own failure (the matching
+        ``ModelError``), 404 for an id fal does not know, an account refusal, or the
+        deadline, which cancels the request at fal (best effort) and raises
+        ``ModelTimeout`` saying whether the request was still queued or running.
         """
         urls = self._urls(handle)
         reporter = _ProgressReporter(on_progress, urls.request_id)
@@ -185,10 +204,22 @@ class FalClient:
         except TimeoutError:
             if not deadline.expired():
                 raise
-        log.warning("fal %s: no answer within %ss; cancelling", urls.request_id, timeout)
+        phase: TimeoutPhase = "run" if reporter.running else "queue"
+        silent = time.monotonic() - reporter.heard_at
+        # fal itself failing for (at least) the second half of the wait is worth saying.
+        silent_for = silent if timeout is not None and silent >= max(1.0, timeout / 2) else None
+        log.warning(
+            "fal %s: no answer within %ss (%s%s); cancelling",
+            urls.request_id,
+            timeout,
+            "running" if reporter.running else "still queued",
+            f", fal failing for the last {silent:.0f}s" if silent_for else "",
+        )
         await self._cancel_quietly(urls)
         raise ModelTimeout(
             f"The model did not answer within {timeout:g} seconds.",
+            phase=phase,
+            silent_for=silent_for,
             request_id=urls.request_id,
         )
 
@@ -344,7 +375,19 @@ class FalClient:
             response.json(),
             request_id=request_id,
             timeout_type_user=response.user_timeout,
+            tried_for=response.tried_for,
         )
+        if isinstance(error, ModelAuthError):
+            if error.condition not in self._account_problems:
+                self._account_problems.add(error.condition)
+                log.error(
+                    "fal refuses the bot's account (%s, HTTP %d on %s): every turn fails "
+                    "until an admin fixes it; logged once until fal accepts a request again",
+                    error.condition.replace("_", " "),
+                    response.status,
+                    op,
+                )
+            return error
         log.warning(
             "fal %s failed for %s: HTTP %d -> %s",
             op,
@@ -358,14 +401,16 @@ class FalClient:
         self, urls: _Urls, reporter: _ProgressReporter
     ) -> wire.QueueStatus | None:
         """The COMPLETED status from the status stream, or ``None`` to fall back to polling."""
-        async with contextlib.aclosing(self._stream_events(urls)) as events:
+        async with contextlib.aclosing(self._stream_events(urls, reporter)) as events:
             async for status in events:
                 if status.state == "COMPLETED":
                     return status
                 await reporter.update(status)
         return None
 
-    async def _stream_events(self, urls: _Urls) -> AsyncGenerator[wire.QueueStatus]:
+    async def _stream_events(
+        self, urls: _Urls, reporter: _ProgressReporter
+    ) -> AsyncGenerator[wire.QueueStatus]:
         # Any trouble with the stream ends the iteration (polling takes over); only the
         # network part is guarded, so the progress callback's own errors are not swallowed.
         rid = urls.request_id
@@ -388,6 +433,7 @@ class FalClient:
                     return
                 data: list[str] = []
                 async for raw in resp.content:
+                    reporter.heard()  # an event or a keep-alive: fal is there
                     line = raw.decode("utf-8").rstrip("\r\n")
                     if line.startswith("data:"):
                         data.append(line[5:].removeprefix(" "))
@@ -414,6 +460,7 @@ class FalClient:
                 headers=self._headers(),
                 params={"logs": "0"},
                 request_id=urls.request_id,
+                retry_if=transient_status,  # a status is never the request's own failure
             )
             if not response.ok:
                 raise self._error(response, "status", urls.request_id)
@@ -426,6 +473,9 @@ class FalClient:
             delay = min(delay * settings.poll_backoff, settings.poll_interval_max)
 
     async def _result(self, urls: _Urls, status: wire.QueueStatus) -> ModelReply:
+        # The result of a failed request replays its failure (a 5xx for an infrastructure
+        # error): only when COMPLETED said it succeeded is a 5xx a passing trouble.
+        failed = status.error is not None or status.error_type is not None
         response = await self._http.call(
             "GET",
             urls.response,
@@ -433,6 +483,7 @@ class FalClient:
             idempotent=True,
             headers=self._headers(),
             request_id=urls.request_id,
+            retry_if=retryable_status if failed else transient_status,
         )
         if not response.ok:
             raise self._error(response, "result", urls.request_id)

@@ -6,13 +6,19 @@ Retried:
   connecting (``ConnectionTimeoutError``). Safe for every method, submits included.
 * any other transport failure (reset, disconnect, read timeout, truncated body) only for
   idempotent calls. A submit POST that fails after its bytes may have been written is
-  **not** sent again: fal has no idempotency key, and a second POST would queue (and bill)
-  a second request. aiohttp cannot tell "written but unanswered" from "written and
-  processed", so the caller gets ``ModelUnavailable`` saying the outcome is unknown.
-* answers 408, 409, 429, and 502/503/504 without ``x-fal-request-id`` (the ingress, not
-  fal's app, answered). Never a 504 with ``X-Fal-Request-Timeout-Type`` (fal enforced the
-  caller's own start timeout), a 5xx with ``x-fal-request-id`` (the request's own outcome),
-  nor any other 4xx.
+  **not** sent again here: fal has no idempotency key, and a second POST would queue (and
+  bill) a second request. aiohttp cannot tell "written but unanswered" from "written and
+  processed", so the caller gets ``ModelSubmitUnknown`` and decides (the domain's one rule
+  for an unknown submit fate, ``bot.domain.submission``).
+* answers 408, 409, 429, and 500/502/503/504 without ``x-fal-request-id`` (the ingress,
+  not fal's app, answered: the request never reached the queue). Never a 504 with
+  ``X-Fal-Request-Timeout-Type`` (fal enforced the caller's own start timeout), a 5xx with
+  ``x-fal-request-id`` (the request's own outcome), nor any other 4xx.
+
+A *persistent* call (status and result of a known request while a turn waits) is retried
+with no attempt limit, on every transport failure and on the answers its caller's
+``retry_if`` names, until it succeeds or the caller's deadline cancels it: a GET on a known
+request id is always safe to repeat.
 
 Delays are exponential from ``retry_base_delay``, capped at ``retry_max_delay``, with
 ×[0.5, 1.5) jitter (like fal-client), and at least a ``Retry-After`` when one is given.
@@ -24,13 +30,14 @@ import asyncio
 import json
 import logging
 import random
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import aiohttp
 from multidict import CIMultiDictProxy
 
-from bot.domain.errors import ModelUnavailable
+from bot.domain.errors import ModelSubmitUnknown, ModelUnavailable
 from bot.domain.observer import NO_OBSERVER, CallObserver
 from bot.fal.settings import FalSettings
 
@@ -39,7 +46,7 @@ log = logging.getLogger(__name__)
 REQUEST_ID_HEADER = "x-fal-request-id"
 TIMEOUT_TYPE_HEADER = "X-Fal-Request-Timeout-Type"
 _RETRY_STATUSES = frozenset({408, 409, 429})
-_INGRESS_STATUSES = frozenset({502, 503, 504})
+_INGRESS_STATUSES = frozenset({500, 502, 503, 504})
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +57,7 @@ class Response:
     headers: CIMultiDictProxy[str]
     body: bytes
     content_type: str
+    tried_for: float = 0.0  # seconds from the first attempt to this answer
 
     @property
     def ok(self) -> bool:
@@ -70,6 +78,14 @@ class Response:
             return json.loads(self.body)  # type: ignore[no-any-return]
         except ValueError:
             return None
+
+
+def transient_status(response: Response) -> bool:
+    """Whether an answer to a GET on a known request is a passing trouble (rate limit,
+    conflict, any 5xx but fal's start-timeout verdict), not an answer about the request."""
+    if response.user_timeout:
+        return False
+    return response.status in _RETRY_STATUSES or response.status >= 500
 
 
 def retryable_status(response: Response) -> bool:
@@ -157,14 +173,22 @@ class Http:
         params: Mapping[str, str] | None = None,
         total_timeout: float | None = None,
         request_id: str | None = None,
+        retry_if: Callable[[Response], bool] | None = None,
     ) -> Response:
         """Make the call, retrying per the module's policy. Returns the last answer, which
         the caller maps when it is not 2xx; raises ``ModelUnavailable`` when fal could not
-        be reached (or the outcome of a submit is unknown)."""
+        be reached, ``ModelSubmitUnknown`` when a non-idempotent call's outcome is unknown.
+
+        With ``retry_if`` the call is persistent (idempotent calls only): answers it accepts
+        and every transport failure are retried without limit; the caller bounds the time."""
         settings = self._settings
         timeout = self.timeout(total_timeout or settings.request_timeout)
+        persistent = retry_if is not None and idempotent
+        retry_answer = retry_if or retryable_status
+        limit = None if persistent else settings.max_attempts
         rid = request_id or "-"
         attempt = 0
+        first = time.monotonic()
         while True:
             attempt += 1
             try:
@@ -179,30 +203,37 @@ class Http:
                     raise_for_status=False,
                 ) as resp:
                     body = await resp.read()
-                    response = Response(resp.status, resp.headers, body, resp.content_type)
+                    response = Response(
+                        resp.status,
+                        resp.headers,
+                        body,
+                        resp.content_type,
+                        time.monotonic() - first,
+                    )
             except (aiohttp.ClientError, TimeoutError) as exc:
                 self._observer.fal_call(op, "error")
                 reason = describe(exc)
-                if attempt >= settings.max_attempts or not retryable_exception(
-                    exc, idempotent=idempotent
-                ):
+                last = limit is not None and attempt >= limit
+                if last or not retryable_exception(exc, idempotent=idempotent):
                     log.warning("fal %s failed for %s: %s (attempt %d)", op, rid, reason, attempt)
+                    tried_for = time.monotonic() - first
                     if idempotent or never_sent(exc):
-                        message = f"Could not reach fal ({reason})."
-                    else:
-                        message = (
-                            f"Lost the connection to fal during {op} ({reason}); "
-                            "it is unknown whether fal received the request."
-                        )
-                    raise ModelUnavailable(message, request_id=request_id) from exc
+                        raise ModelUnavailable(
+                            f"Could not reach fal ({reason}).",
+                            tried_for=tried_for,
+                            request_id=request_id,
+                        ) from exc
+                    raise ModelSubmitUnknown(
+                        f"Lost the connection to fal during {op} ({reason}); "
+                        "it is unknown whether fal received the request.",
+                        tried_for=tried_for,
+                        request_id=request_id,
+                    ) from exc
                 delay = backoff_delay(attempt, settings, self._rng)
             else:
                 self._observer.fal_call(op, str(response.status))
-                if (
-                    response.ok
-                    or attempt >= settings.max_attempts
-                    or not retryable_status(response)
-                ):
+                last = limit is not None and attempt >= limit
+                if response.ok or last or not retry_answer(response):
                     return response
                 reason = f"HTTP {response.status}"
                 delay = max(
@@ -210,13 +241,15 @@ class Http:
                     _retry_after(response, settings.retry_max_delay),
                 )
             self._observer.retry(op)
-            log.warning(
-                "fal %s for %s: %s; retry %d/%d in %.2fs",
+            # A long outage retried by a persistent call goes on at INFO after the first few.
+            log.log(
+                logging.WARNING if attempt < settings.max_attempts else logging.INFO,
+                "fal %s for %s: %s; retry %d%s in %.2fs",
                 op,
                 rid,
                 reason,
                 attempt,
-                settings.max_attempts - 1,
+                f"/{limit - 1}" if limit is not None else "",
                 delay,
             )
             await asyncio.sleep(delay)

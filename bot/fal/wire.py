@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, NotRequired, Required, TypedDict
 
 from bot.domain.errors import (
+    AccountCondition,
     FieldProblem,
     ModelAuthError,
     ModelCancelled,
@@ -309,6 +310,19 @@ def describe_problems(problems: Sequence[FieldProblem]) -> str:
     return _clip("; ".join(parts))
 
 
+def account_condition(status: int, detail: str) -> AccountCondition:
+    """What a 401/402/403 says about the account. fal answers a locked account with 403
+    ``{"detail": "User is locked. Reason: Exhausted balance. Top up …"}`` (or ``Reason:
+    TOP_UP``, ``Reason: Admin lock``); a wrong key with 401; a key without the right scope
+    with a 403 of another text."""
+    lowered = detail.lower()
+    if status == 402 or any(w in lowered for w in ("balance", "top_up", "top up", "credit")):
+        return "out_of_credit"
+    if "locked" in lowered:
+        return "account_locked"
+    return "key_refused" if status == 401 else "no_permission"
+
+
 def error_for(
     status: int,
     headers: Mapping[str, str],
@@ -316,11 +330,13 @@ def error_for(
     *,
     request_id: str | None,
     timeout_type_user: bool = False,
+    tried_for: float | None = None,
 ) -> ModelError:
     """The domain error for a failed fal answer (after retries).
 
     ``payload`` is the decoded JSON body, or ``None`` when it was not JSON (an ingress page).
     Messages are meant for users: no URL, no body echo, fal's request id kept separately.
+    ``tried_for`` (seconds spent retrying) goes on ``ModelUnavailable``.
     """
     body = payload if isinstance(payload, dict) else {}
     detail = body.get("detail")
@@ -332,9 +348,11 @@ def error_for(
 
     if status == 499 or error_type in _CANCEL_TYPES:
         return ModelCancelled("The request was cancelled.", request_id=request_id)
-    if status in (401, 403):
+    if status in (401, 402, 403):
+        condition = account_condition(status, text)
         return ModelAuthError(
-            f"fal refused the API key ({label}).",
+            f"fal refused the bot's account ({label}, {condition.replace('_', ' ')}).",
+            condition=condition,
             request_id=request_id,
         )
     if status == 422 or (status == 400 and error_type == "bad_request"):
@@ -353,8 +371,11 @@ def error_for(
             "fal is rate limiting this bot; try again shortly.", request_id=request_id
         )
     if timeout_type_user or error_type in _TIMEOUT_TYPES:
+        # fal's start timeout and a runner that never started: the request never ran.
+        never_ran = timeout_type_user or error_type == "startup_timeout"
         return ModelTimeout(
             f"fal gave up on the request ({label}).",
+            phase="queue" if never_ran else "run",
             request_id=request_id,
         )
     if status == 404:
@@ -365,6 +386,7 @@ def error_for(
     if status >= 500 or status in (408, 409):
         return ModelUnavailable(
             f"fal is unavailable ({label})" + (f": {text}" if text else "."),
+            tried_for=tried_for,
             request_id=request_id,
         )
     return ModelProtocolError(f"fal answered unexpectedly ({label}).", request_id=request_id)

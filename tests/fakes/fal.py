@@ -4,7 +4,7 @@ One server plays both ``queue.fal.run`` and ``rest.fal.ai`` (their paths do not 
 serves uploaded files itself. Tests drive it through:
 
 * knobs (plain attributes, changeable at any time): ``concurrency``, ``model_latency``,
-  ``keepalive_interval``, ``responder``, ``honour_cancel``, ``allowed_media_hosts``,
+  ``keepalive_interval``, ``responder``, ``stuck``, ``honour_cancel``, ``allowed_media_hosts``,
   ``faults``;
 * hooks: ``hold()`` / ``release()`` / ``unhold()`` / ``complete_now()`` decide when a running
   request finishes, so no test has to sleep; ``wait_for()``, ``wait_for_state()``,
@@ -33,6 +33,7 @@ import ssl
 import struct
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -48,7 +49,9 @@ DEFAULT_KEY = "fal-test-key-5f3a9c"
 
 Route = Literal["submit", "status", "stream", "result", "cancel", "initiate", "upload", "file"]
 State = Literal["IN_QUEUE", "IN_PROGRESS", "COMPLETED"]
-FaultKind = Literal["http", "reset", "reset_after", "delay", "stream_drop", "stream_silent"]
+FaultKind = Literal[
+    "http", "reset", "reset_after", "delay", "slow_answer", "stream_drop", "stream_silent"
+]
 
 NGINX_PAGE = (
     "<html>\r\n<head><title>{code} {reason}</title></head>\r\n<body>\r\n"
@@ -153,6 +156,8 @@ class Fault:
     * ``reset``: abort the connection with a TCP RST before doing anything;
     * ``reset_after``: do the work (a submit is queued), then reset instead of answering;
     * ``delay``: wait ``delay`` seconds, then answer normally;
+    * ``slow_answer``: do the work at once (a submit is queued), answer ``delay`` seconds
+      later;
     * ``stream_drop``: status stream sends its first event, then the connection drops;
     * ``stream_silent``: status stream sends headers, then nothing (no event, no keep-alive).
     """
@@ -217,6 +222,27 @@ class Fault:
         )
 
     @classmethod
+    def account_locked(
+        cls,
+        route: Route | None = None,
+        *,
+        reason: str = "Exhausted balance. Top up your balance at fal.ai/dashboard/billing.",
+        times: int | None = 1,
+    ) -> Fault:
+        """fal's answer to a locked account (403 ``User is locked. Reason: …``; reasons seen:
+        ``Exhausted balance…``, ``TOP_UP.``, ``Admin lock. Please contact support@fal.ai.``)."""
+        return cls(
+            route, status=403, body={"detail": f"User is locked. Reason: {reason}"}, times=times
+        )
+
+    @classmethod
+    def key_refused(cls, route: Route | None = None, *, times: int | None = 1) -> Fault:
+        """fal's answer to a wrong key (401)."""
+        return cls(
+            route, status=401, body={"detail": "No user found for Key ID and Secret"}, times=times
+        )
+
+    @classmethod
     def reset(cls, route: Route | None = None, *, times: int | None = 1) -> Fault:
         return cls(route, kind="reset", times=times)
 
@@ -227,6 +253,12 @@ class Fault:
     @classmethod
     def slow(cls, delay: float, route: Route | None = None, *, times: int | None = 1) -> Fault:
         return cls(route, kind="delay", delay=delay, times=times)
+
+    @classmethod
+    def slow_answer(
+        cls, delay: float, route: Route | None = None, *, times: int | None = 1
+    ) -> Fault:
+        return cls(route, kind="slow_answer", delay=delay, times=times)
 
     @classmethod
     def stream_drop(cls, *, times: int | None = 1) -> Fault:
@@ -276,6 +308,8 @@ class FakeRequest:
     error_type: str | None = None
     logs: list[dict[str, Any]] = field(default_factory=list)
     cancel_requested: bool = False
+    answer_lost: bool = False  # the submit's answer never left the fake (``reset_after``)
+    answer_sent: bool = False  # the submit's answer is being written to the client
     forced: Outcome | None = None
     gate: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -297,14 +331,15 @@ class StoredFile:
 class FakeFal:
     """The fake fal server. Use ``async with FakeFal(...) as fake`` or ``start``/``close``.
 
-    ``keys``: accepted API keys (``Authorization: Key <k>``); ``endpoints``: endpoint ids
-    accepted on submit; ``concurrency``: requests ``IN_PROGRESS`` at once (the rest stay
-    ``IN_QUEUE``); ``model_latency``: seconds a run takes when not held; ``keepalive_interval``:
-    seconds between ``: ping`` comments on the status stream (``None``: none);
-    ``responder``: the model (default: echo); ``allowed_media_hosts``: hosts whose media URLs
-    "download" (the fake's own files always do); ``honour_cancel``: whether cancelling a
-    running request stops it (499) or lets it finish; ``seed``: RNG for request ids and
-    probabilistic faults; ``ssl_context``: serve https with it.
+        ``keys``: accepted API keys (``Authorization: Key <k>``); ``endpoints``: endpoint ids
+        accepted on submit; ``concurrency``: requests ``IN_PROGRESS`` at once (the rest stay
+        ``IN_QUEUE``); ``model_latency``: seconds a run takes when not held; ``keepalive_interval``:
+        seconds between ``: ping`` comments on the status stream (``None``: none);
+        ``responder``: the model (default: echo); ``stuck``: inputs whose run never ends (until
+    cancelled), while others go on; ``allowed_media_hosts``: hosts whose media URLs
+        "download" (the fake's own files always do); ``honour_cancel``: whether cancelling a
+        running request stops it (499) or lets it finish; ``seed``: RNG for request ids and
+        probabilistic faults; ``ssl_context``: serve https with it.
     """
 
     def __init__(
@@ -318,6 +353,7 @@ class FakeFal:
         responder: Responder = echo_responder,
         allowed_media_hosts: Iterable[str] = (),
         honour_cancel: bool = True,
+        stuck: Callable[[dict[str, Any]], bool] | None = None,
         seed: int = 0,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
@@ -329,7 +365,9 @@ class FakeFal:
         self.responder = responder
         self.allowed_media_hosts = set(allowed_media_hosts)
         self.honour_cancel = honour_cancel
+        self.stuck = stuck
         self.faults: list[Fault] = []
+        self.fault_hits: Counter[Route | None] = Counter()  # faults applied, by route
         self.calls: list[Call] = []
         self.requests: dict[str, FakeRequest] = {}
         self.files: dict[str, StoredFile] = {}
@@ -578,6 +616,7 @@ class FakeFal:
         self._notify()
         fault = self._take_fault(route, number)
         if fault is not None:
+            self.fault_hits[route] += 1
             if fault.kind == "reset":
                 self._reset(request)
                 return web.Response()
@@ -586,8 +625,20 @@ class FakeFal:
             if fault.kind == "delay":
                 await self._pause(fault.delay)
         response = await self._serve(request, route, app, ident, raw, parsed, fault)
+        queued = (
+            self.requests.get(response.headers.get("x-fal-request-id", ""))
+            if route == "submit" and isinstance(response, web.Response)
+            else None
+        )
+        if fault is not None and fault.kind == "slow_answer":
+            await self._pause(fault.delay)
         if fault is not None and fault.kind == "reset_after":
+            if queued is not None:
+                queued.answer_lost = True
             self._reset(request)
+        elif queued is not None:
+            queued.answer_sent = True
+            self._notify()
         return response
 
     async def _serve(
@@ -707,7 +758,7 @@ class FakeFal:
         self._notify()
 
     async def _run(self, request: FakeRequest) -> None:
-        if self._holding:
+        if self._holding or (self.stuck is not None and self.stuck(request.input)):
             await request.gate.wait()
         elif self.model_latency > 0:
             await asyncio.sleep(self.model_latency)

@@ -648,13 +648,11 @@ async def test_forbidden_is_an_auth_error(fake_fal: FakeFal, fal_model_client: F
 @pytest.mark.parametrize(
     ("fault", "error", "text"),
     [
-        (Fault.server_error(503, "result"), ModelUnavailable, "runner_disconnected"),
-        (Fault.server_error(500, "result", error_type="internal_error"), ModelUnavailable, "500"),
         (Fault.user_timeout("result"), ModelTimeout, "request_timeout"),
         (Fault("result", status=200, body={"unexpected": True}), ModelProtocolError, "unexpected"),
         (Fault("result", status=200, body="<html>hi</html>"), ModelProtocolError, "unexpected"),
     ],
-    ids=["503-with-id", "500-with-id", "504-user-timeout", "bad-json", "not-json"],
+    ids=["504-user-timeout", "bad-json", "not-json"],
 )
 async def test_result_failures_are_mapped_without_retry(
     fake_fal: FakeFal,

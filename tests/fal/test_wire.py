@@ -24,7 +24,13 @@ from bot.domain.errors import (
 )
 from bot.domain.models import ChatMessage, ModelRequest
 from bot.fal import FalSettings, app_path, wire
-from bot.fal.http import Response, backoff_delay, retryable_exception, retryable_status
+from bot.fal.http import (
+    Response,
+    backoff_delay,
+    retryable_exception,
+    retryable_status,
+    transient_status,
+)
 
 
 def response(status: int, headers: dict[str, str] | None = None) -> Response:
@@ -181,7 +187,8 @@ def test_bad_request_with_string_detail_is_input_rejected() -> None:
         (502, {"x-fal-request-id": "r"}, False),
         (503, {"x-fal-request-id": "r"}, False),
         (504, {"X-Fal-Request-Timeout-Type": "user"}, False),
-        (500, {}, False),
+        (500, {}, True),  # the ingress: no request id, the request never got queued
+        (500, {"x-fal-request-id": "r"}, False),
         (422, {}, False),
         (401, {}, False),
         (404, {}, False),
@@ -189,6 +196,27 @@ def test_bad_request_with_string_detail_is_input_rejected() -> None:
 )
 def test_retryable_statuses(status: int, headers: dict[str, str], retry: bool) -> None:
     assert retryable_status(response(status, headers)) is retry
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "retry"),
+    [
+        (429, {}, True),
+        (500, {"x-fal-request-id": "r"}, True),
+        (503, {"x-fal-request-id": "r"}, True),
+        (504, {"X-Fal-Request-Timeout-Type": "user"}, False),
+        (404, {}, False),
+        (401, {}, False),
+        (403, {}, False),
+        (400, {}, False),
+    ],
+)
+def test_transient_statuses_of_a_known_request(
+    status: int, headers: dict[str, str], retry: bool
+) -> None:
+    """A GET on a known request id: any 5xx (id or not), 408/409/429 pass; a definite
+    answer (404, an account refusal, fal's start-timeout verdict) does not."""
+    assert transient_status(response(status, headers)) is retry
 
 
 def test_transport_retries_depend_on_whether_the_request_was_sent() -> None:
