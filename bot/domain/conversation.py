@@ -20,6 +20,7 @@ from bot.domain.models import (
     JsonValue,
     MediaKind,
     ModelRequest,
+    RawJson,
 )
 
 IMAGE_TYPES = {"image/jpeg": "JPEG", "image/png": "PNG", "image/webp": "WebP"}
@@ -251,8 +252,12 @@ def compose_prompt(
     return prompt
 
 
-def estimate_tokens(content: JsonValue) -> int:
-    """A conservative token estimate for one message's content (text plus media parts)."""
+def estimate_tokens(content: JsonValue | RawJson) -> int:
+    """A conservative token estimate for one message's content (text plus media parts).
+    Stored messages carry theirs (computed once, when stored): the hot path never calls
+    this on the history."""
+    if isinstance(content, RawJson):
+        content = json.loads(content.text)
     if isinstance(content, str):
         return len(content) // CHARS_PER_TOKEN + 4
     media = 0
@@ -285,7 +290,7 @@ def trim_history(history: Sequence[HistoryEntry], budget_tokens: int) -> Trimmed
     kept: list[list[HistoryEntry]] = []
     used = 0
     for turn in reversed(turns):
-        cost = sum(estimate_tokens(e.message.content) for e in turn)
+        cost = sum(e.tokens for e in turn)
         if used + cost > budget_tokens:
             break
         kept.append(turn)

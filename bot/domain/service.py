@@ -52,6 +52,7 @@ from bot.domain.models import (
     RequestHandle,
     SettingsScope,
     Turn,
+    TurnContext,
     TurnState,
 )
 from bot.domain.ports import Delivery, DeliveryFactory, MediaSource, ModelClient, Store
@@ -96,6 +97,8 @@ class Prepared:
     image_urls: tuple[str, ...]
     video_urls: tuple[str, ...]
     warnings: tuple[str, ...]
+    image_names: tuple[str, ...]
+    video_names: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,17 +201,14 @@ class ConversationService:
         # One atomic check of both quotas: a refusal by either counts against neither. The
         # window is part of the key, since a key keeps one window (a reload may change it).
         keys = [(f"{key}:{q.window_seconds}", q.requests, q.window_seconds) for _, key, q in active]
-        retry_at = await self._store.try_consume(keys, now=self._now())
-        if retry_at is not None:
-            now = self._now()
+        refusal = await self._store.try_consume(keys, now=self._now())
+        if refusal is not None:
+            # Name the quota that is used up (the server's when both are).
             scope = "user"
-            for name, key, q in active:
-                # Name the quota that is used up (the server's when both are).
-                if name == "server" and await self._store.usage_full(
-                    f"{key}:{q.window_seconds}", q.requests, q.window_seconds, now
-                ):
+            for (name, _, _), (key, _, _) in zip(active, keys, strict=True):
+                if name == "server" and key in refusal.keys:
                     scope = "server"
-            raise QuotaExceeded(scope, retry_at)
+            raise QuotaExceeded(scope, refusal.retry_at)
 
     # -- turns -----------------------------------------------------------------------------
 
@@ -256,19 +256,25 @@ class ConversationService:
         started = asyncio.get_running_loop().time()
         try:
             # A message handled twice is refused by begin_turn (unique source id).
-            conversation = await self._conversation_for(incoming)
-            prepared = await self._prepare(conversation, incoming)
-            turn = await self._store.begin_turn(
+            prepared = await self._prepare(incoming)
+            start = await self._store.begin_turn(
                 NewTurn(
-                    conversation_id=conversation.id,
-                    epoch=conversation.epoch,
+                    scope_id=incoming.scope_id,
                     source_id=incoming.source_id,
                     author_id=incoming.author_id,
                     author_name=incoming.author_name,
                     reply_channel_id=incoming.scope_id,
                     **asdict(prepared),
-                )
+                ),
+                conversation=NewConversation(
+                    scope_id=incoming.scope_id,
+                    owner_id=incoming.author_id,
+                    guild_id=incoming.guild_id,
+                    parent_channel_id=incoming.parent_channel_id,
+                ),
             )
+            self._bound.add(incoming.scope_id)
+            conversation, turn = start.conversation, start.turn
         except DuplicateMessage:
             log.info("message %s already answered; ignoring", incoming.source_id)
             return TurnOutcome(None, "duplicate")
@@ -284,7 +290,7 @@ class ConversationService:
             incoming.source_id,
             conversation.id,
         )
-        return await self._run_turn(conversation, turn, delivery, started)
+        return await self._run_turn(conversation, turn, delivery, started, start.context)
 
     async def _redo(self, work: _Work) -> TurnOutcome:
         started = asyncio.get_running_loop().time()
@@ -302,15 +308,19 @@ class ConversationService:
         try:
             if work.edited:
                 # An edit: the turn is rebuilt from the edited message.
-                prepared = await self._prepare(conversation, incoming)
+                prepared = await self._prepare(incoming)
             else:
                 prepared = Prepared(
-                    latest.prompt, latest.image_urls, latest.video_urls, latest.warnings
+                    latest.prompt,
+                    latest.image_urls,
+                    latest.video_urls,
+                    latest.warnings,
+                    latest.image_names,
+                    latest.video_names,
                 )
-            turn = await self._store.begin_turn(
+            start = await self._store.begin_turn(
                 NewTurn(
-                    conversation_id=conversation.id,
-                    epoch=conversation.epoch,
+                    scope_id=scope_id,
                     source_id=latest.source_id,
                     author_id=latest.author_id,
                     author_name=latest.author_name,
@@ -320,10 +330,11 @@ class ConversationService:
                 ),
                 superseding=latest.id,
             )
+            conversation, turn = start.conversation, start.turn
             log.info("turn %s answers turn %s again", turn.id, latest.id)
             with contextlib.suppress(DeliveryError):
                 await delivery.supersede(latest)
-            return await self._run_turn(conversation, turn, delivery, started)
+            return await self._run_turn(conversation, turn, delivery, started, start.context)
         except DuplicateMessage:
             return TurnOutcome(None, "duplicate")
         except SeedBotError as exc:
@@ -344,24 +355,7 @@ class ConversationService:
         self._bound.add(scope_id)
         return True
 
-    async def _conversation_for(self, incoming: Incoming) -> Conversation:
-        conversation = await self._store.conversation_for_scope(incoming.scope_id)
-        if conversation is None:
-            conversation = await self._create_conversation(incoming)
-        self._bound.add(incoming.scope_id)
-        return conversation
-
-    async def _create_conversation(self, incoming: Incoming) -> Conversation:
-        return await self._store.create_conversation(
-            NewConversation(
-                scope_id=incoming.scope_id,
-                owner_id=incoming.author_id,
-                guild_id=incoming.guild_id,
-                parent_channel_id=incoming.parent_channel_id,
-            )
-        )
-
-    async def _prepare(self, conversation: Conversation, incoming: Incoming) -> Prepared:
+    async def _prepare(self, incoming: Incoming) -> Prepared:
         """The prompt, the media URLs and the warnings for one incoming message."""
         plan = plan_attachments(incoming.attachments, self.config.attachment_limits)
         warnings = list(plan.dropped)
@@ -372,6 +366,8 @@ class ConversationService:
         results = await asyncio.gather(*image_jobs, *video_jobs, *text_jobs, return_exceptions=True)
         image_urls: list[str] = []
         video_urls: list[str] = []
+        image_names: list[str] = []
+        video_names: list[str] = []
         inlined: list[InlinedText] = []
         ordered: list[tuple[Attachment, str]] = (
             [(a, "image") for a in plan.images]
@@ -394,10 +390,10 @@ class ConversationService:
             else:
                 assert isinstance(result, str)
                 (image_urls if kind == "image" else video_urls).append(result)
-        several = await self._store.has_other_speakers(conversation.id, incoming.author_id)
+                (image_names if kind == "image" else video_names).append(att.filename)
+        # Unlabelled: who wrote it is added when the request is built (see _build).
         prompt = compose_prompt(
             incoming.text,
-            author_name=incoming.author_name if several else None,
             quoted=incoming.reply_text,
             quoted_author=incoming.reply_author,
             inlined=inlined,
@@ -405,7 +401,14 @@ class ConversationService:
         if not prompt.strip():
             # The API requires a prompt; an image alone still deserves an answer.
             prompt = "(no text; see the attachments)" if image_urls or video_urls else "Hello!"
-        return Prepared(prompt, tuple(image_urls), tuple(video_urls), tuple(warnings))
+        return Prepared(
+            prompt,
+            tuple(image_urls),
+            tuple(video_urls),
+            tuple(warnings),
+            tuple(image_names),
+            tuple(video_names),
+        )
 
     async def _media_url(self, att: Attachment, max_bytes: int, *, image: bool) -> str:
         mode = self.config.attachment_mode
@@ -418,14 +421,20 @@ class ConversationService:
         return await self._model.upload(data, content_type=content_type, file_name=att.filename)
 
     async def _run_turn(
-        self, conversation: Conversation, turn: Turn, delivery: Delivery, started: float
+        self,
+        conversation: Conversation,
+        turn: Turn,
+        delivery: Delivery,
+        started: float,
+        context: TurnContext | None = None,
     ) -> TurnOutcome:
-        """Submit (if not yet), wait, store and deliver one stored turn."""
+        """Submit (if not yet), wait, store and deliver one stored turn (``context``: what
+        its request is built from, when begin_turn just read it)."""
         active = self._active.setdefault(turn.id, _Active())
         try:
             await delivery.attach(turn)
             reply, sent_count, warnings = await self._obtain_reply(
-                conversation, turn, delivery, active, started
+                conversation, turn, delivery, active, started, context
             )
             if reply is not None:
                 new = new_history_messages(reply.messages, sent_count)
@@ -487,6 +496,7 @@ class ConversationService:
         delivery: Delivery,
         active: _Active,
         started: float,
+        context: TurnContext | None,
     ) -> tuple[ModelReply | None, int | None, tuple[str, ...]]:
         """The model's reply for a turn (None when it is already stored), how many history
         messages were sent with it (None when unknown), and the warnings to show."""
@@ -500,15 +510,20 @@ class ConversationService:
             submitted_at: float | None = None
             handle = turn.handle
             if turn.state is TurnState.PENDING or handle is None:
-                built = await self._build(conversation, turn)
+                if context is None:
+                    context = await self._store.turn_context(turn)
+                built = self._build(turn, context)
+                trim_notified: int | None = None
                 if built.dropped_turns and conversation.trim_notified_epoch != conversation.epoch:
                     warnings.append(TRIM_NOTICE)
-                    await self._store.mark_trim_notified(conversation.id, conversation.epoch)
+                    trim_notified = conversation.epoch
                 sent_count = len(built.request.messages)
                 submitted_at = loop.time()
                 # Shielded: a shutdown arriving while the request travels to fal must not
                 # lose its id, or the next start would submit it a second time.
-                submitting = asyncio.ensure_future(self._submit_and_record(turn.id, built.request))
+                submitting = asyncio.ensure_future(
+                    self._submit_and_record(turn.id, built.request, trim_notified)
+                )
                 self._critical.add(submitting)
                 submitting.add_done_callback(self._critical.discard)
                 handle = await asyncio.shield(submitting)
@@ -536,9 +551,13 @@ class ConversationService:
                 active.waiter = None
         return reply, sent_count, tuple(warnings)
 
-    async def _submit_and_record(self, turn_id: int, request: ModelRequest) -> RequestHandle:
+    async def _submit_and_record(
+        self, turn_id: int, request: ModelRequest, trim_notified_epoch: int | None
+    ) -> RequestHandle:
         handle = await self._model.submit(request)
-        await self._store.record_submission(turn_id, handle)
+        await self._store.record_submission(
+            turn_id, handle, trim_notified_epoch=trim_notified_epoch
+        )
         log.info("turn %s submitted as request %s", turn_id, handle.request_id)
         return handle
 
@@ -559,20 +578,19 @@ class ConversationService:
         except ModelError as exc:
             log.warning("cancelling request %s failed: %s", handle.request_id, exc)
 
-    async def _build(self, conversation: Conversation, turn: Turn) -> BuiltRequest:
-        history, layers = await self._store.turn_context(
-            conversation.id,
-            conversation.epoch,
-            thread_id=conversation.scope_id,
-            channel_id=conversation.parent_channel_id,
-            guild_id=conversation.guild_id,
+    def _build(self, turn: Turn, context: TurnContext) -> BuiltRequest:
+        # Once several people talk in the conversation, each prompt names its author, so
+        # the model can tell who said what.
+        several = any(s.author_id != turn.author_id for s in context.speakers)
+        prompt = (
+            compose_prompt(turn.prompt, author_name=turn.author_name) if several else turn.prompt
         )
         return build_request(
-            history,
-            prompt=turn.prompt,
+            context.history,
+            prompt=prompt,
             image_urls=turn.image_urls,
             video_urls=turn.video_urls,
-            settings=resolve_settings(layers, self.config.defaults).values,
+            settings=resolve_settings(context.layers, self.config.defaults).values,
             context_budget_tokens=self.config.context_budget_tokens,
         )
 

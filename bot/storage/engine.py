@@ -12,6 +12,8 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from bot.domain import jsontext
+
 log = logging.getLogger(__name__)
 
 # Execution option read by the ``begin`` hook: how a SQLite transaction starts.
@@ -33,6 +35,11 @@ DEFAULT_BUSY_TIMEOUT_MS = 5000
 # instead of 9 ms. Our queries are small and cheap to plan, so plan each with its values.
 POSTGRES_SETTINGS = {"plan_cache_mode": "force_custom_plan"}
 POSTGRES_CONNECT_TIMEOUT = 10.0
+
+
+def json_text(value: object) -> str:
+    """The engine's ``json_serializer``: the domain's JSON text (a ``RawJson`` as it is)."""
+    return jsontext.dumps(value).decode()
 
 
 def is_sqlite(url: str) -> bool:
@@ -60,15 +67,18 @@ def create_engine(
     SQLite gets WAL, foreign keys, ``busy_timeout`` and ``synchronous=NORMAL`` on every
     connection, and SQLAlchemy, not the driver, emits BEGIN: deferred for reads, IMMEDIATE on
     engines derived with ``engine.execution_options(**WRITE_OPTIONS)``. The directory of a
-    SQLite file is created when missing. Nothing connects until first use.
+    SQLite file is created when missing. JSON columns are written by ``json_text`` (so a
+    ``RawJson`` is stored as the text it holds). Nothing connects until first use.
     """
     if is_sqlite(url):
         return _sqlite_engine(url, echo=echo, busy_timeout_ms=busy_timeout_ms)
     return create_async_engine(
         url,
         echo=echo,
-        # A PostgreSQL restart would otherwise surface as one failed call per pooled connection.
-        pool_pre_ping=True,
+        json_serializer=json_text,
+        # No pre-ping (a round trip before every unit of work): a connection lost to a
+        # PostgreSQL restart fails its first statement as "connection invalidated", which
+        # invalidates the whole pool and is retried by the store (bot/storage/database.py).
         # asyncpg waits 60 s for a connection by default; fail over to our retries sooner.
         connect_args={"server_settings": POSTGRES_SETTINGS, "timeout": POSTGRES_CONNECT_TIMEOUT},
     )
@@ -78,7 +88,7 @@ def _sqlite_engine(url: str, *, echo: bool, busy_timeout_ms: int) -> AsyncEngine
     path = sqlite_path(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url, echo=echo)
+    engine = create_async_engine(url, echo=echo, json_serializer=json_text)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
