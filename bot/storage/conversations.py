@@ -319,7 +319,7 @@ class SqlConversations:
             rows = await conn.execute(
                 HISTORY, {"conversation_id": conversation_id, "epoch": epoch, "exclude": 0}
             )
-            return list(history_from(rows, Speaker("", ""))[0])
+            return list(history_from(rows, None)[0])
 
         return await self._db.run("history", op, write=False, single=True)
 

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import QueuePool
 
 from bot.domain.errors import DuplicateMessage, StorageError, StorageUnavailable
-from bot.storage.engine import WRITE_OPTIONS
+from bot.storage.engine import DRIVER_BEGIN
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class _Gate:
         self._held -= 1
         for priority in (True, False):
             queue = self._waiters[priority]
-            while queue and self._free_for(priority) and (priority or not self._waiters[True]):
+            while queue and self._free_for(priority):
                 waiter = queue.popleft()
                 if not waiter.done():
                     self._held += 1
@@ -110,7 +110,10 @@ class Database:
     def __init__(self, engine: AsyncEngine, *, policy: RetryPolicy | None = None) -> None:
         self.engine = engine
         self.postgres = engine.dialect.name == "postgresql"
-        self._writer = engine.execution_options(**WRITE_OPTIONS)
+        # SQLite: every write unit of the store starts with a write statement, so the driver's
+        # BEGIN IMMEDIATE (before that statement) takes the lock up front just as an explicit
+        # BEGIN IMMEDIATE would, one statement sooner; a one-statement read needs no BEGIN.
+        self._driver_begins = engine.execution_options(**DRIVER_BEGIN)
         # PostgreSQL: one statement is atomic by itself, so it runs without BEGIN and
         # COMMIT (two round trips fewer). SQLite keeps explicit transactions: a thread hop,
         # not a round trip, and BEGIN IMMEDIATE is what orders writers across processes.
@@ -139,10 +142,11 @@ class Database:
         duplicate: tuple[str, ...] = (),
     ) -> T:
         """Run ``op`` in one transaction on a connection of its own, retrying transient
-        failures per the policy, then raising ``StorageUnavailable``. ``single`` promises
-        that ``op`` runs one statement. A ``priority`` unit goes before every waiting
-        ordinary one. A constraint failure whose message names one
-        of ``duplicate`` raises ``DuplicateMessage``, any other ``Conflict``; other database
+        failures per the policy, then raising ``StorageUnavailable``. A ``write`` unit must
+        start with a write statement (on SQLite that is where the write lock is taken);
+        ``single`` promises that ``op`` runs one statement. A ``priority`` unit goes before
+        every waiting ordinary one. A constraint failure whose message names one of
+        ``duplicate`` raises ``DuplicateMessage``, any other ``Conflict``; other database
         errors raise ``StorageError``."""
         for observe in self.observers:
             observe(what, write)
@@ -189,7 +193,8 @@ class Database:
         if single and self._autocommit is not None:
             async with self._autocommit.connect() as conn:
                 return await op(conn)
-        async with (self._writer if write else self.engine).connect() as conn, conn.begin():
+        engine = self._driver_begins if write or single else self.engine
+        async with engine.connect() as conn, conn.begin():
             return await op(conn)
 
 

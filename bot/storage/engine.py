@@ -23,8 +23,13 @@ SQLITE_BEGIN = "seed_bot_sqlite_begin"
 # writer committed after its snapshot: SQLite fails it at once with "database is locked",
 # busy_timeout notwithstanding. Taking the lock first makes writers queue on busy_timeout.
 WRITE_OPTIONS: dict[str, Any] = {SQLITE_BEGIN: "IMMEDIATE"}
+# No BEGIN statement: the driver begins IMMEDIATE by itself right before the first write
+# statement (INSERT, UPDATE, DELETE), and a read alone runs outside a transaction. For units
+# of work that write first, or read one statement only, this is the same transaction as
+# above minus one statement (three aiosqlite thread hops).
+DRIVER_BEGIN: dict[str, Any] = {SQLITE_BEGIN: "DRIVER"}
 
-_BEGIN_MODES = frozenset({"DEFERRED", "IMMEDIATE", "EXCLUSIVE"})
+_BEGIN_MODES = frozenset({"DEFERRED", "IMMEDIATE", "EXCLUSIVE", "DRIVER"})
 
 DEFAULT_BUSY_TIMEOUT_MS = 5000
 
@@ -92,8 +97,9 @@ def _sqlite_engine(url: str, *, echo: bool, busy_timeout_ms: int) -> AsyncEngine
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
-        # Take BEGIN away from the driver (see the begin hook below).
-        dbapi_connection.isolation_level = None
+        # BEGIN is emitted by the begin hook below, except in DRIVER mode, where the driver
+        # emits BEGIN IMMEDIATE before the first write statement.
+        dbapi_connection.isolation_level = "IMMEDIATE"
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
@@ -106,11 +112,13 @@ def _sqlite_engine(url: str, *, echo: bool, busy_timeout_ms: int) -> AsyncEngine
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
         # The driver's own transaction control begins only before DML, so SELECTs would run
-        # outside any transaction and DDL would autocommit; emit BEGIN ourselves instead.
+        # outside any transaction and DDL would autocommit; emit BEGIN ourselves instead
+        # (unless asked to leave it to the driver).
         mode = conn.get_execution_options().get(SQLITE_BEGIN, "DEFERRED")
         if mode not in _BEGIN_MODES:
             raise ValueError(f"unknown SQLite BEGIN mode {mode!r}")
-        conn.exec_driver_sql(f"BEGIN {mode}")
+        if mode != "DRIVER":
+            conn.exec_driver_sql(f"BEGIN {mode}")
 
     return engine
 

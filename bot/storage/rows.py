@@ -118,15 +118,16 @@ HISTORY = history_query()
 
 
 def history_from(
-    rows: Iterable[Sequence[Any]], author: Speaker
+    rows: Iterable[Sequence[Any]], author: Speaker | None
 ) -> tuple[tuple[HistoryEntry, ...], tuple[Speaker, ...]]:
     """The history entries, and the speakers: the distinct authors of its turns in order of
-    first appearance, then ``author`` (the turn being answered) if not among them."""
+    first appearance, then ``author`` (of the turn being answered) if not among them."""
     history: list[HistoryEntry] = []
     speakers: dict[str, Speaker] = {}
     for turn_id, position, role, content, tokens, author_id, author_name in rows:
         history.append(HistoryEntry(turn_id, position, ChatMessage(role, RawJson(content)), tokens))
         if author_id not in speakers:
             speakers[author_id] = Speaker(author_id, author_name)
-    speakers.setdefault(author.author_id, author)
+    if author is not None:
+        speakers.setdefault(author.author_id, author)
     return tuple(history), tuple(speakers.values())
