@@ -319,7 +319,7 @@ class SqlConversations:
             rows = await conn.execute(
                 HISTORY, {"conversation_id": conversation_id, "epoch": epoch, "exclude": 0}
             )
-            return list(history_from(rows, None)[0])
+            return list(history_from(rows.all(), None)[0])
 
         return await self._db.run("history", op, write=False, single=True)
 
@@ -344,7 +344,7 @@ class SqlConversations:
             HISTORY,
             {"conversation_id": turn.conversation_id, "epoch": turn.epoch, "exclude": turn.id},
         )
-        history, speakers = history_from(rows, Speaker(turn.author_id, turn.author_name))
+        history, speakers = history_from(rows.all(), Speaker(turn.author_id, turn.author_name))
         layers = await load_layers(
             conn,
             thread_id=place.scope_id,
