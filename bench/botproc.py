@@ -63,16 +63,14 @@ def _peak_rss_bytes() -> int:
 
 
 def count_store_calls(app: App) -> collections.Counter[str]:
-    """Count the store's transactions by name (every ``SqlStore`` method runs one ``_run``):
-    a diagnostic of how many database round trips a turn costs."""
+    """Count the store's transactions by name (through the transaction helper's observer
+    hook): a diagnostic of how many database round trips a turn costs."""
     calls: collections.Counter[str] = collections.Counter()
-    original = app.store._run
 
-    async def counted(what: str, op: Any, *, write: bool) -> Any:
+    def counted(what: str, _write: bool) -> None:
         calls[what] += 1
-        return await original(what, op, write=write)
 
-    app.store._run = counted  # type: ignore[method-assign]
+    app.store.db.observers.append(counted)
     return calls
 
 

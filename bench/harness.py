@@ -218,17 +218,18 @@ class Rig:
                 )
             )
             for n in range(history):
-                turn = await self.store.begin_turn(
-                    NewTurn(
-                        conversation_id=conversation.id,
-                        epoch=0,
-                        source_id=str(next(_PRE_SOURCE_IDS)),  # a Discord-sized id
-                        author_id=str(self.alice.id),
-                        author_name="alice",
-                        reply_channel_id=str(thread.id),
-                        prompt=f"question {n}",
+                turn = (
+                    await self.store.begin_turn(
+                        NewTurn(
+                            scope_id=conversation.scope_id,
+                            source_id=str(next(_PRE_SOURCE_IDS)),  # a Discord-sized id
+                            author_id=str(self.alice.id),
+                            author_name="alice",
+                            reply_channel_id=str(thread.id),
+                            prompt=f"question {n}",
+                        )
                     )
-                )
+                ).turn
                 await self.store.complete_turn(turn.id, _reply(n), _messages(n))
                 await self.store.record_delivery(turn.id, [str(900_000 + n)])
             threads.append(thread)

@@ -1,11 +1,24 @@
-"""Storage benchmark: per-turn append and history load against history length.
+"""Storage benchmark: per-turn append and history load against history length, the
+latency of storing fal's request id while many turns are in flight, and the store
+transactions one fast turn costs.
 
     python -m bench.storage_bench [--postgres URL] [--sizes 10,100,1000] [--repeat 50]
+                                  [--in-flight 50] [--turns-each 10]
 
 Runs on a temporary SQLite file, and on PostgreSQL when ``--postgres`` or
 ``SEED_BOT_TEST_POSTGRES_URL`` gives a server: a scratch database is created next to the
 given one and dropped afterwards. "append" is ``complete_turn`` storing two new messages
 (the user's and the assistant's); it should cost the same whatever the history's length.
+"load" is ``history()`` of the whole epoch (what ``begin_turn`` reads with the turn).
+"record_submission under load": ``--in-flight`` conversations each run ``--turns-each``
+turns at once with the normal mix (begin_turn with its history and settings, then
+record_submission, complete_turn, record_delivery), and each record_submission is timed
+from call to commit; twice: with a 0.5-1.5 s "model" pause before the answer (turns in
+flight as in production), and with 0-10 ms (a stress test: every turn hits the database
+back to back).
+"transactions per turn": counted through the transaction helper's observer hook while the
+real ``ConversationService`` answers one message with an instant stub model (quotas off,
+then on).
 """
 
 from __future__ import annotations
@@ -27,6 +40,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
+from bench.store_mix import in_flight_submissions, transactions_per_turn
 from bot.domain.models import (
     ChatMessage,
     Conversation,
@@ -73,10 +87,9 @@ class _Turns:
 
     async def begin(self) -> int:
         self.count += 1
-        turn = await self.store.begin_turn(
+        start = await self.store.begin_turn(
             NewTurn(
-                conversation_id=self.conversation.id,
-                epoch=0,
+                scope_id=self.conversation.scope_id,
                 source_id=f"{self.conversation.id}-{self.count}",
                 author_id="1100000000000000001",
                 author_name="bench",
@@ -84,7 +97,7 @@ class _Turns:
                 prompt=f"question {self.count}",
             )
         )
-        return turn.id
+        return start.turn.id
 
     async def append(self, turn_id: int) -> None:
         await self.store.complete_turn(turn_id, _reply(self.count), _messages(self.count))
@@ -134,12 +147,47 @@ async def bench_size(store: SqlStore, backend: str, size: int, repeat: int) -> R
     )
 
 
-async def bench_backend(backend: str, url: str, sizes: Sequence[int], repeat: int) -> list[Row]:
+MODEL_PAUSES = {"model 0.5-1.5 s": (0.5, 1.5), "model 0-10 ms (stress)": (0.0, 0.010)}
+
+
+@dataclass(frozen=True, slots=True)
+class Submissions:
+    backend: str
+    mix: str
+    in_flight: int
+    count: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+
+
+async def bench_backend(
+    backend: str, url: str, sizes: Sequence[int], repeat: int, in_flight: int, turns_each: int
+) -> tuple[list[Row], list[Submissions], dict[str, int]]:
     await upgrade(url)
     engine = create_engine(url)
     try:
         store = SqlStore(engine)
-        return [await bench_size(store, backend, size, repeat) for size in sizes]
+        rows = [await bench_size(store, backend, size, repeat) for size in sizes]
+        submissions = []
+        for mix, pause in MODEL_PAUSES.items():
+            times = await in_flight_submissions(
+                store, in_flight=in_flight, turns_each=turns_each, model_seconds=pause
+            )
+            cuts = statistics.quantiles(times, n=100)
+            submissions.append(
+                Submissions(
+                    backend,
+                    mix,
+                    in_flight,
+                    len(times),
+                    statistics.median(times),
+                    cuts[98],
+                    max(times),
+                )
+            )
+        counts = await transactions_per_turn(store)
+        return rows, submissions, counts
     finally:
         await engine.dispose()
 
@@ -158,6 +206,17 @@ async def scratch_postgres(base_url: str) -> AsyncIterator[str]:
                 await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     finally:
         await admin.dispose()
+
+
+@asynccontextmanager
+async def _database(backend: str, base: str | None) -> AsyncIterator[str]:
+    if backend == "sqlite":
+        with tempfile.TemporaryDirectory() as tmp:
+            yield f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"
+        return
+    assert base is not None
+    async with scratch_postgres(base) as url:
+        yield url
 
 
 def render(rows: Sequence[Row]) -> str:
@@ -179,21 +238,37 @@ async def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--postgres", default=os.environ.get(POSTGRES_ENV), metavar="URL")
     parser.add_argument("--sizes", default="10,100,1000", help="history lengths, in turns")
     parser.add_argument("--repeat", type=int, default=50, help="timed calls per measure")
+    parser.add_argument("--in-flight", type=int, default=50, help="turns in flight at once")
+    parser.add_argument("--turns-each", type=int, default=10, help="turns per in-flight task")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
 
     rows: list[Row] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        url = f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"
-        rows += await bench_backend("sqlite", url, sizes, args.repeat)
-    if args.postgres:
-        async with scratch_postgres(args.postgres) as url:
-            rows += await bench_backend("postgresql", url, sizes, args.repeat)
+    submissions: list[Submissions] = []
+    counts: dict[str, dict[str, int]] = {}
+    runs = [("sqlite", None)] + ([("postgresql", args.postgres)] if args.postgres else [])
+    for backend, base in runs:
+        async with _database(backend, base) as url:
+            found, subs, per_turn = await bench_backend(
+                backend, url, sizes, args.repeat, args.in_flight, args.turns_each
+            )
+        rows += found
+        submissions += subs
+        counts[backend] = per_turn
     print(render(rows))
     print(
         f"\nappend = complete_turn storing 2 messages ({args.repeat} timed calls, the history"
         " growing by one turn each); load = history() of the whole epoch."
     )
+    print("\nrecord_submission, call -> committed, with turns in flight doing the normal mix:")
+    for sub in submissions:
+        print(
+            f"  {sub.backend:<11} {sub.mix:<23} {sub.in_flight} in flight, {sub.count} calls: p50"
+            f" {sub.p50_ms:.2f} ms, p99 {sub.p99_ms:.2f} ms, max {sub.max_ms:.2f} ms"
+        )
+    print("\nstore transactions per fast turn (the real service, an instant stub model):")
+    for backend, per_turn in counts.items():
+        print(f"  {backend:<11} " + ", ".join(f"{k}: {v}" for k, v in per_turn.items()))
     if not args.postgres:
         print(f"(PostgreSQL skipped: pass --postgres URL or set {POSTGRES_ENV})")
 

@@ -16,6 +16,7 @@ from bot.domain.models import (
     Incoming,
     JsonValue,
     ModelRequest,
+    RawJson,
     Speaker,
 )
 
@@ -94,8 +95,12 @@ def labelled(prompt: str, author_name: str, speakers: Sequence[Speaker]) -> str:
     return f"[{author_name}]: {prompt}"
 
 
-def estimate_tokens(content: JsonValue) -> int:
-    """A conservative token estimate for one message's content (text plus media parts)."""
+def estimate_tokens(content: JsonValue | RawJson) -> int:
+    """A conservative token estimate for one message's content (text plus media parts).
+    Stored messages carry theirs (computed once, when stored): the hot path never calls
+    this on the history."""
+    if isinstance(content, RawJson):
+        content = json.loads(content.text)
     if isinstance(content, str):
         return len(content) // CHARS_PER_TOKEN + 4
     media = 0
@@ -128,7 +133,7 @@ def trim_history(history: Sequence[HistoryEntry], budget_tokens: int) -> Trimmed
     kept: list[list[HistoryEntry]] = []
     used = 0
     for turn in reversed(turns):
-        cost = sum(estimate_tokens(e.message.content) for e in turn)
+        cost = sum(e.tokens for e in turn)
         if used + cost > budget_tokens:
             break
         kept.append(turn)

@@ -30,11 +30,20 @@ MAX_VIDEOS_PER_TURN = 3
 
 
 @dataclass(frozen=True, slots=True)
+class RawJson:
+    """JSON text exactly as stored: history read from the database is sent on to the model
+    as this text, never decoded and re-encoded on the way."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class ChatMessage:
-    """One message of the model's history. ``content`` is opaque: sent back unchanged."""
+    """One message of the model's history. ``content`` is opaque: sent back unchanged (as
+    ``RawJson`` when it comes from the database)."""
 
     role: str
-    content: JsonValue
+    content: JsonValue | RawJson
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,14 +133,6 @@ class Destination:
 
     channel_id: str
     reply_to: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Speaker:
-    """Someone who has spoken in a conversation."""
-
-    author_id: str
-    author_name: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,20 +241,42 @@ class NewConversation:
 
 @dataclass(frozen=True, slots=True)
 class HistoryEntry:
-    """A stored model message of the current epoch, with the turn it belongs to."""
+    """A stored model message of the current epoch, with the turn it belongs to and its
+    token estimate (computed once, when it was stored)."""
 
     turn_id: int
     position: int
     message: ChatMessage
+    tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class Speaker:
+    """Someone who wrote a user turn of a conversation."""
+
+    author_id: str
+    author_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class TurnContext:
+    """What a turn's request is built from: the epoch's history (oldest first), the settings
+    layers of its thread, channel and server, and the distinct authors of the turns in that
+    history in order of first appearance, followed by the turn's own author if not listed."""
+
+    history: tuple[HistoryEntry, ...]
+    layers: dict[SettingsScope, GenerationSettings]
+    speakers: tuple[Speaker, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class NewTurn:
-    """A user turn about to be sent. ``request`` holds exactly what will be submitted, minus
-    the history, so a restart can submit it again if it never reached fal."""
+    """A user turn about to be sent: what will be submitted, minus the history, so a restart
+    can submit it again if it never reached fal. It joins the conversation bound to
+    ``scope_id``, in that conversation's current epoch. ``image_names``/``video_names`` are
+    the file names of the attachments sent, parallel to the URLs."""
 
-    conversation_id: int
-    epoch: int
+    scope_id: str
     source_id: str
     author_id: str
     author_name: str
@@ -294,3 +317,21 @@ class Turn:
     status_message_id: str | None = None
     image_names: tuple[str, ...] = ()
     video_names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TurnStart:
+    """What ``begin_turn`` stored and read in its one transaction."""
+
+    conversation: Conversation
+    turn: Turn
+    context: TurnContext
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A quota refused a request: the keys that are used up (in the order given) and when
+    the request would be allowed by all of them."""
+
+    keys: tuple[str, ...]
+    retry_at: datetime

@@ -13,16 +13,17 @@ from bot.domain.models import (
     Conversation,
     Destination,
     GenerationSettings,
-    HistoryEntry,
     ModelReply,
     ModelRequest,
     NewConversation,
     NewTurn,
     Progress,
+    Refusal,
     RequestHandle,
     SettingsScope,
-    Speaker,
     Turn,
+    TurnContext,
+    TurnStart,
     TurnState,
 )
 
@@ -58,36 +59,36 @@ class ModelClient(Protocol):
 
 class ConversationStore(Protocol):
     """Conversations and their turns. Every method is one short transaction; failures are
-    raised as ``StorageError``. Ids of Discord objects are strings."""
+    raised as ``StorageError``. Ids of Discord objects are strings. A fast turn costs four:
+    ``begin_turn``, ``record_submission``, ``complete_turn``, ``record_delivery``."""
 
     async def conversation_for_scope(self, scope_id: str) -> Conversation | None:
         """The conversation bound to a thread or DM channel, if any."""
         ...
 
-    async def create_conversation(self, new: NewConversation) -> Conversation:
-        """Bind a new conversation to ``new.scope_id``; when one is already bound (a race),
-        return that one instead."""
-        ...
-
     async def get_conversation(self, conversation_id: int) -> Conversation: ...
 
-    async def turn_context(
+    async def begin_turn(
         self,
-        conversation_id: int,
-        epoch: int,
+        new: NewTurn,
         *,
-        thread_id: str | None,
-        channel_id: str | None,
-        guild_id: str | None,
-    ) -> tuple[list[HistoryEntry], dict[SettingsScope, GenerationSettings]]:
-        """``history`` and ``settings_layers`` together, in one read transaction: what a
-        request is built from."""
+        conversation: NewConversation | None = None,
+        superseding: int | None = None,
+    ) -> TurnStart:
+        """Store a user turn as ``pending`` in the conversation bound to ``new.scope_id``, in
+        its current epoch, and read what its request is built from, in one transaction.
+
+        An unbound scope is bound to a new conversation made from ``conversation`` (when
+        another binds it first, theirs is used); with ``conversation`` None it raises
+        ``StorageError``. Raises ``DuplicateMessage`` when the source message already has a
+        turn of that attempt. ``superseding`` names the turn this one answers again: it is
+        marked superseded in the same transaction."""
         ...
 
-    async def begin_turn(self, new: NewTurn, *, superseding: int | None = None) -> Turn:
-        """Store a user turn as ``pending``. Raises ``DuplicateMessage`` when the source
-        message already has a turn of that attempt. ``superseding`` names the turn this one
-        answers again: it is marked superseded in the same transaction."""
+    async def turn_context(self, turn: Turn) -> TurnContext:
+        """What a stored turn's request is built from (a resumed turn): the history of its
+        epoch without the turn itself, the settings layers of its thread, channel and
+        server, and the speakers. One read transaction."""
         ...
 
     async def stop_turn(self, turn_id: int, by: str) -> bool:
@@ -97,16 +98,21 @@ class ConversationStore(Protocol):
 
     async def get_turn(self, turn_id: int) -> Turn: ...
 
-    async def record_submission(self, turn_id: int, handle: RequestHandle) -> None:
-        """Store fal's request id and URLs; the turn becomes ``submitted``."""
+    async def record_submission(
+        self, turn_id: int, handle: RequestHandle, *, trim_notified_epoch: int | None = None
+    ) -> None:
+        """Store fal's request id and URLs; the turn becomes ``submitted``. With
+        ``trim_notified_epoch``, also remember that the user was told history is trimmed in
+        that epoch. Not kept waiting behind this process's other writes."""
         ...
 
     async def complete_turn(
         self, turn_id: int, reply: ModelReply, new_messages: Sequence[ChatMessage]
     ) -> None:
-        """Store the answer: append ``new_messages`` after the conversation's last stored
-        message (cost independent of the history's length), keep output and reasoning for
-        display, and mark the turn ``completed``, all in one transaction."""
+        """Store the answer: append ``new_messages`` (each as its JSON text, with its token
+        estimate) after the conversation's last stored message (cost independent of the
+        history's length), keep output and reasoning for display, and mark the turn
+        ``completed``, all in one transaction."""
         ...
 
     async def finish_turn(self, turn_id: int, state: TurnState, error: str | None = None) -> None:
@@ -122,10 +128,6 @@ class ConversationStore(Protocol):
         """Start a new epoch: older turns stay stored but are no longer sent. Returns it."""
         ...
 
-    async def mark_trim_notified(self, conversation_id: int, epoch: int) -> None:
-        """Remember that the user was told history is being trimmed in this epoch."""
-        ...
-
     async def latest_turn(self, conversation_id: int) -> Turn | None:
         """The newest turn of the conversation's current epoch that is not superseded."""
         ...
@@ -133,10 +135,6 @@ class ConversationStore(Protocol):
     async def recent_conversations(self, since: datetime) -> list[tuple[Conversation, str | None]]:
         """Conversations active since ``since``, each with the source id of its newest turn
         (where to look for messages that arrived while the bot was down)."""
-        ...
-
-    async def speakers(self, conversation_id: int, epoch: int) -> tuple[Speaker, ...]:
-        """The distinct authors of the epoch's turns in history, in order of first turn."""
         ...
 
 
@@ -185,22 +183,13 @@ class UsageStore(Protocol):
     """Request counters for quotas, shared by every process using the database."""
 
     async def try_consume(
-        self,
-        keys: Sequence[tuple[str, int] | tuple[str, int, int]],
-        *,
-        window_seconds: int | None = None,
-        now: datetime,
-    ) -> datetime | None:
-        """Atomically count one request against every ``(key, limit[, window_seconds])``
-        over the sliding window ending at ``now`` (a key's own window, else
-        ``window_seconds``). When all are under their limit, record the request for each and
-        return ``None``; otherwise record nothing and return the earliest time at which the
+        self, keys: Sequence[tuple[str, int, int]], *, now: datetime
+    ) -> Refusal | None:
+        """Atomically count one request against every ``(key, limit, window_seconds)`` over
+        the sliding window ending at ``now``. When all are under their limit, record the
+        request for each and return ``None``; otherwise record nothing and return a
+        ``Refusal`` naming the keys that are used up and the earliest time at which the
         request would be allowed."""
-        ...
-
-    async def usage_full(self, key: str, limit: int, window_seconds: int, now: datetime) -> bool:
-        """Whether ``key`` has used up ``limit`` in the window ending at ``now`` (read only;
-        tells which quota refused a request)."""
         ...
 
 

@@ -54,16 +54,10 @@ class Quotas:
         ]
         if not active:
             return
-        now = self._now()
         keys = [(key, q.requests, q.window_seconds) for _, key, q in active]
-        retry_at = await self._store.try_consume(keys, now=now)
-        if retry_at is None:
+        refusal = await self._store.try_consume(keys, now=self._now())
+        if refusal is None:
             return
-        scope = "user"
-        for name, key, q in active:
-            # Name the quota that is used up (the server's when both are).
-            if name == "server" and await self._store.usage_full(
-                key, q.requests, q.window_seconds, now
-            ):
-                scope = "server"
-        raise QuotaExceeded(scope, retry_at)
+        # Name the quota that is used up (the server's when both are).
+        used_up = {name for name, key, _ in active if key in refusal.keys}
+        raise QuotaExceeded("server" if "server" in used_up else "user", refusal.retry_at)

@@ -57,8 +57,9 @@ from bot.domain.models import (
     NewTurn,
     RequestHandle,
     SettingsScope,
-    Speaker,
     Turn,
+    TurnContext,
+    TurnStart,
     TurnState,
 )
 from bot.domain.observer import NO_OBSERVER, TurnObserver
@@ -176,6 +177,7 @@ def rejected_media(turn: Turn, error: ModelInputRejected) -> dict[str, set[int]]
 
 def next_attempt(
     turn: Turn,
+    scope_id: str,
     refused: dict[str, set[int]] | None = None,
     problems: Sequence[FieldProblem] = (),
 ) -> NewTurn:
@@ -203,8 +205,7 @@ def next_attempt(
     image_urls, image_names = keep("image_urls", turn.image_urls, turn.image_names)
     video_urls, video_names = keep("video_urls", turn.video_urls, turn.video_names)
     return NewTurn(
-        conversation_id=turn.conversation_id,
-        epoch=turn.epoch,
+        scope_id=scope_id,
         source_id=turn.source_id,
         author_id=turn.author_id,
         author_name=turn.author_name,
@@ -308,9 +309,16 @@ class ConversationService:
         try:
             try:
                 # A message handled twice is refused by begin_turn (unique source id).
-                conversation = await self._conversation_for(incoming)
-                new = await self._new_turn(conversation, incoming)
-                turn = await self._store.begin_turn(new)
+                new = await self._new_turn(incoming)
+                start = await self._store.begin_turn(
+                    new,
+                    conversation=NewConversation(
+                        scope_id=incoming.scope_id,
+                        owner_id=incoming.author_id,
+                        guild_id=incoming.guild_id,
+                        parent_channel_id=incoming.parent_channel_id,
+                    ),
+                )
             except DuplicateMessage:
                 log.info("message %s already answered; ignoring", incoming.source_id)
                 return
@@ -321,13 +329,14 @@ class ConversationService:
                 with contextlib.suppress(DeliveryError):
                     await delivery.fail(None, exc)
                 return
+            self._remember_bound(incoming.scope_id)
             log.info(
                 "turn %s stored for message %s in conversation %s",
-                turn.id,
+                start.turn.id,
                 incoming.source_id,
-                conversation.id,
+                start.conversation.id,
             )
-            await self._answer(conversation, turn, delivery, started)
+            await self._answer(start, delivery, started)
         finally:
             await delivery.close()
 
@@ -345,9 +354,9 @@ class ConversationService:
         try:
             if redo.edited is not None:
                 # An edit: the turn is rebuilt from the edited message.
-                new = await self._new_turn(conversation, redo.edited)
+                new = await self._new_turn(redo.edited)
             else:
-                new = next_attempt(latest)
+                new = next_attempt(latest, redo.scope_id)
             new = replace(
                 new,
                 source_id=latest.source_id,
@@ -356,8 +365,10 @@ class ConversationService:
                 reply_channel_id=latest.reply_channel_id,
                 attempt=latest.attempt + 1,
             )
-            turn = await self._store.begin_turn(new, superseding=latest.id)
-            log.info("turn %s answers turn %s again", turn.id, latest.id)
+            start = await self._store.begin_turn(
+                replace(new, scope_id=redo.scope_id), superseding=latest.id
+            )
+            log.info("turn %s answers turn %s again", start.turn.id, latest.id)
             with contextlib.suppress(DeliveryError):
                 await delivery.supersede(latest)
         except DuplicateMessage:
@@ -372,7 +383,7 @@ class ConversationService:
             await delivery.close()
             return
         try:
-            await self._answer(conversation, turn, delivery, started)
+            await self._answer(start, delivery, started)
         finally:
             await delivery.close()
 
@@ -383,7 +394,8 @@ class ConversationService:
         await delivery.start()
         try:
             started = asyncio.get_running_loop().time()
-            await self._answer(conversation, turn, delivery, started)
+            context = await self._store.turn_context(turn)
+            await self._answer(TurnStart(conversation, turn, context), delivery, started)
         finally:
             await delivery.close()
 
@@ -405,21 +417,7 @@ class ConversationService:
         while len(self._bound) > BOUND_CACHE_SIZE:
             self._bound.popitem(last=False)
 
-    async def _conversation_for(self, incoming: Incoming) -> Conversation:
-        conversation = await self._store.conversation_for_scope(incoming.scope_id)
-        if conversation is None:
-            conversation = await self._store.create_conversation(
-                NewConversation(
-                    scope_id=incoming.scope_id,
-                    owner_id=incoming.author_id,
-                    guild_id=incoming.guild_id,
-                    parent_channel_id=incoming.parent_channel_id,
-                )
-            )
-        self._remember_bound(incoming.scope_id)
-        return conversation
-
-    async def _new_turn(self, conversation: Conversation, incoming: Incoming) -> NewTurn:
+    async def _new_turn(self, incoming: Incoming) -> NewTurn:
         """The turn one message (or burst) becomes: its attachments prepared once, here."""
         media: PreparedMedia = await prepare_media(
             incoming.attachments, self.config.attachments, self._media, self._model
@@ -433,8 +431,7 @@ class ConversationService:
         if not prompt.strip():
             prompt = NO_TEXT_PROMPT if media.image_urls or media.video_urls else EMPTY_PROMPT
         return NewTurn(
-            conversation_id=conversation.id,
-            epoch=conversation.epoch,
+            scope_id=incoming.scope_id,
             source_id=incoming.source_id,
             author_id=incoming.author_id,
             author_name=incoming.author_name,
@@ -447,20 +444,20 @@ class ConversationService:
             video_names=media.video_names,
         )
 
-    async def _answer(
-        self, conversation: Conversation, turn: Turn, delivery: Delivery, started: float
-    ) -> None:
+    async def _answer(self, start: TurnStart, delivery: Delivery, started: float) -> None:
         """Run a stored turn; when fal refuses some of its attachments (and only those), run
         the next attempt without them, naming each in the reply."""
         while True:
-            rejected = await self._run_turn(conversation, turn, delivery, started)
+            turn = start.turn
+            rejected = await self._run_turn(start, delivery, started)
             if rejected is None:
                 return
             refused, error = rejected
             log.info("turn %s: fal refused %s; answering without them", turn.id, refused)
             try:
-                turn = await self._store.begin_turn(
-                    next_attempt(turn, refused, error.problems), superseding=turn.id
+                start = await self._store.begin_turn(
+                    next_attempt(turn, start.conversation.scope_id, refused, error.problems),
+                    superseding=turn.id,
                 )
             except SeedBotError as exc:
                 log.warning(
@@ -472,17 +469,16 @@ class ConversationService:
                 return
 
     async def _run_turn(
-        self, conversation: Conversation, turn: Turn, delivery: Delivery, started: float
+        self, start: TurnStart, delivery: Delivery, started: float
     ) -> tuple[dict[str, set[int]], ModelInputRejected] | None:
         """Submit (if not yet), wait, store and deliver one stored turn. Returns the refused
         attachments when fal refused only some of them (the caller tries again without)."""
+        conversation, turn = start.conversation, start.turn
         active = self._active.setdefault(turn.id, _Active())
         self.observer.turn_started(conversation.id)
         try:
             await delivery.attach(turn)
-            reply, sent_count, warnings = await self._obtain_reply(
-                conversation, turn, delivery, active, started
-            )
+            reply, sent_count, warnings = await self._obtain_reply(start, delivery, active, started)
             if reply is not None:
                 new = new_history_messages(reply.messages, sent_count)
                 try:
@@ -549,14 +545,14 @@ class ConversationService:
 
     async def _obtain_reply(
         self,
-        conversation: Conversation,
-        turn: Turn,
+        start: TurnStart,
         delivery: Delivery,
         active: _Active,
         started: float,
     ) -> tuple[ModelReply | None, int | None, tuple[str, ...]]:
         """The model's reply for a turn (None when it is already stored), how many history
         messages were sent with it (None when unknown), and the warnings to show."""
+        conversation, turn = start.conversation, start.turn
         warnings = list(turn.warnings)
         if turn.state is TurnState.COMPLETED:
             return None, None, tuple(warnings)
@@ -567,15 +563,20 @@ class ConversationService:
             submitted_at: float | None = None
             handle = turn.handle
             if turn.state is TurnState.PENDING or handle is None:
-                built = await self._build(conversation, turn)
-                if built.dropped_turns and conversation.trim_notified_epoch != conversation.epoch:
+                built = self._build(turn, start.context)
+                trim_notified: int | None = None
+                if built.dropped_turns and conversation.trim_notified_epoch != turn.epoch:
                     warnings.append(TRIM_NOTICE)
-                    await self._store.mark_trim_notified(conversation.id, conversation.epoch)
+                    trim_notified = turn.epoch
                 sent_count = len(built.request.messages)
                 submitted_at = loop.time()
                 # Shielded: a shutdown arriving while the request travels to fal must not
                 # lose its id, or the next start would submit it a second time.
-                submitting = asyncio.ensure_future(self._submitter.submit(turn.id, built.request))
+                submitting = asyncio.ensure_future(
+                    self._submitter.submit(
+                        turn.id, built.request, trim_notified_epoch=trim_notified
+                    )
+                )
                 self._critical.add(submitting)
                 submitting.add_done_callback(self._critical.discard)
                 handle = await asyncio.shield(submitting)
@@ -625,26 +626,16 @@ class ConversationService:
         except ModelError as exc:
             log.warning("cancelling request %s failed: %s", handle.request_id, exc)
 
-    async def _build(self, conversation: Conversation, turn: Turn) -> BuiltRequest:
-        history, layers = await self._store.turn_context(
-            conversation.id,
-            turn.epoch,
-            thread_id=conversation.scope_id,
-            channel_id=conversation.parent_channel_id,
-            guild_id=conversation.guild_id,
-        )
-        speakers = list(await self._store.speakers(conversation.id, turn.epoch))
-        if all(s.author_id != turn.author_id for s in speakers):
-            speakers.append(Speaker(turn.author_id, turn.author_name))
+    def _build(self, turn: Turn, context: TurnContext) -> BuiltRequest:
         return build_request(
-            history,
+            context.history,
             prompt=turn.prompt,
             image_urls=turn.image_urls,
             video_urls=turn.video_urls,
-            settings=resolve_settings(layers, self.config.defaults).values,
+            settings=resolve_settings(context.layers, self.config.defaults).values,
             context_budget_tokens=self.config.context_budget_tokens,
             author_name=turn.author_name,
-            speakers=speakers,
+            speakers=context.speakers,
         )
 
     # -- controls --------------------------------------------------------------------------

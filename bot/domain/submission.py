@@ -112,8 +112,11 @@ class Submitter:
         self._journal.compact(keep)
         return restored
 
-    async def submit(self, turn_id: int, request: ModelRequest) -> RequestHandle:
-        """Queue ``request`` for turn ``turn_id`` and store fal's request id; returns it.
+    async def submit(
+        self, turn_id: int, request: ModelRequest, *, trim_notified_epoch: int | None = None
+    ) -> RequestHandle:
+        """Queue ``request`` for turn ``turn_id`` and store fal's request id (and, with
+        ``trim_notified_epoch``, that the trim notice was given) in one write; returns it.
 
         Each unknown fate is answered by one more submit, at most ``MAX_RESUBMISSIONS`` for
         one turn (a turn whose previous run left its submit unanswered has used one)."""
@@ -145,7 +148,9 @@ class Submitter:
             raise
         if journal is not None:
             journal.answered(turn_id, handle)
-        await self._store.record_submission(turn_id, handle)
+        await self._store.record_submission(
+            turn_id, handle, trim_notified_epoch=trim_notified_epoch
+        )
         if journal is not None:
             journal.done(turn_id)
         # Logged once the id is stored, never between fal's answer and the store.

@@ -7,11 +7,11 @@ endpoint's schema).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NotRequired, Required, TypedDict
 
+from bot.domain import jsontext
 from bot.domain.errors import (
     AccountCondition,
     FieldProblem,
@@ -24,16 +24,17 @@ from bot.domain.errors import (
     ModelTimeout,
     ModelUnavailable,
 )
-from bot.domain.models import ChatMessage, JsonValue, ModelReply, ModelRequest
+from bot.domain.models import ChatMessage, JsonValue, ModelReply, ModelRequest, RawJson
 
 # --- payloads ------------------------------------------------------------------------------
 
 
 class WireMessage(TypedDict):
-    """One history message; ``content`` is a string or a list of content parts (opaque)."""
+    """One history message; ``content`` is a string or a list of content parts (opaque;
+    ``RawJson`` is sent as the JSON text it holds)."""
 
     role: str
-    content: JsonValue
+    content: JsonValue | RawJson
 
 
 class SubmitBody(TypedDict, total=False):
@@ -136,19 +137,10 @@ def submit_body(request: ModelRequest) -> SubmitBody:
     return body
 
 
-def _plain(value: object) -> object:
-    # Message content is JsonValue, whose containers may be any Mapping/Sequence (tuples
-    # from a frozen store, mapping proxies); json only knows dict/list/tuple natively.
-    if isinstance(value, Mapping):
-        return dict(value)
-    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
-        return list(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
 def dumps(payload: object) -> bytes:
-    """Compact UTF-8 JSON for a request body."""
-    return json.dumps(payload, default=_plain, separators=(",", ":"), ensure_ascii=False).encode()
+    """Compact UTF-8 JSON for a request body; stored history (``RawJson``) goes in as the
+    text it holds."""
+    return jsontext.dumps(payload)
 
 
 # --- in ------------------------------------------------------------------------------------

@@ -12,6 +12,8 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from bot.domain import jsontext
+
 log = logging.getLogger(__name__)
 
 # Execution option read by the ``begin`` hook: how a SQLite transaction starts.
@@ -21,8 +23,13 @@ SQLITE_BEGIN = "seed_bot_sqlite_begin"
 # writer committed after its snapshot: SQLite fails it at once with "database is locked",
 # busy_timeout notwithstanding. Taking the lock first makes writers queue on busy_timeout.
 WRITE_OPTIONS: dict[str, Any] = {SQLITE_BEGIN: "IMMEDIATE"}
+# No BEGIN statement: the driver begins IMMEDIATE by itself right before the first write
+# statement (INSERT, UPDATE, DELETE), and a read alone runs outside a transaction. For units
+# of work that write first, or read one statement only, this is the same transaction as
+# above minus one statement (three aiosqlite thread hops).
+DRIVER_BEGIN: dict[str, Any] = {SQLITE_BEGIN: "DRIVER"}
 
-_BEGIN_MODES = frozenset({"DEFERRED", "IMMEDIATE", "EXCLUSIVE"})
+_BEGIN_MODES = frozenset({"DEFERRED", "IMMEDIATE", "EXCLUSIVE", "DRIVER"})
 
 DEFAULT_BUSY_TIMEOUT_MS = 5000
 
@@ -33,6 +40,11 @@ DEFAULT_BUSY_TIMEOUT_MS = 5000
 # instead of 9 ms. Our queries are small and cheap to plan, so plan each with its values.
 POSTGRES_SETTINGS = {"plan_cache_mode": "force_custom_plan"}
 POSTGRES_CONNECT_TIMEOUT = 10.0
+
+
+def json_text(value: object) -> str:
+    """The engine's ``json_serializer``: the domain's JSON text (a ``RawJson`` as it is)."""
+    return jsontext.dumps(value).decode()
 
 
 def is_sqlite(url: str) -> bool:
@@ -60,15 +72,18 @@ def create_engine(
     SQLite gets WAL, foreign keys, ``busy_timeout`` and ``synchronous=NORMAL`` on every
     connection, and SQLAlchemy, not the driver, emits BEGIN: deferred for reads, IMMEDIATE on
     engines derived with ``engine.execution_options(**WRITE_OPTIONS)``. The directory of a
-    SQLite file is created when missing. Nothing connects until first use.
+    SQLite file is created when missing. JSON columns are written by ``json_text`` (so a
+    ``RawJson`` is stored as the text it holds). Nothing connects until first use.
     """
     if is_sqlite(url):
         return _sqlite_engine(url, echo=echo, busy_timeout_ms=busy_timeout_ms)
     return create_async_engine(
         url,
         echo=echo,
-        # A PostgreSQL restart would otherwise surface as one failed call per pooled connection.
-        pool_pre_ping=True,
+        json_serializer=json_text,
+        # No pre-ping (a round trip before every unit of work): a connection lost to a
+        # PostgreSQL restart fails its first statement as "connection invalidated", which
+        # invalidates the whole pool and is retried by the store (bot/storage/database.py).
         # asyncpg waits 60 s for a connection by default; fail over to our retries sooner.
         connect_args={"server_settings": POSTGRES_SETTINGS, "timeout": POSTGRES_CONNECT_TIMEOUT},
     )
@@ -78,12 +93,13 @@ def _sqlite_engine(url: str, *, echo: bool, busy_timeout_ms: int) -> AsyncEngine
     path = sqlite_path(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url, echo=echo)
+    engine = create_async_engine(url, echo=echo, json_serializer=json_text)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
-        # Take BEGIN away from the driver (see the begin hook below).
-        dbapi_connection.isolation_level = None
+        # BEGIN is emitted by the begin hook below, except in DRIVER mode, where the driver
+        # emits BEGIN IMMEDIATE before the first write statement.
+        dbapi_connection.isolation_level = "IMMEDIATE"
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
@@ -96,11 +112,13 @@ def _sqlite_engine(url: str, *, echo: bool, busy_timeout_ms: int) -> AsyncEngine
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
         # The driver's own transaction control begins only before DML, so SELECTs would run
-        # outside any transaction and DDL would autocommit; emit BEGIN ourselves instead.
+        # outside any transaction and DDL would autocommit; emit BEGIN ourselves instead
+        # (unless asked to leave it to the driver).
         mode = conn.get_execution_options().get(SQLITE_BEGIN, "DEFERRED")
         if mode not in _BEGIN_MODES:
             raise ValueError(f"unknown SQLite BEGIN mode {mode!r}")
-        conn.exec_driver_sql(f"BEGIN {mode}")
+        if mode != "DRIVER":
+            conn.exec_driver_sql(f"BEGIN {mode}")
 
     return engine
 

@@ -1,24 +1,24 @@
-"""The database schema as typed ORM classes. Nothing here leaves ``bot.storage``: the
-repository converts rows to the domain's frozen dataclasses at its boundary."""
+"""The database schema as SQLAlchemy Core tables: the model the migrations are checked
+against (tests/storage/test_migrations.py). Nothing here leaves ``bot.storage``: rows are
+converted to the domain's frozen dataclasses at its boundary (bot/storage/rows.py)."""
 
 from __future__ import annotations
-
-from datetime import datetime
-from typing import Any
 
 from sqlalchemy import (
     JSON,
     CheckConstraint,
+    Column,
     Double,
     ForeignKey,
     Index,
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     UniqueConstraint,
+    text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from bot.domain.models import SettingsScope, TurnState
 from bot.storage.types import Id, UtcDateTime
@@ -36,125 +36,115 @@ NAMING_CONVENTION = {
 
 TURN_STATES = tuple(s.value for s in TurnState)
 SETTING_SCOPES = tuple(s.value for s in SettingsScope)
+EMPTY_LIST = text("'[]'")
 
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
-class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
-
-
-class ConversationRow(Base):
-    __tablename__ = "conversations"
-
-    id: Mapped[int] = mapped_column(Id, primary_key=True)
-    scope_id: Mapped[str] = mapped_column(Snowflake, unique=True)
-    guild_id: Mapped[str | None] = mapped_column(Snowflake)
-    parent_channel_id: Mapped[str | None] = mapped_column(Snowflake)
-    owner_id: Mapped[str] = mapped_column(Snowflake)
-    epoch: Mapped[int] = mapped_column(Integer)
-    trim_notified_epoch: Mapped[int | None] = mapped_column(Integer)
+conversations = Table(
+    "conversations",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("scope_id", Snowflake, nullable=False, unique=True),
+    Column("guild_id", Snowflake),
+    Column("parent_channel_id", Snowflake),
+    Column("owner_id", Snowflake, nullable=False),
+    Column("epoch", Integer, nullable=False),
+    Column("trim_notified_epoch", Integer),
     # Position of the next stored model message, across epochs. Bumping it with
     # UPDATE … RETURNING hands out positions without reading the history, and the row lock it
     # takes serialises concurrent appends to one conversation.
-    next_position: Mapped[int] = mapped_column(Integer)
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    Column("next_position", Integer, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
     # Start-up looks for messages missed while down in recently active conversations.
-    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    Column("updated_at", UtcDateTime, nullable=False, index=True),
+)
 
-
-class TurnRow(Base):
-    __tablename__ = "turns"
-    __table_args__ = (
-        CheckConstraint(
-            "state IN (" + ", ".join(f"'{s}'" for s in TURN_STATES) + ")", name="state"
-        ),
-        # A Discord message is answered once per attempt: Retry and edit-to-redo make the
-        # next attempt, a duplicate delivery of the same message is refused.
-        UniqueConstraint("source_id", "attempt"),
-    )
-
-    id: Mapped[int] = mapped_column(Id, primary_key=True)
-    conversation_id: Mapped[int] = mapped_column(
-        Id, ForeignKey("conversations.id", ondelete="CASCADE"), index=True
-    )
-    epoch: Mapped[int] = mapped_column(Integer)
+turns = Table(
+    "turns",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column(
+        "conversation_id",
+        Id,
+        ForeignKey("conversations.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("epoch", Integer, nullable=False),
     # Looked up through the (source_id, attempt) unique index.
-    source_id: Mapped[str] = mapped_column(Snowflake)
-    attempt: Mapped[int] = mapped_column(Integer)
-    author_id: Mapped[str] = mapped_column(Snowflake)
-    author_name: Mapped[str] = mapped_column(Text)
-    reply_channel_id: Mapped[str] = mapped_column(Snowflake)
-    prompt: Mapped[str] = mapped_column(Text)
-    image_urls: Mapped[list[str]] = mapped_column(JSON)
-    video_urls: Mapped[list[str]] = mapped_column(JSON)
-    warnings: Mapped[list[str]] = mapped_column(JSON)
-    # The file names behind image_urls / video_urls, index for index (named in errors).
-    image_names: Mapped[list[str]] = mapped_column(JSON, server_default="[]")
-    video_names: Mapped[list[str]] = mapped_column(JSON, server_default="[]")
-    state: Mapped[str] = mapped_column(String(16), index=True)
-    request_id: Mapped[str | None] = mapped_column(String(255))
-    status_url: Mapped[str | None] = mapped_column(Text)
-    response_url: Mapped[str | None] = mapped_column(Text)
-    cancel_url: Mapped[str | None] = mapped_column(Text)
-    output: Mapped[str | None] = mapped_column(Text)
+    Column("source_id", Snowflake, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("author_id", Snowflake, nullable=False),
+    Column("author_name", Text, nullable=False),
+    Column("reply_channel_id", Snowflake, nullable=False),
+    Column("prompt", Text, nullable=False),
+    Column("image_urls", JSON, nullable=False),
+    Column("video_urls", JSON, nullable=False),
+    Column("warnings", JSON, nullable=False),
+    Column("state", String(16), nullable=False, index=True),
+    Column("request_id", String(255)),
+    Column("status_url", Text),
+    Column("response_url", Text),
+    Column("cancel_url", Text),
+    Column("output", Text),
     # Kept for display only; never sent back to the model.
-    reasoning: Mapped[str | None] = mapped_column(Text)
-    error: Mapped[str | None] = mapped_column(Text)
-    reply_message_ids: Mapped[list[str]] = mapped_column(JSON)
+    Column("reasoning", Text),
+    Column("error", Text),
+    Column("reply_message_ids", JSON, nullable=False),
     # The progress message a restart edits instead of posting another.
-    status_message_id: Mapped[str | None] = mapped_column(Snowflake)
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
-    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    Column("status_message_id", Snowflake),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    # The file names of the attachments sent, parallel to image_urls / video_urls.
+    Column("image_names", JSON, nullable=False, server_default=EMPTY_LIST),
+    Column("video_names", JSON, nullable=False, server_default=EMPTY_LIST),
+    CheckConstraint("state IN (" + ", ".join(f"'{s}'" for s in TURN_STATES) + ")", name="state"),
+    # A Discord message is answered once per attempt: Retry and edit-to-redo make the
+    # next attempt, a duplicate delivery of the same message is refused.
+    UniqueConstraint("source_id", "attempt"),
+)
 
+# One model message of the history. ``content`` is plain JSON, not JSONB, on PostgreSQL so
+# that its text comes back exactly as stored (key order included): it is read as text and
+# sent on as such. ``tokens`` is its estimate (the domain's estimate_tokens), computed once.
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column(
+        "conversation_id", Id, ForeignKey("conversations.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("turn_id", Id, ForeignKey("turns.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("epoch", Integer, nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("role", String(32), nullable=False),
+    Column("content", JSON(none_as_null=False), nullable=False),
+    Column("tokens", Integer, nullable=False, server_default=text("0")),
+    # Also the index behind the history read: (conversation, epoch) equality, position order.
+    UniqueConstraint("conversation_id", "epoch", "position"),
+)
 
-class MessageRow(Base):
-    """One message of the model's history. ``content`` is plain JSON, not JSONB, on
-    PostgreSQL so that it comes back exactly as the model sent it (key order included)."""
+settings = Table(
+    "settings",
+    metadata,
+    Column("scope", String(16), primary_key=True),
+    Column("scope_id", Snowflake, primary_key=True),
+    Column("thinking", String(16)),
+    Column("effort", String(16)),
+    Column("system_prompt", Text),
+    Column("max_completion_tokens", Integer),
+    Column("temperature", Double),
+    Column("top_p", Double),
+    Column("updated_at", UtcDateTime, nullable=False),
+    CheckConstraint("scope IN (" + ", ".join(f"'{s}'" for s in SETTING_SCOPES) + ")", name="scope"),
+)
 
-    __tablename__ = "messages"
-    __table_args__ = (
-        # Also the index behind history(): (conversation, epoch) equality, position order.
-        UniqueConstraint("conversation_id", "epoch", "position"),
-    )
-
-    id: Mapped[int] = mapped_column(Id, primary_key=True)
-    conversation_id: Mapped[int] = mapped_column(
-        Id, ForeignKey("conversations.id", ondelete="CASCADE")
-    )
-    turn_id: Mapped[int] = mapped_column(Id, ForeignKey("turns.id", ondelete="CASCADE"), index=True)
-    epoch: Mapped[int] = mapped_column(Integer)
-    position: Mapped[int] = mapped_column(Integer)
-    role: Mapped[str] = mapped_column(String(32))
-    content: Mapped[Any] = mapped_column(JSON(none_as_null=False))
-
-
-class SettingsRow(Base):
-    __tablename__ = "settings"
-    __table_args__ = (
-        CheckConstraint(
-            "scope IN (" + ", ".join(f"'{s}'" for s in SETTING_SCOPES) + ")", name="scope"
-        ),
-    )
-
-    scope: Mapped[str] = mapped_column(String(16), primary_key=True)
-    scope_id: Mapped[str] = mapped_column(Snowflake, primary_key=True)
-    thinking: Mapped[str | None] = mapped_column(String(16))
-    effort: Mapped[str | None] = mapped_column(String(16))
-    system_prompt: Mapped[str | None] = mapped_column(Text)
-    max_completion_tokens: Mapped[int | None] = mapped_column(Integer)
-    temperature: Mapped[float | None] = mapped_column(Double)
-    top_p: Mapped[float | None] = mapped_column(Double)
-    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
-
-
-class UsageEventRow(Base):
-    """One counted request against a quota key (``user:…``, ``guild:…``)."""
-
-    __tablename__ = "usage_events"
-    __table_args__ = (Index("ix_usage_events_key_at", "key", "at"),)
-
-    id: Mapped[int] = mapped_column(Id, primary_key=True)
-    key: Mapped[str] = mapped_column(String(255))
-    at: Mapped[datetime] = mapped_column(UtcDateTime)
-
-
-metadata = Base.metadata
+# One counted request against a quota key (``user:…``, ``guild:…``).
+usage_events = Table(
+    "usage_events",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("key", String(255), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Index("ix_usage_events_key_at", "key", "at"),
+)

@@ -170,8 +170,8 @@ def test_several_speakers_every_user_turn_can_be_attributed() -> None:
 def entries(turns: int, chars: int = 300) -> list[HistoryEntry]:
     out = []
     for t in range(turns):
-        out.append(HistoryEntry(t, 2 * t, ChatMessage("user", "u" * chars)))
-        out.append(HistoryEntry(t, 2 * t + 1, ChatMessage("assistant", "a" * chars)))
+        for i, (role, text) in enumerate((("user", "u" * chars), ("assistant", "a" * chars))):
+            out.append(HistoryEntry(t, 2 * t + i, ChatMessage(role, text), estimate_tokens(text)))
     return out
 
 

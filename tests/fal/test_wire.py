@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from types import MappingProxyType
 from typing import Any
@@ -22,7 +23,7 @@ from bot.domain.errors import (
     ModelTimeout,
     ModelUnavailable,
 )
-from bot.domain.models import ChatMessage, ModelRequest
+from bot.domain.models import ChatMessage, ModelRequest, RawJson
 from bot.fal import FalSettings, app_path, wire
 from bot.fal.http import (
     Response,
@@ -69,6 +70,18 @@ def test_submit_body_leaves_out_unset_fields_and_keeps_content() -> None:
     assert wire.dumps(wire.submit_body(ModelRequest(prompt="p", messages=(frozen,)))) == (
         b'{"prompt":"p","messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}]}'
     )
+
+
+def test_stored_history_is_sent_as_its_json_text() -> None:
+    stored = RawJson('[{"type":"text","text":"ünï \\"q\\""},{"z":1,"a":2}]')
+    request = ModelRequest(prompt="p", messages=(ChatMessage("user", stored),))
+    body = wire.dumps(wire.submit_body(request))
+    assert body == (
+        b'{"prompt":"p","messages":[{"role":"user","content":' + stored.text.encode() + b"}]}"
+    )
+    # Compact UTF-8, keys in their order, as the standard library would write it.
+    decoded = json.loads(body)
+    assert body == json.dumps(decoded, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def test_parse_status_reads_the_status_field() -> None:

@@ -39,11 +39,11 @@ def client(fake_fal: FakeFal, fal_http_session: aiohttp.ClientSession) -> FalCli
 
 
 async def new_turn(store: SqlStore, text: str) -> int:
-    conversation = await store.create_conversation(NewConversation(f"scope-{text}", "u1"))
-    turn = await store.begin_turn(
-        NewTurn(conversation.id, conversation.epoch, f"msg-{text}", "u1", "Ann", "c1", text)
+    start = await store.begin_turn(
+        NewTurn(f"scope-{text}", f"msg-{text}", "u1", "Ann", "c1", text),
+        conversation=NewConversation(f"scope-{text}", "u1"),
     )
-    return turn.id
+    return start.turn.id
 
 
 def journal_at(tmp_path: Path, url: str) -> FileJournal:

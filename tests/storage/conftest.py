@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -21,9 +22,12 @@ from sqlalchemy.pool import NullPool
 from bot.domain.models import (
     ChatMessage,
     Conversation,
+    HistoryEntry,
     ModelReply,
     NewConversation,
     NewTurn,
+    RawJson,
+    Turn,
 )
 from bot.storage import SqlStore, create_engine
 from bot.storage.migrate import upgrade
@@ -115,8 +119,7 @@ async def conversation(store: SqlStore) -> Conversation:
 
 def new_turn(conversation: Conversation, source_id: str, **overrides: Any) -> NewTurn:
     turn = NewTurn(
-        conversation_id=conversation.id,
-        epoch=conversation.epoch,
+        scope_id=conversation.scope_id,
         source_id=source_id,
         author_id="1100000000000000001",
         author_name="Ada",
@@ -147,3 +150,23 @@ def exchange(tag: str) -> list[ChatMessage]:
 def utc(hour: int, minute: int = 0, second: int = 0) -> datetime:
     """A time on one fixed day, for quota windows."""
     return datetime(2026, 1, 2, hour, minute, second, tzinfo=UTC)
+
+
+async def begin(store: SqlStore, new: NewTurn, *, superseding: int | None = None) -> Turn:
+    """Store a turn in an existing conversation; the turn alone."""
+    return (await store.begin_turn(new, superseding=superseding)).turn
+
+
+def decoded(history: list[HistoryEntry]) -> list[ChatMessage]:
+    """The history's messages with their stored JSON text decoded, to compare with what
+    was stored."""
+    out = []
+    for entry in history:
+        content = entry.message.content
+        assert isinstance(content, RawJson), content
+        out.append(ChatMessage(entry.message.role, json.loads(content.text)))
+    return out
+
+
+async def history_messages(store: SqlStore, conversation_id: int, epoch: int) -> list[ChatMessage]:
+    return decoded(await store.history(conversation_id, epoch))

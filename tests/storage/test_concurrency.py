@@ -7,16 +7,16 @@ import asyncio
 import pytest
 
 from bot.domain.errors import DuplicateMessage
-from bot.domain.models import Conversation, NewConversation, RequestHandle, Turn, TurnState
+from bot.domain.models import Conversation, NewConversation, RequestHandle, TurnStart, TurnState
 from bot.storage import SqlStore, create_engine
 
-from .conftest import exchange, new_turn, reply, utc
+from .conftest import begin, decoded, exchange, new_turn, reply, utc
 
 
 async def test_concurrent_appends_to_one_conversation_all_survive_in_order(
     store: SqlStore, other_store: SqlStore, conversation: Conversation
 ) -> None:
-    turns = [await store.begin_turn(new_turn(conversation, str(i))) for i in range(12)]
+    turns = [await begin(store, new_turn(conversation, str(i))) for i in range(12)]
     stores = [store, other_store]
 
     await asyncio.gather(
@@ -34,7 +34,7 @@ async def test_concurrent_appends_to_one_conversation_all_survive_in_order(
     assert sorted(p[0].turn_id for p in pairs) == [t.id for t in turns]
     for first, second in pairs:
         assert first.turn_id == second.turn_id
-        assert [first.message, second.message] == exchange(str(first.turn_id))
+        assert decoded([first, second]) == exchange(str(first.turn_id))
 
 
 async def test_two_tasks_each_appending_turn_after_turn(
@@ -43,7 +43,7 @@ async def test_two_tasks_each_appending_turn_after_turn(
     async def talk(s: SqlStore, who: str) -> list[int]:
         ids = []
         for i in range(8):
-            turn = await s.begin_turn(new_turn(conversation, f"{who}{i}"))
+            turn = await begin(s, new_turn(conversation, f"{who}{i}"))
             await s.complete_turn(turn.id, reply(), exchange(f"{who}{i}"))
             ids.append(turn.id)
         return ids
@@ -66,7 +66,7 @@ async def test_concurrent_quota_checks_never_exceed_the_limit(
     results = await asyncio.gather(
         *(
             stores[i % 2].try_consume(
-                [("user:1", limit), ("guild:1", 100)], window_seconds=3600, now=utc(9, 0, i)
+                [("user:1", limit, 3600), ("guild:1", 100, 3600)], now=utc(9, 0, i)
             )
             for i in range(40)
         )
@@ -74,11 +74,15 @@ async def test_concurrent_quota_checks_never_exceed_the_limit(
     allowed = [r for r in results if r is None]
     assert len(allowed) == limit
     # Every refusal names a time at which the first counted request has left the window.
-    assert all(r is not None and utc(10, 0, 0) <= r <= utc(10, 0, 39) for r in results if r)
+    assert all(
+        r.keys == ("user:1",) and utc(10, 0, 0) <= r.retry_at <= utc(10, 0, 39)
+        for r in results
+        if r is not None
+    )
     # And exactly `limit` requests were recorded against the shared key: one more fits.
-    guild = [("guild:1", limit + 1)]
-    assert await store.try_consume(guild, window_seconds=3600, now=utc(9, 1)) is None
-    assert await store.try_consume(guild, window_seconds=3600, now=utc(9, 1)) is not None
+    guild = [("guild:1", limit + 1, 3600)]
+    assert await store.try_consume(guild, now=utc(9, 1)) is None
+    assert await store.try_consume(guild, now=utc(9, 1)) is not None
 
 
 async def test_racing_duplicate_message_gets_exactly_one_turn(
@@ -91,8 +95,8 @@ async def test_racing_duplicate_message_gets_exactly_one_turn(
         ),
         return_exceptions=True,
     )
-    turns = [r for r in results if isinstance(r, Turn)]
-    refused = [r for r in results if not isinstance(r, Turn)]
+    turns = [r.turn for r in results if isinstance(r, TurnStart)]
+    refused = [r for r in results if not isinstance(r, TurnStart)]
     assert len(turns) == 1
     assert len(refused) == 3
     assert all(isinstance(r, DuplicateMessage) for r in refused)
@@ -104,12 +108,12 @@ async def test_pending_turn_survives_a_restart(migrated_url: str) -> None:
     engine = create_engine(migrated_url)
     store = SqlStore(engine)
     conversation = await store.create_conversation(NewConversation(scope_id="1", owner_id="2"))
-    submitted = await store.begin_turn(new_turn(conversation, "10"))
+    submitted = await begin(store, new_turn(conversation, "10"))
     handle = RequestHandle(
         request_id="r-10", status_url="https://q/s", response_url="https://q/r", cancel_url=None
     )
     await store.record_submission(submitted.id, handle)
-    pending = await store.begin_turn(new_turn(conversation, "11"))
+    pending = await begin(store, new_turn(conversation, "11"))
     await engine.dispose()
 
     engine = create_engine(migrated_url)
@@ -142,11 +146,11 @@ async def test_many_writers_on_separate_engines_are_never_locked_out(
 
         async def work(s: SqlStore, n: int) -> None:
             for i in range(10):
-                turn = await s.begin_turn(new_turn(conversation, f"{n}-{i}"))
+                turn = await begin(s, new_turn(conversation, f"{n}-{i}"))
                 await s.record_submission(turn.id, RequestHandle(request_id=f"r{n}-{i}"))
                 await s.history(conversation.id, 0)
                 await s.complete_turn(turn.id, reply(), exchange(f"{n}-{i}"))
-                await s.try_consume([("user:1", 1000)], window_seconds=60, now=utc(9))
+                await s.try_consume([("user:1", 1000, 60)], now=utc(9))
 
         await asyncio.gather(*(work(s, n) for n, s in enumerate(stores)))
         history = await stores[0].history(conversation.id, 0)

@@ -15,7 +15,7 @@ from bot.domain.models import NewConversation
 from bot.storage import SqlStore, create_engine
 from bot.storage.engine import SQLITE_BEGIN, WRITE_OPTIONS, sqlite_path
 from bot.storage.migrate import upgrade
-from bot.storage.tables import UsageEventRow
+from bot.storage.tables import usage_events
 from bot.storage.types import UtcDateTime
 
 
@@ -82,10 +82,10 @@ async def test_sqlite_reads_run_in_a_transaction(tmp_path: Path) -> None:
     engine = create_engine(url)
     try:
         async with engine.connect() as reader, reader.begin():
-            count = select(func.count()).select_from(UsageEventRow)
+            count = select(func.count()).select_from(usage_events)
             assert await reader.scalar(count) == 0
             async with engine.begin() as writer:
-                await writer.execute(insert(UsageEventRow).values(key="k", at=datetime.now(UTC)))
+                await writer.execute(insert(usage_events).values(key="k", at=datetime.now(UTC)))
             assert await reader.scalar(count) == 0
         async with engine.connect() as reader:
             assert await reader.scalar(count) == 1
@@ -95,8 +95,8 @@ async def test_sqlite_reads_run_in_a_transaction(tmp_path: Path) -> None:
 
 async def _read_then_write(conn: AsyncConnection, key: str) -> None:
     async with conn.begin():
-        await conn.scalar(select(func.count()).select_from(UsageEventRow))
-        await conn.execute(insert(UsageEventRow).values(key=key, at=datetime.now(UTC)))
+        await conn.scalar(select(func.count()).select_from(usage_events))
+        await conn.execute(insert(usage_events).values(key=key, at=datetime.now(UTC)))
 
 
 @pytest.mark.parametrize("mode", ["IMMEDIATE", "DEFERRED"])
@@ -110,23 +110,23 @@ async def test_write_transactions_take_the_lock_up_front(tmp_path: Path, mode: s
     try:
         async with engine.connect() as first, engine.connect() as second:
             tx = await first.begin()
-            await first.scalar(select(func.count()).select_from(UsageEventRow))
+            await first.scalar(select(func.count()).select_from(usage_events))
             other = asyncio.create_task(_read_then_write(second, "second"))
             await asyncio.sleep(0.2)
             if mode == "DEFERRED":
                 assert other.done()
                 with pytest.raises(OperationalError, match="database is locked"):
                     await first.execute(
-                        insert(UsageEventRow).values(key="first", at=datetime.now(UTC))
+                        insert(usage_events).values(key="first", at=datetime.now(UTC))
                     )
                 await tx.rollback()
             else:
                 assert not other.done()
-                await first.execute(insert(UsageEventRow).values(key="first", at=datetime.now(UTC)))
+                await first.execute(insert(usage_events).values(key="first", at=datetime.now(UTC)))
                 await tx.commit()
             await other
         async with engine.connect() as conn:
-            keys = (await conn.scalars(select(UsageEventRow.key))).all()
+            keys = (await conn.scalars(select(usage_events.c.key))).all()
         assert sorted(keys) == (["second"] if mode == "DEFERRED" else ["first", "second"])
     finally:
         await engine.dispose()
@@ -170,15 +170,15 @@ async def test_datetimes_come_back_aware_and_in_utc(engine: AsyncEngine) -> None
     plus_five = timezone(timedelta(hours=5, minutes=30))
     local = datetime(2026, 3, 4, 10, 11, 12, 123456, tzinfo=plus_five)
     async with engine.begin() as conn:
-        await conn.execute(insert(UsageEventRow).values(key="k", at=local))
+        await conn.execute(insert(usage_events).values(key="k", at=local))
     async with engine.connect() as conn:
-        back = await conn.scalar(select(UsageEventRow.at))
+        back = await conn.scalar(select(usage_events.c.at))
         # Comparisons are made in UTC on both backends.
         assert (
             await conn.scalar(
                 select(func.count())
-                .select_from(UsageEventRow)
-                .where(UsageEventRow.at > datetime(2026, 3, 4, 4, 41, 12, tzinfo=UTC))
+                .select_from(usage_events)
+                .where(usage_events.c.at > datetime(2026, 3, 4, 4, 41, 12, tzinfo=UTC))
             )
             == 1
         )

@@ -6,7 +6,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.domain.models import GenerationSettings, SettingsScope
 from bot.storage import SqlStore
-from bot.storage.tables import SettingsRow
+from bot.storage.tables import settings
 
 THREAD, CHANNEL, SERVER = "1200000000000000001", "1000000000000000002", "1000000000000000001"
 
@@ -82,7 +82,7 @@ async def test_clear_unsets_fields_and_an_empty_scope_disappears(
     assert after == GenerationSettings()
     assert await layers(store) == {}
     async with engine.connect() as conn:
-        assert await conn.scalar(select(func.count()).select_from(SettingsRow)) == 0
+        assert await conn.scalar(select(func.count()).select_from(settings)) == 0
 
 
 async def test_no_change_returns_the_current_overrides(store: SqlStore) -> None:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from datetime import UTC
 
 import pytest
@@ -7,19 +9,24 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot.domain.conversation import estimate_tokens
 from bot.domain.errors import DuplicateMessage, StorageError
 from bot.domain.models import (
     ChatMessage,
     Conversation,
+    GenerationSettings,
     JsonValue,
     NewConversation,
+    NewTurn,
+    RawJson,
     RequestHandle,
+    SettingsScope,
     TurnState,
 )
 from bot.storage import SqlStore
-from bot.storage.repository import history_query
+from bot.storage.rows import HISTORY
 
-from .conftest import exchange, new_turn, reply
+from .conftest import begin, decoded, exchange, history_messages, new_turn, reply
 
 HANDLE = RequestHandle(
     request_id="764cabcf-b745-4b3e-ae38-1200304cf45b",
@@ -40,9 +47,12 @@ async def test_begin_turn_round_trips_every_field(
         image_urls=("https://v3.fal.media/a.png", "https://v3.fal.media/b.webp"),
         video_urls=("https://v3.fal.media/c.mp4",),
         warnings=("left out notes.pdf: unsupported type",),
+        image_names=("a.png", "../b.webp"),
+        video_names=("c.mp4",),
     )
 
-    turn = await store.begin_turn(new)
+    start = await store.begin_turn(new)
+    turn = start.turn
 
     assert turn.conversation_id == conversation.id
     assert turn.epoch == 0
@@ -54,6 +64,7 @@ async def test_begin_turn_round_trips_every_field(
     assert turn.image_urls == new.image_urls
     assert turn.video_urls == new.video_urls
     assert turn.warnings == new.warnings
+    assert (turn.image_names, turn.video_names) == (("a.png", "../b.webp"), ("c.mp4",))
     assert turn.state is TurnState.PENDING
     assert turn.handle is None
     assert (turn.output, turn.reasoning, turn.error) == (None, None, None)
@@ -63,19 +74,21 @@ async def test_begin_turn_round_trips_every_field(
     assert await store.get_turn(turn.id) == turn
     assert await store.turn_for_source(new.source_id) == turn
     assert await store.turn_for_source("999") is None
+    assert start.conversation.id == conversation.id
+    assert start.conversation.updated_at == turn.created_at
 
 
 async def test_record_submission_stores_the_handle(
     store: SqlStore, conversation: Conversation
 ) -> None:
-    turn = await store.begin_turn(new_turn(conversation, "1"))
+    turn = await begin(store, new_turn(conversation, "1"))
     await store.record_submission(turn.id, HANDLE)
     stored = await store.get_turn(turn.id)
     assert stored.state is TurnState.SUBMITTED
     assert stored.handle == HANDLE
     assert stored.updated_at >= turn.updated_at
 
-    bare = await store.begin_turn(new_turn(conversation, "2"))
+    bare = await begin(store, new_turn(conversation, "2"))
     await store.record_submission(bare.id, RequestHandle(request_id="only-an-id"))
     assert (await store.get_turn(bare.id)).handle == RequestHandle(request_id="only-an-id")
 
@@ -83,7 +96,7 @@ async def test_record_submission_stores_the_handle(
 async def test_a_stopped_turn_stays_stopped_when_its_submission_lands(
     store: SqlStore, conversation: Conversation
 ) -> None:
-    turn = await store.begin_turn(new_turn(conversation, "1"))
+    turn = await begin(store, new_turn(conversation, "1"))
     await store.finish_turn(turn.id, TurnState.STOPPED)
     await store.record_submission(turn.id, HANDLE)
     stored = await store.get_turn(turn.id)
@@ -94,7 +107,7 @@ async def test_a_stopped_turn_stays_stopped_when_its_submission_lands(
 async def test_complete_turn_appends_messages_and_keeps_output_for_display(
     store: SqlStore, conversation: Conversation
 ) -> None:
-    turn = await store.begin_turn(new_turn(conversation, "1"))
+    turn = await begin(store, new_turn(conversation, "1"))
     await store.record_submission(turn.id, HANDLE)
     messages = exchange("one")
 
@@ -106,10 +119,10 @@ async def test_complete_turn_appends_messages_and_keeps_output_for_display(
     assert stored.reasoning == "because"
     assert stored.handle == HANDLE
     history = await store.history(conversation.id, 0)
-    assert [(e.turn_id, e.position, e.message) for e in history] == [
-        (turn.id, 0, messages[0]),
-        (turn.id, 1, messages[1]),
-    ]
+    assert [(e.turn_id, e.position) for e in history] == [(turn.id, 0), (turn.id, 1)]
+    assert decoded(history) == messages
+    # The token estimates were stored with the messages.
+    assert [e.tokens for e in history] == [estimate_tokens(m.content) for m in messages]
 
 
 async def test_message_content_comes_back_exactly(
@@ -127,54 +140,58 @@ async def test_message_content_comes_back_exactly(
         ChatMessage(role="assistant", content="plain text"),
         ChatMessage(role="tool", content=[]),
     ]
-    turn = await store.begin_turn(new_turn(conversation, "1"))
+    turn = await begin(store, new_turn(conversation, "1"))
     await store.complete_turn(turn.id, reply(), messages)
 
     history = await store.history(conversation.id, 0)
 
-    assert [e.message for e in history] == messages
-    # Key order too: the content is sent back to the model as stored.
+    assert decoded(history) == messages
+    # Read back as the JSON text stored, compact, UTF-8 and in key order: sent on as it is.
     first = history[0].message.content
-    assert isinstance(first, dict)
-    assert isinstance(content, dict)
-    assert list(first) == list(content)
+    assert isinstance(first, RawJson)
+    assert first.text == json.dumps(content, ensure_ascii=False, separators=(",", ":"))
+    assert [e.message.content for e in history[1:]] == [
+        RawJson("null"),
+        RawJson('"plain text"'),
+        RawJson("[]"),
+    ]
 
 
 async def test_history_is_ordered_across_turns(store: SqlStore, conversation: Conversation) -> None:
     expected: list[ChatMessage] = []
     for i in range(5):
-        turn = await store.begin_turn(new_turn(conversation, str(i)))
+        turn = await begin(store, new_turn(conversation, str(i)))
         await store.complete_turn(turn.id, reply(), exchange(str(i)))
         await store.record_delivery(turn.id, [f"90{i}"])
         expected += exchange(str(i))
 
     history = await store.history(conversation.id, 0)
 
-    assert [e.message for e in history] == expected
+    assert decoded(history) == expected
     assert [e.position for e in history] == list(range(10))
 
 
 async def test_history_holds_only_completed_and_delivered_turns(
     store: SqlStore, conversation: Conversation
 ) -> None:
-    delivered = await store.begin_turn(new_turn(conversation, "1"))
+    delivered = await begin(store, new_turn(conversation, "1"))
     await store.complete_turn(delivered.id, reply(), exchange("delivered"))
     await store.record_delivery(delivered.id, ["901", "902"])
 
-    superseded = await store.begin_turn(new_turn(conversation, "2"))
+    superseded = await begin(store, new_turn(conversation, "2"))
     await store.complete_turn(superseded.id, reply(), exchange("superseded"))
     await store.finish_turn(superseded.id, TurnState.SUPERSEDED)
 
-    completed = await store.begin_turn(new_turn(conversation, "3"))
+    completed = await begin(store, new_turn(conversation, "3"))
     await store.complete_turn(completed.id, reply(), exchange("completed"))
 
-    await store.begin_turn(new_turn(conversation, "4"))  # pending
-    failed = await store.begin_turn(new_turn(conversation, "5"))
+    await begin(store, new_turn(conversation, "4"))  # pending
+    failed = await begin(store, new_turn(conversation, "5"))
     await store.finish_turn(failed.id, TurnState.FAILED, "model timed out")
 
     history = await store.history(conversation.id, 0)
 
-    assert [e.message for e in history] == exchange("delivered") + exchange("completed")
+    assert decoded(history) == exchange("delivered") + exchange("completed")
     assert {e.turn_id for e in history} == {delivered.id, completed.id}
 
 
@@ -182,48 +199,48 @@ async def test_history_is_per_conversation_and_epoch(
     store: SqlStore, conversation: Conversation
 ) -> None:
     other = await store.create_conversation(NewConversation(scope_id="2", owner_id="3"))
-    t_other = await store.begin_turn(new_turn(other, "o1"))
+    t_other = await begin(store, new_turn(other, "o1"))
     await store.complete_turn(t_other.id, reply(), exchange("other"))
 
-    t0 = await store.begin_turn(new_turn(conversation, "1"))
+    t0 = await begin(store, new_turn(conversation, "1"))
     await store.complete_turn(t0.id, reply(), exchange("epoch 0"))
-    epoch = await store.reset(conversation.id)
-    t1 = await store.begin_turn(new_turn(conversation, "2", epoch=epoch))
+    assert await store.reset(conversation.id) == 1
+    t1 = await begin(store, new_turn(conversation, "2"))
     await store.complete_turn(t1.id, reply(), exchange("epoch 1"))
 
-    assert [e.message for e in await store.history(conversation.id, 0)] == exchange("epoch 0")
-    assert [e.message for e in await store.history(conversation.id, 1)] == exchange("epoch 1")
-    assert [e.message for e in await store.history(other.id, 0)] == exchange("other")
+    assert await history_messages(store, conversation.id, 0) == exchange("epoch 0")
+    assert await history_messages(store, conversation.id, 1) == exchange("epoch 1")
+    assert await history_messages(store, other.id, 0) == exchange("other")
 
 
 async def test_a_turn_of_an_old_epoch_completing_after_reset_stays_in_its_epoch(
     store: SqlStore, conversation: Conversation
 ) -> None:
-    old = await store.begin_turn(new_turn(conversation, "1"))
+    old = await begin(store, new_turn(conversation, "1"))
     epoch = await store.reset(conversation.id)
-    new = await store.begin_turn(new_turn(conversation, "2", epoch=epoch))
+    new = await begin(store, new_turn(conversation, "2"))
     await store.complete_turn(new.id, reply(), exchange("new"))
     await store.complete_turn(old.id, reply(), exchange("old"))
 
-    assert [e.message for e in await store.history(conversation.id, epoch)] == exchange("new")
-    assert [e.message for e in await store.history(conversation.id, 0)] == exchange("old")
+    assert await history_messages(store, conversation.id, epoch) == exchange("new")
+    assert await history_messages(store, conversation.id, 0) == exchange("old")
 
 
 async def test_complete_turn_refuses_a_finished_or_missing_turn(
     store: SqlStore, conversation: Conversation
 ) -> None:
-    turn = await store.begin_turn(new_turn(conversation, "1"))
+    turn = await begin(store, new_turn(conversation, "1"))
     await store.finish_turn(turn.id, TurnState.STOPPED)
     with pytest.raises(StorageError, match="is stopped"):
         await store.complete_turn(turn.id, reply(), exchange("late"))
     assert await store.history(conversation.id, 0) == []
     assert (await store.get_turn(turn.id)).state is TurnState.STOPPED
 
-    done = await store.begin_turn(new_turn(conversation, "2"))
+    done = await begin(store, new_turn(conversation, "2"))
     await store.complete_turn(done.id, reply(), exchange("once"))
     with pytest.raises(StorageError, match="is completed"):
         await store.complete_turn(done.id, reply(), exchange("twice"))
-    assert [e.message for e in await store.history(conversation.id, 0)] == exchange("once")
+    assert await history_messages(store, conversation.id, 0) == exchange("once")
 
     with pytest.raises(StorageError, match="no turn 4242"):
         await store.complete_turn(4242, reply(), exchange("x"))
@@ -232,14 +249,14 @@ async def test_complete_turn_refuses_a_finished_or_missing_turn(
 async def test_complete_turn_with_no_new_messages(
     store: SqlStore, conversation: Conversation
 ) -> None:
-    turn = await store.begin_turn(new_turn(conversation, "1"))
+    turn = await begin(store, new_turn(conversation, "1"))
     await store.complete_turn(turn.id, reply(""), [])
     assert (await store.get_turn(turn.id)).state is TurnState.COMPLETED
     assert await store.history(conversation.id, 0) == []
 
 
 async def test_record_delivery(store: SqlStore, conversation: Conversation) -> None:
-    turn = await store.begin_turn(new_turn(conversation, "1"))
+    turn = await begin(store, new_turn(conversation, "1"))
     await store.complete_turn(turn.id, reply(), exchange("1"))
     await store.record_delivery(turn.id, ["1400000000000000001", "1400000000000000002"])
     stored = await store.get_turn(turn.id)
@@ -250,7 +267,7 @@ async def test_record_delivery(store: SqlStore, conversation: Conversation) -> N
 async def test_delivering_a_failure_notice_keeps_the_turn_failed(
     store: SqlStore, conversation: Conversation
 ) -> None:
-    turn = await store.begin_turn(new_turn(conversation, "1"))
+    turn = await begin(store, new_turn(conversation, "1"))
     await store.finish_turn(turn.id, TurnState.FAILED, "fal is unavailable (request r-1)")
     await store.record_delivery(turn.id, ["1400000000000000009"])
     stored = await store.get_turn(turn.id)
@@ -260,7 +277,7 @@ async def test_delivering_a_failure_notice_keeps_the_turn_failed(
 
 
 async def test_finish_turn(store: SqlStore, conversation: Conversation) -> None:
-    turn = await store.begin_turn(new_turn(conversation, "1"))
+    turn = await begin(store, new_turn(conversation, "1"))
     await store.finish_turn(turn.id, TurnState.FAILED, "the model refused image 2")
     stored = await store.get_turn(turn.id)
     assert (stored.state, stored.error) == (TurnState.FAILED, "the model refused image 2")
@@ -281,18 +298,18 @@ async def test_unfinished_turns_are_pending_submitted_and_completed_oldest_first
     store: SqlStore, conversation: Conversation
 ) -> None:
     other = await store.create_conversation(NewConversation(scope_id="2", owner_id="3"))
-    pending = await store.begin_turn(new_turn(conversation, "1"))
-    submitted = await store.begin_turn(new_turn(other, "2"))
+    pending = await begin(store, new_turn(conversation, "1"))
+    submitted = await begin(store, new_turn(other, "2"))
     await store.record_submission(submitted.id, HANDLE)
-    completed = await store.begin_turn(new_turn(conversation, "3"))
+    completed = await begin(store, new_turn(conversation, "3"))
     await store.complete_turn(completed.id, reply(), exchange("3"))
-    delivered = await store.begin_turn(new_turn(conversation, "4"))
+    delivered = await begin(store, new_turn(conversation, "4"))
     await store.complete_turn(delivered.id, reply(), exchange("4"))
     await store.record_delivery(delivered.id, ["9"])
     for i, state in enumerate((TurnState.FAILED, TurnState.STOPPED, TurnState.SUPERSEDED)):
-        finished = await store.begin_turn(new_turn(other, f"f{i}"))
+        finished = await begin(store, new_turn(other, f"f{i}"))
         await store.finish_turn(finished.id, state)
-    later_pending = await store.begin_turn(new_turn(other, "5"))
+    later_pending = await begin(store, new_turn(other, "5"))
 
     unfinished = await store.unfinished_turns()
 
@@ -315,7 +332,7 @@ async def test_begin_turn_for_a_missing_conversation_is_not_a_duplicate(
         updated_at=conversation.updated_at,
     )
     with pytest.raises(StorageError) as raised:
-        await store.begin_turn(new_turn(missing, "1"))
+        await begin(store, new_turn(missing, "1"))
     assert not isinstance(raised.value, DuplicateMessage)
     assert await store.turn_for_source("1") is None
 
@@ -323,16 +340,16 @@ async def test_begin_turn_for_a_missing_conversation_is_not_a_duplicate(
 async def test_duplicate_source_is_refused_and_the_first_turn_kept(
     store: SqlStore, conversation: Conversation
 ) -> None:
-    first = await store.begin_turn(new_turn(conversation, "1"))
+    first = await begin(store, new_turn(conversation, "1"))
     with pytest.raises(DuplicateMessage):
-        await store.begin_turn(new_turn(conversation, "1", prompt="a different prompt"))
+        await begin(store, new_turn(conversation, "1", prompt="a different prompt"))
     assert await store.turn_for_source("1") == first
 
 
 async def test_the_schema_accepts_every_turn_state_and_nothing_else(
     engine: AsyncEngine, store: SqlStore, conversation: Conversation
 ) -> None:
-    turn = await store.begin_turn(new_turn(conversation, "1"))
+    turn = await begin(store, new_turn(conversation, "1"))
     for state in TurnState:
         async with engine.begin() as conn:
             await conn.execute(
@@ -348,7 +365,7 @@ async def test_the_schema_accepts_every_turn_state_and_nothing_else(
 
 
 async def test_history_is_one_index_range_scan_without_a_sort(engine: AsyncEngine) -> None:
-    query = history_query(1, 0)
+    query = HISTORY.params(conversation_id=1, epoch=0, exclude=0)
     compiled = str(query.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
     async with engine.connect() as conn:
         if engine.dialect.name == "sqlite":
@@ -368,30 +385,45 @@ async def test_history_is_one_index_range_scan_without_a_sort(engine: AsyncEngin
         assert not any("TEMP B-TREE" in line or "Sort" in line for line in plan), plan
 
 
-async def test_has_other_speakers(store: SqlStore, conversation: Conversation) -> None:
-    ada, bob = "1100000000000000001", "1100000000000000002"
-    assert not await store.has_other_speakers(conversation.id, ada)
-    await store.begin_turn(new_turn(conversation, "1300000000000000101", author_id=ada))
-    assert not await store.has_other_speakers(conversation.id, ada)
-    assert await store.has_other_speakers(conversation.id, bob)
-    await store.begin_turn(new_turn(conversation, "1300000000000000102", author_id=bob))
-    assert await store.has_other_speakers(conversation.id, ada)
+async def test_speakers_are_the_authors_in_history_then_the_new_one(
+    store: SqlStore, conversation: Conversation
+) -> None:
+    ada, bob, cy = "1100000000000000001", "1100000000000000002", "1100000000000000003"
+
+    async def answered(source: str, author: str, name: str) -> list[tuple[str, str]]:
+        start = await store.begin_turn(
+            new_turn(conversation, source, author_id=author, author_name=name)
+        )
+        await store.complete_turn(start.turn.id, reply(), exchange(source))
+        return [(s.author_id, s.author_name) for s in start.context.speakers]
+
+    assert await answered("1", ada, "Ada") == [(ada, "Ada")]
+    assert await answered("2", ada, "Ada L.") == [(ada, "Ada")]
+    assert await answered("3", bob, "Bob") == [(ada, "Ada"), (bob, "Bob")]
+    # A turn not in history (failed) does not count as having spoken.
+    failed = await begin(store, new_turn(conversation, "4", author_id=cy, author_name="Cy"))
+    await store.finish_turn(failed.id, TurnState.FAILED, "no")
+    assert await answered("5", bob, "Bob") == [(ada, "Ada"), (bob, "Bob")]
+    assert await answered("6", ada, "Ada") == [(ada, "Ada"), (bob, "Bob")]
+    # A new epoch starts with no speakers but the new one.
+    await store.reset(conversation.id)
+    assert await answered("7", bob, "Bob") == [(bob, "Bob")]
 
 
 async def test_retry_attempts_share_a_source(store: SqlStore, conversation: Conversation) -> None:
-    first = await store.begin_turn(new_turn(conversation, "1300000000000000201"))
+    first = await begin(store, new_turn(conversation, "1300000000000000201"))
     with pytest.raises(DuplicateMessage):
-        await store.begin_turn(new_turn(conversation, "1300000000000000201"))
-    retry = await store.begin_turn(new_turn(conversation, "1300000000000000201", attempt=1))
+        await begin(store, new_turn(conversation, "1300000000000000201"))
+    retry = await begin(store, new_turn(conversation, "1300000000000000201", attempt=1))
     assert (first.attempt, retry.attempt) == (0, 1)
     latest = await store.turn_for_source("1300000000000000201")
     assert latest is not None and latest.id == retry.id
     with pytest.raises(DuplicateMessage):
-        await store.begin_turn(new_turn(conversation, "1300000000000000201", attempt=1))
+        await begin(store, new_turn(conversation, "1300000000000000201", attempt=1))
 
 
 async def test_status_message_and_reply_parts(store: SqlStore, conversation: Conversation) -> None:
-    turn = await store.begin_turn(new_turn(conversation, "1300000000000000301"))
+    turn = await begin(store, new_turn(conversation, "1300000000000000301"))
     await store.record_status_message(turn.id, "1400000000000000001")
     await store.record_reply_parts(turn.id, ["1400000000000000001", "1400000000000000002"])
     again = await store.get_turn(turn.id)
@@ -404,8 +436,8 @@ async def test_latest_turn_skips_superseded_and_old_epochs(
     store: SqlStore, conversation: Conversation
 ) -> None:
     assert await store.latest_turn(conversation.id) is None
-    a = await store.begin_turn(new_turn(conversation, "1300000000000000401"))
-    b = await store.begin_turn(new_turn(conversation, "1300000000000000402"))
+    a = await begin(store, new_turn(conversation, "1300000000000000401"))
+    b = await begin(store, new_turn(conversation, "1300000000000000402"))
     latest = await store.latest_turn(conversation.id)
     assert latest is not None and latest.id == b.id
     await store.finish_turn(b.id, TurnState.SUPERSEDED)
@@ -423,43 +455,104 @@ async def test_recent_conversations_name_their_newest_turn(
     before = datetime.now(UTC) - timedelta(seconds=5)
     [(found, newest)] = await store.recent_conversations(before)
     assert found.id == conversation.id and newest is None
-    await store.begin_turn(new_turn(conversation, "1300000000000000501"))
-    await store.begin_turn(new_turn(conversation, "1300000000000000502"))
+    await begin(store, new_turn(conversation, "1300000000000000501"))
+    await begin(store, new_turn(conversation, "1300000000000000502"))
     [(_, newest)] = await store.recent_conversations(before)
     assert newest == "1300000000000000502"
     assert await store.recent_conversations(datetime.now(UTC) + timedelta(seconds=5)) == []
 
 
-async def test_turn_context_is_history_and_layers_together(
+async def test_begin_turn_reads_history_layers_and_speakers_in_its_epoch(
     store: SqlStore, conversation: Conversation
 ) -> None:
-    from bot.domain.models import GenerationSettings, SettingsScope
-
-    turn = await store.begin_turn(new_turn(conversation, "1300000000000000601"))
+    first = await begin(store, new_turn(conversation, "1300000000000000601"))
     await store.complete_turn(
-        turn.id, reply(), [ChatMessage("user", "q"), ChatMessage("assistant", "a")]
+        first.id, reply(), [ChatMessage("user", "q"), ChatMessage("assistant", "a")]
     )
-    await store.update_settings(SettingsScope.SERVER, "9", GenerationSettings(top_p=0.5))
-    history, layers = await store.turn_context(
-        conversation.id,
-        conversation.epoch,
-        thread_id=conversation.scope_id,
-        channel_id=None,
-        guild_id="9",
+    await store.update_settings(
+        SettingsScope.SERVER, "1000000000000000001", GenerationSettings(top_p=0.5)
     )
-    assert history == await store.history(conversation.id, conversation.epoch)
-    assert [e.message.content for e in history] == ["q", "a"]
-    assert layers == {SettingsScope.SERVER: GenerationSettings(top_p=0.5)}
+    await store.update_settings(
+        SettingsScope.THREAD, conversation.scope_id, GenerationSettings(effort="low")
+    )
+    await store.update_settings(
+        SettingsScope.THREAD, "elsewhere", GenerationSettings(effort="high")
+    )
+
+    start = await store.begin_turn(new_turn(conversation, "1300000000000000602"))
+
+    assert start.context.history == tuple(await store.history(conversation.id, 0))
+    assert [e.message.content for e in start.context.history] == [RawJson('"q"'), RawJson('"a"')]
+    assert start.context.layers == {
+        SettingsScope.SERVER: GenerationSettings(top_p=0.5),
+        SettingsScope.THREAD: GenerationSettings(effort="low"),
+    }
+    # A resumed turn reads the same, without itself (here: once it is answered).
+    await store.complete_turn(start.turn.id, reply(), exchange("second"))
+    resumed = await store.turn_context(start.turn)
+    assert resumed == start.context
+    assert len(await store.history(conversation.id, 0)) == 4
+
+
+async def test_begin_turn_binds_an_unbound_scope_once(store: SqlStore) -> None:
+    bind = NewConversation(scope_id="77", owner_id="78", guild_id="79", parent_channel_id="80")
+    unbound = NewTurn(
+        scope_id="77",
+        source_id="1",
+        author_id="78",
+        author_name="Ada",
+        reply_channel_id="77",
+        prompt="hi",
+    )
+    with pytest.raises(StorageError, match="no conversation for scope 77"):
+        await store.begin_turn(unbound)
+    assert await store.conversation_for_scope("77") is None
+
+    first = await store.begin_turn(unbound, conversation=bind)
+    assert (first.conversation.scope_id, first.conversation.owner_id) == ("77", "78")
+    assert (first.conversation.guild_id, first.conversation.parent_channel_id) == ("79", "80")
+    assert first.turn.conversation_id == first.conversation.id
+    assert await store.conversation_for_scope("77") == first.conversation
+
+    # Bound already (another message raced it there): the first conversation is kept.
+    again = await store.begin_turn(
+        replace(unbound, source_id="2"), conversation=replace(bind, owner_id="someone else")
+    )
+    assert again.conversation.id == first.conversation.id
+    assert again.conversation.owner_id == "78"
+    assert again.conversation.created_at == first.conversation.created_at
+
+
+async def test_begin_turn_takes_the_epoch_current_when_it_runs(
+    store: SqlStore, conversation: Conversation
+) -> None:
+    await store.reset(conversation.id)
+    start = await store.begin_turn(new_turn(conversation, "1"))
+    assert start.conversation.epoch == start.turn.epoch == 1
+
+
+async def test_record_submission_can_mark_the_trim_notice_given(
+    store: SqlStore, conversation: Conversation
+) -> None:
+    turn = await begin(store, new_turn(conversation, "1"))
+    await store.record_submission(turn.id, HANDLE)
+    assert (await store.get_conversation(conversation.id)).trim_notified_epoch is None
+    other = await begin(store, new_turn(conversation, "2"))
+    await store.record_submission(other.id, HANDLE, trim_notified_epoch=0)
+    assert (await store.get_conversation(conversation.id)).trim_notified_epoch == 0
+    with pytest.raises(StorageError, match="no turn 4242"):
+        await store.record_submission(4242, HANDLE, trim_notified_epoch=1)
+    assert (await store.get_conversation(conversation.id)).trim_notified_epoch == 0
 
 
 async def test_stop_turn_only_stops_a_turn_still_running(
     store: SqlStore, conversation: Conversation
 ) -> None:
-    running = await store.begin_turn(new_turn(conversation, "1300000000000000701"))
+    running = await begin(store, new_turn(conversation, "1300000000000000701"))
     assert await store.stop_turn(running.id, "Ada")
     stopped = await store.get_turn(running.id)
     assert (stopped.state, stopped.error) == (TurnState.STOPPED, "Ada")
-    done = await store.begin_turn(new_turn(conversation, "1300000000000000702"))
+    done = await begin(store, new_turn(conversation, "1300000000000000702"))
     await store.complete_turn(
         done.id, reply(), [ChatMessage("user", "q"), ChatMessage("assistant", "a")]
     )
@@ -470,15 +563,15 @@ async def test_stop_turn_only_stops_a_turn_still_running(
 async def test_a_new_attempt_supersedes_the_old_one_atomically(
     store: SqlStore, conversation: Conversation
 ) -> None:
-    old = await store.begin_turn(new_turn(conversation, "1300000000000000801"))
-    new = await store.begin_turn(
-        new_turn(conversation, "1300000000000000801", attempt=1), superseding=old.id
+    old = await begin(store, new_turn(conversation, "1300000000000000801"))
+    new = await begin(
+        store, new_turn(conversation, "1300000000000000801", attempt=1), superseding=old.id
     )
     assert (await store.get_turn(old.id)).state is TurnState.SUPERSEDED
     assert new.attempt == 1
     # a failing insert (a duplicate attempt) leaves the turn it meant to supersede alone
     with pytest.raises(DuplicateMessage):
-        await store.begin_turn(
-            new_turn(conversation, "1300000000000000801", attempt=1), superseding=new.id
+        await begin(
+            store, new_turn(conversation, "1300000000000000801", attempt=1), superseding=new.id
         )
     assert (await store.get_turn(new.id)).state is TurnState.PENDING

@@ -1,0 +1,576 @@
+"""Conversations and their turns: the SQL ``ConversationStore``. Each method is one
+transaction of plain Core statements on the shared transaction helper."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, case, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bot.domain.conversation import estimate_tokens
+from bot.domain.errors import StorageError
+from bot.domain.models import (
+    ChatMessage,
+    Conversation,
+    HistoryEntry,
+    ModelReply,
+    NewConversation,
+    NewTurn,
+    RawJson,
+    RequestHandle,
+    Speaker,
+    Turn,
+    TurnContext,
+    TurnStart,
+    TurnState,
+)
+from bot.storage.cache import Lru
+from bot.storage.database import Database, now_utc
+from bot.storage.engine import json_text
+from bot.storage.rows import HISTORY, conversation_from, history_from, turn_from
+from bot.storage.settings import load_layers
+from bot.storage.tables import conversations, messages, turns
+
+log = logging.getLogger(__name__)
+
+UNFINISHED_STATES = tuple(s.value for s in TurnState if not s.finished)
+FINAL_STATES = frozenset({TurnState.FAILED, TurnState.STOPPED, TurnState.SUPERSEDED})
+_COMPLETABLE = (TurnState.PENDING.value, TurnState.SUBMITTED.value)
+_FINAL_VALUES = tuple(s.value for s in FINAL_STATES)
+# How the unique (source_id, attempt) index names itself in a refusal: PostgreSQL, SQLite.
+_DUPLICATE_TURN = ("uq_turns_source_id_attempt", "turns.source_id, turns.attempt")
+PLACES_CACHED = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class _Place:
+    """Where a conversation lives: what its settings layers are looked up by."""
+
+    scope_id: str
+    parent_channel_id: str | None
+    guild_id: str | None
+
+
+_TOUCH = (
+    update(conversations)
+    .where(conversations.c.scope_id == bindparam("b_scope"))
+    .values(updated_at=bindparam("b_now"))
+    .returning(*conversations.c)
+)
+_BY_SCOPE = select(conversations).where(conversations.c.scope_id == bindparam("b_scope"))
+_BY_ID = select(conversations).where(conversations.c.id == bindparam("b_id"))
+_TURN = select(turns).where(turns.c.id == bindparam("b_id"))
+_PLACE = select(
+    conversations.c.scope_id, conversations.c.parent_channel_id, conversations.c.guild_id
+).where(conversations.c.id == bindparam("b_id"))
+_INSERT_TURN = insert(turns).returning(turns.c.id)
+_SUPERSEDE = (
+    update(turns)
+    .where(turns.c.id == bindparam("b_id"))
+    .values(state=TurnState.SUPERSEDED.value, updated_at=bindparam("b_now"))
+    .returning(turns.c.id)
+)
+_SUBMITTED = (
+    update(turns)
+    .where(turns.c.id == bindparam("b_id"))
+    .values(
+        request_id=bindparam("b_request_id"),
+        status_url=bindparam("b_status_url"),
+        response_url=bindparam("b_response_url"),
+        cancel_url=bindparam("b_cancel_url"),
+        # A turn stopped while it was being submitted keeps its state (it must not come back
+        # to life) but still records the request, for support and cancellation.
+        state=case(
+            {TurnState.PENDING.value: TurnState.SUBMITTED.value},
+            value=turns.c.state,
+            else_=turns.c.state,
+        ),
+        updated_at=bindparam("b_now"),
+    )
+    .returning(turns.c.conversation_id)
+)
+_TRIM_NOTIFIED = (
+    update(conversations)
+    .where(conversations.c.id == bindparam("b_id"))
+    .values(trim_notified_epoch=bindparam("b_epoch"))
+)
+_COMPLETE = (
+    update(turns)
+    .where(turns.c.id == bindparam("b_id"), turns.c.state.in_(_COMPLETABLE))
+    .values(
+        state=TurnState.COMPLETED.value,
+        output=bindparam("b_output"),
+        reasoning=bindparam("b_reasoning"),
+        request_id=func.coalesce(turns.c.request_id, bindparam("b_request_id")),
+        updated_at=bindparam("b_now"),
+    )
+    .returning(turns.c.conversation_id, turns.c.epoch)
+)
+# Hands out positions without looking at the history; the row lock this UPDATE takes orders
+# concurrent appends to the conversation (PostgreSQL; SQLite has a single writer anyway).
+_TAKE_POSITIONS = (
+    update(conversations)
+    .where(conversations.c.id == bindparam("b_id"))
+    .values(
+        next_position=conversations.c.next_position + bindparam("b_count"),
+        updated_at=bindparam("b_now"),
+    )
+    .returning(conversations.c.next_position)
+)
+_DELIVERED = (
+    update(turns)
+    .where(turns.c.id == bindparam("b_id"))
+    .values(
+        reply_message_ids=bindparam("b_ids", type_=turns.c.reply_message_ids.type),
+        # A failure notice is delivered too, but the turn stays failed (or stopped).
+        state=case(
+            {v: v for v in _FINAL_VALUES},
+            value=turns.c.state,
+            else_=TurnState.DELIVERED.value,
+        ),
+        updated_at=bindparam("b_now"),
+    )
+    .returning(turns.c.id)
+)
+
+
+class SqlConversations:
+    """``ConversationStore`` on the shared transaction helper."""
+
+    def __init__(self, db: Database, *, places_cached: int = PLACES_CACHED) -> None:
+        self._db = db
+        self._insert = pg_insert if db.postgres else sqlite_insert
+        # Conversation id -> its scope, channel and server. Cannot go stale: those columns
+        # are written only by the INSERT that creates the conversation (nothing updates
+        # them, a conversation is never re-bound), so a resumed turn's context needs no
+        # conversation read. Bounded; an evicted entry is read again.
+        self._places: Lru[int, _Place] = Lru(places_cached)
+
+    def _remember(self, conversation: Conversation) -> Conversation:
+        self._places.put(
+            conversation.id,
+            _Place(conversation.scope_id, conversation.parent_channel_id, conversation.guild_id),
+        )
+        return conversation
+
+    # --- conversations ------------------------------------------------------------------
+
+    async def conversation_for_scope(self, scope_id: str) -> Conversation | None:
+        async def op(conn: AsyncConnection) -> Conversation | None:
+            row = (await conn.execute(_BY_SCOPE, {"b_scope": scope_id})).one_or_none()
+            return None if row is None else self._remember(conversation_from(row))
+
+        return await self._db.run("conversation_for_scope", op, write=False, single=True)
+
+    async def create_conversation(self, new: NewConversation) -> Conversation:
+        """Bind a conversation to ``new.scope_id``; when one is bound already, return it."""
+
+        async def op(conn: AsyncConnection) -> Conversation:
+            return await self._bind(conn, new, now_utc())
+
+        return await self._db.run("create_conversation", op, write=True, single=True)
+
+    async def _bind(
+        self, conn: AsyncConnection, new: NewConversation, now: datetime
+    ) -> Conversation:
+        # One statement whether or not the scope is bound: a conflicting (racing or older)
+        # row wins and only has its updated_at touched.
+        stmt = self._insert(conversations).values(
+            scope_id=new.scope_id,
+            guild_id=new.guild_id,
+            parent_channel_id=new.parent_channel_id,
+            owner_id=new.owner_id,
+            epoch=0,
+            trim_notified_epoch=None,
+            next_position=0,
+            created_at=now,
+            updated_at=now,
+        )
+        upsert = stmt.on_conflict_do_update(
+            index_elements=[conversations.c.scope_id], set_={"updated_at": now}
+        ).returning(*conversations.c)
+        row = (await conn.execute(upsert)).one()
+        return self._remember(conversation_from(row))
+
+    async def get_conversation(self, conversation_id: int) -> Conversation:
+        async def op(conn: AsyncConnection) -> Conversation:
+            row = (await conn.execute(_BY_ID, {"b_id": conversation_id})).one_or_none()
+            if row is None:
+                raise StorageError(f"no conversation {conversation_id}")
+            return self._remember(conversation_from(row))
+
+        return await self._db.run("get_conversation", op, write=False, single=True)
+
+    async def reset(self, conversation_id: int) -> int:
+        async def op(conn: AsyncConnection) -> int:
+            epoch = await conn.scalar(
+                update(conversations)
+                .where(conversations.c.id == conversation_id)
+                .values(epoch=conversations.c.epoch + 1, updated_at=now_utc())
+                .returning(conversations.c.epoch)
+            )
+            if epoch is None:
+                raise StorageError(f"no conversation {conversation_id}")
+            return int(epoch)
+
+        return await self._db.run("reset", op, write=True, single=True)
+
+    async def recent_conversations(self, since: datetime) -> list[tuple[Conversation, str | None]]:
+        newest = (
+            select(turns.c.source_id)
+            .where(turns.c.conversation_id == conversations.c.id)
+            .order_by(turns.c.id.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+
+        async def op(conn: AsyncConnection) -> list[tuple[Conversation, str | None]]:
+            rows = await conn.execute(
+                select(conversations, newest.label("newest_source"))
+                .where(conversations.c.updated_at >= since)
+                .order_by(conversations.c.updated_at)
+            )
+            return [(self._remember(conversation_from(row)), row.newest_source) for row in rows]
+
+        return await self._db.run("recent_conversations", op, write=False, single=True)
+
+    # --- a turn's start and context -----------------------------------------------------
+
+    async def begin_turn(
+        self,
+        new: NewTurn,
+        *,
+        conversation: NewConversation | None = None,
+        superseding: int | None = None,
+    ) -> TurnStart:
+        if conversation is not None and conversation.scope_id != new.scope_id:
+            raise ValueError(
+                f"conversation for scope {conversation.scope_id} given for a turn in {new.scope_id}"
+            )
+
+        async def op(conn: AsyncConnection) -> TurnStart:
+            now = now_utc()
+            # The conversation's row as of now (its current epoch: a /reset that committed
+            # first is seen, one that comes later waits for this transaction).
+            if conversation is not None:
+                bound = await self._bind(conn, conversation, now)
+            else:
+                row = (
+                    await conn.execute(_TOUCH, {"b_scope": new.scope_id, "b_now": now})
+                ).one_or_none()
+                if row is None:
+                    raise StorageError(f"no conversation for scope {new.scope_id}")
+                bound = self._remember(conversation_from(row))
+            # Retry / edit: the old attempt leaves the history in the same transaction the
+            # new one is stored in, so a failure leaves both as they were.
+            if (
+                superseding is not None
+                and (await conn.execute(_SUPERSEDE, {"b_id": superseding, "b_now": now})).first()
+                is None
+            ):
+                raise StorageError(f"no turn {superseding}")
+            turn = Turn(
+                id=0,
+                conversation_id=bound.id,
+                epoch=bound.epoch,
+                source_id=new.source_id,
+                author_id=new.author_id,
+                author_name=new.author_name,
+                reply_channel_id=new.reply_channel_id,
+                prompt=new.prompt,
+                image_urls=new.image_urls,
+                video_urls=new.video_urls,
+                warnings=new.warnings,
+                state=TurnState.PENDING,
+                handle=None,
+                output=None,
+                reasoning=None,
+                error=None,
+                reply_message_ids=(),
+                created_at=now,
+                updated_at=now,
+                attempt=new.attempt,
+                status_message_id=None,
+                image_names=new.image_names,
+                video_names=new.video_names,
+            )
+            turn_id = await conn.scalar(_INSERT_TURN, _turn_values(turn))
+            assert turn_id is not None
+            turn = replace(turn, id=int(turn_id))
+            context = await self._context(
+                conn, turn, _Place(bound.scope_id, bound.parent_channel_id, bound.guild_id)
+            )
+            return TurnStart(bound, turn, context)
+
+        return await self._db.run("begin_turn", op, write=True, duplicate=_DUPLICATE_TURN)
+
+    async def history(self, conversation_id: int, epoch: int) -> list[HistoryEntry]:
+        """The stored history of one epoch (tests and benches; the service gets it with
+        begin_turn or turn_context)."""
+
+        async def op(conn: AsyncConnection) -> list[HistoryEntry]:
+            rows = await conn.execute(
+                HISTORY, {"conversation_id": conversation_id, "epoch": epoch, "exclude": 0}
+            )
+            return list(history_from(rows.all(), None)[0])
+
+        return await self._db.run("history", op, write=False, single=True)
+
+    async def turn_context(self, turn: Turn) -> TurnContext:
+        place = self._places.get(turn.conversation_id)
+
+        async def op(conn: AsyncConnection) -> TurnContext:
+            where = place
+            if where is None:
+                row = (await conn.execute(_PLACE, {"b_id": turn.conversation_id})).one_or_none()
+                if row is None:
+                    raise StorageError(f"no conversation {turn.conversation_id}")
+                where = _Place(row.scope_id, row.parent_channel_id, row.guild_id)
+                self._places.put(turn.conversation_id, where)
+            return await self._context(conn, turn, where)
+
+        return await self._db.run("turn_context", op, write=False)
+
+    @staticmethod
+    async def _context(conn: AsyncConnection, turn: Turn, place: _Place) -> TurnContext:
+        rows = await conn.execute(
+            HISTORY,
+            {"conversation_id": turn.conversation_id, "epoch": turn.epoch, "exclude": turn.id},
+        )
+        history, speakers = history_from(rows.all(), Speaker(turn.author_id, turn.author_name))
+        layers = await load_layers(
+            conn,
+            thread_id=place.scope_id,
+            channel_id=place.parent_channel_id,
+            guild_id=place.guild_id,
+        )
+        return TurnContext(history, layers, speakers)
+
+    # --- a turn's steps -----------------------------------------------------------------
+
+    async def record_submission(
+        self, turn_id: int, handle: RequestHandle, *, trim_notified_epoch: int | None = None
+    ) -> None:
+        async def op(conn: AsyncConnection) -> None:
+            conversation_id = await conn.scalar(
+                _SUBMITTED,
+                {
+                    "b_id": turn_id,
+                    "b_request_id": handle.request_id,
+                    "b_status_url": handle.status_url,
+                    "b_response_url": handle.response_url,
+                    "b_cancel_url": handle.cancel_url,
+                    "b_now": now_utc(),
+                },
+            )
+            if conversation_id is None:
+                raise StorageError(f"no turn {turn_id}")
+            if trim_notified_epoch is not None:
+                await conn.execute(
+                    _TRIM_NOTIFIED, {"b_id": conversation_id, "b_epoch": trim_notified_epoch}
+                )
+
+        # fal's request id: the one write a restart cannot do without (it would submit the
+        # turn again), so it goes before every other waiting write of this process.
+        await self._db.run(
+            "record_submission",
+            op,
+            write=True,
+            priority=True,
+            single=trim_notified_epoch is None,
+        )
+
+    async def complete_turn(
+        self, turn_id: int, reply: ModelReply, new_messages: Sequence[ChatMessage]
+    ) -> None:
+        # Each message becomes its JSON text once, here, with its token estimate.
+        stored = [
+            (m.role, RawJson(json_text(m.content)), estimate_tokens(m.content))
+            for m in new_messages
+        ]
+
+        async def op(conn: AsyncConnection) -> None:
+            now = now_utc()
+            done = (
+                await conn.execute(
+                    _COMPLETE,
+                    {
+                        "b_id": turn_id,
+                        "b_output": reply.output,
+                        "b_reasoning": reply.reasoning,
+                        "b_request_id": reply.request_id,
+                        "b_now": now,
+                    },
+                )
+            ).one_or_none()
+            if done is None:
+                state = await conn.scalar(select(turns.c.state).where(turns.c.id == turn_id))
+                if state is None:
+                    raise StorageError(f"no turn {turn_id}")
+                raise StorageError(f"turn {turn_id} is {state}: its answer is not stored")
+            conversation_id, epoch = done
+            end = await conn.scalar(
+                _TAKE_POSITIONS, {"b_id": conversation_id, "b_count": len(stored), "b_now": now}
+            )
+            if end is None:
+                raise StorageError(f"no conversation {conversation_id}")
+            if stored:
+                start = end - len(stored)
+                await conn.execute(
+                    insert(messages),
+                    [
+                        {
+                            "conversation_id": conversation_id,
+                            "turn_id": turn_id,
+                            "epoch": epoch,
+                            "position": start + i,
+                            "role": role,
+                            "content": content,
+                            "tokens": tokens,
+                        }
+                        for i, (role, content, tokens) in enumerate(stored)
+                    ],
+                )
+
+        await self._db.run("complete_turn", op, write=True)
+
+    async def record_delivery(self, turn_id: int, message_ids: Sequence[str]) -> None:
+        async def op(conn: AsyncConnection) -> None:
+            result = await conn.execute(
+                _DELIVERED, {"b_id": turn_id, "b_ids": list(message_ids), "b_now": now_utc()}
+            )
+            if result.first() is None:
+                raise StorageError(f"no turn {turn_id}")
+
+        await self._db.run("record_delivery", op, write=True, single=True)
+
+    async def finish_turn(self, turn_id: int, state: TurnState, error: str | None = None) -> None:
+        if state not in FINAL_STATES:
+            raise ValueError(f"finish_turn takes failed, stopped or superseded, not {state}")
+        await self._update_turn(
+            "finish_turn", turn_id, {"state": state.value, "error": error, "updated_at": now_utc()}
+        )
+
+    async def stop_turn(self, turn_id: int, by: str) -> bool:
+        async def op(conn: AsyncConnection) -> bool:
+            # Conditional: a turn whose answer was stored meanwhile is not stopped.
+            result = await conn.execute(
+                update(turns)
+                .where(turns.c.id == turn_id, turns.c.state.in_(_COMPLETABLE))
+                .values(state=TurnState.STOPPED.value, error=by, updated_at=now_utc())
+                .returning(turns.c.id)
+            )
+            return result.first() is not None
+
+        return await self._db.run("stop_turn", op, write=True, single=True)
+
+    async def record_status_message(self, turn_id: int, message_id: str) -> None:
+        await self._update_turn("record_status_message", turn_id, {"status_message_id": message_id})
+
+    async def record_reply_parts(self, turn_id: int, message_ids: Sequence[str]) -> None:
+        await self._update_turn(
+            "record_reply_parts", turn_id, {"reply_message_ids": list(message_ids)}
+        )
+
+    async def _update_turn(self, what: str, turn_id: int, values: dict[str, Any]) -> None:
+        async def op(conn: AsyncConnection) -> None:
+            result = await conn.execute(
+                update(turns).where(turns.c.id == turn_id).values(values).returning(turns.c.id)
+            )
+            if result.first() is None:
+                raise StorageError(f"no turn {turn_id}")
+
+        await self._db.run(what, op, write=True, single=True)
+
+    # --- reading turns ------------------------------------------------------------------
+
+    async def get_turn(self, turn_id: int) -> Turn:
+        async def op(conn: AsyncConnection) -> Turn:
+            row = (await conn.execute(_TURN, {"b_id": turn_id})).one_or_none()
+            if row is None:
+                raise StorageError(f"no turn {turn_id}")
+            return turn_from(row)
+
+        return await self._db.run("get_turn", op, write=False, single=True)
+
+    async def latest_turn(self, conversation_id: int) -> Turn | None:
+        epoch = select(conversations.c.epoch).where(conversations.c.id == conversation_id)
+
+        async def op(conn: AsyncConnection) -> Turn | None:
+            row = (
+                await conn.execute(
+                    select(turns)
+                    .where(
+                        turns.c.conversation_id == conversation_id,
+                        turns.c.epoch == epoch.scalar_subquery(),
+                        turns.c.state != TurnState.SUPERSEDED.value,
+                    )
+                    .order_by(turns.c.id.desc())
+                    .limit(1)
+                )
+            ).one_or_none()
+            return None if row is None else turn_from(row)
+
+        return await self._db.run("latest_turn", op, write=False, single=True)
+
+    async def turn_for_source(self, source_id: str) -> Turn | None:
+        """The newest attempt's turn for a Discord message (not in the Protocol: tests)."""
+
+        async def op(conn: AsyncConnection) -> Turn | None:
+            row = (
+                await conn.execute(
+                    select(turns)
+                    .where(turns.c.source_id == source_id)
+                    .order_by(turns.c.attempt.desc())
+                    .limit(1)
+                )
+            ).one_or_none()
+            return None if row is None else turn_from(row)
+
+        return await self._db.run("turn_for_source", op, write=False, single=True)
+
+    async def unfinished_turns(self) -> list[Turn]:
+        async def op(conn: AsyncConnection) -> list[Turn]:
+            rows = await conn.execute(
+                select(turns).where(turns.c.state.in_(UNFINISHED_STATES)).order_by(turns.c.id)
+            )
+            return [turn_from(row) for row in rows]
+
+        return await self._db.run("unfinished_turns", op, write=False, single=True)
+
+
+def _turn_values(turn: Turn) -> dict[str, Any]:
+    return {
+        "conversation_id": turn.conversation_id,
+        "epoch": turn.epoch,
+        "source_id": turn.source_id,
+        "attempt": turn.attempt,
+        "author_id": turn.author_id,
+        "author_name": turn.author_name,
+        "reply_channel_id": turn.reply_channel_id,
+        "prompt": turn.prompt,
+        "image_urls": list(turn.image_urls),
+        "video_urls": list(turn.video_urls),
+        "warnings": list(turn.warnings),
+        "image_names": list(turn.image_names),
+        "video_names": list(turn.video_names),
+        "state": turn.state.value,
+        "request_id": None,
+        "status_url": None,
+        "response_url": None,
+        "cancel_url": None,
+        "output": None,
+        "reasoning": None,
+        "error": None,
+        "reply_message_ids": [],
+        "status_message_id": None,
+        "created_at": turn.created_at,
+        "updated_at": turn.updated_at,
+    }
