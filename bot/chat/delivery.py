@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 
 # discord.py retries 500/502/504 itself; 503 and a 5xx after its retries get a few more.
 SEND_ATTEMPTS = 3
+# Progress edits of the status message: at most one per this many seconds (the latest text
+# wins), so a request moving through the queue does not flood Discord or flicker.
+STATUS_EDIT_INTERVAL = 1.5
 ViewFor = Callable[[int], discord.ui.View]
 T = TypeVar("T")
 
@@ -70,9 +73,11 @@ def why_refused(exc: discord.HTTPException, thread: discord.Thread | None) -> st
 class ChannelDelivery:
     """``Delivery`` for one turn in one channel (a thread or a DM).
 
-    Shows typing while the model works; a status message (with a Stop button once the turn
-    is stored) when the request waits in fal's queue or has run for ``status_delay``
-    seconds; edits that status message into the first part of the answer. ``reply_to`` is
+    Shows typing while the model works. Only when the answer takes longer than
+    ``status_delay`` seconds (queued or running) does a status message appear (with a Stop
+    button once the turn is stored); fal's progress then edits it, at most once per
+    ``STATUS_EDIT_INTERVAL``, and it becomes the first part of the answer. A fast answer is
+    one message. ``reply_to`` is
     the user's message the answer replies to. A resumed turn adopts its stored status
     message and skips the reply parts already posted. What is posted is recorded through
     ``recorder`` as it goes. When the thread refuses the answer (locked, archived, access
@@ -103,6 +108,8 @@ class ChannelDelivery:
         self._status_lock = asyncio.Lock()
         self._done = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._last_edit = -STATUS_EDIT_INTERVAL
+        self._edit_pending: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -128,6 +135,9 @@ class ChannelDelivery:
 
     async def close(self) -> None:
         self._done.set()
+        if self._edit_pending is not None:
+            self._tasks.append(self._edit_pending)
+            self._edit_pending = None
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -152,13 +162,29 @@ class ChannelDelivery:
     # -- Delivery port -----------------------------------------------------------------------
 
     async def progress(self, progress: Progress) -> None:
+        """Note fal's progress; shown only once a status message is (see the class)."""
         if progress.state == "queued":
             self._status_text = texts.status_queued(progress.queue_position)
-            await self._show_status(self._status_text)
         else:
             self._status_text = texts.status_running()
-            if self._status is not None:
-                await self._show_status(self._status_text)
+        if self._status is not None and not self._done.is_set():
+            self._edit_soon()
+
+    def _edit_soon(self) -> None:
+        """Edit the status message to the latest text now, or once the interval since the
+        last edit has passed (one edit pending at a time, carrying the newest text)."""
+        if self._edit_pending is not None and not self._edit_pending.done():
+            return
+        loop = asyncio.get_running_loop()
+        wait = self._last_edit + STATUS_EDIT_INTERVAL - loop.time()
+        self._edit_pending = asyncio.create_task(self._edit_after(max(0.0, wait)))
+
+    async def _edit_after(self, delay: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._done.wait()
+            return  # the answer is here: it replaces the status anyway
+        await self._show_status(self._status_text)
 
     async def deliver(self, turn: Turn, reply: ModelReply, warnings: Sequence[str]) -> list[str]:
         rendered = texts.compose_reply(reply.output, reply.reasoning, warnings)
@@ -215,6 +241,7 @@ class ChannelDelivery:
                         # restart that lost its id gets it back instead of a second message.
                         kwargs["nonce"] = part_nonce(self._turn, 0)
                     self._status = await self._channel.send(text, **kwargs)
+                    self._last_edit = asyncio.get_running_loop().time()
                 except discord.HTTPException as exc:
                     log.warning("status message failed: %s", exc)
                     return
@@ -227,6 +254,7 @@ class ChannelDelivery:
 
     async def _edit_status(self, text: str) -> None:
         assert self._status is not None
+        self._last_edit = asyncio.get_running_loop().time()
         kwargs: dict[str, Any] = {"content": text}
         if (view := self._status_view()) is not None:
             kwargs["view"] = view

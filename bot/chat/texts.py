@@ -187,24 +187,26 @@ def compose_reply(
     warnings: Sequence[str],
     limit: int = DISCORD_MESSAGE_LIMIT,
 ) -> RenderedReply:
-    """Everything the bot posts for one model reply.
+    """Everything the bot posts for one model reply, in as few messages as fit.
 
-    The reasoning comes first as a message of its own (spoiler, or pointer line with
-    ``reasoning.md`` among ``files``), then the answer split by :func:`split_message`
-    (:data:`EMPTY_ANSWER` when blank), then the warning line: after a blank line at the end of
-    the last message when it fits, else as one more message. Every message is at most
-    ``limit`` characters and not blank.
+    The reasoning comes first (spoiler, or pointer line with ``reasoning.md`` among
+    ``files``), then the answer split by :func:`split_message` (:data:`EMPTY_ANSWER` when
+    blank), then the warning line. The reasoning shares the answer's first message, and the
+    warning line its last (after a blank line), when they fit; otherwise each is a message of
+    its own. Every message is at most ``limit`` characters and not blank.
     """
     if limit < MIN_REPLY_LIMIT:
         raise ValueError(f"limit must be at least {MIN_REPLY_LIMIT}, got {limit}")
-    messages: list[str] = []
     files: list[RenderedFile] = []
+    messages = split_message(answer, limit) or [EMPTY_ANSWER]
     rendered = render_reasoning(reasoning, spoiler_limit=limit) if reasoning else None
     if rendered is not None:
-        messages.append(rendered.content)
         if rendered.file is not None:
             files.append(rendered.file)
-    messages.extend(split_message(answer, limit) or [EMPTY_ANSWER])
+        if len(rendered.content) + 2 + len(messages[0]) <= limit:
+            messages[0] = f"{rendered.content}\n\n{messages[0]}"
+        else:
+            messages.insert(0, rendered.content)
     warning = warning_line(warnings, max_length=min(WARNING_LINE_LIMIT, limit))
     if warning is not None:
         if len(messages[-1]) + 2 + len(warning) <= limit:

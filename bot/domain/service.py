@@ -526,6 +526,12 @@ class ConversationService:
             await self._report_failure(turn, delivery, exc)
             return None
         except SeedBotError as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # Raised by a store call the shutdown cut short: not the turn's failure. It
+                # stays unfinished for the next start.
+                log.info("turn %s interrupted (%s); it stays unfinished", turn.id, exc)
+                raise asyncio.CancelledError from exc
             await self._report_failure(turn, delivery, exc)
             return None
         finally:

@@ -85,8 +85,9 @@ class Harness:
     async def answer_in(
         self, thread: FakeChannel | int, *, since: int, contains: str | None = None
     ) -> FakeMessage:
-        """The first message the bot posts in ``thread`` after ``since``."""
-        return await self.fake.wait_for_message(thread, contains=contains, since=since, timeout=10)
+        """The first message the bot posts (or edits its status message into) in ``thread``
+        after ``since``."""
+        return await self.fake.wait_for_post(thread, contains=contains, since=since, timeout=10)
 
     async def start_thread(
         self, author: FakeUser, text: str, **kwargs: Any

@@ -29,8 +29,8 @@ async def converse(h: Harness, author: FakeUser, text: str) -> tuple[FakeChannel
 async def say(h: Harness, author: FakeUser, thread: FakeChannel, text: str) -> FakeMessage:
     since = h.fake.mark()
     await h.fake.send_message(author, thread, text)
-    return await h.fake.wait_for_message(
-        thread, lambda m: m.content.startswith("echo:"), contains=text, since=since, timeout=10
+    return await h.fake.wait_for_post(
+        thread, lambda m: "echo:" in m.content, contains=text, since=since, timeout=10
     )
 
 
@@ -85,7 +85,7 @@ async def test_a_denied_user_cannot_stop_through_the_button(harness: Harness) ->
     response = await pressed.wait_response()
     assert response.data is not None and "not allowed to use this bot" in response.data["content"]
     h.fal.unhold()
-    await h.fake.wait_for_message(thread, contains="echo: keep going", since=since)
+    await h.fake.wait_for_post(thread, contains="echo: keep going", since=since)
 
 
 async def test_retry_through_the_button_counts_against_the_quota(

@@ -558,19 +558,23 @@ def test_compose_empty_answer_gets_placeholder() -> None:
     assert reply.files == ()
 
 
-def test_compose_order_reasoning_answer_warning() -> None:
+def test_compose_order_reasoning_answer_warning_in_one_message_when_they_fit() -> None:
     reply = compose_reply("The answer.", "Because.", ["Left out a.exe."])
     assert reply.messages == (
-        f"{REASONING_HEADING}\n||Because.||",
-        "The answer.\n\n⚠️ Left out a.exe.",
+        f"{REASONING_HEADING}\n||Because.||\n\nThe answer.\n\n⚠️ Left out a.exe.",
     )
     assert reply.files == ()
 
 
+def test_compose_reasoning_gets_its_own_message_when_the_answer_does_not_fit_beside_it() -> None:
+    reply = compose_reply("a" * 1990, "Because.", [])
+    assert reply.messages == (f"{REASONING_HEADING}\n||Because.||", "a" * 1990)
+
+
 def test_compose_reasoning_file_goes_with_first_message() -> None:
     reply = compose_reply("ok", "```\ncode\n```", [])
-    assert len(reply.messages) == 2
-    assert REASONING_FILENAME in reply.messages[0]
+    assert len(reply.messages) == 1
+    assert REASONING_FILENAME in reply.messages[0] and reply.messages[0].endswith("\n\nok")
     assert reply.files == (RenderedFile(REASONING_FILENAME, b"```\ncode\n```\n"),)
 
 

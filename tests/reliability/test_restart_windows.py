@@ -53,13 +53,15 @@ async def test_a_status_message_whose_id_was_lost_becomes_the_answer(
     fal.unhold()
 
     second = await make_harness()
-    await fake.wait_for_message(thread, contains="echo: lost status", timeout=10)
+    await fake.wait_for_post(thread, contains="echo: lost status", timeout=10)
     await second.app.bot.idle()  # the delivery is recorded after the post
     contents = [m.content for m in fake.bot_messages(thread)]
-    assert len(contents) == 2, contents  # the reasoning, then the answer: no stray status
-    assert "The user said: lost status" in contents[0]
+    assert len(contents) == 1, contents  # reasoning and answer in one: no stray status
+    assert "The user said: lost status" in contents[0] and "echo: lost status" in contents[0]
     assert fake.bot_messages(thread)[0].id == status.id  # the status became the first part
-    assert not fake.bot_messages(thread)[0].components  # without its Stop button
+    # without its Stop button: the answer's Retry button instead
+    [row] = fake.bot_messages(thread)[0].components
+    assert [c["custom_id"].split(":")[1] for c in row["components"]] == ["retry"]
     assert await turn_states(tmp_path) == [TurnState.DELIVERED]
 
 
@@ -73,8 +75,9 @@ async def test_a_delivered_answer_not_yet_marked_so_is_left_alone_on_restart(
     _, thread = await first.start_thread(first.world.alice, "all parts out")
     await fake.wait_for_message(thread, contains=STATUS, timeout=10)  # part 0 will be it
     fal.unhold()
-    await fake.wait_for_message(thread, contains="echo: all parts out", timeout=10)
+    await fake.wait_for_post(thread, contains="echo: all parts out", timeout=10)
     await fake.sync_gateway()
+    await first.app.bot.idle()  # the delivery is recorded after the post
     await first.stop()
     before = [m.content for m in fake.bot_messages(thread)]
     # as if the bot died after posting every part, before marking the turn delivered

@@ -319,6 +319,43 @@ class FakeDiscord(World):
         )
         return event.message
 
+    async def wait_for_post(
+        self,
+        channel: FakeChannel | int,
+        predicate: Callable[[FakeMessage], bool] | None = None,
+        *,
+        contains: str | None = None,
+        timeout: float = 5.0,
+        since: int = 0,
+    ) -> FakeMessage:
+        """A message of the bot's in ``channel`` as it stands once created or edited into
+        matching (``contains``, ``predicate``): an answer the bot may post anew or edit its
+        status message into."""
+        channel_id = channel.id if isinstance(channel, FakeChannel) else channel
+
+        def match(event: Event) -> bool:
+            if isinstance(event, MessageCreated) and event.by_bot:
+                m = event.message
+            elif isinstance(event, MessageEdited) and event.after.author.id == self.bot_user.id:
+                m = event.after
+            else:
+                return False
+            return (
+                m.channel_id == channel_id
+                and not m.loading
+                and (contains is None or contains in m.content)
+                and (predicate is None or predicate(m))
+            )
+
+        text = f" containing {contains!r}" if contains else ""
+        found = await self.wait_for(
+            match,
+            timeout=timeout,
+            since=since,
+            what=f"a message posted or edited by the bot in channel {channel_id}{text}",
+        )
+        return found.message if isinstance(found, MessageCreated) else found.after  # type: ignore[attr-defined]
+
     async def wait_for_edit(
         self,
         message: FakeMessage | int,
