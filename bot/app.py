@@ -14,11 +14,12 @@ from typing import Any
 import aiohttp
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.chat.bot import VIEWS, ChatOptions, SeedBot
+from bot.chat.bot import REPLY_VIEW, VIEWS, ChatOptions, SeedBot
 from bot.chat.delivery import ChannelDeliveries
 from bot.chat.endpoints import point_discord_at
 from bot.chat.gate import Gate, GateRules
 from bot.chat.inbound import InboundOptions
+from bot.chat.interaction_delivery import Deliveries
 from bot.chat.media import DiscordMedia
 from bot.config import Config
 from bot.domain.access import AccessPolicy
@@ -192,7 +193,12 @@ async def build_app(
         options = replace(chat_options(config, sync_commands=sync_commands), **chat_overrides)
         bot = SeedBot(options)
         stack.push_async_callback(bot.close)
-        deliveries = ChannelDeliveries(bot, store, VIEWS, status_delay=options.status_delay)
+        deliveries = Deliveries(
+            ChannelDeliveries(bot, store, VIEWS, status_delay=options.status_delay),
+            bot.interactions,
+            store,
+            REPLY_VIEW,
+        )
         service = ConversationService(store, model, media, deliveries, service_config(config))
         gate = Gate(Quotas(store, quota_rules(config)), gate_rules(config))
         bot.install(service, gate)
