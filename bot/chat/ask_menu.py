@@ -87,8 +87,10 @@ class AskModal(discord.ui.Modal):
         user = interaction.user
         parent_id: int | None
         if isinstance(channel, discord.TextChannel):
-            prompt = question or self.target.content
-            thread = await open_thread(self.target, prompt, user.display_name)
+            # A message has at most one thread: one opened on it already is where to go on.
+            thread = channel.guild.get_thread(self.target.id) or await open_thread(
+                self.target, question or self.target.content, user.display_name
+            )
             if isinstance(thread, ThreadRefused):
                 await ephemeral(interaction, thread.text)
                 return

@@ -203,6 +203,10 @@ class SeedBot(discord.AutoShardedClient):
         if self._accepting and self.user is not None:
             self.inbound.receive(message)
 
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        if self._accepting:
+            reply_button.handle_submission(interaction)
+
     async def on_raw_message_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
         if self._accepting and self.user is not None:
             self.inbound.receive_edit(payload)

@@ -206,14 +206,21 @@ async def test_reply_button_opens_a_modal_whose_text_is_the_next_turn_with_histo
     history = fal_inputs(h)[-1]["messages"]
     assert [m["role"] for m in history] == ["user", "assistant"]
     assert history[0]["content"] == "first"
-    # After a restart, the Reply button under the second answer still continues it.
+    # A modal opened before a restart is answered after it ...
+    press = await h.fake.press_button(there.carol, second, reply_button(second))
+    assert (await press.wait_response()).type == 9
     await h.app.bot.idle()
     await h.stop()
     h2 = await make_harness()
-    submit = await reply_through(h2, there.carol, second, "third")
+    submit = await h2.fake.submit_modal(there.carol, press, {"seed:reply:text": "third"})
     await answered(submit, "echo: third")
     history = fal_inputs(h2)[-1]["messages"]
     assert [m["content"] for m in history if m["role"] == "user"] == ["first", "second"]
+    # ... and the Reply button under an answer from before the restart still continues it.
+    submit = await reply_through(h2, there.carol, second, "fourth")
+    await answered(submit, "echo: fourth")
+    history = fal_inputs(h2)[-1]["messages"]
+    assert [m["content"] for m in history if m["role"] == "user"] == ["first", "second", "third"]
     assert await latest_turn_state(h2, f"interaction:{ask.id}") is TurnState.DELIVERED
 
 
@@ -379,3 +386,28 @@ async def test_a_refused_follow_up_is_logged_and_the_turn_failed(
         await h.app.bot.idle()
     assert any("cannot answer through interaction" in r.getMessage() for r in caplog.records)
     assert await latest_turn_state(h, f"interaction:{ask.id}") is TurnState.FAILED
+
+
+async def test_ask_seed_in_a_thread_or_on_a_message_with_a_thread_goes_on_there(
+    harness: Harness,
+) -> None:
+    h = harness
+    world = h.world
+    since = h.fake.mark()
+    first, thread = await h.start_thread(world.alice, "hello")
+    await h.answer_in(thread, since=since, contains="echo: hello")
+    # On a message inside the conversation's thread: the next turn there, with history.
+    inside = await h.fake.send_message(world.bob, thread, "a remark")
+    await h.answer_in(thread, since=since, contains="echo: [Bob]: a remark")
+    since = h.fake.mark()
+    submit = await ask_seed(h, world.bob, inside, "is that right?")
+    answer = await h.answer_in(thread, since=since, contains="echo:")
+    assert "is that right?" in answer.content
+    assert (await submit.wait_original()).ephemeral
+    sent = fal_inputs(h)[-1]
+    assert "a remark" in sent["prompt"] and len(sent["messages"]) == 4
+    # On the message the thread was opened on: that thread, not a second one.
+    since = h.fake.mark()
+    await ask_seed(h, world.bob, first, "once more")
+    await h.answer_in(thread, since=since, contains="once more")
+    assert len(h.fake.threads(world.channel)) == 1
