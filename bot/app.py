@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.chat.bot import REPLY_VIEW, VIEWS, ChatOptions, SeedBot
+from bot.chat.bot import INTERACTION_VIEWS, VIEWS, ChatOptions, SeedBot
 from bot.chat.delivery import ChannelDeliveries
 from bot.chat.endpoints import point_discord_at
 from bot.chat.gate import Gate, GateRules
@@ -197,7 +197,7 @@ async def build_app(
             ChannelDeliveries(bot, store, VIEWS, status_delay=options.status_delay),
             bot.interactions,
             store,
-            REPLY_VIEW,
+            INTERACTION_VIEWS,
         )
         service = ConversationService(store, model, media, deliveries, service_config(config))
         gate = Gate(Quotas(store, quota_rules(config)), gate_rules(config))

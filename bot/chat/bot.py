@@ -17,14 +17,14 @@ from bot.chat import ask_menu, commands, controls, reply_button
 from bot.chat.delivery import Views
 from bot.chat.gate import Gate, GateRules
 from bot.chat.inbound import Inbound, InboundOptions
-from bot.chat.interaction_delivery import LiveInteractions
+from bot.chat.interaction_delivery import InteractionViews, LiveInteractions
 from bot.chat.texts import NO_MENTIONS
 from bot.domain.service import ConversationService
 
 log = logging.getLogger(__name__)
 
 VIEWS = Views(stop=controls.stop_view, retry=controls.retry_view)
-REPLY_VIEW = reply_button.reply_view
+INTERACTION_VIEWS = InteractionViews(stop=controls.stop_view, reply=reply_button.reply_view)
 
 
 @dataclass(frozen=True, slots=True)

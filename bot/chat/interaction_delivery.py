@@ -13,10 +13,12 @@ turn as failed, so its unseen answer stays out of the conversation's history.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import logging
 from collections.abc import Callable, Coroutine, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import discord
@@ -42,6 +44,15 @@ _INVALID_WEBHOOK_TOKEN = 50027
 _MAX_FOLLOWUPS_REACHED = 40094
 
 ViewFor = Callable[[int], discord.ui.View]
+
+
+@dataclass(frozen=True, slots=True)
+class InteractionViews:
+    """The buttons of an answer through an interaction, by turn id: Stop on the status,
+    Reply on the answer."""
+
+    stop: ViewFor
+    reply: ViewFor
 
 
 def interaction_scope(interaction_id: int) -> str:
@@ -102,8 +113,8 @@ class LiveInteractions:
 
 
 class _NothingToShow:
-    """No typing, status or superseded marks through an interaction: its "thinking"
-    message is the progress shown, and its answers are never redone."""
+    """No typing or superseded marks through an interaction (its "thinking" message shows
+    the work, and its answers are never redone)."""
 
     async def start(self) -> None:
         return None
@@ -122,22 +133,75 @@ class _NothingToShow:
 
 
 class InteractionDelivery(_NothingToShow):
-    """``Delivery`` for one turn through ``interaction``, already deferred (its "thinking"
-    message is the progress shown). ``ephemeral`` is the visibility chosen when deferring:
-    the follow-ups take the same."""
+    """``Delivery`` for one turn through ``interaction``, already deferred. ``ephemeral`` is
+    the visibility chosen when deferring: the follow-ups take the same. While the model
+    works, the deferred response turns into a status with a Stop button once the request
+    waits in fal's queue or has run for ``status_delay`` seconds (edits of the response
+    count against no limit)."""
 
     def __init__(
         self,
         interaction: discord.Interaction,
         *,
         recorder: DeliveryRecorder,
-        reply_view: ViewFor,
+        views: InteractionViews,
         ephemeral: bool,
+        status_delay: float = 2.0,
     ) -> None:
         self._interaction = interaction
         self._recorder = recorder
-        self._reply_view = reply_view
+        self._views = views
         self._ephemeral = ephemeral
+        self._status_delay = status_delay
+        self._turn: Turn | None = None
+        self._status_text = texts.status_running()
+        self._status_shown = False
+        self._lock = asyncio.Lock()
+        self._done = False
+        self._timer: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if self._timer is None:
+            self._timer = asyncio.create_task(self._status_after_delay(), name="status")
+
+    async def attach(self, turn: Turn) -> None:
+        self._turn = turn
+
+    async def progress(self, progress: Progress) -> None:
+        if progress.state == "queued":
+            self._status_text = texts.status_queued(progress.queue_position)
+            await self._show_status()
+        else:
+            self._status_text = texts.status_running()
+            if self._status_shown:
+                await self._show_status()
+
+    async def close(self) -> None:
+        self._done = True
+        if self._timer is not None:
+            self._timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._timer
+            self._timer = None
+
+    async def _status_after_delay(self) -> None:
+        await asyncio.sleep(self._status_delay)
+        await self._show_status()
+
+    async def _show_status(self) -> None:
+        async with self._lock:
+            turn = self._turn
+            if self._done or turn is None:
+                return
+            try:
+                await self._interaction.edit_original_response(
+                    content=self._status_text,
+                    view=self._views.stop(turn.id),
+                    allowed_mentions=texts.NO_MENTIONS,
+                )
+                self._status_shown = True
+            except discord.HTTPException as exc:
+                log.info("turn %s: status through the interaction failed: %s", turn.id, exc)
 
     async def deliver(self, turn: Turn, reply: ModelReply, warnings: Sequence[str]) -> list[str]:
         rendered = texts.compose_reply(reply.output, reply.reasoning, warnings)
@@ -160,8 +224,12 @@ class InteractionDelivery(_NothingToShow):
         *,
         reply: bool,
     ) -> list[str]:
-        """The first part replaces the deferred response, the others are follow-ups; the
-        files go with the first, the Reply button with the last."""
+        """The first part replaces the deferred response (or the status, dropping its Stop
+        button), the others are follow-ups; the files go with the first, the Reply button
+        with the last."""
+        async with self._lock:
+            self._done = True
+        await self.close()
         ids: list[str] = []
         what = f"turn {turn.id}" if turn is not None else "a turn"
         try:
@@ -169,7 +237,9 @@ class InteractionDelivery(_NothingToShow):
                 last = index == len(contents) - 1
                 kwargs: dict[str, Any] = {"allowed_mentions": texts.NO_MENTIONS}
                 if last and reply and turn is not None:
-                    kwargs["view"] = self._reply_view(turn.id)
+                    kwargs["view"] = self._views.reply(turn.id)
+                elif index == 0:
+                    kwargs["view"] = None
                 attach = [discord.File(io.BytesIO(d), n) for n, d in files] if index == 0 else []
                 if index == 0:
                     message: discord.Message = await self._interaction.edit_original_response(
@@ -252,19 +322,19 @@ class UnreachableDelivery(_NothingToShow):
 
 class Deliveries:
     """The domain's ``Deliveries``: through the live interaction a destination names, else
-    into its channel (:class:`ChannelDeliveries`)."""
+    into its channel (:class:`ChannelDeliveries`, whose status delay applies to both)."""
 
     def __init__(
         self,
         channels: ChannelDeliveries,
         live: LiveInteractions,
         recorder: DeliveryRecorder,
-        reply_view: ViewFor,
+        views: InteractionViews,
     ) -> None:
         self.channels = channels
         self._live = live
         self._recorder = recorder
-        self._reply_view = reply_view
+        self._views = views
 
     def open(self, destination: Destination) -> Delivery:
         if destination.interaction_id is None and not is_interaction_scope(destination.channel_id):
@@ -277,6 +347,7 @@ class Deliveries:
         return InteractionDelivery(
             interaction,
             recorder=self._recorder,
-            reply_view=self._reply_view,
+            views=self._views,
             ephemeral=bool(interaction.extras.get(EPHEMERAL_EXTRA, True)),
+            status_delay=self.channels.status_delay,
         )

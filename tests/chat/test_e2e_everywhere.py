@@ -411,3 +411,24 @@ async def test_ask_seed_in_a_thread_or_on_a_message_with_a_thread_goes_on_there(
     await ask_seed(h, world.bob, first, "once more")
     await h.answer_in(thread, since=since, contains="once more")
     assert len(h.fake.threads(world.channel)) == 1
+
+
+async def test_a_slow_answer_through_the_interaction_shows_a_stop_button_that_stops_it(
+    harness: Harness,
+) -> None:
+    h = harness
+    there = away(h)
+    h.fal.hold()
+    ask = await h.fake.invoke_command(there.carol, there.channel, "ask", {"prompt": "slow"})
+    status = await ask.wait_original(
+        lambda m: any(c.startswith("seed:stop:") for c in m.custom_ids()), timeout=10
+    )
+    assert status.ephemeral
+    (stop,) = status.custom_ids()
+    press = await h.fake.press_button(there.carol, status, stop)
+    await press.wait_response()
+    stopped = await ask.wait_original(lambda m: "Stopped" in m.content, timeout=10)
+    assert stopped.custom_ids() == [] and ask.followups == []
+    assert await latest_turn_state(h, f"interaction:{ask.id}") is TurnState.STOPPED
+    (request,) = h.fal.requests.values()
+    assert request.cancel_requested  # fal was asked to cancel it
