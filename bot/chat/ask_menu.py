@@ -16,14 +16,19 @@ from discord import app_commands
 
 from bot.chat import convert, texts
 from bot.chat.interaction_delivery import interaction_scope
-from bot.chat.interaction_turns import Asker, answer_is_ephemeral, answer_through, bot_is_present
+from bot.chat.interaction_turns import (
+    MODAL_TEXT_LIMIT,
+    Asker,
+    answer_is_ephemeral,
+    answer_through,
+    bot_is_present,
+)
 from bot.chat.replies import ephemeral
 from bot.chat.threads import ThreadRefused, open_thread
 
 log = logging.getLogger(__name__)
 
-MODAL_SECONDS = 900.0
-QUESTION_MAX_LENGTH = 4000
+MODAL_SECONDS = 900.0  # Discord's 15 minutes for the interaction that opened it
 EVERYWHERE = app_commands.AppCommandContext(guild=True, dm_channel=True, private_channel=True)
 BOTH_INSTALLS = app_commands.AppInstallationType(guild=True, user=True)
 
@@ -47,7 +52,7 @@ class AskModal(discord.ui.Modal):
             style=discord.TextStyle.paragraph,
             custom_id="seed:ask:question",
             required=False,
-            max_length=QUESTION_MAX_LENGTH,
+            max_length=MODAL_TEXT_LIMIT,
         )
         self.add_item(self.question)
 

@@ -19,6 +19,8 @@ from bot.domain.service import ConversationService
 
 log = logging.getLogger(__name__)
 
+MODAL_TEXT_LIMIT = 4000  # Discord's longest value of a modal's text input
+
 
 class Asker(Protocol):
     """What a turn through an interaction needs from the bot."""

@@ -17,13 +17,10 @@ import discord
 
 from bot.chat import texts
 from bot.chat.interaction_delivery import is_interaction_scope
-from bot.chat.interaction_turns import Asker, answer_through
+from bot.chat.interaction_turns import MODAL_TEXT_LIMIT, Asker, answer_through
 from bot.chat.replies import ephemeral
 
 log = logging.getLogger(__name__)
-
-MODAL_SECONDS = 900.0  # a modal left open longer than the press's 15 minutes is gone anyway
-REPLY_MAX_LENGTH = 4000
 
 
 def _asker(interaction: discord.Interaction) -> Asker:
@@ -41,7 +38,7 @@ def reply_modal(turn_id: int) -> discord.ui.Modal:
     opened before a restart is still answered after it."""
     modal = discord.ui.Modal(
         title=texts.REPLY_MODAL_TITLE,
-        timeout=MODAL_SECONDS,
+        timeout=None,
         custom_id=f"{MODAL_PREFIX}{turn_id}",
     )
     modal.add_item(
@@ -49,7 +46,7 @@ def reply_modal(turn_id: int) -> discord.ui.Modal:
             label=texts.REPLY_FIELD_LABEL,
             style=discord.TextStyle.paragraph,
             custom_id=TEXT_ID,
-            max_length=REPLY_MAX_LENGTH,
+            max_length=MODAL_TEXT_LIMIT,
         )
     )
     return modal

@@ -157,10 +157,12 @@ async def test_ask_in_a_dm_between_people_and_a_group_dm(harness: Harness) -> No
     dm = h.fake.create_private_channel(world.alice, world.bob)
     group = h.fake.create_private_channel(world.alice, world.bob, h.fake.create_user("dan"))
     for channel, prompt in ((dm, "in a dm"), (group, "in a group")):
-        ask = await h.fake.invoke_command(world.alice, channel, "ask", {"prompt": prompt})
+        options = {"prompt": prompt, "thinking": "disabled"}
+        ask = await h.fake.invoke_command(world.alice, channel, "ask", options)
         assert ask.context == 2
         last = await answered(ask, f"echo: {prompt}")
         assert last.ephemeral
+        assert fal_inputs(h)[-1]["thinking"] == "disabled"  # the conversation's setting
     assert h.fake.messages_in(dm) == [] and h.fake.messages_in(group) == []
 
 
@@ -432,3 +434,22 @@ async def test_a_slow_answer_through_the_interaction_shows_a_stop_button_that_st
     assert await latest_turn_state(h, f"interaction:{ask.id}") is TurnState.STOPPED
     (request,) = h.fal.requests.values()
     assert request.cancel_requested  # fal was asked to cancel it
+
+
+async def test_reply_and_ask_seed_submissions_count_against_the_quotas(
+    make_harness: HarnessFactory,
+) -> None:
+    h = await make_harness(SEED_BOT_LIMITS__USER_REQUESTS="1")
+    there = away(h)
+    ask = await h.fake.invoke_command(there.carol, there.channel, "ask", {"prompt": "first"})
+    answer = await answered(ask, "echo: first")
+    count = len(h.fal.requests)
+    submit = await reply_through(h, there.carol, answer, "second")
+    refused = await submit.wait_response()
+    assert refused.type == 4 and refused.ephemeral and refused.message is not None
+    assert "request limit" in refused.message.content
+    target = await h.fake.send_message(there.carol, there.channel, "explain")
+    submit = await ask_seed(h, there.carol, target, "why?")
+    refused = await submit.wait_response()
+    assert refused.type == 4 and refused.ephemeral
+    assert len(h.fal.requests) == count
