@@ -18,11 +18,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.chat.bot import VIEWS, ChatOptions, SeedBot
+from bot.chat.bot import INTERACTION_VIEWS, VIEWS, ChatOptions, SeedBot
 from bot.chat.delivery import ChannelDeliveries
 from bot.chat.endpoints import point_discord_at
 from bot.chat.gate import Gate, GateRules
 from bot.chat.inbound import InboundOptions
+from bot.chat.interaction_delivery import Deliveries
 from bot.chat.media import DiscordMedia
 from bot.config import Config
 from bot.domain.access import AccessPolicy
@@ -223,7 +224,12 @@ async def build_app(
         options = replace(chat_options(config, sync_commands=sync_commands), **chat_overrides)
         bot = SeedBot(options)
         stack.push_async_callback(bot.close)
-        deliveries = ChannelDeliveries(bot, store, VIEWS, status_delay=options.status_delay)
+        deliveries = Deliveries(
+            ChannelDeliveries(bot, store, VIEWS, status_delay=options.status_delay),
+            bot.interactions,
+            store,
+            INTERACTION_VIEWS,
+        )
         service = ConversationService(
             store,
             TimedModel(model, metrics),

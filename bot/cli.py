@@ -38,9 +38,19 @@ MESSAGE_CONTENT_FLAGS = (1 << 18) | (1 << 19)  # GATEWAY_MESSAGE_CONTENT(_LIMITE
 
 
 def invite_url(application_id: int | str) -> str:
+    """The link that adds the bot to a server (a guild install)."""
     return (
         f"https://discord.com/oauth2/authorize?client_id={application_id}"
         f"&scope=bot+applications.commands&permissions={BOT_PERMISSIONS.value}"
+    )
+
+
+def user_install_url(application_id: int | str) -> str:
+    """The link that adds the app to a person's account (a user install: `/ask` and
+    "Ask Seed" wherever they are)."""
+    return (
+        f"https://discord.com/oauth2/authorize?client_id={application_id}"
+        "&integration_type=1&scope=applications.commands"
     )
 
 
@@ -322,7 +332,14 @@ async def _check_discord(config: Config, session: aiohttp.ClientSession, report:
             "discord: the Message Content intent is not enabled (developer portal → "
             "Bot → Privileged Gateway Intents)",
         )
-    print(f"invite URL: {invite_url(app.get('id') or me.get('id'))}")
+    application_id = app.get("id") or me.get("id")
+    print(f"invite URL: {invite_url(application_id)}")
+    print(f"user install URL: {user_install_url(application_id)}")
+    if app and "1" not in (app.get("integration_types_config") or {}):
+        print(
+            "note: User Install is not enabled (developer portal → Installation → Installation "
+            "Contexts), so the user install URL will not work yet"
+        )
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.cli import BOT_PERMISSIONS, invite_url
+from bot.cli import BOT_PERMISSIONS, invite_url, user_install_url
 from tests.fakes.discord.server import FakeDiscord
 from tests.fakes.fal import DEFAULT_KEY, FakeFal
 
@@ -197,7 +197,15 @@ async def test_check_reports_the_discord_token_intent_and_invite_url(
     assert code == 0, out
     assert f"ok   discord token accepted: bot Seed (id {fake_discord.bot_user.id})" in out
     assert f"invite URL: {invite_url(fake_discord.application_id)}" in out
+    user_url = user_install_url(fake_discord.application_id)
+    assert f"user install URL: {user_url}" in out
+    assert "integration_type=1&scope=applications.commands" in user_url
+    assert "User Install is not enabled" not in out
     assert fake_discord.token not in out
+    fake_discord.set_installation_contexts(user=False)
+    code, out, _ = await seed_bot("check", env=env, cwd=tmp_path)
+    assert code == 0 and "note: User Install is not enabled" in out
+    fake_discord.set_installation_contexts(user=True)
 
     fake_discord.set_privileged_intents(message_content=False)
     code, out, _ = await seed_bot("check", env=env, cwd=tmp_path)

@@ -13,16 +13,18 @@ from typing import Any
 
 import discord
 
-from bot.chat import commands, controls
+from bot.chat import ask_menu, commands, controls, reply_button
 from bot.chat.delivery import Views
 from bot.chat.gate import Gate, GateRules
 from bot.chat.inbound import Inbound, InboundOptions
+from bot.chat.interaction_delivery import InteractionViews, LiveInteractions
 from bot.chat.texts import NO_MENTIONS
 from bot.domain.service import ConversationService
 
 log = logging.getLogger(__name__)
 
 VIEWS = Views(stop=controls.stop_view, retry=controls.retry_view)
+INTERACTION_VIEWS = InteractionViews(stop=controls.stop_view, reply=reply_button.reply_view)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,9 @@ class SeedBot(discord.AutoShardedClient):
         )
         self.options = options
         self.tree = commands.SeedTree(self, lambda: self.gate)
+        # Interactions whose turns are running where the bot cannot post (their answers go
+        # through them): shared with the deliveries by the entry point.
+        self.interactions = LiveInteractions()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._accepting = True
         self.resumed = asyncio.Event()
@@ -116,7 +121,8 @@ class SeedBot(discord.AutoShardedClient):
 
     async def setup_hook(self) -> None:
         commands.register(self.tree, self)
-        self.add_dynamic_items(*controls.DYNAMIC_ITEMS)
+        ask_menu.register(self.tree, self)
+        self.add_dynamic_items(*controls.DYNAMIC_ITEMS, reply_button.ReplyButton)
         if self.options.sync_commands:
             synced = await self.tree.sync()
             log.info("synced %d global application commands", len(synced))
@@ -196,6 +202,10 @@ class SeedBot(discord.AutoShardedClient):
     async def on_message(self, message: discord.Message) -> None:
         if self._accepting and self.user is not None:
             self.inbound.receive(message)
+
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        if self._accepting:
+            reply_button.handle_submission(interaction)
 
     async def on_raw_message_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
         if self._accepting and self.user is not None:

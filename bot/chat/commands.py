@@ -12,6 +12,8 @@ from discord import app_commands
 
 from bot.chat import controls, convert, texts
 from bot.chat.gate import Gate, may_control
+from bot.chat.interaction_delivery import LiveInteractions, interaction_scope
+from bot.chat.interaction_turns import answer_is_ephemeral, answer_through, bot_is_present
 from bot.chat.replies import ephemeral
 from bot.chat.threads import ThreadRefused, open_thread
 from bot.domain.errors import InvalidSetting
@@ -39,6 +41,9 @@ class Host(Protocol):
     @property
     def allow_dms(self) -> bool: ...
 
+    @property
+    def interactions(self) -> LiveInteractions: ...
+
     reload_config: Callable[[], Awaitable[list[str]]] | None
 
     def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]: ...
@@ -59,12 +64,18 @@ class Refusal(Exception):
     """A command refused with a message for the user."""
 
 
+#: Where commands are offered unless they say otherwise: the servers that added the bot and
+#: its DM (a guild installation). ``/ask`` and "Ask Seed" are offered everywhere.
+GUILD_INSTALL = app_commands.AppInstallationType(guild=True, user=False)
+GUILD_AND_BOT_DM = app_commands.AppCommandContext(guild=True, dm_channel=True)
+
+
 class SeedTree(app_commands.CommandTree[discord.Client]):
     """The command tree: every command (and so every setting change) passes the gate's
     access lists, like messages do."""
 
     def __init__(self, client: discord.Client, gate: Callable[[], Gate]) -> None:
-        super().__init__(client)
+        super().__init__(client, allowed_installs=GUILD_INSTALL, allowed_contexts=GUILD_AND_BOT_DM)
         self._gate = gate
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
@@ -141,6 +152,7 @@ def register(tree: app_commands.CommandTree[Any], bot: Host) -> None:
     """Add the bot's commands to ``tree`` (syncing is separate and deliberate)."""
 
     @tree.command(name="thinking", description="Set whether the model thinks before answering")
+    @app_commands.allowed_contexts(guilds=True, dms=False, private_channels=False)
     @app_commands.describe(mode="enabled, disabled or auto", server="Set the server's default")
     async def thinking(
         interaction: discord.Interaction, mode: ThinkingChoice, server: bool = False
@@ -154,6 +166,7 @@ def register(tree: app_commands.CommandTree[Any], bot: Host) -> None:
         )
 
     @tree.command(name="effort", description="Set how hard the model thinks")
+    @app_commands.allowed_contexts(guilds=True, dms=False, private_channels=False)
     @app_commands.describe(level="minimal, low, medium or high", server="Set the server's default")
     async def effort(
         interaction: discord.Interaction, level: EffortChoice, server: bool = False
@@ -167,6 +180,7 @@ def register(tree: app_commands.CommandTree[Any], bot: Host) -> None:
         )
 
     @tree.command(name="system", description="Set or clear the system prompt")
+    @app_commands.allowed_contexts(guilds=True, dms=False, private_channels=False)
     @app_commands.describe(
         prompt="The system prompt (omit and set clear to remove it)",
         clear="Remove the system prompt",
@@ -200,6 +214,7 @@ def register(tree: app_commands.CommandTree[Any], bot: Host) -> None:
             )
 
     @tree.command(name="params", description="Set max tokens, temperature and top_p")
+    @app_commands.allowed_contexts(guilds=True, dms=False, private_channels=False)
     @app_commands.describe(
         max_tokens=f"Output budget incl. reasoning ({MAX_TOKENS_RANGE[0]}–{MAX_TOKENS_RANGE[1]})",
         temperature=f"Randomness ({TEMPERATURE_RANGE[0]:g}–{TEMPERATURE_RANGE[1]:g})",
@@ -248,6 +263,7 @@ def register(tree: app_commands.CommandTree[Any], bot: Host) -> None:
     @tree.command(
         name="settings", description="Show the settings used here and where each comes from"
     )
+    @app_commands.allowed_contexts(guilds=True, dms=False, private_channels=False)
     async def settings(interaction: discord.Interaction) -> None:
         thread_id, channel_id = _thread_ids(interaction)
         effective = await bot.service.effective_settings(
@@ -314,11 +330,14 @@ def register(tree: app_commands.CommandTree[Any], bot: Host) -> None:
     tree.add_command(admin)
 
     @tree.command(name="ask", description="Ask the model; starts a new thread")
+    @app_commands.allowed_installs(guilds=True, users=True)
+    @app_commands.allowed_contexts(guilds=True, dms=True, private_channels=True)
     @app_commands.describe(
         prompt="Your question",
         image="An image to include",
         video="A video to include",
-        private="Start a private thread",
+        private="In a server with me: a private thread. Elsewhere only you see the answer "
+        "unless you set this to False",
         thinking="Thinking mode for this conversation",
         effort="Reasoning effort for this conversation",
     )
@@ -327,11 +346,12 @@ def register(tree: app_commands.CommandTree[Any], bot: Host) -> None:
         prompt: str,
         image: discord.Attachment | None = None,
         video: discord.Attachment | None = None,
-        private: bool = False,
+        private: bool | None = None,
         thinking: ThinkingChoice | None = None,
         effort: EffortChoice | None = None,
     ) -> None:
         # In the bot's own task, so a shutdown drains it like any turn.
+        run_ask = ask_here if bot_is_present(interaction) else ask_elsewhere
         ask = run_ask(
             bot,
             interaction,
@@ -344,16 +364,49 @@ def register(tree: app_commands.CommandTree[Any], bot: Host) -> None:
         bot.spawn(ask, name=f"ask-{interaction.id}")
 
 
-async def run_ask(
+async def ask_elsewhere(
     bot: Host,
     interaction: discord.Interaction,
     prompt: str,
     attachments: list[discord.Attachment],
     *,
-    private: bool,
+    private: bool | None,
     thinking: ThinkingChoice | None,
     effort: EffortChoice | None,
 ) -> None:
+    """``/ask`` where the bot is not a member: a new conversation answered through the
+    interaction, privately unless asked otherwise (and allowed)."""
+    refusal = await bot.gate.check_interaction(interaction, model_call=True)
+    if refusal is not None:
+        await ephemeral(interaction, refusal.text)
+        return
+    scope_id = interaction_scope(interaction.id)
+    if thinking is not None or effort is not None:
+        await bot.service.update_settings(
+            SettingsScope.THREAD, scope_id, GenerationSettings(thinking=thinking, effort=effort)
+        )
+    await answer_through(
+        bot,
+        interaction,
+        text=prompt,
+        attachments=attachments,
+        scope_id=scope_id,
+        ephemeral=answer_is_ephemeral(interaction, private),
+    )
+
+
+async def ask_here(
+    bot: Host,
+    interaction: discord.Interaction,
+    prompt: str,
+    attachments: list[discord.Attachment],
+    *,
+    private: bool | None,
+    thinking: ThinkingChoice | None,
+    effort: EffortChoice | None,
+) -> None:
+    """``/ask`` where the bot is a member: a thread (or the thread or DM it is used in)."""
+    private = bool(private)
     channel = interaction.channel
     user = interaction.user
     if channel is None:
@@ -411,7 +464,7 @@ async def run_ask(
                 await ephemeral(interaction, texts.THREAD_REFUSED)
                 return
         await interaction.followup.send(
-            f"Started {thread.mention}.", allowed_mentions=texts.NO_MENTIONS
+            texts.started_in(thread.mention), allowed_mentions=texts.NO_MENTIONS
         )
         anchor = await thread.send(echo, allowed_mentions=texts.NO_MENTIONS)
         scope_id, parent_id = thread.id, channel.id

@@ -10,7 +10,8 @@ from collections.abc import Sequence
 import discord
 
 from bot.domain.access import Requester
-from bot.domain.models import Attachment, Incoming
+from bot.domain.attachments import media_type
+from bot.domain.models import Attachment, Incoming, MediaKind
 
 _MENTION_RE = re.compile(r"<@!?(\d+)>")
 
@@ -52,6 +53,30 @@ def _id(value: int | None) -> str | None:
     return str(value) if value else None
 
 
+FORWARDED_HEADER = "Forwarded message:"
+
+
+def text_and_files(message: discord.Message, me_id: int) -> tuple[str, list[discord.Attachment]]:
+    """What a message says and carries: its own text (without the bot's mentions) and files,
+    then, for a forward, the text and files of the message it forwards (its snapshot)."""
+    parts = [strip_mentions_of(message.content, me_id)]
+    files = list(message.attachments)
+    for snapshot in message.message_snapshots:
+        content = snapshot.content.strip()
+        if content:
+            parts.append(f"{FORWARDED_HEADER}\n{content}")
+        files.extend(snapshot.attachments)
+    return "\n\n".join(p for p in parts if p), files
+
+
+def has_usable_content(message: discord.Message, me_id: int) -> bool:
+    """Whether a message (or the one it forwards) has text or a file the model can read."""
+    text, files = text_and_files(message, me_id)
+    return bool(text.strip()) or any(
+        media_type(to_attachment(f))[0] is not MediaKind.UNSUPPORTED for f in files
+    )
+
+
 def incoming_from_message(
     message: discord.Message,
     *,
@@ -64,19 +89,20 @@ def incoming_from_message(
     """A person's message as the turn it asks for. ``scope_id`` is the conversation's thread
     or DM channel; ``replied_to`` the message this one replies to (its text and files are
     part of the turn); ``reply_to`` the message the answer replies to."""
-    attachments: Sequence[discord.Attachment] = list(message.attachments)
+    text, attachments = text_and_files(message, me_id)
     reply_text = None
     reply_author = None
     if replied_to is not None:
-        attachments = [*replied_to.attachments, *attachments]
-        reply_text = strip_mentions_of(replied_to.content, me_id) or None
+        quoted, quoted_files = text_and_files(replied_to, me_id)
+        attachments = [*quoted_files, *attachments]
+        reply_text = quoted or None
         reply_author = replied_to.author.display_name
     return Incoming(
         source_id=str(message.id),
         scope_id=str(scope_id),
         author_id=str(message.author.id),
         author_name=message.author.display_name,
-        text=strip_mentions_of(message.content, me_id),
+        text=text,
         attachments=tuple(to_attachment(a) for a in attachments),
         guild_id=_id(message.guild.id if message.guild else None),
         parent_channel_id=_id(parent_channel_id),
@@ -92,22 +118,38 @@ def incoming_from_interaction(
     *,
     text: str,
     attachments: Sequence[discord.Attachment],
-    scope_id: int,
+    scope_id: int | str,
     parent_channel_id: int | None,
     reply_to: int | None,
+    about: discord.Message | None = None,
+    through_interaction: bool = False,
 ) -> Incoming:
-    """A slash command's question as the turn it asks for (the interaction is its source)."""
+    """A command's, a modal's or a context menu's question as the turn it asks for (the
+    interaction is its source). ``about`` is the message "Ask Seed" was used on: its text
+    and files are part of the turn, as a replied-to message's are. ``through_interaction``:
+    the answer goes through this interaction (the bot cannot post there)."""
+    files = list(attachments)
+    reply_text = reply_author = None
+    if about is not None:
+        me_id = interaction.client.user.id if interaction.client.user else 0
+        quoted, quoted_files = text_and_files(about, me_id)
+        files = [*quoted_files, *files]
+        reply_text = quoted or None
+        reply_author = about.author.display_name
     return Incoming(
         source_id=str(interaction.id),
         scope_id=str(scope_id),
         author_id=str(interaction.user.id),
         author_name=interaction.user.display_name,
         text=text,
-        attachments=tuple(to_attachment(a) for a in attachments),
+        attachments=tuple(to_attachment(a) for a in files),
         guild_id=_id(interaction.guild_id),
         parent_channel_id=_id(parent_channel_id),
         created_at=interaction.created_at,
+        reply_text=reply_text,
+        reply_author=reply_author,
         reply_to=_id(reply_to),
+        interaction_id=str(interaction.id) if through_interaction else None,
     )
 
 

@@ -194,12 +194,7 @@ class ChannelDelivery:
         )
 
     async def fail(self, turn: Turn | None, error: Exception) -> list[str]:
-        names = (
-            {"image_urls": turn.image_names, "video_urls": turn.video_names}
-            if turn is not None
-            else {}
-        )
-        text = texts.error_text(error, attachment_names=names)
+        text = texts.turn_error_text(turn, error)
         return await self._post(turn, [text], [], retry=turn is not None, done=[], answer=False)
 
     async def stopped(self, turn: Turn, by: str) -> None:

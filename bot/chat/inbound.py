@@ -270,6 +270,8 @@ class Inbound:
         """Answer messages that arrived in active conversations while the bot was down,
         oldest first, up to ``catch_up_seconds`` old."""
         for scope_id, newest in self._watermarks:
+            if not scope_id.isdigit():
+                continue  # held through interactions: no channel to read
             after = discord.Object(discord.utils.time_snowflake(self._horizon))
             if newest is not None and newest.isdigit() and int(newest) > after.id:
                 after = discord.Object(int(newest))

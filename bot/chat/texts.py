@@ -39,6 +39,7 @@ from bot.domain.errors import (
     QuotaExceeded,
     StorageError,
 )
+from bot.domain.models import Turn
 
 NO_MENTIONS: Final = discord.AllowedMentions.none()
 
@@ -103,7 +104,7 @@ def _neutralise_spoiler(text: str) -> str:
     return text
 
 
-def _file_bytes(text: str) -> bytes:
+def file_bytes(text: str) -> bytes:
     # Model output can carry surrogates (JSON "\ud83d\ude00" decoded one half at a time); pair
     # what pairs, replace what does not, rather than fail to encode.
     text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
@@ -132,7 +133,7 @@ def render_reasoning(
         if len(inline) <= spoiler_limit:
             return ReasoningRender(inline)
     return ReasoningRender(
-        _REASONING_POINTER, RenderedFile(REASONING_FILENAME, _file_bytes(text + "\n"))
+        _REASONING_POINTER, RenderedFile(REASONING_FILENAME, file_bytes(text + "\n"))
     )
 
 
@@ -460,6 +461,14 @@ NOTHING_TO_RETRY: Final = "⛔ There is nothing to retry here."
 ANSWERING_AGAIN: Final = "🔁 Answering again…"
 
 
+def turn_error_text(turn: Turn | None, error: Exception) -> str:
+    """What a failed turn shows: ``error`` naming the turn's attachments it is about."""
+    names = (
+        {"image_urls": turn.image_names, "video_urls": turn.video_names} if turn is not None else {}
+    )
+    return error_text(error, attachment_names=names)
+
+
 def denied(reason: str) -> str:
     """An access-list refusal (``reason`` from the domain's access policy)."""
     return f"⛔ Sorry, {reason}."
@@ -486,3 +495,34 @@ def undeliverable(thread_id: str, why: str) -> str:
     """Posted where the person can see it (the thread's parent channel) when the answer could
     not be posted in its thread: ``why`` says what happened (locked, archived…)."""
     return f"⚠️ I couldn't post my answer in <#{thread_id}>: {why}."
+
+
+def undelivered_rest(why: str) -> str:
+    """After part of an answer through an interaction: why the rest is missing."""
+    return f"⚠️ The rest of my answer could not be posted: {why}."
+
+
+# Where the bot is not a member: answering through the interaction.
+REPLY_LABEL: Final = "Reply"
+REPLY_MODAL_TITLE: Final = "Reply to Seed"
+REPLY_FIELD_LABEL: Final = "Your reply"
+ASK_MENU_NAME: Final = "Ask Seed"
+ASK_MODAL_TITLE: Final = "Ask Seed about this message"
+ASK_FIELD_LABEL: Final = "Your question (optional)"
+EMPTY_REPLY: Final = "⛔ Your reply was empty: write something for me to answer."
+NOTHING_USABLE: Final = (
+    "⛔ That message has nothing I can read: no text and no image, video or text file."
+)
+CONVERSATION_GONE: Final = "⛔ I can't find that conversation any more."
+ASK_NOT_HERE: Final = "⛔ I can only be asked about messages in text channels, threads and DMs."
+ASKED_HERE: Final = "✅ Asked: my answer follows here."
+
+
+def started_in(thread_mention: str) -> str:
+    return f"Started {thread_mention}."
+
+
+def asked_about(name: str, question: str, jump_url: str) -> str:
+    """The line a conversation started with "Ask Seed" opens with in its thread."""
+    asked = f": {quote_inline(question, 1500)}" if question.strip() else ""
+    return f"{bold_name(name)} asked about {jump_url}{asked}"

@@ -110,6 +110,8 @@ class Incoming:
     ``reply_text``/``reply_author`` carry the message this one replies to, when it starts a
     conversation (its attachments are already in ``attachments``). ``reply_to`` is the
     message the answer replies to (None: none, e.g. in a thread opened on this message).
+    ``interaction_id`` is set when the bot cannot post where the person is (a server that did
+    not add it, a DM between people): the answer goes through that interaction instead.
     """
 
     source_id: str
@@ -124,15 +126,19 @@ class Incoming:
     reply_text: str | None = None
     reply_author: str | None = None
     reply_to: str | None = None
+    interaction_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Destination:
     """Where a turn's progress and answer go: a channel (thread or DM), and the message the
-    answer replies to (None: no reply reference)."""
+    answer replies to (None: no reply reference); or, with ``interaction_id``, the
+    interaction the person started where the bot cannot post (``channel_id`` is then the
+    conversation's scope)."""
 
     channel_id: str
     reply_to: str | None = None
+    interaction_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

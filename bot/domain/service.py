@@ -304,7 +304,9 @@ class ConversationService:
 
     async def _new(self, incoming: Incoming) -> None:
         started = asyncio.get_running_loop().time()
-        delivery = self._deliveries.open(Destination(incoming.scope_id, incoming.reply_to))
+        delivery = self._deliveries.open(
+            Destination(incoming.scope_id, incoming.reply_to, incoming.interaction_id)
+        )
         await delivery.start()
         try:
             try:

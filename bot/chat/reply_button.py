@@ -1,0 +1,146 @@
+"""The Reply button under an answer given through an interaction, and the modal it opens: its
+submission is the next turn of the same stored conversation, answered through the modal's
+interaction.
+
+Like Stop and Retry, the button is a ``DynamicItem`` whose custom id carries the turn id, so
+it works after a restart (the conversation is found from the turn). The press and the
+submission each pass the gate: the access lists, and the quotas for the submission (a model
+call)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any, cast
+
+import discord
+
+from bot.chat import texts
+from bot.chat.interaction_delivery import is_interaction_scope
+from bot.chat.interaction_turns import MODAL_TEXT_LIMIT, Asker, answer_through
+from bot.chat.replies import ephemeral
+
+log = logging.getLogger(__name__)
+
+
+def _asker(interaction: discord.Interaction) -> Asker:
+    return cast(Asker, interaction.client)
+
+
+MODAL_PREFIX = "seed:reply-modal:"
+TEXT_ID = "seed:reply:text"
+_MODAL_RE = re.compile(rf"{re.escape(MODAL_PREFIX)}(?P<turn>\d+)")
+
+
+def reply_modal(turn_id: int) -> discord.ui.Modal:
+    """The modal asking for the next turn's text. Its custom id carries the turn id, and its
+    submission is handled from the raw interaction (:func:`handle_submission`), so a modal
+    opened before a restart is still answered after it."""
+    modal = discord.ui.Modal(
+        title=texts.REPLY_MODAL_TITLE,
+        timeout=None,
+        custom_id=f"{MODAL_PREFIX}{turn_id}",
+    )
+    modal.add_item(
+        discord.ui.TextInput(
+            label=texts.REPLY_FIELD_LABEL,
+            style=discord.TextStyle.paragraph,
+            custom_id=TEXT_ID,
+            max_length=MODAL_TEXT_LIMIT,
+        )
+    )
+    return modal
+
+
+def _submitted_value(data: Any, custom_id: str) -> str | None:
+    """The value of the input ``custom_id`` in a modal submission's components (rows of
+    inputs, or labels holding one)."""
+    if isinstance(data, dict):
+        if data.get("custom_id") == custom_id and "value" in data:
+            return str(data["value"])
+        children = [*data.get("components", ()), data.get("component")]
+        return next(
+            (v for c in children if (v := _submitted_value(c, custom_id)) is not None), None
+        )
+    if isinstance(data, list):
+        return next((v for c in data if (v := _submitted_value(c, custom_id)) is not None), None)
+    return None
+
+
+def handle_submission(interaction: discord.Interaction) -> bool:
+    """When ``interaction`` submits a Reply modal, answer it (in the bot's own task, so a
+    shutdown drains it like any turn) and return True."""
+    if interaction.type is not discord.InteractionType.modal_submit or interaction.data is None:
+        return False
+    match = _MODAL_RE.fullmatch(str(interaction.data.get("custom_id", "")))
+    if match is None:
+        return False
+    text = _submitted_value(interaction.data.get("components", []), TEXT_ID) or ""
+    turn_id = int(match["turn"])
+    _asker(interaction).spawn(
+        _submitted(interaction, turn_id, text), name=f"reply-{interaction.id}"
+    )
+    return True
+
+
+async def _submitted(interaction: discord.Interaction, turn_id: int, text: str) -> None:
+    asker = _asker(interaction)
+    text = text.strip()
+    if not text:
+        await ephemeral(interaction, texts.EMPTY_REPLY)
+        return
+    refusal = await asker.gate.check_interaction(interaction, model_call=True)
+    if refusal is not None:
+        await ephemeral(interaction, refusal.text)
+        return
+    turn = await asker.service.get_turn(turn_id)
+    if turn is None or not is_interaction_scope(turn.reply_channel_id):
+        await ephemeral(interaction, texts.CONVERSATION_GONE)
+        return
+    message = interaction.message
+    private = message.flags.ephemeral if message is not None else True
+    log.info("turn %s: reply through interaction %s", turn_id, interaction.id)
+    await answer_through(
+        asker, interaction, text=text, scope_id=turn.reply_channel_id, ephemeral=private
+    )
+
+
+class ReplyButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"seed:reply:(?P<turn>\d+)"
+):
+    def __init__(self, turn_id: int) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label=texts.REPLY_LABEL,
+                emoji="💬",
+                style=discord.ButtonStyle.primary,
+                custom_id=f"seed:reply:{turn_id}",
+            )
+        )
+        self.turn_id = turn_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
+    ) -> ReplyButton:
+        return cls(int(match["turn"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        asker = _asker(interaction)
+        refusal = await asker.gate.check_interaction(interaction, model_call=False)
+        if refusal is not None:
+            await ephemeral(interaction, refusal.text)
+            return
+        turn = await asker.service.get_turn(self.turn_id)
+        if turn is None or not is_interaction_scope(turn.reply_channel_id):
+            await ephemeral(interaction, texts.CONVERSATION_GONE)
+            return
+        modal = reply_modal(turn.id)
+        await interaction.response.send_modal(modal)
+        modal.stop()  # its submission is handled statelessly: see handle_submission
+
+
+def reply_view(turn_id: int) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(ReplyButton(turn_id))
+    return view
