@@ -132,8 +132,9 @@ class DiscordConfig:
     allow_dms: bool = _opt(False, "Answer direct messages (one conversation per DM channel).")
     batch_window_seconds: float = _opt(
         svc.DEFAULT_BATCH_WINDOW,
-        "Messages one person sends within this many seconds in a thread are answered as one "
-        "turn (0 answers each at once).",
+        "A person's follow-up sent within this many seconds of their previous message, before "
+        "its answer is in, replaces the request in flight with one turn of both (a lone "
+        "message never waits; 0: no batching, every message is its own turn).",
         _in_range(0, 30),
     )
     catch_up_seconds: float = _opt(

@@ -119,6 +119,26 @@ class Resume:
 
 
 Flow = Incoming | Redo | Resume
+_MERGED_AWAY = object()  # _run_turn's outcome for an attempt a follow-up replaced
+
+
+# Who "stops" a turn that a follow-up of the same person replaces (never shown to anyone).
+MERGED = "\x00merged"
+
+
+@dataclass(eq=False)
+class _Burst:
+    """One person's messages being answered as one turn, which a follow-up may still join:
+    the follow-up stops the attempt in flight and the burst starts over with every message.
+    ``closed`` once the answer is stored: from then on a follow-up is the next turn."""
+
+    author_id: str
+    items: list[Incoming]
+    last_arrival: float
+    turn_id: int | None = None
+    joined: bool = False
+    closed: bool = False
+    done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class TurnStopped(Exception):
@@ -242,7 +262,10 @@ class ConversationService:
         self._deliveries = deliveries
         self.config = config
         self._in_flight = asyncio.Semaphore(config.max_in_flight)
-        self._inboxes: Inboxes[Flow] = Inboxes(self._handle, window=config.batch_window)
+        # No fixed wait: a message is taken up at once; a burst is merged speculatively
+        # (see respond), and messages waiting behind an answer are batched by the inbox.
+        self._inboxes: Inboxes[Flow] = Inboxes(self._handle)
+        self._bursts: dict[str, _Burst] = {}
         self._active: dict[int, _Active] = {}
         self._critical: set[asyncio.Future[RequestHandle]] = set()
         # Scopes known to have a conversation. A conversation is never unbound, so a hit
@@ -253,18 +276,52 @@ class ConversationService:
         """Apply a reloaded config to the turns that start from now on."""
         if config.max_in_flight != self.config.max_in_flight:
             self._in_flight = asyncio.Semaphore(config.max_in_flight)
-        self._inboxes.window = config.batch_window
         self.config = config
 
     # -- the three ways in -----------------------------------------------------------------
 
     async def respond(self, incoming: Incoming, *, batchable: bool = True) -> None:
-        """Answer one message. Messages of one conversation are answered in arrival order;
-        with ``batchable``, a person's messages sent in quick succession (or waiting while
-        an answer is produced) are answered as one turn. Failures are reported through the
-        delivery and stored on the turn; only cancellation (shutdown) propagates."""
-        key = incoming.author_id if batchable else None
-        await self._inboxes.submit(incoming.scope_id, incoming, key)
+        """Answer one message. Messages of one conversation are answered in arrival order.
+
+        A lone message is taken up at once. With ``batchable`` and a batch window, a
+        person's burst is still answered as one turn: a follow-up that comes within
+        ``batch_window`` seconds of their previous message, before its answer is stored,
+        stops the attempt in flight (fal cancels a queued request; an answer already
+        running is discarded) and the turn starts over with all the messages. Messages
+        waiting behind an answer being produced become one turn too. Failures are reported
+        through the delivery and stored on the turn; only cancellation (shutdown)
+        propagates."""
+        window = self.config.batch_window
+        merging = batchable and window > 0
+        if merging and await self._join_burst(incoming, window):
+            return
+        await self._inboxes.submit(
+            incoming.scope_id, incoming, incoming.author_id if merging else None
+        )
+
+    async def _join_burst(self, incoming: Incoming, window: float) -> bool:
+        """Add ``incoming`` to its author's burst in flight, if there is one it may join;
+        return once the burst is answered (True), or False to queue it as the next turn."""
+        burst = self._bursts.get(incoming.scope_id)
+        now = asyncio.get_running_loop().time()
+        if (
+            burst is None
+            or burst.closed
+            or burst.author_id != incoming.author_id
+            or now - burst.last_arrival > window
+        ):
+            return False
+        burst.items.append(incoming)
+        burst.last_arrival = now
+        burst.joined = True
+        if burst.turn_id is not None:
+            log.info("message %s joins turn %s: starting over", incoming.source_id, burst.turn_id)
+            if await self.stop(burst.turn_id, MERGED) is not StopResult.STOPPED:
+                # Its answer was stored (or it ended) first: this one is the next turn.
+                burst.items.remove(incoming)
+                return False
+        await burst.done.wait()
+        return True
 
     async def redo(self, redo: Redo) -> None:
         """Answer the conversation's latest turn again (see :class:`Redo`). The old answer
@@ -297,49 +354,70 @@ class ConversationService:
         elif isinstance(first, Redo):
             await self._redo(first)
         else:
-            incoming = merge_incoming([i for i in batch if isinstance(i, Incoming)])
-            await self._new(incoming)
+            await self._new([i for i in batch if isinstance(i, Incoming)])
 
     # -- flows -----------------------------------------------------------------------------
 
-    async def _new(self, incoming: Incoming) -> None:
+    async def _new(self, items: list[Incoming]) -> None:
         started = asyncio.get_running_loop().time()
+        first = items[0]
+        burst = _Burst(first.author_id, list(items), started)
+        self._bursts[first.scope_id] = burst
+        # The answer replies to the burst's first message: a status message may already
+        # stand under it by the time a follow-up joins.
         delivery = self._deliveries.open(
-            Destination(incoming.scope_id, incoming.reply_to, incoming.interaction_id)
+            Destination(first.scope_id, first.reply_to, first.interaction_id)
         )
         await delivery.start()
         try:
-            try:
-                # A message handled twice is refused by begin_turn (unique source id).
-                new = await self._new_turn(incoming)
-                start = await self._store.begin_turn(
-                    new,
-                    conversation=NewConversation(
-                        scope_id=incoming.scope_id,
-                        owner_id=incoming.author_id,
-                        guild_id=incoming.guild_id,
-                        parent_channel_id=incoming.parent_channel_id,
-                    ),
+            superseding: int | None = None
+            while True:
+                taken = len(burst.items)
+                burst.joined = False
+                incoming = merge_incoming(burst.items[:taken])
+                try:
+                    # A message handled twice is refused by begin_turn (unique source id).
+                    new = await self._new_turn(incoming)
+                    start = await self._store.begin_turn(
+                        new,
+                        conversation=NewConversation(
+                            scope_id=incoming.scope_id,
+                            owner_id=incoming.author_id,
+                            guild_id=incoming.guild_id,
+                            parent_channel_id=incoming.parent_channel_id,
+                        ),
+                        superseding=superseding,
+                    )
+                except DuplicateMessage:
+                    log.info("message %s already answered; ignoring", incoming.source_id)
+                    return
+                except SeedBotError as exc:
+                    # Failures before the turn was stored: nothing to mark, only to tell.
+                    self.observer.turn_failed(exc)
+                    log.warning("turn for message %s refused: %s", incoming.source_id, exc)
+                    with contextlib.suppress(DeliveryError):
+                        await delivery.fail(None, exc)
+                    return
+                self._remember_bound(incoming.scope_id)
+                log.info(
+                    "turn %s stored for message %s in conversation %s",
+                    start.turn.id,
+                    incoming.source_id,
+                    start.conversation.id,
                 )
-            except DuplicateMessage:
-                log.info("message %s already answered; ignoring", incoming.source_id)
-                return
-            except SeedBotError as exc:
-                # Failures before the turn was stored: nothing to mark, only to tell.
-                self.observer.turn_failed(exc)
-                log.warning("turn for message %s refused: %s", incoming.source_id, exc)
-                with contextlib.suppress(DeliveryError):
-                    await delivery.fail(None, exc)
-                return
-            self._remember_bound(incoming.scope_id)
-            log.info(
-                "turn %s stored for message %s in conversation %s",
-                start.turn.id,
-                incoming.source_id,
-                start.conversation.id,
-            )
-            await self._answer(start, delivery, started)
+                superseding = start.turn.id
+                if burst.joined or len(burst.items) > taken:
+                    continue  # a follow-up came while this one was prepared
+                burst.turn_id = start.turn.id
+                outcome = await self._answer(start, delivery, started, burst)
+                burst.turn_id = None
+                if outcome is not _MERGED_AWAY:
+                    return
         finally:
+            burst.closed = True
+            if self._bursts.get(first.scope_id) is burst:
+                del self._bursts[first.scope_id]
+            burst.done.set()
             await delivery.close()
 
     async def _redo(self, redo: Redo) -> None:
@@ -446,14 +524,24 @@ class ConversationService:
             video_names=media.video_names,
         )
 
-    async def _answer(self, start: TurnStart, delivery: Delivery, started: float) -> None:
+    async def _answer(
+        self,
+        start: TurnStart,
+        delivery: Delivery,
+        started: float,
+        burst: _Burst | None = None,
+    ) -> object:
         """Run a stored turn; when fal refuses some of its attachments (and only those), run
-        the next attempt without them, naming each in the reply."""
+        the next attempt without them, naming each in the reply. Returns ``_MERGED_AWAY``
+        when a follow-up of the burst stopped it (the caller starts over), else None."""
         while True:
             turn = start.turn
-            rejected = await self._run_turn(start, delivery, started)
-            if rejected is None:
-                return
+            if burst is not None:
+                burst.turn_id = turn.id
+            rejected = await self._run_turn(start, delivery, started, burst)
+            if rejected is None or rejected is _MERGED_AWAY:
+                return rejected
+            assert isinstance(rejected, tuple)
             refused, error = rejected
             log.info("turn %s: fal refused %s; answering without them", turn.id, refused)
             try:
@@ -468,13 +556,18 @@ class ConversationService:
                 with contextlib.suppress(DeliveryError):
                     await delivery.fail(turn, error)
                 await self._store.finish_turn(turn.id, TurnState.FAILED, str(error)[:500])
-                return
+                return None
 
     async def _run_turn(
-        self, start: TurnStart, delivery: Delivery, started: float
-    ) -> tuple[dict[str, set[int]], ModelInputRejected] | None:
+        self,
+        start: TurnStart,
+        delivery: Delivery,
+        started: float,
+        burst: _Burst | None = None,
+    ) -> tuple[dict[str, set[int]], ModelInputRejected] | object | None:
         """Submit (if not yet), wait, store and deliver one stored turn. Returns the refused
-        attachments when fal refused only some of them (the caller tries again without)."""
+        attachments when fal refused only some of them (the caller tries again without),
+        ``_MERGED_AWAY`` when a follow-up of ``burst`` stopped it."""
         conversation, turn = start.conversation, start.turn
         active = self._active.setdefault(turn.id, _Active())
         self.observer.turn_started(conversation.id)
@@ -485,6 +578,8 @@ class ConversationService:
                 new = new_history_messages(reply.messages, sent_count)
                 try:
                     await self._store.complete_turn(turn.id, reply, new)
+                    if burst is not None:
+                        burst.closed = True  # stored: a follow-up is the next turn now
                 except StorageError:
                     # complete_turn refuses a turn stopped meanwhile (maybe by another
                     # process): its answer is neither stored nor posted.
@@ -506,6 +601,9 @@ class ConversationService:
             self.observer.turn_answered(seconds=done - started, delivery_seconds=done - answered)
             return None
         except TurnStopped as stop:
+            if stop.by == MERGED:
+                log.info("turn %s gives way to the burst it is part of", turn.id)
+                return _MERGED_AWAY
             log.info("turn %s stopped", turn.id)
             self.observer.turn_stopped()
             with contextlib.suppress(DeliveryError):
@@ -606,7 +704,12 @@ class ConversationService:
             except asyncio.CancelledError:
                 task = asyncio.current_task()
                 if not (task and task.cancelling()):
-                    active.check()  # cancelled by stop(), not by a shutdown
+                    # Cancelled by stop(), not by a shutdown: the request goes too.
+                    try:
+                        active.check()
+                    except TurnStopped:
+                        await self._cancel_quietly(handle)
+                        raise
                 raise
             finally:
                 active.waiter = None
@@ -651,7 +754,8 @@ class ConversationService:
     async def stop(self, turn_id: int, by: str) -> StopResult:
         """Stop a turn: it is marked stopped, its fal request cancelled, and an answer that
         arrives anyway is never stored or posted. Works on a turn running in another process
-        or left over from before a restart too (through the stored state)."""
+        or left over from before a restart too (through the stored state: then the request
+        is cancelled here, within ``STOP_CANCEL_SECONDS``)."""
         try:
             turn = await self._store.get_turn(turn_id)
         except StorageError:
@@ -661,10 +765,12 @@ class ConversationService:
         log.info("turn %s stopped on request", turn_id)
         active = self._active.get(turn_id)
         if active is not None:
+            # Running here: the turn's own task cancels its fal request, whichever step it
+            # is at (its request id may be on its way to the store right now).
             active.stopped_by = by
             if active.waiter is not None:
                 active.waiter.cancel()
-        if turn.handle is not None:
+        elif turn.handle is not None:
             # Bounded: the person pressing Stop is waiting for the answer to that.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(STOP_CANCEL_SECONDS):

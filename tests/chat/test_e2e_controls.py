@@ -225,15 +225,30 @@ async def test_editing_an_older_message_changes_nothing(harness: Harness) -> Non
 # -- batching -----------------------------------------------------------------------------------
 
 
-async def test_rapid_messages_are_answered_as_one_turn(make_harness: HarnessFactory) -> None:
-    h = await make_harness(SEED_BOT_DISCORD__BATCH_WINDOW_SECONDS="0.5")
+async def test_a_burst_is_answered_as_one_turn_without_a_wait(
+    make_harness: HarnessFactory,
+) -> None:
+    """The first message goes to fal at once; each follow-up within the window, while the
+    answer is not yet in, replaces the request with the merged turn."""
+    h = await make_harness(SEED_BOT_DISCORD__BATCH_WINDOW_SECONDS="5")
     thread, _ = await converse(h, "hello")
+    h.fal.hold()
     since = h.fake.mark()
-    for text in ("one", "two", "three"):
-        await h.fake.send_message(h.world.alice, thread, text)
-    answer = await h.fake.wait_for_message(thread, contains="echo:", since=since, timeout=10)
+    await h.fake.send_message(h.world.alice, thread, "one")
+    [_, first] = await h.fal.wait_for_submissions(2)  # submitted at once: no fixed wait
+    await h.fake.send_message(h.world.alice, thread, "two")
+    await h.fal.wait_for(lambda: h.fal.requests[first].cancel_requested)
+    await h.fake.send_message(h.world.alice, thread, "three")
+    await h.fal.wait_for(lambda: prompts(h)[-1] == "one\ntwo\nthree")
+    h.fal.unhold()
+    answer = await h.answer_in(thread, since=since, contains="echo:")
     assert answer.content.endswith("echo: one\ntwo\nthree")
-    assert prompts(h) == ["hello", "one\ntwo\nthree"]
+    assert prompts(h)[0] == "hello" and prompts(h)[-1] == "one\ntwo\nthree"
+    cancelled = [r for r in list(h.fal.requests.values())[1:-1]]
+    assert cancelled and all(r.cancel_requested for r in cancelled)
+    await h.app.bot.idle()
+    answers = [m for m in h.fake.bot_messages(thread) if "echo: one" in m.content]
+    assert len(answers) == 1  # one answer, nothing about the replaced attempts
 
 
 # -- live config reload -------------------------------------------------------------------------

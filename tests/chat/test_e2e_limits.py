@@ -101,8 +101,12 @@ async def test_discord_failures_on_send_are_retried(harness: Harness) -> None:
     assert answer.content.endswith("echo: again")
 
 
-async def test_messages_waiting_for_an_answer_become_one_turn(harness: Harness) -> None:
-    h = harness
+async def test_messages_waiting_for_an_answer_become_one_turn(
+    make_harness: HarnessFactory,
+) -> None:
+    # A window shorter than the time fal takes to queue "a": "b" and "c" come too late to
+    # join it, and wait behind its answer together.
+    h = await make_harness(SEED_BOT_DISCORD__BATCH_WINDOW_SECONDS="0.001")
     thread = await open_thread(h, "first")
     h.fal.hold()
     since = h.fake.mark()
@@ -112,8 +116,23 @@ async def test_messages_waiting_for_an_answer_become_one_turn(harness: Harness) 
     await h.fake.send_message(h.world.alice, thread, "c")
     await h.fake.sync_gateway()
     h.fal.unhold()
-    await h.fake.wait_for_message(thread, contains="echo: b\nc", since=since, timeout=10)
+    await h.fake.wait_for_post(thread, contains="echo: b\nc", since=since, timeout=10)
     assert prompts(h) == ["first", "a", "b\nc"]
+
+
+async def test_without_a_window_every_message_is_its_own_turn(harness: Harness) -> None:
+    h = harness  # the harness runs with batch_window_seconds = 0
+    thread = await open_thread(h, "first")
+    h.fal.hold()
+    since = h.fake.mark()
+    await h.fake.send_message(h.world.alice, thread, "a")
+    await h.fal.wait_for_submissions(2)
+    await h.fake.send_message(h.world.alice, thread, "b")
+    await h.fake.send_message(h.world.alice, thread, "c")
+    await h.fake.sync_gateway()
+    h.fal.unhold()
+    await h.fake.wait_for_post(thread, contains="echo: c", since=since, timeout=10)
+    assert prompts(h) == ["first", "a", "b", "c"]
 
 
 async def test_data_uri_mode_inlines_small_images(make_harness: HarnessFactory) -> None:

@@ -177,7 +177,47 @@ async def test_a_burst_of_one_persons_messages_is_one_turn(world: World) -> None
     [request] = world.fal.requests.values()
     assert request.input["prompt"] == "one\ntwo\nthree"
     [delivery] = world.deliveries.opened
-    assert delivery.destination.reply_to == "1003"  # the burst's last message
+    assert delivery.destination.reply_to == "1001"  # the burst's first message
+
+
+async def test_a_follow_up_stops_the_queued_request_and_the_burst_starts_over(
+    world: World,
+) -> None:
+    world.service.reconfigure(ServiceConfig(batch_window=5.0, turn_timeout=10))
+    world.fal.hold()
+    first = asyncio.create_task(world.service.respond(message(1, "one")))
+    [queued] = await world.fal.wait_for_submissions(1)
+    await world.fal.wait_for_calls("stream", 1)  # its request id is stored
+    second = asyncio.create_task(world.service.respond(message(2, "two")))
+    await world.fal.wait_for(lambda: world.fal.requests[queued].cancel_requested)
+    world.fal.unhold()
+    await asyncio.gather(first, second)
+    prompts = [r.input["prompt"] for r in world.fal.requests.values()]
+    assert prompts == ["one", "one\ntwo"]
+    [delivery] = world.deliveries.opened
+    assert delivery.named("deliver") == [("echo: one\ntwo", ())]
+    assert delivery.named("stopped") == []  # nobody is told about the replaced attempt
+    latest = await world.service.latest_turn("42")
+    assert latest is not None and latest.source_id == "1002"
+    assert latest.state is TurnState.DELIVERED
+
+
+async def test_a_follow_up_after_the_answer_is_stored_is_the_next_turn(world: World) -> None:
+    world.service.reconfigure(ServiceConfig(batch_window=5.0, turn_timeout=10))
+    await world.service.respond(message(1, "one"))
+    await world.service.respond(message(2, "two"))
+    assert [r.input["prompt"] for r in world.fal.requests.values()] == ["one", "two"]
+
+
+async def test_without_a_window_nothing_is_merged(world: World) -> None:
+    world.fal.hold()
+    first = asyncio.create_task(world.service.respond(message(1, "one")))
+    await world.fal.wait_for_submissions(1)
+    second = asyncio.create_task(world.service.respond(message(2, "two")))
+    third = asyncio.create_task(world.service.respond(message(3, "three")))
+    world.fal.unhold()
+    await asyncio.gather(first, second, third)
+    assert [r.input["prompt"] for r in world.fal.requests.values()] == ["one", "two", "three"]
 
 
 async def test_retry_supersedes_the_old_answer(world: World) -> None:
