@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -29,6 +29,7 @@ from bot.config import Config
 from bot.domain.access import AccessPolicy
 from bot.domain.attachments import AttachmentLimits, AttachmentPolicy
 from bot.domain.errors import ConfigError, ModelError, SeedBotError, StorageUnavailable
+from bot.domain.privacy import Retention, RetentionSweeper
 from bot.domain.quotas import Quota, QuotaRules, Quotas
 from bot.domain.service import ConversationService, ServiceConfig
 from bot.fal.client import FalClient
@@ -39,6 +40,7 @@ from bot.ops.logs import describe_exception
 from bot.ops.metrics import Metrics, TimedModel
 from bot.storage.engine import create_engine, sqlite_path
 from bot.storage.migrate import ensure_schema
+from bot.storage.privacy import SqlPrivacy
 from bot.storage.repository import SqlStore
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,16 @@ def fal_settings(config: Config) -> FalSettings:
         queue_base=config.fal.queue_base,
         rest_base=config.fal.rest_base,
         connect_timeout=config.fal.connect_timeout,
+        store_io=config.privacy.fal_store_io,
+        upload_lifetime=retention(config).seconds,
+    )
+
+
+def retention(config: Config) -> Retention:
+    limits = config.limits
+    return Retention(
+        days=config.privacy.retention_days,
+        usage_window_seconds=max(limits.user_window_seconds, limits.guild_window_seconds),
     )
 
 
@@ -140,7 +152,9 @@ class App:
     gate: Gate
     bot: SeedBot
     metrics: Metrics
+    privacy: SqlPrivacy
     health: HealthServer | None = None
+    sweeper: RetentionSweeper | None = None
 
 
 RESTART_ONLY = (
@@ -158,6 +172,8 @@ RESTART_ONLY = (
     ("http", "listen"),
     ("logging", "level"),
     ("logging", "format"),
+    ("privacy", "fal_store_io"),
+    ("privacy", "retention_days"),
 )
 
 
@@ -240,9 +256,15 @@ async def build_app(
             journal=journal,
         )
         gate = Gate(Quotas(store, quota_rules(config)), gate_rules(config), observer=metrics)
-        bot.install(service, gate)
+        privacy = SqlPrivacy(store.db)
+        bot.install(service, gate, privacy)
         metrics.watch_gateway(lambda: bot.latencies)
-        app = App(config, engine, session, store, model, media, service, gate, bot, metrics)
+        app = App(
+            config, engine, session, store, model, media, service, gate, bot, metrics, privacy
+        )
+        if retention(config).enabled:
+            app.sweeper = RetentionSweeper(privacy, retention(config))
+            await stack.enter_async_context(_running(app.sweeper.run(), "retention-sweep"))
         if config.http.listen:
             health = HealthServer(
                 metrics, [shard_check(bot, options.shard_ids), database_check(engine)]
@@ -260,6 +282,29 @@ async def build_app(
         if reload is not None:
             bot.reload_config = partial(reload_app, app, reload)
         yield app
+
+
+@contextlib.asynccontextmanager
+async def _running(coro: Coroutine[Any, Any, None], name: str) -> AsyncIterator[None]:
+    """``coro`` as a background task for the life of the block, cancelled on the way out."""
+    task = asyncio.create_task(coro, name=name)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@contextlib.asynccontextmanager
+async def open_store(config: Config) -> AsyncIterator[SqlStore]:
+    """The store alone, for commands that only read or clean the database (export, purge)."""
+    await _ensure_schema(config)
+    engine = create_engine(config.database.url)
+    try:
+        yield SqlStore(engine)
+    finally:
+        await engine.dispose()
 
 
 async def _ensure_schema(config: Config) -> None:

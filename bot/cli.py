@@ -8,6 +8,8 @@ import logging
 import mimetypes
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ import discord
 from bot.config import Config, load_config
 from bot.domain.errors import ConfigError, SeedBotError
 from bot.domain.models import EFFORT_LEVELS, THINKING_MODES, ModelRequest, Progress
+from bot.domain.privacy import export_files
 from bot.ops.logs import setup_logging
 
 log = logging.getLogger(__name__)
@@ -123,7 +126,53 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("--thinking", choices=THINKING_MODES, help="thinking mode")
     ask.add_argument("--effort", choices=EFFORT_LEVELS, help="reasoning effort")
     ask.add_argument("--system", metavar="TEXT", help="system prompt")
+
+    export = sub.add_parser(
+        "export",
+        parents=[common],
+        help="write a stored conversation to conversation.md and conversation.json",
+        description="Write the conversation stored for a thread (or DM channel) as "
+        "conversation.md (readable) and conversation.json (every stored turn).",
+    )
+    export.add_argument("--thread", required=True, type=_snowflake, metavar="ID", help="thread id")
+    export.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="directory to write the two files to (default: ./seed-bot-export-ID)",
+    )
+
+    purge = sub.add_parser(
+        "purge",
+        parents=[common],
+        help="delete stored turns of a user, of a server, or older than some days",
+        description="Delete stored conversations' data and print what was deleted. Turns "
+        "still being answered are kept (and counted). Stop nothing: safe while the bot runs.",
+    )
+    which = purge.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--user", type=_snowflake, metavar="ID", help="every turn this user wrote, everywhere"
+    )
+    which.add_argument(
+        "--guild", type=_snowflake, metavar="ID", help="every conversation of this server"
+    )
+    which.add_argument(
+        "--older-than", type=_days, metavar="DAYS", help="turns older than this many days"
+    )
+    purge.add_argument("--dry-run", action="store_true", help="only print what would be deleted")
     return parser
+
+
+def _snowflake(value: str) -> str:
+    if value.isdigit() and len(value) <= 20:
+        return value
+    raise argparse.ArgumentTypeError(f"{value!r} is not a Discord id (digits)")
+
+
+def _days(value: str) -> int:
+    if value.isdigit() and int(value) >= 1:
+        return int(value)
+    raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of days (1 or more)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -136,7 +185,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     level = "DEBUG" if args.debug else config.logging.level
     setup_logging(level, config.logging.format)
-    command = {"run": _run, "migrate": _migrate, "check": _check, "ask": _ask}[args.command]
+    command = {
+        "run": _run,
+        "migrate": _migrate,
+        "check": _check,
+        "ask": _ask,
+        "export": _export,
+        "purge": _purge,
+    }[args.command]
     fatal = partial(_fatal, json_lines=config.logging.format == "json")
     try:
         return asyncio.run(command(config, args))
@@ -191,6 +247,54 @@ async def _migrate(config: Config, args: argparse.Namespace) -> int:
     await upgrade(config.database.url)
     after = await current_revision(config.database.url)
     print(f"database at revision {after} (was {before or 'empty'})")
+    return EXIT_OK
+
+
+async def _export(config: Config, args: argparse.Namespace) -> int:
+    from bot.app import open_store
+    from bot.storage.privacy import SqlPrivacy
+
+    async with open_store(config) as store:
+        found = await SqlPrivacy(store.db).export(args.thread)
+    if found is None:
+        raise SeedBotError(f"no conversation is stored for thread {args.thread}")
+    out: Path = args.out or Path(f"seed-bot-export-{args.thread}")
+    _write_files(out, export_files(found, exported_at=datetime.now(UTC)))
+    print(f"exported {len(found.turns)} turns of thread {args.thread}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _write_files(out: Path, files: dict[str, str]) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            (out / name).write_text(text, encoding="utf-8")
+            print(out / name)
+    except OSError as exc:
+        raise SeedBotError(f"{out}: cannot write the export ({exc.strerror})") from None
+
+
+async def _purge(config: Config, args: argparse.Namespace) -> int:
+    from bot.app import open_store, retention
+    from bot.storage.privacy import SqlPrivacy
+
+    async with open_store(config) as store:
+        privacy = SqlPrivacy(store.db)
+        dry = args.dry_run
+        if args.user is not None:
+            what = f"turns of user {args.user}"
+            removed = await privacy.purge_user(args.user, dry_run=dry)
+        elif args.guild is not None:
+            what = f"conversations of server {args.guild}"
+            removed = await privacy.purge_guild(args.guild, dry_run=dry)
+        else:
+            what = f"turns older than {args.older_than} days"
+            rule = replace(retention(config), days=args.older_than)
+            now = datetime.now(UTC)
+            removed = await privacy.remove_older(
+                rule.turns_before(now), rule.usage_before(now), dry_run=dry
+            )
+    print(f"{'would delete' if dry else 'deleted'} ({what}): {removed.describe()}")
     return EXIT_OK
 
 

@@ -304,6 +304,22 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PrivacyConfig:
+    fal_store_io: bool = _opt(
+        fal.DEFAULT_STORE_IO,
+        "Let fal store each request's prompt and answer (30 days); false sends "
+        "X-Fal-Store-IO: 0 so it does not.",
+    )
+    retention_days: int = _opt(
+        0,
+        "Delete turns, their messages and usage detail older than this many days (checked "
+        "at start and hourly), and uploaded attachments expire at fal after as long; "
+        "0 keeps everything.",
+        _non_negative,
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     discord: DiscordConfig = field(default_factory=DiscordConfig)
     fal: FalConfig = field(default_factory=FalConfig)
@@ -314,6 +330,7 @@ class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
 
 SECTIONS: dict[str, type[Any]] = {

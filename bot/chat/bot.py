@@ -13,12 +13,13 @@ from typing import Any
 
 import discord
 
-from bot.chat import ask_menu, commands, controls, reply_button
+from bot.chat import ask_menu, commands, controls, privacy, reply_button
 from bot.chat.delivery import Views
 from bot.chat.gate import Gate, GateRules
 from bot.chat.inbound import Inbound, InboundOptions
 from bot.chat.interaction_delivery import InteractionViews, LiveInteractions
 from bot.chat.texts import NO_MENTIONS
+from bot.domain.privacy import PrivacyStore
 from bot.domain.service import ConversationService
 
 log = logging.getLogger(__name__)
@@ -85,11 +86,13 @@ class SeedBot(discord.AutoShardedClient):
         self._service: ConversationService | None = None
         self._gate: Gate | None = None
         self._inbound: Inbound | None = None
+        self._privacy: PrivacyStore | None = None
 
-    def install(self, service: ConversationService, gate: Gate) -> None:
+    def install(self, service: ConversationService, gate: Gate, privacy: PrivacyStore) -> None:
         """Give the bot what it answers with (before it starts)."""
         self._service = service
         self._gate = gate
+        self._privacy = privacy
         self._inbound = Inbound(
             self,
             service,
@@ -109,6 +112,11 @@ class SeedBot(discord.AutoShardedClient):
         return self._gate
 
     @property
+    def privacy(self) -> PrivacyStore:
+        assert self._privacy is not None, "install() first"
+        return self._privacy
+
+    @property
     def inbound(self) -> Inbound:
         assert self._inbound is not None, "install() first"
         return self._inbound
@@ -122,7 +130,10 @@ class SeedBot(discord.AutoShardedClient):
     async def setup_hook(self) -> None:
         commands.register(self.tree, self)
         ask_menu.register(self.tree, self)
-        self.add_dynamic_items(*controls.DYNAMIC_ITEMS, reply_button.ReplyButton)
+        privacy.register(self.tree, self)
+        self.add_dynamic_items(
+            *controls.DYNAMIC_ITEMS, reply_button.ReplyButton, *privacy.DYNAMIC_ITEMS
+        )
         if self.options.sync_commands:
             synced = await self.tree.sync()
             log.info("synced %d global application commands", len(synced))

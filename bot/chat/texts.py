@@ -526,3 +526,59 @@ def asked_about(name: str, question: str, jump_url: str) -> str:
     """The line a conversation started with "Ask Seed" opens with in its thread."""
     asked = f": {quote_inline(question, 1500)}" if question.strip() else ""
     return f"{bold_name(name)} asked about {jump_url}{asked}"
+
+
+# --------------------------------------------------------------------------------------------
+# Privacy: /export and /forget
+# --------------------------------------------------------------------------------------------
+
+EXPORT_WHERE: Final = "⛔ Use `/export` inside a conversation's thread (or in a DM with me)."
+EXPORT_NOT_A_CONVERSATION: Final = (
+    "⛔ This channel is not a conversation with me: there is nothing to export here."
+)
+FORGET_CONFIRM_LABEL: Final = "Delete what I wrote"
+FORGET_NOT_YOURS: Final = "⛔ Only the person who asked to forget can confirm it."
+FORGET_BUSY: Final = (
+    "⏳ What you wrote here is still being answered: use `/forget` again once it is done."
+)
+
+
+def _turns(count: int) -> str:
+    return f"{count} turn" + ("" if count == 1 else "s")
+
+
+def _where(in_server: bool) -> str:
+    return "in this server" if in_server else "in our direct messages"
+
+
+def export_ready(turns: int) -> str:
+    return (
+        f"📦 This conversation ({_turns(turns)}): `conversation.md` to read, "
+        "`conversation.json` with every stored turn."
+    )
+
+
+def export_too_large(size: int) -> str:
+    return (
+        f"⛔ This conversation's export ({size / 1_048_576:.1f} MB) is too large to send here; "
+        "the bot's operator can export it with `seed-bot export`."
+    )
+
+
+def forget_nothing(in_server: bool) -> str:
+    return f"Nothing you wrote {_where(in_server)} is stored: there is nothing to forget."
+
+
+def forget_confirm(turns: int, in_server: bool) -> str:
+    return (
+        f"🗑️ This deletes the {_turns(turns)} you wrote {_where(in_server)} from my stored "
+        "history: your text, your attachments' links and my answers to them. Other people's "
+        "turns stay. This cannot be undone."
+    )
+
+
+def forgotten(turns: int, kept: int, in_server: bool) -> str:
+    text = f"✅ Removed {_turns(turns)} you wrote {_where(in_server)}, and my answers to them."
+    if kept:
+        text += f" {_turns(kept)} still being answered stayed: use `/forget` again later."
+    return text

@@ -141,6 +141,8 @@ class FalClient:
         headers = self._headers(json_body=True)
         if self._settings.start_timeout is not None:
             headers["X-Fal-Request-Timeout"] = str(float(self._settings.start_timeout))
+        if not self._settings.store_io:
+            headers["X-Fal-Store-IO"] = "0"
         log.debug(
             "fal submit: prompt %d chars, %d messages, %d images, %d videos",
             len(request.prompt),
@@ -263,7 +265,7 @@ class FalClient:
                 # Initiating only mints a signed URL: doing it twice leaves an unused URL,
                 # so a retry after an unanswered POST is harmless.
                 idempotent=True,
-                headers=self._headers(json_body=True),
+                headers=self._upload_headers(),
                 params={"storage_type": "fal-cdn-v3"},
                 data=wire.dumps({"content_type": content_type, "file_name": file_name}),
             )
@@ -342,6 +344,15 @@ class FalClient:
         }
         if json_body:
             headers["Content-Type"] = "application/json"
+        return headers
+
+    def _upload_headers(self) -> dict[str, str]:
+        headers = self._headers(json_body=True)
+        lifetime = self._settings.upload_lifetime
+        if lifetime is not None:
+            # The file lives as long as the history that points at it (fal-protocol §7.2).
+            preference = wire.dumps({"expiration_duration_seconds": lifetime})
+            headers["X-Fal-Object-Lifecycle-Preference"] = preference.decode()
         return headers
 
     def _built_urls(self, request_id: str) -> _Urls:

@@ -12,6 +12,8 @@ DEFAULT_ENDPOINT = "fal-ai/bytedance/seed/v2/mini"
 DEFAULT_QUEUE_BASE = "https://queue.fal.run"
 DEFAULT_REST_BASE = "https://rest.fal.ai"
 DEFAULT_CONNECT_TIMEOUT = 10.0
+# fal keeps request and response payloads for 30 days unless told not to (fal-protocol §3).
+DEFAULT_STORE_IO = False
 
 # fal's status stream sends a keep-alive comment every 15 s (fal-protocol.md §4.2); a little
 # more than that tells a dead stream from a quiet one.
@@ -41,6 +43,10 @@ class FalSettings:
     * ``start_timeout``: fal's server-side time-to-start deadline (header
       ``X-Fal-Request-Timeout``, more than 1 s); ``None`` leaves fal's default.
     * ``cancel_timeout``: how long the best-effort cancel after a deadline may take.
+    * ``store_io``: let fal store each request's payloads; ``False`` sends
+      ``X-Fal-Store-IO: 0`` with every submit.
+    * ``upload_lifetime``: seconds fal's CDN keeps an uploaded attachment (header
+      ``X-Fal-Object-Lifecycle-Preference``); ``None`` sends no header (fal's default).
     """
 
     key: str = field(repr=False)
@@ -61,6 +67,8 @@ class FalSettings:
     start_timeout: float | None = None
     cancel_timeout: float = 5.0
     user_agent: str = "seed-bot (fal queue client)"
+    store_io: bool = DEFAULT_STORE_IO
+    upload_lifetime: int | None = None
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -93,5 +101,7 @@ class FalSettings:
         # Both official clients refuse start timeouts of 1 s or less (fal-protocol.md §3).
         if self.start_timeout is not None and not self.start_timeout > 1:
             problems.append("fal start_timeout must be more than 1 second")
+        if self.upload_lifetime is not None and self.upload_lifetime < 1:
+            problems.append("fal upload_lifetime must be at least 1 second")
         if problems:
             raise ConfigError(problems)

@@ -323,6 +323,9 @@ class StoredFile:
     content_type: str
     file_name: str
     data: bytes
+    #: The ``X-Fal-Object-Lifecycle-Preference`` sent when the upload was initiated, decoded
+    #: (``{"expiration_duration_seconds": …}``), or None when there was none.
+    lifecycle: Mapping[str, Any] | None = None
 
 
 # --- the server ----------------------------------------------------------------------------
@@ -378,7 +381,7 @@ class FakeFal:
         self._queue: list[str] = []
         self._holding = False
         self._route_counts: dict[Route | None, int] = {}
-        self._uploads: dict[str, tuple[str, str, str, str]] = {}
+        self._uploads: dict[str, tuple[str, str, str, str, Mapping[str, Any] | None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._timers: list[asyncio.TimerHandle] = []
         self._changed = asyncio.Event()
@@ -663,7 +666,7 @@ class FakeFal:
         if route == "submit":
             return self._submit(request, app, key, raw, parsed)
         if route == "initiate":
-            return self._initiate(parsed)
+            return self._initiate(request, parsed)
         fake_request = self.requests.get(ident)
         # Status, result and cancel take owner/app or the full endpoint id before
         # /requests/; a request made with another key is not found (fal-protocol §13.2).
@@ -972,7 +975,7 @@ class FakeFal:
 
     # --- storage ---------------------------------------------------------------------------
 
-    def _initiate(self, parsed: Any) -> web.Response:
+    def _initiate(self, request: web.Request, parsed: Any) -> web.Response:
         if not (
             isinstance(parsed, dict)
             and isinstance(parsed.get("content_type"), str)
@@ -994,7 +997,12 @@ class FakeFal:
         file_id = uuid.uuid4().hex
         signature = uuid.uuid4().hex
         name = parsed["file_name"] or "upload.bin"
-        self._uploads[token] = (file_id, name, parsed["content_type"], signature)
+        lifecycle = request.headers.get("X-Fal-Object-Lifecycle-Preference")
+        try:
+            preference = json.loads(lifecycle) if lifecycle is not None else None
+        except ValueError:
+            return self._json(400, {"detail": "X-Fal-Object-Lifecycle-Preference is not JSON"})
+        self._uploads[token] = (file_id, name, parsed["content_type"], signature, preference)
         upload_url = f"{self._base}/storage/upload/put/{token}?X-Goog-Signature={signature}"
         file_url = f"{self._base}/files/{file_id}/{quote(name)}"
         return self._json(200, {"upload_url": upload_url, "file_url": file_url})
@@ -1010,9 +1018,9 @@ class FakeFal:
             return web.Response(
                 status=400, text="<Error><Code>InvalidAuthentication</Code></Error>"
             )
-        file_id, name, _declared, _signature = pending
+        file_id, name, _declared, _signature, preference = pending
         content_type = request.headers.get("Content-Type", "application/octet-stream")
-        self.files[file_id] = StoredFile(content_type, name, raw)
+        self.files[file_id] = StoredFile(content_type, name, raw, preference)
         return web.Response(status=200)
 
     def _file(self, file_id: str) -> web.Response:
