@@ -62,7 +62,10 @@ class FieldProblem:
 
 
 class ModelError(SeedBotError):
-    """The model service failed; ``request_id`` is fal's id when one exists (for support)."""
+    """The model service failed; ``request_id`` is fal's id when one exists (for support).
+    ``billable_units`` is what fal reported the failed request consumed, when it said."""
+
+    billable_units: int | None = None
 
     def __init__(self, message: str, *, request_id: str | None = None) -> None:
         super().__init__(message)
