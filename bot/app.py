@@ -27,6 +27,7 @@ from bot.chat.media import DiscordMedia
 from bot.config import Config
 from bot.domain.access import AccessPolicy
 from bot.domain.attachments import AttachmentLimits, AttachmentPolicy
+from bot.domain.costs import Budgets, Pricing
 from bot.domain.errors import ConfigError, ModelError, SeedBotError, StorageUnavailable
 from bot.domain.quotas import Quota, QuotaRules, Quotas
 from bot.domain.service import ConversationService, ServiceConfig
@@ -171,6 +172,9 @@ def apply_config(app: App, new: Config) -> list[str]:
     app.service.reconfigure(service_config(new))
     app.gate.rules = gate_rules(new)
     app.gate.quotas.rules = quota_rules(new)
+    if app.gate.budgets is not None:  # the service holds the same Budgets
+        app.gate.budgets.rules = new.budgets.rules()
+        app.gate.budgets.pricing = Pricing(new.costs.usd_per_unit)
     old = app.bot.options
     app.bot.options = replace(
         chat_options(new, sync_commands=old.sync_commands),
@@ -224,6 +228,7 @@ async def build_app(
         bot = SeedBot(options)
         stack.push_async_callback(bot.close)
         deliveries = ChannelDeliveries(bot, store, VIEWS, status_delay=options.status_delay)
+        budgets = Budgets(store.costs, config.budgets.rules(), Pricing(config.costs.usd_per_unit))
         service = ConversationService(
             store,
             TimedModel(model, metrics),
@@ -232,8 +237,14 @@ async def build_app(
             service_config(config),
             observer=metrics,
             journal=journal,
+            budgets=budgets,
         )
-        gate = Gate(Quotas(store, quota_rules(config)), gate_rules(config), observer=metrics)
+        gate = Gate(
+            Quotas(store, quota_rules(config)),
+            gate_rules(config),
+            observer=metrics,
+            budgets=budgets,
+        )
         bot.install(service, gate)
         metrics.watch_gateway(lambda: bot.latencies)
         app = App(config, engine, session, store, model, media, service, gate, bot, metrics)

@@ -8,6 +8,7 @@ import logging
 import mimetypes
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -113,7 +114,54 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("--thinking", choices=THINKING_MODES, help="thinking mode")
     ask.add_argument("--effort", choices=EFFORT_LEVELS, help="reasoning effort")
     ask.add_argument("--system", metavar="TEXT", help="system prompt")
+
+    usage = sub.add_parser(
+        "usage",
+        parents=[common],
+        help="what the bot cost: turns, fal units and dollars per server, user or day",
+        description="A report of the turns' costs over a period (UTC), from the database "
+        "the config names (SQLite or PostgreSQL).",
+    )
+    usage.add_argument(
+        "--since",
+        type=_utc_time,
+        default=None,
+        metavar="WHEN",
+        help="from this date or time, included (YYYY-MM-DD or ISO 8601; UTC unless an offset "
+        "is given; default: the start of the current month)",
+    )
+    usage.add_argument(
+        "--until",
+        type=_utc_time,
+        default=None,
+        metavar="WHEN",
+        help="up to this date or time, excluded (default: now)",
+    )
+    usage.add_argument(
+        "--by",
+        choices=("guild", "user", "day"),
+        default="guild",
+        help="one row per (default: guild)",
+    )
+    usage.add_argument(
+        "--format",
+        choices=("table", "csv", "json"),
+        default="table",
+        help="output format (default: table)",
+    )
     return parser
+
+
+def _utc_time(value: str) -> datetime:
+    """A --since/--until value: a date (its midnight) or a date and time, in UTC unless it
+    carries an offset."""
+    try:
+        when = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a date or time (use YYYY-MM-DD or YYYY-MM-DDTHH:MM)"
+        ) from None
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -126,7 +174,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     level = "DEBUG" if args.debug else config.logging.level
     setup_logging(level, config.logging.format)
-    command = {"run": _run, "migrate": _migrate, "check": _check, "ask": _ask}[args.command]
+    command = {"run": _run, "migrate": _migrate, "check": _check, "ask": _ask, "usage": _usage}[
+        args.command
+    ]
     fatal = partial(_fatal, json_lines=config.logging.format == "json")
     try:
         return asyncio.run(command(config, args))
@@ -181,6 +231,19 @@ async def _migrate(config: Config, args: argparse.Namespace) -> int:
     await upgrade(config.database.url)
     after = await current_revision(config.database.url)
     print(f"database at revision {after} (was {before or 'empty'})")
+    return EXIT_OK
+
+
+async def _usage(config: Config, args: argparse.Namespace) -> int:
+    from bot.domain.costs import period_bounds
+    from bot.ops.usage_report import render, usage_rows
+
+    since = args.since or period_bounds("monthly", datetime.now(UTC))[0]
+    if args.until is not None and args.until <= since:
+        print("seed-bot: --until must be later than --since", file=sys.stderr)
+        return EXIT_CONFIG
+    rows = await usage_rows(config.database.url, since=since, until=args.until, by=args.by)
+    print(render(rows, by=args.by, fmt=args.format, since=since, until=args.until))
     return EXIT_OK
 
 

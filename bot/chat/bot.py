@@ -13,7 +13,7 @@ from typing import Any
 
 import discord
 
-from bot.chat import commands, controls
+from bot.chat import commands, controls, usage
 from bot.chat.delivery import Views
 from bot.chat.gate import Gate, GateRules
 from bot.chat.inbound import Inbound, InboundOptions
@@ -116,6 +116,7 @@ class SeedBot(discord.AutoShardedClient):
 
     async def setup_hook(self) -> None:
         commands.register(self.tree, self)
+        usage.register(self.tree, self)
         self.add_dynamic_items(*controls.DYNAMIC_ITEMS)
         if self.options.sync_commands:
             synced = await self.tree.sync()

@@ -186,6 +186,21 @@ class QuotaExceeded(SeedBotError):
         self.retry_at = retry_at
 
 
+class BudgetExceeded(SeedBotError):
+    """A dollar budget refused the turn before it reached fal: ``scope`` is ``user``,
+    ``server`` or ``bot``, ``period`` ``daily`` or ``monthly``; ``resets_at`` is when its
+    period ends (UTC)."""
+
+    def __init__(self, scope: str, period: str, limit_usd: float, resets_at: datetime) -> None:
+        super().__init__(
+            f"{scope} {period} budget of ${limit_usd:.2f} used up until {resets_at.isoformat()}"
+        )
+        self.scope = scope
+        self.period = period
+        self.limit_usd = limit_usd
+        self.resets_at = resets_at
+
+
 class AccessDenied(SeedBotError):
     """An allow/deny list or a permission check refused the action."""
 
