@@ -63,7 +63,6 @@ def register(tree: app_commands.CommandTree[Any], bot: Host) -> None:
         if budgets is None:
             await ephemeral(interaction, texts.USAGE_NOT_TRACKED)
             return
-        await interaction.response.defer(ephemeral=True, thinking=True)
         try:
             text = await usage_text(
                 budgets, interaction, owner=await bot.is_owner(interaction.user)

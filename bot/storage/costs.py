@@ -4,6 +4,7 @@ spending) and the operator's report, shared by every process using the database.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
@@ -62,6 +63,17 @@ def _counting(budget: Budget, now: datetime) -> list[ColumnElement[bool]]:
 
 def _totals(turns: int | None, units: int | None, usd: float | None) -> Spending:
     return Spending(int(turns or 0), int(units or 0), float(usd or 0.0))
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCost:
+    """A turn's row: its cost so far (the reservation's worst case until ``settled``)."""
+
+    units: int
+    usd: float
+    estimated: bool
+    settled: bool
+    input_tokens: int
 
 
 class SqlCosts:
@@ -139,6 +151,23 @@ class SqlCosts:
             return cost
 
         return await self._db.run("settle_cost", op, write=True)
+
+    async def turn_cost(self, turn_id: int) -> StoredCost | None:
+        """One turn's stored cost (reports and tests)."""
+
+        async def op(conn: AsyncConnection) -> StoredCost | None:
+            row = (
+                await conn.execute(
+                    select(c.units, c.usd, c.estimated, c.settled, c.input_tokens).where(
+                        c.turn_id == turn_id
+                    )
+                )
+            ).first()
+            if row is None:
+                return None
+            return StoredCost(int(row[0]), float(row[1]), bool(row[2]), bool(row[3]), int(row[4]))
+
+        return await self._db.run("turn_cost", op, write=False, single=True)
 
     async def spending(
         self, counts: SpendFilter, *, since: datetime | None, until: datetime | None
