@@ -4,8 +4,8 @@ lapsed reservations count nothing, reports group by server, user and day."""
 from __future__ import annotations
 
 import asyncio
-from functools import partial
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 from bot.domain.costs import (
     RESERVATION_TTL,
