@@ -3,9 +3,6 @@ the last cents of a budget never spend more than it (the worst case is reserved 
 
 from __future__ import annotations
 
-import asyncio
-import json
-import sys
 import textwrap
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -16,6 +13,7 @@ import pytest
 from bot.domain.costs import BudgetRules, Budgets, Cost, Payer, Pricing, SpendFilter
 from bot.storage import SqlStore, create_engine
 from bot.storage.migrate import upgrade
+from tests.reliability.racing import race
 from tests.storage.conftest import POSTGRES_ENV, fresh_postgres_database, postgres_base_url
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,43 +84,9 @@ async def test_two_processes_racing_for_the_last_cents_never_exceed_the_budget(
         await costs.settle(1, lambda _: Cost(79, SPENT, False))
 
         attempts = 20
-        procs = [
-            await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-c",
-                WORKER,
-                postgres_url,
-                str(worker),
-                str(attempts),
-                str(LIMIT),
-                str(PRICE),
-                str(WORST_CASE_UNITS),
-                cwd=ROOT,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )
-            for worker in (1, 2)
-        ]
-        try:
-            for proc in procs:
-                assert proc.stdout is not None
-                line = await asyncio.wait_for(proc.stdout.readline(), 30)
-                assert line == b"ready\n", line
-            for proc in procs:  # both connected: start them together
-                assert proc.stdin is not None
-                proc.stdin.write(b"go\n")
-                await proc.stdin.drain()
-            outputs = [await asyncio.wait_for(p.communicate(), 30) for p in procs]
-        finally:
-            for proc in procs:
-                if proc.returncode is None:
-                    proc.kill()
-                    await proc.wait()
-        reserved = []
-        for proc, (out, err) in zip(procs, outputs, strict=True):
-            assert proc.returncode == 0, err.decode()
-            reserved.append(json.loads(out.decode().strip().splitlines()[-1])["reserved"])
+        argv = [str(attempts), str(LIMIT), str(PRICE), str(WORST_CASE_UNITS)]
+        results = await race(WORKER, [[postgres_url, str(w), *argv] for w in (1, 2)])
+        reserved = [r["reserved"] for r in results]
         assert sum(reserved) == 3, reserved
         [left] = await budgets.left(Payer("1", None))
         assert left.spent_usd == pytest.approx(SPENT + 3 * WORST_CASE_UNITS * PRICE)
