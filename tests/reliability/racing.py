@@ -1,16 +1,35 @@
-"""Race OS processes: start each worker script, wait until every one has connected (it prints
-``ready``), release them together, and collect the JSON object each prints last."""
+"""Race OS processes on one PostgreSQL database: ``postgres_url`` (a fresh, migrated database
+per test), and ``race``: start each worker script, wait until every one has connected (it
+prints ``ready``), release them together, and collect the JSON object each prints last."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from bot.storage.migrate import upgrade
+from tests.storage.conftest import POSTGRES_ENV, fresh_postgres_database, postgres_base_url
+
 ROOT = Path(__file__).resolve().parents[2]
+
+needs_postgres = pytest.mark.skipif(
+    postgres_base_url() is None, reason=f"needs {POSTGRES_ENV} (a PostgreSQL to create dbs in)"
+)
+
+
+@pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    base = postgres_base_url()
+    assert base is not None
+    async with fresh_postgres_database(base) as url:
+        await upgrade(url)
+        yield url
 
 
 async def race(worker: str, argvs: Sequence[Sequence[str]], timeout: float = 30) -> list[Any]:

@@ -4,7 +4,6 @@ the last cents of a budget never spend more than it (the worst case is reserved 
 from __future__ import annotations
 
 import textwrap
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,27 +11,12 @@ import pytest
 
 from bot.domain.costs import BudgetRules, Budgets, Cost, Payer, Pricing, SpendFilter
 from bot.storage import SqlStore, create_engine
-from bot.storage.migrate import upgrade
-from tests.reliability.racing import race
-from tests.storage.conftest import POSTGRES_ENV, fresh_postgres_database, postgres_base_url
+from tests.reliability.racing import needs_postgres, race
 
 ROOT = Path(__file__).resolve().parents[2]
 # $1.00 a month for the whole bot, $0.79 of it spent: room for exactly three turns whose
 # worst case is 7 units at $0.01.
 LIMIT, SPENT, WORST_CASE_UNITS, PRICE = 1.0, 0.79, 7, 0.01
-
-needs_postgres = pytest.mark.skipif(
-    postgres_base_url() is None, reason=f"needs {POSTGRES_ENV} (a PostgreSQL to create dbs in)"
-)
-
-
-@pytest.fixture
-async def postgres_url() -> AsyncIterator[str]:
-    base = postgres_base_url()
-    assert base is not None
-    async with fresh_postgres_database(base) as url:
-        await upgrade(url)
-        yield url
 
 
 WORKER = textwrap.dedent(

@@ -7,7 +7,6 @@ import asyncio
 import re
 import sqlite3
 import textwrap
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,11 +15,9 @@ import pytest
 from bot.domain.errors import QuotaExceeded
 from bot.domain.quotas import Quota, QuotaRules, Quotas
 from bot.storage import SqlStore, create_engine
-from bot.storage.migrate import upgrade
 from tests.chat.conftest import Harness, HarnessFactory
 from tests.fakes.discord.models import FakeChannel, FakeMessage, FakeUser
-from tests.reliability.racing import race
-from tests.storage.conftest import POSTGRES_ENV, fresh_postgres_database, postgres_base_url
+from tests.reliability.racing import needs_postgres, race
 
 ROOT = Path(__file__).resolve().parents[2]
 RELATIVE_TIME = re.compile(r"<t:(\d+):R>")
@@ -149,19 +146,6 @@ async def test_slash_ask_over_quota_is_refused_ephemerally(make_harness: Harness
 
 
 # -- several processes on one PostgreSQL -------------------------------------------------------
-
-needs_postgres = pytest.mark.skipif(
-    postgres_base_url() is None, reason=f"needs {POSTGRES_ENV} (a PostgreSQL to create dbs in)"
-)
-
-
-@pytest.fixture
-async def postgres_url() -> AsyncIterator[str]:
-    base = postgres_base_url()
-    assert base is not None
-    async with fresh_postgres_database(base) as url:
-        await upgrade(url)
-        yield url
 
 
 def quota_service(store: SqlStore, limit: int) -> Quotas:
