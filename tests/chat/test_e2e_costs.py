@@ -49,10 +49,12 @@ def units_of(request: FakeRequest) -> int:
     return billable_units(request.input, request.result_body)
 
 
-async def spend_earlier(h: Harness, usd: float, *, guild: bool = True) -> None:
-    """Spending of today that the budgets count (another turn, earlier)."""
+async def spend_earlier(
+    h: Harness, usd: float, *, guild: bool = True, by: FakeUser | None = None
+) -> None:
+    """Spending of today that the budgets count (another turn, earlier; bob's by default)."""
     world = h.world
-    payer = Payer(str(world.bob.id), str(world.guild.id) if guild else None)
+    payer = Payer(str((by or world.bob).id), str(world.guild.id) if guild else None)
     now = datetime.now(UTC)
     costs = h.app.store.costs
     await costs.reserve(Reservation(EARLIER_TURN, payer, 0, 0, usd, now), [], now=now)
@@ -61,6 +63,10 @@ async def spend_earlier(h: Harness, usd: float, *, guild: bool = True) -> None:
 
 def next_midnight() -> int:
     return int(period_bounds("daily", datetime.now(UTC))[1].timestamp())
+
+
+def next_month() -> int:
+    return int(period_bounds("monthly", datetime.now(UTC))[1].timestamp())
 
 
 # -- the cost of a turn ---------------------------------------------------------------------
@@ -125,6 +131,41 @@ async def test_a_used_up_server_budget_refuses_at_the_door(make_harness: Harness
     await h.app.bot.idle()
     assert h.fal.requests == {}
     assert await h.app.store.turn_for_source(str(message.id)) is None
+
+
+@pytest.mark.parametrize(
+    ("key", "alice_spent", "in_server", "text"),
+    [
+        ("USER_DAILY_USD", True, False, "You have used your $2.50 daily budget"),
+        ("USER_MONTHLY_USD", True, False, "You have used your $2.50 monthly budget"),
+        ("GUILD_DAILY_USD", False, True, "This server has used its $2.50 daily budget"),
+        ("GUILD_MONTHLY_USD", False, True, "This server has used its $2.50 monthly budget"),
+        ("TOTAL_MONTHLY_USD", False, False, "The bot has used its $2.50 monthly budget"),
+    ],
+)
+async def test_each_budget_refuses_once_used_up_and_says_when_it_resets(
+    make_harness: HarnessFactory, key: str, alice_spent: bool, in_server: bool, text: str
+) -> None:
+    h = await make_harness(**{f"SEED_BOT_BUDGETS__{key}": "2.5"})
+    # spending that this budget counts and no other would: alice's own in a DM, another
+    # member's in this server, anyone's anywhere for the whole bot
+    await spend_earlier(h, 2.5, guild=in_server, by=h.world.alice if alice_spent else None)
+    since = h.fake.mark()
+    await h.mention(h.world.alice, "may I?")
+    refusal = await h.fake.wait_for_message(
+        h.world.channel, contains="budget", since=since, timeout=10
+    )
+    resets = next_midnight() if "daily" in text else next_month()
+    assert refusal.content == f"⚠️ {text}; it resets <t:{resets}:R>."
+    await h.app.bot.idle()
+    assert h.fal.requests == {}
+
+
+async def test_spending_under_every_budget_is_answered(make_harness: HarnessFactory) -> None:
+    budgets = ("USER_DAILY", "USER_MONTHLY", "GUILD_DAILY", "GUILD_MONTHLY", "TOTAL_MONTHLY")
+    h = await make_harness(**{f"SEED_BOT_BUDGETS__{b}_USD": "2.5" for b in budgets})
+    await spend_earlier(h, 2.49, by=h.world.alice)
+    await answered_thread(h, h.world.alice, "just under")
 
 
 async def test_a_turn_whose_worst_case_does_not_fit_is_refused_before_fal(
