@@ -11,14 +11,20 @@ from bot.domain.costs import (
     RESERVATION_TTL,
     Budget,
     BudgetRules,
+    Budgets,
     Cost,
     Payer,
+    Pricing,
     Reservation,
     SpendFilter,
     Spending,
     budgets_for,
 )
+from bot.domain.models import Incoming, TurnState
+from bot.domain.ports import ModelClient
+from bot.domain.service import ConversationService, ServiceConfig
 from bot.storage import SqlStore
+from tests.storage.test_transactions import NoMedia, RecordingDelivery
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 ALICE, BOB, GUILD = "1100000000000000001", "1100000000000000002", "1000000000000000001"
@@ -116,3 +122,41 @@ async def test_reports_group_settled_costs_by_server_user_and_day(store: SqlStor
     assert await costs.top_users(GUILD, since=yesterday, until=NOW + timedelta(1), limit=1) == [
         (ALICE, Spending(2, 750, 0.75))
     ]
+
+
+async def test_a_fast_turn_with_its_cost_tracked_costs_six_transactions(
+    store: SqlStore, fal_model_client: ModelClient
+) -> None:
+    """Two more than without (reserve before the submit, settle at the end)."""
+    names: list[str] = []
+    store.db.observers.append(lambda what, _write: names.append(what))
+    budgets = Budgets(store.costs, BudgetRules(user_daily_usd=1.0), Pricing())
+    service = ConversationService(
+        store,
+        fal_model_client,
+        NoMedia(),
+        RecordingDelivery(store),
+        ServiceConfig(batch_window=0),
+        budgets=budgets,
+    )
+    incoming = Incoming(
+        source_id="1300000000000000001",
+        scope_id="1200000000000000777",
+        author_id=ALICE,
+        author_name="Ada",
+        text="what does it cost?",
+        guild_id=GUILD,
+    )
+    await service.respond(incoming, batchable=False)
+    assert names == [
+        "begin_turn",
+        "reserve_cost",
+        "record_submission",
+        "complete_turn",
+        "settle_cost",
+        "record_delivery",
+    ]
+    turn = await store.turn_for_source(incoming.source_id)
+    assert turn is not None and turn.state is TurnState.DELIVERED
+    cost = await store.costs.turn_cost(turn.id)
+    assert cost is not None and cost.settled and not cost.estimated
