@@ -237,7 +237,7 @@ async def build_app(
             service_config(config),
             observer=metrics,
             journal=journal,
-            budgets=budgets,
+            costs=budgets,
         )
         gate = Gate(
             Quotas(store, quota_rules(config)),

@@ -9,12 +9,17 @@ and no restart took it up) stops counting after ``RESERVATION_TTL``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal, Protocol
 
-from bot.domain.errors import BudgetExceeded
+from bot.domain.conversation import estimate_tokens
+from bot.domain.errors import BudgetExceeded, ModelError, StorageError
+from bot.domain.models import ModelReply
+
+log = logging.getLogger(__name__)
 
 # fal's published price for this endpoint (fal-protocol.md, "Pricing on fal"): $0.0001 per
 # 1,000 units; an input token is 1 unit and an output token (reasoning included) 4, both
@@ -213,8 +218,57 @@ class CostStore(Protocol):
         ...
 
 
+class TurnCosts(Protocol):
+    """What the service asks of costs: the two ends of a turn's model call."""
+
+    async def reserve(
+        self, turn_id: int, payer: Payer, *, input_tokens: int, max_output_tokens: int
+    ) -> None:
+        """Before the submit; raises ``BudgetExceeded`` when the turn may not go on."""
+        ...
+
+    async def settle(self, turn_id: int, outcome: ModelReply | Exception | None) -> None:
+        """When the turn ends: its reply, the error it ended with, or None (stopped).
+        Never raises for lack of a figure or of the database."""
+        ...
+
+
+class _NoCosts:
+    async def reserve(
+        self, turn_id: int, payer: Payer, *, input_tokens: int, max_output_tokens: int
+    ) -> None:
+        return None
+
+    async def settle(self, turn_id: int, outcome: ModelReply | Exception | None) -> None:
+        return None
+
+
+NO_COSTS: TurnCosts = _NoCosts()
+
+
+def settlement(outcome: ModelReply | Exception | None, pricing: Pricing) -> Settlement:
+    """A turn's final cost from how it ended: what fal reported (on the reply or on the
+    error); without a report, estimated from its input estimate plus the reply's output
+    when it was answered, and nothing when it was not (fal bills no failed request it
+    reports nothing for)."""
+    reported = outcome.billable_units if isinstance(outcome, ModelReply | ModelError) else None
+    output = None
+    if isinstance(outcome, ModelReply):
+        output = estimate_tokens(outcome.output) + estimate_tokens(outcome.reasoning or "")
+
+    def cost(input_tokens: int) -> Cost:
+        if reported is not None:
+            return Cost(reported, pricing.usd(reported), estimated=False)
+        if output is None:
+            return Cost(0, 0.0, estimated=True)
+        units = estimate_units(input_tokens, output)
+        return Cost(units, pricing.usd(units), estimated=True)
+
+    return cost
+
+
 class Budgets:
-    """Prices turns and holds them to the dollar budgets."""
+    """Prices turns and holds them to the dollar budgets (the service's ``TurnCosts``)."""
 
     def __init__(
         self,
@@ -257,23 +311,20 @@ class Budgets:
         if refused is not None:
             raise _exceeded(refused)
 
-    async def settle(
-        self, turn_id: int, *, reported_units: int | None, output_tokens: int | None
-    ) -> Cost | None:
-        """When the turn ends: its cost is what fal reported; without a report, estimated
-        from its input estimate plus ``output_tokens`` of output when it was answered, and
-        nothing when it was not (fal bills no failed request it reports nothing for)."""
-        pricing = self.pricing
-
-        def settlement(input_tokens: int) -> Cost:
-            if reported_units is not None:
-                return Cost(reported_units, pricing.usd(reported_units), estimated=False)
-            if output_tokens is None:
-                return Cost(0, 0.0, estimated=True)
-            units = estimate_units(input_tokens, output_tokens)
-            return Cost(units, pricing.usd(units), estimated=True)
-
-        return await self.store.settle(turn_id, settlement)
+    async def settle(self, turn_id: int, outcome: ModelReply | Exception | None) -> None:
+        try:
+            cost = await self.store.settle(turn_id, settlement(outcome, self.pricing))
+        except StorageError as exc:
+            log.warning("turn %s: cost not settled (%s); its reservation lapses", turn_id, exc)
+            return
+        if cost is not None:
+            log.info(
+                "turn %s cost %d units, $%.6f%s",
+                turn_id,
+                cost.units,
+                cost.usd,
+                " (estimated)" if cost.estimated else "",
+            )
 
     async def left(self, payer: Payer) -> list[BudgetLeft]:
         """Every budget of ``payer`` with what is spent of it."""

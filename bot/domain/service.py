@@ -34,11 +34,10 @@ from bot.domain.conversation import (
     BuiltRequest,
     build_request,
     compose_prompt,
-    estimate_tokens,
     merge_incoming,
     new_history_messages,
 )
-from bot.domain.costs import Budgets, Payer
+from bot.domain.costs import NO_COSTS, Payer, TurnCosts
 from bot.domain.errors import (
     BudgetExceeded,
     DeliveryError,
@@ -239,10 +238,10 @@ class ConversationService:
         *,
         observer: TurnObserver = NO_OBSERVER,
         journal: SubmissionJournal | None = None,
-        budgets: Budgets | None = None,
+        costs: TurnCosts = NO_COSTS,
     ) -> None:
         self.observer = observer
-        self.budgets = budgets
+        self.costs = costs
         self._store = store
         self._model = model
         self._submitter = Submitter(model, store, journal)
@@ -505,7 +504,7 @@ class ConversationService:
                     messages=(),
                     request_id=turn.handle.request_id if turn.handle else "",
                 )
-            await self._settle(turn.id, reply.billable_units, reply)
+            await self.costs.settle(turn.id, reply)
             answered = asyncio.get_running_loop().time()
             await delivery.deliver(turn, reply, warnings)
             log.info("turn %s delivered (request %s)", turn.id, reply.request_id)
@@ -513,7 +512,7 @@ class ConversationService:
             self.observer.turn_answered(seconds=done - started, delivery_seconds=done - answered)
             return None
         except TurnStopped as stop:
-            await self._settle(turn.id, None, None)
+            await self.costs.settle(turn.id, None)
             log.info("turn %s stopped", turn.id)
             self.observer.turn_stopped()
             with contextlib.suppress(DeliveryError):
@@ -526,7 +525,7 @@ class ConversationService:
             # Nowhere to tell the user: store the failure so no restart retries it forever
             # (and the answer nobody saw stays out of later history).
             log.warning("turn %s could not be delivered: %s", turn.id, exc)
-            await self._settle(turn.id, None, None)
+            await self.costs.settle(turn.id, None)
             self.observer.turn_failed(exc)
             await self._store.finish_turn(turn.id, TurnState.FAILED, str(exc)[:500])
             return None
@@ -539,42 +538,19 @@ class ConversationService:
             await self._store.finish_turn(turn.id, TurnState.STOPPED, BUDGET_REFUSAL)
             return None
         except ModelInputRejected as exc:
-            await self._settle(turn.id, exc.billable_units, None)
+            await self.costs.settle(turn.id, exc)
             refused = rejected_media(turn, exc)
             if refused is not None:
                 return refused, exc
             await self._report_failure(turn, delivery, exc)
             return None
         except SeedBotError as exc:
-            units = exc.billable_units if isinstance(exc, ModelError) else None
-            await self._settle(turn.id, units, None)
+            await self.costs.settle(turn.id, exc)
             await self._report_failure(turn, delivery, exc)
             return None
         finally:
             self._active.pop(turn.id, None)
             self.observer.turn_ended()
-
-    async def _settle(self, turn_id: int, units: int | None, reply: ModelReply | None) -> None:
-        """The turn has ended: its reserved cost becomes what fal reported (``units``), or
-        the estimate (from ``reply``'s length when it was answered)."""
-        if self.budgets is None:
-            return
-        output = None
-        if reply is not None:
-            output = estimate_tokens(reply.output) + estimate_tokens(reply.reasoning or "")
-        try:
-            cost = await self.budgets.settle(turn_id, reported_units=units, output_tokens=output)
-        except StorageError as exc:
-            log.warning("turn %s: cost not settled (%s); its reservation lapses", turn_id, exc)
-            return
-        if cost is not None:
-            log.info(
-                "turn %s cost %d units, $%.6f%s",
-                turn_id,
-                cost.units,
-                cost.usd,
-                " (estimated)" if cost.estimated else "",
-            )
 
     async def _report_failure(self, turn: Turn, delivery: Delivery, exc: SeedBotError) -> None:
         log.warning("turn %s failed: %s", turn.id, exc)
@@ -613,14 +589,13 @@ class ConversationService:
                     warnings.append(TRIM_NOTICE)
                     trim_notified = turn.epoch
                 sent_count = len(built.request.messages)
-                if self.budgets is not None:
-                    await self.budgets.reserve(
-                        turn.id,
-                        Payer(turn.author_id, conversation.guild_id, conversation.scope_id),
-                        input_tokens=built.input_tokens,
-                        max_output_tokens=built.request.max_completion_tokens
-                        or MODEL_DEFAULT_MAX_TOKENS,
-                    )
+                await self.costs.reserve(
+                    turn.id,
+                    Payer(turn.author_id, conversation.guild_id, conversation.scope_id),
+                    input_tokens=built.input_tokens,
+                    max_output_tokens=built.request.max_completion_tokens
+                    or MODEL_DEFAULT_MAX_TOKENS,
+                )
                 submitted_at = loop.time()
                 # Shielded: a shutdown arriving while the request travels to fal must not
                 # lose its id, or the next start would submit it a second time.

@@ -137,7 +137,7 @@ async def test_a_fast_turn_with_its_cost_tracked_costs_six_transactions(
         NoMedia(),
         RecordingDelivery(store),
         ServiceConfig(batch_window=0),
-        budgets=budgets,
+        costs=budgets,
     )
     incoming = Incoming(
         source_id="1300000000000000001",
