@@ -68,5 +68,6 @@ def register(tree: app_commands.CommandTree[Any], bot: Host) -> None:
                 budgets, interaction, owner=await bot.is_owner(interaction.user)
             )
         except StorageError as exc:
+            log.warning("/usage for %s failed: %s", interaction.user.id, exc)
             text = texts.error_text(exc)
         await ephemeral(interaction, text)
