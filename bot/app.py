@@ -28,6 +28,7 @@ from bot.chat.media import DiscordMedia
 from bot.config import Config
 from bot.domain.access import AccessPolicy
 from bot.domain.attachments import AttachmentLimits, AttachmentPolicy
+from bot.domain.costs import Budgets, Pricing
 from bot.domain.errors import ConfigError, ModelError, SeedBotError, StorageUnavailable
 from bot.domain.privacy import Retention, RetentionSweeper
 from bot.domain.quotas import Quota, QuotaRules, Quotas
@@ -188,6 +189,9 @@ def apply_config(app: App, new: Config) -> list[str]:
     app.service.reconfigure(service_config(new))
     app.gate.rules = gate_rules(new)
     app.gate.quotas.rules = quota_rules(new)
+    if app.gate.budgets is not None:  # the service holds the same Budgets
+        app.gate.budgets.rules = new.budgets.rules()
+        app.gate.budgets.pricing = Pricing(new.costs.usd_per_unit)
     old = app.bot.options
     app.bot.options = replace(
         chat_options(new, sync_commands=old.sync_commands),
@@ -246,6 +250,7 @@ async def build_app(
             store,
             INTERACTION_VIEWS,
         )
+        budgets = Budgets(store.costs, config.budgets.rules(), Pricing(config.costs.usd_per_unit))
         service = ConversationService(
             store,
             TimedModel(model, metrics),
@@ -254,8 +259,14 @@ async def build_app(
             service_config(config),
             observer=metrics,
             journal=journal,
+            costs=budgets,
         )
-        gate = Gate(Quotas(store, quota_rules(config)), gate_rules(config), observer=metrics)
+        gate = Gate(
+            Quotas(store, quota_rules(config)),
+            gate_rules(config),
+            observer=metrics,
+            budgets=budgets,
+        )
         privacy = SqlPrivacy(store.db)
         bot.install(service, gate, privacy)
         metrics.watch_gateway(lambda: bot.latencies)

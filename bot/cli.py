@@ -160,6 +160,41 @@ def _parser() -> argparse.ArgumentParser:
         "--older-than", type=_days, metavar="DAYS", help="turns older than this many days"
     )
     purge.add_argument("--dry-run", action="store_true", help="only print what would be deleted")
+
+    usage = sub.add_parser(
+        "usage",
+        parents=[common],
+        help="what the bot cost: turns, fal units and dollars per server, user or day",
+        description="A report of the turns' costs over a period (UTC), from the database "
+        "the config names (SQLite or PostgreSQL).",
+    )
+    usage.add_argument(
+        "--since",
+        type=_utc_time,
+        default=None,
+        metavar="WHEN",
+        help="from this date or time, included (YYYY-MM-DD or ISO 8601; UTC unless an offset "
+        "is given; default: the start of the current month)",
+    )
+    usage.add_argument(
+        "--until",
+        type=_utc_time,
+        default=None,
+        metavar="WHEN",
+        help="up to this date or time, excluded (default: now)",
+    )
+    usage.add_argument(
+        "--by",
+        choices=("guild", "user", "day"),
+        default="guild",
+        help="one row per (default: guild)",
+    )
+    usage.add_argument(
+        "--format",
+        choices=("table", "csv", "json"),
+        default="table",
+        help="output format (default: table)",
+    )
     return parser
 
 
@@ -173,6 +208,18 @@ def _days(value: str) -> int:
     if value.isdigit() and int(value) >= 1:
         return int(value)
     raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of days (1 or more)")
+
+
+def _utc_time(value: str) -> datetime:
+    """A --since/--until value: a date (its midnight) or a date and time, in UTC unless it
+    carries an offset."""
+    try:
+        when = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a date or time (use YYYY-MM-DD or YYYY-MM-DDTHH:MM)"
+        ) from None
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -192,6 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ask": _ask,
         "export": _export,
         "purge": _purge,
+        "usage": _usage,
     }[args.command]
     fatal = partial(_fatal, json_lines=config.logging.format == "json")
     try:
@@ -295,6 +343,19 @@ async def _purge(config: Config, args: argparse.Namespace) -> int:
                 rule.turns_before(now), rule.usage_before(now), dry_run=dry
             )
     print(f"{'would delete' if dry else 'deleted'} ({what}): {removed.describe()}")
+    return EXIT_OK
+
+
+async def _usage(config: Config, args: argparse.Namespace) -> int:
+    from bot.domain.costs import period_bounds
+    from bot.ops.usage_report import render, usage_rows
+
+    since = args.since or period_bounds("monthly", datetime.now(UTC))[0]
+    if args.until is not None and args.until <= since:
+        print("seed-bot: --until must be later than --since", file=sys.stderr)
+        return EXIT_CONFIG
+    rows = await usage_rows(config.database.url, since=since, until=args.until, by=args.by)
+    print(render(rows, by=args.by, fmt=args.format, since=since, until=args.until))
     return EXIT_OK
 
 

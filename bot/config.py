@@ -22,6 +22,7 @@ from typing import Any, Literal, get_args, get_origin
 
 from bot import urls
 from bot.domain import attachments as att
+from bot.domain import costs
 from bot.domain import service as svc
 from bot.domain.errors import ConfigError
 from bot.domain.models import (
@@ -236,6 +237,48 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CostsConfig:
+    usd_per_unit: float = _opt(
+        costs.DEFAULT_USD_PER_UNIT,
+        "Dollars per fal billable unit (X-Fal-Billable-Units). Default: fal's published price "
+        "for this endpoint, $0.0001 per 1,000 units (an input token is 1 unit, an output "
+        "token 4, both doubling past 128K tokens); check the current price on "
+        "https://fal.ai/models/fal-ai/bytedance/seed/v2/mini (Pricing) or its llms.txt.",
+        _non_negative,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetsConfig:
+    user_daily_usd: float = _opt(
+        0.0, "Dollars one user may spend per UTC day (0: no budget).", _non_negative
+    )
+    user_monthly_usd: float = _opt(
+        0.0, "Dollars one user may spend per UTC month (0: no budget).", _non_negative
+    )
+    guild_daily_usd: float = _opt(
+        0.0, "Dollars one server may spend per UTC day (0: no budget).", _non_negative
+    )
+    guild_monthly_usd: float = _opt(
+        0.0, "Dollars one server may spend per UTC month (0: no budget).", _non_negative
+    )
+    total_monthly_usd: float = _opt(
+        0.0,
+        "Dollars the whole bot may spend per UTC month, over every server and DM (0: no budget).",
+        _non_negative,
+    )
+
+    def rules(self) -> costs.BudgetRules:
+        return costs.BudgetRules(
+            user_daily_usd=self.user_daily_usd,
+            user_monthly_usd=self.user_monthly_usd,
+            guild_daily_usd=self.guild_daily_usd,
+            guild_monthly_usd=self.guild_monthly_usd,
+            total_monthly_usd=self.total_monthly_usd,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class AccessConfig:
     allow_users: tuple[str, ...] = _opt_list("Only these users may use the bot (empty: all).")
     deny_users: tuple[str, ...] = _opt_list("These users may not use the bot.")
@@ -326,6 +369,8 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     attachments: AttachmentsConfig = field(default_factory=AttachmentsConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    costs: CostsConfig = field(default_factory=CostsConfig)
+    budgets: BudgetsConfig = field(default_factory=BudgetsConfig)
     access: AccessConfig = field(default_factory=AccessConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
@@ -584,7 +629,7 @@ def render_example() -> str:
         if name != section:
             out.append(f"\n[{name}]")
             section = name
-        out.extend(f"# {line}" for line in textwrap.wrap(doc, 92))
+        out.extend(f"# {line}" for line in textwrap.wrap(doc, 92, break_on_hyphens=False))
         if isinstance(default, Secret):
             out.append(f'# {key} = ""   (use the environment variable instead)')
         elif (shown := _example_value(default)) is None:

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from bot.cli import BOT_PERMISSIONS, invite_url, user_install_url
+from bot.domain.costs import Cost, Payer, Reservation
+from bot.storage import SqlStore, create_engine
+from bot.storage.migrate import upgrade
 from tests.fakes.discord.server import FakeDiscord
 from tests.fakes.fal import DEFAULT_KEY, FakeFal
 
@@ -243,3 +249,66 @@ async def test_config_is_taken_before_or_after_the_command(tmp_path: Path) -> No
         code, _, err = await seed_bot(*args, env={"PYTHONPATH": str(ROOT)}, cwd=tmp_path)
         assert code == 2, err
         assert "[limits] max_in_flight = 0: must be greater than 0" in err
+
+
+@pytest.mark.timeout(60)
+async def test_usage_reports_costs_per_server_user_and_day_in_three_formats(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/costs.db"
+    await upgrade(url)
+    engine = create_engine(url)
+    try:
+        costs = SqlStore(engine).costs
+        day = datetime(2026, 11, 3, 9, tzinfo=UTC)
+        for turn_id, user, guild, at, units in [
+            (1, "11", "900", day, 20_000),
+            (2, "11", "900", day + timedelta(days=1), 5_000),
+            (3, "12", None, day + timedelta(days=1), 1_000),
+            (4, "12", "900", datetime(2026, 10, 31, tzinfo=UTC), 7),  # before --since
+        ]:
+            payer = Payer(user, guild)
+            await costs.reserve(Reservation(turn_id, payer, 0, 0, 0.0, at), [], now=at)
+            await costs.settle(turn_id, partial(priced, units))
+    finally:
+        await engine.dispose()
+    env = {"PYTHONPATH": str(ROOT), "SEED_BOT_DATABASE__URL": url}
+    period = ("--since", "2026-11-01", "--until", "2026-12-01")
+
+    code, out, err = await seed_bot(
+        "usage", *period, "--by", "user", "--format", "json", env=env, cwd=tmp_path
+    )
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["since"] == "2026-11-01T00:00:00+00:00"
+    assert report["rows"] == [
+        {"user": "11", "turns": 2, "units": 25_000, "usd": 0.0025},
+        {"user": "12", "turns": 1, "units": 1_000, "usd": 0.0001},
+    ]
+    assert report["total"] == {"turns": 3, "units": 26_000, "usd": 0.0026}
+
+    code, out, err = await seed_bot(
+        "usage", *period, "--by", "day", "--format", "csv", env=env, cwd=tmp_path
+    )
+    assert code == 0, err
+    assert out.splitlines() == [
+        "day,turns,units,usd",
+        "2026-11-03,1,20000,0.002000",
+        "2026-11-04,2,6000,0.000600",
+    ]
+
+    code, out, err = await seed_bot("usage", *period, env=env, cwd=tmp_path)
+    assert code == 0, err
+    lines = [line.split() for line in out.splitlines()]
+    assert lines[0] == ["guild", "turns", "units", "usd"]
+    assert lines[1] == ["900", "2", "25,000", "$0.0025"]
+    assert lines[2] == ["DM", "1", "1,000", "$0.0001"]
+    assert lines[-1] == ["total", "3", "26,000", "$0.0026"]
+
+    code, _, err = await seed_bot("usage", "--since", "last week", env=env, cwd=tmp_path)
+    assert code == 2
+    assert "'last week' is not a date or time" in err
+
+
+def priced(units: int, _input_tokens: int) -> Cost:
+    return Cost(units, units * 1e-7, False)

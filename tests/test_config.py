@@ -181,3 +181,27 @@ def test_example_file_documents_every_key_with_its_default() -> None:
         assert f"[{section}]" in text
         assert re.search(rf"^#? ?{key} =", text, re.MULTILINE), key
         assert doc, f"{section}.{key} has no documentation"
+
+
+def test_bad_budgets_and_prices_are_reported_with_the_other_problems(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[costs]\nusd_per_unit = -0.1\n[budgets]\nuser_daily_usd = "five"\n'
+        "guild_monthly_usd = -5\n[limits]\nmax_in_flight = 0\n",
+    )
+    problems = problems_of(path, {"SEED_BOT_BUDGETS__TOTAL_MONTHLY_USD": "lots"})
+    assert problems == [
+        "[limits] max_in_flight = 0: must be greater than 0",
+        "[costs] usd_per_unit = -0.1: must be 0 or more",
+        "[budgets] user_daily_usd = 'five': must be a number; expected a number",
+        "[budgets] guild_monthly_usd = -5: must be 0 or more",
+        "SEED_BOT_BUDGETS__TOTAL_MONTHLY_USD = 'lots': must be a number; expected a number",
+    ]
+
+
+def test_budgets_and_the_price_are_read(tmp_path: Path) -> None:
+    path = write(tmp_path, "[costs]\nusd_per_unit = 2e-7\n[budgets]\nguild_daily_usd = 5\n")
+    config = load_config(path, {"SEED_BOT_BUDGETS__USER_MONTHLY_USD": "1.5"})
+    assert config.costs.usd_per_unit == 2e-7
+    rules = config.budgets.rules()
+    assert (rules.guild_daily_usd, rules.user_monthly_usd, rules.user_daily_usd) == (5.0, 1.5, 0.0)

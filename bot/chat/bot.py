@@ -13,7 +13,7 @@ from typing import Any
 
 import discord
 
-from bot.chat import ask_menu, commands, controls, privacy, reply_button
+from bot.chat import ask_menu, commands, controls, privacy, reply_button, usage
 from bot.chat.delivery import Views
 from bot.chat.gate import Gate, GateRules
 from bot.chat.inbound import Inbound, InboundOptions
@@ -131,6 +131,7 @@ class SeedBot(discord.AutoShardedClient):
         commands.register(self.tree, self)
         ask_menu.register(self.tree, self)
         privacy.register(self.tree, self)
+        usage.register(self.tree, self)
         self.add_dynamic_items(
             *controls.DYNAMIC_ITEMS, reply_button.ReplyButton, *privacy.DYNAMIC_ITEMS
         )

@@ -1,6 +1,8 @@
 """The one gate every way in passes: messages, edits, slash commands and buttons. It applies
-the access lists and, for whatever makes a model call, the quotas; and it holds the rule of
-who may control a conversation (its author, or members who may manage threads)."""
+the access lists and, for whatever makes a model call, the dollar budgets and the quotas; and
+it holds the rule of who may control a conversation (its author, or members who may manage
+threads). A budget with nothing left refuses here; the turn's worst case is reserved against
+the budgets just before its submit (the service, through the same ``Budgets``)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ import discord
 
 from bot.chat import convert, texts
 from bot.domain.access import AccessPolicy, denial_reason
-from bot.domain.errors import QuotaExceeded
+from bot.domain.costs import Budgets, Payer
+from bot.domain.errors import BudgetExceeded, QuotaExceeded
 from bot.domain.observer import NO_OBSERVER, TurnObserver
 from bot.domain.quotas import Quotas
 
@@ -36,10 +39,16 @@ class Refusal:
 
 class Gate:
     def __init__(
-        self, quotas: Quotas, rules: GateRules, *, observer: TurnObserver = NO_OBSERVER
+        self,
+        quotas: Quotas,
+        rules: GateRules,
+        *,
+        observer: TurnObserver = NO_OBSERVER,
+        budgets: Budgets | None = None,
     ) -> None:
         self.quotas = quotas
         self.rules = rules
+        self.budgets = budgets
         self._observer = observer
 
     async def check(
@@ -57,6 +66,14 @@ class Gate:
             log.info("user %s refused by the access lists", user.id)
             self._observer.turn_refused("access")
             return Refusal(texts.denied(reason), silent=self.rules.denied_reply == "quiet")
+        if model_call and self.budgets is not None:
+            # Before the quotas, so that a refusal here counts no request against them.
+            try:
+                await self.budgets.check(Payer(str(user.id), str(guild_id) if guild_id else None))
+            except BudgetExceeded as exc:
+                log.info("user %s refused by the %s %s budget", user.id, exc.scope, exc.period)
+                self._observer.turn_refused("budget")
+                return Refusal(texts.error_text(exc))
         if model_call:
             try:
                 await self.quotas.admit(str(user.id), str(guild_id) if guild_id else None)

@@ -24,9 +24,11 @@ from bot.chat.splitter import (
     is_grapheme_boundary,
     split_message,
 )
+from bot.domain.costs import BudgetLeft, Spending, format_usd
 from bot.domain.errors import (
     AccessDenied,
     AttachmentError,
+    BudgetExceeded,
     InvalidSetting,
     ModelAuthError,
     ModelCancelled,
@@ -428,6 +430,8 @@ def error_text(
         when = f"<t:{int(error.retry_at.timestamp())}:R>"
         who = "You have" if error.scope == "user" else "This server has"
         text = f"{who} reached the bot's request limit; you can ask again {when}."
+    elif isinstance(error, BudgetExceeded):
+        text = budget_refusal(error)
     elif isinstance(error, AttachmentError):
         text = f"`{clip(error.filename, 60)}` could not be used: {error.reason}."
     elif isinstance(error, InvalidSetting):
@@ -582,3 +586,45 @@ def forgotten(turns: int, kept: int, in_server: bool) -> str:
     if kept:
         text += f" {_turns(kept)} still being answered stayed: use `/forget` again later."
     return text
+
+
+# --------------------------------------------------------------------------------------------
+# Costs and budgets (/usage)
+# --------------------------------------------------------------------------------------------
+
+_BUDGET_OWNER: Final = {
+    "user": ("You have used your", "your"),
+    "server": ("This server has used its", "this server's"),
+    "bot": ("The bot has used its", "the bot's"),
+}
+
+
+def budget_refusal(error: BudgetExceeded) -> str:
+    """e.g. "This server has used its $5.00 daily budget; it resets <t:…:R>." """
+    used, _ = _BUDGET_OWNER.get(error.scope, _BUDGET_OWNER["bot"])
+    when = f"<t:{int(error.resets_at.timestamp())}:R>"
+    return f"{used} {format_usd(error.limit_usd)} {error.period} budget; it resets {when}."
+
+
+def spending_line(label: str, spent: Spending) -> str:
+    turns = "turn" if spent.turns == 1 else "turns"
+    return f"{label}: {spent.turns:,} {turns} · {spent.units:,} units · {format_usd(spent.usd)}"
+
+
+def budget_line(left: BudgetLeft) -> str:
+    budget = left.budget
+    _, whose = _BUDGET_OWNER.get(budget.scope, _BUDGET_OWNER["bot"])
+    when = f"<t:{int(budget.resets_at.timestamp())}:R>"
+    return (
+        f"{whose.capitalize()} {budget.period} budget {format_usd(budget.limit_usd)}: "
+        f"{format_usd(left.left_usd)} left (resets {when})"
+    )
+
+
+def top_user_line(rank: int, user_id: str, spent: Spending) -> str:
+    turns = "turn" if spent.turns == 1 else "turns"
+    return f"{rank}. <@{user_id}>: {format_usd(spent.usd)} ({spent.turns:,} {turns})"
+
+
+USAGE_NO_BUDGETS: Final = "No dollar budgets are set."
+USAGE_NOT_TRACKED: Final = "This bot does not track what it costs."

@@ -120,6 +120,7 @@ def estimate_tokens(content: JsonValue | RawJson) -> int:
 class TrimmedHistory:
     messages: tuple[ChatMessage, ...]
     dropped_turns: int
+    tokens: int = 0
 
 
 def trim_history(history: Sequence[HistoryEntry], budget_tokens: int) -> TrimmedHistory:
@@ -140,13 +141,16 @@ def trim_history(history: Sequence[HistoryEntry], budget_tokens: int) -> Trimmed
         used += cost
     kept.reverse()
     messages = tuple(e.message for turn in kept for e in turn)
-    return TrimmedHistory(messages, len(turns) - len(kept))
+    return TrimmedHistory(messages, len(turns) - len(kept), used)
 
 
 @dataclass(frozen=True, slots=True)
 class BuiltRequest:
     request: ModelRequest
     dropped_turns: int
+    # The estimate of everything sent (history, prompt, system prompt, media): what the
+    # turn's cost is reserved and, when fal reports nothing, estimated from.
+    input_tokens: int = 0
 
 
 def build_request(
@@ -169,13 +173,13 @@ def build_request(
     system_prompt = settings.system_prompt
     if note is not None:
         system_prompt = f"{system_prompt}\n\n{note}" if system_prompt else note
-    fixed = (
+    sent = (
         estimate_tokens(prompt)
         + estimate_tokens(system_prompt or "")
         + IMAGE_TOKENS * len(image_urls)
         + VIDEO_TOKENS * len(video_urls)
-        + (settings.max_completion_tokens or 4096)
     )
+    fixed = sent + (settings.max_completion_tokens or 4096)
     trimmed = trim_history(history, max(0, context_budget_tokens - fixed))
     request = ModelRequest(
         prompt=prompt,
@@ -189,7 +193,7 @@ def build_request(
         temperature=settings.temperature,
         top_p=settings.top_p,
     )
-    return BuiltRequest(request, trimmed.dropped_turns)
+    return BuiltRequest(request, trimmed.dropped_turns, sent + trimmed.tokens)
 
 
 def new_history_messages(

@@ -62,7 +62,10 @@ class FieldProblem:
 
 
 class ModelError(SeedBotError):
-    """The model service failed; ``request_id`` is fal's id when one exists (for support)."""
+    """The model service failed; ``request_id`` is fal's id when one exists (for support).
+    ``billable_units`` is what fal reported the failed request consumed, when it said."""
+
+    billable_units: int | None = None
 
     def __init__(self, message: str, *, request_id: str | None = None) -> None:
         super().__init__(message)
@@ -181,6 +184,21 @@ class QuotaExceeded(SeedBotError):
         super().__init__(f"{scope} quota exceeded until {retry_at.isoformat()}")
         self.scope = scope
         self.retry_at = retry_at
+
+
+class BudgetExceeded(SeedBotError):
+    """A dollar budget refused the turn before it reached fal: ``scope`` is ``user``,
+    ``server`` or ``bot``, ``period`` ``daily`` or ``monthly``; ``resets_at`` is when its
+    period ends (UTC)."""
+
+    def __init__(self, scope: str, period: str, limit_usd: float, resets_at: datetime) -> None:
+        super().__init__(
+            f"{scope} {period} budget of ${limit_usd:.2f} used up until {resets_at.isoformat()}"
+        )
+        self.scope = scope
+        self.period = period
+        self.limit_usd = limit_usd
+        self.resets_at = resets_at
 
 
 class AccessDenied(SeedBotError):

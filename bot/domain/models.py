@@ -166,6 +166,8 @@ class ModelReply:
     messages: tuple[ChatMessage, ...]
     request_id: str
     inference_time: float | None = None
+    # What fal reported the request consumed (X-Fal-Billable-Units); None when it did not.
+    billable_units: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

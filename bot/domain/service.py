@@ -37,7 +37,9 @@ from bot.domain.conversation import (
     merge_incoming,
     new_history_messages,
 )
+from bot.domain.costs import NO_COSTS, Payer, TurnCosts
 from bot.domain.errors import (
+    BudgetExceeded,
     DeliveryError,
     DuplicateMessage,
     FieldProblem,
@@ -48,6 +50,7 @@ from bot.domain.errors import (
 )
 from bot.domain.inbox import Inboxes
 from bot.domain.models import (
+    MODEL_DEFAULT_MAX_TOKENS,
     Conversation,
     Destination,
     GenerationSettings,
@@ -74,6 +77,8 @@ TRIM_NOTICE = "older messages of this thread no longer fit the model's context a
 # The API requires a prompt; an image alone still deserves an answer.
 NO_TEXT_PROMPT = "(no text; see the attachments)"
 EMPTY_PROMPT = "Hello!"
+# The stored "stopped by" of a turn a budget refused before it reached fal.
+BUDGET_REFUSAL = "budget"
 # Scopes remembered as bound to a conversation (bounded: an evicted one costs one read).
 BOUND_CACHE_SIZE = 4096
 
@@ -253,8 +258,10 @@ class ConversationService:
         *,
         observer: TurnObserver = NO_OBSERVER,
         journal: SubmissionJournal | None = None,
+        costs: TurnCosts = NO_COSTS,
     ) -> None:
         self.observer = observer
+        self.costs = costs
         self._store = store
         self._model = model
         self._submitter = Submitter(model, store, journal)
@@ -594,6 +601,7 @@ class ConversationService:
                     messages=(),
                     request_id=turn.handle.request_id if turn.handle else "",
                 )
+            await self.costs.settle(turn.id, reply)
             answered = asyncio.get_running_loop().time()
             await delivery.deliver(turn, reply, warnings)
             log.info("turn %s delivered (request %s)", turn.id, reply.request_id)
@@ -601,6 +609,7 @@ class ConversationService:
             self.observer.turn_answered(seconds=done - started, delivery_seconds=done - answered)
             return None
         except TurnStopped as stop:
+            await self.costs.settle(turn.id, None)
             if stop.by == MERGED:
                 log.info("turn %s gives way to the burst it is part of", turn.id)
                 return _MERGED_AWAY
@@ -616,10 +625,20 @@ class ConversationService:
             # Nowhere to tell the user: store the failure so no restart retries it forever
             # (and the answer nobody saw stays out of later history).
             log.warning("turn %s could not be delivered: %s", turn.id, exc)
+            await self.costs.settle(turn.id, None)
             self.observer.turn_failed(exc)
             await self._store.finish_turn(turn.id, TurnState.FAILED, str(exc)[:500])
             return None
+        except BudgetExceeded as exc:
+            # Refused before reaching fal: not a failure of the model, and nothing to pay.
+            log.info("turn %s refused by the %s %s budget", turn.id, exc.scope, exc.period)
+            self.observer.turn_refused("budget")
+            with contextlib.suppress(DeliveryError):
+                await delivery.fail(turn, exc)
+            await self._store.finish_turn(turn.id, TurnState.STOPPED, BUDGET_REFUSAL)
+            return None
         except ModelInputRejected as exc:
+            await self.costs.settle(turn.id, exc)
             refused = rejected_media(turn, exc)
             if refused is not None:
                 return refused, exc
@@ -632,6 +651,7 @@ class ConversationService:
                 # stays unfinished for the next start.
                 log.info("turn %s interrupted (%s); it stays unfinished", turn.id, exc)
                 raise asyncio.CancelledError from exc
+            await self.costs.settle(turn.id, exc)
             await self._report_failure(turn, delivery, exc)
             return None
         finally:
@@ -675,6 +695,13 @@ class ConversationService:
                     warnings.append(TRIM_NOTICE)
                     trim_notified = turn.epoch
                 sent_count = len(built.request.messages)
+                await self.costs.reserve(
+                    turn.id,
+                    Payer(turn.author_id, conversation.guild_id, conversation.scope_id),
+                    input_tokens=built.input_tokens,
+                    max_output_tokens=built.request.max_completion_tokens
+                    or MODEL_DEFAULT_MAX_TOKENS,
+                )
                 submitted_at = loop.time()
                 # Shielded: a shutdown arriving while the request travels to fal must not
                 # lose its id, or the next start would submit it a second time.

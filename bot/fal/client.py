@@ -14,7 +14,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import aiohttp
 from yarl import URL
@@ -379,7 +379,13 @@ class FalClient:
             self._pick(handle.cancel_url, built.cancel),
         )
 
-    def _error(self, response: Response, op: str, request_id: str | None) -> ModelError:
+    def _error(
+        self,
+        response: Response,
+        op: str,
+        request_id: str | None,
+        billable_units: int | None = None,
+    ) -> ModelError:
         error = wire.error_for(
             response.status,
             response.headers,
@@ -388,6 +394,8 @@ class FalClient:
             timeout_type_user=response.user_timeout,
             tried_for=response.tried_for,
         )
+        reported = wire.billable_units(response.headers)
+        error.billable_units = reported if reported is not None else billable_units
         if isinstance(error, ModelAuthError):
             if error.condition not in self._account_problems:
                 self._account_problems.add(error.condition)
@@ -477,7 +485,7 @@ class FalClient:
                 raise self._error(response, "status", urls.request_id)
             status = wire.parse_status(response.json(), urls.request_id)
             if status.state == "COMPLETED":
-                return status
+                return replace(status, billable_units=wire.billable_units(response.headers))
             if await reporter.update(status):
                 delay = settings.poll_interval
             await asyncio.sleep(delay)
@@ -497,13 +505,20 @@ class FalClient:
             retry_if=retryable_status if failed else transient_status,
         )
         if not response.ok:
-            raise self._error(response, "result", urls.request_id)
-        reply = wire.parse_reply(response.json(), urls.request_id, status.inference_time)
+            raise self._error(response, "result", urls.request_id, status.billable_units)
+        units = wire.billable_units(response.headers)
+        reply = wire.parse_reply(
+            response.json(),
+            urls.request_id,
+            status.inference_time,
+            status.billable_units if units is None else units,
+        )
         log.info(
-            "fal %s completed: %d chars, inference %ss",
+            "fal %s completed: %d chars, inference %ss, %s billable units",
             urls.request_id,
             len(reply.output),
             status.inference_time,
+            reply.billable_units,
         )
         return reply
 

@@ -7,6 +7,7 @@ endpoint's schema).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NotRequired, Required, TypedDict
@@ -183,6 +184,27 @@ class QueueStatus:
     inference_time: float | None = None
     error: str | None = None
     error_type: str | None = None
+    # What fal said the request consumed, when a status answer carried the header.
+    billable_units: int | None = None
+
+
+BILLABLE_UNITS_HEADER = "X-Fal-Billable-Units"
+
+
+def billable_units(headers: Mapping[str, str]) -> int | None:
+    """The units fal bills for a request, from ``X-Fal-Billable-Units`` (fal-protocol §5):
+    None when the header is absent or not a non-negative number (a fraction is rounded up,
+    so that a cost is never understated)."""
+    raw = headers.get(BILLABLE_UNITS_HEADER)
+    if raw is None:
+        return None
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        return None
+    if not math.isfinite(value) or value < 0:
+        return None
+    return math.ceil(value)
 
 
 def parse_status(payload: object, request_id: str) -> QueueStatus:
@@ -212,7 +234,12 @@ def parse_status(payload: object, request_id: str) -> QueueStatus:
     raise _protocol("status", request_id)
 
 
-def parse_reply(payload: object, request_id: str, inference_time: float | None) -> ModelReply:
+def parse_reply(
+    payload: object,
+    request_id: str,
+    inference_time: float | None,
+    billable_units: int | None = None,
+) -> ModelReply:
     """The model's answer; message content is kept as fal sent it."""
     if not isinstance(payload, dict) or not isinstance(payload.get("output"), str):
         raise _protocol("result", request_id)
@@ -231,6 +258,7 @@ def parse_reply(payload: object, request_id: str, inference_time: float | None) 
         messages=tuple(messages),
         request_id=request_id,
         inference_time=inference_time,
+        billable_units=billable_units,
     )
 
 

@@ -1,6 +1,7 @@
 """``SqlStore``: the domain's ``Store`` over one SQLAlchemy async engine (SQLite or
-PostgreSQL), composed of its three concerns sharing one transaction helper: conversations
-and turns, settings, usage. The caller owns the engine and disposes of it."""
+PostgreSQL), composed of its concerns sharing one transaction helper: conversations and
+turns, settings, usage (quotas), and ``costs`` (turn costs and budgets, the ``CostStore``,
+used directly). The caller owns the engine and disposes of it."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from bot.domain.models import (
     TurnState,
 )
 from bot.storage.conversations import SqlConversations
+from bot.storage.costs import SqlCosts
 from bot.storage.database import Database, RetryPolicy
 from bot.storage.settings import SqlSettings
 from bot.storage.usage import SqlUsage
@@ -42,6 +44,7 @@ class SqlStore:
         self.conversations = SqlConversations(self.db)
         self.settings = SqlSettings(self.db)
         self.usage = SqlUsage(self.db)
+        self.costs = SqlCosts(self.db)
 
     # --- conversations and turns --------------------------------------------------------
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     Double,
@@ -147,4 +149,27 @@ usage_events = Table(
     Column("key", String(255), nullable=False),
     Column("at", UtcDateTime, nullable=False),
     Index("ix_usage_events_key_at", "key", "at"),
+)
+
+# What one turn cost: its worst case while it runs (``settled`` false: a reservation against
+# the budgets), then what fal billed (or the estimate, ``estimated``). No foreign key to
+# turns: spending outlives a turn's deletion (a budget cannot be reset by deleting turns).
+turn_costs = Table(
+    "turn_costs",
+    metadata,
+    Column("turn_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("user_id", Snowflake, nullable=False),
+    Column("guild_id", Snowflake),
+    Column("scope_id", Snowflake),
+    # When the turn was submitted: the day and month its cost counts in (UTC).
+    Column("at", UtcDateTime, nullable=False),
+    Column("input_tokens", Integer, nullable=False),
+    Column("units", BigInteger, nullable=False),
+    Column("usd", Double, nullable=False),
+    Column("estimated", Boolean, nullable=False),
+    Column("settled", Boolean, nullable=False),
+    Index("ix_turn_costs_user_id_at", "user_id", "at"),
+    Index("ix_turn_costs_guild_id_at", "guild_id", "at"),
+    Index("ix_turn_costs_scope_id", "scope_id"),
+    Index("ix_turn_costs_at", "at"),
 )

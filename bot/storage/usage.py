@@ -15,7 +15,7 @@ from bot.storage.database import Database
 from bot.storage.tables import usage_events
 
 
-def _advisory_lock_id(key: str) -> int:
+def advisory_lock_id(key: str) -> int:
     """A stable signed 64-bit id for ``pg_advisory_xact_lock`` (Python's hash() is salted)."""
     digest = hashlib.blake2b(b"seed-bot usage:" + key.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
@@ -54,7 +54,7 @@ class SqlUsage:
                 # One lock per key, taken in a global order (left to right in one statement)
                 # so that two requests sharing keys cannot deadlock; held until commit.
                 # SQLite's BEGIN IMMEDIATE already serialises every writer.
-                locks = sorted({_advisory_lock_id(k) for k in names})
+                locks = sorted({advisory_lock_id(k) for k in names})
                 await conn.execute(select(*(func.pg_advisory_xact_lock(i) for i in locks)))
             # A key is used with one window, so what left it is never needed again.
             await conn.execute(

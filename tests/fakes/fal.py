@@ -46,6 +46,7 @@ from yarl import URL
 
 DEFAULT_ENDPOINT = "fal-ai/bytedance/seed/v2/mini"
 DEFAULT_KEY = "fal-test-key-5f3a9c"
+UNITS_HEADER = "X-Fal-Billable-Units"
 
 Route = Literal["submit", "status", "stream", "result", "cancel", "initiate", "upload", "file"]
 State = Literal["IN_QUEUE", "IN_PROGRESS", "COMPLETED"]
@@ -131,6 +132,16 @@ class Failure:
 
 Outcome: TypeAlias = ModelOutput | Failure
 Responder: TypeAlias = Callable[[dict[str, Any]], "str | ModelOutput | Failure"]
+
+
+def billable_units(arguments: Mapping[str, Any], body: Mapping[str, Any]) -> int:
+    """The ``X-Fal-Billable-Units`` the fake reports for a successful run: input 1 unit per
+    4 characters of the request's JSON, output 4 units per 4 characters of the answer and
+    reasoning (fal's 1 unit per input token, 4 per output token, with a fixed stand-in for
+    the tokenizer), so tests can compute the exact figure."""
+    input_units = len(json.dumps(arguments, sort_keys=True)) // 4 + 1
+    produced = str(body.get("output", "")) + str(body.get("reasoning_content") or "")
+    return input_units + 4 * (len(produced) // 4 + 1)
 
 
 def echo_responder(arguments: dict[str, Any]) -> ModelOutput:
@@ -369,6 +380,8 @@ class FakeFal:
         self.allowed_media_hosts = set(allowed_media_hosts)
         self.honour_cancel = honour_cancel
         self.stuck = stuck
+        # Whether results (and the COMPLETED status) carry X-Fal-Billable-Units.
+        self.report_units = True
         self.faults: list[Fault] = []
         self.fault_hits: Counter[Route | None] = Counter()  # faults applied, by route
         self.calls: list[Call] = []
@@ -679,7 +692,9 @@ class FakeFal:
         if route == "status":
             body = self._status_body(fake_request, _truthy(request.query.get("logs")))
             code = 200 if fake_request.state == "COMPLETED" else 202
-            return self._json(code, body, request_id=fake_request.id)
+            units = fake_request.result_headers.get(UNITS_HEADER) if code == 200 else None
+            extra = {UNITS_HEADER: units} if units is not None and self.report_units else {}
+            return self._json(code, body, request_id=fake_request.id, headers=extra)
         if route == "stream":
             return await self._stream(request, fake_request, fault)
         if route == "result":
@@ -784,10 +799,14 @@ class FakeFal:
             request.result_status = outcome.status
             request.result_body = outcome.body
             request.result_headers = outcome.headers
+            if outcome.status == 422:  # the SDK's validation handler bills nothing
+                request.result_headers = {**outcome.headers, UNITS_HEADER: "0"}
             request.error, request.error_type = outcome.error, outcome.error_type
         else:
             request.result_status = 200
             request.result_body = self._output_body(request.input, outcome)
+            units = billable_units(request.input, request.result_body)
+            request.result_headers = {UNITS_HEADER: str(units)}
         request.gate.set()
         self._dispatch()
 
@@ -858,11 +877,14 @@ class FakeFal:
             return self._json(
                 400, {"detail": "Request is still in progress"}, request_id=request.id
             )
+        headers = dict(request.result_headers)
+        if not self.report_units:
+            headers.pop(UNITS_HEADER, None)
         return self._json(
             request.result_status or 500,
             request.result_body,
             request_id=request.id,
-            headers=request.result_headers,
+            headers=headers,
         )
 
     def _cancel(self, request: FakeRequest) -> web.Response:

@@ -4,12 +4,9 @@ PostgreSQL database."""
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import sqlite3
-import sys
 import textwrap
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,10 +15,9 @@ import pytest
 from bot.domain.errors import QuotaExceeded
 from bot.domain.quotas import Quota, QuotaRules, Quotas
 from bot.storage import SqlStore, create_engine
-from bot.storage.migrate import upgrade
 from tests.chat.conftest import Harness, HarnessFactory
 from tests.fakes.discord.models import FakeChannel, FakeMessage, FakeUser
-from tests.storage.conftest import POSTGRES_ENV, fresh_postgres_database, postgres_base_url
+from tests.reliability.racing import needs_postgres, race
 
 ROOT = Path(__file__).resolve().parents[2]
 RELATIVE_TIME = re.compile(r"<t:(\d+):R>")
@@ -151,19 +147,6 @@ async def test_slash_ask_over_quota_is_refused_ephemerally(make_harness: Harness
 
 # -- several processes on one PostgreSQL -------------------------------------------------------
 
-needs_postgres = pytest.mark.skipif(
-    postgres_base_url() is None, reason=f"needs {POSTGRES_ENV} (a PostgreSQL to create dbs in)"
-)
-
-
-@pytest.fixture
-async def postgres_url() -> AsyncIterator[str]:
-    base = postgres_base_url()
-    assert base is not None
-    async with fresh_postgres_database(base) as url:
-        await upgrade(url)
-        yield url
-
 
 def quota_service(store: SqlStore, limit: int) -> Quotas:
     return Quotas(store, QuotaRules(user=Quota(limit, 3600), guild=Quota(0, 3600)))
@@ -229,38 +212,6 @@ WORKER = textwrap.dedent(
 @pytest.mark.timeout(60)
 async def test_two_processes_admit_exactly_the_limit(postgres_url: str) -> None:
     limit, attempts = 11, 30
-    procs = [
-        await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-c",
-            WORKER,
-            postgres_url,
-            str(limit),
-            str(attempts),
-            cwd=ROOT,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        for _ in range(2)
-    ]
-    try:
-        for proc in procs:
-            assert proc.stdout is not None
-            line = await asyncio.wait_for(proc.stdout.readline(), 30)
-            assert line == b"ready\n", line
-        for proc in procs:  # both connected: start them together
-            assert proc.stdin is not None
-            proc.stdin.write(b"go\n")
-            await proc.stdin.drain()
-        outputs = [await asyncio.wait_for(p.communicate(), 30) for p in procs]
-    finally:
-        for proc in procs:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
-    admitted = []
-    for proc, (out, err) in zip(procs, outputs, strict=True):
-        assert proc.returncode == 0, err.decode()
-        admitted.append(json.loads(out.decode().strip().splitlines()[-1])["admitted"])
+    results = await race(WORKER, [[postgres_url, str(limit), str(attempts)]] * 2)
+    admitted = [r["admitted"] for r in results]
     assert sum(admitted) == limit, admitted

@@ -1,0 +1,347 @@
+"""What turns cost: fal's billable units priced in dollars, the estimate when fal reports
+nothing, and budgets in dollars per user, server and the whole bot, per UTC day and month.
+
+A budget is enforced before a submit, atomically across processes: the turn's worst case
+(its input estimate plus ``max_completion_tokens`` of output) is reserved, and settled to
+the actual cost when the turn ends. A reservation whose turn never ends (its process died
+and no restart took it up) stops counting after ``RESERVATION_TTL``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal, Protocol
+
+from bot.domain.conversation import estimate_tokens
+from bot.domain.errors import BudgetExceeded, ModelError, StorageError
+from bot.domain.models import ModelReply
+
+log = logging.getLogger(__name__)
+
+# fal's published price for this endpoint (fal-protocol.md, "Pricing on fal"): $0.0001 per
+# 1,000 units; an input token is 1 unit and an output token (reasoning included) 4, both
+# doubling past 128K tokens.
+DEFAULT_USD_PER_UNIT = 1e-7  # $0.0001 per 1,000 units
+INPUT_UNITS_PER_TOKEN = 1
+OUTPUT_UNITS_PER_TOKEN = 4
+LONG_CONTEXT_TOKENS = 128_000
+RESERVATION_TTL = timedelta(hours=1)
+
+Period = Literal["daily", "monthly"]
+BudgetScope = Literal["user", "server", "bot"]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _tiered(tokens: int, per_token: int) -> int:
+    return per_token * (tokens + max(0, tokens - LONG_CONTEXT_TOKENS))
+
+
+def estimate_units(input_tokens: int, output_tokens: int) -> int:
+    """fal's units for token counts (input 1 a token, output 4, doubled past 128K)."""
+    return _tiered(input_tokens, INPUT_UNITS_PER_TOKEN) + _tiered(
+        output_tokens, OUTPUT_UNITS_PER_TOKEN
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Pricing:
+    usd_per_unit: float = DEFAULT_USD_PER_UNIT
+
+    def usd(self, units: int) -> float:
+        return units * self.usd_per_unit
+
+
+def period_bounds(period: Period, now: datetime) -> tuple[datetime, datetime]:
+    """The UTC day or month ``now`` falls in: its start and the start of the next one."""
+    now = now.astimezone(UTC)
+    if period == "daily":
+        start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        return start, start + timedelta(days=1)
+    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    following = (start + timedelta(days=32)).replace(day=1)
+    return start, following
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetRules:
+    """Dollar budgets; 0 means none."""
+
+    user_daily_usd: float = 0.0
+    user_monthly_usd: float = 0.0
+    guild_daily_usd: float = 0.0
+    guild_monthly_usd: float = 0.0
+    total_monthly_usd: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Payer:
+    """Who a turn's cost is counted against: its author, its server (None in a DM) and its
+    conversation (the thread or DM channel)."""
+
+    user_id: str
+    guild_id: str | None
+    scope_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Spending:
+    """What a filter selects: turns counted, fal units and dollars."""
+
+    turns: int = 0
+    units: int = 0
+    usd: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class SpendFilter:
+    """Costs of one user, one server, one conversation, or (all None) the whole bot."""
+
+    user_id: str | None = None
+    guild_id: str | None = None
+    scope_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """One budget as it applies now: what it counts, its size and its period."""
+
+    scope: BudgetScope
+    period: Period
+    limit_usd: float
+    counts: SpendFilter
+    since: datetime
+    resets_at: datetime
+
+    @property
+    def key(self) -> str:
+        """What the budget counts, as a lock name shared by every process."""
+        who = self.counts.user_id or self.counts.guild_id or "all"
+        return f"budget:{self.scope}:{who}"
+
+
+def budgets_for(rules: BudgetRules, payer: Payer, now: datetime) -> list[Budget]:
+    """The budgets that apply to ``payer`` at ``now`` (those set, i.e. above 0)."""
+    wanted: list[tuple[BudgetScope, Period, float, SpendFilter]] = [
+        ("user", "daily", rules.user_daily_usd, SpendFilter(user_id=payer.user_id)),
+        ("user", "monthly", rules.user_monthly_usd, SpendFilter(user_id=payer.user_id)),
+    ]
+    if payer.guild_id is not None:
+        server = SpendFilter(guild_id=payer.guild_id)
+        wanted += [
+            ("server", "daily", rules.guild_daily_usd, server),
+            ("server", "monthly", rules.guild_monthly_usd, server),
+        ]
+    wanted.append(("bot", "monthly", rules.total_monthly_usd, SpendFilter()))
+    budgets = []
+    for scope, period, limit, counts in wanted:
+        if limit > 0:
+            since, resets_at = period_bounds(period, now)
+            budgets.append(Budget(scope, period, limit, counts, since, resets_at))
+    return budgets
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """A turn's worst case, held against its budgets until the turn ends."""
+
+    turn_id: int
+    payer: Payer
+    input_tokens: int
+    units: int
+    usd: float
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """What a turn cost in the end; ``estimated`` when fal did not report its units."""
+
+    units: int
+    usd: float
+    estimated: bool
+
+
+# Given the reservation's input estimate, the turn's final cost (computed in the domain,
+# applied by the store in the same transaction that reads the reservation).
+Settlement = Callable[[int], Cost]
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetLeft:
+    """One budget for /usage: its size, what is spent (live reservations included)."""
+
+    budget: Budget
+    spent_usd: float
+
+    @property
+    def left_usd(self) -> float:
+        return max(0.0, self.budget.limit_usd - self.spent_usd)
+
+
+class CostStore(Protocol):
+    """The costs of turns, shared by every process using the database."""
+
+    async def reserve(
+        self, reservation: Reservation, budgets: Sequence[Budget], *, now: datetime
+    ) -> Budget | None:
+        """Atomically: when every budget's spending (settled costs and live reservations
+        since its period began) plus the reservation stays within it, store the reservation
+        and return None; otherwise store nothing and return the first budget it would
+        exceed. Reservations older than ``now - RESERVATION_TTL`` count nothing."""
+        ...
+
+    async def spent(self, budgets: Sequence[Budget], *, now: datetime) -> list[float]:
+        """Each budget's spending so far, live reservations included."""
+        ...
+
+    async def settle(self, turn_id: int, settlement: Settlement) -> Cost | None:
+        """Replace a turn's reservation with its final cost; None when the turn holds no
+        reservation (already settled, or never reserved)."""
+        ...
+
+    async def spending(
+        self, counts: SpendFilter, *, since: datetime | None, until: datetime | None
+    ) -> Spending:
+        """Settled costs of what ``counts`` selects, in [since, until)."""
+        ...
+
+    async def top_users(
+        self, guild_id: str, *, since: datetime, until: datetime, limit: int
+    ) -> list[tuple[str, Spending]]:
+        """The biggest spenders of a server in [since, until), biggest first."""
+        ...
+
+
+class TurnCosts(Protocol):
+    """What the service asks of costs: the two ends of a turn's model call."""
+
+    async def reserve(
+        self, turn_id: int, payer: Payer, *, input_tokens: int, max_output_tokens: int
+    ) -> None:
+        """Before the submit; raises ``BudgetExceeded`` when the turn may not go on."""
+        ...
+
+    async def settle(self, turn_id: int, outcome: ModelReply | Exception | None) -> None:
+        """When the turn ends: its reply, the error it ended with, or None (stopped).
+        Never raises for lack of a figure or of the database."""
+        ...
+
+
+class _NoCosts:
+    async def reserve(
+        self, turn_id: int, payer: Payer, *, input_tokens: int, max_output_tokens: int
+    ) -> None:
+        return None
+
+    async def settle(self, turn_id: int, outcome: ModelReply | Exception | None) -> None:
+        return None
+
+
+NO_COSTS: TurnCosts = _NoCosts()
+
+
+def settlement(outcome: ModelReply | Exception | None, pricing: Pricing) -> Settlement:
+    """A turn's final cost from how it ended: what fal reported (on the reply or on the
+    error); without a report, estimated from its input estimate plus the reply's output
+    when it was answered, and nothing when it was not (fal bills no failed request it
+    reports nothing for)."""
+    reported = outcome.billable_units if isinstance(outcome, ModelReply | ModelError) else None
+    output = None
+    if isinstance(outcome, ModelReply):
+        output = estimate_tokens(outcome.output) + estimate_tokens(outcome.reasoning or "")
+
+    def cost(input_tokens: int) -> Cost:
+        if reported is not None:
+            return Cost(reported, pricing.usd(reported), estimated=False)
+        if output is None:
+            return Cost(0, 0.0, estimated=True)
+        units = estimate_units(input_tokens, output)
+        return Cost(units, pricing.usd(units), estimated=True)
+
+    return cost
+
+
+class Budgets:
+    """Prices turns and holds them to the dollar budgets (the service's ``TurnCosts``)."""
+
+    def __init__(
+        self,
+        store: CostStore,
+        rules: BudgetRules,
+        pricing: Pricing,
+        *,
+        now: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.store = store
+        self.rules = rules
+        self.pricing = pricing
+        self._now = now
+
+    def now(self) -> datetime:
+        return self._now()
+
+    async def check(self, payer: Payer) -> None:
+        """At the door: raise ``BudgetExceeded`` when a budget of ``payer`` has nothing
+        left (no reservation; the submit reserves)."""
+        now = self._now()
+        budgets = budgets_for(self.rules, payer, now)
+        if not budgets:
+            return
+        for budget, spent in zip(budgets, await self.store.spent(budgets, now=now), strict=True):
+            if spent >= budget.limit_usd:
+                raise _exceeded(budget)
+
+    async def reserve(
+        self, turn_id: int, payer: Payer, *, input_tokens: int, max_output_tokens: int
+    ) -> None:
+        """Before a submit: hold the turn's worst case against its budgets, or raise
+        ``BudgetExceeded`` (nothing held) when it does not fit one of them."""
+        now = self._now()
+        units = estimate_units(input_tokens, max_output_tokens)
+        reservation = Reservation(turn_id, payer, input_tokens, units, self.pricing.usd(units), now)
+        refused = await self.store.reserve(
+            reservation, budgets_for(self.rules, payer, now), now=now
+        )
+        if refused is not None:
+            raise _exceeded(refused)
+
+    async def settle(self, turn_id: int, outcome: ModelReply | Exception | None) -> None:
+        try:
+            cost = await self.store.settle(turn_id, settlement(outcome, self.pricing))
+        except StorageError as exc:
+            log.warning("turn %s: cost not settled (%s); its reservation lapses", turn_id, exc)
+            return
+        if cost is not None:
+            log.info(
+                "turn %s cost %d units, $%.6f%s",
+                turn_id,
+                cost.units,
+                cost.usd,
+                " (estimated)" if cost.estimated else "",
+            )
+
+    async def left(self, payer: Payer) -> list[BudgetLeft]:
+        """Every budget of ``payer`` with what is spent of it."""
+        now = self._now()
+        budgets = budgets_for(self.rules, payer, now)
+        if not budgets:
+            return []
+        spent = await self.store.spent(budgets, now=now)
+        return [BudgetLeft(b, s) for b, s in zip(budgets, spent, strict=True)]
+
+
+def _exceeded(budget: Budget) -> BudgetExceeded:
+    return BudgetExceeded(budget.scope, budget.period, budget.limit_usd, budget.resets_at)
+
+
+def format_usd(usd: float) -> str:
+    """Dollars to the cent, or to 4 decimals below a cent ($0.0042); zero is $0.00."""
+    if usd == 0 or abs(usd) >= 0.01:
+        return f"${usd:,.2f}"
+    return f"${usd:.4f}"

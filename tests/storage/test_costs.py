@@ -1,0 +1,162 @@
+"""Turn costs on SQLite and PostgreSQL: reservations hold budgets, settling replaces them,
+lapsed reservations count nothing, reports group by server, user and day."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from functools import partial
+
+from bot.domain.costs import (
+    RESERVATION_TTL,
+    Budget,
+    BudgetRules,
+    Budgets,
+    Cost,
+    Payer,
+    Pricing,
+    Reservation,
+    SpendFilter,
+    Spending,
+    budgets_for,
+)
+from bot.domain.models import Incoming, TurnState
+from bot.domain.ports import ModelClient
+from bot.domain.service import ConversationService, ServiceConfig
+from bot.storage import SqlStore
+from tests.storage.test_transactions import NoMedia, RecordingDelivery
+
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+ALICE, BOB, GUILD = "1100000000000000001", "1100000000000000002", "1000000000000000001"
+
+
+def held(turn_id: int, usd: float, *, user: str = ALICE, at: datetime = NOW) -> Reservation:
+    return Reservation(turn_id, Payer(user, GUILD, "1200000000000000001"), 100, 1000, usd, at)
+
+
+def fixed(usd: float, _input_tokens: int) -> Cost:
+    return Cost(int(usd * 1000), usd, False)
+
+
+def server_daily(limit: float) -> list[Budget]:
+    return budgets_for(BudgetRules(guild_daily_usd=limit), Payer(ALICE, GUILD), NOW)
+
+
+async def test_a_reservation_that_does_not_fit_is_refused_and_stores_nothing(
+    store: SqlStore,
+) -> None:
+    budgets = server_daily(1.0)
+    assert await store.costs.reserve(held(1, 0.6), budgets, now=NOW) is None
+    refused = await store.costs.reserve(held(2, 0.6, user=BOB), budgets, now=NOW)
+    assert refused == budgets[0]
+    assert await store.costs.turn_cost(2) is None
+    assert await store.costs.spent(budgets, now=NOW) == [0.6]
+
+
+async def test_settling_replaces_the_worst_case_with_the_cost(store: SqlStore) -> None:
+    budgets = server_daily(1.0)
+    await store.costs.reserve(held(1, 0.6), budgets, now=NOW)
+    cost = await store.costs.settle(1, lambda input_tokens: Cost(input_tokens, 0.1, False))
+    assert cost == Cost(100, 0.1, False)
+    assert await store.costs.settle(1, lambda _: Cost(1, 1.0, True)) is None  # once only
+    stored = await store.costs.turn_cost(1)
+    assert stored is not None and stored.settled and stored.units == 100
+    # the freed 0.5 is there for the next turn
+    assert await store.costs.reserve(held(2, 0.9, user=BOB), budgets, now=NOW) is None
+
+
+async def test_a_lapsed_reservation_counts_nothing(store: SqlStore) -> None:
+    budgets = server_daily(1.0)
+    early = NOW - RESERVATION_TTL - timedelta(minutes=1)
+    await store.costs.reserve(held(1, 0.9, at=early), [], now=early)
+    assert await store.costs.spent(budgets, now=NOW) == [0.0]
+
+
+async def test_reserving_a_turn_again_holds_it_once(store: SqlStore) -> None:
+    budgets = server_daily(1.0)
+    await store.costs.reserve(held(1, 0.6), budgets, now=NOW)
+    assert await store.costs.reserve(held(1, 0.6), budgets, now=NOW) is None
+    assert await store.costs.spent(budgets, now=NOW) == [0.6]
+
+
+async def test_concurrent_reservations_never_exceed_the_budget(
+    store: SqlStore, other_store: SqlStore
+) -> None:
+    budgets = server_daily(1.0)
+    stores = [store, other_store]
+    results = await asyncio.gather(
+        *(
+            stores[n % 2].costs.reserve(held(n, 0.15, user=f"11{n:018d}"), budgets, now=NOW)
+            for n in range(20)
+        )
+    )
+    assert sum(r is None for r in results) == 6
+    [spent] = await store.costs.spent(budgets, now=NOW)
+    assert spent <= 1.0
+
+
+async def test_reports_group_settled_costs_by_server_user_and_day(store: SqlStore) -> None:
+    costs = store.costs
+    yesterday = NOW - timedelta(days=1)
+    for turn_id, user, at, usd in [
+        (1, ALICE, yesterday, 0.25),
+        (2, ALICE, NOW, 0.5),
+        (3, BOB, NOW, 0.125),
+    ]:
+        await costs.reserve(held(turn_id, 1.0, user=user, at=at), [], now=at)
+        await costs.settle(turn_id, partial(fixed, usd))
+    await costs.reserve(held(4, 1.0, user=BOB), [], now=NOW)  # still running: not reported
+
+    by_user = await costs.report(since=None, until=None, by="user")
+    assert by_user == [(ALICE, Spending(2, 750, 0.75)), (BOB, Spending(1, 125, 0.125))]
+    by_day = await costs.report(since=None, until=None, by="day")
+    assert by_day == [
+        ("2026-11-30", Spending(1, 250, 0.25)),
+        ("2026-12-01", Spending(2, 625, 0.625)),
+    ]
+    by_guild = await costs.report(since=NOW, until=None, by="guild")
+    assert by_guild == [(GUILD, Spending(2, 625, 0.625))]
+    assert await costs.spending(SpendFilter(user_id=ALICE), since=NOW, until=None) == Spending(
+        1, 500, 0.5
+    )
+    assert await costs.top_users(GUILD, since=yesterday, until=NOW + timedelta(1), limit=1) == [
+        (ALICE, Spending(2, 750, 0.75))
+    ]
+
+
+async def test_a_fast_turn_with_its_cost_tracked_costs_six_transactions(
+    store: SqlStore, fal_model_client: ModelClient
+) -> None:
+    """Two more than without (reserve before the submit, settle at the end)."""
+    names: list[str] = []
+    store.db.observers.append(lambda what, _write: names.append(what))
+    budgets = Budgets(store.costs, BudgetRules(user_daily_usd=1.0), Pricing())
+    service = ConversationService(
+        store,
+        fal_model_client,
+        NoMedia(),
+        RecordingDelivery(store),
+        ServiceConfig(batch_window=0),
+        costs=budgets,
+    )
+    incoming = Incoming(
+        source_id="1300000000000000001",
+        scope_id="1200000000000000777",
+        author_id=ALICE,
+        author_name="Ada",
+        text="what does it cost?",
+        guild_id=GUILD,
+    )
+    await service.respond(incoming, batchable=False)
+    assert names == [
+        "begin_turn",
+        "reserve_cost",
+        "record_submission",
+        "complete_turn",
+        "settle_cost",
+        "record_delivery",
+    ]
+    turn = await store.turn_for_source(incoming.source_id)
+    assert turn is not None and turn.state is TurnState.DELIVERED
+    cost = await store.costs.turn_cost(turn.id)
+    assert cost is not None and cost.settled and not cost.estimated
