@@ -213,7 +213,8 @@ async def build_app(
                 connector=connector, timeout=aiohttp.ClientTimeout(total=None, sock_connect=10)
             )
         )
-        store = SqlStore(engine)
+        store = SqlStore(engine, outage_tolerance=config.database.outage_tolerance_seconds)
+        metrics.watch_outage(store.outage)
         model = FalClient(session, fal_settings(config), observer=metrics)
         media = DiscordMedia(session, config.discord.cdn_hosts)
         journal = open_journal(journal_path(config.database.url), config.database.url)
@@ -232,6 +233,7 @@ async def build_app(
             service_config(config),
             observer=metrics,
             journal=journal,
+            outage=store.outage,
         )
         gate = Gate(Quotas(store, quota_rules(config)), gate_rules(config), observer=metrics)
         bot.install(service, gate)
@@ -239,7 +241,11 @@ async def build_app(
         app = App(config, engine, session, store, model, media, service, gate, bot, metrics)
         if config.http.listen:
             health = HealthServer(
-                metrics, [shard_check(bot, options.shard_ids), database_check(engine)]
+                metrics,
+                [
+                    shard_check(bot, options.shard_ids),
+                    database_check(engine, outage=store.outage),
+                ],
             )
             host, port = parse_listen(config.http.listen)
             try:

@@ -45,6 +45,7 @@ from bot.domain.errors import (
     ModelInputRejected,
     SeedBotError,
     StorageError,
+    StorageUnavailable,
 )
 from bot.domain.inbox import Inboxes
 from bot.domain.models import (
@@ -55,6 +56,7 @@ from bot.domain.models import (
     ModelReply,
     NewConversation,
     NewTurn,
+    Progress,
     RequestHandle,
     SettingsScope,
     Turn,
@@ -63,6 +65,7 @@ from bot.domain.models import (
     TurnState,
 )
 from bot.domain.observer import NO_OBSERVER, TurnObserver
+from bot.domain.outage import Outage, waiting_as
 from bot.domain.ports import Deliveries, Delivery, MediaSource, ModelClient, Store
 from bot.domain.settings import EffectiveSettings, resolve_settings, validate_settings
 from bot.domain.submission import SubmissionJournal, Submitter
@@ -220,6 +223,40 @@ def next_attempt(
     )
 
 
+def _flow_key(flow: Flow) -> str:
+    """What an outage's story counts a flow as (one turn)."""
+    if isinstance(flow, Resume):
+        return f"turn {flow.turn.id}"
+    if isinstance(flow, Redo):
+        return f"redo {flow.scope_id}/{flow.turn_id}"
+    return f"message {flow.source_id}"
+
+
+@dataclass(eq=False)
+class _WaitNotice:
+    """Shows "waiting for the database" on a flow's status message when one of its store
+    calls starts waiting on an outage (once per outage). The store calls ``on_wait`` in the
+    middle of its call, maybe under the delivery's own locks: the notice goes in a task."""
+
+    outage: Outage
+    tasks: set[asyncio.Task[None]]
+    delivery: Delivery | None = None
+    shown_for: int = 0
+
+    def on_wait(self) -> None:
+        if self.delivery is None or self.shown_for == self.outage.outages:
+            return
+        self.shown_for = self.outage.outages
+        task = asyncio.create_task(self._show(self.delivery), name="database-wait-notice")
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    @staticmethod
+    async def _show(delivery: Delivery) -> None:
+        with contextlib.suppress(DeliveryError):
+            await delivery.progress(Progress(state="database"))
+
+
 class ConversationService:
     """Answers people's messages with the model, one stored step at a time."""
 
@@ -233,8 +270,13 @@ class ConversationService:
         *,
         observer: TurnObserver = NO_OBSERVER,
         journal: SubmissionJournal | None = None,
+        outage: Outage | None = None,
     ) -> None:
         self.observer = observer
+        # The database's outages as the store meets them: a turn whose store call waits on
+        # one says so on its status message (see _waiting_shown).
+        self._outage = outage or Outage()
+        self._notices: set[asyncio.Task[None]] = set()
         self._store = store
         self._model = model
         self._submitter = Submitter(model, store, journal)
@@ -292,19 +334,22 @@ class ConversationService:
 
     async def _handle(self, batch: Sequence[Flow]) -> None:
         first = batch[0]
-        if isinstance(first, Resume):
-            await self._resume(first.turn)
-        elif isinstance(first, Redo):
-            await self._redo(first)
-        else:
-            incoming = merge_incoming([i for i in batch if isinstance(i, Incoming)])
-            await self._new(incoming)
+        notice = _WaitNotice(self._outage, self._notices)
+        with waiting_as(_flow_key(first), notice.on_wait):
+            if isinstance(first, Resume):
+                await self._resume(first.turn, notice)
+            elif isinstance(first, Redo):
+                await self._redo(first, notice)
+            else:
+                incoming = merge_incoming([i for i in batch if isinstance(i, Incoming)])
+                await self._new(incoming, notice)
 
     # -- flows -----------------------------------------------------------------------------
 
-    async def _new(self, incoming: Incoming) -> None:
+    async def _new(self, incoming: Incoming, notice: _WaitNotice) -> None:
         started = asyncio.get_running_loop().time()
         delivery = self._deliveries.open(Destination(incoming.scope_id, incoming.reply_to))
+        notice.delivery = delivery
         await delivery.start()
         try:
             try:
@@ -340,7 +385,7 @@ class ConversationService:
         finally:
             await delivery.close()
 
-    async def _redo(self, redo: Redo) -> None:
+    async def _redo(self, redo: Redo, notice: _WaitNotice) -> None:
         started = asyncio.get_running_loop().time()
         conversation = await self._store.conversation_for_scope(redo.scope_id)
         latest = await self._store.latest_turn(conversation.id) if conversation else None
@@ -350,6 +395,7 @@ class ConversationService:
             log.info("redo of turn %s skipped: turn %s is newer", redo.turn_id, latest.id)
             return
         delivery = self._deliveries.open(destination_of(latest))
+        notice.delivery = delivery
         await delivery.start()
         try:
             if redo.edited is not None:
@@ -387,10 +433,11 @@ class ConversationService:
         finally:
             await delivery.close()
 
-    async def _resume(self, turn: Turn) -> None:
+    async def _resume(self, turn: Turn, notice: _WaitNotice) -> None:
         log.info("resuming turn %s (%s)", turn.id, turn.state)
         conversation = await self._store.get_conversation(turn.conversation_id)
         delivery = self._deliveries.open(destination_of(turn))
+        notice.delivery = delivery
         await delivery.start()
         try:
             started = asyncio.get_running_loop().time()
@@ -465,7 +512,7 @@ class ConversationService:
                 )
                 with contextlib.suppress(DeliveryError):
                     await delivery.fail(turn, error)
-                await self._store.finish_turn(turn.id, TurnState.FAILED, str(error)[:500])
+                await self._finish_failed(turn, error)
                 return
 
     async def _run_turn(
@@ -483,6 +530,8 @@ class ConversationService:
                 new = new_history_messages(reply.messages, sent_count)
                 try:
                     await self._store.complete_turn(turn.id, reply, new)
+                except StorageUnavailable:
+                    raise  # the database stayed away: nothing to ask it either
                 except StorageError:
                     # complete_turn refuses a turn stopped meanwhile (maybe by another
                     # process): its answer is neither stored nor posted.
@@ -517,7 +566,7 @@ class ConversationService:
             # (and the answer nobody saw stays out of later history).
             log.warning("turn %s could not be delivered: %s", turn.id, exc)
             self.observer.turn_failed(exc)
-            await self._store.finish_turn(turn.id, TurnState.FAILED, str(exc)[:500])
+            await self._finish_failed(turn, exc)
             return None
         except ModelInputRejected as exc:
             refused = rejected_media(turn, exc)
@@ -541,7 +590,15 @@ class ConversationService:
             await delivery.fail(turn, exc)
         except DeliveryError as posting:
             log.warning("failure notice for turn %s not posted: %s", turn.id, posting)
-        await self._store.finish_turn(turn.id, TurnState.FAILED, str(exc)[:500])
+        await self._finish_failed(turn, exc)
+
+    async def _finish_failed(self, turn: Turn, error: Exception) -> None:
+        """Store the turn as failed; when the database does not take it (an outage past its
+        tolerance), the turn stays unfinished and the next start resumes it."""
+        try:
+            await self._store.finish_turn(turn.id, TurnState.FAILED, str(error)[:500])
+        except StorageError as exc:
+            log.warning("turn %s stays unfinished for the next start: %s", turn.id, exc)
 
     async def _obtain_reply(
         self,
