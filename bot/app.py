@@ -169,6 +169,9 @@ def apply_config(app: App, new: Config) -> list[str]:
         if getattr(getattr(new, section), key) != getattr(getattr(app.config, section), key)
     ]
     app.service.reconfigure(service_config(new))
+    app.store.db.policy = replace(
+        app.store.db.policy, outage_tolerance=new.database.outage_tolerance_seconds
+    )
     app.gate.rules = gate_rules(new)
     app.gate.quotas.rules = quota_rules(new)
     old = app.bot.options

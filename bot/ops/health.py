@@ -67,7 +67,9 @@ def database_check(
     the store rides out an ``outage`` (how long, how many calls wait, what it met)."""
 
     async def check() -> dict[str, str]:
-        if outage is not None and outage.down:
+        # While calls wait on the outage, it is the news; once none does, the probe decides
+        # (the outage itself ends at the store's next success).
+        if outage is not None and outage.down and outage.holding:
             return {
                 "database": f"unreachable for {outage.down_for():.0f}s, "
                 f"{outage.holding} calls waiting ({outage.error})"

@@ -1,9 +1,13 @@
-"""A loopback TCP proxy in front of a database server (the test PostgreSQL) that a test can
-cut and restore, as a network partition or a server restart meets the bot.
+"""Database outages a test can start and end for real (``cut()`` / ``restore()``).
 
-``cut()`` resets every connection through the proxy (RST, as a peer gone away) and stops
-listening, so new connections are refused; ``restore()`` listens again on the same port.
-``url(database_url)`` is the same URL pointed at the proxy.
+:class:`DatabaseProxy`: a loopback TCP proxy in front of a database server (the test
+PostgreSQL), as a network partition or a server restart meets the bot. ``cut()`` resets
+every connection through the proxy (RST, as a peer gone away) and stops listening, so new
+connections are refused; ``restore()`` listens again on the same port. ``url(database_url)``
+is the same URL pointed at the proxy.
+
+:class:`SqliteLock`: another connection holding a SQLite file's write lock (as another
+process would) from ``cut()`` to ``restore()``.
 """
 
 from __future__ import annotations
@@ -11,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import sqlite3
 import struct
+from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
@@ -119,3 +125,20 @@ def _reset(writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     writer.transport.abort()
+
+
+class SqliteLock:
+    """Another connection holding a SQLite database's write lock while cut."""
+
+    def __init__(self, path: Path) -> None:
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+
+    async def cut(self) -> None:
+        # In a thread: the bot, on this event loop, may be finishing a write meanwhile.
+        await asyncio.to_thread(self._conn.execute, "BEGIN EXCLUSIVE")
+
+    async def restore(self) -> None:
+        await asyncio.to_thread(self._conn.execute, "ROLLBACK")
+
+    def close(self) -> None:
+        self._conn.close()

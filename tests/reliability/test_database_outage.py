@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import sqlite3
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ import pytest_asyncio
 
 from bot.chat import texts
 from tests.chat.conftest import Harness, HarnessFactory
-from tests.fakes.dbproxy import DatabaseProxy
+from tests.fakes.dbproxy import DatabaseProxy, SqliteLock
 from tests.fakes.discord.models import FakeChannel
 from tests.fakes.fal import ModelOutput
 from tests.reliability.botproc import wait_until
@@ -38,23 +37,6 @@ GAVE_UP = "stayed unreachable"
 class Cut(Protocol):
     async def cut(self) -> None: ...
     async def restore(self) -> None: ...
-
-
-class SqliteLock:
-    """Another connection holding the database's write lock (as another process would)."""
-
-    def __init__(self, path: Path) -> None:
-        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-
-    async def cut(self) -> None:
-        # In a thread: the bot, on this event loop, may be finishing a write meanwhile.
-        await asyncio.to_thread(self._conn.execute, "BEGIN EXCLUSIVE")
-
-    async def restore(self) -> None:
-        await asyncio.to_thread(self._conn.execute, "ROLLBACK")
-
-    def close(self) -> None:
-        self._conn.close()
 
 
 @dataclass
