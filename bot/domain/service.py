@@ -274,7 +274,7 @@ class ConversationService:
     ) -> None:
         self.observer = observer
         # The database's outages as the store meets them: a turn whose store call waits on
-        # one says so on its status message (see _waiting_shown).
+        # one says so on its status message (see _WaitNotice).
         self._outage = outage or Outage()
         self._notices: set[asyncio.Task[None]] = set()
         self._store = store
