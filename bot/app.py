@@ -187,6 +187,9 @@ def apply_config(app: App, new: Config) -> list[str]:
         if getattr(getattr(new, section), key) != getattr(getattr(app.config, section), key)
     ]
     app.service.reconfigure(service_config(new))
+    app.store.db.policy = replace(
+        app.store.db.policy, outage_tolerance=new.database.outage_tolerance_seconds
+    )
     app.gate.rules = gate_rules(new)
     app.gate.quotas.rules = quota_rules(new)
     if app.gate.budgets is not None:  # the service holds the same Budgets
@@ -234,7 +237,8 @@ async def build_app(
                 connector=connector, timeout=aiohttp.ClientTimeout(total=None, sock_connect=10)
             )
         )
-        store = SqlStore(engine)
+        store = SqlStore(engine, outage_tolerance=config.database.outage_tolerance_seconds)
+        metrics.watch_outage(store.outage)
         model = FalClient(session, fal_settings(config), observer=metrics)
         media = DiscordMedia(session, config.discord.cdn_hosts)
         journal = open_journal(journal_path(config.database.url), config.database.url)
@@ -260,6 +264,7 @@ async def build_app(
             observer=metrics,
             journal=journal,
             costs=budgets,
+            outage=store.outage,
         )
         gate = Gate(
             Quotas(store, quota_rules(config)),
@@ -278,7 +283,11 @@ async def build_app(
             await stack.enter_async_context(_running(app.sweeper.run(), "retention-sweep"))
         if config.http.listen:
             health = HealthServer(
-                metrics, [shard_check(bot, options.shard_ids), database_check(engine)]
+                metrics,
+                [
+                    shard_check(bot, options.shard_ids),
+                    database_check(engine, outage=store.outage),
+                ],
             )
             host, port = parse_listen(config.http.listen)
             try:

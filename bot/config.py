@@ -33,6 +33,7 @@ from bot.domain.models import (
     GenerationSettings,
     Thinking,
 )
+from bot.domain.outage import DEFAULT_OUTAGE_TOLERANCE
 from bot.fal import settings as fal
 from bot.urls import discord_api_problem, http_url_problem, ws_url_problem
 
@@ -304,6 +305,12 @@ class DatabaseConfig:
     )
     auto_migrate: bool | None = _opt(
         None, "Upgrade the schema on start; unset: yes for SQLite, no for PostgreSQL."
+    )
+    outage_tolerance_seconds: float = _opt(
+        DEFAULT_OUTAGE_TOLERANCE,
+        "While the database is unreachable (or SQLite locked by another process), turns and "
+        "new messages wait for it this long before they fail (0: fail after a few tries).",
+        _non_negative,
     )
 
     @property

@@ -19,6 +19,7 @@ from bot.chat.gate import Gate, GateRules
 from bot.chat.inbound import Inbound, InboundOptions
 from bot.chat.interaction_delivery import InteractionViews, LiveInteractions
 from bot.chat.texts import NO_MENTIONS
+from bot.domain.errors import SeedBotError
 from bot.domain.privacy import PrivacyStore
 from bot.domain.service import ConversationService
 
@@ -162,7 +163,12 @@ class SeedBot(discord.AutoShardedClient):
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and (exc := task.exception()) is not None:
-            log.error("task %s failed", task.get_name(), exc_info=exc)
+            if isinstance(exc, SeedBotError):
+                # A failure the bot knows (e.g. the database away past its tolerance): one
+                # line, not a traceback.
+                log.warning("task %s failed: %s", task.get_name(), exc)
+            else:
+                log.error("task %s failed", task.get_name(), exc_info=exc)
 
     async def idle(self) -> None:
         """Return once no task the bot spawned is running (turns, resumes, the catch-up)."""

@@ -106,6 +106,7 @@ class ChannelDelivery:
         self._status: discord.Message | discord.PartialMessage | None = None
         self._status_text = texts.status_running()
         self._status_lock = asyncio.Lock()
+        self._recorded_status: int | None = None  # the status message id stored last
         self._done = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._last_edit = -STATUS_EDIT_INTERVAL
@@ -132,6 +133,7 @@ class ChannelDelivery:
                 self._status = self._channel.get_partial_message(int(turn.status_message_id))
             if self._status is not None and not self._done.is_set():
                 await self._edit_status(self._status_text)
+        await self._record_status()
 
     async def close(self) -> None:
         self._done.set()
@@ -165,6 +167,12 @@ class ChannelDelivery:
         """Note fal's progress; shown only once a status message is (see the class)."""
         if progress.state == "queued":
             self._status_text = texts.status_queued(progress.queue_position)
+        elif progress.state == "database":
+            # Shown at once, status delay or not: an outage may last minutes.
+            self._status_text = texts.STATUS_DATABASE
+            if self._status is None:
+                await self._show_status(self._status_text)
+                return
         else:
             self._status_text = texts.status_running()
         if self._status is not None and not self._done.is_set():
@@ -220,6 +228,20 @@ class ChannelDelivery:
         return self._views.stop(self._turn.id) if self._turn is not None else None
 
     async def _show_status(self, text: str) -> None:
+        await self._update_status(text)
+        await self._record_status()
+
+    async def _record_status(self) -> None:
+        """Store the status message's id once it is new to the turn; outside the status lock,
+        so a database that is away holds up no status update (waiting for it is one)."""
+        turn, status = self._turn, self._status
+        if turn is None or status is None or self._recorded_status == status.id:
+            return
+        self._recorded_status = status.id
+        if turn.status_message_id != str(status.id):
+            await self._record(self._recorder.record_status_message, turn.id, str(status.id))
+
+    async def _update_status(self, text: str) -> None:
         async with self._status_lock:
             if self._done.is_set():
                 return
@@ -240,10 +262,6 @@ class ChannelDelivery:
                 except discord.HTTPException as exc:
                     log.warning("status message failed: %s", exc)
                     return
-                if self._turn is not None:
-                    await self._record(
-                        self._recorder.record_status_message, self._turn.id, str(self._status.id)
-                    )
             elif getattr(self._status, "content", None) != text:
                 await self._edit_status(text)
 
@@ -262,9 +280,6 @@ class ChannelDelivery:
             log.warning("status message edit failed: %s", exc)
             return
         self._status = edited
-        turn = self._turn
-        if turn is not None and turn.status_message_id != str(edited.id):
-            await self._record(self._recorder.record_status_message, turn.id, str(edited.id))
 
     def _reference(self) -> dict[str, Any]:
         if self._reply_to is None:

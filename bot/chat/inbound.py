@@ -20,6 +20,7 @@ from bot.chat import convert, texts
 from bot.chat.gate import Gate
 from bot.chat.replies import say
 from bot.chat.threads import ThreadRefused, open_thread
+from bot.domain.errors import StorageError
 from bot.domain.service import ConversationService, Redo
 
 log = logging.getLogger(__name__)
@@ -134,12 +135,18 @@ class Inbound:
         return False
 
     async def _ordered(self, message: discord.Message) -> None:
-        # Mentions in a channel each start a conversation of their own: nothing to order.
-        if not isinstance(message.channel, discord.Thread | discord.DMChannel):
-            await self.handle(message)
-            return
-        async with self._order.turn_of(message.channel.id) as queued:
-            await self.handle(message, queued=queued)
+        try:
+            # Mentions in a channel each start a conversation of their own: nothing to order.
+            if not isinstance(message.channel, discord.Thread | discord.DMChannel):
+                await self.handle(message)
+                return
+            async with self._order.turn_of(message.channel.id) as queued:
+                await self.handle(message, queued=queued)
+        except StorageError as exc:
+            # Routing it needed the database (is the thread bound? the quotas), which stayed
+            # away past its tolerance: say so instead of staying silent.
+            log.warning("message %s not answered: %s", message.id, exc)
+            await say(message, texts.error_text(exc))
 
     async def handle(
         self, message: discord.Message, *, queued: asyncio.Event | None = None

@@ -40,6 +40,7 @@ from bot.domain.errors import (
     ModelUnavailable,
     QuotaExceeded,
     StorageError,
+    StorageUnavailable,
 )
 from bot.domain.models import Turn
 
@@ -317,6 +318,10 @@ def status_running() -> str:
     return "Thinking…"
 
 
+# Status while a turn waits for the bot's database to come back (an outage).
+STATUS_DATABASE = "waiting for the bot's database…"
+
+
 # --------------------------------------------------------------------------------------------
 # Errors and refusals
 # --------------------------------------------------------------------------------------------
@@ -438,6 +443,11 @@ def error_text(
         text = f"Invalid {error.name}: {error.message}."
     elif isinstance(error, AccessDenied):
         text = f"Sorry, {error}."
+    elif isinstance(error, StorageUnavailable):
+        text = (
+            "The bot's database stayed unreachable too long, so this message was not "
+            "answered. Try again once the bot is back."
+        )
     elif isinstance(error, StorageError):
         text = "The bot's database is unavailable right now. Try again in a minute."
     else:

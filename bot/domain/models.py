@@ -183,9 +183,10 @@ class RequestHandle:
 
 @dataclass(frozen=True, slots=True)
 class Progress:
-    """A queue update: ``queued`` with the number of requests ahead, or ``running``."""
+    """A queue update: ``queued`` with the number of requests ahead, or ``running``; or
+    ``database``: the turn waits for the bot's database to come back."""
 
-    state: Literal["queued", "running"]
+    state: Literal["queued", "running", "database"]
     queue_position: int | None = None
 
 

@@ -47,6 +47,7 @@ from bot.domain.errors import (
     ModelInputRejected,
     SeedBotError,
     StorageError,
+    StorageUnavailable,
 )
 from bot.domain.inbox import Inboxes
 from bot.domain.models import (
@@ -58,6 +59,7 @@ from bot.domain.models import (
     ModelReply,
     NewConversation,
     NewTurn,
+    Progress,
     RequestHandle,
     SettingsScope,
     Turn,
@@ -66,6 +68,7 @@ from bot.domain.models import (
     TurnState,
 )
 from bot.domain.observer import NO_OBSERVER, TurnObserver
+from bot.domain.outage import Outage, waiting_as
 from bot.domain.ports import Deliveries, Delivery, MediaSource, ModelClient, Store
 from bot.domain.settings import EffectiveSettings, resolve_settings, validate_settings
 from bot.domain.submission import SubmissionJournal, Submitter
@@ -245,6 +248,40 @@ def next_attempt(
     )
 
 
+def _flow_key(flow: Flow) -> str:
+    """What an outage's story counts a flow as (one turn)."""
+    if isinstance(flow, Resume):
+        return f"turn {flow.turn.id}"
+    if isinstance(flow, Redo):
+        return f"redo {flow.scope_id}/{flow.turn_id}"
+    return f"message {flow.source_id}"
+
+
+@dataclass(eq=False)
+class _WaitNotice:
+    """Shows "waiting for the database" on a flow's status message when one of its store
+    calls starts waiting on an outage (once per outage). The store calls ``on_wait`` in the
+    middle of its call, maybe under the delivery's own locks: the notice goes in a task."""
+
+    outage: Outage
+    tasks: set[asyncio.Task[None]]
+    delivery: Delivery | None = None
+    shown_for: int = 0
+
+    def on_wait(self) -> None:
+        if self.delivery is None or self.shown_for == self.outage.outages:
+            return
+        self.shown_for = self.outage.outages
+        task = asyncio.create_task(self._show(self.delivery), name="database-wait-notice")
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    @staticmethod
+    async def _show(delivery: Delivery) -> None:
+        with contextlib.suppress(DeliveryError):
+            await delivery.progress(Progress(state="database"))
+
+
 class ConversationService:
     """Answers people's messages with the model, one stored step at a time."""
 
@@ -259,9 +296,14 @@ class ConversationService:
         observer: TurnObserver = NO_OBSERVER,
         journal: SubmissionJournal | None = None,
         costs: TurnCosts = NO_COSTS,
+        outage: Outage | None = None,
     ) -> None:
         self.observer = observer
         self.costs = costs
+        # The database's outages as the store meets them: a turn whose store call waits on
+        # one says so on its status message (see _WaitNotice).
+        self._outage = outage or Outage()
+        self._notices: set[asyncio.Task[None]] = set()
         self._store = store
         self._model = model
         self._submitter = Submitter(model, store, journal)
@@ -356,16 +398,18 @@ class ConversationService:
 
     async def _handle(self, batch: Sequence[Flow]) -> None:
         first = batch[0]
-        if isinstance(first, Resume):
-            await self._resume(first.turn)
-        elif isinstance(first, Redo):
-            await self._redo(first)
-        else:
-            await self._new([i for i in batch if isinstance(i, Incoming)])
+        notice = _WaitNotice(self._outage, self._notices)
+        with waiting_as(_flow_key(first), notice.on_wait):
+            if isinstance(first, Resume):
+                await self._resume(first.turn, notice)
+            elif isinstance(first, Redo):
+                await self._redo(first, notice)
+            else:
+                await self._new([i for i in batch if isinstance(i, Incoming)], notice)
 
     # -- flows -----------------------------------------------------------------------------
 
-    async def _new(self, items: list[Incoming]) -> None:
+    async def _new(self, items: list[Incoming], notice: _WaitNotice) -> None:
         started = asyncio.get_running_loop().time()
         first = items[0]
         burst = _Burst(first.author_id, list(items), started)
@@ -375,6 +419,7 @@ class ConversationService:
         delivery = self._deliveries.open(
             Destination(first.scope_id, first.reply_to, first.interaction_id)
         )
+        notice.delivery = delivery
         await delivery.start()
         try:
             superseding: int | None = None
@@ -427,7 +472,7 @@ class ConversationService:
             burst.done.set()
             await delivery.close()
 
-    async def _redo(self, redo: Redo) -> None:
+    async def _redo(self, redo: Redo, notice: _WaitNotice) -> None:
         started = asyncio.get_running_loop().time()
         conversation = await self._store.conversation_for_scope(redo.scope_id)
         latest = await self._store.latest_turn(conversation.id) if conversation else None
@@ -437,6 +482,7 @@ class ConversationService:
             log.info("redo of turn %s skipped: turn %s is newer", redo.turn_id, latest.id)
             return
         delivery = self._deliveries.open(destination_of(latest))
+        notice.delivery = delivery
         await delivery.start()
         try:
             if redo.edited is not None:
@@ -474,10 +520,11 @@ class ConversationService:
         finally:
             await delivery.close()
 
-    async def _resume(self, turn: Turn) -> None:
+    async def _resume(self, turn: Turn, notice: _WaitNotice) -> None:
         log.info("resuming turn %s (%s)", turn.id, turn.state)
         conversation = await self._store.get_conversation(turn.conversation_id)
         delivery = self._deliveries.open(destination_of(turn))
+        notice.delivery = delivery
         await delivery.start()
         try:
             started = asyncio.get_running_loop().time()
@@ -562,7 +609,7 @@ class ConversationService:
                 )
                 with contextlib.suppress(DeliveryError):
                     await delivery.fail(turn, error)
-                await self._store.finish_turn(turn.id, TurnState.FAILED, str(error)[:500])
+                await self._finish_failed(turn, error)
                 return None
 
     async def _run_turn(
@@ -587,6 +634,8 @@ class ConversationService:
                     await self._store.complete_turn(turn.id, reply, new)
                     if burst is not None:
                         burst.closed = True  # stored: a follow-up is the next turn now
+                except StorageUnavailable:
+                    raise  # the database stayed away: nothing to ask it either
                 except StorageError:
                     # complete_turn refuses a turn stopped meanwhile (maybe by another
                     # process): its answer is neither stored nor posted.
@@ -627,7 +676,7 @@ class ConversationService:
             log.warning("turn %s could not be delivered: %s", turn.id, exc)
             await self.costs.settle(turn.id, None)
             self.observer.turn_failed(exc)
-            await self._store.finish_turn(turn.id, TurnState.FAILED, str(exc)[:500])
+            await self._finish_failed(turn, exc)
             return None
         except BudgetExceeded as exc:
             # Refused before reaching fal: not a failure of the model, and nothing to pay.
@@ -667,7 +716,15 @@ class ConversationService:
             await delivery.fail(turn, exc)
         except DeliveryError as posting:
             log.warning("failure notice for turn %s not posted: %s", turn.id, posting)
-        await self._store.finish_turn(turn.id, TurnState.FAILED, str(exc)[:500])
+        await self._finish_failed(turn, exc)
+
+    async def _finish_failed(self, turn: Turn, error: Exception) -> None:
+        """Store the turn as failed; when the database does not take it (an outage past its
+        tolerance), the turn stays unfinished and the next start resumes it."""
+        try:
+            await self._store.finish_turn(turn.id, TurnState.FAILED, str(error)[:500])
+        except StorageError as exc:
+            log.warning("turn %s stays unfinished for the next start: %s", turn.id, exc)
 
     async def _obtain_reply(
         self,

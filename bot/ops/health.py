@@ -20,6 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot.domain.outage import Outage
 from bot.ops.logs import describe_exception
 from bot.ops.metrics import CONTENT_TYPE, Metrics
 
@@ -59,10 +60,20 @@ def shard_check(client: discord.AutoShardedClient, shard_ids: Sequence[int] | No
     return check
 
 
-def database_check(engine: AsyncEngine, timeout: float = DATABASE_CHECK_SECONDS) -> Check:
-    """Not ready while the database does not answer ``SELECT 1`` within ``timeout``."""
+def database_check(
+    engine: AsyncEngine, timeout: float = DATABASE_CHECK_SECONDS, *, outage: Outage | None = None
+) -> Check:
+    """Not ready while the database does not answer ``SELECT 1`` within ``timeout``, or while
+    the store rides out an ``outage`` (how long, how many calls wait, what it met)."""
 
     async def check() -> dict[str, str]:
+        # While calls wait on the outage, it is the news; once none does, the probe decides
+        # (the outage itself ends at the store's next success).
+        if outage is not None and outage.down and outage.holding:
+            return {
+                "database": f"unreachable for {outage.down_for():.0f}s, "
+                f"{outage.holding} calls waiting ({outage.error})"
+            }
         try:
             async with asyncio.timeout(timeout), engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot.domain import errors
 from bot.domain.models import ModelReply, ModelRequest, Progress, RequestHandle
 from bot.domain.observer import RefusalReason
+from bot.domain.outage import Outage
 from bot.domain.ports import ModelClient, ProgressCallback
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -192,6 +193,26 @@ class Metrics:
     def watch_gateway(self, latencies: Callable[[], Iterable[tuple[int, float]]]) -> None:
         """Report each shard's heartbeat latency (``(shard_id, seconds)`` pairs)."""
         self.registry.register(_GatewayCollector(latencies))
+
+    def watch_outage(self, outage: Outage) -> None:
+        """Count the database's outages and show the store calls waiting on one."""
+        outages = Counter(
+            "seed_bot_database_outages",
+            "Times the database became unreachable (store calls then wait for it).",
+            registry=self.registry,
+        )
+        outages.inc(0)
+        Gauge(
+            "seed_bot_database_waiting",
+            "Store calls waiting now for the database to come back.",
+            registry=self.registry,
+        ).set_function(lambda: outage.holding)
+
+        def changed(down: bool) -> None:
+            if down:
+                outages.inc()
+
+        outage.listeners.append(changed)
 
     def watch_engine(self, engine: AsyncEngine) -> None:
         """Time every transaction of ``engine`` (BEGIN to COMMIT or ROLLBACK)."""

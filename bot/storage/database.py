@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -25,19 +26,26 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import QueuePool
 
 from bot.domain.errors import DuplicateMessage, StorageError, StorageUnavailable
+from bot.domain.outage import MAX_RETRY_DELAY, Outage, OutageFull
 from bot.storage.engine import DRIVER_BEGIN
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# SQLSTATEs worth another try on PostgreSQL: serialization failure, deadlock, lock timeout,
-# and the server going away or refusing connections for now.
-_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57P01", "57P02", "57P03", "53300"})
+# SQLSTATEs worth another try on PostgreSQL: serialization failure, deadlock, lock timeout
+# (a few tries), and the server going away or refusing connections for now (an outage,
+# ridden out: admin/crash shutdown, cannot connect now, too many connections).
+_CONFLICT_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
+_OUTAGE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300"})
 
 Op = Callable[[AsyncConnection], Awaitable[T]]
 # Called once per transaction run (not per retry) with its name and whether it writes.
 Observer = Callable[[str, bool], None]
+
+
+class _OutOfTime(Exception):
+    """Internal: a call queued behind an outage ran out of its tolerance."""
 
 
 class Conflict(StorageError):
@@ -47,17 +55,25 @@ class Conflict(StorageError):
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """How long a transaction keeps trying through transient failures. ``delay_after`` is
-    the one place that decides (e.g. to ride out a database outage for N seconds)."""
+    the one place that decides: a conflict (serialization failure, deadlock) is tried
+    ``retries`` more times; an unreachable database (refused or reset connections, a server
+    starting up or shutting down, SQLite busy) is ridden out for ``outage_tolerance``
+    seconds (0: it is tried ``retries`` more times, as a conflict)."""
 
     retries: int = 3
     delay: float = 0.05
+    outage_tolerance: float = 0.0
 
-    def delay_after(self, failures: int, elapsed: float) -> float | None:
+    def delay_after(self, failures: int, elapsed: float, *, outage: bool = False) -> float | None:
         """Seconds to wait before the next attempt after ``failures`` transient failures
         (``elapsed`` seconds since the first attempt), or ``None`` to give up."""
+        backoff = float(self.delay * 2 ** min(failures - 1, 30))
+        if outage and self.outage_tolerance > 0:
+            left = self.outage_tolerance - elapsed
+            return min(backoff, MAX_RETRY_DELAY, left) if left > 0 else None
         if failures > self.retries:
             return None
-        return float(self.delay * 2 ** (failures - 1))
+        return backoff
 
 
 class _Gate:
@@ -78,9 +94,14 @@ class _Gate:
             return self._held < self._capacity
         return self._held < self._ordinary_capacity and not self._waiters[True]
 
-    async def acquire(self, priority: bool) -> None:
+    def try_acquire(self, priority: bool) -> bool:
         if self._free_for(priority) and not self._waiters[priority]:
             self._held += 1
+            return True
+        return False
+
+    async def acquire(self, priority: bool) -> None:
+        if self.try_acquire(priority):
             return
         waiter = asyncio.get_running_loop().create_future()
         self._waiters[priority].append(waiter)
@@ -107,8 +128,15 @@ class _Gate:
 class Database:
     """Runs units of work on ``engine`` (SQLite or PostgreSQL). The caller owns the engine."""
 
-    def __init__(self, engine: AsyncEngine, *, policy: RetryPolicy | None = None) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        policy: RetryPolicy | None = None,
+        outage: Outage | None = None,
+    ) -> None:
         self.engine = engine
+        self.outage = outage or Outage()
         self.postgres = engine.dialect.name == "postgresql"
         # SQLite: every write unit of the store starts with a write statement, so the driver's
         # BEGIN IMMEDIATE (before that statement) takes the lock up front just as an explicit
@@ -152,42 +180,120 @@ class Database:
             observe(what, write)
         started = time.monotonic()
         failures = 0
-        while True:
-            try:
-                return await self._once(op, write=write, priority=priority, single=single)
-            except sa_exc.IntegrityError as e:
-                message = str(e.orig)
-                if any(marker in message for marker in duplicate):
-                    raise DuplicateMessage(f"{what}: already stored: {_describe(e)}") from e
-                raise Conflict(f"{what}: constraint violated: {e.orig}") from e
-            except (sa_exc.SQLAlchemyError, OSError) as e:
-                if not _is_transient(e):
-                    raise StorageError(f"{what}: database error: {_describe(e)}") from e
-                failures += 1
-                delay = self.policy.delay_after(failures, time.monotonic() - started)
-                if delay is None:
-                    raise StorageUnavailable(
-                        f"{what}: database unavailable after {failures} attempts: {_describe(e)}"
-                    ) from e
-                log.warning(
-                    "storage: %s failed (%s), retry %d in %.2fs",
-                    what,
-                    _describe(e),
-                    failures,
-                    delay,
-                )
-            await asyncio.sleep(delay)
+        with contextlib.ExitStack() as held:
+            holding = False  # counted among the calls waiting through an outage
 
-    async def _once(self, op: Op[T], *, write: bool, priority: bool, single: bool) -> T:
+            def hold() -> None:
+                nonlocal holding
+                if not holding:
+                    held.enter_context(self.outage.holding_call())
+                    holding = True
+
+            while True:
+                try:
+                    result = await self._once(
+                        op, write=write, priority=priority, single=single, hold=(hold, started)
+                    )
+                except _OutOfTime:
+                    raise StorageUnavailable(
+                        f"{what}: database unavailable: waited {time.monotonic() - started:.0f}s "
+                        f"({self.outage.error})"
+                    ) from None
+                except OutageFull as full:
+                    raise StorageUnavailable(f"{what}: {full}") from None
+                except sa_exc.IntegrityError as e:
+                    self.outage.succeeded(write=write)
+                    message = str(e.orig)
+                    if any(marker in message for marker in duplicate):
+                        raise DuplicateMessage(f"{what}: already stored: {_describe(e)}") from e
+                    raise Conflict(f"{what}: constraint violated: {e.orig}") from e
+                except (sa_exc.SQLAlchemyError, OSError) as e:
+                    kind = _failure_kind(e)
+                    if kind is None:
+                        raise StorageError(f"{what}: database error: {_describe(e)}") from e
+                    failures += 1
+                    outage = kind == "outage"
+                    delay = self.policy.delay_after(
+                        failures, time.monotonic() - started, outage=outage
+                    )
+                    if outage and self.policy.outage_tolerance > 0:
+                        self.outage.failed(_describe(e), write=write)
+                    if delay is None:
+                        raise StorageUnavailable(
+                            f"{what}: database unavailable after {failures} attempts: "
+                            f"{_describe(e)}"
+                        ) from e
+                    log.debug(
+                        "storage: %s failed (%s), retry %d in %.2fs",
+                        what,
+                        _describe(e),
+                        failures,
+                        delay,
+                    )
+                    if outage and self.outage.down:
+                        try:
+                            hold()
+                        except OutageFull as full:
+                            raise StorageUnavailable(f"{what}: {full}") from e
+                        await self.outage.wait_back(delay)
+                    else:
+                        await asyncio.sleep(delay)
+                    continue
+                self.outage.succeeded(write=write)
+                return result
+
+    async def _once(
+        self,
+        op: Op[T],
+        *,
+        write: bool,
+        priority: bool,
+        single: bool,
+        hold: tuple[Callable[[], None], float],
+    ) -> T:
         gate = self._write_gate if write else None
         gate = gate or self._gate
         if gate is None:
             return await self._transaction(op, write=write, single=single)
-        await gate.acquire(priority)
+        await self._acquire(gate, priority, *hold)
         try:
             return await self._transaction(op, write=write, single=single)
         finally:
             gate.release()
+
+    async def _acquire(
+        self, gate: _Gate, priority: bool, hold: Callable[[], None], since: float
+    ) -> None:
+        """Take ``gate``; a call queued there when an outage begins (behind the one trying
+        the database) waits through it too: ``hold`` counts it, and tells its turn. It waits
+        no longer than the tolerance (from ``since``), then raises ``_OutOfTime``."""
+        if gate.try_acquire(priority):
+            return
+        acquiring = asyncio.ensure_future(gate.acquire(priority))
+        try:
+            while not acquiring.done():
+                if self.outage.down:
+                    hold()
+                    tolerance = self.policy.outage_tolerance
+                    left = max(0.0, tolerance - (time.monotonic() - since)) if tolerance else None
+                    try:
+                        async with asyncio.timeout(left):
+                            await asyncio.shield(acquiring)
+                    except TimeoutError:
+                        raise _OutOfTime from None
+                    break
+                down = asyncio.ensure_future(self.outage.wait_down())
+                try:
+                    await asyncio.wait({acquiring, down}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    down.cancel()
+            acquiring.result()
+        except BaseException:
+            if acquiring.done() and not acquiring.cancelled() and acquiring.exception() is None:
+                gate.release()  # granted as we gave up: hand it on
+            else:
+                acquiring.cancel()
+            raise
 
     async def _transaction(self, op: Op[T], *, write: bool, single: bool) -> T:
         if single and self._autocommit is not None:
@@ -203,24 +309,31 @@ def _describe(e: BaseException) -> str:
     return f"{type(orig or e).__name__}: {orig or e}".splitlines()[0]
 
 
-def _is_transient(e: BaseException) -> bool:
-    if isinstance(e, OSError | sa_exc.TimeoutError):
-        return True  # connection refused or reset; pool exhausted
+def _failure_kind(e: BaseException) -> str | None:
+    """``"outage"`` when the database is unreachable (or busy) for now, ``"conflict"`` when
+    the transaction lost a race worth another try, ``None`` when trying again cannot help."""
+    if isinstance(e, OSError | TimeoutError | sa_exc.TimeoutError):
+        return "outage"  # connection refused or reset, a timeout; pool exhausted
+    if isinstance(e, sa_exc.PendingRollbackError):
+        return "outage"  # the connection was lost mid-transaction
     if isinstance(e, sa_exc.DBAPIError):
         if e.connection_invalidated:
-            return True
+            return "outage"
         orig = e.orig
-        if isinstance(orig, OSError):
-            return True
+        if isinstance(orig, OSError | TimeoutError):
+            return "outage"
         message = str(orig).lower()
         if "database is locked" in message or "database is busy" in message:
-            return True
+            return "outage"
+        if "connection was closed" in message or "connection is closed" in message:
+            return "outage"
         sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-        if isinstance(sqlstate, str) and (
-            sqlstate in _TRANSIENT_SQLSTATES or sqlstate.startswith("08")
-        ):
-            return True
-    return False
+        if isinstance(sqlstate, str):
+            if sqlstate in _OUTAGE_SQLSTATES or sqlstate.startswith("08"):
+                return "outage"
+            if sqlstate in _CONFLICT_SQLSTATES:
+                return "conflict"
+    return None
 
 
 def now_utc() -> datetime:

@@ -26,6 +26,7 @@ from bot.domain.models import (
     TurnStart,
     TurnState,
 )
+from bot.domain.outage import Outage
 from bot.storage.conversations import SqlConversations
 from bot.storage.costs import SqlCosts
 from bot.storage.database import Database, RetryPolicy
@@ -37,10 +38,21 @@ class SqlStore:
     """``Store`` for the service. Transient failures (SQLite busy past its timeout, lost
     connections, PostgreSQL serialisation failures) are retried ``retries`` times with
     exponential backoff from ``retry_delay`` seconds, then raised as ``StorageUnavailable``;
-    anything else the database raises becomes ``StorageError``."""
+    an unreachable database is ridden out for ``outage_tolerance`` seconds first (``outage``
+    tells the story). Anything else the database raises becomes ``StorageError``."""
 
-    def __init__(self, engine: AsyncEngine, *, retries: int = 3, retry_delay: float = 0.05) -> None:
-        self.db = Database(engine, policy=RetryPolicy(retries=retries, delay=retry_delay))
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        retries: int = 3,
+        retry_delay: float = 0.05,
+        outage_tolerance: float = 0.0,
+        outage: Outage | None = None,
+    ) -> None:
+        policy = RetryPolicy(retries=retries, delay=retry_delay, outage_tolerance=outage_tolerance)
+        self.db = Database(engine, policy=policy, outage=outage)
+        self.outage = self.db.outage
         self.conversations = SqlConversations(self.db)
         self.settings = SqlSettings(self.db)
         self.usage = SqlUsage(self.db)
