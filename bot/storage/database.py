@@ -208,6 +208,13 @@ class Database:
                         raise DuplicateMessage(f"{what}: already stored: {_describe(e)}") from e
                     raise Conflict(f"{what}: constraint violated: {e.orig}") from e
                 except (sa_exc.SQLAlchemyError, OSError) as e:
+                    task = asyncio.current_task()
+                    if task is not None and task.cancelling():
+                        # A unit of work cancelled mid-statement (shutdown) can surface as
+                        # the driver's error instead (SQLAlchemy invalidates the connection,
+                        # then its rollback raises PendingRollbackError): it is the
+                        # cancellation, not an outage to wait out.
+                        raise asyncio.CancelledError from e
                     kind = _failure_kind(e)
                     if kind is None:
                         raise StorageError(f"{what}: database error: {_describe(e)}") from e
