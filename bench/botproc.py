@@ -115,6 +115,16 @@ def stats(app: App, counter: _Counter, store_calls: Mapping[str, int]) -> dict[s
     }
 
 
+def _heap_stats(app: App, counter: _Counter, store_calls: Mapping[str, int]) -> dict[str, Any]:
+    """``stats`` after a full collection, with the count of gc-tracked objects: heap walks
+    happen only here (memory section), outside any timed window."""
+    gc.collect()
+    gc.collect()
+    snapshot = stats(app, counter, store_calls)
+    snapshot["gc_objects"] = len(gc.get_objects())
+    return snapshot
+
+
 def _trace_top(limit: int) -> list[tuple[str, int, int]]:
     snapshot = tracemalloc.take_snapshot().filter_traces(
         [tracemalloc.Filter(False, tracemalloc.__file__)]
@@ -148,21 +158,16 @@ async def _serve(env: Mapping[str, str], conn: Connection, status_delay: float |
             if command == "stop":
                 break
             if command == "gc":
-                # Heap walks only here, outside any timed window (memory section).
-                gc.collect()
-                gc.collect()
-                snapshot = stats(app, counter, store_calls)
-                snapshot["gc_objects"] = len(gc.get_objects())
-                conn.send(snapshot)
+                conn.send(_heap_stats(app, counter, store_calls))
             elif command == "reset_peak":
                 _reset_peak_rss()
                 conn.send(stats(app, counter, store_calls))
             elif command == "stats":
                 conn.send(stats(app, counter, store_calls))
             elif command == "trace_start":
-                gc.collect()
+                snapshot = _heap_stats(app, counter, store_calls)
                 tracemalloc.start(1)
-                conn.send(stats(app, counter, store_calls))
+                conn.send(snapshot)
             elif command == "trace_top":
                 gc.collect()
                 conn.send(_trace_top(int(arg)))
