@@ -8,9 +8,13 @@ Sections:
                10 s model), next to fal's official client (``AsyncClient.subscribe``)
   overhead     bot CPU per turn and its latency around the model, with 10/100/1000 turns
                of history, on SQLite and (with --postgres) PostgreSQL
-  concurrency  100 and 500 threads each sending one message at once, 2 s model
+  concurrency  100 and 500 threads each sending one message at once, 2 s model, with the
+               in-flight cap raised (2000) and with the shipped cap
   memory       RSS per idle conversation after 10,000 conversations
   storage      the storage bench (bench/storage_bench.py): append/load against history
+  shipped      a lone message -> its fal submit with the shipped config (batch window,
+               status delay, in-flight cap all default)
+  discord      Discord REST calls per turn (fast, slow, multi-part answer), shipped config
 
 The bot runs in a child process (multiprocessing, spawn) built by ``bot.app.build_app``,
 logging at INFO to a file; the fakes and the driver run in this process, so the CPU time
@@ -36,7 +40,7 @@ from bench.harness import cpu_count
 from bench.sections import Row
 
 POSTGRES_ENV = "SEED_BOT_TEST_POSTGRES_URL"
-SECTIONS = ("delivery", "overhead", "concurrency", "memory", "storage")
+SECTIONS = ("delivery", "overhead", "concurrency", "memory", "storage", "shipped", "discord")
 
 
 def _ints(value: str) -> list[int]:
@@ -97,6 +101,25 @@ def parser() -> argparse.ArgumentParser:
         type=_ints,
         default=[100, 500],
         help="concurrency: threads sending at once (default 100,500)",
+    )
+    p.add_argument(
+        "--shipped-cap-threads",
+        type=_ints,
+        default=None,
+        help="concurrency: threads at once with the shipped in-flight cap (default: as "
+        "--threads; empty to skip)",
+    )
+    p.add_argument(
+        "--submit-turns",
+        type=int,
+        default=None,
+        help="shipped: lone messages timed (default 40; quick 20)",
+    )
+    p.add_argument(
+        "--rest-turns",
+        type=int,
+        default=None,
+        help="discord: turns per kind of answer (default 5; quick 3)",
     )
     p.add_argument(
         "--conversations",
@@ -179,6 +202,11 @@ async def main(argv: Sequence[str] | None = None) -> int:
     delivery_turns = args.delivery_turns or ([10, 6] if quick else [40, 20])
     overhead_turns = args.overhead_turns or (20 if quick else 60)
     conversations = args.conversations or (1000 if quick else 10_000)
+    submit_turns = args.submit_turns or (20 if quick else 40)
+    rest_turns = args.rest_turns or (3 if quick else 5)
+    shipped_cap_threads = (
+        args.threads if args.shipped_cap_threads is None else args.shipped_cap_threads
+    )
 
     print("\n".join(await machine(args.postgres)), flush=True)
     rows: list[Row] = []
@@ -195,6 +223,14 @@ async def main(argv: Sequence[str] | None = None) -> int:
                 )
         elif section == "concurrency":
             rows += await sections.concurrency(args.threads, 2.0, args.batch_window)
+            if shipped_cap_threads:
+                rows += await sections.concurrency(
+                    shipped_cap_threads, 2.0, args.batch_window, cap=None
+                )
+        elif section == "shipped":
+            rows += await sections.submit_latency(submit_turns)
+        elif section == "discord":
+            rows += await sections.rest_calls(rest_turns)
         elif section == "memory":
             rows += await sections.memory(conversations, wave=100, trace=args.tracemalloc)
         elif section == "storage":

@@ -87,26 +87,42 @@ def held_by_service(service: object) -> int:
 
 
 def stats(app: App, counter: _Counter, store_calls: Mapping[str, int]) -> dict[str, Any]:
+    """Cheap counters only: the overhead section reads this around its timed turns, so any
+    real measuring work here (walking the heap) would be billed to the bot's turns. The CPU
+    clock is read first, before the rest of this function's own work."""
+    cpu = time.process_time()
     bot = app.bot
     state = bot._connection
     cached_threads = sum(len(g._threads) for g in bot.guilds)
     messages = state._messages
     return {
-        "cpu": time.process_time(),
+        "cpu": cpu,
         "rss": _rss_bytes(),
         "maxrss": _peak_rss_bytes(),
         "warnings": counter.warnings,
         "errors": counter.errors,
         "first_error": counter.first_error,
         "held": held_by_service(app.service),
+        "bound_scopes": len(getattr(app.service, "_bound", ())),
+        "places_cached": len(getattr(app.store.conversations, "_places", ())),
+        "seen_ids": len(getattr(bot.inbound, "_seen", ())),
         "ratelimit_buckets": len(bot.http._buckets),
         "tasks": len(bot._tasks),
         "cached_threads": cached_threads,
         "cached_messages": len(messages) if messages is not None else 0,
-        "gc_objects": len(gc.get_objects()),
         "store_calls": dict(store_calls),
         "traced": tracemalloc.get_traced_memory()[0] if tracemalloc.is_tracing() else None,
     }
+
+
+def _heap_stats(app: App, counter: _Counter, store_calls: Mapping[str, int]) -> dict[str, Any]:
+    """``stats`` after a full collection, with the count of gc-tracked objects: heap walks
+    happen only here (memory section), outside any timed window."""
+    gc.collect()
+    gc.collect()
+    snapshot = stats(app, counter, store_calls)
+    snapshot["gc_objects"] = len(gc.get_objects())
+    return snapshot
 
 
 def _trace_top(limit: int) -> list[tuple[str, int, int]]:
@@ -120,13 +136,13 @@ def _trace_top(limit: int) -> list[tuple[str, int, int]]:
     return out
 
 
-async def _serve(env: Mapping[str, str], conn: Connection, status_delay: float) -> None:
+async def _serve(env: Mapping[str, str], conn: Connection, status_delay: float | None) -> None:
     counter = _Counter()
     logging.getLogger().addHandler(counter)
     config = load_config(None, env, required_secrets=("discord", "fal"))
-    async with build_app(
-        config, sync_commands=False, guild_ready_timeout=0.0, status_delay=status_delay
-    ) as app:
+    # status_delay None: the shipped default (ChatOptions.status_delay).
+    overrides: dict[str, Any] = {} if status_delay is None else {"status_delay": status_delay}
+    async with build_app(config, sync_commands=False, guild_ready_timeout=0.0, **overrides) as app:
         store_calls = count_store_calls(app)
         runner = asyncio.create_task(app.bot.start(config.discord.token.get()), name="discord")
         while not app.bot.is_ready():
@@ -142,18 +158,16 @@ async def _serve(env: Mapping[str, str], conn: Connection, status_delay: float) 
             if command == "stop":
                 break
             if command == "gc":
-                gc.collect()
-                gc.collect()
-                conn.send(stats(app, counter, store_calls))
+                conn.send(_heap_stats(app, counter, store_calls))
             elif command == "reset_peak":
                 _reset_peak_rss()
                 conn.send(stats(app, counter, store_calls))
             elif command == "stats":
                 conn.send(stats(app, counter, store_calls))
             elif command == "trace_start":
-                gc.collect()
+                snapshot = _heap_stats(app, counter, store_calls)
                 tracemalloc.start(1)
-                conn.send(stats(app, counter, store_calls))
+                conn.send(snapshot)
             elif command == "trace_top":
                 gc.collect()
                 conn.send(_trace_top(int(arg)))
@@ -165,7 +179,7 @@ async def _serve(env: Mapping[str, str], conn: Connection, status_delay: float) 
     conn.send(("stopped", None))
 
 
-def main(env: dict[str, str], conn: Connection, log_path: str, status_delay: float) -> None:
+def main(env: dict[str, str], conn: Connection, log_path: str, status_delay: float | None) -> None:
     """Child entry point: INFO logging to ``log_path`` in ``seed-bot run``'s format, then
     run the bot until the parent says ``stop``. (``SSL_CERT_FILE`` comes from the parent's
     environment: aiohttp reads it when imported, before this function runs.)"""

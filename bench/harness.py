@@ -98,7 +98,7 @@ class TimedFakeDiscord(FakeDiscord):
 class BotProcess:
     """The real bot in a child process, with a command pipe."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, status_delay: float) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, status_delay: float | None) -> None:
         self._env = env
         ctx = multiprocessing.get_context("spawn")
         self._conn, child = ctx.Pipe()
@@ -167,7 +167,9 @@ class Rig:
     def alice(self) -> FakeUser:
         return self.world.alice
 
-    def env(self, **extra: str) -> dict[str, str]:
+    def env(self, **extra: str | None) -> dict[str, str]:
+        """The bot's environment; an ``extra`` value of ``None`` removes that key (the bot's
+        shipped default then applies)."""
         cdn = URL(self.fake.api_base)
         values = {
             "DISCORD_TOKEN": self.fake.token,
@@ -186,13 +188,18 @@ class Rig:
             "SEED_BOT_LIMITS__MAX_IN_FLIGHT": "2000",
             "SSL_CERT_FILE": str(self.ca_pem),
         }
-        values.update(extra)
+        for key, value in extra.items():
+            if value is None:
+                values.pop(key, None)
+            else:
+                values[key] = value
         return values
 
     async def start_bot(
-        self, *, status_delay: float = 2.0, env: Mapping[str, str] | None = None
+        self, *, status_delay: float | None = None, env: Mapping[str, str | None] | None = None
     ) -> BotProcess:
-        """Start a bot process; ``env`` adds or overrides config (environment-style keys)."""
+        """Start a bot process; ``env`` adds, overrides or (``None``) removes config
+        (environment-style keys); ``status_delay`` None keeps the shipped default."""
         bot = BotProcess(
             self.env(**(env or {})),
             self.tmp / f"bot-{len(self.bots)}.log",

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import replace
 
+from bot.domain.costs import NO_COSTS, BudgetRules, Budgets, Pricing
 from bot.domain.models import (
     Attachment,
     ChatMessage,
@@ -157,27 +158,35 @@ class _Posted:
 
 async def transactions_per_turn(store: SqlStore) -> dict[str, int]:
     """Store transactions of one message answered by the real service: the first of a
-    thread, a follow-up, and a follow-up with the default quotas on."""
+    thread, a follow-up, and a follow-up with the default quotas on; then the same without
+    and with cost tracking (issue 14's reserve before the submit and settle after it, with
+    no budget set, as shipped)."""
     calls: collections.Counter[str] = collections.Counter()
     store.db.observers.append(lambda what, _write: calls.update([what]))
     config = ServiceConfig(batch_window=0)
-    service = ConversationService(store, _InstantModel(), _NoMedia(), _Posted(store), config)
     gate = Quotas(store, QuotaRules(user=Quota(30, 3600), guild=Quota(500, 3600)))
-    scope = f"tx-{uuid.uuid4().hex[:8]}"
-    message = Incoming(
-        source_id=f"{scope}-1", scope_id=scope, author_id="1", author_name="a", text="hi"
-    )
     result: dict[str, int] = {}
-    for label, source, quotas in (
-        ("first in a thread", "1", False),
-        ("follow-up", "2", False),
-        ("follow-up, quotas on", "3", True),
+    for costs_label, costs in (
+        ("no costs", NO_COSTS),
+        ("costs on", Budgets(store.costs, BudgetRules(), Pricing())),
     ):
-        calls.clear()
-        incoming = replace(message, source_id=f"{scope}-{source}", guild_id="g")
-        if quotas:
-            await gate.admit(incoming.author_id, incoming.guild_id)
-        await service.respond(incoming, batchable=False)
-        result[label] = sum(calls.values())
+        service = ConversationService(
+            store, _InstantModel(), _NoMedia(), _Posted(store), config, costs=costs
+        )
+        scope = f"tx-{uuid.uuid4().hex[:8]}"
+        message = Incoming(
+            source_id=f"{scope}-1", scope_id=scope, author_id="1", author_name="a", text="hi"
+        )
+        for label, source, quotas in (
+            ("first in a thread", "1", False),
+            ("follow-up", "2", False),
+            ("follow-up, quotas on", "3", True),
+        ):
+            calls.clear()
+            incoming = replace(message, source_id=f"{scope}-{source}", guild_id="g")
+            if quotas:
+                await gate.admit(incoming.author_id, incoming.guild_id)
+            await service.respond(incoming, batchable=False)
+            result[f"{label} ({costs_label})"] = sum(calls.values())
     store.db.observers.clear()
     return result
