@@ -20,6 +20,7 @@ from bot.chat.inbound import Inbound, InboundOptions
 from bot.chat.interaction_delivery import InteractionViews, LiveInteractions
 from bot.chat.texts import NO_MENTIONS
 from bot.domain.errors import SeedBotError
+from bot.domain.models import Conversation
 from bot.domain.privacy import PrivacyStore
 from bot.domain.service import ConversationService
 
@@ -146,13 +147,26 @@ class SeedBot(discord.AutoShardedClient):
             log.info("synced %d commands to dev guild %s", len(synced), guild.id)
         # Before the gateway connects: where each active conversation stood, then queue the
         # unfinished turns (REST works already), ahead of anything new.
-        await self.inbound.note_where_conversations_stand()
+        await self.inbound.note_where_conversations_stand(self.owns)
         try:
-            count = await self.service.resume_unfinished(lambda c: self.spawn(c, name="resume"))
+            count = await self.service.resume_unfinished(
+                lambda c: self.spawn(c, name="resume"), owns=self.owns
+            )
             if count:
                 log.info("resuming %d unfinished turns", count)
         finally:
             self.resumed.set()
+
+    def owns(self, conversation: Conversation) -> bool:
+        """Whether ``conversation`` belongs to a shard this process runs (Discord sends a
+        server's events to shard ``(guild_id >> 22) % shard_count``; DMs to shard 0). Every
+        conversation does when this process runs all the shards."""
+        ids, count = self.options.shard_ids, self.options.shard_count
+        if not ids or not count:
+            return True
+        guild_id = conversation.guild_id
+        shard = (int(guild_id) >> 22) % count if guild_id and guild_id.isdigit() else 0
+        return shard in ids
 
     def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=name)

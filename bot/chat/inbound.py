@@ -21,6 +21,7 @@ from bot.chat.gate import Gate
 from bot.chat.replies import say
 from bot.chat.threads import ThreadRefused, open_thread
 from bot.domain.errors import StorageError
+from bot.domain.models import Conversation
 from bot.domain.service import ConversationService, Redo
 
 log = logging.getLogger(__name__)
@@ -260,9 +261,12 @@ class Inbound:
 
     # -- catching up after downtime ----------------------------------------------------------
 
-    async def note_where_conversations_stand(self) -> None:
+    async def note_where_conversations_stand(
+        self, owns: Callable[[Conversation], bool] | None = None
+    ) -> None:
         """Before the gateway connects: where each active conversation stood, so that the
-        catch-up reads on from there (a live message answered meanwhile must not move it)."""
+        catch-up reads on from there (a live message answered meanwhile must not move it).
+        Only the conversations ``owns`` says are this process's (its shards') are read."""
         seconds = self._options().catch_up_seconds
         if seconds <= 0:
             return
@@ -270,6 +274,7 @@ class Inbound:
         self._watermarks = [
             (conversation.scope_id, newest)
             for conversation, newest in await self._service.recent_conversations(horizon)
+            if owns is None or owns(conversation)
         ]
         self._horizon = horizon
 

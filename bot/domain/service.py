@@ -377,24 +377,36 @@ class ConversationService:
         leaves the history and its messages are marked superseded."""
         await self._inboxes.submit(redo.scope_id, redo, None)
 
-    async def resume_unfinished(self, spawn: Callable[[Coroutine[Any, Any, None]], object]) -> int:
+    async def resume_unfinished(
+        self,
+        spawn: Callable[[Coroutine[Any, Any, None]], object],
+        *,
+        owns: Callable[[Conversation], bool] | None = None,
+    ) -> int:
         """Queue every turn a previous run left unfinished: each waits for its submitted
         request by fal id, submits a pending one, or delivers a completed one. Turns of one
         conversation run in order, ahead of new messages; conversations concurrently; each in
-        its own task (``spawn``), so one failing cannot take the others down. Returns how
-        many turns were queued."""
+        its own task (``spawn``), so one failing cannot take the others down. With several
+        processes on one database, ``owns`` says which conversations are this process's (its
+        shards'): another process's turns in flight are left to it. Returns how many turns
+        were queued."""
         await self._submitter.recover()
         turns = await self._store.unfinished_turns()
-        scopes: dict[int, str] = {}
+        scopes: dict[int, str | None] = {}
         for turn in turns:
             if turn.conversation_id not in scopes:
                 conversation = await self._store.get_conversation(turn.conversation_id)
-                scopes[turn.conversation_id] = conversation.scope_id
+                mine = owns is None or owns(conversation)
+                scopes[turn.conversation_id] = conversation.scope_id if mine else None
         # Oldest first: tasks start in creation order and queue before their first await,
         # so each turn waits behind the previous one of its conversation.
+        queued = 0
         for turn in turns:
-            spawn(self._inboxes.submit(scopes[turn.conversation_id], Resume(turn), None))
-        return len(turns)
+            scope_id = scopes[turn.conversation_id]
+            if scope_id is not None:
+                spawn(self._inboxes.submit(scope_id, Resume(turn), None))
+                queued += 1
+        return queued
 
     async def _handle(self, batch: Sequence[Flow]) -> None:
         first = batch[0]

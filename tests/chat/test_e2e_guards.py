@@ -5,11 +5,14 @@ own edits."""
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from sqlalchemy import event
 
+from bot.chat.bot import ChatOptions, SeedBot
+from bot.domain.models import Conversation
 from tests.chat.conftest import Harness, HarnessFactory
 from tests.fakes.discord.events import MessageCreated
 from tests.fakes.discord.models import FakeChannel, FakeMessage, FakeUser, Perm
@@ -218,3 +221,20 @@ async def test_the_bots_own_edits_cost_no_database_work(harness: Harness) -> Non
     finally:
         event.remove(h.app.engine.sync_engine, "begin", listener)
     assert transactions == []
+
+
+# -- several processes: which conversations are this one's -------------------------------------
+
+
+def test_a_process_owns_the_conversations_of_its_shards() -> None:
+    def conversation(guild_id: str | None) -> Conversation:
+        now = datetime.now(UTC)
+        return Conversation(1, "1", guild_id, None, "1", 0, now, now)
+
+    on_zero = str(4 << 22)  # (id >> 22) % 2 == 0
+    on_one = str(5 << 22)
+    second = SeedBot(ChatOptions(shard_count=2, shard_ids=(1,)))
+    assert second.owns(conversation(on_one)) and not second.owns(conversation(on_zero))
+    assert not second.owns(conversation(None))  # DMs go to shard 0
+    everything = SeedBot(ChatOptions())
+    assert everything.owns(conversation(on_zero)) and everything.owns(conversation(None))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -310,3 +310,35 @@ async def test_an_unfinished_turn_is_resumed_by_its_request_id(world: World) -> 
     assert list(world.fal.requests) == [request_id]  # waited for, not submitted again
     assert world.deliveries.opened[-1].named("deliver") == [("echo: survive", ())]
     assert (await world.store.get_turn(turn.id)).state is TurnState.DELIVERED
+
+
+async def test_a_restart_resumes_only_the_conversations_this_process_owns(world: World) -> None:
+    """Several processes on one database: each resumes its own shards' turns only."""
+    world.fal.hold()
+    tasks = [
+        asyncio.create_task(
+            world.service.respond(
+                replace(message(n, f"in {scope}"), scope_id=scope, guild_id=guild),
+                batchable=False,
+            )
+        )
+        for n, (scope, guild) in enumerate((("41", "g-mine"), ("43", "g-theirs")), start=1)
+    ]
+    await world.fal.wait_for_calls("stream", 2)  # both request ids are stored
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    world.fal.unhold()
+    spawned: list[asyncio.Task[None]] = []
+    count = await world.service.resume_unfinished(
+        lambda coro: spawned.append(asyncio.create_task(coro)),
+        owns=lambda conversation: conversation.guild_id == "g-mine",
+    )
+    assert count == 1
+    await asyncio.gather(*spawned)
+    delivered = [d.named("deliver") for d in world.deliveries.opened[2:]]
+    assert delivered == [[("echo: in 41", ())]]
+    theirs = await world.store.conversation_for_scope("43")
+    assert theirs is not None
+    left = await world.store.latest_turn(theirs.id)
+    assert left is not None and left.state is TurnState.SUBMITTED  # left to its owner
