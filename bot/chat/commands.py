@@ -294,7 +294,7 @@ def register(tree: app_commands.CommandTree[Any], bot: Host) -> None:
             return
         epoch = await bot.service.reset(str(channel.id))
         if epoch is None:
-            await ephemeral(interaction, "⛔ This thread has no conversation with me yet.")
+            await ephemeral(interaction, texts.NOT_CONVERSATION)
             return
         await ephemeral(
             interaction,

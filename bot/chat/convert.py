@@ -77,6 +77,17 @@ def has_usable_content(message: discord.Message, me_id: int) -> bool:
     )
 
 
+def _quoting(
+    quoted: discord.Message | None, me_id: int, own: Sequence[discord.Attachment]
+) -> tuple[str | None, str | None, list[discord.Attachment]]:
+    """The text and author of a message a turn quotes (replied to, or asked about), and the
+    turn's files with the quoted message's first."""
+    if quoted is None:
+        return None, None, list(own)
+    text, files = text_and_files(quoted, me_id)
+    return text or None, quoted.author.display_name, [*files, *own]
+
+
 def incoming_from_message(
     message: discord.Message,
     *,
@@ -90,13 +101,7 @@ def incoming_from_message(
     or DM channel; ``replied_to`` the message this one replies to (its text and files are
     part of the turn); ``reply_to`` the message the answer replies to."""
     text, attachments = text_and_files(message, me_id)
-    reply_text = None
-    reply_author = None
-    if replied_to is not None:
-        quoted, quoted_files = text_and_files(replied_to, me_id)
-        attachments = [*quoted_files, *attachments]
-        reply_text = quoted or None
-        reply_author = replied_to.author.display_name
+    reply_text, reply_author, attachments = _quoting(replied_to, me_id, attachments)
     return Incoming(
         source_id=str(message.id),
         scope_id=str(scope_id),
@@ -128,14 +133,8 @@ def incoming_from_interaction(
     interaction is its source). ``about`` is the message "Ask Seed" was used on: its text
     and files are part of the turn, as a replied-to message's are. ``through_interaction``:
     the answer goes through this interaction (the bot cannot post there)."""
-    files = list(attachments)
-    reply_text = reply_author = None
-    if about is not None:
-        me_id = interaction.client.user.id if interaction.client.user else 0
-        quoted, quoted_files = text_and_files(about, me_id)
-        files = [*quoted_files, *files]
-        reply_text = quoted or None
-        reply_author = about.author.display_name
+    me_id = interaction.client.user.id if interaction.client.user else 0
+    reply_text, reply_author, files = _quoting(about, me_id, attachments)
     return Incoming(
         source_id=str(interaction.id),
         scope_id=str(scope_id),

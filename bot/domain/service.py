@@ -498,21 +498,19 @@ class ConversationService:
         await delivery.start()
         try:
             if redo.edited is not None:
-                # An edit: the turn is rebuilt from the edited message.
-                new = await self._new_turn(redo.edited)
+                # An edit: the turn is rebuilt from the edited message, as its next attempt.
+                new = replace(
+                    await self._new_turn(redo.edited),
+                    scope_id=redo.scope_id,
+                    source_id=latest.source_id,
+                    author_id=latest.author_id,
+                    author_name=latest.author_name,
+                    reply_channel_id=latest.reply_channel_id,
+                    attempt=latest.attempt + 1,
+                )
             else:
                 new = next_attempt(latest, redo.scope_id)
-            new = replace(
-                new,
-                source_id=latest.source_id,
-                author_id=latest.author_id,
-                author_name=latest.author_name,
-                reply_channel_id=latest.reply_channel_id,
-                attempt=latest.attempt + 1,
-            )
-            start = await self._store.begin_turn(
-                replace(new, scope_id=redo.scope_id), superseding=latest.id
-            )
+            start = await self._store.begin_turn(new, superseding=latest.id)
             log.info("turn %s answers turn %s again", start.turn.id, latest.id)
             with contextlib.suppress(DeliveryError):
                 await delivery.supersede(latest)
