@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bot.cli import BOT_PERMISSIONS, invite_url, user_install_url
-from bot.domain.costs import Cost, Payer, Reservation
+from bot.domain.models import Cost, Payer, Reservation, Settlement
 from bot.storage import SqlStore, create_engine
 from bot.storage.migrate import upgrade
 from tests.fakes.discord.server import FakeDiscord
@@ -269,7 +269,7 @@ async def test_usage_reports_costs_per_server_user_and_day_in_three_formats(
         ]:
             payer = Payer(user, guild)
             await costs.reserve(Reservation(turn_id, payer, 0, 0, 0.0, at), [], now=at)
-            await costs.settle(turn_id, partial(priced, units))
+            await costs.settle(turn_id, Settlement(estimate=partial(priced, units)))
     finally:
         await engine.dispose()
     env = {"PYTHONPATH": str(ROOT), "SEED_BOT_DATABASE__URL": url}

@@ -13,8 +13,9 @@ import discord
 
 from bot.chat import convert, texts
 from bot.domain.access import AccessPolicy, denial_reason
-from bot.domain.costs import Budgets, Payer
+from bot.domain.costs import Budgets
 from bot.domain.errors import BudgetExceeded, QuotaExceeded
+from bot.domain.models import Payer
 from bot.domain.observer import NO_OBSERVER, TurnObserver
 from bot.domain.quotas import Quotas
 

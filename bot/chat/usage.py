@@ -13,8 +13,9 @@ from discord import app_commands
 from bot.chat import texts
 from bot.chat.commands import Host
 from bot.chat.replies import ephemeral
-from bot.domain.costs import Budgets, Payer, SpendFilter, period_bounds
+from bot.domain.costs import Budgets, SpendFilter, period_bounds
 from bot.domain.errors import StorageError
+from bot.domain.models import Payer
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from typing import Literal, Protocol
 
 from bot.domain.conversation import estimate_tokens
 from bot.domain.errors import BudgetExceeded, ModelError, StorageError
-from bot.domain.models import ModelReply
+from bot.domain.models import Cost, ModelReply, Payer, Reservation, Settlement
 
 log = logging.getLogger(__name__)
 
@@ -80,16 +80,6 @@ class BudgetRules:
 
 
 @dataclass(frozen=True, slots=True)
-class Payer:
-    """Who a turn's cost is counted against: its author, its server (None in a DM) and its
-    conversation (the thread or DM channel)."""
-
-    user_id: str
-    guild_id: str | None
-    scope_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class Spending:
     """What a filter selects: turns counted, fal units and dollars."""
 
@@ -147,32 +137,6 @@ def budgets_for(rules: BudgetRules, payer: Payer, now: datetime) -> list[Budget]
 
 
 @dataclass(frozen=True, slots=True)
-class Reservation:
-    """A turn's worst case, held against its budgets until the turn ends."""
-
-    turn_id: int
-    payer: Payer
-    input_tokens: int
-    units: int
-    usd: float
-    at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Cost:
-    """What a turn cost in the end; ``estimated`` when fal did not report its units."""
-
-    units: int
-    usd: float
-    estimated: bool
-
-
-# Given the reservation's input estimate, the turn's final cost (computed in the domain,
-# applied by the store in the same transaction that reads the reservation).
-Settlement = Callable[[int], Cost]
-
-
-@dataclass(frozen=True, slots=True)
 class BudgetLeft:
     """One budget for /usage: its size, what is spent (live reservations included)."""
 
@@ -223,20 +187,40 @@ class TurnCosts(Protocol):
 
     async def reserve(
         self, turn_id: int, payer: Payer, *, input_tokens: int, max_output_tokens: int
-    ) -> None:
-        """Before the submit; raises ``BudgetExceeded`` when the turn may not go on."""
+    ) -> Reservation | None:
+        """Before the submit. When a budget applies to ``payer``, hold the turn's worst case
+        against it now (raising ``BudgetExceeded`` when it does not fit) and return None;
+        when none does, return the reservation for the submission to store (nothing to
+        check, so no transaction of its own). None when costs are off."""
+        ...
+
+    def settlement(self, outcome: ModelReply | Exception | None) -> Settlement | None:
+        """How the turn's final cost follows from how it ended, for the store to apply in
+        the transaction that stores the answer; None when costs are off."""
+        ...
+
+    def settled(self, turn_id: int, cost: Cost | None) -> None:
+        """The store applied the settlement: ``cost`` is what the turn cost (None: it held
+        no reservation)."""
         ...
 
     async def settle(self, turn_id: int, outcome: ModelReply | Exception | None) -> None:
-        """When the turn ends: its reply, the error it ended with, or None (stopped).
-        Never raises for lack of a figure or of the database."""
+        """When the turn ends without its answer being stored now: its reply (stored
+        earlier), the error it ended with, or None (stopped). In a transaction of its own;
+        never raises for lack of a figure or of the database."""
         ...
 
 
 class _NoCosts:
     async def reserve(
         self, turn_id: int, payer: Payer, *, input_tokens: int, max_output_tokens: int
-    ) -> None:
+    ) -> Reservation | None:
+        return None
+
+    def settlement(self, outcome: ModelReply | Exception | None) -> Settlement | None:
+        return None
+
+    def settled(self, turn_id: int, cost: Cost | None) -> None:
         return None
 
     async def settle(self, turn_id: int, outcome: ModelReply | Exception | None) -> None:
@@ -252,19 +236,17 @@ def settlement(outcome: ModelReply | Exception | None, pricing: Pricing) -> Sett
     when it was answered, and nothing when it was not (fal bills no failed request it
     reports nothing for)."""
     reported = outcome.billable_units if isinstance(outcome, ModelReply | ModelError) else None
-    output = None
-    if isinstance(outcome, ModelReply):
-        output = estimate_tokens(outcome.output) + estimate_tokens(outcome.reasoning or "")
+    if reported is not None:
+        return Settlement(reported=Cost(reported, pricing.usd(reported), estimated=False))
+    if not isinstance(outcome, ModelReply):
+        return Settlement(reported=Cost(0, 0.0, estimated=True))
+    output = estimate_tokens(outcome.output) + estimate_tokens(outcome.reasoning or "")
 
-    def cost(input_tokens: int) -> Cost:
-        if reported is not None:
-            return Cost(reported, pricing.usd(reported), estimated=False)
-        if output is None:
-            return Cost(0, 0.0, estimated=True)
+    def estimate(input_tokens: int) -> Cost:
         units = estimate_units(input_tokens, output)
         return Cost(units, pricing.usd(units), estimated=True)
 
-    return cost
+    return Settlement(estimate=estimate)
 
 
 class Budgets:
@@ -299,24 +281,25 @@ class Budgets:
 
     async def reserve(
         self, turn_id: int, payer: Payer, *, input_tokens: int, max_output_tokens: int
-    ) -> None:
+    ) -> Reservation | None:
         """Before a submit: hold the turn's worst case against its budgets, or raise
-        ``BudgetExceeded`` (nothing held) when it does not fit one of them."""
+        ``BudgetExceeded`` (nothing held) when it does not fit one of them. Without a
+        budget, the reservation is returned for the submission to store."""
         now = self._now()
         units = estimate_units(input_tokens, max_output_tokens)
         reservation = Reservation(turn_id, payer, input_tokens, units, self.pricing.usd(units), now)
-        refused = await self.store.reserve(
-            reservation, budgets_for(self.rules, payer, now), now=now
-        )
+        budgets = budgets_for(self.rules, payer, now)
+        if not budgets:
+            return reservation
+        refused = await self.store.reserve(reservation, budgets, now=now)
         if refused is not None:
             raise _exceeded(refused)
+        return None
 
-    async def settle(self, turn_id: int, outcome: ModelReply | Exception | None) -> None:
-        try:
-            cost = await self.store.settle(turn_id, settlement(outcome, self.pricing))
-        except StorageError as exc:
-            log.warning("turn %s: cost not settled (%s); its reservation lapses", turn_id, exc)
-            return
+    def settlement(self, outcome: ModelReply | Exception | None) -> Settlement:
+        return settlement(outcome, self.pricing)
+
+    def settled(self, turn_id: int, cost: Cost | None) -> None:
         if cost is not None:
             log.info(
                 "turn %s cost %d units, $%.6f%s",
@@ -325,6 +308,14 @@ class Budgets:
                 cost.usd,
                 " (estimated)" if cost.estimated else "",
             )
+
+    async def settle(self, turn_id: int, outcome: ModelReply | Exception | None) -> None:
+        try:
+            cost = await self.store.settle(turn_id, settlement(outcome, self.pricing))
+        except StorageError as exc:
+            log.warning("turn %s: cost not settled (%s); its reservation lapses", turn_id, exc)
+            return
+        self.settled(turn_id, cost)
 
     async def left(self, payer: Payer) -> list[BudgetLeft]:
         """Every budget of ``payer`` with what is spent of it."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from typing import Literal, TypeAlias
@@ -344,3 +344,54 @@ class Refusal:
 
     keys: tuple[str, ...]
     retry_at: datetime
+
+
+# --- costs (the rules are in bot/domain/costs.py) -------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Payer:
+    """Who a turn's cost is counted against: its author, its server (None in a DM) and its
+    conversation (the thread or DM channel)."""
+
+    user_id: str
+    guild_id: str | None
+    scope_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """A turn's worst case, held against its budgets until the turn ends."""
+
+    turn_id: int
+    payer: Payer
+    input_tokens: int
+    units: int
+    usd: float
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """What a turn cost in the end; ``estimated`` when fal did not report its units."""
+
+    units: int
+    usd: float
+    estimated: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """How a turn's final cost follows from how it ended (decided in the domain, applied by
+    the store in the transaction that reads the reservation): ``reported``, what fal billed,
+    or else ``estimate`` of the reservation's input estimate."""
+
+    reported: Cost | None = None
+    estimate: Callable[[int], Cost] | None = None
+
+    def cost(self, input_tokens: int) -> Cost:
+        if self.reported is not None:
+            return self.reported
+        if self.estimate is None:
+            raise ValueError("a settlement needs a reported cost or an estimate")
+        return self.estimate(input_tokens)

@@ -11,6 +11,7 @@ from bot.domain.models import (
     Attachment,
     ChatMessage,
     Conversation,
+    Cost,
     Destination,
     GenerationSettings,
     ModelReply,
@@ -20,7 +21,9 @@ from bot.domain.models import (
     Progress,
     Refusal,
     RequestHandle,
+    Reservation,
     SettingsScope,
+    Settlement,
     Turn,
     TurnContext,
     TurnStart,
@@ -99,20 +102,32 @@ class ConversationStore(Protocol):
     async def get_turn(self, turn_id: int) -> Turn: ...
 
     async def record_submission(
-        self, turn_id: int, handle: RequestHandle, *, trim_notified_epoch: int | None = None
+        self,
+        turn_id: int,
+        handle: RequestHandle,
+        *,
+        trim_notified_epoch: int | None = None,
+        reservation: Reservation | None = None,
     ) -> None:
         """Store fal's request id and URLs; the turn becomes ``submitted``. With
         ``trim_notified_epoch``, also remember that the user was told history is trimmed in
-        that epoch. Not kept waiting behind this process's other writes."""
+        that epoch; with ``reservation``, hold it as the turn's cost so far (no budget
+        checked). One transaction, not kept waiting behind this process's other writes."""
         ...
 
     async def complete_turn(
-        self, turn_id: int, reply: ModelReply, new_messages: Sequence[ChatMessage]
-    ) -> None:
+        self,
+        turn_id: int,
+        reply: ModelReply,
+        new_messages: Sequence[ChatMessage],
+        *,
+        settlement: Settlement | None = None,
+    ) -> Cost | None:
         """Store the answer: append ``new_messages`` (each as its JSON text, with its token
         estimate) after the conversation's last stored message (cost independent of the
         history's length), keep output and reasoning for display, and mark the turn
-        ``completed``, all in one transaction."""
+        ``completed``; with ``settlement``, replace the turn's reservation with its final
+        cost and return it (None when it held none). All in one transaction."""
         ...
 
     async def finish_turn(self, turn_id: int, state: TurnState, error: str | None = None) -> None:

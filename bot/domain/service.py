@@ -37,7 +37,7 @@ from bot.domain.conversation import (
     merge_incoming,
     new_history_messages,
 )
-from bot.domain.costs import NO_COSTS, Payer, TurnCosts
+from bot.domain.costs import NO_COSTS, TurnCosts
 from bot.domain.errors import (
     BudgetExceeded,
     DeliveryError,
@@ -59,6 +59,7 @@ from bot.domain.models import (
     ModelReply,
     NewConversation,
     NewTurn,
+    Payer,
     Progress,
     RequestHandle,
     SettingsScope,
@@ -641,7 +642,10 @@ class ConversationService:
             if reply is not None:
                 new = new_history_messages(reply.messages, sent_count)
                 try:
-                    await self._store.complete_turn(turn.id, reply, new)
+                    cost = await self._store.complete_turn(
+                        turn.id, reply, new, settlement=self.costs.settlement(reply)
+                    )
+                    self.costs.settled(turn.id, cost)
                     if burst is not None:
                         burst.closed = True  # stored: a follow-up is the next turn now
                 except StorageUnavailable:
@@ -660,7 +664,8 @@ class ConversationService:
                     messages=(),
                     request_id=turn.handle.request_id if turn.handle else "",
                 )
-            await self.costs.settle(turn.id, reply)
+                # Stored before a restart: its cost may still be held.
+                await self.costs.settle(turn.id, reply)
             answered = asyncio.get_running_loop().time()
             await delivery.deliver(turn, reply, warnings)
             log.info("turn %s delivered (request %s)", turn.id, reply.request_id)
@@ -762,7 +767,7 @@ class ConversationService:
                     warnings.append(TRIM_NOTICE)
                     trim_notified = turn.epoch
                 sent_count = len(built.request.messages)
-                await self.costs.reserve(
+                reservation = await self.costs.reserve(
                     turn.id,
                     Payer(turn.author_id, conversation.guild_id, conversation.scope_id),
                     input_tokens=built.input_tokens,
@@ -774,7 +779,10 @@ class ConversationService:
                 # lose its id, or the next start would submit it a second time.
                 submitting = asyncio.ensure_future(
                     self._submitter.submit(
-                        turn.id, built.request, trim_notified_epoch=trim_notified
+                        turn.id,
+                        built.request,
+                        trim_notified_epoch=trim_notified,
+                        reservation=reservation,
                     )
                 )
                 self._critical.add(submitting)

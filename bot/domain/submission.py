@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from bot.domain.errors import ModelError, ModelSubmitUnknown, StorageError
-from bot.domain.models import ModelRequest, RequestHandle, TurnState
+from bot.domain.models import ModelRequest, RequestHandle, Reservation, TurnState
 from bot.domain.ports import ConversationStore, ModelClient
 
 log = logging.getLogger(__name__)
@@ -113,10 +113,16 @@ class Submitter:
         return restored
 
     async def submit(
-        self, turn_id: int, request: ModelRequest, *, trim_notified_epoch: int | None = None
+        self,
+        turn_id: int,
+        request: ModelRequest,
+        *,
+        trim_notified_epoch: int | None = None,
+        reservation: Reservation | None = None,
     ) -> RequestHandle:
         """Queue ``request`` for turn ``turn_id`` and store fal's request id (and, with
-        ``trim_notified_epoch``, that the trim notice was given) in one write; returns it.
+        ``trim_notified_epoch``, that the trim notice was given; with ``reservation``, the
+        turn's cost so far) in one write; returns it.
 
         Each unknown fate is answered by one more submit, at most ``MAX_RESUBMISSIONS`` for
         one turn (a turn whose previous run left its submit unanswered has used one)."""
@@ -149,7 +155,7 @@ class Submitter:
         if journal is not None:
             journal.answered(turn_id, handle)
         await self._store.record_submission(
-            turn_id, handle, trim_notified_epoch=trim_notified_epoch
+            turn_id, handle, trim_notified_epoch=trim_notified_epoch, reservation=reservation
         )
         if journal is not None:
             journal.done(turn_id)

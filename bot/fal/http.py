@@ -27,7 +27,6 @@ Delays are exponential from ``retry_base_delay``, capped at ``retry_max_delay``,
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import time
@@ -37,6 +36,7 @@ from dataclasses import dataclass
 import aiohttp
 from multidict import CIMultiDictProxy
 
+from bot.domain import jsontext
 from bot.domain.errors import ModelSubmitUnknown, ModelUnavailable
 from bot.domain.observer import NO_OBSERVER, CallObserver
 from bot.fal.settings import FalSettings
@@ -75,7 +75,7 @@ class Response:
     def json(self) -> object | None:
         """The decoded body, or ``None`` when it is not JSON (an ingress HTML page)."""
         try:
-            return json.loads(self.body)  # type: ignore[no-any-return]
+            return jsontext.loads(self.body)
         except ValueError:
             return None
 

@@ -19,12 +19,15 @@ from bot.domain.errors import StorageError
 from bot.domain.models import (
     ChatMessage,
     Conversation,
+    Cost,
     HistoryEntry,
     ModelReply,
     NewConversation,
     NewTurn,
     RawJson,
     RequestHandle,
+    Reservation,
+    Settlement,
     Speaker,
     Turn,
     TurnContext,
@@ -32,6 +35,7 @@ from bot.domain.models import (
     TurnState,
 )
 from bot.storage.cache import Lru
+from bot.storage.costs import settle_in, store_reservation
 from bot.storage.database import Database, now_utc
 from bot.storage.engine import json_text
 from bot.storage.rows import HISTORY, conversation_from, history_from, turn_from
@@ -71,6 +75,7 @@ _PLACE = select(
     conversations.c.scope_id, conversations.c.parent_channel_id, conversations.c.guild_id
 ).where(conversations.c.id == bindparam("b_id"))
 _INSERT_TURN = insert(turns).returning(turns.c.id)
+_INSERT_MESSAGES = insert(messages)
 _SUPERSEDE = (
     update(turns)
     .where(turns.c.id == bindparam("b_id"))
@@ -146,7 +151,25 @@ class SqlConversations:
 
     def __init__(self, db: Database, *, places_cached: int = PLACES_CACHED) -> None:
         self._db = db
-        self._insert = pg_insert if db.postgres else sqlite_insert
+        insert_for = pg_insert if db.postgres else sqlite_insert
+        self._bind_upsert = (
+            insert_for(conversations)
+            .values(
+                scope_id=bindparam("b_scope"),
+                guild_id=bindparam("b_guild"),
+                parent_channel_id=bindparam("b_parent"),
+                owner_id=bindparam("b_owner"),
+                epoch=0,
+                trim_notified_epoch=None,
+                next_position=0,
+                created_at=bindparam("b_now"),
+                updated_at=bindparam("b_now"),
+            )
+            .on_conflict_do_update(
+                index_elements=[conversations.c.scope_id], set_={"updated_at": bindparam("b_now")}
+            )
+            .returning(*conversations.c)
+        )
         # Conversation id -> its scope, channel and server. Cannot go stale: those columns
         # are written only by the INSERT that creates the conversation (nothing updates
         # them, a conversation is never re-bound), so a resumed turn's context needs no
@@ -182,21 +205,18 @@ class SqlConversations:
     ) -> Conversation:
         # One statement whether or not the scope is bound: a conflicting (racing or older)
         # row wins and only has its updated_at touched.
-        stmt = self._insert(conversations).values(
-            scope_id=new.scope_id,
-            guild_id=new.guild_id,
-            parent_channel_id=new.parent_channel_id,
-            owner_id=new.owner_id,
-            epoch=0,
-            trim_notified_epoch=None,
-            next_position=0,
-            created_at=now,
-            updated_at=now,
-        )
-        upsert = stmt.on_conflict_do_update(
-            index_elements=[conversations.c.scope_id], set_={"updated_at": now}
-        ).returning(*conversations.c)
-        row = (await conn.execute(upsert)).one()
+        row = (
+            await conn.execute(
+                self._bind_upsert,
+                {
+                    "b_scope": new.scope_id,
+                    "b_guild": new.guild_id,
+                    "b_parent": new.parent_channel_id,
+                    "b_owner": new.owner_id,
+                    "b_now": now,
+                },
+            )
+        ).one()
         return self._remember(conversation_from(row))
 
     async def get_conversation(self, conversation_id: int) -> Conversation:
@@ -356,7 +376,12 @@ class SqlConversations:
     # --- a turn's steps -----------------------------------------------------------------
 
     async def record_submission(
-        self, turn_id: int, handle: RequestHandle, *, trim_notified_epoch: int | None = None
+        self,
+        turn_id: int,
+        handle: RequestHandle,
+        *,
+        trim_notified_epoch: int | None = None,
+        reservation: Reservation | None = None,
     ) -> None:
         async def op(conn: AsyncConnection) -> None:
             conversation_id = await conn.scalar(
@@ -376,6 +401,8 @@ class SqlConversations:
                 await conn.execute(
                     _TRIM_NOTIFIED, {"b_id": conversation_id, "b_epoch": trim_notified_epoch}
                 )
+            if reservation is not None:
+                await store_reservation(conn, reservation)
 
         # fal's request id: the one write a restart cannot do without (it would submit the
         # turn again), so it goes before every other waiting write of this process.
@@ -384,19 +411,24 @@ class SqlConversations:
             op,
             write=True,
             priority=True,
-            single=trim_notified_epoch is None,
+            single=trim_notified_epoch is None and reservation is None,
         )
 
     async def complete_turn(
-        self, turn_id: int, reply: ModelReply, new_messages: Sequence[ChatMessage]
-    ) -> None:
+        self,
+        turn_id: int,
+        reply: ModelReply,
+        new_messages: Sequence[ChatMessage],
+        *,
+        settlement: Settlement | None = None,
+    ) -> Cost | None:
         # Each message becomes its JSON text once, here, with its token estimate.
         stored = [
             (m.role, RawJson(json_text(m.content)), estimate_tokens(m.content))
             for m in new_messages
         ]
 
-        async def op(conn: AsyncConnection) -> None:
+        async def op(conn: AsyncConnection) -> Cost | None:
             now = now_utc()
             done = (
                 await conn.execute(
@@ -424,7 +456,7 @@ class SqlConversations:
             if stored:
                 start = end - len(stored)
                 await conn.execute(
-                    insert(messages),
+                    _INSERT_MESSAGES,
                     [
                         {
                             "conversation_id": conversation_id,
@@ -438,8 +470,9 @@ class SqlConversations:
                         for i, (role, content, tokens) in enumerate(stored)
                     ],
                 )
+            return None if settlement is None else await settle_in(conn, turn_id, settlement)
 
-        await self._db.run("complete_turn", op, write=True)
+        return await self._db.run("complete_turn", op, write=True)
 
     async def record_delivery(self, turn_id: int, message_ids: Sequence[str]) -> None:
         async def op(conn: AsyncConnection) -> None:

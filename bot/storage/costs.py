@@ -11,6 +11,7 @@ from typing import Literal
 from sqlalchemy import (
     ColumnElement,
     String,
+    bindparam,
     cast,
     delete,
     desc,
@@ -22,17 +23,11 @@ from sqlalchemy import (
     true,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.domain.costs import (
-    RESERVATION_TTL,
-    Budget,
-    Cost,
-    Reservation,
-    Settlement,
-    SpendFilter,
-    Spending,
-)
+from bot.domain.costs import RESERVATION_TTL, Budget, SpendFilter, Spending
+from bot.domain.models import Cost, Reservation, Settlement
 from bot.storage.database import Database
 from bot.storage.tables import turn_costs
 from bot.storage.usage import advisory_lock_id
@@ -76,6 +71,100 @@ class StoredCost:
     input_tokens: int
 
 
+# The statements of a turn's two ends, prepared once: the conversation store runs them in
+# the transactions of the submission and of the answer, the cost store in its own.
+_UNRESERVE = delete(turn_costs).where(c.turn_id == bindparam("b_turn"))
+_RESERVED = dict(
+    turn_id=bindparam("b_turn"),
+    user_id=bindparam("b_user"),
+    guild_id=bindparam("b_guild"),
+    scope_id=bindparam("b_scope"),
+    at=bindparam("b_at"),
+    input_tokens=bindparam("b_input"),
+    units=bindparam("b_units"),
+    usd=bindparam("b_usd"),
+    estimated=True,
+    settled=False,
+)
+_RESERVE = insert(turn_costs).values(**_RESERVED)
+# Held with the submission: one statement, replacing the turn's earlier reservation (a turn
+# submitted again after a restart holds one, not two).
+_REPLACE_RESERVATION = {
+    dialect: make.insert(turn_costs)
+    .values(**_RESERVED)
+    .on_conflict_do_update(
+        index_elements=[c.turn_id],
+        set_={k: v for k, v in _RESERVED.items() if k != "turn_id"},
+    )
+    for dialect, make in (("sqlite", sqlite), ("postgresql", postgresql))
+}
+_MARK_SETTLED = (
+    update(turn_costs)
+    .where(c.turn_id == bindparam("b_turn"), c.settled == false())
+    .values(settled=True)
+    .returning(c.input_tokens)
+)
+_SETTLE_REPORTED = (
+    update(turn_costs)
+    .where(c.turn_id == bindparam("b_turn"), c.settled == false())
+    .values(
+        settled=True,
+        units=bindparam("b_units"),
+        usd=bindparam("b_usd"),
+        estimated=bindparam("b_est"),
+    )
+    .returning(c.turn_id)
+)
+_SET_COST = (
+    update(turn_costs)
+    .where(c.turn_id == bindparam("b_turn"))
+    .values(units=bindparam("b_units"), usd=bindparam("b_usd"), estimated=bindparam("b_est"))
+)
+
+
+async def store_reservation(conn: AsyncConnection, reservation: Reservation) -> None:
+    """Hold ``reservation`` (replacing the turn's earlier one, if any), in ``conn``'s
+    transaction; no budget is checked."""
+    await conn.execute(_REPLACE_RESERVATION[conn.dialect.name], _reserved(reservation))
+
+
+async def _hold(conn: AsyncConnection, reservation: Reservation) -> None:
+    await conn.execute(_RESERVE, _reserved(reservation))
+
+
+def _reserved(reservation: Reservation) -> dict[str, object]:
+    payer = reservation.payer
+    return {
+        "b_turn": reservation.turn_id,
+        "b_user": payer.user_id,
+        "b_guild": payer.guild_id,
+        "b_scope": payer.scope_id,
+        "b_at": reservation.at,
+        "b_input": reservation.input_tokens,
+        "b_units": reservation.units,
+        "b_usd": reservation.usd,
+    }
+
+
+async def settle_in(conn: AsyncConnection, turn_id: int, settlement: Settlement) -> Cost | None:
+    """Replace the turn's reservation with its final cost, in ``conn``'s transaction; None
+    when the turn holds no reservation (already settled, or never reserved). One statement
+    when fal reported the cost, two when it is estimated from the reservation."""
+    if (cost := settlement.reported) is not None:
+        settled = await conn.scalar(_SETTLE_REPORTED, _cost_values(turn_id, cost))
+        return None if settled is None else cost
+    input_tokens = await conn.scalar(_MARK_SETTLED, {"b_turn": turn_id})
+    if input_tokens is None:
+        return None
+    cost = settlement.cost(int(input_tokens))
+    await conn.execute(_SET_COST, _cost_values(turn_id, cost))
+    return cost
+
+
+def _cost_values(turn_id: int, cost: Cost) -> dict[str, object]:
+    return {"b_turn": turn_id, "b_units": cost.units, "b_usd": cost.usd, "b_est": cost.estimated}
+
+
 class SqlCosts:
     """``CostStore`` on the shared transaction helper."""
 
@@ -85,8 +174,6 @@ class SqlCosts:
     async def reserve(
         self, reservation: Reservation, budgets: Sequence[Budget], *, now: datetime
     ) -> Budget | None:
-        payer = reservation.payer
-
         async def op(conn: AsyncConnection) -> Budget | None:
             if self._db.postgres and budgets:
                 # Two processes reserving against one budget take turns (SQLite's write
@@ -94,28 +181,15 @@ class SqlCosts:
                 locks = sorted({advisory_lock_id(b.key) for b in budgets})
                 await conn.execute(select(*(func.pg_advisory_xact_lock(i) for i in locks)))
             # A turn submitted again (a restart before its request reached fal) holds one
-            # reservation, not two.
-            await conn.execute(delete(turn_costs).where(c.turn_id == reservation.turn_id))
+            # reservation, not two: its earlier one does not count against it.
+            await conn.execute(_UNRESERVE, {"b_turn": reservation.turn_id})
             for budget in budgets:
                 spent = await conn.scalar(
                     select(func.coalesce(func.sum(c.usd), 0.0)).where(*_counting(budget, now))
                 )
                 if float(spent or 0.0) + reservation.usd > budget.limit_usd + _EPSILON_USD:
                     return budget
-            await conn.execute(
-                insert(turn_costs).values(
-                    turn_id=reservation.turn_id,
-                    user_id=payer.user_id,
-                    guild_id=payer.guild_id,
-                    scope_id=payer.scope_id,
-                    at=reservation.at,
-                    input_tokens=reservation.input_tokens,
-                    units=reservation.units,
-                    usd=reservation.usd,
-                    estimated=True,
-                    settled=False,
-                )
-            )
+            await _hold(conn, reservation)
             return None
 
         return await self._db.run("reserve_cost", op, write=True)
@@ -134,21 +208,7 @@ class SqlCosts:
 
     async def settle(self, turn_id: int, settlement: Settlement) -> Cost | None:
         async def op(conn: AsyncConnection) -> Cost | None:
-            input_tokens = await conn.scalar(
-                update(turn_costs)
-                .where(c.turn_id == turn_id, c.settled == false())
-                .values(settled=True)
-                .returning(c.input_tokens)
-            )
-            if input_tokens is None:
-                return None
-            cost = settlement(int(input_tokens))
-            await conn.execute(
-                update(turn_costs)
-                .where(c.turn_id == turn_id)
-                .values(units=cost.units, usd=cost.usd, estimated=cost.estimated)
-            )
-            return cost
+            return await settle_in(conn, turn_id, settlement)
 
         return await self._db.run("settle_cost", op, write=True)
 

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState
 
 from bot.domain import jsontext
 
@@ -93,7 +93,20 @@ def _sqlite_engine(url: str, *, echo: bool, busy_timeout_ms: int) -> AsyncEngine
     path = sqlite_path(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url, echo=echo, json_serializer=json_text)
+    # No rollback when a connection goes back to the pool unless a transaction is open:
+    # every unit of work ends its own transaction, so the pool's blanket rollback would only
+    # cost one more thread hop per unit of work (the reset hook below does the rest).
+    engine = create_async_engine(
+        url, echo=echo, json_serializer=json_text, pool_reset_on_return=None
+    )
+
+    @event.listens_for(engine.sync_engine, "reset")
+    def _on_reset(
+        dbapi_connection: Any, record: ConnectionPoolEntry, state: PoolResetState
+    ) -> None:
+        driver = record.driver_connection  # aiosqlite's: in_transaction reads a flag
+        if state.asyncio_safe and not state.terminate_only and driver and driver.in_transaction:
+            dbapi_connection.rollback()
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot.domain.models import (
     ChatMessage,
     Conversation,
+    Cost,
     GenerationSettings,
     HistoryEntry,
     ModelReply,
@@ -20,7 +21,9 @@ from bot.domain.models import (
     NewTurn,
     Refusal,
     RequestHandle,
+    Reservation,
     SettingsScope,
+    Settlement,
     Turn,
     TurnContext,
     TurnStart,
@@ -95,16 +98,28 @@ class SqlStore:
         return await self.conversations.turn_context(turn)
 
     async def record_submission(
-        self, turn_id: int, handle: RequestHandle, *, trim_notified_epoch: int | None = None
+        self,
+        turn_id: int,
+        handle: RequestHandle,
+        *,
+        trim_notified_epoch: int | None = None,
+        reservation: Reservation | None = None,
     ) -> None:
         await self.conversations.record_submission(
-            turn_id, handle, trim_notified_epoch=trim_notified_epoch
+            turn_id, handle, trim_notified_epoch=trim_notified_epoch, reservation=reservation
         )
 
     async def complete_turn(
-        self, turn_id: int, reply: ModelReply, new_messages: Sequence[ChatMessage]
-    ) -> None:
-        await self.conversations.complete_turn(turn_id, reply, new_messages)
+        self,
+        turn_id: int,
+        reply: ModelReply,
+        new_messages: Sequence[ChatMessage],
+        *,
+        settlement: Settlement | None = None,
+    ) -> Cost | None:
+        return await self.conversations.complete_turn(
+            turn_id, reply, new_messages, settlement=settlement
+        )
 
     async def record_delivery(self, turn_id: int, message_ids: Sequence[str]) -> None:
         await self.conversations.record_delivery(turn_id, message_ids)

@@ -12,8 +12,8 @@ import pytest
 
 from bot.app import apply_config
 from bot.domain.conversation import estimate_tokens
-from bot.domain.costs import Cost, Payer, Reservation, estimate_units, format_usd, period_bounds
-from bot.domain.models import Turn, TurnState
+from bot.domain.costs import estimate_units, format_usd, period_bounds
+from bot.domain.models import Cost, Payer, Reservation, Settlement, Turn, TurnState
 from bot.storage.costs import StoredCost
 from tests.chat.conftest import Harness, HarnessFactory, harness_config
 from tests.fakes.discord import Perm
@@ -58,7 +58,7 @@ async def spend_earlier(
     now = datetime.now(UTC)
     costs = h.app.store.costs
     await costs.reserve(Reservation(EARLIER_TURN, payer, 0, 0, usd, now), [], now=now)
-    await costs.settle(EARLIER_TURN, lambda _: Cost(int(usd * 1e7), usd, False))
+    await costs.settle(EARLIER_TURN, Settlement(reported=Cost(int(usd * 1e7), usd, False)))
 
 
 def next_midnight() -> int:

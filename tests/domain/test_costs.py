@@ -8,13 +8,13 @@ import pytest
 
 from bot.domain.costs import (
     BudgetRules,
-    Payer,
     Pricing,
     budgets_for,
     estimate_units,
     format_usd,
     period_bounds,
 )
+from bot.domain.models import Payer
 
 
 def test_output_tokens_cost_four_units_and_long_contexts_double() -> None:

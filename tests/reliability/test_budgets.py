@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.domain.costs import BudgetRules, Budgets, Cost, Payer, Pricing, SpendFilter
+from bot.domain.costs import BudgetRules, Budgets, Pricing, SpendFilter
+from bot.domain.models import Cost, Payer, Settlement
 from bot.storage import SqlStore, create_engine
 from tests.reliability.racing import needs_postgres, race
 
@@ -22,7 +23,8 @@ LIMIT, SPENT, WORST_CASE_UNITS, PRICE = 1.0, 0.79, 7, 0.01
 WORKER = textwrap.dedent(
     """
     import asyncio, json, sys
-    from bot.domain.costs import BudgetRules, Budgets, Payer, Pricing
+    from bot.domain.costs import BudgetRules, Budgets, Pricing
+    from bot.domain.models import Payer
     from bot.domain.errors import BudgetExceeded
     from bot.storage import SqlStore, create_engine
 
@@ -65,7 +67,7 @@ async def test_two_processes_racing_for_the_last_cents_never_exceed_the_budget(
         costs = SqlStore(engine).costs
         budgets = Budgets(costs, BudgetRules(total_monthly_usd=LIMIT), Pricing(PRICE))
         await budgets.reserve(1, Payer("1", None), input_tokens=0, max_output_tokens=0)
-        await costs.settle(1, lambda _: Cost(79, SPENT, False))
+        await costs.settle(1, Settlement(reported=Cost(79, SPENT, False)))
 
         attempts = 20
         argv = [str(attempts), str(LIMIT), str(PRICE), str(WORST_CASE_UNITS)]
@@ -78,7 +80,7 @@ async def test_two_processes_racing_for_the_last_cents_never_exceed_the_budget(
         # settled to what the turns really cost, the cents come back
         for worker in (1, 2):
             for n in range(attempts):
-                await costs.settle(worker * 1000 + n, lambda _: Cost(1, PRICE, False))
+                await costs.settle(worker * 1000 + n, Settlement(reported=Cost(1, PRICE, False)))
         whole = await costs.spending(
             SpendFilter(), since=datetime(2000, 1, 1, tzinfo=UTC), until=None
         )

@@ -7,23 +7,33 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
+import pytest
+
 from bot.domain.costs import (
     RESERVATION_TTL,
     Budget,
     BudgetRules,
     Budgets,
-    Cost,
-    Payer,
     Pricing,
-    Reservation,
     SpendFilter,
     Spending,
     budgets_for,
 )
-from bot.domain.models import Incoming, TurnState
+from bot.domain.models import (
+    Cost,
+    Incoming,
+    NewConversation,
+    NewTurn,
+    Payer,
+    RequestHandle,
+    Reservation,
+    Settlement,
+    TurnState,
+)
 from bot.domain.ports import ModelClient
 from bot.domain.service import ConversationService, ServiceConfig
 from bot.storage import SqlStore
+from bot.storage.costs import StoredCost
 from tests.storage.test_transactions import NoMedia, RecordingDelivery
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -56,9 +66,11 @@ async def test_a_reservation_that_does_not_fit_is_refused_and_stores_nothing(
 async def test_settling_replaces_the_worst_case_with_the_cost(store: SqlStore) -> None:
     budgets = server_daily(1.0)
     await store.costs.reserve(held(1, 0.6), budgets, now=NOW)
-    cost = await store.costs.settle(1, lambda input_tokens: Cost(input_tokens, 0.1, False))
+    cost = await store.costs.settle(
+        1, Settlement(estimate=lambda input_tokens: Cost(input_tokens, 0.1, False))
+    )
     assert cost == Cost(100, 0.1, False)
-    assert await store.costs.settle(1, lambda _: Cost(1, 1.0, True)) is None  # once only
+    assert await store.costs.settle(1, Settlement(reported=Cost(1, 1.0, True))) is None  # once only
     stored = await store.costs.turn_cost(1)
     assert stored is not None and stored.settled and stored.units == 100
     # the freed 0.5 is there for the next turn
@@ -104,7 +116,7 @@ async def test_reports_group_settled_costs_by_server_user_and_day(store: SqlStor
         (3, BOB, NOW, 0.125),
     ]:
         await costs.reserve(held(turn_id, 1.0, user=user, at=at), [], now=at)
-        await costs.settle(turn_id, partial(fixed, usd))
+        await costs.settle(turn_id, Settlement(estimate=partial(fixed, usd)))
     await costs.reserve(held(4, 1.0, user=BOB), [], now=NOW)  # still running: not reported
 
     by_user = await costs.report(since=None, until=None, by="user")
@@ -124,13 +136,25 @@ async def test_reports_group_settled_costs_by_server_user_and_day(store: SqlStor
     ]
 
 
-async def test_a_fast_turn_with_its_cost_tracked_costs_six_transactions(
-    store: SqlStore, fal_model_client: ModelClient
+@pytest.mark.parametrize(
+    ("rules", "expected"),
+    [
+        # As shipped (no budget): held with the submission, settled with the answer.
+        (BudgetRules(), ["begin_turn", "record_submission", "complete_turn", "record_delivery"]),
+        # A budget is checked and held before the submit, in a transaction of its own.
+        (
+            BudgetRules(user_daily_usd=1.0),
+            ["begin_turn", "reserve_cost", "record_submission", "complete_turn", "record_delivery"],
+        ),
+    ],
+    ids=["no budget", "a budget"],
+)
+async def test_a_fast_turn_with_its_cost_tracked_costs_four_transactions_five_with_a_budget(
+    store: SqlStore, fal_model_client: ModelClient, rules: BudgetRules, expected: list[str]
 ) -> None:
-    """Two more than without (reserve before the submit, settle at the end)."""
     names: list[str] = []
     store.db.observers.append(lambda what, _write: names.append(what))
-    budgets = Budgets(store.costs, BudgetRules(user_daily_usd=1.0), Pricing())
+    budgets = Budgets(store.costs, rules, Pricing())
     service = ConversationService(
         store,
         fal_model_client,
@@ -148,15 +172,35 @@ async def test_a_fast_turn_with_its_cost_tracked_costs_six_transactions(
         guild_id=GUILD,
     )
     await service.respond(incoming, batchable=False)
-    assert names == [
-        "begin_turn",
-        "reserve_cost",
-        "record_submission",
-        "complete_turn",
-        "settle_cost",
-        "record_delivery",
-    ]
+    assert names == expected
     turn = await store.turn_for_source(incoming.source_id)
     assert turn is not None and turn.state is TurnState.DELIVERED
     cost = await store.costs.turn_cost(turn.id)
     assert cost is not None and cost.settled and not cost.estimated
+
+
+async def test_a_reservation_stored_with_the_submission_replaces_an_earlier_one(
+    store: SqlStore,
+) -> None:
+    """Without a budget the reservation goes with fal's request id; a turn submitted again
+    (a restart before its request id was stored) holds one reservation, the newest."""
+    conversation = await store.create_conversation(
+        NewConversation(scope_id="1200000000000000001", owner_id=ALICE, guild_id=GUILD)
+    )
+    start = await store.begin_turn(
+        NewTurn(
+            scope_id=conversation.scope_id,
+            source_id="1300000000000000001",
+            author_id=ALICE,
+            author_name="Ada",
+            reply_channel_id=conversation.scope_id,
+            prompt="hi",
+        )
+    )
+    turn_id = start.turn.id
+    first, second = held(turn_id, 0.5), held(turn_id, 0.25)
+    await store.record_submission(turn_id, RequestHandle("req-1"), reservation=first)
+    await store.record_submission(turn_id, RequestHandle("req-2"), reservation=second)
+    assert await store.costs.turn_cost(turn_id) == StoredCost(1000, 0.25, True, False, 100)
+    budgets = server_daily(1.0)
+    assert await store.costs.spent(budgets, now=NOW) == [0.25]
