@@ -271,8 +271,8 @@ async def overhead(
                     f"{sum(store_calls.values()):.1f} ("
                     + ", ".join(f"{k} {v:g}" for k, v in sorted(store_calls.items()))
                     + ")",
-                    "<= 4 + 2 (costs)",
-                    _check(sum(store_calls.values()), 6),
+                    "<= 4",
+                    _check(sum(store_calls.values()), 4),
                 ),
             ]
             if after["errors"] != before["errors"]:

@@ -159,8 +159,8 @@ class _Posted:
 async def transactions_per_turn(store: SqlStore) -> dict[str, int]:
     """Store transactions of one message answered by the real service: the first of a
     thread, a follow-up, and a follow-up with the default quotas on; then the same without
-    and with cost tracking (issue 14's reserve before the submit and settle after it, with
-    no budget set, as shipped)."""
+    and with cost tracking (no budget set, as shipped: the reservation is stored with the
+    submission and settled with the answer, in their transactions)."""
     calls: collections.Counter[str] = collections.Counter()
     store.db.observers.append(lambda what, _write: calls.update([what]))
     config = ServiceConfig(batch_window=0)
