@@ -165,8 +165,9 @@ class CostStore(Protocol):
         ...
 
     async def settle(self, turn_id: int, settlement: Settlement) -> Cost | None:
-        """Replace a turn's reservation with its final cost; None when the turn holds no
-        reservation (already settled, or never reserved)."""
+        """Replace a turn's reservation with its final cost; None when there is nothing to
+        settle (already settled, or the turn never reached fal). A turn that reached fal
+        without a reservation (its request id restored after a crash) gets its row then."""
         ...
 
     async def spending(

@@ -9,7 +9,10 @@ from datetime import datetime
 from typing import Literal
 
 from sqlalchemy import (
+    BigInteger,
+    Boolean,
     ColumnElement,
+    Double,
     String,
     bindparam,
     cast,
@@ -18,6 +21,7 @@ from sqlalchemy import (
     false,
     func,
     insert,
+    literal,
     or_,
     select,
     true,
@@ -29,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bot.domain.costs import RESERVATION_TTL, Budget, SpendFilter, Spending
 from bot.domain.models import Cost, Reservation, Settlement
 from bot.storage.database import Database
-from bot.storage.tables import turn_costs
+from bot.storage.tables import conversations, turn_costs, turns
 from bot.storage.usage import advisory_lock_id
 
 ReportBy = Literal["guild", "user", "day"]
@@ -115,6 +119,43 @@ _SETTLE_REPORTED = (
     )
     .returning(c.turn_id)
 )
+# A turn that reached fal without a reservation (its request id restored from the journal
+# after a kill between fal's answer and the commit that would have held it) is settled by a
+# row made from the turn and its conversation; a turn that never reached fal gets none.
+_SETTLE_UNRESERVED = {
+    dialect: make.insert(turn_costs)
+    .from_select(
+        [
+            c.turn_id,
+            c.user_id,
+            c.guild_id,
+            c.scope_id,
+            c.at,
+            c.input_tokens,
+            c.units,
+            c.usd,
+            c.estimated,
+            c.settled,
+        ],
+        select(
+            turns.c.id,
+            turns.c.author_id,
+            conversations.c.guild_id,
+            conversations.c.scope_id,
+            turns.c.created_at,
+            literal(0),
+            bindparam("b_units", type_=BigInteger),
+            bindparam("b_usd", type_=Double),
+            bindparam("b_est", type_=Boolean),
+            true(),
+        )
+        .join(conversations, conversations.c.id == turns.c.conversation_id)
+        .where(turns.c.id == bindparam("b_turn"), turns.c.request_id.is_not(None)),
+    )
+    .on_conflict_do_nothing(index_elements=[c.turn_id])
+    .returning(c.turn_id)
+    for dialect, make in (("sqlite", sqlite), ("postgresql", postgresql))
+}
 _SET_COST = (
     update(turn_costs)
     .where(c.turn_id == bindparam("b_turn"))
@@ -148,17 +189,23 @@ def _reserved(reservation: Reservation) -> dict[str, object]:
 
 async def settle_in(conn: AsyncConnection, turn_id: int, settlement: Settlement) -> Cost | None:
     """Replace the turn's reservation with its final cost, in ``conn``'s transaction; None
-    when the turn holds no reservation (already settled, or never reserved). One statement
-    when fal reported the cost, two when it is estimated from the reservation."""
+    when there is nothing to settle (already settled, or the turn never reached fal). One
+    statement when fal reported the cost, two when it is estimated from the reservation;
+    one more for a turn that reached fal without a reservation (its row is made then)."""
     if (cost := settlement.reported) is not None:
         settled = await conn.scalar(_SETTLE_REPORTED, _cost_values(turn_id, cost))
-        return None if settled is None else cost
-    input_tokens = await conn.scalar(_MARK_SETTLED, {"b_turn": turn_id})
-    if input_tokens is None:
-        return None
-    cost = settlement.cost(int(input_tokens))
-    await conn.execute(_SET_COST, _cost_values(turn_id, cost))
-    return cost
+        if settled is not None:
+            return cost
+    else:
+        input_tokens = await conn.scalar(_MARK_SETTLED, {"b_turn": turn_id})
+        if input_tokens is not None:
+            cost = settlement.cost(int(input_tokens))
+            await conn.execute(_SET_COST, _cost_values(turn_id, cost))
+            return cost
+        cost = settlement.cost(0)  # no reservation: no input estimate either
+    # No reservation to settle: already settled (nothing inserted), or never held.
+    inserted = await conn.scalar(_SETTLE_UNRESERVED[conn.dialect.name], _cost_values(turn_id, cost))
+    return None if inserted is None else cost
 
 
 def _cost_values(turn_id: int, cost: Cost) -> dict[str, object]:

@@ -22,6 +22,7 @@ from bot.domain.costs import (
 from bot.domain.models import (
     Cost,
     Incoming,
+    ModelReply,
     NewConversation,
     NewTurn,
     Payer,
@@ -184,23 +185,45 @@ async def test_a_reservation_stored_with_the_submission_replaces_an_earlier_one(
 ) -> None:
     """Without a budget the reservation goes with fal's request id; a turn submitted again
     (a restart before its request id was stored) holds one reservation, the newest."""
-    conversation = await store.create_conversation(
-        NewConversation(scope_id="1200000000000000001", owner_id=ALICE, guild_id=GUILD)
-    )
-    start = await store.begin_turn(
-        NewTurn(
-            scope_id=conversation.scope_id,
-            source_id="1300000000000000001",
-            author_id=ALICE,
-            author_name="Ada",
-            reply_channel_id=conversation.scope_id,
-            prompt="hi",
-        )
-    )
-    turn_id = start.turn.id
+    turn_id = await a_turn(store, "1300000000000000001")
     first, second = held(turn_id, 0.5), held(turn_id, 0.25)
     await store.record_submission(turn_id, RequestHandle("req-1"), reservation=first)
     await store.record_submission(turn_id, RequestHandle("req-2"), reservation=second)
     assert await store.costs.turn_cost(turn_id) == StoredCost(1000, 0.25, True, False, 100)
     budgets = server_daily(1.0)
     assert await store.costs.spent(budgets, now=NOW) == [0.25]
+
+
+async def a_turn(store: SqlStore, source_id: str) -> int:
+    scope = "1200000000000000001"
+    await store.create_conversation(NewConversation(scope_id=scope, owner_id=ALICE, guild_id=GUILD))
+    new = NewTurn(
+        scope_id=scope,
+        source_id=source_id,
+        author_id=ALICE,
+        author_name="Ada",
+        reply_channel_id=scope,
+        prompt="hi",
+    )
+    return (await store.begin_turn(new)).turn.id
+
+
+async def test_a_turn_that_reached_fal_without_a_reservation_is_settled_by_a_row(
+    store: SqlStore,
+) -> None:
+    """Its request id restored from the journal (a kill between fal's answer and the commit
+    that would have held the reservation): the answer's settlement makes its row; a turn
+    that never reached fal gets none."""
+    turn_id = await a_turn(store, "1300000000000000001")
+    await store.record_submission(turn_id, RequestHandle("req-1"))  # as the journal restores
+    cost = await store.complete_turn(
+        turn_id, ModelReply("ok", None, (), "req-1"), [], settlement=Settlement(Cost(9, 0.9, False))
+    )
+    assert cost == Cost(9, 0.9, False)
+    assert await store.costs.turn_cost(turn_id) == StoredCost(9, 0.9, False, True, 0)
+    assert await store.costs.spent(server_daily(5.0), now=datetime.now(UTC)) == [0.9]
+    # settled once only
+    assert await store.costs.settle(turn_id, Settlement(Cost(1, 0.1, False))) is None
+    never = await a_turn(store, "1300000000000000002")
+    assert await store.costs.settle(never, Settlement(Cost(0, 0.0, True))) is None
+    assert await store.costs.turn_cost(never) is None
