@@ -41,6 +41,7 @@ from bot.storage.engine import json_text
 from bot.storage.rows import HISTORY, conversation_from, history_from, turn_from
 from bot.storage.settings import load_layers
 from bot.storage.tables import conversations, messages, turns
+from bot.storage.unit import Unit
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ _TURN = select(turns).where(turns.c.id == bindparam("b_id"))
 _PLACE = select(
     conversations.c.scope_id, conversations.c.parent_channel_id, conversations.c.guild_id
 ).where(conversations.c.id == bindparam("b_id"))
+_STATE = select(turns.c.state).where(turns.c.id == bindparam("b_id"))
 _INSERT_TURN = insert(turns).returning(turns.c.id)
 _INSERT_MESSAGES = insert(messages)
 _SUPERSEDE = (
@@ -186,47 +188,48 @@ class SqlConversations:
     # --- conversations ------------------------------------------------------------------
 
     async def conversation_for_scope(self, scope_id: str) -> Conversation | None:
-        async def op(conn: AsyncConnection) -> Conversation | None:
-            row = (await conn.execute(_BY_SCOPE, {"b_scope": scope_id})).one_or_none()
-            return None if row is None else self._remember(conversation_from(row))
+        async def op(unit: Unit) -> Conversation | None:
+            row = await unit.first(_BY_SCOPE, {"b_scope": scope_id})
+            return None if row is None else conversation_from(row)
 
-        return await self._db.run("conversation_for_scope", op, write=False, single=True)
+        found = await self._db.run_unit("conversation_for_scope", op, write=False, single=True)
+        return None if found is None else self._remember(found)
 
     async def create_conversation(self, new: NewConversation) -> Conversation:
         """Bind a conversation to ``new.scope_id``; when one is bound already, return it."""
 
-        async def op(conn: AsyncConnection) -> Conversation:
-            return await self._bind(conn, new, now_utc())
+        async def op(unit: Unit) -> Conversation:
+            return await self._bind(unit, new, now_utc())
 
-        return await self._db.run("create_conversation", op, write=True, single=True)
+        bound = await self._db.run_unit("create_conversation", op, write=True, single=True)
+        return self._remember(bound)
 
-    async def _bind(
-        self, conn: AsyncConnection, new: NewConversation, now: datetime
-    ) -> Conversation:
+    async def _bind(self, unit: Unit, new: NewConversation, now: datetime) -> Conversation:
         # One statement whether or not the scope is bound: a conflicting (racing or older)
         # row wins and only has its updated_at touched.
-        row = (
-            await conn.execute(
-                self._bind_upsert,
-                {
-                    "b_scope": new.scope_id,
-                    "b_guild": new.guild_id,
-                    "b_parent": new.parent_channel_id,
-                    "b_owner": new.owner_id,
-                    "b_now": now,
-                },
-            )
-        ).one()
-        return self._remember(conversation_from(row))
+        row = await unit.first(
+            self._bind_upsert,
+            {
+                "b_scope": new.scope_id,
+                "b_guild": new.guild_id,
+                "b_parent": new.parent_channel_id,
+                "b_owner": new.owner_id,
+                "b_now": now,
+            },
+        )
+        if row is None:
+            raise StorageError(f"binding scope {new.scope_id} returned no row")
+        return conversation_from(row)
 
     async def get_conversation(self, conversation_id: int) -> Conversation:
-        async def op(conn: AsyncConnection) -> Conversation:
-            row = (await conn.execute(_BY_ID, {"b_id": conversation_id})).one_or_none()
+        async def op(unit: Unit) -> Conversation:
+            row = await unit.first(_BY_ID, {"b_id": conversation_id})
             if row is None:
                 raise StorageError(f"no conversation {conversation_id}")
-            return self._remember(conversation_from(row))
+            return conversation_from(row)
 
-        return await self._db.run("get_conversation", op, write=False, single=True)
+        found = await self._db.run_unit("get_conversation", op, write=False, single=True)
+        return self._remember(found)
 
     async def reset(self, conversation_id: int) -> int:
         async def op(conn: AsyncConnection) -> int:
@@ -275,25 +278,22 @@ class SqlConversations:
                 f"conversation for scope {conversation.scope_id} given for a turn in {new.scope_id}"
             )
 
-        async def op(conn: AsyncConnection) -> TurnStart:
+        async def op(unit: Unit) -> TurnStart:
             now = now_utc()
             # The conversation's row as of now (its current epoch: a /reset that committed
             # first is seen, one that comes later waits for this transaction).
             if conversation is not None:
-                bound = await self._bind(conn, conversation, now)
+                bound = await self._bind(unit, conversation, now)
             else:
-                row = (
-                    await conn.execute(_TOUCH, {"b_scope": new.scope_id, "b_now": now})
-                ).one_or_none()
+                row = await unit.first(_TOUCH, {"b_scope": new.scope_id, "b_now": now})
                 if row is None:
                     raise StorageError(f"no conversation for scope {new.scope_id}")
-                bound = self._remember(conversation_from(row))
+                bound = conversation_from(row)
             # Retry / edit: the old attempt leaves the history in the same transaction the
             # new one is stored in, so a failure leaves both as they were.
             if (
                 superseding is not None
-                and (await conn.execute(_SUPERSEDE, {"b_id": superseding, "b_now": now})).first()
-                is None
+                and await unit.first(_SUPERSEDE, {"b_id": superseding, "b_now": now}) is None
             ):
                 raise StorageError(f"no turn {superseding}")
             turn = Turn(
@@ -321,52 +321,55 @@ class SqlConversations:
                 image_names=new.image_names,
                 video_names=new.video_names,
             )
-            turn_id = await conn.scalar(_INSERT_TURN, _turn_values(turn))
+            turn_id = await unit.insert(_INSERT_TURN, _turn_values(turn))
             assert turn_id is not None
             turn = replace(turn, id=int(turn_id))
             context = await self._context(
-                conn, turn, _Place(bound.scope_id, bound.parent_channel_id, bound.guild_id)
+                unit, turn, _Place(bound.scope_id, bound.parent_channel_id, bound.guild_id)
             )
             return TurnStart(bound, turn, context)
 
-        return await self._db.run("begin_turn", op, write=True, duplicate=_DUPLICATE_TURN)
+        start = await self._db.run_unit("begin_turn", op, write=True, duplicate=_DUPLICATE_TURN)
+        self._remember(start.conversation)
+        return start
 
     async def history(self, conversation_id: int, epoch: int) -> list[HistoryEntry]:
         """The stored history of one epoch (tests and benches; the service gets it with
         begin_turn or turn_context)."""
 
-        async def op(conn: AsyncConnection) -> list[HistoryEntry]:
-            rows = await conn.execute(
+        async def op(unit: Unit) -> list[HistoryEntry]:
+            rows = await unit.values(
                 HISTORY, {"conversation_id": conversation_id, "epoch": epoch, "exclude": 0}
             )
-            return list(history_from(rows.all(), None)[0])
+            return list(history_from(rows, None)[0])
 
-        return await self._db.run("history", op, write=False, single=True)
+        return await self._db.run_unit("history", op, write=False, single=True)
 
     async def turn_context(self, turn: Turn) -> TurnContext:
         place = self._places.get(turn.conversation_id)
 
-        async def op(conn: AsyncConnection) -> TurnContext:
+        async def op(unit: Unit) -> tuple[_Place, TurnContext]:
             where = place
             if where is None:
-                row = (await conn.execute(_PLACE, {"b_id": turn.conversation_id})).one_or_none()
+                row = await unit.first(_PLACE, {"b_id": turn.conversation_id})
                 if row is None:
                     raise StorageError(f"no conversation {turn.conversation_id}")
                 where = _Place(row.scope_id, row.parent_channel_id, row.guild_id)
-                self._places.put(turn.conversation_id, where)
-            return await self._context(conn, turn, where)
+            return where, await self._context(unit, turn, where)
 
-        return await self._db.run("turn_context", op, write=False)
+        where, context = await self._db.run_unit("turn_context", op, write=False)
+        self._places.put(turn.conversation_id, where)
+        return context
 
     @staticmethod
-    async def _context(conn: AsyncConnection, turn: Turn, place: _Place) -> TurnContext:
-        rows = await conn.execute(
+    async def _context(unit: Unit, turn: Turn, place: _Place) -> TurnContext:
+        rows = await unit.values(
             HISTORY,
             {"conversation_id": turn.conversation_id, "epoch": turn.epoch, "exclude": turn.id},
         )
-        history, speakers = history_from(rows.all(), Speaker(turn.author_id, turn.author_name))
+        history, speakers = history_from(rows, Speaker(turn.author_id, turn.author_name))
         layers = await load_layers(
-            conn,
+            unit,
             thread_id=place.scope_id,
             channel_id=place.parent_channel_id,
             guild_id=place.guild_id,
@@ -383,8 +386,8 @@ class SqlConversations:
         trim_notified_epoch: int | None = None,
         reservation: Reservation | None = None,
     ) -> None:
-        async def op(conn: AsyncConnection) -> None:
-            conversation_id = await conn.scalar(
+        async def op(unit: Unit) -> None:
+            conversation_id = await unit.scalar(
                 _SUBMITTED,
                 {
                     "b_id": turn_id,
@@ -398,15 +401,15 @@ class SqlConversations:
             if conversation_id is None:
                 raise StorageError(f"no turn {turn_id}")
             if trim_notified_epoch is not None:
-                await conn.execute(
+                await unit.execute(
                     _TRIM_NOTIFIED, {"b_id": conversation_id, "b_epoch": trim_notified_epoch}
                 )
             if reservation is not None:
-                await store_reservation(conn, reservation)
+                await store_reservation(unit, reservation)
 
         # fal's request id: the one write a restart cannot do without (it would submit the
         # turn again), so it goes before every other waiting write of this process.
-        await self._db.run(
+        await self._db.run_unit(
             "record_submission",
             op,
             write=True,
@@ -428,34 +431,32 @@ class SqlConversations:
             for m in new_messages
         ]
 
-        async def op(conn: AsyncConnection) -> Cost | None:
+        async def op(unit: Unit) -> Cost | None:
             now = now_utc()
-            done = (
-                await conn.execute(
-                    _COMPLETE,
-                    {
-                        "b_id": turn_id,
-                        "b_output": reply.output,
-                        "b_reasoning": reply.reasoning,
-                        "b_request_id": reply.request_id,
-                        "b_now": now,
-                    },
-                )
-            ).one_or_none()
+            done = await unit.first(
+                _COMPLETE,
+                {
+                    "b_id": turn_id,
+                    "b_output": reply.output,
+                    "b_reasoning": reply.reasoning,
+                    "b_request_id": reply.request_id,
+                    "b_now": now,
+                },
+            )
             if done is None:
-                state = await conn.scalar(select(turns.c.state).where(turns.c.id == turn_id))
+                state = await unit.scalar(_STATE, {"b_id": turn_id})
                 if state is None:
                     raise StorageError(f"no turn {turn_id}")
                 raise StorageError(f"turn {turn_id} is {state}: its answer is not stored")
             conversation_id, epoch = done
-            end = await conn.scalar(
+            end = await unit.scalar(
                 _TAKE_POSITIONS, {"b_id": conversation_id, "b_count": len(stored), "b_now": now}
             )
             if end is None:
                 raise StorageError(f"no conversation {conversation_id}")
             if stored:
                 start = end - len(stored)
-                await conn.execute(
+                await unit.insert_many(
                     _INSERT_MESSAGES,
                     [
                         {
@@ -470,19 +471,19 @@ class SqlConversations:
                         for i, (role, content, tokens) in enumerate(stored)
                     ],
                 )
-            return None if settlement is None else await settle_in(conn, turn_id, settlement)
+            return None if settlement is None else await settle_in(unit, turn_id, settlement)
 
-        return await self._db.run("complete_turn", op, write=True)
+        return await self._db.run_unit("complete_turn", op, write=True)
 
     async def record_delivery(self, turn_id: int, message_ids: Sequence[str]) -> None:
-        async def op(conn: AsyncConnection) -> None:
-            result = await conn.execute(
+        async def op(unit: Unit) -> None:
+            delivered = await unit.first(
                 _DELIVERED, {"b_id": turn_id, "b_ids": list(message_ids), "b_now": now_utc()}
             )
-            if result.first() is None:
+            if delivered is None:
                 raise StorageError(f"no turn {turn_id}")
 
-        await self._db.run("record_delivery", op, write=True, single=True)
+        await self._db.run_unit("record_delivery", op, write=True, single=True)
 
     async def finish_turn(self, turn_id: int, state: TurnState, error: str | None = None) -> None:
         if state not in FINAL_STATES:
@@ -525,13 +526,13 @@ class SqlConversations:
     # --- reading turns ------------------------------------------------------------------
 
     async def get_turn(self, turn_id: int) -> Turn:
-        async def op(conn: AsyncConnection) -> Turn:
-            row = (await conn.execute(_TURN, {"b_id": turn_id})).one_or_none()
+        async def op(unit: Unit) -> Turn:
+            row = await unit.first(_TURN, {"b_id": turn_id})
             if row is None:
                 raise StorageError(f"no turn {turn_id}")
             return turn_from(row)
 
-        return await self._db.run("get_turn", op, write=False, single=True)
+        return await self._db.run_unit("get_turn", op, write=False, single=True)
 
     async def latest_turn(self, conversation_id: int) -> Turn | None:
         epoch = select(conversations.c.epoch).where(conversations.c.id == conversation_id)

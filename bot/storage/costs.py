@@ -34,6 +34,7 @@ from bot.domain.costs import RESERVATION_TTL, Budget, SpendFilter, Spending
 from bot.domain.models import Cost, Reservation, Settlement
 from bot.storage.database import Database
 from bot.storage.tables import conversations, turn_costs, turns
+from bot.storage.unit import Unit
 from bot.storage.usage import advisory_lock_id
 
 ReportBy = Literal["guild", "user", "day"]
@@ -163,10 +164,14 @@ _SET_COST = (
 )
 
 
-async def store_reservation(conn: AsyncConnection, reservation: Reservation) -> None:
-    """Hold ``reservation`` (replacing the turn's earlier one, if any), in ``conn``'s
+async def store_reservation(unit: Unit, reservation: Reservation) -> None:
+    """Hold ``reservation`` (replacing the turn's earlier one, if any), in ``unit``'s
     transaction; no budget is checked."""
-    await conn.execute(_REPLACE_RESERVATION[conn.dialect.name], _reserved(reservation))
+    await unit.execute(_REPLACE_RESERVATION[_dialect(unit)], _reserved(reservation))
+
+
+def _dialect(unit: Unit) -> str:
+    return "postgresql" if unit.postgres else "sqlite"
 
 
 async def _hold(conn: AsyncConnection, reservation: Reservation) -> None:
@@ -187,24 +192,24 @@ def _reserved(reservation: Reservation) -> dict[str, object]:
     }
 
 
-async def settle_in(conn: AsyncConnection, turn_id: int, settlement: Settlement) -> Cost | None:
-    """Replace the turn's reservation with its final cost, in ``conn``'s transaction; None
+async def settle_in(unit: Unit, turn_id: int, settlement: Settlement) -> Cost | None:
+    """Replace the turn's reservation with its final cost, in ``unit``'s transaction; None
     when there is nothing to settle (already settled, or the turn never reached fal). One
     statement when fal reported the cost, two when it is estimated from the reservation;
     one more for a turn that reached fal without a reservation (its row is made then)."""
     if (cost := settlement.reported) is not None:
-        settled = await conn.scalar(_SETTLE_REPORTED, _cost_values(turn_id, cost))
+        settled = await unit.scalar(_SETTLE_REPORTED, _cost_values(turn_id, cost))
         if settled is not None:
             return cost
     else:
-        input_tokens = await conn.scalar(_MARK_SETTLED, {"b_turn": turn_id})
+        input_tokens = await unit.scalar(_MARK_SETTLED, {"b_turn": turn_id})
         if input_tokens is not None:
             cost = settlement.cost(int(input_tokens))
-            await conn.execute(_SET_COST, _cost_values(turn_id, cost))
+            await unit.execute(_SET_COST, _cost_values(turn_id, cost))
             return cost
         cost = settlement.cost(0)  # no reservation: no input estimate either
     # No reservation to settle: already settled (nothing inserted), or never held.
-    inserted = await conn.scalar(_SETTLE_UNRESERVED[conn.dialect.name], _cost_values(turn_id, cost))
+    inserted = await unit.scalar(_SETTLE_UNRESERVED[_dialect(unit)], _cost_values(turn_id, cost))
     return None if inserted is None else cost
 
 
@@ -254,10 +259,10 @@ class SqlCosts:
         return await self._db.run("budget_spent", op, write=False)
 
     async def settle(self, turn_id: int, settlement: Settlement) -> Cost | None:
-        async def op(conn: AsyncConnection) -> Cost | None:
-            return await settle_in(conn, turn_id, settlement)
+        async def op(unit: Unit) -> Cost | None:
+            return await settle_in(unit, turn_id, settlement)
 
-        return await self._db.run("settle_cost", op, write=True)
+        return await self._db.run_unit("settle_cost", op, write=True)
 
     async def turn_cost(self, turn_id: int) -> StoredCost | None:
         """One turn's stored cost (reports and tests)."""

@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -28,6 +28,7 @@ from sqlalchemy.pool import QueuePool
 from bot.domain.errors import DuplicateMessage, StorageError, StorageUnavailable
 from bot.domain.outage import MAX_RETRY_DELAY, Outage, OutageFull
 from bot.storage.engine import DRIVER_BEGIN
+from bot.storage.unit import PostgresDriver, SqliteDriver, Statements, Unit
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ _CONFLICT_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
 _OUTAGE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300"})
 
 Op = Callable[[AsyncConnection], Awaitable[T]]
+UnitOp = Callable[[Unit], Awaitable[T]]
 # Called once per transaction run (not per retry) with its name and whether it writes.
 Observer = Callable[[str, bool], None]
 
@@ -149,6 +151,7 @@ class Database:
             engine.execution_options(isolation_level="AUTOCOMMIT") if self.postgres else None
         )
         self.policy = policy or RetryPolicy()
+        self.statements = Statements(engine.dialect)
         self.observers: list[Observer] = []
         self._write_gate: _Gate | None = None
         self._gate: _Gate | None = None
@@ -176,6 +179,44 @@ class Database:
         every waiting ordinary one. A constraint failure whose message names one of
         ``duplicate`` raises ``DuplicateMessage``, any other ``Conflict``; other database
         errors raise ``StorageError``."""
+
+        async def attempt() -> T:
+            return await self._transaction(op, write=write, single=single)
+
+        return await self._retrying(
+            what, attempt, write=write, priority=priority, duplicate=duplicate
+        )
+
+    async def run_unit(
+        self,
+        what: str,
+        op: UnitOp[T],
+        *,
+        write: bool,
+        priority: bool = False,
+        single: bool = False,
+        duplicate: tuple[str, ...] = (),
+    ) -> T:
+        """``run`` for a unit of work written against ``Unit``: its statements run on the
+        driver's connection (bot/storage/unit.py), the hot path of a turn. Same rules,
+        retries and errors as ``run``."""
+
+        async def attempt() -> T:
+            return await self._unit_transaction(op, write=write, single=single)
+
+        return await self._retrying(
+            what, attempt, write=write, priority=priority, duplicate=duplicate
+        )
+
+    async def _retrying(
+        self,
+        what: str,
+        attempt: Callable[[], Awaitable[T]],
+        *,
+        write: bool,
+        priority: bool,
+        duplicate: tuple[str, ...],
+    ) -> T:
         for observe in self.observers:
             observe(what, write)
         started = time.monotonic()
@@ -192,7 +233,7 @@ class Database:
             while True:
                 try:
                     result = await self._once(
-                        op, write=write, priority=priority, single=single, hold=(hold, started)
+                        attempt, write=write, priority=priority, hold=(hold, started)
                     )
                 except _OutOfTime:
                     raise StorageUnavailable(
@@ -251,20 +292,19 @@ class Database:
 
     async def _once(
         self,
-        op: Op[T],
+        attempt: Callable[[], Awaitable[T]],
         *,
         write: bool,
         priority: bool,
-        single: bool,
         hold: tuple[Callable[[], None], float],
     ) -> T:
         gate = self._write_gate if write else None
         gate = gate or self._gate
         if gate is None:
-            return await self._transaction(op, write=write, single=single)
+            return await attempt()
         await self._acquire(gate, priority, *hold)
         try:
-            return await self._transaction(op, write=write, single=single)
+            return await attempt()
         finally:
             gate.release()
 
@@ -309,6 +349,60 @@ class Database:
         engine = self._driver_begins if write or single else self.engine
         async with engine.connect() as conn, conn.begin():
             return await op(conn)
+
+    async def _unit_transaction(self, op: UnitOp[T], *, write: bool, single: bool) -> T:
+        """One transaction on the driver's connection. SQLite: the driver begins (IMMEDIATE)
+        before a write unit's first statement, a read of several statements begins one
+        itself, a single read needs none. PostgreSQL: BEGIN and COMMIT unless single."""
+        async with self.engine.connect() as conn:
+            fairy = await conn.get_raw_connection()
+            driver: Any = fairy.driver_connection
+            try:
+                if self.postgres:
+                    unit = Unit(PostgresDriver(driver), self.statements, postgres=True)
+                    if single:
+                        return await op(unit)
+                    async with driver.transaction():
+                        return await op(unit)
+                unit = Unit(SqliteDriver(driver), self.statements, postgres=False)
+                if not write and not single:
+                    await driver.execute_fetchall("BEGIN", ())
+                result = await op(unit)
+                if driver.in_transaction:
+                    await driver.commit()
+                return result
+            except Exception as e:
+                error = self._translated(e, fairy)
+                if isinstance(error, OSError) or (
+                    isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated
+                ):
+                    # As SQLAlchemy does on a disconnect: this connection is dropped, and
+                    # the pool's older ones are replaced as they are next checked out.
+                    self.engine.sync_engine.pool._invalidate(fairy, e, _checkin=False)
+                    await conn.invalidate(e)
+                elif not self.postgres and driver.in_transaction:
+                    await driver.rollback()
+                if error is e:
+                    raise
+                raise error from e
+
+    def _translated(self, e: Exception, fairy: Any) -> Exception:
+        """A driver's error as SQLAlchemy would have raised it (``DBAPIError`` subclasses,
+        ``connection_invalidated`` set on a disconnect); other errors as they are."""
+        dialect = self.engine.dialect
+        dbapi = dialect.loaded_dbapi
+        orig: Exception = e
+        if not isinstance(e, dbapi.Error):
+            try:
+                fairy.dbapi_connection._handle_exception(e)  # SQLAlchemy's own mapping
+            except dbapi.Error as mapped:
+                orig = mapped
+            except Exception:
+                return e
+        invalidated = dialect.is_disconnect(orig, fairy.dbapi_connection, None)  # type: ignore[arg-type]
+        return sa_exc.DBAPIError.instance(
+            None, None, orig, dbapi.Error, connection_invalidated=invalidated
+        )
 
 
 def _describe(e: BaseException) -> str:

@@ -98,7 +98,7 @@ def history_query() -> Select[Any]:
             messages.c.turn_id,
             messages.c.position,
             messages.c.role,
-            sql_cast(messages.c.content, Text),
+            sql_cast(messages.c.content, Text).label("content"),
             messages.c.tokens,
             turns.c.author_id,
             turns.c.author_name,

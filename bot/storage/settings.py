@@ -14,6 +14,7 @@ from bot.domain.models import SETTING_NAMES, GenerationSettings, SettingsScope
 from bot.storage.database import Database, now_utc
 from bot.storage.rows import settings_from
 from bot.storage.tables import settings
+from bot.storage.unit import Unit
 
 # The layers of one place in one statement: a NULL id (no channel, a DM) matches nothing.
 _LAYERS = select(settings).where(
@@ -27,12 +28,12 @@ _LAYERS = select(settings).where(
 
 
 async def load_layers(
-    conn: AsyncConnection, *, thread_id: str | None, channel_id: str | None, guild_id: str | None
+    unit: Unit, *, thread_id: str | None, channel_id: str | None, guild_id: str | None
 ) -> dict[SettingsScope, GenerationSettings]:
     """The stored overrides of a thread, its channel and its server (absent ones left out)."""
     if thread_id is None and channel_id is None and guild_id is None:
         return {}
-    rows = await conn.execute(
+    rows = await unit.rows(
         _LAYERS,
         {
             SettingsScope.THREAD.value: thread_id,
@@ -52,12 +53,12 @@ class SqlSettings:
     async def settings_layers(
         self, *, thread_id: str | None, channel_id: str | None, guild_id: str | None
     ) -> dict[SettingsScope, GenerationSettings]:
-        async def op(conn: AsyncConnection) -> dict[SettingsScope, GenerationSettings]:
+        async def op(unit: Unit) -> dict[SettingsScope, GenerationSettings]:
             return await load_layers(
-                conn, thread_id=thread_id, channel_id=channel_id, guild_id=guild_id
+                unit, thread_id=thread_id, channel_id=channel_id, guild_id=guild_id
             )
 
-        return await self._db.run("settings_layers", op, write=False, single=True)
+        return await self._db.run_unit("settings_layers", op, write=False, single=True)
 
     async def update_settings(
         self,

@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import event
 
 from bot.chat.bot import ChatOptions, SeedBot
 from bot.domain.models import Conversation
@@ -211,15 +210,16 @@ async def test_the_bots_own_edits_cost_no_database_work(harness: Harness) -> Non
     h = harness
     _, answer = await converse(h, h.world.alice, "first")
     await h.app.bot.idle()
-    transactions: list[Any] = []
-    listener = lambda *args: transactions.append(args)  # noqa: E731
-    event.listen(h.app.engine.sync_engine, "begin", listener)
+    # Every unit of work, on either execution path, passes the transaction helper's observers.
+    transactions: list[str] = []
+    observers = h.app.store.db.observers
+    observers.append(lambda what, _write: transactions.append(what))
     try:
         await h.fake.edit_message(answer, answer.content + " (edited by the bot)")
         await h.fake.sync_gateway()
         await h.app.bot.idle()
     finally:
-        event.remove(h.app.engine.sync_engine, "begin", listener)
+        observers.pop()
     assert transactions == []
 
 
