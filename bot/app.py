@@ -237,7 +237,11 @@ async def build_app(
                 connector=connector, timeout=aiohttp.ClientTimeout(total=None, sock_connect=10)
             )
         )
-        store = SqlStore(engine, outage_tolerance=config.database.outage_tolerance_seconds)
+        store = SqlStore(
+            engine,
+            outage_tolerance=config.database.outage_tolerance_seconds,
+            history_tokens=config.model.context_budget_tokens,
+        )
         metrics.watch_outage(store.outage)
         model = FalClient(session, fal_settings(config), observer=metrics)
         media = DiscordMedia(session, config.discord.cdn_hosts)

@@ -163,11 +163,13 @@ def build_request(
     context_budget_tokens: int,
     author_name: str = "",
     speakers: Sequence[Speaker] = (),
+    omitted_turns: int = 0,
 ) -> BuiltRequest:
     """The model request for one turn: history trimmed so that it, the new prompt, its media
     and the output budget fit the context budget. With several ``speakers`` (the authors of
     the conversation's turns, first speaker first) the prompt is labelled with
-    ``author_name`` and the system prompt says how to read the labels."""
+    ``author_name`` and the system prompt says how to read the labels. ``omitted_turns``
+    older turns, left out of ``history`` before it got here, count as dropped."""
     prompt = labelled(prompt, author_name, speakers)
     note = speakers_note(speakers)
     system_prompt = settings.system_prompt
@@ -193,7 +195,7 @@ def build_request(
         temperature=settings.temperature,
         top_p=settings.top_p,
     )
-    return BuiltRequest(request, trimmed.dropped_turns, sent + trimmed.tokens)
+    return BuiltRequest(request, trimmed.dropped_turns + omitted_turns, sent + trimmed.tokens)
 
 
 def new_history_messages(

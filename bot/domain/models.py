@@ -276,6 +276,9 @@ class TurnContext:
     history: tuple[HistoryEntry, ...]
     layers: dict[SettingsScope, GenerationSettings]
     speakers: tuple[Speaker, ...]
+    # Older turns of the epoch the store did not read: more than a request can ever hold
+    # (the history is then the newest whole turns within the context budget).
+    omitted_turns: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -849,6 +849,7 @@ class ConversationService:
             context_budget_tokens=self.config.context_budget_tokens,
             author_name=turn.author_name,
             speakers=context.speakers,
+            omitted_turns=context.omitted_turns,
         )
 
     # -- controls --------------------------------------------------------------------------

@@ -38,7 +38,14 @@ from bot.storage.cache import Lru
 from bot.storage.costs import settle_in, store_reservation
 from bot.storage.database import Database, now_utc
 from bot.storage.engine import json_text
-from bot.storage.rows import HISTORY, conversation_from, history_from, turn_from
+from bot.storage.rows import (
+    HISTORY,
+    HISTORY_TURNS,
+    conversation_from,
+    history_cut,
+    history_from,
+    turn_from,
+)
 from bot.storage.settings import load_layers
 from bot.storage.tables import conversations, messages, turns
 from bot.storage.unit import Unit
@@ -151,8 +158,17 @@ _DELIVERED = (
 class SqlConversations:
     """``ConversationStore`` on the shared transaction helper."""
 
-    def __init__(self, db: Database, *, places_cached: int = PLACES_CACHED) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        places_cached: int = PLACES_CACHED,
+        history_tokens: int | None = None,
+    ) -> None:
         self._db = db
+        # The most history one request can hold (the context budget): older turns are not
+        # read. None: the whole epoch is read.
+        self._history_tokens = history_tokens
         insert_for = pg_insert if db.postgres else sqlite_insert
         self._bind_upsert = (
             insert_for(conversations)
@@ -339,9 +355,10 @@ class SqlConversations:
 
         async def op(unit: Unit) -> list[HistoryEntry]:
             rows = await unit.values(
-                HISTORY, {"conversation_id": conversation_id, "epoch": epoch, "exclude": 0}
+                HISTORY,
+                {"conversation_id": conversation_id, "epoch": epoch, "exclude": 0, "since": 0},
             )
-            return list(history_from(rows, None)[0])
+            return list(history_from(rows))
 
         return await self._db.run_unit("history", op, write=False, single=True)
 
@@ -361,20 +378,23 @@ class SqlConversations:
         self._places.put(turn.conversation_id, where)
         return context
 
-    @staticmethod
-    async def _context(unit: Unit, turn: Turn, place: _Place) -> TurnContext:
-        rows = await unit.values(
-            HISTORY,
-            {"conversation_id": turn.conversation_id, "epoch": turn.epoch, "exclude": turn.id},
+    async def _context(self, unit: Unit, turn: Turn, place: _Place) -> TurnContext:
+        where = {"conversation_id": turn.conversation_id, "epoch": turn.epoch, "exclude": turn.id}
+        cut = history_cut(
+            await unit.values(HISTORY_TURNS, where),
+            Speaker(turn.author_id, turn.author_name),
+            self._history_tokens,
         )
-        history, speakers = history_from(rows, Speaker(turn.author_id, turn.author_name))
+        history: tuple[HistoryEntry, ...] = ()
+        if cut.since is not None:
+            history = history_from(await unit.values(HISTORY, {**where, "since": cut.since}))
         layers = await load_layers(
             unit,
             thread_id=place.scope_id,
             channel_id=place.parent_channel_id,
             guild_id=place.guild_id,
         )
-        return TurnContext(history, layers, speakers)
+        return TurnContext(history, layers, cut.speakers, omitted_turns=cut.omitted)
 
     # --- a turn's steps -----------------------------------------------------------------
 

@@ -42,7 +42,9 @@ class SqlStore:
     connections, PostgreSQL serialisation failures) are retried ``retries`` times with
     exponential backoff from ``retry_delay`` seconds, then raised as ``StorageUnavailable``;
     an unreachable database is ridden out for ``outage_tolerance`` seconds first (``outage``
-    tells the story). Anything else the database raises becomes ``StorageError``."""
+    tells the story). Anything else the database raises becomes ``StorageError``. A turn's
+    context holds at most ``history_tokens`` of history (the newest whole turns: the
+    context budget; None reads the whole epoch)."""
 
     def __init__(
         self,
@@ -52,11 +54,12 @@ class SqlStore:
         retry_delay: float = 0.05,
         outage_tolerance: float = 0.0,
         outage: Outage | None = None,
+        history_tokens: int | None = None,
     ) -> None:
         policy = RetryPolicy(retries=retries, delay=retry_delay, outage_tolerance=outage_tolerance)
         self.db = Database(engine, policy=policy, outage=outage)
         self.outage = self.db.outage
-        self.conversations = SqlConversations(self.db)
+        self.conversations = SqlConversations(self.db, history_tokens=history_tokens)
         self.settings = SqlSettings(self.db)
         self.usage = SqlUsage(self.db)
         self.costs = SqlCosts(self.db)

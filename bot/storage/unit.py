@@ -24,6 +24,9 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.types import TypeEngine
 
+from bot.storage.cache import Lru
+
+STATEMENTS_CACHED = 256
 # The arguments a statement takes: by the names of its ``bindparam``s.
 Params = Mapping[str, Any]
 _Processor = Callable[[Any], Any]
@@ -116,22 +119,21 @@ _Key = tuple[int, tuple[str, ...] | None]
 
 
 class Statements:
-    """The prepared form of each statement, made on first use and kept (statements are
-    module or instance constants: the cache holds a few dozen entries)."""
+    """The prepared form of each statement, made on first use and kept. The store's
+    statements are module or instance constants (a few dozen); the bound only matters for
+    a caller that builds statements per call, which then pays a compile each time."""
 
-    def __init__(self, dialect: Dialect) -> None:
+    def __init__(self, dialect: Dialect, size: int = STATEMENTS_CACHED) -> None:
         self._dialect = dialect
-        self._prepared: dict[
-            tuple[int, tuple[str, ...] | None], tuple[ClauseElement, Prepared]
-        ] = {}
+        # Each entry holds its statement, so the id it is found by is not reused meanwhile.
+        self._prepared: Lru[_Key, tuple[ClauseElement, Prepared]] = Lru(size)
 
     def get(self, statement: ClauseElement, column_keys: tuple[str, ...] | None = None) -> Prepared:
         key = (id(statement), column_keys)
         held = self._prepared.get(key)
         if held is None:
-            # The statement is held with its prepared form, so its id is not reused.
             held = (statement, Prepared(statement, self._dialect, column_keys))
-            self._prepared[key] = held
+            self._prepared.put(key, held)
         return held[1]
 
 

@@ -219,6 +219,18 @@ def test_build_request_carries_settings_and_trims() -> None:
     assert sum(estimate_tokens(m.content) for m in req.messages) <= 30_000 - 1000 - 11_500
 
 
+def test_turns_the_store_left_out_count_as_dropped() -> None:
+    kept = build_request(
+        entries(2, chars=10),
+        prompt="now",
+        settings=GenerationSettings(),
+        context_budget_tokens=30_000,
+        omitted_turns=3,
+    )
+    assert len(kept.request.messages) == 4  # everything given fits
+    assert kept.dropped_turns == 3
+
+
 def test_new_history_messages() -> None:
     h = [ChatMessage("user", "q1"), ChatMessage("assistant", "a1")]
     new = [ChatMessage("user", "q2"), ChatMessage("assistant", "a2")]

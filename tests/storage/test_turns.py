@@ -365,14 +365,14 @@ async def test_the_schema_accepts_every_turn_state_and_nothing_else(
 
 
 async def test_history_is_one_index_range_scan_without_a_sort(engine: AsyncEngine) -> None:
-    query = HISTORY.params(conversation_id=1, epoch=0, exclude=0)
+    query = HISTORY.params(conversation_id=1, epoch=0, exclude=0, since=0)
     compiled = str(query.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
     async with engine.connect() as conn:
         if engine.dialect.name == "sqlite":
             explained = await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}")
             plan: list[str] = list(explained.scalars(3))
             assert plan[0].startswith("SEARCH messages USING INDEX")
-            assert plan[0].endswith("(conversation_id=? AND epoch=?)")
+            assert plan[0].endswith("(conversation_id=? AND epoch=? AND position>?)")
             assert plan[1] == "SEARCH turns USING INTEGER PRIMARY KEY (rowid=?)"
         else:
             # The tables are nearly empty: make the planner show what it can use.
@@ -575,3 +575,32 @@ async def test_a_new_attempt_supersedes_the_old_one_atomically(
             store, new_turn(conversation, "1300000000000000801", attempt=1), superseding=new.id
         )
     assert (await store.get_turn(new.id)).state is TurnState.PENDING
+
+
+async def test_a_turns_context_reads_only_the_history_a_request_can_hold(
+    engine: AsyncEngine, conversation: Conversation
+) -> None:
+    ada, bob = "1100000000000000001", "1100000000000000002"
+    whole = SqlStore(engine)
+    for n in range(5):
+        start = await whole.begin_turn(new_turn(conversation, f"13000000000000009{n}"))
+        await whole.complete_turn(start.turn.id, reply(), exchange(f"{n}"))
+    stored = await whole.history(conversation.id, 0)
+    per_turn = [a.tokens + b.tokens for a, b in zip(stored[::2], stored[1::2], strict=True)]
+    budget = per_turn[-1] + per_turn[-2] + per_turn[-3] - 1  # two turns fit, three do not
+
+    cut = SqlStore(engine, history_tokens=budget)
+    start = await cut.begin_turn(
+        new_turn(conversation, "1300000000000000990", author_id=bob, author_name="Bob")
+    )
+    context = start.context
+    assert [e.message for e in context.history] == [e.message for e in stored[-4:]]
+    assert context.omitted_turns == 3
+    # The speakers are those of the whole history, the omitted turns' authors included.
+    assert [s.author_id for s in context.speakers] == [ada, bob]
+    # The same for a resumed turn; and a budget too small for any turn reads none.
+    assert await cut.turn_context(start.turn) == context
+    nothing = SqlStore(engine, history_tokens=per_turn[-1] - 1)
+    context = await nothing.turn_context(start.turn)
+    assert (context.history, context.omitted_turns) == ((), 5)
+    assert [s.author_id for s in context.speakers] == [ada, bob]

@@ -1,0 +1,100 @@
+"""Statements on the driver's connection (bot/storage/unit.py, ``Database.run_unit``): values
+go in and come out as SQLAlchemy Core writes and reads them, a failed unit leaves nothing,
+and the driver's errors reach the store as SQLAlchemy's would."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import bindparam, insert, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot.domain.errors import StorageError
+from bot.domain.models import Conversation, Payer, Reservation
+from bot.storage import SqlStore
+from bot.storage.costs import store_reservation
+from bot.storage.database import Conflict
+from bot.storage.tables import turn_costs, turns
+from bot.storage.unit import Unit
+
+from .conftest import begin, new_turn
+
+_COST = select(turn_costs).where(turn_costs.c.turn_id == bindparam("b_turn"))
+_TURN_IDS = select(turns.c.id).where(turns.c.conversation_id == bindparam("b_id"))
+
+
+def reservation(turn_id: int) -> Reservation:
+    payer = Payer(user_id="1100000000000000001", guild_id=None, scope_id="1200000000000000001")
+    at = datetime(2026, 12, 1, 9, 30, 15, 123456, tzinfo=UTC)
+    return Reservation(turn_id=turn_id, payer=payer, at=at, input_tokens=7, units=12, usd=0.25)
+
+
+async def test_values_written_on_the_driver_read_back_as_core_reads_them(
+    store: SqlStore, engine: AsyncEngine
+) -> None:
+    held = reservation(41)
+
+    async def write(unit: Unit) -> None:
+        await store_reservation(unit, held)
+
+    await store.db.run_unit("write", write, write=True)
+    async with engine.connect() as conn:
+        core = (await conn.execute(_COST, {"b_turn": 41})).one()
+
+    async def read(unit: Unit) -> object:
+        return await unit.first(_COST, {"b_turn": 41})
+
+    driver = await store.db.run_unit("read", read, write=False, single=True)
+    assert tuple(driver) == tuple(core)  # type: ignore[arg-type]
+    assert core.at == held.at and core.at.tzinfo is not None  # an aware UTC time, both ways
+    assert (core.guild_id, core.estimated, core.settled, core.usd) == (None, True, False, 0.25)
+
+
+async def test_a_unit_that_fails_leaves_nothing(
+    store: SqlStore, conversation: Conversation
+) -> None:
+    turn = await begin(store, new_turn(conversation, "1300000000000000001"))
+
+    async def half(unit: Unit) -> None:
+        await store_reservation(unit, reservation(turn.id))
+        raise RuntimeError("the unit fails after its first statement")
+
+    with pytest.raises(RuntimeError):
+        await store.db.run_unit("half", half, write=True)
+    assert await store.costs.turn_cost(turn.id) is None
+
+    async def ids(unit: Unit) -> list[object]:
+        return [row.id for row in await unit.rows(_TURN_IDS, {"b_id": conversation.id})]
+
+    # The connection went back clean: the next units on it work.
+    assert await store.db.run_unit("ids", ids, write=False, single=True) == [turn.id]
+
+
+async def test_a_constraint_the_driver_reports_is_a_conflict(store: SqlStore) -> None:
+    async def orphan(unit: Unit) -> None:
+        await unit.execute(
+            insert(turns).values(
+                conversation_id=bindparam("b_conversation"),
+                epoch=0,
+                source_id="1300000000000000002",
+                attempt=0,
+                author_id="1",
+                author_name="a",
+                reply_channel_id="1",
+                prompt="p",
+                image_urls=[],
+                video_urls=[],
+                warnings=[],
+                state="pending",
+                reply_message_ids=[],
+                created_at=datetime.now(UTC),
+                updated_at=datetime.now(UTC),
+            ),
+            {"b_conversation": 999_999},
+        )
+
+    with pytest.raises(Conflict) as raised:
+        await store.db.run_unit("orphan", orphan, write=True)
+    assert isinstance(raised.value, StorageError)
+    assert "constraint" in str(raised.value)
