@@ -18,6 +18,7 @@ from bot.chat.delivery import Views
 from bot.chat.gate import Gate, GateRules
 from bot.chat.inbound import Inbound, InboundOptions
 from bot.chat.interaction_delivery import InteractionViews, LiveInteractions
+from bot.chat.ratelimits import amortise_bucket_sweeps
 from bot.chat.texts import NO_MENTIONS
 from bot.domain.errors import SeedBotError
 from bot.domain.models import Conversation
@@ -74,6 +75,7 @@ class SeedBot(discord.AutoShardedClient):
             guild_ready_timeout=options.guild_ready_timeout,
         )
         self.options = options
+        amortise_bucket_sweeps(self.http)
         self.tree = commands.SeedTree(self, lambda: self.gate)
         # Interactions whose turns are running where the bot cannot post (their answers go
         # through them): shared with the deliveries by the entry point.

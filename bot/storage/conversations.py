@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, case, func, insert, select, update
+from sqlalchemy import Update, bindparam, case, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -109,6 +109,30 @@ _SUBMITTED = (
         updated_at=bindparam("b_now"),
     )
     .returning(turns.c.conversation_id)
+)
+_FINISH = (
+    update(turns)
+    .where(turns.c.id == bindparam("b_id"))
+    .values(state=bindparam("b_state"), error=bindparam("b_error"), updated_at=bindparam("b_now"))
+    .returning(turns.c.id)
+)
+_STOP = (
+    update(turns)
+    .where(turns.c.id == bindparam("b_id"), turns.c.state.in_(_COMPLETABLE))
+    .values(state=TurnState.STOPPED.value, error=bindparam("b_by"), updated_at=bindparam("b_now"))
+    .returning(turns.c.id)
+)
+_STATUS_MESSAGE = (
+    update(turns)
+    .where(turns.c.id == bindparam("b_id"))
+    .values(status_message_id=bindparam("b_message"))
+    .returning(turns.c.id)
+)
+_REPLY_PARTS = (
+    update(turns)
+    .where(turns.c.id == bindparam("b_id"))
+    .values(reply_message_ids=bindparam("b_ids", type_=turns.c.reply_message_ids.type))
+    .returning(turns.c.id)
 )
 _TRIM_NOTIFIED = (
     update(conversations)
@@ -509,39 +533,37 @@ class SqlConversations:
         if state not in FINAL_STATES:
             raise ValueError(f"finish_turn takes failed, stopped or superseded, not {state}")
         await self._update_turn(
-            "finish_turn", turn_id, {"state": state.value, "error": error, "updated_at": now_utc()}
+            "finish_turn",
+            _FINISH,
+            {"b_id": turn_id, "b_state": state.value, "b_error": error, "b_now": now_utc()},
         )
 
     async def stop_turn(self, turn_id: int, by: str) -> bool:
-        async def op(conn: AsyncConnection) -> bool:
+        async def op(unit: Unit) -> bool:
             # Conditional: a turn whose answer was stored meanwhile is not stopped.
-            result = await conn.execute(
-                update(turns)
-                .where(turns.c.id == turn_id, turns.c.state.in_(_COMPLETABLE))
-                .values(state=TurnState.STOPPED.value, error=by, updated_at=now_utc())
-                .returning(turns.c.id)
-            )
-            return result.first() is not None
+            stopped = await unit.first(_STOP, {"b_id": turn_id, "b_by": by, "b_now": now_utc()})
+            return stopped is not None
 
-        return await self._db.run("stop_turn", op, write=True, single=True)
+        return await self._db.run_unit("stop_turn", op, write=True, single=True)
 
     async def record_status_message(self, turn_id: int, message_id: str) -> None:
-        await self._update_turn("record_status_message", turn_id, {"status_message_id": message_id})
+        await self._update_turn(
+            "record_status_message", _STATUS_MESSAGE, {"b_id": turn_id, "b_message": message_id}
+        )
 
     async def record_reply_parts(self, turn_id: int, message_ids: Sequence[str]) -> None:
         await self._update_turn(
-            "record_reply_parts", turn_id, {"reply_message_ids": list(message_ids)}
+            "record_reply_parts", _REPLY_PARTS, {"b_id": turn_id, "b_ids": list(message_ids)}
         )
 
-    async def _update_turn(self, what: str, turn_id: int, values: dict[str, Any]) -> None:
-        async def op(conn: AsyncConnection) -> None:
-            result = await conn.execute(
-                update(turns).where(turns.c.id == turn_id).values(values).returning(turns.c.id)
-            )
-            if result.first() is None:
-                raise StorageError(f"no turn {turn_id}")
+    async def _update_turn(self, what: str, statement: Update, params: dict[str, Any]) -> None:
+        """One UPDATE of turn ``b_id`` RETURNING its id; no such turn is an error."""
 
-        await self._db.run(what, op, write=True, single=True)
+        async def op(unit: Unit) -> None:
+            if await unit.first(statement, params) is None:
+                raise StorageError(f"no turn {params['b_id']}")
+
+        await self._db.run_unit(what, op, write=True, single=True)
 
     # --- reading turns ------------------------------------------------------------------
 
