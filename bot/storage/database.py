@@ -16,7 +16,7 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -28,7 +28,7 @@ from sqlalchemy.pool import QueuePool
 from bot.domain.errors import DuplicateMessage, StorageError, StorageUnavailable
 from bot.domain.outage import MAX_RETRY_DELAY, Outage, OutageFull
 from bot.storage.engine import DRIVER_BEGIN
-from bot.storage.unit import PostgresDriver, SqliteDriver, Statements, Unit
+from bot.storage.unit import PostgresDriver, SqliteDriver, Statements, Unit, in_thread
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ _CONFLICT_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
 _OUTAGE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300"})
 
 Op = Callable[[AsyncConnection], Awaitable[T]]
-UnitOp = Callable[[Unit], Awaitable[T]]
+UnitOp = Callable[[Unit], Coroutine[Any, Any, T]]
 # Called once per transaction run (not per retry) with its name and whether it writes.
 Observer = Callable[[str, bool], None]
 
@@ -351,9 +351,10 @@ class Database:
             return await op(conn)
 
     async def _unit_transaction(self, op: UnitOp[T], *, write: bool, single: bool) -> T:
-        """One transaction on the driver's connection. SQLite: the driver begins (IMMEDIATE)
-        before a write unit's first statement, a read of several statements begins one
-        itself, a single read needs none. PostgreSQL: BEGIN and COMMIT unless single."""
+        """One transaction on the driver's connection. SQLite: the whole unit runs in the
+        connection's thread; the driver begins (IMMEDIATE) before a write unit's first
+        statement, a read of several statements begins one itself, a single read needs
+        none. PostgreSQL: BEGIN and COMMIT unless single."""
         async with self.engine.connect() as conn:
             fairy = await conn.get_raw_connection()
             driver: Any = fairy.driver_connection
@@ -364,13 +365,25 @@ class Database:
                         return await op(unit)
                     async with driver.transaction():
                         return await op(unit)
-                unit = Unit(SqliteDriver(driver), self.statements, postgres=False)
-                if not write and not single:
-                    await driver.execute_fetchall("BEGIN", ())
-                result = await op(unit)
-                if driver.in_transaction:
-                    await driver.commit()
-                return result
+
+                def whole() -> T:
+                    sqlite = driver._conn  # in aiosqlite's thread, the connection's own
+                    unit = Unit(SqliteDriver(sqlite), self.statements, postgres=False)
+                    if not write and not single:
+                        sqlite.execute("BEGIN")
+                    try:
+                        result = in_thread(op(unit))
+                        if sqlite.in_transaction:
+                            sqlite.commit()
+                        return result
+                    except BaseException:
+                        if sqlite.in_transaction:
+                            sqlite.rollback()
+                        raise
+
+                # aiosqlite runs a function in its thread this way (its own execute and
+                # commit do): a private method, checked by tests/storage/test_unit.py.
+                return await driver._execute(whole)  # type: ignore[no-any-return]
             except Exception as e:
                 error = self._translated(e, fairy)
                 if isinstance(error, OSError) or (
@@ -380,8 +393,6 @@ class Database:
                     # the pool's older ones are replaced as they are next checked out.
                     self.engine.sync_engine.pool._invalidate(fairy, e, _checkin=False)
                     await conn.invalidate(e)
-                elif not self.postgres and driver.in_transaction:
-                    await driver.rollback()
                 if error is e:
                     raise
                 raise error from e

@@ -4,10 +4,11 @@ The statements are still written with SQLAlchemy Core, against the tables the mi
 are checked against. Each is compiled once per dialect (``Prepared``): its SQL text, the
 order of its parameters, and its types' own bind and result processors, taken from
 SQLAlchemy, so a value is written and read back exactly as SQLAlchemy would. Executing it
-is then a call on the DBAPI driver's connection with a tuple of arguments: on aiosqlite one
-thread hand-off per statement (``execute_fetchall``) instead of four (cursor, execute,
-fetch, close), on asyncpg one query, and on both no per-statement execution context,
-parameter dictionary or result object. ``Database.run_unit`` owns the transaction and the
+is then a call on the DBAPI driver's connection with a tuple of arguments, with no
+per-statement execution context, parameter dictionary or result object: on asyncpg one
+query; on SQLite a plain sqlite3 call, the whole unit of work running in aiosqlite's thread
+(one hand-off for the unit, where SQLAlchemy's adapter makes four per statement: cursor,
+execute, fetch, close). ``Database.run_unit`` owns the transaction and the
 translation of driver errors into SQLAlchemy's, so retries and outages work as they do for
 the Core path.
 """
@@ -15,8 +16,10 @@ the Core path.
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+import sqlite3
+import threading
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import sqltypes
@@ -26,6 +29,7 @@ from sqlalchemy.types import TypeEngine
 
 from bot.storage.cache import Lru
 
+T = TypeVar("T")
 STATEMENTS_CACHED = 256
 # The arguments a statement takes: by the names of its ``bindparam``s.
 Params = Mapping[str, Any]
@@ -127,13 +131,17 @@ class Statements:
         self._dialect = dialect
         # Each entry holds its statement, so the id it is found by is not reused meanwhile.
         self._prepared: Lru[_Key, tuple[ClauseElement, Prepared]] = Lru(size)
+        # SQLite units run in their connections' threads, several at once.
+        self._lock = threading.Lock()
 
     def get(self, statement: ClauseElement, column_keys: tuple[str, ...] | None = None) -> Prepared:
         key = (id(statement), column_keys)
-        held = self._prepared.get(key)
+        with self._lock:
+            held = self._prepared.get(key)
         if held is None:
             held = (statement, Prepared(statement, self._dialect, column_keys))
-            self._prepared.put(key, held)
+            with self._lock:
+                self._prepared.put(key, held)
         return held[1]
 
 
@@ -146,18 +154,31 @@ class Driver(Protocol):
 
 
 class SqliteDriver:
-    """aiosqlite: one hand-off to its thread per call."""
+    """sqlite3, called directly. Only inside ``in_thread``: the whole unit of work runs in
+    aiosqlite's thread (the connection's own), one hand-off for all its statements."""
 
     __slots__ = ("_conn",)
 
-    def __init__(self, conn: Any) -> None:
+    def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
 
     async def fetch(self, sql: str, args: tuple[Any, ...]) -> Sequence[Sequence[Any]]:
-        return list(await self._conn.execute_fetchall(sql, args))
+        return self._conn.execute(sql, args).fetchall()
 
     async def many(self, sql: str, args: list[tuple[Any, ...]]) -> None:
-        await self._conn.executemany(sql, args)
+        self._conn.executemany(sql, args)
+
+
+def in_thread(unit_of_work: Coroutine[Any, Any, T]) -> T:
+    """Run ``unit_of_work`` to its end in this thread. Its statements go to a
+    ``SqliteDriver``, which never suspends, so the coroutine finishes without yielding;
+    one that awaits anything else (a timer, the network) is a programming error."""
+    try:
+        unit_of_work.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    unit_of_work.close()
+    raise RuntimeError("a SQLite unit of work awaited something other than its statements")
 
 
 class PostgresDriver:

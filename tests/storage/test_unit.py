@@ -4,8 +4,10 @@ and the driver's errors reach the store as SQLAlchemy's would."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
+import aiosqlite
 import pytest
 from sqlalchemy import bindparam, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -16,7 +18,7 @@ from bot.storage import SqlStore
 from bot.storage.costs import store_reservation
 from bot.storage.database import Conflict
 from bot.storage.tables import turn_costs, turns
-from bot.storage.unit import Unit
+from bot.storage.unit import Unit, in_thread
 
 from .conftest import begin, new_turn
 
@@ -98,3 +100,24 @@ async def test_a_constraint_the_driver_reports_is_a_conflict(store: SqlStore) ->
         await store.db.run_unit("orphan", orphan, write=True)
     assert isinstance(raised.value, StorageError)
     assert "constraint" in str(raised.value)
+
+
+def test_aiosqlite_still_runs_a_function_in_its_thread() -> None:
+    # Database.run_unit hands a whole SQLite unit of work to aiosqlite's thread through its
+    # private _execute, on the sqlite3 connection behind _conn: when this fails, aiosqlite
+    # changed them (bot/storage/database.py, _unit_transaction).
+    assert callable(getattr(aiosqlite.Connection, "_execute", None))
+    assert isinstance(aiosqlite.Connection.__dict__.get("_conn"), property)
+
+
+async def test_a_sqlite_unit_may_not_await_anything_but_its_statements() -> None:
+    async def waits() -> None:
+        await asyncio.sleep(0)
+
+    with pytest.raises(RuntimeError, match="awaited something other"):
+        in_thread(waits())
+
+    async def answers() -> int:
+        return 42
+
+    assert in_thread(answers()) == 42
