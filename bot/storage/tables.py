@@ -122,8 +122,10 @@ messages = Table(
     Column("role", String(32), nullable=False),
     Column("content", JSON(none_as_null=False), nullable=False),
     Column("tokens", Integer, nullable=False, server_default=text("0")),
-    # Also the index behind the history read: (conversation, epoch) equality, position order.
     UniqueConstraint("conversation_id", "epoch", "position"),
+    # Behind the history reads: (conversation, epoch) equality, position order; the turns'
+    # token totals (rows.HISTORY_TURNS) come from the index alone, without the contents.
+    Index("ix_messages_history_turns", "conversation_id", "epoch", "position", "turn_id", "tokens"),
 )
 
 settings = Table(

@@ -24,7 +24,7 @@ from bot.domain.models import (
     TurnState,
 )
 from bot.storage import SqlStore
-from bot.storage.rows import HISTORY
+from bot.storage.rows import HISTORY, HISTORY_TURNS
 
 from .conftest import begin, decoded, exchange, history_messages, new_turn, reply
 
@@ -380,9 +380,23 @@ async def test_history_is_one_index_range_scan_without_a_sort(engine: AsyncEngin
             plan = list((await conn.exec_driver_sql(f"EXPLAIN {compiled}")).scalars())
             assert any(
                 "Index Scan using uq_messages_conversation_id_epoch_position" in line
+                or "Index Scan using ix_messages_history_turns" in line
                 for line in plan
             )
         assert not any("TEMP B-TREE" in line or "Sort" in line for line in plan), plan
+
+
+async def test_the_history_turns_are_read_from_an_index_without_the_contents(
+    engine: AsyncEngine,
+) -> None:
+    if engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL's index-only scans depend on its visibility map")
+    query = HISTORY_TURNS.params(conversation_id=1, epoch=0, exclude=0)
+    compiled = str(query.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
+    async with engine.connect() as conn:
+        explained = await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}")
+        plan: list[str] = list(explained.scalars(3))
+    assert plan[0].startswith("SEARCH messages USING COVERING INDEX ix_messages_history_turns")
 
 
 async def test_speakers_are_the_authors_in_history_then_the_new_one(
