@@ -3,22 +3,81 @@ database."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import (
+    BigInteger,
+    BindParameter,
+    Delete,
+    Label,
+    Select,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+)
 
 from bot.domain.models import Refusal
 from bot.storage.database import Database
 from bot.storage.tables import usage_events
+from bot.storage.unit import Unit
+
+e = usage_events.c
+# The (excess+1)-th oldest request of a key still in its window.
+_NTH_IN_WINDOW = (
+    select(e.at)
+    .where(e.key == bindparam("b_key"), e.at > bindparam("b_since"))
+    .order_by(e.at)
+    .offset(bindparam("b_excess"))
+    .limit(1)
+)
+_COUNT_REQUEST = insert(usage_events)
 
 
 def advisory_lock_id(key: str) -> int:
     """A stable signed 64-bit id for ``pg_advisory_xact_lock`` (Python's hash() is salted)."""
     digest = hashlib.blake2b(b"seed-bot usage:" + key.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
+
+
+@dataclass(frozen=True, slots=True)
+class _Consume:
+    """The statements of one ``try_consume`` over ``n`` keys (``b_key{i}``, ``b_since{i}``:
+    the start of key i's window, ``b_lock{i}``: the advisory locks in their order)."""
+
+    lock: Select[tuple[object, ...]]
+    forget: Delete
+    count: Select[tuple[str, int]]
+
+
+@functools.cache
+def _consume(n: int) -> _Consume:
+    def key(i: int) -> BindParameter[Any]:
+        return bindparam(f"b_key{i}")
+
+    def since(i: int) -> BindParameter[Any]:
+        return bindparam(f"b_since{i}")
+
+    def lock(i: int) -> Label[Any]:
+        return func.pg_advisory_xact_lock(bindparam(f"b_lock{i}", type_=BigInteger)).label(f"l{i}")
+
+    return _Consume(
+        lock=select(*(lock(i) for i in range(n))),
+        forget=delete(usage_events).where(
+            or_(*(and_(e.key == key(i), e.at <= since(i)) for i in range(n)))
+        ),
+        count=select(e.key, func.count().label("requests"))
+        .where(or_(*(and_(e.key == key(i), e.at > since(i)) for i in range(n))))
+        .group_by(e.key),
+    )
 
 
 class SqlUsage:
@@ -45,34 +104,24 @@ class SqlUsage:
             return None
         names = sorted(limits)
         order = list(dict.fromkeys(key for key, _, _ in keys))
-        in_window = or_(
-            *(and_(usage_events.c.key == k, usage_events.c.at > now - windows[k]) for k in names)
-        )
+        statements = _consume(len(names))
+        windowed: dict[str, object] = {}
+        for i, name in enumerate(names):
+            windowed[f"b_key{i}"] = name
+            windowed[f"b_since{i}"] = now - windows[name]
+        locks = {
+            f"b_lock{i}": lock for i, lock in enumerate(sorted(advisory_lock_id(k) for k in names))
+        }
 
-        async def op(conn: AsyncConnection) -> Refusal | None:
-            if self._db.postgres:
+        async def op(unit: Unit) -> Refusal | None:
+            if unit.postgres:
                 # One lock per key, taken in a global order (left to right in one statement)
                 # so that two requests sharing keys cannot deadlock; held until commit.
                 # SQLite's BEGIN IMMEDIATE already serialises every writer.
-                locks = sorted({advisory_lock_id(k) for k in names})
-                await conn.execute(select(*(func.pg_advisory_xact_lock(i) for i in locks)))
+                await unit.execute(statements.lock, locks)
             # A key is used with one window, so what left it is never needed again.
-            await conn.execute(
-                delete(usage_events).where(
-                    or_(
-                        *(
-                            and_(usage_events.c.key == k, usage_events.c.at <= now - windows[k])
-                            for k in names
-                        )
-                    )
-                )
-            )
-            result = await conn.execute(
-                select(usage_events.c.key, func.count())
-                .where(in_window)
-                .group_by(usage_events.c.key)
-            )
-            counts: dict[str, int] = {key: count for key, count in result}
+            await unit.execute(statements.forget, windowed)
+            counts = {key: count for key, count in await unit.values(statements.count, windowed)}
             refused: list[str] = []
             retry_at: datetime | None = None
             for key in names:
@@ -81,12 +130,9 @@ class SqlUsage:
                     continue
                 # Allowed again once all but limit-1 of the counted requests have left the
                 # window: when the (excess+1)-th oldest one does.
-                oldest = await conn.scalar(
-                    select(usage_events.c.at)
-                    .where(usage_events.c.key == key, usage_events.c.at > now - windows[key])
-                    .order_by(usage_events.c.at)
-                    .offset(excess)
-                    .limit(1)
+                oldest = await unit.scalar(
+                    _NTH_IN_WINDOW,
+                    {"b_key": key, "b_since": now - windows[key], "b_excess": excess},
                 )
                 assert oldest is not None
                 free_at = oldest + windows[key]
@@ -94,7 +140,7 @@ class SqlUsage:
                 refused.append(key)
             if retry_at is not None:
                 return Refusal(tuple(k for k in order if k in refused), retry_at)
-            await conn.execute(insert(usage_events), [{"key": k, "at": now} for k in names])
+            await unit.insert_many(_COUNT_REQUEST, [{"key": k, "at": now} for k in names])
             return None
 
-        return await self._db.run("try_consume", op, write=True)
+        return await self._db.run_unit("try_consume", op, write=True)
