@@ -228,7 +228,6 @@ async def build_app(
         engine = create_engine(config.database.url)
         stack.push_async_callback(engine.dispose)
         metrics = Metrics()
-        metrics.watch_engine(engine)
         # Each turn in flight holds a connection for its status stream: size the pool for the
         # in-flight cap (aiohttp's default of 100 would queue turns behind each other).
         connector = aiohttp.TCPConnector(limit=max(100, 2 * config.limits.max_in_flight + 16))
@@ -243,6 +242,7 @@ async def build_app(
             history_tokens=config.model.context_budget_tokens,
         )
         metrics.watch_outage(store.outage)
+        store.db.timers.append(metrics.transaction_took)
         model = FalClient(session, fal_settings(config), observer=metrics)
         media = DiscordMedia(session, config.discord.cdn_hosts)
         journal = open_journal(journal_path(config.database.url), config.database.url)

@@ -16,9 +16,6 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import event
-from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.domain import errors
 from bot.domain.models import ModelReply, ModelRequest, Progress, RequestHandle
@@ -126,7 +123,7 @@ class Metrics:
         )
         self._db_seconds = Histogram(
             "seed_bot_db_transaction_seconds",
-            "Database transactions, from BEGIN to COMMIT or ROLLBACK.",
+            "Database transactions, from BEGIN to COMMIT or ROLLBACK (each attempt).",
             buckets=_FAST_BUCKETS,
             registry=r,
         )
@@ -214,22 +211,9 @@ class Metrics:
 
         outage.listeners.append(changed)
 
-    def watch_engine(self, engine: AsyncEngine) -> None:
-        """Time every transaction of ``engine`` (BEGIN to COMMIT or ROLLBACK)."""
-        key = "seed_bot_began"
-        sync = engine.sync_engine
-
-        def began(conn: Connection) -> None:
-            conn.info[key] = self.clock()
-
-        def ended(conn: Connection) -> None:
-            start = conn.info.pop(key, None)
-            if start is not None:
-                self._db_seconds.observe(self.clock() - start)
-
-        event.listen(sync, "begin", began)
-        event.listen(sync, "commit", ended)
-        event.listen(sync, "rollback", ended)
+    def transaction_took(self, seconds: float) -> None:
+        """One database transaction's time on its connection (``Database.timers``)."""
+        self._db_seconds.observe(seconds)
 
 
 class TimedModel:

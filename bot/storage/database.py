@@ -153,6 +153,9 @@ class Database:
         self.policy = policy or RetryPolicy()
         self.statements = Statements(engine.dialect)
         self.observers: list[Observer] = []
+        # Called with the seconds each transaction took on its connection (each attempt,
+        # gate waits left out): the database's own latency, for the metrics.
+        self.timers: list[Callable[[float], None]] = []
         self._write_gate: _Gate | None = None
         self._gate: _Gate | None = None
         if engine.dialect.name == "sqlite":
@@ -301,12 +304,23 @@ class Database:
         gate = self._write_gate if write else None
         gate = gate or self._gate
         if gate is None:
-            return await attempt()
+            return await self._timed(attempt)
         await self._acquire(gate, priority, *hold)
+        try:
+            return await self._timed(attempt)
+        finally:
+            gate.release()
+
+    async def _timed(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        if not self.timers:
+            return await attempt()
+        started = time.monotonic()
         try:
             return await attempt()
         finally:
-            gate.release()
+            took = time.monotonic() - started
+            for timer in self.timers:
+                timer(took)
 
     async def _acquire(
         self, gate: _Gate, priority: bool, hold: Callable[[], None], since: float
