@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -26,6 +27,18 @@ from bot.domain.privacy import PrivacyStore
 from bot.domain.service import ConversationService
 
 log = logging.getLogger(__name__)
+
+
+def settle_heap() -> None:
+    """Once start-up is done: collect its garbage, then move everything alive (modules,
+    the config, the wiring, the guild cache) to the collector's permanent generation, so
+    the full collections a busy bot keeps triggering no longer walk it. Measured on the
+    bench's 1,000-turn threads: 12-13 -> 10 ms of CPU a turn (SQLite), 10 -> 7 ms
+    (PostgreSQL), and far less spread between runs. Objects made later are collected as
+    usual; what is frozen is freed by reference counting, just never as cyclic garbage."""
+    gc.collect()
+    gc.freeze()
+
 
 VIEWS = Views(stop=controls.stop_view, retry=controls.retry_view)
 INTERACTION_VIEWS = InteractionViews(stop=controls.stop_view, reply=reply_button.reply_view)
@@ -232,6 +245,7 @@ class SeedBot(discord.AutoShardedClient):
             await self.inbound.catch_up()
         finally:
             self.caught_up.set()
+            settle_heap()
 
     async def on_message(self, message: discord.Message) -> None:
         if self._accepting and self.user is not None:

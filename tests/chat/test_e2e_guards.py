@@ -4,6 +4,7 @@ own edits."""
 
 from __future__ import annotations
 
+import gc
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -238,3 +239,18 @@ def test_a_process_owns_the_conversations_of_its_shards() -> None:
     assert not second.owns(conversation(None))  # DMs go to shard 0
     everything = SeedBot(ChatOptions())
     assert everything.owns(conversation(on_zero)) and everything.owns(conversation(None))
+
+
+# -- the heap after start-up -------------------------------------------------------------------
+
+
+async def test_start_up_leaves_its_objects_out_of_the_collectors_way(
+    make_harness: HarnessFactory,
+) -> None:
+    gc.unfreeze()  # what other tests' bots froze in this process
+    assert gc.get_freeze_count() == 0
+    h = await make_harness()
+    await h.app.bot.caught_up.wait()
+    assert gc.get_freeze_count() > 0
+    _, answer = await converse(h, h.world.alice, "still answering")
+    assert "echo: still answering" in answer.content
