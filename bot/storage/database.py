@@ -25,7 +25,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import QueuePool
 
-from bot.domain.errors import DuplicateMessage, StorageError, StorageUnavailable
+from bot.domain.errors import DuplicateMessage, SeedBotError, StorageError, StorageUnavailable
 from bot.domain.outage import MAX_RETRY_DELAY, Outage, OutageFull
 from bot.storage.engine import DRIVER_BEGIN
 from bot.storage.unit import PostgresDriver, SqliteDriver, Statements, Unit, in_thread
@@ -414,6 +414,8 @@ class Database:
     def _translated(self, e: Exception, fairy: Any) -> Exception:
         """A driver's error as SQLAlchemy would have raised it (``DBAPIError`` subclasses,
         ``connection_invalidated`` set on a disconnect); other errors as they are."""
+        if isinstance(e, SeedBotError):
+            return e  # the unit's own (no such turn…), not the driver's
         dialect = self.engine.dialect
         dbapi = dialect.loaded_dbapi
         orig: Exception = e

@@ -100,8 +100,8 @@ _IN_HISTORY = (
 
 def history_query() -> Select[Any]:
     """The history's messages from position ``:since`` on, oldest first: a range scan of
-    the unique (conversation_id, epoch, position) index, joined by primary key to the turns
-    to keep only those in history. The content is read as its JSON text (CAST:
+    an index on (conversation_id, epoch, position), joined by primary key to the turns to
+    keep only those in history. The content is read as its JSON text (CAST:
     PostgreSQL's driver would decode a json column), to be sent on as it is."""
     return (
         select(
