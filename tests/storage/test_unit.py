@@ -9,8 +9,9 @@ from datetime import UTC, datetime
 
 import aiosqlite
 import pytest
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import bindparam, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import QueuePool
 
 from bot.domain.errors import StorageError
 from bot.domain.models import Conversation, Payer, Reservation
@@ -121,3 +122,37 @@ async def test_a_sqlite_unit_may_not_await_anything_but_its_statements() -> None
         return 42
 
     assert in_thread(answers()) == 42
+
+
+async def test_a_unit_cancelled_mid_statement_leaves_the_pool_usable(
+    store: SqlStore, engine: AsyncEngine
+) -> None:
+    if engine.dialect.name == "postgresql":
+        slow = select(func.pg_sleep(30).label("slept"))
+    else:  # counts to ten million in SQLite's own thread: seconds, not minutes
+        slow = select(
+            text(
+                "(WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n"
+                " WHERE i < 10000000) SELECT count(*) FROM n) AS counted"
+            )
+        )
+    began = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    async def sleeps(unit: Unit) -> None:
+        loop.call_soon_threadsafe(began.set)  # on SQLite this runs in the driver's thread
+        await unit.execute(slow, {})
+
+    running = asyncio.create_task(store.db.run_unit("sleeps", sleeps, write=False, single=True))
+    await began.wait()
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+
+    async def ids(unit: Unit) -> list[object]:
+        return [row.id for row in await unit.rows(_TURN_IDS, {"b_id": 1})]
+
+    # More units than the pool has connections: the cancelled one's connection is among them.
+    pool = engine.pool.size() if isinstance(engine.pool, QueuePool) else 1
+    for _ in range(pool + 2):
+        assert await store.db.run_unit("ids", ids, write=False, single=True) == []
