@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import pytest_asyncio
 from yarl import URL
 
@@ -105,10 +106,17 @@ HarnessFactory = Callable[..., Awaitable[Harness]]
 
 @pytest_asyncio.fixture
 async def make_harness(
-    fake_discord: FakeDiscord, discord_world: StandardWorld, fake_fal: FakeFal, tmp_path: Path
+    fake_discord: FakeDiscord,
+    discord_world: StandardWorld,
+    fake_fal: FakeFal,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[HarnessFactory]:
     """Start the bot with extra config (environment-style keys); stopped after the test. A
-    test may stop one bot and start another on the same database (a restart)."""
+    test may stop one bot and start another on the same database (a restart). The bot runs
+    in the test's directory (on PostgreSQL its submission journal goes in the working
+    directory)."""
+    monkeypatch.chdir(tmp_path)
     started: list[Harness] = []
 
     async def make(**env: str) -> Harness:
