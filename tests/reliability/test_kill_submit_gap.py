@@ -205,6 +205,8 @@ async def test_kills_between_fal_answer_and_stored_id_lose_nothing_and_duplicate
     assert gap >= KILLS // 2, moments
     # (resumed turns resubmitting when the next kill came may land there too)
     assert len(restored) >= gap
-    # and the kills before fal's answer were resubmitted, each logged: the one double charge
+    # and the kills before fal's answer were resubmitted, each logged: the one double charge.
+    # A resubmission is logged before its POST, so the next kill can land between the two:
+    # logged, never queued. Every extra queue has its logged resubmission, not the reverse.
     assert moments["answer not yet received"] >= 1
-    assert sum(n - 1 for n in duplicates.values()) == sum(resubmitted.values()) >= 1
+    assert 1 <= sum(n - 1 for n in duplicates.values()) <= sum(resubmitted.values())
