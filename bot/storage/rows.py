@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Row, Select, Text, bindparam, func, select
+from sqlalchemy import Integer, Row, Select, Text, and_, bindparam, case, select
 from sqlalchemy import cast as sql_cast
 
 from bot.domain.models import (
@@ -17,12 +17,11 @@ from bot.domain.models import (
     HistoryEntry,
     RawJson,
     RequestHandle,
-    Speaker,
     Thinking,
     Turn,
     TurnState,
 )
-from bot.storage.tables import messages, turns
+from bot.storage.tables import messages, speakers, turns
 
 IN_HISTORY_STATES = tuple(s.value for s in TurnState if s.in_history)
 
@@ -117,65 +116,102 @@ def history_query() -> Select[Any]:
     )
 
 
-def history_turns_query() -> Select[Any]:
-    """The history's turns, oldest first: each one's first position, its messages' stored
-    token estimates summed, and its author. Read before the messages, so that only the
-    turns a request can hold are read with their content."""
-    first = func.min(messages.c.position)
+def history_newest_query() -> Select[Any]:
+    """The history's messages before position ``:before``, newest first, at most ``:limit``
+    of them: each one's turn, position and stored token estimate. A backward range scan of
+    the covering index (``ix_messages_history_turns``), joined by primary key to the turns
+    to keep those in history; read in batches until the context budget is full, so what is
+    read stops where the request does, however long the conversation."""
+    return (
+        select(messages.c.turn_id, messages.c.position, messages.c.tokens)
+        .join(turns, turns.c.id == messages.c.turn_id)
+        .where(*_IN_HISTORY, messages.c.position < bindparam("before"))
+        .order_by(messages.c.position.desc())
+        .limit(bindparam("limit", type_=Integer))
+    )
+
+
+def speakers_query() -> Select[Any]:
+    """The stored speakers of one epoch (``:conversation_id``, ``:epoch``) in order of first
+    appearance, each with the turn it was first seen in and whether that turn still counts:
+    in history, and not turn ``:exclude`` (the one being answered)."""
+    valid = and_(turns.c.state.in_(IN_HISTORY_STATES), turns.c.id != bindparam("exclude"))
     return (
         select(
-            turns.c.id,
-            first.label("first"),
-            func.sum(messages.c.tokens).label("tokens"),
-            turns.c.author_id,
+            speakers.c.author_id,
+            speakers.c.position,
             turns.c.author_name,
+            case((valid, True), else_=False).label("valid"),
         )
-        .select_from(messages)
+        .select_from(speakers)
+        .outerjoin(turns, turns.c.id == speakers.c.turn_id)
+        .where(
+            speakers.c.conversation_id == bindparam("conversation_id"),
+            speakers.c.epoch == bindparam("epoch"),
+        )
+        .order_by(speakers.c.position)
+    )
+
+
+def first_turn_of_query() -> Select[Any]:
+    """Author ``:author_id``'s first message in the history (``_IN_HISTORY``): its position,
+    turn and the author's name on that turn. For a stored speaker whose turn has left the
+    history: oldest first over the history index, stopping at the first of theirs."""
+    return (
+        select(messages.c.position, messages.c.turn_id, turns.c.author_name)
         .join(turns, turns.c.id == messages.c.turn_id)
-        .where(*_IN_HISTORY)
-        .group_by(turns.c.id)
-        .order_by(first)
+        .where(*_IN_HISTORY, turns.c.author_id == bindparam("author_id"))
+        .order_by(messages.c.position)
+        .limit(1)
     )
 
 
 HISTORY = history_query()
-HISTORY_TURNS = history_turns_query()
+HISTORY_NEWEST = history_newest_query()
+SPEAKERS = speakers_query()
+FIRST_TURN_OF = first_turn_of_query()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class HistoryCut:
-    """Which of the history to read: from position ``since`` (None: nothing), leaving
-    ``omitted`` older turns out; and the speakers of all of it."""
+    """Which of the history a request can hold, found walking its messages newest first
+    (``HISTORY_NEWEST``' rows, fed in batches): the newest whole turns whose tokens total at
+    most ``budget`` (all of them when ``None``), which is all a request can ever hold,
+    since the domain trims the oldest whole turns first within a smaller budget. ``since``
+    is the first position of the oldest turn kept (None: none kept); ``omitted`` is 1 when
+    an older turn did not fit (the walk stops there: how many more there are is not read)."""
 
-    since: int | None
-    omitted: int
-    speakers: tuple[Speaker, ...]
+    budget: int | None
+    since: int | None = None
+    omitted: int = 0
+    done: bool = False
+    # Tokens and messages read so far (what the next batch is sized from).
+    used: int = 0
+    read: int = 0
+    _turn: int | None = None
+    _first: int = 0
 
+    def take(self, rows: Iterable[Sequence[Any]]) -> None:
+        """The next messages, newest first; sets ``done`` once a turn does not fit."""
+        budget = self.budget
+        for turn_id, position, tokens in rows:
+            if turn_id != self._turn:
+                if self._turn is not None:  # the newer turn was read whole, and fits
+                    self.since = self._first
+                self._turn = turn_id
+            self._first = position
+            self.used += int(tokens)
+            self.read += 1
+            if budget is not None and self.used > budget:
+                self.omitted = 1
+                self.done = True
+                return
 
-def history_cut(
-    history_turns: Sequence[Sequence[Any]], author: Speaker | None, budget: int | None
-) -> HistoryCut:
-    """From the history's turns (``HISTORY_TURNS``' rows): the newest whole turns whose
-    tokens total at most ``budget`` (all of them when ``None``), which is all a request can
-    ever hold of it, since the domain trims the oldest whole turns first within a smaller
-    budget. The speakers are the distinct authors of every turn, in order of first
-    appearance, then ``author`` (of the turn being answered) if not among them."""
-    speakers: dict[str, Speaker] = {}
-    for _, _, _, author_id, author_name in history_turns:
-        if author_id not in speakers:
-            speakers[author_id] = Speaker(author_id, author_name)
-    if author is not None:
-        speakers.setdefault(author.author_id, author)
-    kept = len(history_turns)
-    if budget is not None:
-        used = 0
-        for index in range(len(history_turns) - 1, -1, -1):
-            used += int(history_turns[index][2])
-            if used > budget:
-                kept = len(history_turns) - 1 - index
-                break
-    since = int(history_turns[len(history_turns) - kept][1]) if kept else None
-    return HistoryCut(since, len(history_turns) - kept, tuple(speakers.values()))
+    def end(self) -> None:
+        """No older messages: the turn being read is the oldest, and fits."""
+        if self._turn is not None:
+            self.since = self._first
+        self.done = True
 
 
 def history_from(rows: Iterable[Sequence[Any]]) -> tuple[HistoryEntry, ...]:
