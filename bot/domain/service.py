@@ -640,7 +640,7 @@ class ConversationService:
             await delivery.attach(turn)
             reply, sent_count, warnings = await self._obtain_reply(start, delivery, active, started)
             if reply is not None:
-                new = new_history_messages(reply.messages, sent_count)
+                new = new_history_messages(reply.messages, sent_count, reply.skipped)
                 try:
                     cost = await self._store.complete_turn(
                         turn.id, reply, new, settlement=self.costs.settlement(reply)
@@ -798,7 +798,12 @@ class ConversationService:
             begun = max(started, submitted_at) if submitted_at is not None else started
             remaining = self.config.turn_timeout - (loop.time() - begun)
             waiter = asyncio.ensure_future(
-                self._model.wait(handle, on_progress=delivery.progress, timeout=max(1.0, remaining))
+                self._model.wait(
+                    handle,
+                    on_progress=delivery.progress,
+                    timeout=max(1.0, remaining),
+                    sent=sent_count,
+                )
             )
             active.waiter = waiter
             try:

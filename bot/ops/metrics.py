@@ -234,6 +234,7 @@ class TimedModel:
         *,
         on_progress: ProgressCallback | None = None,
         timeout: float | None = None,
+        sent: int | None = None,
     ) -> ModelReply:
         clock = self._metrics.clock
         waited_from = clock()
@@ -246,7 +247,7 @@ class TimedModel:
             if on_progress is not None:
                 await on_progress(p)
 
-        reply = await self._model.wait(handle, on_progress=progress, timeout=timeout)
+        reply = await self._model.wait(handle, on_progress=progress, timeout=timeout, sent=sent)
         self._metrics.ran(clock() - (running_from[0] if running_from else waited_from))
         return reply
 
