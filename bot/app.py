@@ -249,7 +249,11 @@ async def build_app(
         if journal is not None:
             stack.callback(journal.close)
         point_discord_at(config.discord.api_base, config.discord.gateway_url)
-        options = replace(chat_options(config, sync_commands=sync_commands), **chat_overrides)
+        options = replace(
+            chat_options(config, sync_commands=sync_commands),
+            http_trace=metrics.discord_trace(),
+            **chat_overrides,
+        )
         bot = SeedBot(options)
         stack.push_async_callback(bot.close)
         deliveries = Deliveries(
@@ -259,6 +263,7 @@ async def build_app(
             INTERACTION_VIEWS,
         )
         budgets = Budgets(store.costs, config.budgets.rules(), Pricing(config.costs.usd_per_unit))
+        budgets.observers.append(metrics.cost_settled)
         service = ConversationService(
             store,
             TimedModel(model, metrics),
@@ -279,6 +284,7 @@ async def build_app(
         privacy = SqlPrivacy(store.db)
         bot.install(service, gate, privacy)
         metrics.watch_gateway(lambda: bot.latencies)
+        metrics.watch_slots(service.turns_waiting)
         app = App(
             config, engine, session, store, model, media, service, gate, bot, metrics, privacy
         )

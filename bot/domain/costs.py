@@ -265,6 +265,8 @@ class Budgets:
         self.rules = rules
         self.pricing = pricing
         self._now = now
+        # Told each settled cost (the metrics' dollars).
+        self.observers: list[Callable[[Cost], None]] = []
 
     def now(self) -> datetime:
         return self._now()
@@ -302,6 +304,8 @@ class Budgets:
 
     def settled(self, turn_id: int, cost: Cost | None) -> None:
         if cost is not None:
+            for observer in self.observers:
+                observer(cost)
             log.info(
                 "turn %s cost %d units, $%.6f%s",
                 turn_id,

@@ -22,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from bot.domain.attachments import (
     AttachmentPolicy,
@@ -148,6 +148,19 @@ class _Burst:
     joined: bool = False
     closed: bool = False
     done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class _Slots(asyncio.Semaphore):
+    """The in-flight cap, counting the turns waiting for it."""
+
+    waiting = 0
+
+    async def acquire(self) -> Literal[True]:
+        self.waiting += 1
+        try:
+            return await super().acquire()
+        finally:
+            self.waiting -= 1
 
 
 class TurnStopped(Exception):
@@ -311,7 +324,7 @@ class ConversationService:
         self._media = media
         self._deliveries = deliveries
         self.config = config
-        self._in_flight = asyncio.Semaphore(config.max_in_flight)
+        self._in_flight = _Slots(config.max_in_flight)
         # No fixed wait: a message is taken up at once; a burst is merged speculatively
         # (see respond), and messages waiting behind an answer are batched by the inbox.
         self._inboxes: Inboxes[Flow] = Inboxes(self._handle)
@@ -325,8 +338,12 @@ class ConversationService:
     def reconfigure(self, config: ServiceConfig) -> None:
         """Apply a reloaded config to the turns that start from now on."""
         if config.max_in_flight != self.config.max_in_flight:
-            self._in_flight = asyncio.Semaphore(config.max_in_flight)
+            self._in_flight = _Slots(config.max_in_flight)
         self.config = config
+
+    def turns_waiting(self) -> int:
+        """Turns waiting for an in-flight slot (the metrics show them)."""
+        return self._in_flight.waiting
 
     # -- the three ways in -----------------------------------------------------------------
 
