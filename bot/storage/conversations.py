@@ -445,10 +445,12 @@ class SqlConversations:
     async def _context(self, unit: Unit, turn: Turn, place: _Place, *, repair: bool) -> TurnContext:
         """``repair``: a write unit, which stores what it re-derives of the speakers."""
         where = {"conversation_id": turn.conversation_id, "epoch": turn.epoch, "exclude": turn.id}
-        cut = await self._cut(unit, where)
-        history: tuple[HistoryEntry, ...] = ()
-        if cut.since is not None:
-            history = history_from(await unit.values(HISTORY, {**where, "since": cut.since}))
+        if self._history_tokens is None:
+            history = history_from(await unit.values(HISTORY, {**where, "since": 0}))
+            omitted = 0
+        else:
+            cut = await self._cut(unit, where, self._history_tokens)
+            history, omitted = cut.history(), cut.omitted
         layers = await load_layers(
             unit,
             thread_id=place.scope_id,
@@ -456,15 +458,12 @@ class SqlConversations:
             guild_id=place.guild_id,
         )
         speakers = await self._speakers(unit, turn, where, repair=repair)
-        return TurnContext(history, layers, speakers, omitted_turns=cut.omitted)
+        return TurnContext(history, layers, speakers, omitted_turns=omitted)
 
-    async def _cut(self, unit: Unit, where: dict[str, Any]) -> HistoryCut:
-        """How much of the history a request can hold: read newest first, in batches, up to
-        the first turn that does not fit the budget (the whole epoch when there is none)."""
-        cut = HistoryCut(self._history_tokens)
-        if cut.budget is None:
-            cut.since = 0
-            return cut
+    async def _cut(self, unit: Unit, where: dict[str, Any], budget: int) -> HistoryCut:
+        """What of the history a request can hold: read newest first, in batches, up to the
+        first turn that does not fit ``budget`` (the whole epoch when there is none)."""
+        cut = HistoryCut(budget)
         before, limit = _NO_POSITION, HISTORY_BATCH
         while True:
             rows = await unit.values(HISTORY_NEWEST, {**where, "before": before, "limit": limit})
@@ -475,7 +474,7 @@ class SqlConversations:
                 cut.end()
                 return cut
             before = int(rows[-1][1])
-            limit = _next_batch(cut, cut.budget, len(rows))
+            limit = _next_batch(cut, budget, len(rows))
 
     async def _speakers(
         self, unit: Unit, turn: Turn, where: dict[str, Any], *, repair: bool
@@ -753,9 +752,10 @@ def _turn_values(turn: Turn) -> dict[str, Any]:
 
 def _next_batch(cut: HistoryCut, budget: int, read: int) -> int:
     """How many messages the next newest-first read takes: what the rest of the budget
-    holds at the tokens per message read so far, with a margin, so that a long history
-    usually takes two reads; four times the last when nothing has tokens."""
+    holds at the tokens per message read so far, with a small margin (each message read
+    past the budget is content read for nothing), so that a long history usually takes two
+    reads; four times the last when nothing has tokens."""
     if cut.used <= 0:
         return read * 4
     per_message = cut.used / cut.read
-    return max(HISTORY_BATCH, int((budget - cut.used) / per_message * 1.25) + 16)
+    return max(16, int((budget - cut.used) / per_message * 1.1) + 8)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from sqlalchemy import Integer, Row, Select, Text, and_, bindparam, case, select
@@ -97,11 +97,8 @@ _IN_HISTORY = (
 )
 
 
-def history_query() -> Select[Any]:
-    """The history's messages from position ``:since`` on, oldest first: a range scan of
-    an index on (conversation_id, epoch, position), joined by primary key to the turns to
-    keep only those in history. The content is read as its JSON text (CAST:
-    PostgreSQL's driver would decode a json column), to be sent on as it is."""
+def _history_messages() -> Select[Any]:
+    """The history's messages (``_IN_HISTORY``) as ``history_from`` takes them."""
     return (
         select(
             messages.c.turn_id,
@@ -111,21 +108,31 @@ def history_query() -> Select[Any]:
             messages.c.tokens,
         )
         .join(turns, turns.c.id == messages.c.turn_id)
-        .where(*_IN_HISTORY, messages.c.position >= bindparam("since"))
+        .where(*_IN_HISTORY)
+    )
+
+
+def history_query() -> Select[Any]:
+    """The history's messages from position ``:since`` on, oldest first: a range scan of
+    an index on (conversation_id, epoch, position), joined by primary key to the turns to
+    keep only those in history. The content is read as its JSON text (CAST:
+    PostgreSQL's driver would decode a json column), to be sent on as it is."""
+    return (
+        _history_messages()
+        .where(messages.c.position >= bindparam("since"))
         .order_by(messages.c.position)
     )
 
 
 def history_newest_query() -> Select[Any]:
-    """The history's messages before position ``:before``, newest first, at most ``:limit``
-    of them: each one's turn, position and stored token estimate. A backward range scan of
-    the covering index (``ix_messages_history_turns``), joined by primary key to the turns
-    to keep those in history; read in batches until the context budget is full, so what is
-    read stops where the request does, however long the conversation."""
+    """``HISTORY``'s columns for the messages before position ``:before``, newest first, at
+    most ``:limit`` of them: a backward range scan of the history index, joined by primary
+    key to the turns to keep those in history. Read in batches until the context budget
+    is full, so what is read stops where the request does, however long the conversation
+    (no grouping or sort over the whole epoch)."""
     return (
-        select(messages.c.turn_id, messages.c.position, messages.c.tokens)
-        .join(turns, turns.c.id == messages.c.turn_id)
-        .where(*_IN_HISTORY, messages.c.position < bindparam("before"))
+        _history_messages()
+        .where(messages.c.position < bindparam("before"))
         .order_by(messages.c.position.desc())
         .limit(bindparam("limit", type_=Integer))
     )
@@ -174,44 +181,48 @@ FIRST_TURN_OF = first_turn_of_query()
 
 @dataclass(slots=True)
 class HistoryCut:
-    """Which of the history a request can hold, found walking its messages newest first
-    (``HISTORY_NEWEST``' rows, fed in batches): the newest whole turns whose tokens total at
-    most ``budget`` (all of them when ``None``), which is all a request can ever hold,
-    since the domain trims the oldest whole turns first within a smaller budget. ``since``
-    is the first position of the oldest turn kept (None: none kept); ``omitted`` is 1 when
-    an older turn did not fit (the walk stops there: how many more there are is not read)."""
+    """The history a request can hold, read newest first (``HISTORY_NEWEST``' rows, fed in
+    batches): the newest whole turns whose tokens total at most ``budget``, which is all a
+    request can ever hold, since the domain trims the oldest whole turns first within a
+    smaller budget. ``omitted`` is 1 when an older turn did not fit (the read stops there:
+    how many more there are is not read)."""
 
-    budget: int | None
-    since: int | None = None
+    budget: int
     omitted: int = 0
     done: bool = False
     # Tokens and messages read so far (what the next batch is sized from).
     used: int = 0
     read: int = 0
+    # The rows kept, newest first; those from ``_turn_start`` on are the turn being read.
+    _rows: list[Sequence[Any]] = field(default_factory=list)
     _turn: int | None = None
-    _first: int = 0
+    _turn_start: int = 0
 
     def take(self, rows: Iterable[Sequence[Any]]) -> None:
         """The next messages, newest first; sets ``done`` once a turn does not fit."""
         budget = self.budget
-        for turn_id, position, tokens in rows:
+        kept = self._rows
+        for row in rows:
+            turn_id = row[0]
             if turn_id != self._turn:
-                if self._turn is not None:  # the newer turn was read whole, and fits
-                    self.since = self._first
                 self._turn = turn_id
-            self._first = position
-            self.used += int(tokens)
+                self._turn_start = len(kept)
+            self.used += int(row[4])
             self.read += 1
-            if budget is not None and self.used > budget:
+            if self.used > budget:
+                del kept[self._turn_start :]  # that turn does not fit whole
                 self.omitted = 1
                 self.done = True
                 return
+            kept.append(row)
 
     def end(self) -> None:
-        """No older messages: the turn being read is the oldest, and fits."""
-        if self._turn is not None:
-            self.since = self._first
+        """No older messages: everything read fits."""
         self.done = True
+
+    def history(self) -> tuple[HistoryEntry, ...]:
+        """The entries kept, oldest first."""
+        return history_from(reversed(self._rows))
 
 
 def history_from(rows: Iterable[Sequence[Any]]) -> tuple[HistoryEntry, ...]:
