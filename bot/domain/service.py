@@ -118,6 +118,9 @@ class Redo:
     scope_id: str
     turn_id: int | None = None
     edited: Incoming | None = None
+    # Who pays for the new answer: the person who asked for it (a moderator's Retry is the
+    # moderator's, whom the gate checked); None: the turn's author.
+    payer_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,11 +154,13 @@ class _Burst:
 
 
 class TurnStopped(Exception):
-    """Internal: the turn was stopped while it ran (not an error to report)."""
+    """Internal: the turn was stopped while it ran (not an error to report). ``reply``: the
+    answer fal gave before the stop won (fal billed it: the turn costs what it reported)."""
 
-    def __init__(self, by: str) -> None:
+    def __init__(self, by: str, reply: ModelReply | None = None) -> None:
         super().__init__(by)
         self.by = by
+        self.reply = reply
 
 
 class StopResult(enum.Enum):
@@ -527,7 +532,7 @@ class ConversationService:
             await delivery.close()
             return
         try:
-            await self._answer(start, delivery, started)
+            await self._answer(start, delivery, started, payer_id=redo.payer_id)
         finally:
             await delivery.close()
 
@@ -595,6 +600,8 @@ class ConversationService:
         delivery: Delivery,
         started: float,
         burst: _Burst | None = None,
+        *,
+        payer_id: str | None = None,
     ) -> object:
         """Run a stored turn; when fal refuses some of its attachments (and only those), run
         the next attempt without them, naming each in the reply. Returns ``_MERGED_AWAY``
@@ -603,7 +610,7 @@ class ConversationService:
             turn = start.turn
             if burst is not None:
                 burst.turn_id = turn.id
-            rejected = await self._run_turn(start, delivery, started, burst)
+            rejected = await self._run_turn(start, delivery, started, burst, payer_id=payer_id)
             if rejected is None or rejected is _MERGED_AWAY:
                 return rejected
             assert isinstance(rejected, tuple)
@@ -629,6 +636,8 @@ class ConversationService:
         delivery: Delivery,
         started: float,
         burst: _Burst | None = None,
+        *,
+        payer_id: str | None = None,
     ) -> tuple[dict[str, set[int]], ModelInputRejected] | object | None:
         """Submit (if not yet), wait, store and deliver one stored turn. Returns the refused
         attachments when fal refused only some of them (the caller tries again without),
@@ -638,7 +647,9 @@ class ConversationService:
         self.observer.turn_started(conversation.id)
         try:
             await delivery.attach(turn)
-            reply, sent_count, warnings = await self._obtain_reply(start, delivery, active, started)
+            reply, sent_count, warnings = await self._obtain_reply(
+                start, delivery, active, started, payer_id or turn.author_id
+            )
             if reply is not None:
                 new = new_history_messages(reply.messages, sent_count)
                 try:
@@ -655,7 +666,7 @@ class ConversationService:
                     # process): its answer is neither stored nor posted.
                     current = await self._store.get_turn(turn.id)
                     if current.state is TurnState.STOPPED:
-                        raise TurnStopped(current.error or "") from None
+                        raise TurnStopped(current.error or "", reply) from None
                     raise
             else:
                 reply = ModelReply(
@@ -673,7 +684,7 @@ class ConversationService:
             self.observer.turn_answered(seconds=done - started, delivery_seconds=done - answered)
             return None
         except TurnStopped as stop:
-            await self.costs.settle(turn.id, None)
+            await self.costs.settle(turn.id, stop.reply)
             if stop.by == MERGED:
                 log.info("turn %s gives way to the burst it is part of", turn.id)
                 return _MERGED_AWAY
@@ -747,9 +758,11 @@ class ConversationService:
         delivery: Delivery,
         active: _Active,
         started: float,
+        payer_id: str,
     ) -> tuple[ModelReply | None, int | None, tuple[str, ...]]:
         """The model's reply for a turn (None when it is already stored), how many history
-        messages were sent with it (None when unknown), and the warnings to show."""
+        messages were sent with it (None when unknown), and the warnings to show. Its cost
+        is held against ``payer_id``'s budgets."""
         conversation, turn = start.conversation, start.turn
         warnings = list(turn.warnings)
         if turn.state is TurnState.COMPLETED:
@@ -769,7 +782,7 @@ class ConversationService:
                 sent_count = len(built.request.messages)
                 reservation = await self.costs.reserve(
                     turn.id,
-                    Payer(turn.author_id, conversation.guild_id, conversation.scope_id),
+                    Payer(payer_id, conversation.guild_id, conversation.scope_id),
                     input_tokens=built.input_tokens,
                     max_output_tokens=built.request.max_completion_tokens
                     or MODEL_DEFAULT_MAX_TOKENS,

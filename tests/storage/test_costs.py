@@ -29,12 +29,14 @@ from bot.domain.models import (
     RequestHandle,
     Reservation,
     Settlement,
+    Turn,
     TurnState,
 )
 from bot.domain.ports import ModelClient
-from bot.domain.service import ConversationService, ServiceConfig
+from bot.domain.service import ConversationService, Redo, ServiceConfig
 from bot.storage import SqlStore
 from bot.storage.costs import StoredCost
+from tests.fakes.fal import FakeFal, billable_units
 from tests.storage.test_transactions import NoMedia, RecordingDelivery
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -227,3 +229,94 @@ async def test_a_turn_that_reached_fal_without_a_reservation_is_settled_by_a_row
     never = await a_turn(store, "1300000000000000002")
     assert await store.costs.settle(never, Settlement(Cost(0, 0.0, True))) is None
     assert await store.costs.turn_cost(never) is None
+
+
+def costed_service(store: SqlStore, model: ModelClient, rules: BudgetRules) -> ConversationService:
+    return ConversationService(
+        store,
+        model,
+        NoMedia(),
+        RecordingDelivery(store),
+        ServiceConfig(batch_window=0),
+        costs=Budgets(store.costs, rules, Pricing()),
+    )
+
+
+def asked(source_id: str, text: str) -> Incoming:
+    return Incoming(
+        source_id=source_id,
+        scope_id="1200000000000000777",
+        author_id=ALICE,
+        author_name="Ada",
+        text=text,
+        guild_id=GUILD,
+    )
+
+
+async def running(
+    service: ConversationService, store: SqlStore, fake_fal: FakeFal, text: str
+) -> tuple[asyncio.Future[None], str, Turn]:
+    """A turn of ``text`` under way, its request held at fal: the task answering it, fal's
+    request id and the stored turn."""
+    fake_fal.hold()
+    incoming = asked("1300000000000000001", text)
+    answering = asyncio.ensure_future(service.respond(incoming, batchable=False))
+    [request_id] = await fake_fal.wait_for_submissions(1)
+    turn = await store.turn_for_source(incoming.source_id)
+    assert turn is not None
+    return answering, request_id, turn
+
+
+async def test_a_turn_stopped_after_fal_answered_settles_with_the_units_fal_reported(
+    store: SqlStore, other_store: SqlStore, fake_fal: FakeFal, fal_model_client: ModelClient
+) -> None:
+    service = costed_service(store, fal_model_client, BudgetRules())
+    answering, request_id, turn = await running(service, store, fake_fal, "stop me late")
+    # another process stops it; fal answers anyway (and bills the request)
+    assert await other_store.stop_turn(turn.id, "Bob")
+    fake_fal.complete_now(request_id)
+    await answering
+    request = fake_fal.requests[request_id]
+    assert request.result_body is not None
+    units = billable_units(request.input, request.result_body)
+    assert units > 0
+    cost = await store.costs.turn_cost(turn.id)
+    assert cost is not None
+    assert cost == StoredCost(units, Pricing().usd(units), False, True, cost.input_tokens)
+    stopped = await store.get_turn(turn.id)
+    assert stopped.state is TurnState.STOPPED and stopped.output is None
+
+
+async def test_a_turn_stopped_before_fal_answered_costs_nothing(
+    store: SqlStore, fake_fal: FakeFal, fal_model_client: ModelClient
+) -> None:
+    service = costed_service(store, fal_model_client, BudgetRules())
+    answering, request_id, turn = await running(service, store, fake_fal, "stop me early")
+    await fake_fal.wait_for_state(request_id, "IN_PROGRESS")
+    await service.stop(turn.id, "Ada")
+    await answering
+    cost = await store.costs.turn_cost(turn.id)
+    assert cost is not None and (cost.units, cost.usd, cost.settled) == (0, 0.0, True)
+
+
+async def test_a_redo_is_paid_by_who_asked_for_it(
+    store: SqlStore, fal_model_client: ModelClient
+) -> None:
+    # alice has nothing left today; bob (a moderator pressing Retry) has his budget
+    rules = BudgetRules(user_daily_usd=1.0)
+    service = costed_service(store, fal_model_client, rules)
+    incoming = asked("1300000000000000001", "answer again")
+    await service.respond(incoming, batchable=False)
+    first = await store.turn_for_source(incoming.source_id)
+    assert first is not None
+    now = datetime.now(UTC)
+    await store.costs.reserve(held(10**12, 1.0, at=now), [], now=now)
+    await store.costs.settle(10**12, Settlement(reported=Cost(10**7, 1.0, False)))
+    await service.redo(Redo(incoming.scope_id, turn_id=first.id, payer_id=BOB))
+    again = await store.turn_for_source(incoming.source_id)
+    assert again is not None and again.id != first.id
+    assert again.state is TurnState.DELIVERED
+    paid = await store.costs.spending(SpendFilter(user_id=BOB), since=None, until=None)
+    assert paid.turns == 1 and paid.units > 0
+    cost = await store.costs.turn_cost(again.id)
+    assert cost is not None and cost.settled and paid.units == cost.units
