@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 
 import discord
 
@@ -17,7 +16,7 @@ from bot.domain.access import AccessPolicy, denial_reason
 from bot.domain.costs import Budgets
 from bot.domain.errors import BudgetExceeded, QuotaExceeded
 from bot.domain.models import Payer
-from bot.domain.notices import DAY_SECONDS, NoticeReason, RefusalNotices
+from bot.domain.notices import DAY_SECONDS, NoticeReason, RefusalNotices, seconds_until
 from bot.domain.observer import NO_OBSERVER, TurnObserver
 from bot.domain.quotas import Quotas
 
@@ -57,7 +56,7 @@ class Gate:
         self.rules = rules
         self.budgets = budgets
         self._observer = observer
-        self.notices = notices or RefusalNotices()
+        self.notices = notices if notices is not None else RefusalNotices()
 
     async def check(
         self,
@@ -81,7 +80,7 @@ class Gate:
             except BudgetExceeded as exc:
                 log.info("user %s refused by the %s %s budget", user.id, exc.scope, exc.period)
                 self._observer.turn_refused("budget")
-                lasts = _seconds_until(exc.resets_at, self.budgets.now())
+                lasts = seconds_until(exc.resets_at, self.budgets.now())
                 return Refusal(
                     texts.error_text(exc), reason=NoticeReason.BUDGET, window_seconds=lasts
                 )
@@ -123,10 +122,6 @@ class Gate:
         return await self.check(
             interaction.user, interaction.channel, interaction.guild_id, model_call=model_call
         )
-
-
-def _seconds_until(when: datetime, now: datetime) -> float:
-    return max(0.0, (when - now).total_seconds())
 
 
 def may_control(interaction: discord.Interaction, owner_id: str) -> bool:

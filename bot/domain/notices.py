@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import enum
 import time
-from collections import OrderedDict
 from collections.abc import Callable
+from datetime import datetime
+
+from bot.domain.cache import Lru
 
 DAY_SECONDS = 24 * 3600.0
 # Entries are a few hundred bytes: about a few MB at most, whatever a flood sends.
@@ -34,11 +36,8 @@ class RefusalNotices:
     def __init__(
         self, *, capacity: int = DEFAULT_CAPACITY, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        if capacity < 1:
-            raise ValueError(f"capacity must be at least 1, not {capacity}")
-        self._capacity = capacity
         self._clock = clock
-        self._quiet_until: OrderedDict[tuple[str, NoticeReason], float] = OrderedDict()
+        self._quiet_until: Lru[tuple[str, NoticeReason], float] = Lru(capacity)
 
     def tell(self, person_id: str, reason: NoticeReason, window_seconds: float) -> bool:
         """True when ``person_id`` is to be told about this refusal (none told for
@@ -48,11 +47,13 @@ class RefusalNotices:
         until = self._quiet_until.get(key)
         if until is not None and now < until:
             return False
-        self._quiet_until[key] = now + max(0.0, window_seconds)
-        self._quiet_until.move_to_end(key)
-        while len(self._quiet_until) > self._capacity:
-            self._quiet_until.popitem(last=False)
+        self._quiet_until.put(key, now + max(0.0, window_seconds))
         return True
 
     def __len__(self) -> int:
         return len(self._quiet_until)
+
+
+def seconds_until(when: datetime, now: datetime) -> float:
+    """A window that lasts until ``when`` (a budget's reset), in seconds."""
+    return max(0.0, (when - now).total_seconds())

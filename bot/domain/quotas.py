@@ -3,11 +3,11 @@ every process sharing it."""
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from bot.domain.cache import Lru
 from bot.domain.errors import QuotaExceeded
 from bot.domain.ports import UsageStore
 
@@ -48,7 +48,7 @@ class Quotas:
         self._store = store
         self._rules = rules
         self._now = now
-        self._used_up: OrderedDict[tuple[str, ...], datetime] = OrderedDict()
+        self._used_up: Lru[tuple[str, ...], datetime] = Lru(USED_UP_CAPACITY)
 
     @property
     def rules(self) -> QuotaRules:
@@ -90,16 +90,13 @@ class Quotas:
             if free_at is not None and free_at > now:
                 raise QuotaExceeded(self._named(active, set(used_up)), free_at)
             if free_at is not None:
-                del self._used_up[used_up]
+                self._used_up.discard(used_up)
         keys = [(key, q.requests, q.window_seconds) for _, key, q in active]
         refusal = await self._store.try_consume(keys, now=now)
         if refusal is None:
             return
         refused = tuple(sorted(refusal.keys))
-        self._used_up[refused] = refusal.retry_at
-        self._used_up.move_to_end(refused)
-        while len(self._used_up) > USED_UP_CAPACITY:
-            self._used_up.popitem(last=False)
+        self._used_up.put(refused, refusal.retry_at)
         raise QuotaExceeded(self._named(active, set(refused)), refusal.retry_at)
 
     @staticmethod

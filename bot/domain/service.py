@@ -68,6 +68,7 @@ from bot.domain.models import (
     TurnStart,
     TurnState,
 )
+from bot.domain.notices import NoticeReason, RefusalNotices, seconds_until
 from bot.domain.observer import NO_OBSERVER, TurnObserver
 from bot.domain.outage import Outage, waiting_as
 from bot.domain.ports import Deliveries, Delivery, MediaSource, ModelClient, Store
@@ -303,9 +304,12 @@ class ConversationService:
         journal: SubmissionJournal | None = None,
         costs: TurnCosts = NO_COSTS,
         outage: Outage | None = None,
+        refusals: RefusalNotices | None = None,
     ) -> None:
         self.observer = observer
         self.costs = costs
+        # Who was told about a budget refusal (shared with the gate: told once a window).
+        self.refusals = refusals if refusals is not None else RefusalNotices()
         # The database's outages as the store meets them: a turn whose store call waits on
         # one says so on its status message (see _WaitNotice).
         self._outage = outage or Outage()
@@ -708,8 +712,10 @@ class ConversationService:
             # Refused before reaching fal: not a failure of the model, and nothing to pay.
             log.info("turn %s refused by the %s %s budget", turn.id, exc.scope, exc.period)
             self.observer.turn_refused("budget")
-            with contextlib.suppress(DeliveryError):
-                await delivery.fail(turn, exc)
+            lasts = seconds_until(exc.resets_at, utcnow())
+            if self.refusals.tell(payer_id or turn.author_id, NoticeReason.BUDGET, lasts):
+                with contextlib.suppress(DeliveryError):
+                    await delivery.fail(turn, exc)
             await self._store.finish_turn(turn.id, TurnState.STOPPED, BUDGET_REFUSAL)
             return None
         except ModelInputRejected as exc:

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import func, select
 
+from bot.domain.costs import SpendFilter
 from bot.domain.models import Cost, Payer, Reservation, Settlement
 from bot.storage.tables import usage_events
 from tests.chat.conftest import Harness, HarnessFactory
@@ -54,8 +55,17 @@ async def flood(h: Harness, author: FakeUser, channel: FakeChannel, count: int =
     return since
 
 
-def rest_calls(h: Harness, since: int) -> list[HttpRequest]:
-    return h.fake.events_of(HttpRequest, since=since)
+async def spend(h: Harness, user: FakeUser, usd: float) -> None:
+    """Spending of today that the budgets count: an earlier turn of ``user``'s here."""
+    now = datetime.now(UTC)
+    costs = h.app.store.costs
+    payer = Payer(str(user.id), str(h.world.guild.id))
+    await costs.reserve(Reservation(EARLIER_TURN, payer, 0, 0, usd, now), [], now=now)
+    await costs.settle(EARLIER_TURN, Settlement(reported=Cost(int(usd * 1e7), usd, False)))
+
+
+def rest_calls(h: Harness, since: int, until: int | None = None) -> list[HttpRequest]:
+    return [e for e in h.fake.events[since:until] if isinstance(e, HttpRequest)]
 
 
 async def test_a_denied_flood_in_a_bound_thread_costs_one_reply(
@@ -122,11 +132,7 @@ async def usage_rows(h: Harness) -> int:
 async def test_an_over_budget_flood_costs_one_notice(make_harness: HarnessFactory) -> None:
     h = await make_harness(SEED_BOT_BUDGETS__USER_DAILY_USD="1")
     thread = await opened(h, h.world.alice, "first")
-    now = datetime.now(UTC)
-    costs = h.app.store.costs
-    payer = Payer(str(h.world.alice.id), str(h.world.guild.id))
-    await costs.reserve(Reservation(EARLIER_TURN, payer, 0, 0, 1.0, now), [], now=now)
-    await costs.settle(EARLIER_TURN, Settlement(reported=Cost(10**7, 1.0, False)))
+    await spend(h, h.world.alice, 1.0)
     with database_work(h) as work:
         since = await flood(h, h.world.alice, thread)
     [call] = rest_calls(h, since)
@@ -165,3 +171,33 @@ async def test_refused_interactions_are_answered_every_time(
         assert response.ephemeral and response.message is not None
         assert response.message.content == "⛔ Sorry, you are not allowed to use this bot."
     assert h.fal.requests == {}
+
+
+async def test_a_budget_too_short_for_a_turn_is_told_once_then_refused_at_the_door(
+    make_harness: HarnessFactory,
+) -> None:
+    h = await make_harness(SEED_BOT_BUDGETS__GUILD_DAILY_USD="5")
+    thread = await opened(h, h.world.alice, "first")
+    # $0.0005 left: less than any turn's worst case, though not used up
+    await spend(h, h.world.bob, 5.0 - 0.0005 - await spent_today(h))
+    since = await flood(h, h.world.alice, thread)
+    notices = [m for m in h.fake.bot_messages(thread) if "budget" in m.content]
+    assert len(notices) == 1, notices
+    assert "This server has used its $5.00 daily budget" in notices[0].content
+    assert len(h.fal.requests) == 1
+    # from now on the door refuses: no turn stored, nothing written, nothing posted
+    with database_work(h) as work:
+        since = await flood(h, h.world.alice, thread)
+        since_bob = await flood(h, h.world.bob, thread)
+    assert not [what for what, write in work if write], work
+    assert rest_calls(h, since, until=since_bob) == []
+    # bob is told once too, at the door
+    [call] = rest_calls(h, since_bob)
+    assert call.route == "POST /channels/{channel_id}/messages"
+    assert len(h.fal.requests) == 1
+
+
+async def spent_today(h: Harness) -> float:
+    now = datetime.now(UTC)
+    server = SpendFilter(guild_id=str(h.world.guild.id))
+    return (await h.app.store.costs.spending(server, since=now.replace(hour=0), until=None)).usd

@@ -19,6 +19,7 @@ from bot.domain.costs import (
     Spending,
     budgets_for,
 )
+from bot.domain.errors import BudgetExceeded
 from bot.domain.models import (
     Cost,
     Incoming,
@@ -320,3 +321,39 @@ async def test_a_redo_is_paid_by_who_asked_for_it(
     assert paid.turns == 1 and paid.units > 0
     cost = await store.costs.turn_cost(again.id)
     assert cost is not None and cost.settled and paid.units == cost.units
+
+
+async def test_a_budget_too_short_for_a_turn_refuses_at_the_door_until_spending_drops(
+    store: SqlStore,
+) -> None:
+    now = datetime.now(UTC)
+    rules = BudgetRules(guild_daily_usd=1.0)
+    budgets = Budgets(store.costs, rules, Pricing(usd_per_unit=1e-4), now=lambda: now)
+    payer = Payer(ALICE, GUILD, "1200000000000000001")
+    await budgets.check(payer)
+    # a live reservation of $0.995: a turn's worst case (here $0.0101) no longer fits
+    await store.costs.reserve(held(1, 0.995, at=now), [], now=now)
+    await budgets.check(payer)  # not used up: the door does not know yet
+    with pytest.raises(BudgetExceeded):
+        await budgets.reserve(2, payer, input_tokens=1, max_output_tokens=25)
+    with pytest.raises(BudgetExceeded) as refused:
+        await budgets.check(payer)
+    assert (refused.value.scope, refused.value.period) == ("server", "daily")
+    with pytest.raises(BudgetExceeded):
+        await budgets.check(Payer(BOB, GUILD))  # the server's budget: bob's turn too
+    await budgets.check(Payer(BOB, None))  # elsewhere, bob has no budget
+    # the reservation settles lower: room for a turn again
+    await store.costs.settle(1, Settlement(reported=Cost(5000, 0.5, False)))
+    await budgets.check(payer)
+    assert await budgets.reserve(2, payer, input_tokens=1, max_output_tokens=25) is None
+
+
+async def test_new_budget_rules_forget_a_budget_too_short(store: SqlStore) -> None:
+    now = datetime.now(UTC)
+    budgets = Budgets(store.costs, BudgetRules(guild_daily_usd=1.0), Pricing(1e-4), now=lambda: now)
+    payer = Payer(ALICE, GUILD, "1200000000000000001")
+    await store.costs.reserve(held(1, 0.995, at=now), [], now=now)
+    with pytest.raises(BudgetExceeded):
+        await budgets.reserve(2, payer, input_tokens=1, max_output_tokens=25)
+    budgets.rules = BudgetRules(guild_daily_usd=1.0)
+    await budgets.check(payer)
