@@ -96,13 +96,18 @@ class Gate:
                 )
         return None
 
-    async def check_message(self, message: discord.Message) -> Refusal | None:
+    async def check_message(
+        self, message: discord.Message, *, notice: bool = True
+    ) -> Refusal | None:
         """As ``check``, for a message: a refusal is silent unless it is the first of its
         reason for this person within its window (a reply per refused message would let a
-        few flooding accounts spend the bot's Discord request budget)."""
+        few flooding accounts spend the bot's Discord request budget). ``notice=False``:
+        nothing will be told whatever the answer (it counts as no notice)."""
         guild_id = message.guild.id if message.guild else None
         refusal = await self.check(message.author, message.channel, guild_id, model_call=True)
-        return None if refusal is None else self._once(message.author, refusal)
+        if refusal is None or not notice:
+            return refusal
+        return self._once(message.author, refusal)
 
     def dms_off(self, user: discord.abc.User) -> Refusal:
         """A DM while DMs are off: told once a day per person, then silence."""

@@ -245,7 +245,7 @@ class Inbound:
             return  # only the latest message of a conversation can be redone
         if str(message.author.id) != latest.author_id:
             return
-        refusal = await self._gate.check_message(message)
+        refusal = await self._gate.check_message(message, notice=False)
         if refusal is not None:
             return  # an edit asks for a new model call: access lists and quotas apply
         if not latest.state.settled:

@@ -17,7 +17,7 @@ from bot.storage.tables import usage_events
 from tests.chat.conftest import Harness, HarnessFactory
 from tests.fakes.discord import StandardWorld
 from tests.fakes.discord.events import HttpRequest
-from tests.fakes.discord.models import FakeChannel, FakeUser
+from tests.fakes.discord.models import FakeChannel, FakeMessage, FakeUser
 
 FLOOD = 8
 # An earlier turn's spending put in place by a test: a turn id no real turn has.
@@ -201,3 +201,30 @@ async def spent_today(h: Harness) -> float:
     now = datetime.now(UTC)
     server = SpendFilter(guild_id=str(h.world.guild.id))
     return (await h.app.store.costs.spending(server, since=now.replace(hour=0), until=None)).usd
+
+
+async def test_a_refused_edit_tells_nothing_and_leaves_the_notice_for_a_message(
+    make_harness: HarnessFactory,
+) -> None:
+    h = await make_harness(SEED_BOT_LIMITS__USER_REQUESTS="2")
+    thread = await opened(h, h.world.alice, "one")
+    since = h.fake.mark()
+    second = await h.fake.send_message(h.world.alice, thread, "two")
+    await h.answer_in(thread, since=since, contains="echo: two")
+    await h.app.bot.idle()
+    # answering the edit again would be a third request: refused, in silence
+    since = await edit(h, second, "two, edited")
+    assert rest_calls(h, since) == []
+    since = h.fake.mark()
+    await h.fake.send_message(h.world.alice, thread, "three")
+    notice = await h.fake.wait_for_message(thread, contains="request limit", since=since)
+    assert notice.content.startswith("⚠️ You have reached the bot's request limit")
+    assert len(h.fal.requests) == 2
+
+
+async def edit(h: Harness, message: FakeMessage, content: str) -> int:
+    since = h.fake.mark()
+    await h.fake.edit_message(message, content)
+    await h.fake.sync_gateway()
+    await h.app.bot.idle()
+    return since
