@@ -565,10 +565,21 @@ def _where(in_server: bool) -> str:
     return "in this server" if in_server else "in our direct messages"
 
 
-def export_ready(turns: int) -> str:
+EXPORT_NOTHING_OF_YOURS: Final = (
+    "⛔ You have written nothing in this conversation that is still stored: there is nothing "
+    "of yours to export. (An export holds only your own messages and the answers to them.)"
+)
+
+
+def export_ready(turns: int, left_out: int) -> str:
+    others = (
+        f"; {left_out} message{'' if left_out == 1 else 's'} of other people left out"
+        if left_out
+        else ""
+    )
     return (
-        f"📦 This conversation ({_turns(turns)}): `conversation.md` to read, "
-        "`conversation.json` with every stored turn."
+        f"📦 Your part of this conversation ({_turns(turns)} and the answers to them{others}): "
+        "`conversation.md` to read, `conversation.json` with each of your stored turns."
     )
 
 
