@@ -43,6 +43,7 @@ from bot.domain.errors import (
     StorageUnavailable,
 )
 from bot.domain.models import Turn
+from bot.domain.service import MESSAGE_DELETED
 
 NO_MENTIONS: Final = discord.AllowedMentions.none()
 
@@ -493,7 +494,12 @@ def only_controller(action: str) -> str:
     return f"⛔ Only the person who asked, or members who may manage threads, can {action}."
 
 
+STOPPED_MESSAGE_DELETED: Final = "⏹️ Stopped: the message was deleted."
+
+
 def stopped_by(name: str) -> str:
+    if name == MESSAGE_DELETED:
+        return STOPPED_MESSAGE_DELETED
     return f"⏹️ Stopped by {bold_name(name)}." if name else "⏹️ Stopped."
 
 

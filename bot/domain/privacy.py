@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -134,6 +134,11 @@ class PrivacyStore(Protocol):
     async def forget(self, user_id: str, guild_id: str | None, *, dry_run: bool = False) -> Removed:
         """The turns ``user_id`` wrote in server ``guild_id`` (None: in DMs with the bot),
         their attachments' links and the answers to them."""
+        ...
+
+    async def forget_messages(self, source_ids: Collection[str]) -> Removed:
+        """The turns of Discord messages that were deleted (every attempt of each), with
+        their attachments' links and the answers to them, as ``forget`` removes a turn."""
         ...
 
     async def purge_user(self, user_id: str, *, dry_run: bool = False) -> Removed:
