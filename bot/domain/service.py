@@ -487,6 +487,8 @@ class ConversationService:
                 if burst.withdrawn:
                     # A message of it was deleted while the turn was prepared.
                     await self._store.stop_turn(start.turn.id, MESSAGE_DELETED)
+                    with contextlib.suppress(DeliveryError):
+                        await delivery.stopped(start.turn, MESSAGE_DELETED)
                     return
                 if burst.joined or len(burst.items) > taken:
                     continue  # a follow-up came while this one was prepared
