@@ -12,8 +12,6 @@ import logging
 from collections.abc import Collection
 from typing import Protocol
 
-import discord
-
 from bot.domain.errors import StorageError
 from bot.domain.privacy import PrivacyStore
 from bot.domain.service import ConversationService
@@ -30,19 +28,16 @@ class DeletionHost(Protocol):
     @property
     def privacy(self) -> PrivacyStore: ...
 
-    def get_channel(self, id: int, /) -> object: ...
-
 
 async def forget_deleted(host: DeletionHost, channel_id: int, message_ids: Collection[int]) -> None:
     """Messages ``message_ids`` of channel ``channel_id`` were deleted."""
     # Only conversations hold turns: their thread or DM channel, and the message a thread was
-    # opened on (in the parent channel; the thread has its id). Most deletions are elsewhere
-    # and cost no more than this.
-    places = [channel_id] + [
-        m for m in message_ids if isinstance(host.get_channel(m), discord.Thread)
-    ]
-    bound = [p for p in places if await host.service.is_bound(str(p))]
-    if not bound:
+    # opened on (in the parent channel; the thread has its id, and an archived thread is not
+    # in discord.py's cache). Elsewhere, one indexed read per message.
+    for place in (channel_id, *message_ids):
+        if await host.service.is_bound(str(place)):
+            break
+    else:
         return
     try:
         sources = await host.service.withdraw({str(m) for m in message_ids})
