@@ -21,7 +21,6 @@ from bot.chat.interaction_turns import (
     Asker,
     answer_is_ephemeral,
     answer_through,
-    bot_is_present,
 )
 from bot.chat.replies import ephemeral
 from bot.chat.threads import ThreadRefused, open_thread
@@ -66,7 +65,7 @@ class AskModal(discord.ui.Modal):
             await ephemeral(interaction, refusal.text)
             return
         question = self.question.value.strip()
-        if not bot_is_present(interaction):
+        if not convert.bot_is_present(interaction):
             await answer_through(
                 self.asker,
                 interaction,

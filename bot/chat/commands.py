@@ -13,7 +13,7 @@ from discord import app_commands
 from bot.chat import controls, convert, texts
 from bot.chat.gate import Gate, may_control
 from bot.chat.interaction_delivery import LiveInteractions, interaction_scope
-from bot.chat.interaction_turns import answer_is_ephemeral, answer_through, bot_is_present
+from bot.chat.interaction_turns import answer_is_ephemeral, answer_through
 from bot.chat.replies import ephemeral
 from bot.chat.threads import ThreadRefused, open_thread
 from bot.domain.errors import InvalidSetting
@@ -351,7 +351,7 @@ def register(tree: app_commands.CommandTree[Any], bot: Host) -> None:
         effort: EffortChoice | None = None,
     ) -> None:
         # In the bot's own task, so a shutdown drains it like any turn.
-        run_ask = ask_here if bot_is_present(interaction) else ask_elsewhere
+        run_ask = ask_here if convert.bot_is_present(interaction) else ask_elsewhere
         ask = run_ask(
             bot,
             interaction,

@@ -167,12 +167,32 @@ def channel_chain(channel: object) -> list[str]:
     return ids
 
 
-def requester(author: discord.abc.User, channel: object, guild_id: int | None) -> Requester:
-    """Who asks, and where, as the access lists see it."""
+def bot_is_present(interaction: discord.Interaction) -> bool:
+    """Whether the bot can read and post where ``interaction`` comes from: a server that
+    added it (a guild installation authorizes the interaction; discord.py makes a guild
+    object even for a server without the bot, so its presence says nothing), or its own DM."""
+    if interaction.guild_id is not None:
+        return interaction.is_guild_integration()
+    return bool(interaction.context.dm_channel)
+
+
+def requester(
+    author: discord.abc.User, channel: object, guild_id: int | None, *, bot_absent: bool = False
+) -> Requester:
+    """Who asks, and where, as the access lists see it. ``bot_absent``: in a server that did
+    not add the bot."""
     roles = [str(r.id) for r in getattr(author, "roles", ())]
     return Requester(
         user_id=str(author.id),
         role_ids=roles,
         channel_ids=channel_chain(channel),
         guild_id=_id(guild_id),
+        bot_absent=bot_absent,
     )
+
+
+def interaction_requester(interaction: discord.Interaction) -> Requester:
+    """Who interacts, and where: a server where only the person installed the app counts as
+    outside the bot's servers."""
+    absent = interaction.guild_id is not None and not bot_is_present(interaction)
+    return requester(interaction.user, interaction.channel, interaction.guild_id, bot_absent=absent)

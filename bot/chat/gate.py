@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import discord
 
 from bot.chat import convert, texts
-from bot.domain.access import AccessPolicy, denial_reason
+from bot.domain.access import AccessPolicy, Requester, denial_reason
 from bot.domain.costs import Budgets
 from bot.domain.errors import BudgetExceeded, QuotaExceeded
 from bot.domain.models import Payer
@@ -59,10 +59,14 @@ class Gate:
         guild_id: int | None,
         *,
         model_call: bool,
+        who: Requester | None = None,
     ) -> Refusal | None:
         """None when ``user`` may go on here; a refusal otherwise. ``model_call`` counts the
-        action against the quotas (a refusal by the access lists counts nothing)."""
-        reason = denial_reason(self.rules.access, convert.requester(user, channel, guild_id))
+        action against the quotas (a refusal by the access lists counts nothing). ``who``:
+        the requester as the access lists see it, when the caller knows more than ``user``,
+        ``channel`` and ``guild_id`` tell (an interaction from a server without the bot)."""
+        who = who or convert.requester(user, channel, guild_id)
+        reason = denial_reason(self.rules.access, who)
         if reason is not None:
             log.info("user %s refused by the access lists", user.id)
             self._observer.turn_refused("access")
@@ -92,7 +96,11 @@ class Gate:
         self, interaction: discord.Interaction, *, model_call: bool
     ) -> Refusal | None:
         return await self.check(
-            interaction.user, interaction.channel, interaction.guild_id, model_call=model_call
+            interaction.user,
+            interaction.channel,
+            interaction.guild_id,
+            model_call=model_call,
+            who=convert.interaction_requester(interaction),
         )
 
 

@@ -37,15 +37,6 @@ class Asker(Protocol):
     def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]: ...
 
 
-def bot_is_present(interaction: discord.Interaction) -> bool:
-    """Whether the bot can read and post where ``interaction`` comes from: a server that
-    added it (a guild installation authorizes the interaction; discord.py makes a guild
-    object even for a server without the bot, so its presence says nothing), or its own DM."""
-    if interaction.guild_id is not None:
-        return interaction.is_guild_integration()
-    return bool(interaction.context.dm_channel)
-
-
 def answer_is_ephemeral(interaction: discord.Interaction, private: bool | None) -> bool:
     """Where the bot is not a member, answers are private unless the person asks for a
     public one (``private`` False) and the server lets external apps post publicly (the
