@@ -1,7 +1,8 @@
 """ "Ask Seed": the message context menu (right-click a message → Apps → Ask Seed) and the
 modal asking an optional question. The target message's text and files (a forward's too)
 with the question are the first turn: in a server that added the bot, in a thread opened on
-the target (or in the thread or DM the target is in); elsewhere through the interaction.
+the target (or in the thread or DM the target is in) when the person could post there
+themselves; elsewhere, and where they could not, privately through the interaction.
 
 The menu passes the command tree's gate check (access lists); the submission, a model call,
 passes the quotas too."""
@@ -21,6 +22,7 @@ from bot.chat.interaction_turns import (
     Asker,
     answer_is_ephemeral,
     answer_through,
+    may_post,
 )
 from bot.chat.replies import ephemeral
 from bot.chat.threads import ThreadRefused, open_thread
@@ -65,17 +67,29 @@ class AskModal(discord.ui.Modal):
             await ephemeral(interaction, refusal.text)
             return
         question = self.question.value.strip()
-        if not convert.bot_is_present(interaction):
-            await answer_through(
-                self.asker,
-                interaction,
-                text=question,
-                scope_id=interaction_scope(interaction.id),
-                ephemeral=answer_is_ephemeral(interaction, None),
-                about=self.target,
-            )
+        if convert.bot_is_present(interaction) and self._may_post_there(interaction):
+            await self._in_place(interaction, question)
             return
-        await self._in_place(interaction, question)
+        # Where the bot is not, or where the person could not post what it would post for
+        # them: answered only to them, through the interaction.
+        await answer_through(
+            self.asker,
+            interaction,
+            text=question,
+            scope_id=interaction_scope(interaction.id),
+            ephemeral=answer_is_ephemeral(interaction, None),
+            about=self.target,
+        )
+
+    def _may_post_there(self, interaction: discord.Interaction) -> bool:
+        """Whether the person could post in the thread the answer would go to: the one on
+        the target (opening it, if it is not there yet), or the thread the target is in."""
+        channel = self.target.channel
+        if isinstance(channel, discord.TextChannel):
+            if channel.guild.get_thread(self.target.id) is not None:
+                return interaction.permissions.send_messages_in_threads
+            return may_post(interaction, new_thread=False)
+        return may_post(interaction)
 
     async def _in_place(self, interaction: discord.Interaction, question: str) -> None:
         """Where the bot is a member: a thread on the target, or the thread (or DM) the

@@ -88,18 +88,30 @@ def _quoting(
     return text or None, quoted.author.display_name, [*files, *own]
 
 
+ONE_OFF_PREFIX = "m"
+
+
+def one_off_scope(message_id: int) -> str:
+    """The scope of a conversation of one message answered where no conversation may be
+    bound (it fits a snowflake column: one letter and the id)."""
+    return f"{ONE_OFF_PREFIX}{message_id}"
+
+
 def incoming_from_message(
     message: discord.Message,
     *,
     me_id: int,
-    scope_id: int,
+    scope_id: int | str,
     parent_channel_id: int | None,
     reply_to: int | None,
     replied_to: discord.Message | None = None,
+    one_off: bool = False,
 ) -> Incoming:
     """A person's message as the turn it asks for. ``scope_id`` is the conversation's thread
     or DM channel; ``replied_to`` the message this one replies to (its text and files are
-    part of the turn); ``reply_to`` the message the answer replies to."""
+    part of the turn); ``reply_to`` the message the answer replies to. ``one_off``: the
+    message is answered once, in its channel, as a conversation of its own (a thread the
+    person may not bind)."""
     text, attachments = text_and_files(message, me_id)
     reply_text, reply_author, attachments = _quoting(replied_to, me_id, attachments)
     return Incoming(
@@ -115,6 +127,7 @@ def incoming_from_message(
         reply_text=reply_text,
         reply_author=reply_author,
         reply_to=_id(reply_to),
+        channel_id=str(message.channel.id) if one_off else None,
     )
 
 

@@ -69,6 +69,21 @@ def route(
     return Route.START if mentioned else Route.IGNORE
 
 
+def may_bind(message: discord.Message, me_id: int) -> bool:
+    """Whether a mention in a thread no conversation is bound to binds it, to a conversation
+    the mentioner owns: in a thread the bot created, or one the mentioner owns or may manage
+    (Manage Threads). Anyone else's mention is answered once without binding: from a binding
+    on, the bot answers every message of the thread, so nobody takes over a thread that is
+    not theirs."""
+    thread = message.channel
+    if not isinstance(thread, discord.Thread):
+        return False
+    author = message.author
+    if thread.owner_id in (me_id, author.id):
+        return True
+    return isinstance(author, discord.Member) and thread.permissions_for(author).manage_threads
+
+
 class ArrivalOrder:
     """Keeps the messages of one channel in the order they arrived, although routing each
     takes a few awaits of its own: a message goes on once the previous one of its channel
@@ -190,13 +205,21 @@ class Inbound:
         else:
             parent_id = getattr(channel, "parent_id", None)
             scope_id, reply_to = channel.id, message.id
+        one_off = decision is Route.BIND and not may_bind(message, me)
+        if one_off:
+            log.info(
+                "message %s answered once: its author may not bind thread %s",
+                message.id,
+                channel.id,
+            )
         incoming = convert.incoming_from_message(
             message,
             me_id=me,
-            scope_id=scope_id,
+            scope_id=convert.one_off_scope(message.id) if one_off else scope_id,
             parent_channel_id=parent_id,
             reply_to=reply_to,
             replied_to=replied_to,
+            one_off=one_off,
         )
         # respond() queues the message before it first suspends: the next message of this
         # channel, let go here, cannot overtake it.
@@ -239,7 +262,12 @@ class Inbound:
         me = self._me()
         if not convert.is_from_person(message, me):
             return
-        latest = await self._service.latest_turn(str(payload.channel_id))
+        scope_id = str(payload.channel_id)
+        latest = await self._service.latest_turn(scope_id)
+        if latest is None and isinstance(message.channel, discord.Thread):
+            # A mention answered once in a thread it could not bind: its own conversation.
+            scope_id = convert.one_off_scope(payload.message_id)
+            latest = await self._service.latest_turn(scope_id)
         if latest is None or latest.source_id != str(payload.message_id):
             return  # only the latest message of a conversation can be redone
         if str(message.author.id) != latest.author_id:
@@ -252,12 +280,12 @@ class Inbound:
         incoming = convert.incoming_from_message(
             message,
             me_id=me,
-            scope_id=payload.channel_id,
+            scope_id=scope_id,
             parent_channel_id=getattr(message.channel, "parent_id", None),
             reply_to=payload.message_id,
         )
         log.info("message %s edited: answering it again", payload.message_id)
-        await self._service.redo(Redo(str(payload.channel_id), turn_id=latest.id, edited=incoming))
+        await self._service.redo(Redo(scope_id, turn_id=latest.id, edited=incoming))
 
     # -- catching up after downtime ----------------------------------------------------------
 

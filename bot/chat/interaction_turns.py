@@ -1,7 +1,8 @@
 """Turns asked for through an interaction where the bot cannot post (a server that did not
-add it, a DM between people, a group DM): whether that is the case, how visible the answer
-is, and the one way such a turn runs (defer at once, then the service answers through the
-interaction). Used by ``/ask``, "Ask Seed" and the Reply button."""
+add it, a DM between people, a group DM) or where the person could not post themselves:
+whether the person could, how visible the answer is, and the one way such a turn runs
+(defer at once, then the service answers through the interaction). Used by ``/ask``, "Ask
+Seed" and the Reply button."""
 
 from __future__ import annotations
 
@@ -37,13 +38,33 @@ class Asker(Protocol):
     def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]: ...
 
 
+def may_post(interaction: discord.Interaction, *, new_thread: bool | None = None) -> bool:
+    """Whether the person interacting could post here themselves what the bot would post
+    for them (Discord sends their rights in the channel with every interaction): in a server,
+    send messages in the channel (in threads, for a thread); with ``new_thread`` (True: a
+    private one), open that kind of thread and send messages in it. Outside servers they
+    take part in the DM or group DM."""
+    if interaction.guild_id is None:
+        return True
+    perms = interaction.permissions
+    if new_thread is not None:
+        opens = perms.create_private_threads if new_thread else perms.create_public_threads
+        return opens and perms.send_messages_in_threads
+    if isinstance(interaction.channel, discord.Thread):
+        return perms.send_messages_in_threads
+    return perms.send_messages
+
+
 def answer_is_ephemeral(interaction: discord.Interaction, private: bool | None) -> bool:
-    """Where the bot is not a member, answers are private unless the person asks for a
-    public one (``private`` False) and the server lets external apps post publicly (the
-    member's Use External Apps permission; Discord would make the answer private anyway)."""
+    """An answer through the interaction is private unless the person asks for a public one
+    (``private`` False), could post here themselves, and the server lets external apps post
+    publicly (the member's Use External Apps permission; Discord would make the answer
+    private anyway)."""
     if private is None or private:
         return True
-    return interaction.guild_id is not None and not interaction.permissions.use_external_apps
+    if interaction.guild_id is None:
+        return False
+    return not (interaction.permissions.use_external_apps and may_post(interaction))
 
 
 async def answer_through(
