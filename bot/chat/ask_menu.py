@@ -22,6 +22,7 @@ from bot.chat.interaction_turns import (
     Asker,
     answer_is_ephemeral,
     answer_through,
+    may_bind_by_interaction,
     may_post,
 )
 from bot.chat.replies import ephemeral
@@ -104,6 +105,8 @@ class AskModal(discord.ui.Modal):
         await interaction.response.defer(ephemeral=True, thinking=True)
         user = interaction.user
         parent_id: int | None
+        scope_id: int | str
+        one_off = False
         if isinstance(channel, discord.TextChannel):
             # A message has at most one thread: one opened on it already is where to go on.
             thread = channel.guild.get_thread(self.target.id) or await open_thread(
@@ -118,6 +121,11 @@ class AskModal(discord.ui.Modal):
         else:
             where = channel
             scope_id, parent_id = channel.id, getattr(channel, "parent_id", None)
+            if isinstance(channel, discord.Thread) and not await may_bind_by_interaction(
+                self.asker.service, interaction, channel
+            ):
+                one_off = True
+                scope_id = convert.one_off_scope(interaction.id)
             await ephemeral(interaction, texts.ASKED_HERE)
         try:
             anchor = await where.send(
@@ -136,6 +144,7 @@ class AskModal(discord.ui.Modal):
             parent_channel_id=parent_id,
             reply_to=anchor.id,
             about=self.target,
+            one_off=one_off,
         )
         await self.asker.service.respond(incoming, batchable=False)
 

@@ -13,7 +13,12 @@ from discord import app_commands
 from bot.chat import controls, convert, texts
 from bot.chat.gate import Gate, may_control
 from bot.chat.interaction_delivery import LiveInteractions, interaction_scope
-from bot.chat.interaction_turns import answer_is_ephemeral, answer_through, may_post
+from bot.chat.interaction_turns import (
+    answer_is_ephemeral,
+    answer_through,
+    may_bind_by_interaction,
+    may_post,
+)
 from bot.chat.replies import ephemeral
 from bot.chat.threads import ThreadRefused, open_thread
 from bot.domain.errors import InvalidSetting
@@ -431,7 +436,10 @@ async def ask_here(
             effort=effort,
         )
         return
-    if in_place and (thinking is not None or effort is not None):
+    one_off = isinstance(channel, discord.Thread) and not await may_bind_by_interaction(
+        bot.service, interaction, channel
+    )
+    if in_place and not one_off and (thinking is not None or effort is not None):
         # The options change an existing conversation's settings: same rule as /thinking.
         try:
             await settings_target(bot, interaction, server=False)
@@ -459,8 +467,9 @@ async def ask_here(
 
     echo = f"{texts.bold_name(user.display_name)} asked: {texts.quote_inline(prompt, 1500)}"
     if in_place:
-        # Inside a thread (or a DM) /ask continues the conversation there.
-        scope_id = channel.id
+        # Inside a thread (or a DM) /ask continues the conversation there, or in a thread
+        # the person may not bind, is answered once.
+        scope_id = convert.one_off_scope(interaction.id) if one_off else channel.id
         parent_id = getattr(channel, "parent_id", None)
         anchor: discord.Message = await interaction.followup.send(
             echo, allowed_mentions=texts.NO_MENTIONS, wait=True
@@ -496,5 +505,6 @@ async def ask_here(
         scope_id=scope_id,
         parent_channel_id=parent_id,
         reply_to=anchor.id,
+        one_off=one_off,
     )
     await bot.service.respond(incoming, batchable=False)

@@ -19,7 +19,7 @@ import discord
 from bot.chat import convert, texts
 from bot.chat.gate import Gate
 from bot.chat.replies import say
-from bot.chat.threads import ThreadRefused, open_thread
+from bot.chat.threads import ThreadRefused, may_bind, open_thread
 from bot.domain.errors import StorageError
 from bot.domain.models import Conversation
 from bot.domain.service import ConversationService, Redo
@@ -67,21 +67,6 @@ def route(
             return Route.CONTINUE if (reply_without_mention or mentioned) else Route.IGNORE
         return Route.BIND if mentioned else Route.IGNORE
     return Route.START if mentioned else Route.IGNORE
-
-
-def may_bind(message: discord.Message, me_id: int) -> bool:
-    """Whether a mention in a thread no conversation is bound to binds it, to a conversation
-    the mentioner owns: in a thread the bot created, or one the mentioner owns or may manage
-    (Manage Threads). Anyone else's mention is answered once without binding: from a binding
-    on, the bot answers every message of the thread, so nobody takes over a thread that is
-    not theirs."""
-    thread = message.channel
-    if not isinstance(thread, discord.Thread):
-        return False
-    author = message.author
-    if thread.owner_id in (me_id, author.id):
-        return True
-    return isinstance(author, discord.Member) and thread.permissions_for(author).manage_threads
 
 
 class ArrivalOrder:
@@ -205,7 +190,17 @@ class Inbound:
         else:
             parent_id = getattr(channel, "parent_id", None)
             scope_id, reply_to = channel.id, message.id
-        one_off = decision is Route.BIND and not may_bind(message, me)
+        one_off = (
+            decision is Route.BIND
+            and isinstance(channel, discord.Thread)
+            and not may_bind(
+                channel,
+                message.author.id,
+                me,
+                manages_threads=isinstance(message.author, discord.Member)
+                and channel.permissions_for(message.author).manage_threads,
+            )
+        )
         if one_off:
             log.info(
                 "message %s answered once: its author may not bind thread %s",

@@ -16,6 +16,7 @@ import discord
 from bot.chat import convert
 from bot.chat.gate import Gate
 from bot.chat.interaction_delivery import EPHEMERAL_EXTRA, LiveInteractions
+from bot.chat.threads import may_bind
 from bot.domain.service import ConversationService
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,20 @@ def may_post(interaction: discord.Interaction, *, new_thread: bool | None = None
     if isinstance(interaction.channel, discord.Thread):
         return perms.send_messages_in_threads
     return perms.send_messages
+
+
+async def may_bind_by_interaction(
+    service: ConversationService, interaction: discord.Interaction, thread: discord.Thread
+) -> bool:
+    """Whether ``/ask`` or "Ask Seed" in ``thread`` may go on (or start) its conversation: it
+    is bound already, or the person may bind it (else the question is answered once, like a
+    mention of someone who may not)."""
+    if await service.is_bound(str(thread.id)):
+        return True
+    me = interaction.client.user.id if interaction.client.user else 0
+    return may_bind(
+        thread, interaction.user.id, me, manages_threads=interaction.permissions.manage_threads
+    )
 
 
 def answer_is_ephemeral(interaction: discord.Interaction, private: bool | None) -> bool:

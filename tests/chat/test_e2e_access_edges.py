@@ -208,6 +208,33 @@ async def one_off_then_bound(h: Harness) -> None:
     await h.answer_in(thread, since=since, contains="echo: and on")
 
 
+async def test_ask_and_ask_seed_in_someone_elses_thread_do_not_bind_it(harness: Harness) -> None:
+    h = harness
+    fake, world = h.fake, h.world
+    thread = await fake.create_thread(world.bob, world.channel, "bob's own")
+    since = fake.mark()
+    await fake.invoke_command(world.alice, thread, "ask", {"prompt": "via ask", "effort": "low"})
+    await h.answer_in(thread, since=since, contains="echo: via ask")
+    assert list(h.fal.requests.values())[-1].input.get("reasoning_effort") == "low"
+    target = await fake.send_message(world.bob, thread, "bob's note")
+    menu = await fake.invoke_message_command(world.alice, target, "Ask Seed")
+    assert (await menu.wait_response()).type == 9
+    since = fake.mark()
+    await fake.submit_modal(world.alice, menu, {"seed:ask:question": "via menu"})
+    await fake.wait_for_post(
+        thread, lambda m: "echo:" in m.content, contains="via menu", since=since, timeout=10
+    )
+    assert await h.app.service.conversation_for_scope(str(thread.id)) is None
+    assert len(h.fal.requests) == 2
+    assert all("messages" not in r.input for r in h.fal.requests.values())  # no shared history
+    # Bob's own /ask binds it.
+    since = fake.mark()
+    await fake.invoke_command(world.bob, thread, "ask", {"prompt": "bob's turn"})
+    await h.answer_in(thread, since=since, contains="echo: bob's turn")
+    conversation = await h.app.service.conversation_for_scope(str(thread.id))
+    assert conversation is not None and conversation.owner_id == str(world.bob.id)
+
+
 async def test_the_thread_owner_controls_a_conversation_a_moderator_bound_in_it(
     harness: Harness,
 ) -> None:
