@@ -358,6 +358,20 @@ async def test_ask_and_ask_seed_in_a_thread_the_invoker_may_not_post_in(harness:
     assert latest is not None and latest.prompt == "bob's question"
 
 
+async def test_a_public_answer_elsewhere_needs_the_right_to_post_there(harness: Harness) -> None:
+    h = harness
+    fake = h.fake
+    away = fake.create_guild("Elsewhere", bot_member=False)
+    place = fake.create_text_channel(away, "news")
+    carol = fake.create_user("carol")
+    fake.add_member(away, carol)
+    fake.install_for_user(carol)
+    fake.set_overwrite(place, away.everyone, deny=Perm.SEND_MESSAGES)
+    ask = await fake.invoke_command(carol, place, "ask", {"prompt": "loud", "private": False})
+    assert (await ask.wait_response()).ephemeral
+    await only_to_them(h, ask, "echo: loud")
+
+
 # -- Reply: only who may control the conversation ---------------------------------------------
 
 
