@@ -105,28 +105,29 @@ class AskModal(discord.ui.Modal):
         await interaction.response.defer(ephemeral=True, thinking=True)
         user = interaction.user
         parent_id: int | None
-        scope_id: int | str
-        one_off = False
         if isinstance(channel, discord.TextChannel):
             # A message has at most one thread: one opened on it already is where to go on.
-            thread = channel.guild.get_thread(self.target.id) or await open_thread(
+            existing = channel.guild.get_thread(self.target.id)
+            thread = existing or await open_thread(
                 self.target, question or self.target.content, user.display_name
             )
             if isinstance(thread, ThreadRefused):
                 await ephemeral(interaction, thread.text)
                 return
-            where: discord.abc.Messageable = thread
-            scope_id, parent_id = thread.id, channel.id
+            where: discord.Thread | discord.DMChannel = thread
+            parent_id = channel.id
             await ephemeral(interaction, texts.started_in(thread.mention))
         else:
-            where = channel
-            scope_id, parent_id = channel.id, getattr(channel, "parent_id", None)
-            if isinstance(channel, discord.Thread) and not await may_bind_by_interaction(
-                self.asker.service, interaction, channel
-            ):
-                one_off = True
-                scope_id = convert.one_off_scope(interaction.id)
+            existing = channel if isinstance(channel, discord.Thread) else None
+            where, parent_id = channel, getattr(channel, "parent_id", None)
             await ephemeral(interaction, texts.ASKED_HERE)
+        scope_id: int | str = where.id
+        # A thread found unbound is bound only by the rule of a mention; else answered once.
+        one_off = existing is not None and not await may_bind_by_interaction(
+            self.asker.service, interaction, existing
+        )
+        if one_off:
+            scope_id = convert.one_off_scope(interaction.id)
         try:
             anchor = await where.send(
                 texts.asked_about(user.display_name, question, self.target.jump_url),
@@ -144,7 +145,7 @@ class AskModal(discord.ui.Modal):
             parent_channel_id=parent_id,
             reply_to=anchor.id,
             about=self.target,
-            one_off=one_off,
+            answer_in=where.id if one_off else None,
         )
         await self.asker.service.respond(incoming, batchable=False)
 

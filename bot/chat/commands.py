@@ -505,6 +505,6 @@ async def ask_here(
         scope_id=scope_id,
         parent_channel_id=parent_id,
         reply_to=anchor.id,
-        one_off=one_off,
+        answer_in=channel.id if one_off else None,
     )
     await bot.service.respond(incoming, batchable=False)

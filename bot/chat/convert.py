@@ -141,13 +141,14 @@ def incoming_from_interaction(
     reply_to: int | None,
     about: discord.Message | None = None,
     through_interaction: bool = False,
-    one_off: bool = False,
+    answer_in: int | None = None,
 ) -> Incoming:
     """A command's, a modal's or a context menu's question as the turn it asks for (the
     interaction is its source). ``about`` is the message "Ask Seed" was used on: its text
     and files are part of the turn, as a replied-to message's are. ``through_interaction``:
-    the answer goes through this interaction (the bot cannot post there). ``one_off``: as
-    for a message, answered once in its channel as a conversation of its own."""
+    the answer goes through this interaction (the bot cannot post there). ``answer_in``: the
+    thread the question is answered once in, as a conversation of its own (``scope_id``),
+    as for a message."""
     me_id = interaction.client.user.id if interaction.client.user else 0
     reply_text, reply_author, files = _quoting(about, me_id, attachments)
     return Incoming(
@@ -164,7 +165,7 @@ def incoming_from_interaction(
         reply_author=reply_author,
         reply_to=_id(reply_to),
         interaction_id=str(interaction.id) if through_interaction else None,
-        channel_id=_id(interaction.channel_id) if one_off else None,
+        channel_id=_id(answer_in),
     )
 
 

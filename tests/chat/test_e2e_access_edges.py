@@ -208,6 +208,19 @@ async def one_off_then_bound(h: Harness) -> None:
     await h.answer_in(thread, since=since, contains="echo: and on")
 
 
+async def ask_seed_answered_in(
+    h: Harness, user: FakeUser, target: FakeMessage, question: str, thread: FakeChannel
+) -> None:
+    """``user`` asks ``question`` about ``target`` with "Ask Seed"; answered in ``thread``."""
+    menu = await h.fake.invoke_message_command(user, target, "Ask Seed")
+    assert (await menu.wait_response()).type == 9
+    since = h.fake.mark()
+    await h.fake.submit_modal(user, menu, {"seed:ask:question": question})
+    await h.fake.wait_for_post(
+        thread, lambda m: "echo:" in m.content, contains=question, since=since, timeout=10
+    )
+
+
 async def test_ask_and_ask_seed_in_someone_elses_thread_do_not_bind_it(harness: Harness) -> None:
     h = harness
     fake, world = h.fake, h.world
@@ -217,17 +230,15 @@ async def test_ask_and_ask_seed_in_someone_elses_thread_do_not_bind_it(harness: 
     await h.answer_in(thread, since=since, contains="echo: via ask")
     assert list(h.fal.requests.values())[-1].input.get("reasoning_effort") == "low"
     target = await fake.send_message(world.bob, thread, "bob's note")
-    menu = await fake.invoke_message_command(world.alice, target, "Ask Seed")
-    assert (await menu.wait_response()).type == 9
-    since = fake.mark()
-    await fake.submit_modal(world.alice, menu, {"seed:ask:question": "via menu"})
-    await fake.wait_for_post(
-        thread, lambda m: "echo:" in m.content, contains="via menu", since=since, timeout=10
-    )
+    await ask_seed_answered_in(h, world.alice, target, "via menu", thread)
     assert await h.app.service.conversation_for_scope(str(thread.id)) is None
-    assert len(h.fal.requests) == 2
     assert all("messages" not in r.input for r in h.fal.requests.values())  # no shared history
-    # Bob's own /ask binds it.
+    # "Ask Seed" on a message with a thread bob opened on it: answered in it, once.
+    note = await fake.send_message(world.bob, world.channel, "a note with a thread")
+    on_note = await fake.create_thread(world.bob, world.channel, "on it", from_message=note)
+    await ask_seed_answered_in(h, world.alice, note, "about the note", on_note)
+    assert await h.app.service.conversation_for_scope(str(on_note.id)) is None
+    # Bob's own /ask binds his thread.
     since = fake.mark()
     await fake.invoke_command(world.bob, thread, "ask", {"prompt": "bob's turn"})
     await h.answer_in(thread, since=since, contains="echo: bob's turn")
