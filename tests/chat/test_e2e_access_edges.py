@@ -62,6 +62,10 @@ async def test_server_allow_lists_refuse_ask_outside_the_bots_servers(
         for place in outside_places(h, world.alice):
             ask = await h.fake.invoke_command(world.alice, place, "ask", {"prompt": "free ride"})
             assert await refused(ask) == OUTSIDE, (lists, place)
+        away_channel = outside_places(h, world.alice)[0]
+        target = await h.fake.send_message(world.alice, away_channel, "what is this?")
+        menu = await h.fake.invoke_message_command(world.alice, target, "Ask Seed")
+        assert await refused(menu) == OUTSIDE, lists
         # Inside the allowed server the same person is answered: the barrier after which a
         # model call for the refused ones would have shown.
         since = h.fake.mark()
@@ -431,3 +435,18 @@ async def test_reply_continues_only_a_conversation_the_presser_may_control(
     assert (await press.wait_response()).type == 9
     submit = await fake.submit_modal(carol, press, {"seed:reply:text": "next step"})
     await submit.wait_original(lambda m: "echo: next step" in m.content, timeout=10)
+
+
+async def test_reply_outside_the_bots_servers_is_refused_once_a_server_list_is_set(
+    harness: Harness,
+) -> None:
+    h = harness
+    fake, world = h.fake, h.world
+    away_channel = outside_places(h, world.alice)[0]
+    answer = await public_answer(h, world.alice, away_channel, "before the lists")
+    (h.tmp_path / "config.toml").write_text(f'[access]\nallow_guilds = ["{world.guild.id}"]\n')
+    assert h.app.bot.reload_config is not None
+    assert await h.app.bot.reload_config() == []
+    press = await fake.press_button(world.alice, answer, reply_id(answer))
+    assert await refused(press) == OUTSIDE
+    assert press.modal is None
