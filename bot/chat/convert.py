@@ -91,10 +91,11 @@ def _quoting(
 ONE_OFF_PREFIX = "m"
 
 
-def one_off_scope(message_id: int) -> str:
-    """The scope of a conversation of one message answered where no conversation may be
-    bound (it fits a snowflake column: one letter and the id)."""
-    return f"{ONE_OFF_PREFIX}{message_id}"
+def one_off_scope(source_id: int) -> str:
+    """The scope of a conversation of one question (a message, or an interaction's)
+    answered in a thread its asker may not bind; it fits a snowflake column: one letter and
+    the id."""
+    return f"{ONE_OFF_PREFIX}{source_id}"
 
 
 def incoming_from_message(
