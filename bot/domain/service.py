@@ -163,7 +163,8 @@ class _Burst:
 
 class TurnStopped(Exception):
     """Internal: the turn was stopped while it ran (not an error to report). ``reply``: the
-    answer fal gave before the stop won (fal billed it: the turn costs what it reported)."""
+    answer fal had given by the time the stop won (to the wait, or to the cancel of a
+    request that had already completed): fal billed it, so the turn costs what it reports."""
 
     def __init__(self, by: str, reply: ModelReply | None = None) -> None:
         super().__init__(by)
@@ -829,9 +830,8 @@ class ConversationService:
                 handle = await asyncio.shield(submitting)
                 try:
                     active.check()
-                except TurnStopped:
-                    await self._cancel_quietly(handle)
-                    raise
+                except TurnStopped as stop:
+                    raise TurnStopped(stop.by, await self._cancel_quietly(handle)) from None
             # The deadline counts from the request reaching fal (or the turn's start when it
             # was submitted before a restart), not the time spent in the bot's own queue.
             begun = max(started, submitted_at) if submitted_at is not None else started
@@ -848,9 +848,10 @@ class ConversationService:
                     # Cancelled by stop(), not by a shutdown: the request goes too.
                     try:
                         active.check()
-                    except TurnStopped:
-                        await self._cancel_quietly(handle)
-                        raise
+                    except TurnStopped as stop:
+                        # An answer fal had finished anyway is billed: the stop pays it.
+                        billed = await self._cancel_quietly(handle)
+                        raise TurnStopped(stop.by, billed) from None
                 raise
             finally:
                 active.waiter = None
@@ -872,11 +873,13 @@ class ConversationService:
             if not task.cancelled() and (exc := task.exception()) is not None:
                 log.warning("a submission under way at shutdown failed: %s", exc)
 
-    async def _cancel_quietly(self, handle: RequestHandle) -> None:
+    async def _cancel_quietly(self, handle: RequestHandle) -> ModelReply | None:
+        """Cancel at fal; the answer of a request that had already completed, if any."""
         try:
-            await self._model.cancel(handle)
+            return await self._model.cancel(handle)
         except ModelError as exc:
             log.warning("cancelling request %s failed: %s", handle.request_id, exc)
+            return None
 
     def _build(self, turn: Turn, context: TurnContext) -> BuiltRequest:
         return build_request(

@@ -16,9 +16,10 @@ from bot.domain.costs import SpendFilter, estimate_units, format_usd, period_bou
 from bot.domain.models import Cost, Payer, Reservation, Settlement, Turn, TurnState
 from bot.storage.costs import StoredCost
 from tests.chat.conftest import Harness, HarnessFactory, harness_config
+from tests.chat.test_e2e_controls import status_with_stop
 from tests.fakes.discord import Perm
 from tests.fakes.discord.models import FakeChannel, FakeMessage, FakeUser
-from tests.fakes.fal import Failure, FakeRequest, billable_units
+from tests.fakes.fal import Failure, FakeRequest, Fault, billable_units
 
 RELATIVE_TIME = re.compile(r"<t:(\d+):R>")
 # Old spending put in place by a test: a turn id no real turn has.
@@ -287,12 +288,13 @@ async def test_usage_matches_the_stored_turns_for_a_user_a_server_and_the_owner(
 # -- who pays, and what a stopped turn costs ------------------------------------------------
 
 
-def retry_button(message: FakeMessage) -> str:
+def button(message: FakeMessage, action: str) -> str:
+    """The custom id of the ``action`` button (stop, retry) on a message of the bot's."""
     [custom_id] = [
         str(c["custom_id"])
         for row in message.components
         for c in row.get("components", [])
-        if c["custom_id"].startswith("seed:retry:")
+        if c["custom_id"].startswith(f"seed:{action}:")
     ]
     return custom_id
 
@@ -319,6 +321,30 @@ async def test_a_turn_stopped_after_fal_answered_costs_the_units_fal_reported(
     assert cost.usd == pytest.approx(units_of(request) * 1e-7)
 
 
+async def test_a_stop_pressed_while_the_finished_answer_is_fetched_costs_its_units(
+    make_harness: HarnessFactory,
+) -> None:
+    h = await make_harness()
+    h.fal.hold()
+    since = h.fake.mark()
+    message, thread = await h.start_thread(h.world.alice, "stop me as it ends")
+    [request_id] = await h.fal.wait_for_submissions(1)
+    status = await status_with_stop(h, thread, since)
+    # fal finishes; the bot's fetch of the answer is slow, and Stop is pressed meanwhile
+    h.fal.add_fault(Fault.slow(30, "result"))
+    h.fal.complete_now(request_id)
+    await h.fal.wait_for_calls("result", 1)
+    pressed = await h.fake.press_button(h.world.alice, status, button(status, "stop"))
+    await pressed.wait_response()
+    await h.fake.wait_for_edit(status, lambda m: "Stopped by" in m.content, since=since)
+    await h.app.bot.idle()
+    # fal said the request had completed when asked to cancel it: it billed it
+    request = h.fal.requests[request_id]
+    cost = await cost_of(h, message)
+    assert (cost.units, cost.estimated, cost.settled) == (units_of(request), False, True)
+    assert "echo: stop me as it ends" not in [m.content for m in h.fake.bot_messages(thread)]
+
+
 async def test_a_moderators_retry_is_paid_by_the_moderator(make_harness: HarnessFactory) -> None:
     h = await make_harness(SEED_BOT_BUDGETS__USER_DAILY_USD="1")
     world = h.world
@@ -329,7 +355,7 @@ async def test_a_moderators_retry_is_paid_by_the_moderator(make_harness: Harness
     mods = h.fake.create_role(world.guild, "thread mods", permissions=Perm.MANAGE_THREADS)
     h.fake.set_member_roles(world.guild, world.bob, [mods])
     since = h.fake.mark()
-    pressed = await h.fake.press_button(world.bob, answer, retry_button(answer))
+    pressed = await h.fake.press_button(world.bob, answer, button(answer, "retry"))
     await pressed.wait_response()
     await h.fake.wait_for_message(
         thread, contains="echo: answer again, please", since=since, timeout=10

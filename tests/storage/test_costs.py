@@ -37,7 +37,7 @@ from bot.domain.ports import ModelClient
 from bot.domain.service import ConversationService, Redo, ServiceConfig
 from bot.storage import SqlStore
 from bot.storage.costs import StoredCost
-from tests.fakes.fal import FakeFal, billable_units
+from tests.fakes.fal import FakeFal, Fault, billable_units
 from tests.storage.test_transactions import NoMedia, RecordingDelivery
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -357,3 +357,23 @@ async def test_new_budget_rules_forget_a_budget_too_short(store: SqlStore) -> No
         await budgets.reserve(2, payer, input_tokens=1, max_output_tokens=25)
     budgets.rules = BudgetRules(guild_daily_usd=1.0)
     await budgets.check(payer)
+
+
+async def test_a_turn_stopped_as_fal_finished_settles_with_the_units_fal_billed(
+    store: SqlStore, fake_fal: FakeFal, fal_model_client: ModelClient
+) -> None:
+    service = costed_service(store, fal_model_client, BudgetRules())
+    answering, request_id, turn = await running(service, store, fake_fal, "stop me as it ends")
+    # fal finishes; fetching the answer is slow and the stop comes meanwhile: fal says the
+    # request had completed, and billed it
+    fake_fal.add_fault(Fault.slow(30, "result"))
+    fake_fal.complete_now(request_id)
+    await fake_fal.wait_for_calls("result", 1)
+    await service.stop(turn.id, "Ada")
+    await answering
+    request = fake_fal.requests[request_id]
+    assert request.result_body is not None
+    units = billable_units(request.input, request.result_body)
+    cost = await store.costs.turn_cost(turn.id)
+    assert cost is not None and (cost.units, cost.estimated, cost.settled) == (units, False, True)
+    assert (await store.get_turn(turn.id)).state is TurnState.STOPPED
