@@ -21,7 +21,7 @@ from bot.domain import errors
 from bot.domain.models import ModelReply, ModelRequest, Progress, RequestHandle
 from bot.domain.observer import RefusalReason
 from bot.domain.outage import Outage
-from bot.domain.ports import ModelClient, ProgressCallback
+from bot.domain.ports import ModelClient, OpenBody, ProgressCallback
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 ACTIVE_WINDOW_SECONDS = 3600.0
@@ -255,6 +255,13 @@ class TimedModel:
 
     async def upload(self, data: bytes, *, content_type: str, file_name: str) -> str:
         return await self._model.upload(data, content_type=content_type, file_name=file_name)
+
+    async def upload_stream(
+        self, open_body: OpenBody, *, size: int, content_type: str, file_name: str
+    ) -> str:
+        return await self._model.upload_stream(
+            open_body, size=size, content_type=content_type, file_name=file_name
+        )
 
 
 def sample(metrics: Metrics, name: str, labels: Mapping[str, str] | None = None) -> float:

@@ -75,7 +75,7 @@ async def test_export_sends_both_files_matching_the_stored_turns(harness: Harnes
     response = await respond(h, h.world.alice, thread, "export")
 
     assert response.message is not None
-    files = {a.filename: a.data.decode() for a in response.message.attachments}
+    files = {name: data.decode() for name, data in response.message.files}
     assert sorted(files) == ["conversation.json", "conversation.md"]
     document = json.loads(files["conversation.json"])
     stored = await h.app.privacy.export(str(thread.id))
