@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import logging
@@ -38,7 +39,10 @@ class DiscordMedia:
     ) -> None:
         self._session = session
         self.allowed_hosts = frozenset(h.lower() for h in allowed_hosts)
-        self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=10)
+        self._total = timeout
+        # A stream lasts as long as the upload it feeds (which has its own deadline): only a
+        # stalled read is cut here. A whole download (fetch) is bounded in total as well.
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=timeout)
 
     def allows(self, url: str) -> bool:
         try:
@@ -53,9 +57,18 @@ class DiscordMedia:
 
     async def fetch(self, attachment: Attachment, max_bytes: int) -> bytes:
         data = bytearray()
-        async with contextlib.aclosing(self.stream(attachment, max_bytes)) as chunks:
-            async for chunk in chunks:
-                data += chunk
+        try:
+            async with (
+                asyncio.timeout(self._total),
+                contextlib.aclosing(self.stream(attachment, max_bytes)) as chunks,
+            ):
+                async for chunk in chunks:
+                    data += chunk
+        except TimeoutError:
+            log.warning("download of attachment %s timed out", attachment.id)
+            raise AttachmentError(
+                attachment.filename, "it could not be downloaded from Discord"
+            ) from None
         return bytes(data)
 
     async def stream(self, attachment: Attachment, max_bytes: int) -> AsyncGenerator[bytes, None]:
