@@ -331,6 +331,7 @@ class ConversationService:
         if config.max_in_flight != self.config.max_in_flight:
             self._in_flight = asyncio.Semaphore(config.max_in_flight)
         if not self.media.bounded_as(config.attachments):
+            # Files already being prepared finish under the old bounds.
             self.media = MediaPreparer(self.media.source, self._model, config.attachments)
         self.config = config
 
