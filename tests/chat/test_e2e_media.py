@@ -6,6 +6,7 @@ conversations."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -17,6 +18,26 @@ from bot.domain.models import Attachment
 from tests.chat.conftest import Harness, HarnessFactory
 from tests.fakes.discord.events import CdnFetched
 from tests.fakes.discord.models import FakeChannel, GeneratedBytes, UserFile
+from tests.storage.conftest import (
+    BACKENDS,
+    POSTGRES_ENV,
+    fresh_postgres_database,
+    postgres_base_url,
+)
+
+
+@pytest.fixture(params=BACKENDS)
+async def database(request: pytest.FixtureRequest) -> AsyncIterator[dict[str, str]]:
+    """The bot's database for a test that stores what it measures: the harness's SQLite
+    file, or a fresh PostgreSQL database (which, unlike SQLite, enforces what it stores)."""
+    if request.param == "sqlite":
+        yield {}
+        return
+    base = postgres_base_url()
+    if base is None:
+        pytest.skip(f"PostgreSQL tests need {POSTGRES_ENV}")
+    async with fresh_postgres_database(base) as url:
+        yield {"SEED_BOT_DATABASE__URL": url, "SEED_BOT_DATABASE__AUTO_MIGRATE": "true"}
 
 
 def prompts(h: Harness) -> list[str]:
@@ -55,12 +76,12 @@ async def until_waiting(h: Harness, files: int) -> None:
 
 
 async def test_inlined_text_is_capped_per_turn_and_the_reply_names_what_was_left_out(
-    harness: Harness,
+    database: dict[str, str], make_harness: HarnessFactory
 ) -> None:
     """A mention replying to a message with ten text files, plus ten more attached: the
     quoted files count too. The defaults inline at most 192 KB of text: three files whole,
     the fourth cut (the model is told), the other sixteen left out and named."""
-    h = harness
+    h = await make_harness(**database)
     quoted = await h.fake.send_message(
         h.world.bob,
         h.world.channel,
@@ -108,12 +129,12 @@ async def test_text_files_over_the_count_are_left_out_by_name(
 
 
 async def test_a_burst_starting_over_reuses_the_files_already_prepared(
-    make_harness: HarnessFactory,
+    database: dict[str, str], make_harness: HarnessFactory
 ) -> None:
     """A follow-up joins the burst: the turn starts over with both messages' files, but the
     first message's video and text are not downloaded or uploaded again, and the replaced
     attempts keep no copy of the prompt."""
-    h = await make_harness(SEED_BOT_DISCORD__BATCH_WINDOW_SECONDS="5")
+    h = await make_harness(SEED_BOT_DISCORD__BATCH_WINDOW_SECONDS="5", **database)
     since = h.fake.mark()
     message = await h.mention(h.world.alice, "hello")
     thread = await h.fake.wait_for_thread(h.world.channel, from_message=message, since=since)
