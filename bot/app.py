@@ -283,6 +283,7 @@ async def build_app(
         privacy = SqlPrivacy(store.db)
         bot.install(service, gate, privacy)
         metrics.watch_gateway(lambda: bot.latencies)
+        metrics.watch_media(lambda: service.media)
         app = App(
             config, engine, session, store, model, media, service, gate, bot, metrics, privacy
         )

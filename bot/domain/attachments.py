@@ -512,10 +512,12 @@ class MediaPreparer:
 
     @contextlib.asynccontextmanager
     async def _held(self, size: int) -> AsyncIterator[None]:
-        # Bytes first (in arrival order), then a slot: a file waiting for room holds no slot.
+        # A slot, then the bytes: the bytes held are those of files being prepared now (a
+        # file waiting for bytes holds a slot, but the files behind it would wait for bytes
+        # anyway: the byte gate is first come, first served).
         self._count_waiting(1)
         try:
-            async with self.bytes.hold(size), self._slots:
+            async with self._slots, self.bytes.hold(size):
                 self._count_waiting(-1)
                 size = -1  # marks it no longer waiting
                 yield

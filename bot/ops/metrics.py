@@ -18,6 +18,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from bot.domain import errors
+from bot.domain.attachments import MediaPreparer
 from bot.domain.models import ModelReply, ModelRequest, Progress, RequestHandle
 from bot.domain.observer import RefusalReason
 from bot.domain.outage import Outage
@@ -210,6 +211,20 @@ class Metrics:
                 outages.inc()
 
         outage.listeners.append(changed)
+
+    def watch_media(self, preparer: Callable[[], MediaPreparer]) -> None:
+        """Show the attachments being prepared and waiting for room (``preparer`` gives the
+        service's current one: a reload may replace it)."""
+        Gauge(
+            "seed_bot_attachments_waiting",
+            "Attachments waiting for room to be downloaded and uploaded (the in-flight bounds).",
+            registry=self.registry,
+        ).set_function(lambda: preparer().waiting)
+        Gauge(
+            "seed_bot_attachment_bytes_in_flight",
+            "Bytes (by the sizes Discord reports) of the attachments being prepared now.",
+            registry=self.registry,
+        ).set_function(lambda: preparer().bytes.capacity - preparer().bytes.free)
 
     def transaction_took(self, seconds: float) -> None:
         """One database transaction's time on its connection (``Database.timers``)."""

@@ -15,6 +15,7 @@ from aiohttp import web
 from bot.chat.media import DiscordMedia
 from bot.domain.errors import AttachmentError
 from bot.domain.models import Attachment
+from bot.ops.metrics import sample
 from tests.chat.conftest import Harness, HarnessFactory
 from tests.fakes.discord.events import CdnFetched
 from tests.fakes.discord.models import FakeChannel, GeneratedBytes, UserFile
@@ -210,9 +211,12 @@ async def test_files_prepared_at_once_are_bounded_over_all_conversations(
     await until_waiting(h, 1)
     downloads = [e for e in h.fake.events_of(CdnFetched, since=since) if e.status == 200]
     assert len(downloads) == 2
+    assert sample(h.app.metrics, "seed_bot_attachments_waiting") == 1
+    assert sample(h.app.metrics, "seed_bot_attachment_bytes_in_flight") == 2 * 200_000
     h.fal.release_uploads()
     await h.fal.wait_for(lambda: len(h.fal.requests) == 3, timeout=10)
     assert h.fal.max_uploads_open == 2
+    assert sample(h.app.metrics, "seed_bot_attachment_bytes_in_flight") == 0
     assert len(h.fal.files) == 3
 
 
