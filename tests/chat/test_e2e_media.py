@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -290,3 +291,17 @@ async def test_a_file_unlike_its_reported_size_is_refused_while_streaming(
                 await media.fetch(attachment, 10_000_000)
     finally:
         await runner.cleanup()
+
+
+async def test_a_reload_applies_new_media_bounds(harness: Harness) -> None:
+    h = harness
+    (h.tmp_path / "config.toml").write_text(
+        "[attachments]\nmax_files_in_flight = 1\nmax_bytes_in_flight = 1000000\n"
+    )
+    owner: Any = h.fake.owner
+    h.fake.add_member(h.world.guild, owner)
+    reloaded = await h.fake.invoke_command(owner, h.world.channel, "admin reload")
+    response = await reloaded.wait_response()
+    assert response.data is not None and "Config reloaded" in response.data["content"]
+    preparer = h.app.service.media
+    assert (preparer.max_files_in_flight, preparer.bytes.capacity) == (1, 1_000_000)
