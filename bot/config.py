@@ -35,7 +35,7 @@ from bot.domain.models import (
 )
 from bot.domain.outage import DEFAULT_OUTAGE_TOLERANCE
 from bot.fal import settings as fal
-from bot.urls import discord_api_problem, http_url_problem, ws_url_problem
+from bot.urls import discord_api_problem, http_url_problem, mask_password, ws_url_problem
 
 ENV_PREFIX = "SEED_BOT_"
 DEFAULT_CONFIG_PATH = Path("config.toml")
@@ -502,7 +502,8 @@ def _coerce(tp: Any, raw: Any, from_env: bool) -> Any:
 def _show(value: Any, secret: bool) -> str:
     if secret:
         return "(hidden)"
-    text = repr(value)
+    # Masked before clipping: a clipped URL could otherwise show the start of its password.
+    text = mask_password(repr(value))
     return text if len(text) <= 60 else text[:57] + "..."
 
 

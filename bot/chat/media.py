@@ -13,6 +13,8 @@ from yarl import URL
 
 from bot.domain.errors import AttachmentError
 from bot.domain.models import Attachment
+from bot.ops.logs import describe_exception
+from bot.urls import describe_url
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +101,15 @@ class DiscordMedia:
                         raise AttachmentError(name, "it is larger than Discord reported")
                     yield chunk
         except (aiohttp.ClientError, TimeoutError) as exc:
-            log.warning("download of attachment %s failed: %r", attachment.id, exc)
+            # Not the exception's text: it may carry the signed URL, which opens a private
+            # channel's file to whoever reads the log.
+            log.warning(
+                "download of attachment %s (%s) from %s failed: %s",
+                attachment.id,
+                name,
+                describe_url(attachment.url),
+                describe_exception(exc),
+            )
             raise AttachmentError(name, "it could not be downloaded from Discord") from exc
         if received != attachment.size:
             raise AttachmentError(name, "it is smaller than Discord reported")
