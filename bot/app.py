@@ -123,6 +123,7 @@ def gate_rules(config: Config) -> GateRules:
             deny_channels=frozenset(a.deny_channels),
             allow_guilds=frozenset(a.allow_guilds),
             deny_guilds=frozenset(a.deny_guilds),
+            allow_outside_servers=a.allow_outside_servers,
         ),
         denied_reply=a.denied_reply,
     )

@@ -314,6 +314,12 @@ class AccessConfig:
     deny_channels: tuple[str, ...] = _opt_list("Never in these channels or categories.")
     allow_guilds: tuple[str, ...] = _opt_list("Only in these servers (empty: all).")
     deny_guilds: tuple[str, ...] = _opt_list("Never in these servers.")
+    allow_outside_servers: bool = _opt(
+        False,
+        "With a server, role or channel allow list set: still answer outside the bot's "
+        "servers (DMs, group DMs, servers where a person installed the app), judged there by "
+        "the user lists only.",
+    )
     denied_reply: Literal["quiet", "notice"] = _opt(
         "notice", "quiet: ignore denied users; notice: tell them once, briefly."
     )

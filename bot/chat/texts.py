@@ -490,8 +490,12 @@ def denied(reason: str) -> str:
 
 
 def only_controller(action: str) -> str:
-    """A control (stop, retry, settings) refused to someone who may not use it."""
-    return f"⛔ Only the person who asked, or members who may manage threads, can {action}."
+    """A control (stop, retry, reply, settings, export) refused to someone who may not use
+    it."""
+    return (
+        f"⛔ Only the person who asked, the owner of the thread, or members who may manage "
+        f"threads, can {action}."
+    )
 
 
 STOPPED_MESSAGE_DELETED: Final = "⏹️ Stopped: the message was deleted."

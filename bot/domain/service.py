@@ -449,7 +449,7 @@ class ConversationService:
         # The answer replies to the burst's first message: a status message may already
         # stand under it by the time a follow-up joins.
         delivery = self._deliveries.open(
-            Destination(first.scope_id, first.reply_to, first.interaction_id)
+            Destination(first.channel_id or first.scope_id, first.reply_to, first.interaction_id)
         )
         notice.delivery = delivery
         await delivery.start()
@@ -607,7 +607,7 @@ class ConversationService:
             source_id=incoming.source_id,
             author_id=incoming.author_id,
             author_name=incoming.author_name,
-            reply_channel_id=incoming.scope_id,
+            reply_channel_id=incoming.channel_id or incoming.scope_id,
             prompt=prompt,
             image_urls=media.image_urls,
             video_urls=media.video_urls,
@@ -955,6 +955,12 @@ class ConversationService:
     async def get_turn(self, turn_id: int) -> Turn | None:
         try:
             return await self._store.get_turn(turn_id)
+        except StorageError:
+            return None
+
+    async def conversation_of(self, turn: Turn) -> Conversation | None:
+        try:
+            return await self._store.get_conversation(turn.conversation_id)
         except StorageError:
             return None
 
