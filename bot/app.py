@@ -89,9 +89,13 @@ def service_config(config: Config) -> ServiceConfig:
                 max_image_bytes=att.max_image_bytes,
                 max_video_bytes=att.max_video_bytes,
                 max_text_bytes=att.max_text_bytes,
+                max_text_files=att.max_text_files,
+                max_text_bytes_per_turn=att.max_text_bytes_per_turn,
             ),
             mode=config.fal.attachment_mode,
             max_data_uri_bytes=att.max_data_uri_bytes,
+            max_files_in_flight=att.max_files_in_flight,
+            max_bytes_in_flight=att.max_bytes_in_flight,
         ),
         turn_timeout=config.fal.turn_timeout,
         max_in_flight=config.limits.max_in_flight,
@@ -279,6 +283,7 @@ async def build_app(
         privacy = SqlPrivacy(store.db)
         bot.install(service, gate, privacy)
         metrics.watch_gateway(lambda: bot.latencies)
+        metrics.watch_media(lambda: service.media)
         app = App(
             config, engine, session, store, model, media, service, gate, bot, metrics, privacy
         )

@@ -3,7 +3,7 @@ the delivery of replies (bot/chat)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -31,6 +31,9 @@ from bot.domain.models import (
 )
 
 ProgressCallback = Callable[[Progress], Awaitable[None]]
+# Opens a file's bytes as a stream of chunks, once per attempt to send it (a retried upload
+# reads the file again instead of holding it in memory).
+OpenBody = Callable[[], AsyncGenerator[bytes, None]]
 
 
 class ModelClient(Protocol):
@@ -57,6 +60,14 @@ class ModelClient(Protocol):
 
     async def upload(self, data: bytes, *, content_type: str, file_name: str) -> str:
         """Store a file at fal and return its durable URL."""
+        ...
+
+    async def upload_stream(
+        self, open_body: OpenBody, *, size: int, content_type: str, file_name: str
+    ) -> str:
+        """Store a file of exactly ``size`` bytes at fal, streamed from ``open_body`` (never
+        held whole), and return its durable URL. An ``AttachmentError`` the body raises
+        (the file is not what its size said) is raised as it is, not retried."""
         ...
 
 
@@ -256,6 +267,12 @@ class MediaSource(Protocol):
     async def fetch(self, attachment: Attachment, max_bytes: int) -> bytes:
         """The file's bytes; raises ``AttachmentError`` when it cannot be had within
         ``max_bytes`` or from an allowed host."""
+        ...
+
+    def stream(self, attachment: Attachment, max_bytes: int) -> AsyncGenerator[bytes, None]:
+        """The file's bytes in chunks, never held whole; raises ``AttachmentError`` as
+        ``fetch`` does, and when the file turns out longer or shorter than the size Discord
+        reported (a body sent on with that size as its length must not be cut short)."""
         ...
 
 

@@ -26,9 +26,10 @@ from typing import Any
 
 from bot.domain.attachments import (
     AttachmentPolicy,
+    MediaPreparer,
+    PreparedFiles,
     PreparedMedia,
     left_out,
-    prepare_media,
 )
 from bot.domain.conversation import (
     BuiltRequest,
@@ -153,6 +154,8 @@ class _Burst:
     joined: bool = False
     closed: bool = False
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    # Its files, prepared once: starting over for a follow-up reuses them.
+    files: PreparedFiles = field(default_factory=PreparedFiles)
     # One of its messages was deleted: its turn is stopped and not started over.
     withdrawn: bool = False
 
@@ -317,7 +320,8 @@ class ConversationService:
         self._store = store
         self._model = model
         self._submitter = Submitter(model, store, journal)
-        self._media = media
+        # One preparation for all turns: its bounds on files and bytes are over all of them.
+        self.media = MediaPreparer(media, model, config.attachments)
         self._deliveries = deliveries
         self.config = config
         self._in_flight = asyncio.Semaphore(config.max_in_flight)
@@ -337,6 +341,9 @@ class ConversationService:
         """Apply a reloaded config to the turns that start from now on."""
         if config.max_in_flight != self.config.max_in_flight:
             self._in_flight = asyncio.Semaphore(config.max_in_flight)
+        if not self.media.bounded_as(config.attachments):
+            # Files already being prepared finish under the old bounds.
+            self.media = MediaPreparer(self.media.source, self._model, config.attachments)
         self.config = config
 
     # -- the three ways in -----------------------------------------------------------------
@@ -454,7 +461,7 @@ class ConversationService:
                 incoming = merge_incoming(burst.items[:taken])
                 try:
                     # A message handled twice is refused by begin_turn (unique source id).
-                    new = await self._new_turn(incoming)
+                    new = await self._new_turn(incoming, burst.files)
                     start = await self._store.begin_turn(
                         new,
                         conversation=NewConversation(
@@ -581,10 +588,11 @@ class ConversationService:
         while len(self._bound) > BOUND_CACHE_SIZE:
             self._bound.popitem(last=False)
 
-    async def _new_turn(self, incoming: Incoming) -> NewTurn:
-        """The turn one message (or burst) becomes: its attachments prepared once, here."""
-        media: PreparedMedia = await prepare_media(
-            incoming.attachments, self.config.attachments, self._media, self._model
+    async def _new_turn(self, incoming: Incoming, reuse: PreparedFiles | None = None) -> NewTurn:
+        """The turn one message (or burst) becomes: its attachments prepared once, here
+        (those in ``reuse`` already were)."""
+        media: PreparedMedia = await self.media.prepare(
+            incoming.attachments, self.config.attachments, reuse
         )
         prompt = compose_prompt(
             incoming.text,

@@ -4,7 +4,7 @@ priority lane for storing fal's request id, and the bounded cache."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -72,6 +72,9 @@ class RecordingDelivery:
 
 class NoMedia:
     async def fetch(self, attachment: Attachment, max_bytes: int) -> bytes:
+        raise AssertionError("no attachments here")
+
+    def stream(self, attachment: Attachment, max_bytes: int) -> AsyncGenerator[bytes, None]:
         raise AssertionError("no attachments here")
 
 
