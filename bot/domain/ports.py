@@ -24,6 +24,7 @@ from bot.domain.models import (
     Reservation,
     SettingsScope,
     Settlement,
+    StoredInteraction,
     Turn,
     TurnContext,
     TurnStart,
@@ -168,6 +169,26 @@ class DeliveryRecorder(Protocol):
 
     async def record_delivery(self, turn_id: int, message_ids: Sequence[str]) -> None:
         """Store the Discord ids of the whole reply; the turn becomes ``delivered``."""
+        ...
+
+
+class InteractionStore(Protocol):
+    """The interactions whose turns are running, kept so that a restart can still answer
+    them: each kept from its acknowledgement until its answer is out (or Discord's window
+    is over), never longer."""
+
+    async def keep_interaction(self, stored: StoredInteraction) -> None:
+        """Keep ``stored`` (replacing what was kept for the same interaction)."""
+        ...
+
+    async def stored_interaction(self, interaction_id: str) -> StoredInteraction | None: ...
+
+    async def drop_interaction(self, interaction_id: str) -> None:
+        """Forget the interaction (nothing kept is fine)."""
+        ...
+
+    async def drop_expired_interactions(self, now: datetime) -> int:
+        """Forget every interaction Discord no longer takes answers on; returns how many."""
         ...
 
 
