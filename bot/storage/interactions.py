@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain.models import StoredInteraction
-from bot.storage.database import Database
+from bot.storage.database import Database, now_utc
 from bot.storage.tables import interactions
 
 
@@ -20,10 +20,14 @@ class SqlInteractions:
         self._db = db
 
     async def keep_interaction(self, stored: StoredInteraction) -> None:
-        key = interactions.c.interaction_id == stored.interaction_id
+        # Expired rows go too: one whose drop failed never outlives the next keep.
+        stale = or_(
+            interactions.c.interaction_id == stored.interaction_id,
+            interactions.c.expires_at <= now_utc(),
+        )
 
         async def op(conn: AsyncConnection) -> None:
-            await conn.execute(delete(interactions).where(key))
+            await conn.execute(delete(interactions).where(stale))
             await conn.execute(
                 insert(interactions).values(
                     interaction_id=stored.interaction_id,

@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 from bot.domain.models import StoredInteraction
 from bot.storage import SqlStore
 
-NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+# Whole seconds: what every backend stores exactly.
+NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 def kept(
@@ -39,14 +40,25 @@ async def test_an_interaction_is_kept_replaced_and_dropped(store: SqlStore) -> N
 
 async def test_expired_interactions_are_purged(store: SqlStore) -> None:
     interactions = store.interactions
-    old = kept("1400000000000000001", NOW - timedelta(seconds=1))
-    live = kept("1400000000000000002", NOW + timedelta(minutes=1))
+    old = kept("1400000000000000001", NOW + timedelta(minutes=1))
+    live = kept("1400000000000000002", NOW + timedelta(minutes=3))
     await interactions.keep_interaction(old)
     await interactions.keep_interaction(live)
-    assert await interactions.drop_expired_interactions(NOW) == 1
+    assert await interactions.drop_expired_interactions(NOW + timedelta(minutes=2)) == 1
     assert await interactions.stored_interaction(old.interaction_id) is None
     assert await interactions.stored_interaction(live.interaction_id) == live
 
 
 def test_the_sealed_token_is_not_in_the_repr() -> None:
     assert "sealed" not in repr(kept("1", NOW, b"sealed bytes"))
+
+
+async def test_keeping_one_drops_the_expired_ones(store: SqlStore) -> None:
+    interactions = store.interactions
+    now = datetime.now(UTC)
+    old = kept("1400000000000000001", now - timedelta(seconds=1))
+    await interactions.keep_interaction(old)
+    new = kept("1400000000000000002", now + timedelta(minutes=15))
+    await interactions.keep_interaction(new)
+    assert await interactions.stored_interaction(old.interaction_id) is None
+    assert await interactions.stored_interaction(new.interaction_id) == new
