@@ -25,6 +25,7 @@ from bot.chat.gate import Gate, GateRules
 from bot.chat.inbound import InboundOptions
 from bot.chat.interaction_delivery import Deliveries
 from bot.chat.media import DiscordMedia
+from bot.chat.sealing import TokenSeal
 from bot.config import Config
 from bot.domain.access import AccessPolicy
 from bot.domain.attachments import AttachmentLimits, AttachmentPolicy
@@ -252,6 +253,10 @@ async def build_app(
         options = replace(chat_options(config, sync_commands=sync_commands), **chat_overrides)
         bot = SeedBot(options)
         stack.push_async_callback(bot.close)
+        # Interactions answered across a restart: their tokens sealed with a key from the
+        # bot's own token, which never goes into the database.
+        bot.interactions.keep_in(store.interactions, TokenSeal(config.discord.token.get()))
+        await bot.interactions.purge()
         deliveries = Deliveries(
             ChannelDeliveries(bot, store, VIEWS, status_delay=options.status_delay),
             bot.interactions,

@@ -178,7 +178,8 @@ class InteractionStore(Protocol):
     is over), never longer."""
 
     async def keep_interaction(self, stored: StoredInteraction) -> None:
-        """Keep ``stored`` (replacing what was kept for the same interaction)."""
+        """Keep ``stored`` (replacing what was kept for the same interaction; expired ones
+        are dropped on the way)."""
         ...
 
     async def stored_interaction(self, interaction_id: str) -> StoredInteraction | None: ...
@@ -236,7 +237,15 @@ class Delivery(Protocol):
     turn is stored, then ``progress`` as fal reports, then one of ``deliver``, ``fail`` or
     ``stopped``, and ``close`` at the end, whatever happened."""
 
-    async def start(self) -> None: ...
+    async def start(self) -> None:
+        """Raises ``DeliveryError`` when nothing can receive the answer any more (then no
+        model call is made for it)."""
+        ...
+
+    def deadline(self) -> datetime | None:
+        """When the answer can no longer be posted (None: never): nothing is submitted,
+        nor waited for, past it."""
+        ...
 
     async def attach(self, turn: Turn) -> None:
         """The turn is stored: progress shown from now on can offer to stop it."""
