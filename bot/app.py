@@ -38,7 +38,7 @@ from bot.fal.client import FalClient
 from bot.fal.settings import FalSettings
 from bot.journal import database_tag, open_journal
 from bot.ops.health import HealthServer, database_check, parse_listen, shard_check
-from bot.ops.logs import describe_exception
+from bot.ops.logs import describe_exception, hide_discord_secrets
 from bot.ops.metrics import Metrics, TimedModel
 from bot.storage.engine import create_engine, sqlite_path
 from bot.storage.migrate import ensure_schema
@@ -224,6 +224,7 @@ async def build_app(
     """Every resource of a running bot, opened in order and closed in reverse. ``reload``
     reads the config afresh (SIGHUP, ``/admin reload``). ``chat_overrides`` replace fields
     of the Discord layer's options (tests use it)."""
+    hide_discord_secrets()  # also where the CLI's logging set-up did not run
     async with contextlib.AsyncExitStack() as stack:
         await _ensure_schema(config)
         engine = create_engine(config.database.url)
