@@ -10,17 +10,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text, update
+from sqlalchemy import insert, text, update
 from sqlalchemy.sql.expression import Executable
 
+from bot.chat.sealing import TokenSeal
 from bot.domain import service
 from bot.domain.models import TurnState
 from bot.storage import create_engine
 from bot.storage.migrate import upgrade
-from bot.storage.tables import interactions
+from bot.storage.tables import interactions, turns
 from tests.chat.conftest import Harness, HarnessFactory
 from tests.chat.test_e2e_everywhere import Away, answered, away
-from tests.fakes.discord import FakeInteraction
+from tests.fakes.discord import FakeInteraction, MessageCreated, MessageEdited
+from tests.fakes.fal import ModelOutput
 from tests.storage.conftest import BACKENDS, POSTGRES_ENV, fresh_postgres_database
 from tests.storage.conftest import postgres_base_url as postgres_base
 
@@ -216,4 +218,57 @@ async def test_an_interaction_turn_is_not_waited_for_past_its_window(
     assert await turn_state(h, ask) is TurnState.FAILED
     # Cancelled at fal when the window closed (or, on a slow machine, never submitted).
     assert all(r.cancel_requested for r in h.fal.requests.values())
+    assert await kept(database_url) == []
+
+
+async def test_an_answer_half_posted_before_a_restart_goes_on_after_what_was_seen(
+    make_harness: HarnessFactory, database_url: str
+) -> None:
+    first = await make_harness(SEED_BOT_DATABASE__URL=database_url)
+    fake = first.fake
+    there = away(first)
+    first.fal.responder = lambda args: ModelOutput(
+        "\n\n".join(f"Part {n}: " + "words " * 300 for n in range(3)), None
+    )
+    ask = await fake.invoke_command(there.carol, there.channel, "ask", {"prompt": "long"})
+    await answered(ask, "Part 2:")
+    await first.app.bot.idle()
+    turn = await first.app.service.latest_turn(f"interaction:{ask.id}")
+    assert turn is not None and len(turn.reply_message_ids) == 3
+    original = turn.reply_message_ids[0]
+    await first.stop()
+    # As if the bot had stopped right after posting the first part: the turn answered but
+    # not delivered, one part recorded, the interaction still kept.
+    await sql(
+        database_url,
+        update(turns)
+        .where(turns.c.id == turn.id)
+        .values(state=TurnState.COMPLETED.value, reply_message_ids=[original]),
+    )
+    await sql(
+        database_url,
+        insert(interactions).values(
+            interaction_id=str(ask.id),
+            application_id=str(fake.application_id),
+            user_id=str(there.carol.id),
+            sealed_token=TokenSeal(fake.token).seal(ask.token, str(ask.id)),
+            ephemeral=True,
+            expires_at=datetime.now(UTC) + timedelta(minutes=10),
+        ),
+    )
+
+    since = fake.mark()
+    second = await make_harness(SEED_BOT_DATABASE__URL=database_url)
+    assert await turn_state(second, ask) is TurnState.DELIVERED
+    created = fake.events_of(MessageCreated, since=since)
+    assert all(e.via == "followup" and e.interaction_id == ask.id for e in created)
+    posted = [e.message for e in created]
+    assert [m.content.split(":")[0] for m in posted] == ["Part 1", "Part 2"]
+    assert all(m.ephemeral for m in posted)
+    assert not [
+        e for e in fake.events_of(MessageEdited, since=since) if e.after.id == int(original)
+    ]
+    delivered = await second.app.service.get_turn(turn.id)
+    assert delivered is not None
+    assert delivered.reply_message_ids == (original, *(str(m.id) for m in posted))
     assert await kept(database_url) == []
