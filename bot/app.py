@@ -14,7 +14,6 @@ from typing import Any
 
 import aiohttp
 import discord
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -30,7 +29,7 @@ from bot.config import Config
 from bot.domain.access import AccessPolicy
 from bot.domain.attachments import AttachmentLimits, AttachmentPolicy
 from bot.domain.costs import Budgets, Pricing
-from bot.domain.errors import ConfigError, ModelError, SeedBotError, StorageUnavailable
+from bot.domain.errors import ConfigError, ModelError, SeedBotError
 from bot.domain.privacy import Retention, RetentionSweeper
 from bot.domain.quotas import Quota, QuotaRules, Quotas
 from bot.domain.service import ConversationService, ServiceConfig
@@ -41,7 +40,7 @@ from bot.ops.health import HealthServer, database_check, parse_listen, shard_che
 from bot.ops.logs import describe_exception, hide_discord_secrets
 from bot.ops.metrics import Metrics, TimedModel
 from bot.storage.engine import create_engine, sqlite_path
-from bot.storage.migrate import ensure_schema
+from bot.storage.migrate import ensure_schema, unreachable
 from bot.storage.privacy import SqlPrivacy
 from bot.storage.repository import SqlStore
 
@@ -121,6 +120,7 @@ def gate_rules(config: Config) -> GateRules:
             deny_channels=frozenset(a.deny_channels),
             allow_guilds=frozenset(a.allow_guilds),
             deny_guilds=frozenset(a.deny_guilds),
+            allow_outside_servers=a.allow_outside_servers,
         ),
         denied_reply=a.denied_reply,
     )
@@ -344,11 +344,7 @@ async def _ensure_schema(config: Config) -> None:
     try:
         await ensure_schema(url, auto_migrate=config.database.should_auto_migrate)
     except (SQLAlchemyError, OSError) as exc:
-        shown = make_url(url).render_as_string(hide_password=True)
-        raise StorageUnavailable(
-            f"cannot reach the database {shown} ({describe_exception(exc)}): check "
-            "database.url and that the database server is running"
-        ) from exc
+        raise unreachable(url, exc) from exc
 
 
 async def reload_app(app: App, reload: Callable[[], Config]) -> list[str]:

@@ -35,7 +35,7 @@ from bot.domain.models import (
 )
 from bot.domain.outage import DEFAULT_OUTAGE_TOLERANCE
 from bot.fal import settings as fal
-from bot.urls import discord_api_problem, http_url_problem, ws_url_problem
+from bot.urls import discord_api_problem, http_url_problem, mask_password, ws_url_problem
 
 ENV_PREFIX = "SEED_BOT_"
 DEFAULT_CONFIG_PATH = Path("config.toml")
@@ -291,6 +291,12 @@ class AccessConfig:
     deny_channels: tuple[str, ...] = _opt_list("Never in these channels or categories.")
     allow_guilds: tuple[str, ...] = _opt_list("Only in these servers (empty: all).")
     deny_guilds: tuple[str, ...] = _opt_list("Never in these servers.")
+    allow_outside_servers: bool = _opt(
+        False,
+        "With a server, role or channel allow list set: still answer outside the bot's "
+        "servers (DMs, group DMs, servers where a person installed the app), judged there by "
+        "the user lists only.",
+    )
     denied_reply: Literal["quiet", "notice"] = _opt(
         "notice", "quiet: ignore denied users; notice: tell them once, briefly."
     )
@@ -479,7 +485,8 @@ def _coerce(tp: Any, raw: Any, from_env: bool) -> Any:
 def _show(value: Any, secret: bool) -> str:
     if secret:
         return "(hidden)"
-    text = repr(value)
+    # Masked before clipping: a clipped URL could otherwise show the start of its password.
+    text = mask_password(repr(value))
     return text if len(text) <= 60 else text[:57] + "..."
 
 

@@ -1,8 +1,9 @@
 """The one gate every way in passes: messages, edits, slash commands and buttons. It applies
 the access lists and, for whatever makes a model call, the dollar budgets and the quotas; and
-it holds the rule of who may control a conversation (its author, or members who may manage
-threads). A budget with nothing left refuses here; the turn's worst case is reserved against
-the budgets just before its submit (the service, through the same ``Budgets``)."""
+it holds the rule of who may control a conversation (who started it, the owner of its
+thread, or members who may manage threads). A budget with nothing left refuses here; the
+turn's worst case is reserved against the budgets just before its submit (the service,
+through the same ``Budgets``)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 import discord
 
 from bot.chat import convert, texts
-from bot.domain.access import AccessPolicy, denial_reason
+from bot.domain.access import AccessPolicy, Requester, denial_reason
 from bot.domain.costs import Budgets
 from bot.domain.errors import BudgetExceeded, QuotaExceeded
 from bot.domain.models import Payer
@@ -59,10 +60,14 @@ class Gate:
         guild_id: int | None,
         *,
         model_call: bool,
+        who: Requester | None = None,
     ) -> Refusal | None:
         """None when ``user`` may go on here; a refusal otherwise. ``model_call`` counts the
-        action against the quotas (a refusal by the access lists counts nothing)."""
-        reason = denial_reason(self.rules.access, convert.requester(user, channel, guild_id))
+        action against the quotas (a refusal by the access lists counts nothing). ``who``:
+        the requester as the access lists see it, when the caller knows more than ``user``,
+        ``channel`` and ``guild_id`` tell (an interaction from a server without the bot)."""
+        who = who or convert.requester(user, channel, guild_id)
+        reason = denial_reason(self.rules.access, who)
         if reason is not None:
             log.info("user %s refused by the access lists", user.id)
             self._observer.turn_refused("access")
@@ -92,13 +97,34 @@ class Gate:
         self, interaction: discord.Interaction, *, model_call: bool
     ) -> Refusal | None:
         return await self.check(
-            interaction.user, interaction.channel, interaction.guild_id, model_call=model_call
+            interaction.user,
+            interaction.channel,
+            interaction.guild_id,
+            model_call=model_call,
+            who=convert.interaction_requester(interaction),
         )
 
 
-def may_control(interaction: discord.Interaction, owner_id: str) -> bool:
-    """Whether the person interacting may control a conversation or turn owned by
-    ``owner_id``: the owner, or in a server a member who may manage threads."""
-    if str(interaction.user.id) == owner_id:
+def may_control(
+    interaction: discord.Interaction,
+    owner_id: str,
+    *,
+    place_id: str | None = None,
+    author_id: str | None = None,
+) -> bool:
+    """The one rule of who may control a conversation (settings, /reset, /export, Stop,
+    Retry, Reply): the person who started it (``owner_id``), for a turn its author
+    (``author_id``), the owner of the thread it lives in, or in a server a member who may
+    manage threads. ``place_id`` is the channel the conversation lives in, when the caller
+    found it from an id the interaction carries (a custom id can be forged): the thread
+    owner's and Manage Threads' rights count only there, since the interaction's permissions
+    are the ones of the channel it comes from."""
+    user = str(interaction.user.id)
+    if user in (owner_id, author_id):
+        return True
+    if place_id is not None and str(interaction.channel_id) != place_id:
+        return False
+    channel = interaction.channel
+    if isinstance(channel, discord.Thread) and str(channel.owner_id) == user:
         return True
     return interaction.guild_id is not None and interaction.permissions.manage_threads

@@ -11,6 +11,8 @@ from yarl import URL
 
 from bot.domain.errors import AttachmentError
 from bot.domain.models import Attachment
+from bot.ops.logs import describe_exception
+from bot.urls import describe_url
 
 log = logging.getLogger(__name__)
 
@@ -73,5 +75,13 @@ class DiscordMedia:
                         raise AttachmentError(name, f"it is larger than {max_bytes} bytes")
                 return bytes(data)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            log.warning("download of attachment %s failed: %r", attachment.id, exc)
+            # Not the exception's text: it may carry the signed URL, which opens a private
+            # channel's file to whoever reads the log.
+            log.warning(
+                "download of attachment %s (%s) from %s failed: %s",
+                attachment.id,
+                name,
+                describe_url(attachment.url),
+                describe_exception(exc),
+            )
             raise AttachmentError(name, "it could not be downloaded from Discord") from exc

@@ -112,6 +112,8 @@ class Incoming:
     message the answer replies to (None: none, e.g. in a thread opened on this message).
     ``interaction_id`` is set when the bot cannot post where the person is (a server that did
     not add it, a DM between people): the answer goes through that interaction instead.
+    ``channel_id`` is where the answer goes when that is not the conversation's own channel:
+    a message answered once in a thread its conversation is not bound to.
     """
 
     source_id: str
@@ -127,6 +129,7 @@ class Incoming:
     reply_author: str | None = None
     reply_to: str | None = None
     interaction_id: str | None = None
+    channel_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ import contextlib
 import enum
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Collection, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -135,6 +135,11 @@ _MERGED_AWAY = object()  # _run_turn's outcome for an attempt a follow-up replac
 
 # Who "stops" a turn that a follow-up of the same person replaces (never shown to anyone).
 MERGED = "\x00merged"
+# Who "stops" a turn whose Discord message was deleted (see ConversationService.withdraw).
+MESSAGE_DELETED = "message deleted"
+# Messages merged into one turn, remembered so deleting any of them finds the turn (bounded:
+# a burst older than that is found by its last message only).
+MERGED_CACHE_SIZE = 4096
 
 
 @dataclass(eq=False)
@@ -150,6 +155,8 @@ class _Burst:
     joined: bool = False
     closed: bool = False
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    # One of its messages was deleted: its turn is stopped and not started over.
+    withdrawn: bool = False
 
 
 class TurnStopped(Exception):
@@ -168,10 +175,12 @@ class StopResult(enum.Enum):
 
 @dataclass(eq=False)
 class _Active:
-    """A turn running in this process: how to stop it."""
+    """A turn running in this process: how to stop it, and when it has ended."""
 
+    source_id: str
     stopped_by: str | None = None
     waiter: asyncio.Future[ModelReply] | None = None
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
 
     def check(self) -> None:
         """Raise ``TurnStopped`` if a stop was requested (read afresh after every await)."""
@@ -323,6 +332,8 @@ class ConversationService:
         # Scopes known to have a conversation. A conversation is never unbound, so a hit
         # needs no query: most messages in busy threads cost one database read fewer.
         self._bound: OrderedDict[str, None] = OrderedDict()
+        # Each message of a merged burst -> the messages of that burst (see withdraw).
+        self._merged: OrderedDict[str, tuple[str, ...]] = OrderedDict()
 
     def reconfigure(self, config: ServiceConfig) -> None:
         """Apply a reloaded config to the turns that start from now on."""
@@ -359,6 +370,7 @@ class ConversationService:
         if (
             burst is None
             or burst.closed
+            or burst.withdrawn
             or burst.author_id != incoming.author_id
             or now - burst.last_arrival > window
         ):
@@ -432,7 +444,7 @@ class ConversationService:
         # The answer replies to the burst's first message: a status message may already
         # stand under it by the time a follow-up joins.
         delivery = self._deliveries.open(
-            Destination(first.scope_id, first.reply_to, first.interaction_id)
+            Destination(first.channel_id or first.scope_id, first.reply_to, first.interaction_id)
         )
         notice.delivery = delivery
         await delivery.start()
@@ -473,6 +485,13 @@ class ConversationService:
                     start.conversation.id,
                 )
                 superseding = start.turn.id
+                self._remember_merged(burst)
+                if burst.withdrawn:
+                    # A message of it was deleted while the turn was prepared.
+                    await self._store.stop_turn(start.turn.id, MESSAGE_DELETED)
+                    with contextlib.suppress(DeliveryError):
+                        await delivery.stopped(start.turn, MESSAGE_DELETED)
+                    return
                 if burst.joined or len(burst.items) > taken:
                     continue  # a follow-up came while this one was prepared
                 burst.turn_id = start.turn.id
@@ -600,7 +619,7 @@ class ConversationService:
             source_id=incoming.source_id,
             author_id=incoming.author_id,
             author_name=incoming.author_name,
-            reply_channel_id=incoming.scope_id,
+            reply_channel_id=incoming.channel_id or incoming.scope_id,
             prompt=prompt,
             image_urls=media.image_urls,
             video_urls=media.video_urls,
@@ -654,7 +673,7 @@ class ConversationService:
         attachments when fal refused only some of them (the caller tries again without),
         ``_MERGED_AWAY`` when a follow-up of ``burst`` stopped it."""
         conversation, turn = start.conversation, start.turn
-        active = self._active.setdefault(turn.id, _Active())
+        active = self._active.setdefault(turn.id, _Active(turn.source_id))
         self.observer.turn_started(conversation.id)
         try:
             await delivery.attach(turn)
@@ -740,6 +759,7 @@ class ConversationService:
             return None
         finally:
             self._active.pop(turn.id, None)
+            active.ended.set()
             self.observer.turn_ended()
 
     async def _report_failure(self, turn: Turn, delivery: Delivery, exc: SeedBotError) -> None:
@@ -910,6 +930,46 @@ class ConversationService:
                     await self._cancel_quietly(turn.handle)
         return StopResult.STOPPED
 
+    async def withdraw(self, source_ids: Collection[str]) -> set[str]:
+        """Discord messages were deleted: stop the turns they are part of that still run here
+        (a burst of several messages goes as a whole, not started over without the deleted
+        one) and wait for those to end. Returns the messages whose stored turns are to be
+        removed: the deleted ones, and the other messages of a burst one of them was merged
+        into (each of that burst's turns carries the deleted text)."""
+        deleted = set(source_ids)
+        sources = set(deleted)
+        for source in deleted:
+            sources.update(self._merged.get(source, ()))
+        endings: list[asyncio.Event] = []
+        bursts = [b for b in self._bursts.values() if any(i.source_id in deleted for i in b.items)]
+        for burst in bursts:
+            burst.withdrawn = True
+            if burst.turn_id is not None:
+                await self.stop(burst.turn_id, MESSAGE_DELETED)
+            endings.append(burst.done)
+        # Retry, an edit or a resumed turn runs outside a burst.
+        for turn_id, active in list(self._active.items()):
+            if active.source_id in sources:
+                await self.stop(turn_id, MESSAGE_DELETED)
+                endings.append(active.ended)
+        for ended in endings:
+            await ended.wait()
+        for burst in bursts:
+            sources.update(i.source_id for i in burst.items)
+        if bursts or endings:
+            log.info("stopped the turns of %d deleted messages", len(deleted))
+        return sources
+
+    def _remember_merged(self, burst: _Burst) -> None:
+        if len(burst.items) < 2:
+            return
+        together = tuple(i.source_id for i in burst.items)
+        for source in together:
+            self._merged[source] = together
+            self._merged.move_to_end(source)
+        while len(self._merged) > MERGED_CACHE_SIZE:
+            self._merged.popitem(last=False)
+
     async def latest_turn(self, scope_id: str) -> Turn | None:
         conversation = await self._store.conversation_for_scope(scope_id)
         return await self._store.latest_turn(conversation.id) if conversation else None
@@ -917,6 +977,12 @@ class ConversationService:
     async def get_turn(self, turn_id: int) -> Turn | None:
         try:
             return await self._store.get_turn(turn_id)
+        except StorageError:
+            return None
+
+    async def conversation_of(self, turn: Turn) -> Conversation | None:
+        try:
+            return await self._store.get_conversation(turn.conversation_id)
         except StorageError:
             return None
 
