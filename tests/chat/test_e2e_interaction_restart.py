@@ -20,7 +20,7 @@ from bot.storage import create_engine
 from bot.storage.migrate import upgrade
 from bot.storage.tables import interactions, turns
 from tests.chat.conftest import Harness, HarnessFactory
-from tests.chat.test_e2e_everywhere import Away, answered, away
+from tests.chat.test_e2e_everywhere import Away, answered, away, reply_through
 from tests.fakes.discord import FakeInteraction, MessageCreated, MessageEdited
 from tests.fakes.fal import ModelOutput
 from tests.storage.conftest import BACKENDS, POSTGRES_ENV, fresh_postgres_database
@@ -271,4 +271,24 @@ async def test_an_answer_half_posted_before_a_restart_goes_on_after_what_was_see
     delivered = await second.app.service.get_turn(turn.id)
     assert delivered is not None
     assert delivered.reply_message_ids == (original, *(str(m.id) for m in posted))
+    assert await kept(database_url) == []
+
+
+async def test_a_reply_in_flight_across_a_restart_is_answered_through_its_own_interaction(
+    make_harness: HarnessFactory, database_url: str
+) -> None:
+    first = await make_harness(SEED_BOT_DATABASE__URL=database_url)
+    there = away(first)
+    ask = await first.fake.invoke_command(there.carol, there.channel, "ask", {"prompt": "one"})
+    last = await answered(ask, "echo: one")
+    first.fal.hold()
+    submit = await reply_through(first, there.carol, last, "and two")
+    await submit.wait_response()
+    await first.fal.wait_for_submissions(2)
+    await first.stop()
+    first.fal.unhold()
+
+    second = await make_harness(SEED_BOT_DATABASE__URL=database_url)
+    await answered(submit, "echo: and two")
+    assert await turn_state(second, ask) is TurnState.DELIVERED  # the conversation's latest
     assert await kept(database_url) == []
