@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import replace
+from datetime import datetime
 
 from bot.domain.costs import NO_COSTS, BudgetRules, Budgets, Pricing
 from bot.domain.models import (
@@ -145,6 +146,9 @@ class _Posted:
         return self
 
     async def start(self) -> None: ...
+
+    def deadline(self) -> datetime | None:
+        return None
 
     async def attach(self, turn: Turn) -> None: ...
 

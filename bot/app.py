@@ -24,6 +24,7 @@ from bot.chat.gate import Gate, GateRules
 from bot.chat.inbound import InboundOptions
 from bot.chat.interaction_delivery import Deliveries
 from bot.chat.media import DiscordMedia
+from bot.chat.sealing import TokenSeal
 from bot.config import Config
 from bot.domain.access import AccessPolicy
 from bot.domain.attachments import AttachmentLimits, AttachmentPolicy
@@ -36,7 +37,7 @@ from bot.fal.client import FalClient
 from bot.fal.settings import FalSettings
 from bot.journal import database_tag, open_journal
 from bot.ops.health import HealthServer, database_check, parse_listen, shard_check
-from bot.ops.logs import describe_exception
+from bot.ops.logs import describe_exception, hide_discord_secrets
 from bot.ops.metrics import Metrics, TimedModel
 from bot.storage.engine import create_engine, sqlite_path
 from bot.storage.migrate import ensure_schema, unreachable
@@ -227,6 +228,7 @@ async def build_app(
     """Every resource of a running bot, opened in order and closed in reverse. ``reload``
     reads the config afresh (SIGHUP, ``/admin reload``). ``chat_overrides`` replace fields
     of the Discord layer's options (tests use it)."""
+    hide_discord_secrets()  # also where the CLI's logging set-up did not run
     async with contextlib.AsyncExitStack() as stack:
         await _ensure_schema(config)
         engine = create_engine(config.database.url)
@@ -256,6 +258,10 @@ async def build_app(
         options = replace(chat_options(config, sync_commands=sync_commands), **chat_overrides)
         bot = SeedBot(options)
         stack.push_async_callback(bot.close)
+        # Interactions answered across a restart: their tokens sealed with a key from the
+        # bot's own token, which never goes into the database.
+        bot.interactions.keep_in(store.interactions, TokenSeal(config.discord.token.get()))
+        await bot.interactions.purge()
         deliveries = Deliveries(
             ChannelDeliveries(bot, store, VIEWS, status_delay=options.status_delay),
             bot.interactions,

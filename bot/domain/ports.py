@@ -24,6 +24,7 @@ from bot.domain.models import (
     Reservation,
     SettingsScope,
     Settlement,
+    StoredInteraction,
     Turn,
     TurnContext,
     TurnStart,
@@ -182,6 +183,27 @@ class DeliveryRecorder(Protocol):
         ...
 
 
+class InteractionStore(Protocol):
+    """The interactions whose turns are running, kept so that a restart can still answer
+    them: each kept from its acknowledgement until its answer is out (or Discord's window
+    is over), never longer."""
+
+    async def keep_interaction(self, stored: StoredInteraction) -> None:
+        """Keep ``stored`` (replacing what was kept for the same interaction; expired ones
+        are dropped on the way)."""
+        ...
+
+    async def stored_interaction(self, interaction_id: str) -> StoredInteraction | None: ...
+
+    async def drop_interaction(self, interaction_id: str) -> None:
+        """Forget the interaction (nothing kept is fine)."""
+        ...
+
+    async def drop_expired_interactions(self, now: datetime) -> int:
+        """Forget every interaction Discord no longer takes answers on; returns how many."""
+        ...
+
+
 class SettingsStore(Protocol):
     """Settings overrides per thread, channel and server."""
 
@@ -226,7 +248,15 @@ class Delivery(Protocol):
     turn is stored, then ``progress`` as fal reports, then one of ``deliver``, ``fail`` or
     ``stopped``, and ``close`` at the end, whatever happened."""
 
-    async def start(self) -> None: ...
+    async def start(self) -> None:
+        """Raises ``DeliveryError`` when nothing can receive the answer any more (then no
+        model call is made for it)."""
+        ...
+
+    def deadline(self) -> datetime | None:
+        """When the answer can no longer be posted (None: never): nothing is submitted,
+        nor waited for, past it."""
+        ...
 
     async def attach(self, turn: Turn) -> None:
         """The turn is stored: progress shown from now on can offer to stop it."""

@@ -84,6 +84,8 @@ NO_TEXT_PROMPT = "(no text; see the attachments)"
 EMPTY_PROMPT = "Hello!"
 # The stored "stopped by" of a turn a budget refused before it reached fal.
 BUDGET_REFUSAL = "budget"
+# The stored error of a turn whose answer could no longer be posted when its turn came.
+UNDELIVERABLE = "its answer could no longer be posted (the interaction expired first)"
 # Scopes remembered as bound to a conversation (bounded: an evicted one costs one read).
 BOUND_CACHE_SIZE = 4096
 
@@ -562,13 +564,31 @@ class ConversationService:
         conversation = await self._store.get_conversation(turn.conversation_id)
         delivery = self._deliveries.open(destination_of(turn))
         notice.delivery = delivery
-        await delivery.start()
+        try:
+            await delivery.start()
+        except DeliveryError as exc:
+            if turn.state is not TurnState.COMPLETED:
+                await self._undeliverable(turn, exc)
+                await delivery.close()
+                return
+            # Answered already: the delivery may still keep what it posted before the stop.
         try:
             started = asyncio.get_running_loop().time()
             context = await self._store.turn_context(turn)
             await self._answer(TurnStart(conversation, turn, context), delivery, started)
         finally:
             await delivery.close()
+
+    async def _undeliverable(self, turn: Turn, error: DeliveryError) -> None:
+        """A resumed turn whose answer nothing can receive any more (the interaction it came
+        through has expired): failed without a model call, and a request already at fal is
+        cancelled, not waited for: its answer would be paid for and never seen."""
+        log.warning("turn %s cannot be delivered (%s): failed without a model call", turn.id, error)
+        if turn.handle is not None:
+            await self._cancel_quietly(turn.handle)
+        await self.costs.settle(turn.id, None)
+        self.observer.turn_failed(error)
+        await self._finish_failed(turn, error)
 
     # -- steps -----------------------------------------------------------------------------
 
@@ -783,11 +803,18 @@ class ConversationService:
         if turn.state is TurnState.COMPLETED:
             return None, None, tuple(warnings)
         loop = asyncio.get_running_loop()
+        deadline = delivery.deadline()
         async with self._in_flight:
             active.check()
             sent_count: int | None = None
             submitted_at: float | None = None
             handle = turn.handle
+            if deadline is not None and utcnow() >= deadline:
+                # Its answer could not be posted any more (it waited too long for a slot):
+                # not submitted, or not waited for, so not paid for.
+                if handle is not None:
+                    await self._cancel_quietly(handle)
+                raise DeliveryError(UNDELIVERABLE)
             if turn.state is TurnState.PENDING or handle is None:
                 built = self._build(turn, start.context)
                 trim_notified: int | None = None
@@ -825,6 +852,9 @@ class ConversationService:
             # was submitted before a restart), not the time spent in the bot's own queue.
             begun = max(started, submitted_at) if submitted_at is not None else started
             remaining = self.config.turn_timeout - (loop.time() - begun)
+            if deadline is not None:
+                # An answer after the deadline would be paid for and never seen.
+                remaining = min(remaining, (deadline - utcnow()).total_seconds())
             waiter = asyncio.ensure_future(
                 self._model.wait(handle, on_progress=delivery.progress, timeout=max(1.0, remaining))
             )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,9 @@ class RecordingDelivery:
 
     async def start(self) -> None:
         self.calls.append(("start", None))
+
+    def deadline(self) -> datetime | None:
+        return None
 
     async def attach(self, turn: Turn) -> None:
         self.calls.append(("attach", turn.id))

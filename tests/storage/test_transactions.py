@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Sequence
+from datetime import datetime
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -49,6 +50,9 @@ class RecordingDelivery:
         return self
 
     async def start(self) -> None: ...
+
+    def deadline(self) -> datetime | None:
+        return None
 
     async def attach(self, turn: Turn) -> None: ...
 
