@@ -217,6 +217,29 @@ class AttachmentsConfig:
         "Largest image sent inline when attachment_mode = data_uri.",
         _positive,
     )
+    max_text_files: int = _opt(
+        att.DEFAULT_MAX_TEXT_FILES,
+        "Text files inlined per message (a burst and a quoted message's files included); "
+        "the reply names those left out.",
+        _positive,
+    )
+    max_text_bytes_per_turn: int = _opt(
+        att.DEFAULT_MAX_TEXT_BYTES_PER_TURN,
+        "Bytes of text inlined per message, over all its text files; a file that does not "
+        "fit is cut (the model and the reply are told), the ones after it left out.",
+        _positive,
+    )
+    max_files_in_flight: int = _opt(
+        att.DEFAULT_MAX_FILES_IN_FLIGHT,
+        "Attachments being downloaded and uploaded at once, over all conversations.",
+        _positive,
+    )
+    max_bytes_in_flight: int = _opt(
+        att.DEFAULT_MAX_BYTES_IN_FLIGHT,
+        "Total size of the attachments being prepared at once, over all conversations "
+        "(media are streamed, so memory stays far below it; a larger file goes alone).",
+        _positive,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -92,7 +92,7 @@ class SeedBot(discord.AutoShardedClient):
         self.tree = commands.SeedTree(self, lambda: self.gate)
         # Interactions whose turns are running where the bot cannot post (their answers go
         # through them): shared with the deliveries by the entry point.
-        self.interactions = LiveInteractions()
+        self.interactions = LiveInteractions(self)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._accepting = True
         self.resumed = asyncio.Event()

@@ -112,5 +112,5 @@ async def answer_through(
         about=about,
         through_interaction=True,
     )
-    with asker.interactions.holding(interaction):
+    async with asker.interactions.holding(interaction, ephemeral):
         await asker.service.respond(incoming, batchable=False)

@@ -72,8 +72,16 @@ def compose_prompt(
     if body:
         parts.append(body)
     for item in inlined:
+        # The model is told when it sees only a file's start, so it does not answer as if
+        # it had read the whole file.
+        cut = (
+            f" (only its first {len(item.text.encode())} of {item.cut_from} bytes)"
+            if item.cut_from is not None
+            else ""
+        )
         parts.append(
-            f"Attached file {item.filename}:\n{fence(item.text, text_language(item.filename))}"
+            f"Attached file {item.filename}{cut}:\n"
+            + fence(item.text, text_language(item.filename))
         )
     return "\n\n".join(parts)
 

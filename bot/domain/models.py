@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from typing import Literal, TypeAlias
 
@@ -142,6 +142,21 @@ class Destination:
     channel_id: str
     reply_to: str | None = None
     interaction_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredInteraction:
+    """What answering an interaction after a restart takes: its webhook (the application
+    and the interaction's token, sealed by the Discord layer, which alone can open it), the
+    person it answers, the visibility chosen when it was acknowledged, and when Discord
+    stops taking answers on it (15 minutes after its creation)."""
+
+    interaction_id: str
+    application_id: str
+    user_id: str
+    sealed_token: bytes = field(repr=False)
+    ephemeral: bool
+    expires_at: datetime
 
 
 @dataclass(frozen=True, slots=True)

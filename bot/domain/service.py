@@ -26,9 +26,10 @@ from typing import Any
 
 from bot.domain.attachments import (
     AttachmentPolicy,
+    MediaPreparer,
+    PreparedFiles,
     PreparedMedia,
     left_out,
-    prepare_media,
 )
 from bot.domain.conversation import (
     BuiltRequest,
@@ -84,6 +85,8 @@ NO_TEXT_PROMPT = "(no text; see the attachments)"
 EMPTY_PROMPT = "Hello!"
 # The stored "stopped by" of a turn a budget refused before it reached fal.
 BUDGET_REFUSAL = "budget"
+# The stored error of a turn whose answer could no longer be posted when its turn came.
+UNDELIVERABLE = "its answer could no longer be posted (the interaction expired first)"
 # Scopes remembered as bound to a conversation (bounded: an evicted one costs one read).
 BOUND_CACHE_SIZE = 4096
 
@@ -157,6 +160,8 @@ class _Burst:
     joined: bool = False
     closed: bool = False
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    # Its files, prepared once: starting over for a follow-up reuses them.
+    files: PreparedFiles = field(default_factory=PreparedFiles)
     # One of its messages was deleted: its turn is stopped and not started over.
     withdrawn: bool = False
 
@@ -327,7 +332,8 @@ class ConversationService:
         self._store = store
         self._model = model
         self._submitter = Submitter(model, store, journal)
-        self._media = media
+        # One preparation for all turns: its bounds on files and bytes are over all of them.
+        self.media = MediaPreparer(media, model, config.attachments)
         self._deliveries = deliveries
         self.config = config
         self._in_flight = asyncio.Semaphore(config.max_in_flight)
@@ -347,6 +353,9 @@ class ConversationService:
         """Apply a reloaded config to the turns that start from now on."""
         if config.max_in_flight != self.config.max_in_flight:
             self._in_flight = asyncio.Semaphore(config.max_in_flight)
+        if not self.media.bounded_as(config.attachments):
+            # Files already being prepared finish under the old bounds.
+            self.media = MediaPreparer(self.media.source, self._model, config.attachments)
         self.config = config
 
     # -- the three ways in -----------------------------------------------------------------
@@ -464,7 +473,7 @@ class ConversationService:
                 incoming = merge_incoming(burst.items[:taken])
                 try:
                     # A message handled twice is refused by begin_turn (unique source id).
-                    new = await self._new_turn(incoming)
+                    new = await self._new_turn(incoming, burst.files)
                     start = await self._store.begin_turn(
                         new,
                         conversation=NewConversation(
@@ -565,13 +574,31 @@ class ConversationService:
         conversation = await self._store.get_conversation(turn.conversation_id)
         delivery = self._deliveries.open(destination_of(turn))
         notice.delivery = delivery
-        await delivery.start()
+        try:
+            await delivery.start()
+        except DeliveryError as exc:
+            if turn.state is not TurnState.COMPLETED:
+                await self._undeliverable(turn, exc)
+                await delivery.close()
+                return
+            # Answered already: the delivery may still keep what it posted before the stop.
         try:
             started = asyncio.get_running_loop().time()
             context = await self._store.turn_context(turn)
             await self._answer(TurnStart(conversation, turn, context), delivery, started)
         finally:
             await delivery.close()
+
+    async def _undeliverable(self, turn: Turn, error: DeliveryError) -> None:
+        """A resumed turn whose answer nothing can receive any more (the interaction it came
+        through has expired): failed without a model call, and a request already at fal is
+        cancelled, not waited for: its answer would be paid for and never seen."""
+        log.warning("turn %s cannot be delivered (%s): failed without a model call", turn.id, error)
+        if turn.handle is not None:
+            await self._cancel_quietly(turn.handle)
+        await self.costs.settle(turn.id, None)
+        self.observer.turn_failed(error)
+        await self._finish_failed(turn, error)
 
     # -- steps -----------------------------------------------------------------------------
 
@@ -591,10 +618,11 @@ class ConversationService:
         while len(self._bound) > BOUND_CACHE_SIZE:
             self._bound.popitem(last=False)
 
-    async def _new_turn(self, incoming: Incoming) -> NewTurn:
-        """The turn one message (or burst) becomes: its attachments prepared once, here."""
-        media: PreparedMedia = await prepare_media(
-            incoming.attachments, self.config.attachments, self._media, self._model
+    async def _new_turn(self, incoming: Incoming, reuse: PreparedFiles | None = None) -> NewTurn:
+        """The turn one message (or burst) becomes: its attachments prepared once, here
+        (those in ``reuse`` already were)."""
+        media: PreparedMedia = await self.media.prepare(
+            incoming.attachments, self.config.attachments, reuse
         )
         prompt = compose_prompt(
             incoming.text,
@@ -795,11 +823,18 @@ class ConversationService:
         if turn.state is TurnState.COMPLETED:
             return None, None, tuple(warnings)
         loop = asyncio.get_running_loop()
+        deadline = delivery.deadline()
         async with self._in_flight:
             active.check()
             sent_count: int | None = None
             submitted_at: float | None = None
             handle = turn.handle
+            if deadline is not None and utcnow() >= deadline:
+                # Its answer could not be posted any more (it waited too long for a slot):
+                # not submitted, or not waited for, so not paid for.
+                if handle is not None:
+                    await self._cancel_quietly(handle)
+                raise DeliveryError(UNDELIVERABLE)
             if turn.state is TurnState.PENDING or handle is None:
                 built = self._build(turn, start.context)
                 trim_notified: int | None = None
@@ -836,6 +871,9 @@ class ConversationService:
             # was submitted before a restart), not the time spent in the bot's own queue.
             begun = max(started, submitted_at) if submitted_at is not None else started
             remaining = self.config.turn_timeout - (loop.time() - begun)
+            if deadline is not None:
+                # An answer after the deadline would be paid for and never seen.
+                remaining = min(remaining, (deadline - utcnow()).total_seconds())
             waiter = asyncio.ensure_future(
                 self._model.wait(handle, on_progress=delivery.progress, timeout=max(1.0, remaining))
             )

@@ -30,7 +30,7 @@ from bot.domain.errors import (
 )
 from bot.domain.models import ModelReply, ModelRequest, Progress, RequestHandle
 from bot.domain.observer import NO_OBSERVER, CallObserver
-from bot.domain.ports import ProgressCallback
+from bot.domain.ports import OpenBody, ProgressCallback
 from bot.fal import wire
 from bot.fal.http import Http, Response, describe, retryable_status, transient_status
 from bot.fal.settings import FalSettings
@@ -269,6 +269,20 @@ class FalClient:
         any other failure raises ``AttachmentError`` naming the file, so a turn can go on
         without that attachment.
         """
+        return await self._store(data, len(data), content_type, file_name)
+
+    async def upload_stream(
+        self, open_body: OpenBody, *, size: int, content_type: str, file_name: str
+    ) -> str:
+        """``upload`` for a file of ``size`` bytes streamed from ``open_body``: the PUT
+        announces that size as its length and sends chunks as they come, so no whole file
+        is held. A retried PUT opens the body again; an ``AttachmentError`` from the body
+        (its source) ends the upload as it is."""
+        return await self._store(open_body, size, content_type, file_name)
+
+    async def _store(
+        self, data: bytes | OpenBody, size: int, content_type: str, file_name: str
+    ) -> str:
         try:
             response = await self._http.call(
                 "POST",
@@ -295,12 +309,17 @@ class FalClient:
             raise AttachmentError(file_name, "fal storage answered unexpectedly")
         try:
             # The signed URL is the credential here: no Authorization header may go along.
+            # The length is announced, so a streamed body is sent as is, not chunked.
             stored = await self._http.call(
                 "PUT",
                 urls["upload_url"],
                 op="upload",
                 idempotent=True,
-                headers={"Content-Type": content_type, "User-Agent": self._settings.user_agent},
+                headers={
+                    "Content-Type": content_type,
+                    "Content-Length": str(size),
+                    "User-Agent": self._settings.user_agent,
+                },
                 data=data,
                 total_timeout=self._settings.upload_timeout,
             )
@@ -312,7 +331,7 @@ class FalClient:
             raise AttachmentError(
                 file_name, f"fal storage refused the upload (HTTP {stored.status})"
             )
-        log.info("fal stored a file of %d bytes (%s)", len(data), content_type)
+        log.info("fal stored a file of %d bytes (%s)", size, content_type)
         return urls["file_url"]
 
     async def check_key(self) -> bool:

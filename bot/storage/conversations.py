@@ -85,10 +85,13 @@ _PLACE = select(
 _STATE = select(turns.c.state).where(turns.c.id == bindparam("b_id"))
 _INSERT_TURN = insert(turns).returning(turns.c.id)
 _INSERT_MESSAGES = insert(messages)
+# A superseded attempt gives up its prompt: the attempt replacing it holds the same text
+# (Retry), the merged one (a burst starting over, where keeping it would store every earlier
+# message once per attempt) or the edited one, and no history or export shows it.
 _SUPERSEDE = (
     update(turns)
     .where(turns.c.id == bindparam("b_id"))
-    .values(state=TurnState.SUPERSEDED.value, updated_at=bindparam("b_now"))
+    .values(state=TurnState.SUPERSEDED.value, updated_at=bindparam("b_now"), prompt="")
     .returning(turns.c.id)
 )
 _SUBMITTED = (

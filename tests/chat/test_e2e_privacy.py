@@ -87,7 +87,7 @@ async def test_export_holds_the_askers_own_turns_and_counts_the_others(
 
     assert response.message is not None
     assert "1 message of other people left out" in response.message.content
-    files = {a.filename: a.data.decode() for a in response.message.attachments}
+    files = {name: data.decode() for name, data in response.message.files}
     assert sorted(files) == ["conversation.json", "conversation.md"]
     document = json.loads(files["conversation.json"])
     alices = [t for t in stored.turns if t.author_name == "Alice"]
@@ -130,7 +130,7 @@ async def test_export_gives_each_person_only_their_own(harness: Harness) -> None
     await say(h, h.world.bob, thread, "bobs own words")
     bobs = await respond(h, h.world.bob, thread, "export")
     assert bobs.message is not None and len(bobs.message.attachments) == 2
-    files = [a.data.decode() for a in bobs.message.attachments]
+    files = [data.decode() for _, data in bobs.message.files]
     assert all("bobs own words" in f and "mine" not in f for f in files)
 
 

@@ -5,8 +5,9 @@ it was asked to do (the one edge here that is not real: Discord)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,9 @@ class RecordingDelivery:
 
     async def start(self) -> None:
         self.calls.append(("start", None))
+
+    def deadline(self) -> datetime | None:
+        return None
 
     async def attach(self, turn: Turn) -> None:
         self.calls.append(("attach", turn.id))
@@ -101,6 +105,9 @@ class Files:
         if attachment.id not in self.files:
             raise AttachmentError(attachment.filename, "Discord no longer serves it")
         return self.files[attachment.id]
+
+    async def stream(self, attachment: Attachment, max_bytes: int) -> AsyncGenerator[bytes, None]:
+        yield await self.fetch(attachment, max_bytes)
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from typing import Any
 
 import aiohttp
@@ -783,6 +783,55 @@ async def test_upload_put_is_retried_after_a_reset(
     assert fault.hits == 2
     assert url.startswith(fake_fal.base_url)
     assert len(fake_fal.files) == 1
+
+
+def chunked(data: bytes, opened: list[int]) -> Callable[[], AsyncGenerator[bytes, None]]:
+    """A streamed body over ``data`` that counts how often it was opened."""
+
+    async def body() -> AsyncGenerator[bytes, None]:
+        opened.append(1)
+        for start in range(0, len(data), 1000):
+            yield data[start : start + 1000]
+
+    return body
+
+
+async def test_a_streamed_upload_announces_its_length_and_is_retried_by_reading_again(
+    fake_fal: FakeFal, fal_model_client: FalClient
+) -> None:
+    data = bytes(range(256)) * 40
+    fault = fake_fal.add_fault(Fault.reset("upload", times=1))
+    opened: list[int] = []
+
+    url = await fal_model_client.upload_stream(
+        chunked(data, opened), size=len(data), content_type="video/mp4", file_name="clip.mp4"
+    )
+
+    assert fault.hits == 1 and len(opened) == 2  # the retry read the file again
+    [stored] = fake_fal.files.values()
+    assert stored.data == data and url.endswith("/clip.mp4")
+    put = fake_fal.calls_to("upload")[-1]
+    assert put.headers["Content-Length"] == str(len(data))
+    assert "Transfer-Encoding" not in put.headers and "Authorization" not in put.headers
+
+
+async def test_a_streamed_body_whose_source_fails_ends_the_upload_unretried(
+    fake_fal: FakeFal, fal_model_client: FalClient
+) -> None:
+    opened: list[int] = []
+
+    async def body() -> AsyncGenerator[bytes, None]:
+        opened.append(1)
+        yield b"x" * 1000
+        raise AttachmentError("clip.mp4", "it is larger than Discord reported")
+
+    with pytest.raises(AttachmentError, match="larger than Discord reported"):
+        await fal_model_client.upload_stream(
+            body, size=5000, content_type="video/mp4", file_name="clip.mp4"
+        )
+
+    assert len(opened) == 1
+    assert fake_fal.files == {}
 
 
 # --- secrets -------------------------------------------------------------------------------

@@ -1458,7 +1458,11 @@ class FakeDiscord(World):
         content_type = (
             guess_content_type(file.filename) if file.content_type is AUTO else file.content_type
         )
-        size = image_size(file.data) if file.size is AUTO else file.size
+        size = (
+            (image_size(file.data) if isinstance(file.data, bytes) else None)
+            if file.size is AUTO
+            else file.size
+        )
         attachment = FakeAttachment(
             id=self.snowflake(),
             filename=file.filename,
