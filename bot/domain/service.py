@@ -594,9 +594,9 @@ class ConversationService:
         through has expired): failed without a model call, and a request already at fal is
         cancelled, not waited for: its answer would be paid for and never seen."""
         log.warning("turn %s cannot be delivered (%s): failed without a model call", turn.id, error)
-        if turn.handle is not None:
-            await self._cancel_quietly(turn.handle)
-        await self.costs.settle(turn.id, None)
+        # One fal had finished anyway is billed: the turn costs what its answer reports.
+        billed = await self._cancel_quietly(turn.handle) if turn.handle is not None else None
+        await self.costs.settle(turn.id, billed)
         self.observer.turn_failed(error)
         await self._finish_failed(turn, error)
 
