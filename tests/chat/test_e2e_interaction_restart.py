@@ -159,12 +159,20 @@ async def test_an_interaction_turn_stored_past_its_window_is_failed_without_a_mo
     assert await kept(database_url) == []
 
 
+async def at_fal_past_its_window(
+    make_harness: HarnessFactory, url: str
+) -> tuple[Harness, FakeInteraction, str]:
+    """An interaction turn at fal when the bot stopped, which stayed down past its window."""
+    first, _, ask, request_id = await ask_and_stop_while_at_fal(make_harness, url)
+    await expire_kept(url)
+    first.fake.expire_interaction(ask)
+    return first, ask, request_id
+
+
 async def test_an_interaction_turn_at_fal_past_its_window_is_cancelled_and_failed(
     make_harness: HarnessFactory, database_url: str
 ) -> None:
-    first, _, ask, request_id = await ask_and_stop_while_at_fal(make_harness, database_url)
-    await expire_kept(database_url)
-    first.fake.expire_interaction(ask)
+    _, ask, request_id = await at_fal_past_its_window(make_harness, database_url)
     # fal still holds the request: a bot waiting for it would wait until its timeout.
 
     second = await make_harness(SEED_BOT_DATABASE__URL=database_url)
@@ -177,9 +185,7 @@ async def test_an_interaction_turn_at_fal_past_its_window_is_cancelled_and_faile
 async def test_an_interaction_turn_fal_finished_past_its_window_costs_what_fal_billed(
     make_harness: HarnessFactory, database_url: str
 ) -> None:
-    first, _, ask, request_id = await ask_and_stop_while_at_fal(make_harness, database_url)
-    await expire_kept(database_url)
-    first.fake.expire_interaction(ask)
+    first, ask, request_id = await at_fal_past_its_window(make_harness, database_url)
     first.fal.complete_now(request_id)  # fal finished (and billed it) while the bot was down
 
     second = await make_harness(SEED_BOT_DATABASE__URL=database_url)
