@@ -30,6 +30,7 @@ from bot.domain.access import AccessPolicy
 from bot.domain.attachments import AttachmentLimits, AttachmentPolicy
 from bot.domain.costs import Budgets, Pricing
 from bot.domain.errors import ConfigError, ModelError, SeedBotError
+from bot.domain.notices import RefusalNotices
 from bot.domain.privacy import Retention, RetentionSweeper
 from bot.domain.quotas import Quota, QuotaRules, Quotas
 from bot.domain.service import ConversationService, ServiceConfig
@@ -269,6 +270,9 @@ async def build_app(
             INTERACTION_VIEWS,
         )
         budgets = Budgets(store.costs, config.budgets.rules(), Pricing(config.costs.usd_per_unit))
+        # One memory of who was told what: a budget refusal the service posts is the gate's
+        # too.
+        refusals = RefusalNotices()
         service = ConversationService(
             store,
             TimedModel(model, metrics),
@@ -279,12 +283,14 @@ async def build_app(
             journal=journal,
             costs=budgets,
             outage=store.outage,
+            refusals=refusals,
         )
         gate = Gate(
             Quotas(store, quota_rules(config)),
             gate_rules(config),
             observer=metrics,
             budgets=budgets,
+            notices=refusals,
         )
         privacy = SqlPrivacy(store.db)
         bot.install(service, gate, privacy)

@@ -102,9 +102,9 @@ async def retry(controller: Controller, interaction: discord.Interaction, turn: 
     else:
         await ephemeral(interaction, texts.ANSWERING_AGAIN)
     log.info("turn %s: retry asked by user %s", turn.id, interaction.user.id)
-    controller.spawn(
-        service.redo(Redo(conversation.scope_id, turn_id=turn.id)), name=f"retry-{turn.id}"
-    )
+    # The presser pays: the gate checked their access, quotas and budgets, not the author's.
+    redo = Redo(conversation.scope_id, turn_id=turn.id, payer_id=str(interaction.user.id))
+    controller.spawn(service.redo(redo), name=f"retry-{turn.id}")
 
 
 def _button(action: str, label: str, emoji: str, turn_id: int) -> discord.ui.Button[Any]:

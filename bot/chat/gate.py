@@ -8,7 +8,7 @@ through the same ``Budgets``)."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import discord
 
@@ -17,6 +17,7 @@ from bot.domain.access import AccessPolicy, Requester, denial_reason
 from bot.domain.costs import Budgets
 from bot.domain.errors import BudgetExceeded, QuotaExceeded
 from bot.domain.models import Payer
+from bot.domain.notices import DAY_SECONDS, NoticeReason, RefusalNotices, seconds_until
 from bot.domain.observer import NO_OBSERVER, TurnObserver
 from bot.domain.quotas import Quotas
 
@@ -33,10 +34,13 @@ class GateRules:
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    """Why the gate refused, as the text to show, and whether a message may be answered."""
+    """Why the gate refused, as the text to show, and whether a message may be answered;
+    ``reason`` and ``window_seconds``: how often a person is told (once per window)."""
 
     text: str
     silent: bool = False
+    reason: NoticeReason = NoticeReason.ACCESS
+    window_seconds: float = DAY_SECONDS
 
 
 class Gate:
@@ -47,11 +51,13 @@ class Gate:
         *,
         observer: TurnObserver = NO_OBSERVER,
         budgets: Budgets | None = None,
+        notices: RefusalNotices | None = None,
     ) -> None:
         self.quotas = quotas
         self.rules = rules
         self.budgets = budgets
         self._observer = observer
+        self.notices = notices if notices is not None else RefusalNotices()
 
     async def check(
         self,
@@ -79,19 +85,46 @@ class Gate:
             except BudgetExceeded as exc:
                 log.info("user %s refused by the %s %s budget", user.id, exc.scope, exc.period)
                 self._observer.turn_refused("budget")
-                return Refusal(texts.error_text(exc))
+                lasts = seconds_until(exc.resets_at, self.budgets.now())
+                return Refusal(
+                    texts.error_text(exc), reason=NoticeReason.BUDGET, window_seconds=lasts
+                )
         if model_call:
             try:
                 await self.quotas.admit(str(user.id), str(guild_id) if guild_id else None)
             except QuotaExceeded as exc:
                 log.info("user %s refused by the %s quota", user.id, exc.scope)
                 self._observer.turn_refused("quota")
-                return Refusal(texts.error_text(exc))
+                window = self.quotas.window_seconds(exc.scope)
+                return Refusal(
+                    texts.error_text(exc), reason=NoticeReason.QUOTA, window_seconds=window
+                )
         return None
 
-    async def check_message(self, message: discord.Message) -> Refusal | None:
+    async def check_message(
+        self, message: discord.Message, *, notice: bool = True
+    ) -> Refusal | None:
+        """As ``check``, for a message: a refusal is silent unless it is the first of its
+        reason for this person within its window (a reply per refused message would let a
+        few flooding accounts spend the bot's Discord request budget). ``notice=False``:
+        nothing will be told whatever the answer (it counts as no notice)."""
         guild_id = message.guild.id if message.guild else None
-        return await self.check(message.author, message.channel, guild_id, model_call=True)
+        refusal = await self.check(message.author, message.channel, guild_id, model_call=True)
+        if refusal is None or not notice:
+            return refusal
+        return self._once(message.author, refusal)
+
+    def dms_off(self, user: discord.abc.User) -> Refusal:
+        """A DM while DMs are off: told once a day per person, then silence."""
+        return self._once(user, Refusal(texts.DM_REFUSAL, reason=NoticeReason.DMS_OFF))
+
+    def _once(self, user: discord.abc.User, refusal: Refusal) -> Refusal:
+        if refusal.silent:
+            return refusal
+        if self.notices.tell(str(user.id), refusal.reason, refusal.window_seconds):
+            return refusal
+        log.debug("user %s refused again (%s): not told again", user.id, refusal.reason)
+        return replace(refusal, silent=True)
 
     async def check_interaction(
         self, interaction: discord.Interaction, *, model_call: bool

@@ -17,7 +17,7 @@ from typing import Any
 import discord
 
 from bot.chat import convert, texts
-from bot.chat.gate import Gate
+from bot.chat.gate import Gate, Refusal
 from bot.chat.replies import say
 from bot.chat.threads import ThreadRefused, may_bind, open_thread
 from bot.domain.errors import StorageError
@@ -169,10 +169,11 @@ class Inbound:
         )
         if decision is Route.IGNORE:
             return
+        refusal: Refusal | None
         if decision is Route.DM_REFUSED:
-            await say(message, texts.DM_REFUSAL)
-            return
-        refusal = await self._gate.check_message(message)
+            refusal = self._gate.dms_off(message.author)
+        else:
+            refusal = await self._gate.check_message(message)
         if refusal is not None:
             log.info("message %s refused", message.id)
             if not refusal.silent:
@@ -267,7 +268,7 @@ class Inbound:
             return  # only the latest message of a conversation can be redone
         if str(message.author.id) != latest.author_id:
             return
-        refusal = await self._gate.check_message(message)
+        refusal = await self._gate.check_message(message, notice=False)
         if refusal is not None:
             return  # an edit asks for a new model call: access lists and quotas apply
         if not latest.state.settled:

@@ -55,8 +55,10 @@ class ModelClient(Protocol):
         pass first, cancel the request at fal and raise ``ModelTimeout``."""
         ...
 
-    async def cancel(self, handle: RequestHandle) -> None:
-        """Ask fal to cancel the request (best effort; an already finished one is fine)."""
+    async def cancel(self, handle: RequestHandle) -> ModelReply | None:
+        """Ask fal to cancel the request (best effort; an already finished one is fine).
+        Returns the answer of a request that had already completed (fal billed it, so its
+        cost is what the answer reports); None otherwise."""
         ...
 
     async def upload(self, data: bytes, *, content_type: str, file_name: str) -> str:

@@ -69,6 +69,7 @@ from bot.domain.models import (
     TurnStart,
     TurnState,
 )
+from bot.domain.notices import NoticeReason, RefusalNotices, seconds_until
 from bot.domain.observer import NO_OBSERVER, TurnObserver
 from bot.domain.outage import Outage, waiting_as
 from bot.domain.ports import Deliveries, Delivery, MediaSource, ModelClient, Store
@@ -121,6 +122,9 @@ class Redo:
     scope_id: str
     turn_id: int | None = None
     edited: Incoming | None = None
+    # Who pays for the new answer: the person who asked for it (a moderator's Retry is the
+    # moderator's, whom the gate checked); None: the turn's author.
+    payer_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,11 +167,14 @@ class _Burst:
 
 
 class TurnStopped(Exception):
-    """Internal: the turn was stopped while it ran (not an error to report)."""
+    """Internal: the turn was stopped while it ran (not an error to report). ``reply``: the
+    answer fal had given by the time the stop won (to the wait, or to the cancel of a
+    request that had already completed): fal billed it, so the turn costs what it reports."""
 
-    def __init__(self, by: str) -> None:
+    def __init__(self, by: str, reply: ModelReply | None = None) -> None:
         super().__init__(by)
         self.by = by
+        self.reply = reply
 
 
 class StopResult(enum.Enum):
@@ -312,9 +319,12 @@ class ConversationService:
         journal: SubmissionJournal | None = None,
         costs: TurnCosts = NO_COSTS,
         outage: Outage | None = None,
+        refusals: RefusalNotices | None = None,
     ) -> None:
         self.observer = observer
         self.costs = costs
+        # Who was told about a budget refusal (shared with the gate: told once a window).
+        self.refusals = refusals if refusals is not None else RefusalNotices()
         # The database's outages as the store meets them: a turn whose store call waits on
         # one says so on its status message (see _WaitNotice).
         self._outage = outage or Outage()
@@ -555,7 +565,7 @@ class ConversationService:
             await delivery.close()
             return
         try:
-            await self._answer(start, delivery, started)
+            await self._answer(start, delivery, started, payer_id=redo.payer_id)
         finally:
             await delivery.close()
 
@@ -584,9 +594,9 @@ class ConversationService:
         through has expired): failed without a model call, and a request already at fal is
         cancelled, not waited for: its answer would be paid for and never seen."""
         log.warning("turn %s cannot be delivered (%s): failed without a model call", turn.id, error)
-        if turn.handle is not None:
-            await self._cancel_quietly(turn.handle)
-        await self.costs.settle(turn.id, None)
+        # One fal had finished anyway is billed: the turn costs what its answer reports.
+        billed = await self._cancel_quietly(turn.handle) if turn.handle is not None else None
+        await self.costs.settle(turn.id, billed)
         self.observer.turn_failed(error)
         await self._finish_failed(turn, error)
 
@@ -642,6 +652,8 @@ class ConversationService:
         delivery: Delivery,
         started: float,
         burst: _Burst | None = None,
+        *,
+        payer_id: str | None = None,
     ) -> object:
         """Run a stored turn; when fal refuses some of its attachments (and only those), run
         the next attempt without them, naming each in the reply. Returns ``_MERGED_AWAY``
@@ -650,7 +662,7 @@ class ConversationService:
             turn = start.turn
             if burst is not None:
                 burst.turn_id = turn.id
-            rejected = await self._run_turn(start, delivery, started, burst)
+            rejected = await self._run_turn(start, delivery, started, burst, payer_id=payer_id)
             if rejected is None or rejected is _MERGED_AWAY:
                 return rejected
             assert isinstance(rejected, tuple)
@@ -676,6 +688,8 @@ class ConversationService:
         delivery: Delivery,
         started: float,
         burst: _Burst | None = None,
+        *,
+        payer_id: str | None = None,
     ) -> tuple[dict[str, set[int]], ModelInputRejected] | object | None:
         """Submit (if not yet), wait, store and deliver one stored turn. Returns the refused
         attachments when fal refused only some of them (the caller tries again without),
@@ -685,7 +699,9 @@ class ConversationService:
         self.observer.turn_started(conversation.id)
         try:
             await delivery.attach(turn)
-            reply, sent_count, warnings = await self._obtain_reply(start, delivery, active, started)
+            reply, sent_count, warnings = await self._obtain_reply(
+                start, delivery, active, started, payer_id or turn.author_id
+            )
             if reply is not None:
                 new = new_history_messages(reply.messages, sent_count)
                 try:
@@ -702,7 +718,7 @@ class ConversationService:
                     # process): its answer is neither stored nor posted.
                     current = await self._store.get_turn(turn.id)
                     if current.state is TurnState.STOPPED:
-                        raise TurnStopped(current.error or "") from None
+                        raise TurnStopped(current.error or "", reply) from None
                     raise
             else:
                 reply = ModelReply(
@@ -720,7 +736,7 @@ class ConversationService:
             self.observer.turn_answered(seconds=done - started, delivery_seconds=done - answered)
             return None
         except TurnStopped as stop:
-            await self.costs.settle(turn.id, None)
+            await self.costs.settle(turn.id, stop.reply)
             if stop.by == MERGED:
                 log.info("turn %s gives way to the burst it is part of", turn.id)
                 return _MERGED_AWAY
@@ -744,8 +760,10 @@ class ConversationService:
             # Refused before reaching fal: not a failure of the model, and nothing to pay.
             log.info("turn %s refused by the %s %s budget", turn.id, exc.scope, exc.period)
             self.observer.turn_refused("budget")
-            with contextlib.suppress(DeliveryError):
-                await delivery.fail(turn, exc)
+            lasts = seconds_until(exc.resets_at, utcnow())
+            if self.refusals.tell(payer_id or turn.author_id, NoticeReason.BUDGET, lasts):
+                with contextlib.suppress(DeliveryError):
+                    await delivery.fail(turn, exc)
             await self._store.finish_turn(turn.id, TurnState.STOPPED, BUDGET_REFUSAL)
             return None
         except ModelInputRejected as exc:
@@ -795,9 +813,11 @@ class ConversationService:
         delivery: Delivery,
         active: _Active,
         started: float,
+        payer_id: str,
     ) -> tuple[ModelReply | None, int | None, tuple[str, ...]]:
         """The model's reply for a turn (None when it is already stored), how many history
-        messages were sent with it (None when unknown), and the warnings to show."""
+        messages were sent with it (None when unknown), and the warnings to show. Its cost
+        is held against ``payer_id``'s budgets."""
         conversation, turn = start.conversation, start.turn
         warnings = list(turn.warnings)
         if turn.state is TurnState.COMPLETED:
@@ -824,7 +844,7 @@ class ConversationService:
                 sent_count = len(built.request.messages)
                 reservation = await self.costs.reserve(
                     turn.id,
-                    Payer(turn.author_id, conversation.guild_id, conversation.scope_id),
+                    Payer(payer_id, conversation.guild_id, conversation.scope_id),
                     input_tokens=built.input_tokens,
                     max_output_tokens=built.request.max_completion_tokens
                     or MODEL_DEFAULT_MAX_TOKENS,
@@ -845,9 +865,8 @@ class ConversationService:
                 handle = await asyncio.shield(submitting)
                 try:
                     active.check()
-                except TurnStopped:
-                    await self._cancel_quietly(handle)
-                    raise
+                except TurnStopped as stop:
+                    raise TurnStopped(stop.by, await self._cancel_quietly(handle)) from None
             # The deadline counts from the request reaching fal (or the turn's start when it
             # was submitted before a restart), not the time spent in the bot's own queue.
             begun = max(started, submitted_at) if submitted_at is not None else started
@@ -867,9 +886,10 @@ class ConversationService:
                     # Cancelled by stop(), not by a shutdown: the request goes too.
                     try:
                         active.check()
-                    except TurnStopped:
-                        await self._cancel_quietly(handle)
-                        raise
+                    except TurnStopped as stop:
+                        # An answer fal had finished anyway is billed: the stop pays it.
+                        billed = await self._cancel_quietly(handle)
+                        raise TurnStopped(stop.by, billed) from None
                 raise
             finally:
                 active.waiter = None
@@ -891,11 +911,13 @@ class ConversationService:
             if not task.cancelled() and (exc := task.exception()) is not None:
                 log.warning("a submission under way at shutdown failed: %s", exc)
 
-    async def _cancel_quietly(self, handle: RequestHandle) -> None:
+    async def _cancel_quietly(self, handle: RequestHandle) -> ModelReply | None:
+        """Cancel at fal; the answer of a request that had already completed, if any."""
         try:
-            await self._model.cancel(handle)
+            return await self._model.cancel(handle)
         except ModelError as exc:
             log.warning("cancelling request %s failed: %s", handle.request_id, exc)
+            return None
 
     def _build(self, turn: Turn, context: TurnContext) -> BuiltRequest:
         return build_request(

@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 # Endpoint ids under these namespaces keep one more segment before the app (fal-protocol §1.1).
 _NAMESPACES = frozenset({"workflows", "comfy"})
+# fal's answer to a cancel that came after the request finished (fal-protocol §6).
+ALREADY_COMPLETED = "ALREADY_COMPLETED"
 
 
 def app_path(endpoint: str) -> str:
@@ -225,12 +227,22 @@ class FalClient:
             request_id=urls.request_id,
         )
 
-    async def cancel(self, handle: RequestHandle) -> None:
+    async def cancel(self, handle: RequestHandle) -> ModelReply | None:
         """Ask fal to cancel the request. A request that already finished or that fal no
-        longer knows is fine; other refusals raise a ``ModelError``."""
-        await self._cancel(self._urls(handle))
+        longer knows is fine; other refusals raise a ``ModelError``. For one that had
+        already completed, its answer is fetched and returned (fal billed it: the answer
+        carries the units), or None when it failed; None for any other request."""
+        urls = self._urls(handle)
+        if await self._cancel(urls) != ALREADY_COMPLETED:
+            return None
+        try:
+            return await self._result(urls, wire.QueueStatus(state="COMPLETED"))
+        except ModelError as exc:
+            log.info("fal %s had completed without an answer: %s", urls.request_id, exc)
+            return None
 
-    async def _cancel(self, urls: _Urls) -> None:
+    async def _cancel(self, urls: _Urls) -> str | None:
+        """Cancel at fal; returns fal's outcome (``ALREADY_COMPLETED``, ...)."""
         response = await self._http.call(
             "PUT",
             urls.cancel,
@@ -244,10 +256,10 @@ class FalClient:
         if (
             response.ok
             or response.status == 404
-            or (response.status == 400 and outcome == "ALREADY_COMPLETED")
+            or (response.status == 400 and outcome == ALREADY_COMPLETED)
         ):
             log.info("fal cancel %s: HTTP %d %s", urls.request_id, response.status, outcome)
-            return
+            return outcome if isinstance(outcome, str) else None
         raise self._error(response, "cancel", urls.request_id)
 
     async def upload(self, data: bytes, *, content_type: str, file_name: str) -> str:

@@ -265,8 +265,8 @@ class TimedModel:
         self._metrics.ran(clock() - (running_from[0] if running_from else waited_from))
         return reply
 
-    async def cancel(self, handle: RequestHandle) -> None:
-        await self._model.cancel(handle)
+    async def cancel(self, handle: RequestHandle) -> ModelReply | None:
+        return await self._model.cancel(handle)
 
     async def upload(self, data: bytes, *, content_type: str, file_name: str) -> str:
         return await self._model.upload(data, content_type=content_type, file_name=file_name)

@@ -14,6 +14,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.domain.cache import Lru
 from bot.domain.conversation import estimate_tokens
 from bot.domain.errors import StorageError
 from bot.domain.models import (
@@ -34,7 +35,6 @@ from bot.domain.models import (
     TurnStart,
     TurnState,
 )
-from bot.storage.cache import Lru
 from bot.storage.costs import settle_in, store_reservation
 from bot.storage.database import Database, now_utc
 from bot.storage.engine import json_text

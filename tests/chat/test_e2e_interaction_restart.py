@@ -22,7 +22,7 @@ from bot.storage.tables import interactions, turns
 from tests.chat.conftest import Harness, HarnessFactory
 from tests.chat.test_e2e_everywhere import Away, answered, away, reply_through
 from tests.fakes.discord import FakeInteraction, MessageCreated, MessageEdited
-from tests.fakes.fal import ModelOutput
+from tests.fakes.fal import ModelOutput, billable_units
 from tests.storage.conftest import BACKENDS, POSTGRES_ENV, fresh_postgres_database
 from tests.storage.conftest import postgres_base_url as postgres_base
 
@@ -159,12 +159,20 @@ async def test_an_interaction_turn_stored_past_its_window_is_failed_without_a_mo
     assert await kept(database_url) == []
 
 
+async def at_fal_past_its_window(
+    make_harness: HarnessFactory, url: str
+) -> tuple[Harness, FakeInteraction, str]:
+    """An interaction turn at fal when the bot stopped, which stayed down past its window."""
+    first, _, ask, request_id = await ask_and_stop_while_at_fal(make_harness, url)
+    await expire_kept(url)
+    first.fake.expire_interaction(ask)
+    return first, ask, request_id
+
+
 async def test_an_interaction_turn_at_fal_past_its_window_is_cancelled_and_failed(
     make_harness: HarnessFactory, database_url: str
 ) -> None:
-    first, _, ask, request_id = await ask_and_stop_while_at_fal(make_harness, database_url)
-    await expire_kept(database_url)
-    first.fake.expire_interaction(ask)
+    _, ask, request_id = await at_fal_past_its_window(make_harness, database_url)
     # fal still holds the request: a bot waiting for it would wait until its timeout.
 
     second = await make_harness(SEED_BOT_DATABASE__URL=database_url)
@@ -172,6 +180,23 @@ async def test_an_interaction_turn_at_fal_past_its_window_is_cancelled_and_faile
     assert second.fal.requests[request_id].cancel_requested
     assert list(second.fal.requests) == [request_id]
     assert await kept(database_url) == []
+
+
+async def test_an_interaction_turn_fal_finished_past_its_window_costs_what_fal_billed(
+    make_harness: HarnessFactory, database_url: str
+) -> None:
+    first, ask, request_id = await at_fal_past_its_window(make_harness, database_url)
+    first.fal.complete_now(request_id)  # fal finished (and billed it) while the bot was down
+
+    second = await make_harness(SEED_BOT_DATABASE__URL=database_url)
+    assert await turn_state(second, ask) is TurnState.FAILED
+    turn = await second.app.service.latest_turn(f"interaction:{ask.id}")
+    assert turn is not None
+    cost = await second.app.store.costs.turn_cost(turn.id)
+    request = second.fal.requests[request_id]
+    assert request.result_body is not None
+    units = billable_units(request.input, request.result_body)
+    assert cost is not None and (cost.units, cost.estimated, cost.settled) == (units, False, True)
 
 
 async def test_expired_interactions_are_dropped_at_start_up(

@@ -26,7 +26,7 @@ from bot.domain.errors import (
 from bot.domain.models import ChatMessage, ModelRequest, Progress, RequestHandle
 from bot.domain.ports import ModelClient
 from bot.fal import FalClient, FalSettings
-from tests.fakes.fal import DEFAULT_KEY, Failure, FakeFal, Fault, ModelOutput
+from tests.fakes.fal import DEFAULT_KEY, Failure, FakeFal, Fault, ModelOutput, billable_units
 from tests.fakes.fal_fixtures import FakeFalFactory, fal_settings_for
 from tests.fal.helpers import FirstConnectRefused, ProgressLog, assert_secret_free
 
@@ -316,14 +316,20 @@ async def test_cancel_accepts_queued_finished_and_unknown_requests(
     running = await client.submit(ModelRequest(prompt="one"))
     queued = await client.submit(ModelRequest(prompt="two"))
 
-    await client.cancel(queued)  # 202 CANCELLATION_REQUESTED
+    assert await client.cancel(queued) is None  # 202 CANCELLATION_REQUESTED
     with pytest.raises(ModelCancelled) as caught:
         await client.wait(queued, timeout=5)
     assert caught.value.request_id == queued.request_id
 
     await fake.release(running.request_id)
-    await client.cancel(running)  # 400 ALREADY_COMPLETED
-    await client.cancel(client.handle_for("00000000-0000-4000-8000-000000000000"))  # 404
+    # 400 ALREADY_COMPLETED: fal billed it, and the answer says for how much
+    finished = await client.cancel(running)
+    request = fake.requests[running.request_id]
+    assert request.result_body is not None
+    assert finished is not None and finished.output == "echo: one"
+    assert finished.billable_units == billable_units(request.input, request.result_body)
+    unknown = client.handle_for("00000000-0000-4000-8000-000000000000")
+    assert await client.cancel(unknown) is None  # 404
     assert [c.route for c in fake.calls].count("cancel") == 3
 
 

@@ -10,6 +10,7 @@ from datetime import datetime
 import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.domain.cache import Lru
 from bot.domain.models import (
     Attachment,
     Conversation,
@@ -24,7 +25,6 @@ from bot.domain.models import (
 from bot.domain.ports import ModelClient
 from bot.domain.service import ConversationService, ServiceConfig
 from bot.storage import SqlStore
-from bot.storage.cache import Lru
 from bot.storage.conversations import SqlConversations
 from bot.storage.database import _Gate
 
