@@ -37,6 +37,7 @@ TABLES = {
     "settings",
     "usage_events",
     "turn_costs",
+    "interactions",
     "speakers",
 }
 
@@ -259,7 +260,7 @@ async def test_0002_adds_attachment_names_and_backfills_token_estimates(db_url: 
 
 
 async def test_0007_backfills_each_authors_first_turn_in_history(db_url: str) -> None:
-    await upgrade(db_url, "0004")
+    await upgrade(db_url, "0006")
     # Turns (id, epoch, author, state), two messages each, positions in id order; turn 1 was
     # superseded, so Bob (author 8) is first seen in turn 4; epoch 1 starts afresh.
     stored = [
@@ -323,7 +324,7 @@ async def test_0007_backfills_each_authors_first_turn_in_history(db_url: str) ->
                 (1, "8", 6, 12),
             ]
 
-        await downgrade(db_url, "0004")
+        await downgrade(db_url, "0006")
         assert "speakers" not in await table_names(db_url)
     finally:
         await engine.dispose()
