@@ -1,5 +1,7 @@
 """End-to-end harness: the bot built by the real entry-point code, connected to the fake
-Discord, talking to the fake fal, storing in a real SQLite file."""
+Discord, talking to the fake fal, storing in a real SQLite file or, for the tests marked
+``both_databases``, in a fresh PostgreSQL database as well (when
+``SEED_BOT_TEST_POSTGRES_URL`` is set; see tests/storage/conftest.py)."""
 
 from __future__ import annotations
 
@@ -15,11 +17,35 @@ from yarl import URL
 
 from bot.app import App, build_app
 from bot.config import Config, load_config
+from bot.storage.migrate import upgrade
 from tests.fakes.discord import run_client
 from tests.fakes.discord.models import FakeChannel, FakeMessage, FakeUser, UserFile
 from tests.fakes.discord.server import FakeDiscord
 from tests.fakes.discord.standard import StandardWorld
 from tests.fakes.fal import DEFAULT_KEY, FakeFal
+from tests.storage.conftest import BACKENDS, fresh_postgres_database, postgres_base_url
+
+# Marks a test (or a module, through ``pytestmark``) that stores conversations to run on
+# PostgreSQL too: SQLite ignores declared column lengths and takes NUL bytes, PostgreSQL
+# refuses both, so a path tested on SQLite alone can fail on PostgreSQL unseen.
+BOTH_DATABASES = "both_databases"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", f"{BOTH_DATABASES}: run the end-to-end test on SQLite and on PostgreSQL"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "chat_backend" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
+        BOTH_DATABASES
+    ):
+        metafunc.parametrize("chat_backend", BACKENDS, indirect=True)
+
+
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path}/bot.db"
 
 
 def harness_env(fake: FakeDiscord, fal: FakeFal, tmp_path: Path, **env: str) -> dict[str, str]:
@@ -35,7 +61,7 @@ def harness_env(fake: FakeDiscord, fal: FakeFal, tmp_path: Path, **env: str) -> 
         "SEED_BOT_DISCORD__CDN_HOSTS": f"{cdn.host}:{cdn.port}",
         "SEED_BOT_FAL__QUEUE_BASE": fal.base_url,
         "SEED_BOT_FAL__REST_BASE": fal.base_url,
-        "SEED_BOT_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path}/bot.db",
+        "SEED_BOT_DATABASE__URL": sqlite_url(tmp_path),
         "SEED_BOT_CONFIG": str(config_file),
         # Each message its own turn unless a test asks for batching.
         "SEED_BOT_DISCORD__BATCH_WINDOW_SECONDS": "0",
@@ -104,12 +130,37 @@ class Harness:
 HarnessFactory = Callable[..., Awaitable[Harness]]
 
 
+@pytest.fixture
+def chat_backend(request: pytest.FixtureRequest) -> str:
+    """The database the harness stores in: SQLite unless the test is marked
+    ``both_databases``."""
+    name: str = getattr(request, "param", "sqlite")
+    if name == "postgresql" and postgres_base_url() is None:
+        pytest.skip("PostgreSQL end-to-end tests need SEED_BOT_TEST_POSTGRES_URL")
+    return name
+
+
+@pytest_asyncio.fixture
+async def chat_database_url(chat_backend: str, tmp_path: Path) -> AsyncIterator[str]:
+    """The harness's database: a SQLite file in the test's directory, or a fresh PostgreSQL
+    database with the schema (the bot migrates only SQLite by itself)."""
+    if chat_backend == "sqlite":
+        yield sqlite_url(tmp_path)
+        return
+    base = postgres_base_url()
+    assert base is not None
+    async with fresh_postgres_database(base) as url:
+        await upgrade(url)
+        yield url
+
+
 @pytest_asyncio.fixture
 async def make_harness(
     fake_discord: FakeDiscord,
     discord_world: StandardWorld,
     fake_fal: FakeFal,
     tmp_path: Path,
+    chat_database_url: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[HarnessFactory]:
     """Start the bot with extra config (environment-style keys); stopped after the test. A
@@ -120,6 +171,7 @@ async def make_harness(
     started: list[Harness] = []
 
     async def make(**env: str) -> Harness:
+        env.setdefault("SEED_BOT_DATABASE__URL", chat_database_url)
         values = harness_env(fake_discord, fake_fal, tmp_path, **env)
         config = load_config(None, values, required_secrets=("discord", "fal"))
         stack = contextlib.AsyncExitStack()
