@@ -132,7 +132,10 @@ _MERGED_AWAY = object()  # _run_turn's outcome for an attempt a follow-up replac
 
 
 # Who "stops" a turn that a follow-up of the same person replaces (never shown to anyone).
-MERGED = "\x00merged"
+# It is stored as the turn's error, and read back when the stop raced the answer: longer than
+# any Discord name (32 characters at most), so no name can be taken for it, and printable,
+# since stored text never carries a NUL (PostgreSQL refuses one).
+MERGED = "(replaced by a follow-up of the same person's burst)"
 
 
 @dataclass(eq=False)

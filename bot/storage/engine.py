@@ -1,8 +1,10 @@
-"""Engine setup: SQLite pragmas and transaction control, PostgreSQL pool settings."""
+"""Engine setup: SQLite pragmas and transaction control, PostgreSQL pool settings, and the
+NUL rule (bot/storage/types.py) on every statement's parameters."""
 
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState
 
 from bot.domain import jsontext
+from bot.storage.types import arguments_without_nul
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +45,36 @@ POSTGRES_SETTINGS = {"plan_cache_mode": "force_custom_plan"}
 POSTGRES_CONNECT_TIMEOUT = 10.0
 
 
+# A \u0000 escape in JSON text (see ``without_nul``): preceded by an even number of
+# backslashes, each pair an escaped backslash, and not by an escaped "\" then "u0000".
+_JSON_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+
+
 def json_text(value: object) -> str:
-    """The engine's ``json_serializer``: the domain's JSON text (a ``RawJson`` as it is)."""
-    return jsontext.dumps(value).decode()
+    """The engine's ``json_serializer``: the domain's JSON text (a ``RawJson`` as it is),
+    with a NUL in its strings replaced as in any other stored text (``without_nul``)."""
+    text = jsontext.dumps(value).decode()
+    if "\\u0000" in text:
+        text = _JSON_NUL.sub(r"\1\\ufffd", text)
+    return text
+
+
+def _store_no_nul(engine: AsyncEngine) -> None:
+    """Every statement run through SQLAlchemy (the units of work's lean path applies the
+    same rule itself: bot/storage/unit.py)."""
+
+    @event.listens_for(engine.sync_engine, "before_cursor_execute", retval=True)
+    def _before(
+        conn: Connection,
+        cursor: Any,
+        statement: str,
+        parameters: Any,
+        context: Any,
+        executemany: bool,
+    ) -> tuple[str, Any]:
+        if executemany:
+            return statement, [arguments_without_nul(row) for row in parameters]
+        return statement, arguments_without_nul(parameters)
 
 
 def is_sqlite(url: str) -> bool:
@@ -76,7 +106,14 @@ def create_engine(
     ``RawJson`` is stored as the text it holds). Nothing connects until first use.
     """
     if is_sqlite(url):
-        return _sqlite_engine(url, echo=echo, busy_timeout_ms=busy_timeout_ms)
+        engine = _sqlite_engine(url, echo=echo, busy_timeout_ms=busy_timeout_ms)
+    else:
+        engine = _postgres_engine(url, echo=echo)
+    _store_no_nul(engine)
+    return engine
+
+
+def _postgres_engine(url: str, *, echo: bool) -> AsyncEngine:
     return create_async_engine(
         url,
         echo=echo,
