@@ -1,11 +1,13 @@
-"""Engine setup: SQLite pragmas and transaction control, PostgreSQL pool settings, and the
-NUL rule (bot/storage/types.py) on every statement's parameters."""
+"""Engine setup: SQLite pragmas, transaction control and owner-only files, PostgreSQL pool
+settings, and the NUL rule (bot/storage/types.py) on every statement's parameters."""
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sqlite3
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +131,7 @@ def _postgres_engine(url: str, *, echo: bool) -> AsyncEngine:
 def _sqlite_engine(url: str, *, echo: bool, busy_timeout_ms: int) -> AsyncEngine:
     path = sqlite_path(url)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _owner_only_database(path)
     # No rollback when a connection goes back to the pool unless a transaction is open:
     # every unit of work ends its own transaction, so the pool's blanket rollback would only
     # cost one more thread hop per unit of work (the reset hook below does the rest).
@@ -171,6 +173,73 @@ def _sqlite_engine(url: str, *, echo: bool, busy_timeout_ms: int) -> AsyncEngine
             conn.exec_driver_sql(f"BEGIN {mode}")
 
     return engine
+
+
+# The database holds every conversation: its file, and the WAL and shared-memory files SQLite
+# keeps beside it, are the owner's alone, whatever the process umask.
+OWNER_ONLY_DIRECTORY = 0o700
+OWNER_ONLY_FILE = 0o600
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def _owner_only_database(path: Path) -> None:
+    """Prepare a SQLite file's place so that only its owner can read it.
+
+    The directories missing on the way are created owner-only (0700). A directory that
+    exists is left as it is: it may be shared (a working directory, a volume), and the files
+    in it are protected by their own modes. The database file is created owner-only (0600)
+    before SQLite opens it, which SQLite then gives its WAL and shared-memory files too. Our
+    own files that an older version (or a loose umask) left readable by others are made
+    owner-only, with a warning.
+    """
+    _make_owner_only_directories(path.parent)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, OWNER_ONLY_FILE)
+    except FileExistsError:
+        pass  # an existing database (or another process just made it): checked below
+    else:
+        try:
+            os.fchmod(fd, OWNER_ONLY_FILE)  # the umask may have taken more than group/other
+        finally:
+            os.close(fd)
+    for file in (path, *(path.with_name(path.name + side) for side in SQLITE_SIDE_FILES)):
+        _restrict(file)
+
+
+def _make_owner_only_directories(directory: Path) -> None:
+    missing = []
+    while not directory.exists():
+        missing.append(directory)
+        if directory.parent == directory:
+            break
+        directory = directory.parent
+    for created in reversed(missing):
+        try:
+            created.mkdir(mode=OWNER_ONLY_DIRECTORY)
+        except FileExistsError:
+            continue  # made meanwhile by another process, which chose its mode
+        created.chmod(OWNER_ONLY_DIRECTORY)  # mkdir's mode is filtered by the umask
+
+
+def _restrict(file: Path) -> None:
+    try:
+        info = file.stat()
+    except FileNotFoundError:
+        return
+    mode = stat.S_IMODE(info.st_mode)
+    if not mode & 0o077 or not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
+        return
+    try:
+        file.chmod(mode & 0o700)
+    except OSError as e:
+        log.warning("database file %s is readable by others and stays so: %s", file, e)
+        return
+    log.warning(
+        "database file %s was open to other users (mode %o): made owner-only (%o)",
+        file,
+        mode,
+        mode & 0o700,
+    )
 
 
 def _use_wal(cursor: Any) -> None:
