@@ -1,7 +1,7 @@
 """End-to-end harness: the bot built by the real entry-point code, connected to the fake
-Discord, talking to the fake fal, storing in a real SQLite file or, for the tests marked
-``both_databases``, in a fresh PostgreSQL database as well (when
-``SEED_BOT_TEST_POSTGRES_URL`` is set; see tests/storage/conftest.py)."""
+Discord, talking to the fake fal, storing in a real SQLite file and, for the tests that store
+conversations, in a fresh PostgreSQL database as well (when ``SEED_BOT_TEST_POSTGRES_URL`` is
+set; see tests/storage/conftest.py)."""
 
 from __future__ import annotations
 
@@ -25,22 +25,30 @@ from tests.fakes.discord.standard import StandardWorld
 from tests.fakes.fal import DEFAULT_KEY, FakeFal
 from tests.storage.conftest import BACKENDS, fresh_postgres_database, postgres_base_url
 
-# Marks a test (or a module, through ``pytestmark``) that stores conversations to run on
-# PostgreSQL too: SQLite ignores declared column lengths and takes NUL bytes, PostgreSQL
-# refuses both, so a path tested on SQLite alone can fail on PostgreSQL unseen.
-BOTH_DATABASES = "both_databases"
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", f"{BOTH_DATABASES}: run the end-to-end test on SQLite and on PostgreSQL"
-    )
+# The end-to-end tests that store conversations run on PostgreSQL too: SQLite ignores
+# declared column lengths and takes NUL bytes, PostgreSQL refuses both, so a path tested on
+# SQLite alone can fail on PostgreSQL unseen. Every test of these modules: each interaction
+# path (/ask in and out of servers, Ask Seed, Reply, Stop), the controls (Stop, Retry, the
+# burst merge), the conversations and turns, settings, costs, exports, forgetting.
+BOTH_DATABASES_MODULES = frozenset(
+    {
+        "test_e2e_commands",
+        "test_e2e_controls",
+        "test_e2e_conversation",
+        "test_e2e_costs",
+        "test_e2e_everywhere",
+        "test_e2e_guards",
+        "test_e2e_privacy",
+        "test_e2e_stored_text",
+        "test_e2e_turns",
+    }
+)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "chat_backend" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
-        BOTH_DATABASES
-    ):
+    if "chat_backend" not in metafunc.fixturenames:
+        return
+    if metafunc.module.__name__.rpartition(".")[2] in BOTH_DATABASES_MODULES:
         metafunc.parametrize("chat_backend", BACKENDS, indirect=True)
 
 
@@ -82,10 +90,16 @@ class Harness:
     app: App
     tmp_path: Path
     stack: contextlib.AsyncExitStack
+    # The environment-style config it was started with (its database included).
+    values: dict[str, str]
 
     async def stop(self) -> None:
         """Stop this bot (as a shutdown would: turns in flight stay stored)."""
         await self.stack.aclose()
+
+    def config(self, **env: str) -> Config:
+        """This bot's config with ``env`` changed (for a reload)."""
+        return load_config(None, {**self.values, **env}, required_secrets=("discord", "fal"))
 
     @property
     def bot_user(self) -> FakeUser:
@@ -132,8 +146,8 @@ HarnessFactory = Callable[..., Awaitable[Harness]]
 
 @pytest.fixture
 def chat_backend(request: pytest.FixtureRequest) -> str:
-    """The database the harness stores in: SQLite unless the test is marked
-    ``both_databases``."""
+    """The database the harness stores in: SQLite, and PostgreSQL as well for the tests
+    ``pytest_generate_tests`` gives both."""
     name: str = getattr(request, "param", "sqlite")
     if name == "postgresql" and postgres_base_url() is None:
         pytest.skip("PostgreSQL end-to-end tests need SEED_BOT_TEST_POSTGRES_URL")
@@ -191,7 +205,7 @@ async def make_harness(
         except BaseException:
             await stack.aclose()
             raise
-        harness = Harness(fake_discord, discord_world, fake_fal, app, tmp_path, stack)
+        harness = Harness(fake_discord, discord_world, fake_fal, app, tmp_path, stack, values)
         started.append(harness)
         return harness
 

@@ -5,14 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from tests.chat.conftest import Harness, HarnessFactory
 from tests.fakes.discord.events import MessageCreated, MessageEdited
 from tests.fakes.discord.models import FakeChannel, FakeMessage, FakeUser
-
-# Stop, Retry and the burst merge write to the turns: on PostgreSQL as well as SQLite.
-pytestmark = pytest.mark.both_databases
 
 
 def button_ids(message: FakeMessage) -> list[str]:

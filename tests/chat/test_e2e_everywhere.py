@@ -22,9 +22,6 @@ PNG = (
     b"\x90wS\xde\x00\x00\x00\x0cIDATx\x9cc\xf8\xff\xff?\x00\x05\xfe\x02\xfe\xa7\x35\x81\x84"
     b"\x00\x00\x00\x00IEND\xaeB`\x82"
 )
-# Every interaction path stores its conversation under a key that is not a snowflake.
-pytestmark = pytest.mark.both_databases
-
 SETTINGS_COMMANDS = ("thinking", "effort", "system", "params", "settings")
 
 
