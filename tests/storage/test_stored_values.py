@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import get_args
 
-from sqlalchemy import text
+from sqlalchemy import String, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.chat.interaction_delivery import interaction_scope
@@ -14,6 +15,7 @@ from bot.domain.costs import SpendFilter
 from bot.domain.models import (
     ChatMessage,
     Cost,
+    Effort,
     GenerationSettings,
     ModelReply,
     NewConversation,
@@ -24,9 +26,13 @@ from bot.domain.models import (
     Reservation,
     SettingsScope,
     Settlement,
+    Thinking,
+    TurnState,
 )
+from bot.domain.privacy import guild_usage_key, user_usage_key
 from bot.domain.service import MERGED
 from bot.storage import SqlStore
+from bot.storage.tables import conversations, metadata, turn_costs, turns
 
 from .conftest import decoded, history_messages
 
@@ -153,3 +159,38 @@ async def test_a_turn_a_burst_merged_away_reads_back_as_merged(store: SqlStore) 
     )
     assert await store.stop_turn(start.turn.id, MERGED)
     assert (await store.get_turn(start.turn.id)).error == MERGED
+
+
+def test_every_value_a_bounded_column_takes_fits_its_length() -> None:
+    """The declared lengths against the longest value the bot writes into each column (a
+    new state, scope or key that outgrew its column would fail on PostgreSQL alone)."""
+    snowflake = str(2**64 - 1)
+    longest = {
+        "turns.state": [s.value for s in TurnState],
+        "settings.scope": [s.value for s in SettingsScope],
+        "settings.thinking": list(get_args(Thinking)),
+        "settings.effort": list(get_args(Effort)),
+        "usage_events.key": [user_usage_key(snowflake), guild_usage_key(snowflake)],
+        "conversations.scope_id": [LONGEST_SCOPE, snowflake],
+        "turns.reply_channel_id": [LONGEST_SCOPE, snowflake],
+        "settings.scope_id": [LONGEST_SCOPE, snowflake],
+        "turn_costs.scope_id": [LONGEST_SCOPE, snowflake],
+        **{
+            f"{column.table.name}.{column.name}": [snowflake]
+            for column in (
+                conversations.c.guild_id,
+                conversations.c.parent_channel_id,
+                conversations.c.owner_id,
+                turns.c.source_id,
+                turns.c.author_id,
+                turns.c.status_message_id,
+                turn_costs.c.user_id,
+                turn_costs.c.guild_id,
+            )
+        },
+    }
+    for name, values in longest.items():
+        table, column = name.split(".")
+        declared = metadata.tables[table].c[column].type
+        assert isinstance(declared, String) and declared.length is not None, name
+        assert max(len(v) for v in values) <= declared.length, name
