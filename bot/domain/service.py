@@ -151,6 +151,10 @@ class _Burst:
     joined: bool = False
     closed: bool = False
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    # The stop of the attempt a follow-up replaces: its turn id and the stop. Follow-ups that
+    # come while it is under way, or while that attempt winds down, share its outcome rather
+    # than stop a turn already stopped (which would make them a turn of their own).
+    replacing: tuple[int, asyncio.Task[StopResult]] | None = None
 
 
 class TurnStopped(Exception):
@@ -367,9 +371,12 @@ class ConversationService:
         burst.items.append(incoming)
         burst.last_arrival = now
         burst.joined = True
-        if burst.turn_id is not None:
-            log.info("message %s joins turn %s: starting over", incoming.source_id, burst.turn_id)
-            if await self.stop(burst.turn_id, MERGED) is not StopResult.STOPPED:
+        turn_id = burst.turn_id
+        if turn_id is not None:
+            log.info("message %s joins turn %s: starting over", incoming.source_id, turn_id)
+            if burst.replacing is None or burst.replacing[0] != turn_id:
+                burst.replacing = (turn_id, asyncio.create_task(self.stop(turn_id, MERGED)))
+            if await asyncio.shield(burst.replacing[1]) is not StopResult.STOPPED:
                 # Its answer was stored (or it ended) first: this one is the next turn.
                 burst.items.remove(incoming)
                 return False
