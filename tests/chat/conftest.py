@@ -5,14 +5,16 @@ set; see tests/storage/conftest.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
+from sqlalchemy.engine import make_url
 from yarl import URL
 
 from bot.app import App, build_app
@@ -23,7 +25,13 @@ from tests.fakes.discord.models import FakeChannel, FakeMessage, FakeUser, UserF
 from tests.fakes.discord.server import FakeDiscord
 from tests.fakes.discord.standard import StandardWorld
 from tests.fakes.fal import DEFAULT_KEY, FakeFal
-from tests.storage.conftest import BACKENDS, fresh_postgres_database, postgres_base_url
+from tests.storage.conftest import (
+    BACKENDS,
+    create_postgres_database,
+    drop_postgres_database,
+    fresh_postgres_database,
+    postgres_base_url,
+)
 
 # The end-to-end tests that store conversations run on PostgreSQL too: SQLite ignores
 # declared column lengths and takes NUL bytes, PostgreSQL refuses both, so a path tested on
@@ -154,17 +162,40 @@ def chat_backend(request: pytest.FixtureRequest) -> str:
     return name
 
 
+@pytest.fixture(scope="session")
+def migrated_postgres_template() -> Iterator[str | None]:
+    """A PostgreSQL database with the schema, made once per session, that each end-to-end
+    test's database is copied from (a copy is several times quicker than migrating); None
+    without PostgreSQL."""
+    base = postgres_base_url()
+    if base is None:
+        yield None
+        return
+
+    async def make() -> str:
+        url = await create_postgres_database(base)
+        await upgrade(url)
+        return url
+
+    url = asyncio.run(make())
+    try:
+        yield make_url(url).database
+    finally:
+        asyncio.run(drop_postgres_database(base, url))
+
+
 @pytest_asyncio.fixture
-async def chat_database_url(chat_backend: str, tmp_path: Path) -> AsyncIterator[str]:
+async def chat_database_url(
+    chat_backend: str, tmp_path: Path, migrated_postgres_template: str | None
+) -> AsyncIterator[str]:
     """The harness's database: a SQLite file in the test's directory, or a fresh PostgreSQL
     database with the schema (the bot migrates only SQLite by itself)."""
     if chat_backend == "sqlite":
         yield sqlite_url(tmp_path)
         return
     base = postgres_base_url()
-    assert base is not None
-    async with fresh_postgres_database(base) as url:
-        await upgrade(url)
+    assert base is not None and migrated_postgres_template is not None
+    async with fresh_postgres_database(base, template=migrated_postgres_template) as url:
         yield url
 
 
