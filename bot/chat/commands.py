@@ -14,7 +14,7 @@ from bot.chat import controls, convert, texts
 from bot.chat.gate import Gate, may_control
 from bot.chat.interaction_delivery import LiveInteractions, interaction_scope
 from bot.chat.interaction_turns import answer_is_ephemeral, answer_through, bot_is_present
-from bot.chat.replies import ephemeral
+from bot.chat.replies import ephemeral, telling_failures
 from bot.chat.threads import ThreadRefused, open_thread
 from bot.domain.errors import InvalidSetting
 from bot.domain.models import (
@@ -361,7 +361,7 @@ def register(tree: app_commands.CommandTree[Any], bot: Host) -> None:
             thinking=thinking,
             effort=effort,
         )
-        bot.spawn(ask, name=f"ask-{interaction.id}")
+        bot.spawn(telling_failures(interaction, ask), name=f"ask-{interaction.id}")
 
 
 async def ask_elsewhere(

@@ -18,7 +18,7 @@ import discord
 from bot.chat import texts
 from bot.chat.interaction_delivery import is_interaction_scope
 from bot.chat.interaction_turns import MODAL_TEXT_LIMIT, Asker, answer_through
-from bot.chat.replies import ephemeral
+from bot.chat.replies import ephemeral, telling_failures
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,8 @@ def handle_submission(interaction: discord.Interaction) -> bool:
     text = _submitted_value(interaction.data.get("components", []), TEXT_ID) or ""
     turn_id = int(match["turn"])
     _asker(interaction).spawn(
-        _submitted(interaction, turn_id, text), name=f"reply-{interaction.id}"
+        telling_failures(interaction, _submitted(interaction, turn_id, text)),
+        name=f"reply-{interaction.id}",
     )
     return True
 
