@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState
 
 from bot.domain import jsontext
-from bot.storage.types import arguments_without_nul
+from bot.storage.types import NUL_REPLACEMENT, arguments_without_nul
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def json_text(value: object) -> str:
     with a NUL in its strings replaced as in any other stored text (``without_nul``)."""
     text = jsontext.dumps(value).decode()
     if "\\u0000" in text:
-        text = _JSON_NUL.sub(r"\1\\ufffd", text)
+        text = _JSON_NUL.sub(r"\1" + NUL_REPLACEMENT, text)  # the character, as orjson writes
     return text
 
 
