@@ -11,6 +11,7 @@ import io
 import logging
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
 from typing import Any, TypeVar
 
@@ -119,6 +120,9 @@ class ChannelDelivery:
         if not self._tasks:
             self._tasks.append(asyncio.create_task(self._typing(), name="typing"))
             self._tasks.append(asyncio.create_task(self._status_after_delay(), name="status"))
+
+    def deadline(self) -> datetime | None:
+        return None  # a channel takes the answer whenever it comes
 
     async def attach(self, turn: Turn) -> None:
         async with self._status_lock:

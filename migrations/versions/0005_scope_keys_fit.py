@@ -3,7 +3,7 @@ snowflake's 20, so conversations held through interactions (``interaction:<id>``
 PostgreSQL
 
 Revision ID: 0005
-Revises: 0004
+Revises: 0006
 Create Date: 2026-12-07
 """
 
@@ -16,7 +16,7 @@ from alembic import op
 from alembic.util import CommandError
 
 revision: str = "0005"
-down_revision: str | Sequence[str] | None = "0004"
+down_revision: str | Sequence[str] | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

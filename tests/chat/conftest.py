@@ -36,16 +36,21 @@ from tests.storage.conftest import (
 # The end-to-end tests that store conversations run on PostgreSQL too: SQLite ignores
 # declared column lengths and takes NUL bytes, PostgreSQL refuses both, so a path tested on
 # SQLite alone can fail on PostgreSQL unseen. Every test of these modules: each interaction
-# path (/ask in and out of servers, Ask Seed, Reply, Stop), the controls (Stop, Retry, the
-# burst merge), the conversations and turns, settings, costs, exports, forgetting.
+# path (/ask in and out of servers, Ask Seed, Reply, Stop, with the invoker's rights, across
+# restarts), the controls (Stop, Retry, the burst merge), the conversations and turns,
+# deleted messages, settings, costs, exports, forgetting. (A test may ask for both itself:
+# ``pytest.mark.parametrize("chat_backend", BACKENDS, indirect=True)``.)
 BOTH_DATABASES_MODULES = frozenset(
     {
+        "test_e2e_access_edges",
         "test_e2e_commands",
         "test_e2e_controls",
         "test_e2e_conversation",
         "test_e2e_costs",
+        "test_e2e_deletions",
         "test_e2e_everywhere",
         "test_e2e_guards",
+        "test_e2e_interaction_restart",
         "test_e2e_privacy",
         "test_e2e_stored_text",
         "test_e2e_turns",

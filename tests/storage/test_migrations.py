@@ -33,7 +33,15 @@ from bot.storage.migrate import (
 )
 from bot.storage.tables import metadata
 
-TABLES = {"conversations", "turns", "messages", "settings", "usage_events", "turn_costs"}
+TABLES = {
+    "conversations",
+    "turns",
+    "messages",
+    "settings",
+    "usage_events",
+    "turn_costs",
+    "interactions",
+}
 
 
 async def table_names(url: str) -> set[str]:
@@ -340,7 +348,7 @@ async def test_0005_widens_the_scope_columns_both_ways_keeping_the_rows(db_url: 
     Down: on PostgreSQL, refused with what is in the way while such keys are stored (nothing
     is deleted); once they are gone, or on SQLite (which never enforced the lengths), done."""
     snowflake, interaction = "12000000000000000001", "interaction:18446744073709551615"
-    await upgrade(db_url, "0004")
+    await upgrade(db_url, "0006")
     await insert_scope(db_url, 1, snowflake)
     await upgrade(db_url, "0005")
     assert await scope_widths(db_url) == dict.fromkeys(SCOPE_ROWS, 64)
@@ -350,7 +358,7 @@ async def test_0005_widens_the_scope_columns_both_ways_keeping_the_rows(db_url: 
 
     if db_url.startswith("postgresql"):
         with pytest.raises(StorageError) as refused:
-            await downgrade(db_url, "0004")
+            await downgrade(db_url, "0006")
         assert str(refused.value) == (
             "migration failed: cannot downgrade below 0005: rows hold scope keys longer"
             " than 20 characters (conversations held through interactions), which the"
@@ -366,7 +374,7 @@ async def test_0005_widens_the_scope_columns_both_ways_keeping_the_rows(db_url: 
                     text(f"DELETE FROM {table} WHERE scope_id = :s"), {"s": interaction}
                 )
         stored = [snowflake]
-    await downgrade(db_url, "0004")
-    assert await current_revision(db_url) == "0004"
+    await downgrade(db_url, "0006")
+    assert await current_revision(db_url) == "0006"
     assert await scope_rows(db_url) == dict.fromkeys(SCOPE_ROWS, stored)
     assert await scope_widths(db_url) == dict.fromkeys(SCOPE_ROWS, 20)
