@@ -32,7 +32,7 @@ from bot.domain.models import (
 from bot.domain.privacy import guild_usage_key, user_usage_key
 from bot.domain.service import MERGED
 from bot.storage import SqlStore
-from bot.storage.tables import conversations, metadata, turn_costs, turns
+from bot.storage.tables import conversations, interactions, metadata, turn_costs, turns
 
 from .conftest import decoded, history_messages
 
@@ -186,6 +186,9 @@ def test_every_value_a_bounded_column_takes_fits_its_length() -> None:
                 turns.c.status_message_id,
                 turn_costs.c.user_id,
                 turn_costs.c.guild_id,
+                interactions.c.interaction_id,
+                interactions.c.application_id,
+                interactions.c.user_id,
             )
         },
     }
