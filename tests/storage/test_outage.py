@@ -15,7 +15,7 @@ import pytest
 from bot.domain.errors import StorageUnavailable
 from bot.domain.models import NewConversation
 from bot.domain.outage import MAX_RETRY_DELAY, Outage
-from bot.ops.health import database_check
+from bot.ops.health import DATABASE_UNAVAILABLE, database_check
 from bot.ops.metrics import Metrics
 from bot.storage.database import RetryPolicy
 from bot.storage.engine import create_engine, sqlite_path
@@ -88,7 +88,7 @@ async def test_a_store_call_waits_through_a_cut_and_the_outage_is_told_once(
     await wait_down(outage)
     assert not writing.done()
     problems = await database_check(store.db.engine, outage=outage)()
-    assert problems["database"].startswith("unreachable for ")
+    assert problems["database"].startswith(f"{DATABASE_UNAVAILABLE} for ")
     assert "1 calls waiting" in problems["database"]
     assert "seed_bot_database_outages_total 1.0" in metrics.render().decode()
     await cuttable.cut.restore()
