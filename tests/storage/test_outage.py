@@ -99,7 +99,8 @@ async def test_a_store_call_waits_through_a_cut_and_the_outage_is_told_once(
     told = [r for r in caplog.records if r.levelno >= logging.INFO and r.name.startswith("bot")]
     assert [(r.levelname, r.getMessage().split(" (")[0].split(";")[0]) for r in told] == [
         ("WARNING", "database unreachable"),
-        ("INFO", f"database back after {outage_seconds(told[1].getMessage())}s"),
+        ("WARNING", "readiness: database unreachable"),  # the probe's reason, logged once
+        ("INFO", f"database back after {outage_seconds(told[2].getMessage())}s"),
     ]
     # The retries themselves are DEBUG lines.
     assert any("retry" in r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG)
