@@ -8,7 +8,7 @@ import collections
 import random
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from bot.domain.costs import NO_COSTS, BudgetRules, Budgets, Pricing
@@ -139,6 +139,10 @@ class _Posted:
     async def start(self) -> None: ...
 
     async def attach(self, turn: Turn) -> None: ...
+
+    async def waiting(self, place: Callable[[], int | None]) -> None: ...
+
+    async def running(self) -> None: ...
 
     async def progress(self, progress: Progress) -> None: ...
 

@@ -15,7 +15,7 @@ from typing import Any
 import discord
 
 from bot.chat import ask_menu, commands, controls, privacy, reply_button, usage
-from bot.chat.delivery import Views
+from bot.chat.delivery import STATUS_DELAY, TYPING_DELAY, Views
 from bot.chat.gate import Gate, GateRules
 from bot.chat.inbound import Inbound, InboundOptions
 from bot.chat.interaction_delivery import InteractionViews, LiveInteractions
@@ -50,7 +50,8 @@ class ChatOptions:
 
     inbound: InboundOptions = field(default_factory=InboundOptions)
     gate: GateRules = field(default_factory=GateRules)
-    status_delay: float = 2.0
+    status_delay: float = STATUS_DELAY
+    typing_delay: float = TYPING_DELAY
     dev_guild_id: int | None = None
     sync_commands: bool = False
     shard_count: int | None = None

@@ -122,6 +122,12 @@ class _NothingToShow:
     async def attach(self, turn: Turn) -> None:
         return None
 
+    async def waiting(self, place: Callable[[], int | None]) -> None:
+        return None
+
+    async def running(self) -> None:
+        return None
+
     async def progress(self, progress: Progress) -> None:
         return None
 
@@ -166,6 +172,17 @@ class InteractionDelivery(_NothingToShow):
 
     async def attach(self, turn: Turn) -> None:
         self._turn = turn
+
+    async def waiting(self, place: Callable[[], int | None]) -> None:
+        # Edits of the response cost nothing of the bot's request budget, but a turn that
+        # waits for a slot should say so rather than "Thinking…".
+        self._status_text = texts.status_waiting(place())
+
+    async def running(self) -> None:
+        waited = self._status_text != texts.status_running()
+        self._status_text = texts.status_running()
+        if waited and self._status_shown:
+            await self._show_status()
 
     async def progress(self, progress: Progress) -> None:
         if progress.state == "queued":

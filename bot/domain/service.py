@@ -72,6 +72,7 @@ from bot.domain.observer import NO_OBSERVER, TurnObserver
 from bot.domain.outage import Outage, waiting_as
 from bot.domain.ports import Deliveries, Delivery, MediaSource, ModelClient, Store
 from bot.domain.settings import EffectiveSettings, resolve_settings, validate_settings
+from bot.domain.slots import Slots
 from bot.domain.submission import SubmissionJournal, Submitter
 
 log = logging.getLogger(__name__)
@@ -311,7 +312,7 @@ class ConversationService:
         self._media = media
         self._deliveries = deliveries
         self.config = config
-        self._in_flight = asyncio.Semaphore(config.max_in_flight)
+        self._in_flight = Slots(config.max_in_flight)
         # No fixed wait: a message is taken up at once; a burst is merged speculatively
         # (see respond), and messages waiting behind an answer are batched by the inbox.
         self._inboxes: Inboxes[Flow] = Inboxes(self._handle)
@@ -325,7 +326,7 @@ class ConversationService:
     def reconfigure(self, config: ServiceConfig) -> None:
         """Apply a reloaded config to the turns that start from now on."""
         if config.max_in_flight != self.config.max_in_flight:
-            self._in_flight = asyncio.Semaphore(config.max_in_flight)
+            self._in_flight.resize(config.max_in_flight)
         self.config = config
 
     # -- the three ways in -----------------------------------------------------------------
@@ -755,8 +756,11 @@ class ConversationService:
         if turn.state is TurnState.COMPLETED:
             return None, None, tuple(warnings)
         loop = asyncio.get_running_loop()
-        async with self._in_flight:
+        # A turn shows work (typing, progress) only while it holds a slot: one waiting for
+        # it says so once and spends nothing of Discord's request budget until it runs.
+        async with self._in_flight.hold(delivery.waiting):
             active.check()
+            await delivery.running()
             sent_count: int | None = None
             submitted_at: float | None = None
             handle = turn.handle

@@ -4,7 +4,7 @@ priority lane for storing fal's request id, and the bounded cache."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -51,6 +51,10 @@ class RecordingDelivery:
     async def start(self) -> None: ...
 
     async def attach(self, turn: Turn) -> None: ...
+
+    async def waiting(self, place: Callable[[], int | None]) -> None: ...
+
+    async def running(self) -> None: ...
 
     async def progress(self, progress: Progress) -> None: ...
 

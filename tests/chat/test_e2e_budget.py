@@ -1,0 +1,84 @@
+"""Discord's request budget (about 50 REST requests/s per bot token): work is shown only for
+turns that run. A turn waiting for an in-flight slot posts at most one status saying so and
+nothing else until it runs; typing starts once a turn has run for a while, so a fast answer
+is one request."""
+
+from __future__ import annotations
+
+import re
+from functools import partial
+
+from tests.chat.conftest import Harness, HarnessFactory
+from tests.chat.test_e2e_limits import open_thread
+from tests.fakes.discord.events import HttpRequest, TypingStarted
+from tests.fakes.discord.models import FakeChannel
+
+WAITING = "waiting for a free slot"
+
+
+def requests_in(h: Harness, thread: FakeChannel, since: int) -> list[str]:
+    """The routes of the REST requests that named ``thread`` since ``since``."""
+    return [
+        str(r.route) for r in h.fake.events_of(HttpRequest, since=since) if str(thread.id) in r.path
+    ]
+
+
+def typed_in(h: Harness, thread: FakeChannel, since: int = 0) -> int:
+    return sum(1 for e in h.fake.events_of(TypingStarted, since=since) if e.channel_id == thread.id)
+
+
+async def test_a_fast_answer_is_one_request(make_harness: HarnessFactory) -> None:
+    # Delays far above a fake turn's time, so a busy machine does not make it "slow".
+    h = await make_harness(status_delay=30.0, typing_delay=5.0)
+    thread = await open_thread(h, "opening")
+    since = h.fake.mark()
+    await h.fake.send_message(h.world.alice, thread, "quick one")
+    await h.answer_in(thread, since=since, contains="echo: quick one")
+    assert requests_in(h, thread, since) == ["POST /channels/{channel_id}/messages"]
+
+
+async def test_a_turn_that_runs_a_while_shows_typing(make_harness: HarnessFactory) -> None:
+    h = await make_harness(typing_delay=0.2)
+    thread = await open_thread(h, "opening")
+    h.fal.hold()
+    since = h.fake.mark()
+    await h.fake.send_message(h.world.alice, thread, "take your time")
+    await h.fal.wait_for_submissions(2)
+    await h.fake.wait_for_typing(thread, since=since)
+    h.fal.unhold()
+    await h.answer_in(thread, since=since, contains="echo: take your time")
+
+
+async def test_turns_waiting_for_a_slot_post_one_status_and_nothing_else(
+    make_harness: HarnessFactory,
+) -> None:
+    h = await make_harness(SEED_BOT_LIMITS__MAX_IN_FLIGHT="2", typing_delay=0.2)
+    h.fal.hold()
+    since = h.fake.mark()
+    running = [(await h.start_thread(h.world.alice, f"running {n}"))[1] for n in range(2)]
+    await h.fal.wait_for_submissions(2)
+    waiting = [(await h.start_thread(h.world.bob, f"waiting {n}"))[1] for n in range(10)]
+    statuses = [
+        await h.fake.wait_for_message(thread, since=since, contains=WAITING) for thread in waiting
+    ]
+    places = sorted(
+        int(m.group(1)) for s in statuses if (m := re.search(r"position (\d+)", s.content))
+    )
+    assert places == list(range(1, 11))
+    # Time passes while they wait: the running turns type again (discord.py repeats typing
+    # every 5 s); a waiting turn would have too, had it typed at all.
+    for thread in running:
+        typed_twice = partial(lambda t, _event: typed_in(h, t, since) >= 2, thread)
+        await h.fake.wait_for(typed_twice, since=since, timeout=15, what="typing twice")
+    for thread in waiting:
+        assert requests_in(h, thread, since) == [
+            "POST /channels/{channel_id}/messages/{message_id}/threads",  # made on its message
+            "POST /channels/{channel_id}/messages",  # the status, and nothing else
+        ]
+        assert typed_in(h, thread) == 0
+    assert len(h.fal.requests) == 2  # nothing of theirs reached fal either
+    h.fal.unhold()
+    for thread, status in zip(waiting, statuses, strict=True):
+        answer = await h.answer_in(thread, since=since, contains="echo:")
+        assert answer.id == status.id  # the one status became the answer
+        assert len(h.fake.bot_messages(thread)) == 1
