@@ -6,8 +6,12 @@ is one request."""
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from functools import partial
 
+import discord
+
+from bot.chat.threadcache import IDLE_THREAD_SECONDS, evict_idle_threads
 from tests.chat.conftest import Harness, HarnessFactory
 from tests.chat.test_e2e_limits import open_thread
 from tests.fakes.discord.events import HttpRequest, TypingStarted
@@ -82,3 +86,20 @@ async def test_turns_waiting_for_a_slot_post_one_status_and_nothing_else(
         answer = await h.answer_in(thread, since=since, contains="echo:")
         assert answer.id == status.id  # the one status became the answer
         assert len(h.fake.bot_messages(thread)) == 1
+
+
+async def test_an_idle_thread_leaves_the_cache_and_its_next_message_brings_it_back(
+    harness: Harness,
+) -> None:
+    h = harness
+    thread = await open_thread(h, "opening")
+    bot = h.app.bot
+    assert evict_idle_threads(bot.guilds, datetime.now(UTC)) == 0  # just used
+    an_hour_on = datetime.now(UTC) + timedelta(seconds=IDLE_THREAD_SECONDS + 1)
+    assert evict_idle_threads(bot.guilds, an_hour_on) >= 1
+    assert bot.get_channel(thread.id) is None
+    since = h.fake.mark()
+    await h.fake.send_message(h.world.alice, thread, "still here?")  # no mention needed
+    await h.answer_in(thread, since=since, contains="echo: still here?")
+    assert isinstance(bot.get_channel(thread.id), discord.Thread)
+    assert len(h.fake.threads(h.world.channel)) == 1  # answered in it, no new thread
