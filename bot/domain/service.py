@@ -323,6 +323,11 @@ class ConversationService:
         # needs no query: most messages in busy threads cost one database read fewer.
         self._bound: OrderedDict[str, None] = OrderedDict()
 
+    @property
+    def slots(self) -> Slots:
+        """The in-flight cap's line (read-only use: how busy the service is)."""
+        return self._in_flight
+
     def reconfigure(self, config: ServiceConfig) -> None:
         """Apply a reloaded config to the turns that start from now on."""
         if config.max_in_flight != self.config.max_in_flight:

@@ -23,6 +23,8 @@ class Slots:
     def __init__(self, capacity: int) -> None:
         self._capacity = capacity
         self._held = 0
+        self.granted = 0
+        """Slots handed out so far (a turn that ran)."""
         self._line: deque[asyncio.Future[None]] = deque()
 
     @property
@@ -53,6 +55,7 @@ class Slots:
     async def _acquire(self, on_wait: OnWait | None) -> None:
         if self._held < self._capacity and not self._line:
             self._held += 1
+            self.granted += 1
             return
         admitted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._line.append(admitted)
@@ -76,6 +79,7 @@ class Slots:
             admitted = self._line.popleft()
             if not admitted.done():
                 self._held += 1
+                self.granted += 1
                 admitted.set_result(None)
 
     def _place(self, waiter: asyncio.Future[None]) -> int | None:
