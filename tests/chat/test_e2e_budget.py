@@ -13,6 +13,7 @@ import discord
 
 from bot.chat.threadcache import IDLE_THREAD_SECONDS, evict_idle_threads
 from tests.chat.conftest import Harness, HarnessFactory
+from tests.chat.test_e2e_controls import button_ids
 from tests.chat.test_e2e_limits import open_thread
 from tests.fakes.discord.events import HttpRequest, TypingStarted
 from tests.fakes.discord.models import FakeChannel
@@ -103,3 +104,21 @@ async def test_an_idle_thread_leaves_the_cache_and_its_next_message_brings_it_ba
     await h.answer_in(thread, since=since, contains="echo: still here?")
     assert isinstance(bot.get_channel(thread.id), discord.Thread)
     assert len(h.fake.threads(h.world.channel)) == 1  # answered in it, no new thread
+
+
+async def test_a_turn_waiting_for_a_slot_stops_at_once(make_harness: HarnessFactory) -> None:
+    h = await make_harness(SEED_BOT_LIMITS__MAX_IN_FLIGHT="1")
+    h.fal.hold()
+    since = h.fake.mark()
+    _, busy = await h.start_thread(h.world.alice, "occupy the slot")
+    await h.fal.wait_for_submissions(1)
+    _, thread = await h.start_thread(h.world.alice, "wait for it")
+    status = await h.fake.wait_for_message(thread, since=since, contains=WAITING)
+    [stop_id] = [i for i in button_ids(status) if i.startswith("seed:stop:")]
+    await (await h.fake.press_button(h.world.alice, status, stop_id)).wait_response()
+    # Stopped while the slot is still taken, not once it frees up.
+    await h.fake.wait_for_edit(status, lambda m: "Stopped by" in m.content, since=since)
+    assert len(h.fal.requests) == 1
+    h.fal.unhold()
+    await h.answer_in(busy, since=since, contains="echo: occupy the slot")
+    assert len(h.fal.requests) == 1  # the stopped turn never reached fal
