@@ -162,6 +162,7 @@ class InteractionDelivery(_NothingToShow):
         self._turn: Turn | None = None
         self._status_text = texts.status_running()
         self._status_shown = False
+        self._place: Callable[[], int | None] | None = None  # while waiting for a slot
         self._lock = asyncio.Lock()
         self._done = False
         self._timer: asyncio.Task[None] | None = None
@@ -174,13 +175,12 @@ class InteractionDelivery(_NothingToShow):
         self._turn = turn
 
     async def waiting(self, place: Callable[[], int | None]) -> None:
-        # Edits of the response cost nothing of the bot's request budget, but a turn that
-        # waits for a slot should say so rather than "Thinking…".
-        self._status_text = texts.status_waiting(place())
+        # Edits of the response count against no limit of the bot's, but a turn that waits
+        # for a slot should say so (and where it stands when shown) rather than "Thinking…".
+        self._place = place
 
     async def running(self) -> None:
-        waited = self._status_text != texts.status_running()
-        self._status_text = texts.status_running()
+        waited, self._place = self._place is not None, None
         if waited and self._status_shown:
             await self._show_status()
 
@@ -212,7 +212,11 @@ class InteractionDelivery(_NothingToShow):
                 return
             try:
                 await self._interaction.edit_original_response(
-                    content=self._status_text,
+                    content=(
+                        texts.status_waiting(self._place())
+                        if self._place is not None
+                        else self._status_text
+                    ),
                     view=self._views.stop(turn.id),
                     allowed_mentions=texts.NO_MENTIONS,
                 )

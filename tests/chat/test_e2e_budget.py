@@ -14,6 +14,7 @@ import discord
 from bot.chat.threadcache import IDLE_THREAD_SECONDS, evict_idle_threads
 from tests.chat.conftest import Harness, HarnessFactory
 from tests.chat.test_e2e_controls import button_ids
+from tests.chat.test_e2e_everywhere import answered, away
 from tests.chat.test_e2e_limits import open_thread
 from tests.fakes.discord.events import HttpRequest, TypingStarted
 from tests.fakes.discord.models import FakeChannel
@@ -122,3 +123,20 @@ async def test_a_turn_waiting_for_a_slot_stops_at_once(make_harness: HarnessFact
     h.fal.unhold()
     await h.answer_in(busy, since=since, contains="echo: occupy the slot")
     assert len(h.fal.requests) == 1  # the stopped turn never reached fal
+
+
+async def test_an_ask_waiting_for_a_slot_says_so_through_its_interaction(
+    make_harness: HarnessFactory,
+) -> None:
+    h = await make_harness(SEED_BOT_LIMITS__MAX_IN_FLIGHT="1")
+    there = away(h)
+    h.fal.hold()
+    since = h.fake.mark()
+    _, busy = await h.start_thread(h.world.alice, "occupy the slot")
+    await h.fal.wait_for_submissions(1)
+    ask = await h.fake.invoke_command(there.carol, there.channel, "ask", {"prompt": "me next"})
+    status = await ask.wait_original(lambda m: WAITING in m.content, timeout=10)
+    assert "(position 1)" in status.content
+    h.fal.unhold()
+    await answered(ask, "echo: me next")
+    await h.answer_in(busy, since=since, contains="echo: occupy the slot")
