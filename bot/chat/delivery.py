@@ -78,13 +78,13 @@ class ChannelDelivery:
     """``Delivery`` for one turn in one channel (a thread or a DM).
 
     Shows typing once the turn has held an in-flight slot for ``typing_delay`` seconds,
-    until the answer. Only when the answer takes longer than ``status_delay`` seconds does a
-    status message appear (with a Stop button once the turn is stored); while the turn
-    waits for a slot it says so, with its place in line, and nothing else is sent until it
-    runs; once it runs, fal's progress edits it, at most once per ``STATUS_EDIT_INTERVAL``,
-    and it becomes the first part of the answer. A fast answer is one message, one request.
-    ``reply_to`` is
-    the user's message the answer replies to. A resumed turn adopts its stored status
+    until a status message or the answer shows the work. Only when the answer takes longer
+    than ``status_delay`` seconds does a status message appear (with a Stop button once the
+    turn is stored); while the turn waits for a slot it says so, with its place in line,
+    and nothing else is sent until it runs; once it runs, fal's progress edits it, at most
+    once per ``STATUS_EDIT_INTERVAL``, and it becomes the first part of the answer. A fast
+    answer is one message, one request. ``reply_to`` is the user's message the answer
+    replies to. A resumed turn adopts its stored status
     message and skips the reply parts already posted. What is posted is recorded through
     ``recorder`` as it goes. When the thread refuses the answer (locked, archived, access
     lost), ``notice`` (the thread's parent channel, when known) is told.
@@ -122,6 +122,7 @@ class ChannelDelivery:
         # Set while the turn waits for an in-flight slot: its place in line, when asked.
         self._place: Callable[[], int | None] | None = None
         self._running = False
+        self._shown = asyncio.Event()  # a status message stands: typing is not needed
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -164,6 +165,7 @@ class ChannelDelivery:
                     return
                 # A resumed turn: its progress message from before the restart.
                 self._status = self._channel.get_partial_message(int(turn.status_message_id))
+                self._shown.set()
             if self._status is not None and not self._done.is_set():
                 await self._edit_status(self._current_text())
         await self._record_status()
@@ -185,9 +187,14 @@ class ChannelDelivery:
             async with asyncio.timeout(self._typing_delay):
                 await self._done.wait()
             return  # answered before typing was worth a request
+        if self._shown.is_set():
+            return  # the status message shows the work: typing would only repeat it
         try:
             async with self._channel.typing():
-                await self._done.wait()
+                # discord.py repeats it every 5 s: stopped once the status shows (or by
+                # close, at the answer), so a long turn costs one typing request, not one
+                # every 5 s.
+                await self._shown.wait()
         except discord.HTTPException as exc:
             log.debug("typing indicator failed: %s", exc)
 
@@ -297,6 +304,7 @@ class ChannelDelivery:
                         # restart that lost its id gets it back instead of a second message.
                         kwargs["nonce"] = part_nonce(self._turn, 0)
                     self._status = await self._channel.send(text, **kwargs)
+                    self._shown.set()
                     self._last_edit = asyncio.get_running_loop().time()
                 except discord.HTTPException as exc:
                     log.warning("status message failed: %s", exc)

@@ -58,27 +58,34 @@ async def test_a_turn_that_runs_a_while_shows_typing(make_harness: HarnessFactor
 async def test_turns_waiting_for_a_slot_post_one_status_and_nothing_else(
     make_harness: HarnessFactory,
 ) -> None:
-    h = await make_harness(SEED_BOT_LIMITS__MAX_IN_FLIGHT="2", typing_delay=0.2)
+    # Statuses after 6 s: until then the running turns' typing (repeated by discord.py
+    # every 5 s) shows time passing, during which a waiting turn must send nothing.
+    h = await make_harness(SEED_BOT_LIMITS__MAX_IN_FLIGHT="2", status_delay=6.0, typing_delay=0.2)
     h.fal.hold()
     since = h.fake.mark()
     running = [(await h.start_thread(h.world.alice, f"running {n}"))[1] for n in range(2)]
     await h.fal.wait_for_submissions(2)
     waiting = [(await h.start_thread(h.world.bob, f"waiting {n}"))[1] for n in range(10)]
-    statuses = [
-        await h.fake.wait_for_message(thread, since=since, contains=WAITING) for thread in waiting
-    ]
-    places = sorted(
-        int(m.group(1)) for s in statuses if (m := re.search(r"position (\d+)", s.content))
-    )
-    assert places == list(range(1, 11))
-    # Time passes while they wait: the running turns type again (discord.py repeats typing
-    # every 5 s); a waiting turn would have too, had it typed at all.
     for thread in running:
         typed_twice = partial(lambda t, _event: typed_in(h, t, since) >= 2, thread)
         await h.fake.wait_for(typed_twice, since=since, timeout=15, what="typing twice")
     for thread in waiting:
         assert requests_in(h, thread, since) == [
             "POST /channels/{channel_id}/messages/{message_id}/threads",  # made on its message
+        ]
+    statuses = [
+        await h.fake.wait_for_message(thread, since=since, contains=WAITING, timeout=15)
+        for thread in waiting
+    ]
+    places = sorted(
+        int(m.group(1)) for s in statuses if (m := re.search(r"position (\d+)", s.content))
+    )
+    assert places == list(range(1, 11))
+    for thread in running:  # their status shows the work now: typing has stopped
+        await h.fake.wait_for_message(thread, since=since, contains="Thinking")
+    for thread in waiting:
+        assert requests_in(h, thread, since) == [
+            "POST /channels/{channel_id}/messages/{message_id}/threads",
             "POST /channels/{channel_id}/messages",  # the status, and nothing else
         ]
         assert typed_in(h, thread) == 0
@@ -88,6 +95,7 @@ async def test_turns_waiting_for_a_slot_post_one_status_and_nothing_else(
         answer = await h.answer_in(thread, since=since, contains="echo:")
         assert answer.id == status.id  # the one status became the answer
         assert len(h.fake.bot_messages(thread)) == 1
+    assert sum(typed_in(h, thread) for thread in waiting) == 0  # their status showed the work
 
 
 async def test_an_idle_thread_leaves_the_cache_and_its_next_message_brings_it_back(
