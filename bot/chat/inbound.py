@@ -246,6 +246,8 @@ class Inbound:
         latest = await self._service.latest_turn(str(payload.channel_id))
         if latest is None or latest.source_id != str(payload.message_id):
             return  # only the latest message of a conversation can be redone
+        if not await restore_thread(self._client, message):
+            return
         if str(message.author.id) != latest.author_id:
             return
         refusal = await self._gate.check_message(message)

@@ -18,6 +18,7 @@ from tests.chat.test_e2e_everywhere import answered, away
 from tests.chat.test_e2e_limits import open_thread
 from tests.fakes.discord.events import HttpRequest, TypingStarted
 from tests.fakes.discord.models import FakeChannel
+from tests.fakes.discord.standard import StandardWorld
 
 WAITING = "waiting for a free slot"
 
@@ -148,3 +149,20 @@ async def test_an_ask_waiting_for_a_slot_says_so_through_its_interaction(
     h.fal.unhold()
     await answered(ask, "echo: me next")
     await h.answer_in(busy, since=since, contains="echo: occupy the slot")
+
+
+async def test_an_edit_in_an_evicted_thread_is_answered_again(
+    make_harness: HarnessFactory, discord_world: StandardWorld
+) -> None:
+    # Allowed in #general only: the edit's thread must be known as #general's again.
+    h = await make_harness(SEED_BOT_ACCESS__ALLOW_CHANNELS=str(discord_world.channel.id))
+    thread = await open_thread(h, "opening")
+    since = h.fake.mark()
+    message = await h.fake.send_message(h.world.alice, thread, "wrong question")
+    await h.answer_in(thread, since=since, contains="echo: wrong question")
+    an_hour_on = datetime.now(UTC) + timedelta(seconds=IDLE_THREAD_SECONDS + 1)
+    assert evict_idle_threads(h.app.bot.guilds, an_hour_on) >= 1
+    since = h.fake.mark()
+    await h.fake.edit_message(message, "right question")
+    await h.answer_in(thread, since=since, contains="echo: right question")
+    assert isinstance(h.app.bot.get_channel(thread.id), discord.Thread)
