@@ -15,6 +15,8 @@ Sections:
   shipped      a lone message -> its fal submit with the shipped config (batch window,
                status delay, in-flight cap all default)
   discord      Discord REST calls per turn (fast, slow, multi-part answer), shipped config
+  media        N messages with three 50 MB videos each at once: peak RSS over idle and the
+               time to the last submit (--media-messages)
 
 The bot runs in a child process (multiprocessing, spawn) built by ``bot.app.build_app``,
 logging at INFO to a file; the fakes and the driver run in this process, so the CPU time
@@ -41,7 +43,16 @@ from bench.sections import Row
 from bot.domain.service import DEFAULT_MAX_IN_FLIGHT
 
 POSTGRES_ENV = "SEED_BOT_TEST_POSTGRES_URL"
-SECTIONS = ("delivery", "overhead", "concurrency", "memory", "storage", "shipped", "discord")
+SECTIONS = (
+    "delivery",
+    "overhead",
+    "concurrency",
+    "memory",
+    "storage",
+    "shipped",
+    "discord",
+    "media",
+)
 
 
 def _ints(value: str) -> list[int]:
@@ -59,6 +70,13 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--quick", action="store_true", help="fewer turns and conversations")
+    p.add_argument(
+        "--media-messages",
+        type=int,
+        default=None,
+        metavar="N",
+        help="media: messages with three 50 MB videos each, sent at once (default 20, quick 5)",
+    )
     p.add_argument("--only", default=",".join(SECTIONS), help="sections to run, comma-separated")
     p.add_argument(
         "--postgres",
@@ -243,6 +261,8 @@ async def main(argv: Sequence[str] | None = None) -> int:
             rows += await sections.burst_budget(args.burst)
         elif section == "memory":
             rows += await sections.memory(conversations, wave=100, trace=args.tracemalloc)
+        elif section == "media":
+            rows += await sections.media(args.media_messages or (5 if quick else 20))
         elif section == "storage":
             storage_args = ["--sizes", ",".join(map(str, args.histories))]
             if args.postgres:

@@ -1,4 +1,4 @@
-"""The four measurements. Each starts its own fakes, database and bot process (``rig``) and
+"""The measurements. Each starts its own fakes, database and bot process (``rig``) and
 returns table rows."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from bot.chat.inbound import SEEN_LIMIT
 from bot.domain.service import BOUND_CACHE_SIZE, DEFAULT_MAX_IN_FLIGHT
 from bot.storage.conversations import PLACES_CACHED
 from tests.fakes.discord.events import HttpRequest
-from tests.fakes.discord.models import FakeChannel
+from tests.fakes.discord.models import FakeChannel, GeneratedBytes, UserFile
 
 MS = 1000.0
 SEED_AGENT = "seed-bot"
@@ -880,3 +880,73 @@ async def _start_conversations(r: Rig, count: int, wave: int) -> None:
         if missing:
             raise RuntimeError(f"{len(missing)} conversations got no answer")
         done += size
+
+
+# --- 5. media: many large videos at once -------------------------------------------------------
+
+VIDEO_BYTES = 50 * 1024 * 1024  # the shipped largest video
+VIDEOS_PER_MESSAGE = 3
+MEDIA_PEAK_TARGET = 256 * 2**20  # issue 23: peak RSS over idle
+
+
+async def media(messages: int) -> list[Row]:
+    """``messages`` mentions, each with three 50 MB videos, sent at once: the bot's peak RSS
+    over its idle RSS, and the time from the first message sent to the last request
+    submitted. The fake CDN makes the videos up as it serves them and the fake fal storage
+    counts their bytes without keeping them, so the fakes hold none of it."""
+    rows: list[Row] = []
+    case = f"{messages} messages x {VIDEOS_PER_MESSAGE} x 50 MB videos at once"
+    async with rig() as r:
+        r.fal.keep_uploads = False
+        bot = await r.start_bot()
+        prefix = new_batch_prefix()
+        warm, _ = await r.mention(f"warm-up {prefix}w")  # first-use allocations, pools
+        await r.fake.wait_answers([warm.id], timeout=60)
+        idle = await bot.command("gc")
+        await bot.command("reset_peak")
+        before = len(r.fal.requests)
+        files = [
+            UserFile(f"clip{n}.mp4", GeneratedBytes(VIDEO_BYTES)) for n in range(VIDEOS_PER_MESSAGE)
+        ]
+        first_sent = time.monotonic()
+        ids = []
+        for i in range(messages):
+            message = await r.fake.send_message(
+                r.alice,
+                r.world.channel,
+                f"<@{r.fake.bot_user.id}> what happens in these? {prefix}{i}",
+                files=files,
+            )
+            ids.append(message.id)
+        await r.fake.wait_answers(ids, timeout=1800)
+        after = await bot.command("stats")
+        requests = list(r.fal.requests.values())[before:]
+        answered = [i for i in ids if i in r.fake.answers and r.fake.answers[i].ok]
+        with_videos = [q for q in requests if len(q.input.get("video_urls") or ()) == 3]
+        last_submit = max((q.submitted_at for q in requests), default=float("nan"))
+        peak = after["maxrss"] - idle["rss"]
+        rows += [
+            Row("5 media", case, "RSS idle (after warm-up, gc)", f"{idle['rss'] / 2**20:.1f} MiB"),
+            Row(
+                "5 media",
+                case,
+                "peak RSS over idle",
+                f"{peak / 2**20:.1f} MiB",
+                "<= 256 MiB",
+                _check(peak, MEDIA_PEAK_TARGET),
+            ),
+            Row(
+                "5 media",
+                case,
+                "first message sent -> last request submitted",
+                f"{last_submit - first_sent:.1f} s",
+            ),
+            Row(
+                "5 media",
+                case,
+                "answered / with all 3 videos / bytes stored at fal",
+                f"{len(answered)}/{messages} / {len(with_videos)} / "
+                f"{r.fal.uploaded_bytes / 2**30:.2f} GiB",
+            ),
+        ]
+    return rows

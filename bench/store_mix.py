@@ -8,8 +8,9 @@ import collections
 import random
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import replace
+from datetime import datetime
 
 from bot.domain.costs import NO_COSTS, BudgetRules, Budgets, Pricing
 from bot.domain.models import (
@@ -25,7 +26,7 @@ from bot.domain.models import (
     RequestHandle,
     Turn,
 )
-from bot.domain.ports import ProgressCallback
+from bot.domain.ports import OpenBody, ProgressCallback
 from bot.domain.quotas import Quota, QuotaRules, Quotas
 from bot.domain.service import ConversationService, ServiceConfig
 from bot.storage import SqlStore
@@ -117,12 +118,20 @@ class _InstantModel:
     async def upload(self, data: bytes, *, content_type: str, file_name: str) -> str:
         raise AssertionError("no attachments in this bench")
 
+    async def upload_stream(
+        self, open_body: OpenBody, *, size: int, content_type: str, file_name: str
+    ) -> str:
+        raise AssertionError("no attachments in this bench")
+
     def handle_for(self, request_id: str) -> RequestHandle:
         return RequestHandle(request_id=request_id)
 
 
 class _NoMedia:
     async def fetch(self, attachment: Attachment, max_bytes: int) -> bytes:
+        raise AssertionError("no attachments in this bench")
+
+    def stream(self, attachment: Attachment, max_bytes: int) -> AsyncGenerator[bytes, None]:
         raise AssertionError("no attachments in this bench")
 
 
@@ -137,6 +146,9 @@ class _Posted:
         return self
 
     async def start(self) -> None: ...
+
+    def deadline(self) -> datetime | None:
+        return None
 
     async def attach(self, turn: Turn) -> None: ...
 

@@ -14,7 +14,6 @@ from typing import Any
 
 import aiohttp
 import discord
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -25,11 +24,13 @@ from bot.chat.gate import Gate, GateRules
 from bot.chat.inbound import InboundOptions
 from bot.chat.interaction_delivery import Deliveries
 from bot.chat.media import DiscordMedia
+from bot.chat.sealing import TokenSeal
 from bot.config import Config
 from bot.domain.access import AccessPolicy
 from bot.domain.attachments import AttachmentLimits, AttachmentPolicy
 from bot.domain.costs import Budgets, Pricing
-from bot.domain.errors import ConfigError, ModelError, SeedBotError, StorageUnavailable
+from bot.domain.errors import ConfigError, ModelError, SeedBotError
+from bot.domain.notices import RefusalNotices
 from bot.domain.privacy import Retention, RetentionSweeper
 from bot.domain.quotas import Quota, QuotaRules, Quotas
 from bot.domain.service import ConversationService, ServiceConfig
@@ -37,10 +38,10 @@ from bot.fal.client import FalClient
 from bot.fal.settings import FalSettings
 from bot.journal import database_tag, open_journal
 from bot.ops.health import HealthServer, database_check, parse_listen, shard_check
-from bot.ops.logs import describe_exception
+from bot.ops.logs import describe_exception, hide_discord_secrets
 from bot.ops.metrics import Metrics, TimedModel
 from bot.storage.engine import create_engine, sqlite_path
-from bot.storage.migrate import ensure_schema
+from bot.storage.migrate import ensure_schema, unreachable
 from bot.storage.privacy import SqlPrivacy
 from bot.storage.repository import SqlStore
 
@@ -90,9 +91,13 @@ def service_config(config: Config) -> ServiceConfig:
                 max_image_bytes=att.max_image_bytes,
                 max_video_bytes=att.max_video_bytes,
                 max_text_bytes=att.max_text_bytes,
+                max_text_files=att.max_text_files,
+                max_text_bytes_per_turn=att.max_text_bytes_per_turn,
             ),
             mode=config.fal.attachment_mode,
             max_data_uri_bytes=att.max_data_uri_bytes,
+            max_files_in_flight=att.max_files_in_flight,
+            max_bytes_in_flight=att.max_bytes_in_flight,
         ),
         turn_timeout=config.fal.turn_timeout,
         max_in_flight=config.limits.max_in_flight,
@@ -120,6 +125,7 @@ def gate_rules(config: Config) -> GateRules:
             deny_channels=frozenset(a.deny_channels),
             allow_guilds=frozenset(a.allow_guilds),
             deny_guilds=frozenset(a.deny_guilds),
+            allow_outside_servers=a.allow_outside_servers,
         ),
         denied_reply=a.denied_reply,
     )
@@ -224,6 +230,7 @@ async def build_app(
     """Every resource of a running bot, opened in order and closed in reverse. ``reload``
     reads the config afresh (SIGHUP, ``/admin reload``). ``chat_overrides`` replace fields
     of the Discord layer's options (tests use it)."""
+    hide_discord_secrets()  # also where the CLI's logging set-up did not run
     async with contextlib.AsyncExitStack() as stack:
         await _ensure_schema(config)
         engine = create_engine(config.database.url)
@@ -253,6 +260,10 @@ async def build_app(
         options = replace(chat_options(config, sync_commands=sync_commands), **chat_overrides)
         bot = SeedBot(options)
         stack.push_async_callback(bot.close)
+        # Interactions answered across a restart: their tokens sealed with a key from the
+        # bot's own token, which never goes into the database.
+        bot.interactions.keep_in(store.interactions, TokenSeal(config.discord.token.get()))
+        await bot.interactions.purge()
         deliveries = Deliveries(
             ChannelDeliveries(
                 bot,
@@ -266,6 +277,9 @@ async def build_app(
             INTERACTION_VIEWS,
         )
         budgets = Budgets(store.costs, config.budgets.rules(), Pricing(config.costs.usd_per_unit))
+        # One memory of who was told what: a budget refusal the service posts is the gate's
+        # too.
+        refusals = RefusalNotices()
         service = ConversationService(
             store,
             TimedModel(model, metrics),
@@ -276,16 +290,19 @@ async def build_app(
             journal=journal,
             costs=budgets,
             outage=store.outage,
+            refusals=refusals,
         )
         gate = Gate(
             Quotas(store, quota_rules(config)),
             gate_rules(config),
             observer=metrics,
             budgets=budgets,
+            notices=refusals,
         )
         privacy = SqlPrivacy(store.db)
         bot.install(service, gate, privacy)
         metrics.watch_gateway(lambda: bot.latencies)
+        metrics.watch_media(lambda: service.media)
         app = App(
             config, engine, session, store, model, media, service, gate, bot, metrics, privacy
         )
@@ -345,11 +362,7 @@ async def _ensure_schema(config: Config) -> None:
     try:
         await ensure_schema(url, auto_migrate=config.database.should_auto_migrate)
     except (SQLAlchemyError, OSError) as exc:
-        shown = make_url(url).render_as_string(hide_password=True)
-        raise StorageUnavailable(
-            f"cannot reach the database {shown} ({describe_exception(exc)}): check "
-            "database.url and that the database server is running"
-        ) from exc
+        raise unreachable(url, exc) from exc
 
 
 async def reload_app(app: App, reload: Callable[[], Config]) -> list[str]:

@@ -35,7 +35,7 @@ from bot.domain.models import (
 )
 from bot.domain.outage import DEFAULT_OUTAGE_TOLERANCE
 from bot.fal import settings as fal
-from bot.urls import discord_api_problem, http_url_problem, ws_url_problem
+from bot.urls import discord_api_problem, http_url_problem, mask_password, ws_url_problem
 
 ENV_PREFIX = "SEED_BOT_"
 DEFAULT_CONFIG_PATH = Path("config.toml")
@@ -217,6 +217,29 @@ class AttachmentsConfig:
         "Largest image sent inline when attachment_mode = data_uri.",
         _positive,
     )
+    max_text_files: int = _opt(
+        att.DEFAULT_MAX_TEXT_FILES,
+        "Text files inlined per message (a burst and a quoted message's files included); "
+        "the reply names those left out.",
+        _positive,
+    )
+    max_text_bytes_per_turn: int = _opt(
+        att.DEFAULT_MAX_TEXT_BYTES_PER_TURN,
+        "Bytes of text inlined per message, over all its text files; a file that does not "
+        "fit is cut (the model and the reply are told), the ones after it left out.",
+        _positive,
+    )
+    max_files_in_flight: int = _opt(
+        att.DEFAULT_MAX_FILES_IN_FLIGHT,
+        "Attachments being downloaded and uploaded at once, over all conversations.",
+        _positive,
+    )
+    max_bytes_in_flight: int = _opt(
+        att.DEFAULT_MAX_BYTES_IN_FLIGHT,
+        "Total size of the attachments being prepared at once, over all conversations "
+        "(media are streamed, so memory stays far below it; a larger file goes alone).",
+        _positive,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,6 +314,12 @@ class AccessConfig:
     deny_channels: tuple[str, ...] = _opt_list("Never in these channels or categories.")
     allow_guilds: tuple[str, ...] = _opt_list("Only in these servers (empty: all).")
     deny_guilds: tuple[str, ...] = _opt_list("Never in these servers.")
+    allow_outside_servers: bool = _opt(
+        False,
+        "With a server, role or channel allow list set: still answer outside the bot's "
+        "servers (DMs, group DMs, servers where a person installed the app), judged there by "
+        "the user lists only.",
+    )
     denied_reply: Literal["quiet", "notice"] = _opt(
         "notice", "quiet: ignore denied users; notice: tell them once, briefly."
     )
@@ -479,7 +508,8 @@ def _coerce(tp: Any, raw: Any, from_env: bool) -> Any:
 def _show(value: Any, secret: bool) -> str:
     if secret:
         return "(hidden)"
-    text = repr(value)
+    # Masked before clipping: a clipped URL could otherwise show the start of its password.
+    text = mask_password(repr(value))
     return text if len(text) <= 60 else text[:57] + "..."
 
 

@@ -312,3 +312,39 @@ async def test_usage_reports_costs_per_server_user_and_day_in_three_formats(
 
 def priced(units: int, _input_tokens: int) -> Cost:
     return Cost(units, units * 1e-7, False)
+
+
+# A database URL whose password appears nowhere else: wherever it is shown, it is masked.
+SECRET_PASSWORD = "pw-4e1c9-only-in-the-url"
+UNREACHABLE_DB = f"postgresql+asyncpg://bot:{SECRET_PASSWORD}@127.0.0.1:9/seed"
+
+
+@pytest.mark.timeout(60)
+async def test_a_rejected_database_url_is_shown_with_its_password_masked(tmp_path: Path) -> None:
+    env = {
+        "PYTHONPATH": str(ROOT),
+        "SEED_BOT_DATABASE__URL": f"postgresql://u:{SECRET_PASSWORD}@h/db",
+    }
+    code, out, err = await seed_bot("check", env=env, cwd=tmp_path)
+    assert code == 2
+    assert "SEED_BOT_DATABASE__URL = 'postgresql://u:***@h/db': must start" in err
+    assert SECRET_PASSWORD not in out + err
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("command", ["check", "migrate", "run"])
+async def test_an_unreachable_database_is_one_line_without_its_password(
+    command: str, fake_fal: FakeFal, tmp_path: Path
+) -> None:
+    env = fal_env(fake_fal, tmp_path) | {
+        "SEED_BOT_DATABASE__URL": UNREACHABLE_DB,
+        "DISCORD_TOKEN": "not-used-before-the-database",
+    }
+    code, out, err = await seed_bot(command, env=env, cwd=tmp_path)
+    assert code == 1
+    assert "Traceback" not in out + err
+    assert SECRET_PASSWORD not in out + err
+    [line] = [x for x in (out + err).splitlines() if "database" in x and "schema" not in x]
+    assert "cannot reach the database postgresql+asyncpg://bot:***@127.0.0.1:9/seed" in line
+    if command == "check":
+        assert line.startswith("FAIL database: ")

@@ -205,3 +205,22 @@ def test_budgets_and_the_price_are_read(tmp_path: Path) -> None:
     assert config.costs.usd_per_unit == 2e-7
     rules = config.budgets.rules()
     assert (rules.guild_daily_usd, rules.user_monthly_usd, rules.user_daily_usd) == (5.0, 1.5, 0.0)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u:pw-sec-1@h/db",
+        "mysql://user:pw-sec-1@db.internal:3306/seed",
+        # long enough to be clipped in the message: the clip must not show part of it
+        "postgresql://a-rather-long-user-name-for-the-bot:pw-sec-1-and-more@db.example/seed",
+        # unescaped '@' and '/' inside the password
+        "postgres://bot:pw-sec-1@x/y@db.example/seed",
+    ],
+)
+def test_a_refused_database_url_never_shows_its_password(url: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_config(None, {"SEED_BOT_DATABASE__URL": url}, required_secrets=())
+    problem = "\n".join(refused.value.problems)
+    assert "SEED_BOT_DATABASE__URL = " in problem and ":***@" in problem
+    assert "pw-sec-1" not in problem

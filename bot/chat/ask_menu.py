@@ -1,7 +1,8 @@
 """ "Ask Seed": the message context menu (right-click a message → Apps → Ask Seed) and the
 modal asking an optional question. The target message's text and files (a forward's too)
 with the question are the first turn: in a server that added the bot, in a thread opened on
-the target (or in the thread or DM the target is in); elsewhere through the interaction.
+the target (or in the thread or DM the target is in) when the person could post there
+themselves; elsewhere, and where they could not, privately through the interaction.
 
 The menu passes the command tree's gate check (access lists); the submission, a model call,
 passes the quotas too."""
@@ -21,7 +22,8 @@ from bot.chat.interaction_turns import (
     Asker,
     answer_is_ephemeral,
     answer_through,
-    bot_is_present,
+    may_bind_by_interaction,
+    may_post,
 )
 from bot.chat.replies import ephemeral
 from bot.chat.threads import ThreadRefused, open_thread
@@ -66,17 +68,29 @@ class AskModal(discord.ui.Modal):
             await ephemeral(interaction, refusal.text)
             return
         question = self.question.value.strip()
-        if not bot_is_present(interaction):
-            await answer_through(
-                self.asker,
-                interaction,
-                text=question,
-                scope_id=interaction_scope(interaction.id),
-                ephemeral=answer_is_ephemeral(interaction, None),
-                about=self.target,
-            )
+        if convert.bot_is_present(interaction) and self._may_post_there(interaction):
+            await self._in_place(interaction, question)
             return
-        await self._in_place(interaction, question)
+        # Where the bot is not, or where the person could not post what it would post for
+        # them: answered only to them, through the interaction.
+        await answer_through(
+            self.asker,
+            interaction,
+            text=question,
+            scope_id=interaction_scope(interaction.id),
+            ephemeral=answer_is_ephemeral(interaction, None),
+            about=self.target,
+        )
+
+    def _may_post_there(self, interaction: discord.Interaction) -> bool:
+        """Whether the person could post in the thread the answer would go to: the one on
+        the target (opening it, if it is not there yet), or the thread the target is in."""
+        channel = self.target.channel
+        if isinstance(channel, discord.TextChannel):
+            if channel.guild.get_thread(self.target.id) is not None:
+                return interaction.permissions.send_messages_in_threads
+            return may_post(interaction, new_thread=False)
+        return may_post(interaction)
 
     async def _in_place(self, interaction: discord.Interaction, question: str) -> None:
         """Where the bot is a member: a thread on the target, or the thread (or DM) the
@@ -93,19 +107,27 @@ class AskModal(discord.ui.Modal):
         parent_id: int | None
         if isinstance(channel, discord.TextChannel):
             # A message has at most one thread: one opened on it already is where to go on.
-            thread = channel.guild.get_thread(self.target.id) or await open_thread(
+            existing = channel.guild.get_thread(self.target.id)
+            thread = existing or await open_thread(
                 self.target, question or self.target.content, user.display_name
             )
             if isinstance(thread, ThreadRefused):
                 await ephemeral(interaction, thread.text)
                 return
-            where: discord.abc.Messageable = thread
-            scope_id, parent_id = thread.id, channel.id
+            where: discord.Thread | discord.DMChannel = thread
+            parent_id = channel.id
             await ephemeral(interaction, texts.started_in(thread.mention))
         else:
-            where = channel
-            scope_id, parent_id = channel.id, getattr(channel, "parent_id", None)
+            existing = channel if isinstance(channel, discord.Thread) else None
+            where, parent_id = channel, getattr(channel, "parent_id", None)
             await ephemeral(interaction, texts.ASKED_HERE)
+        scope_id: int | str = where.id
+        # A thread found unbound is bound only by the rule of a mention; else answered once.
+        one_off = existing is not None and not await may_bind_by_interaction(
+            self.asker.service, interaction, existing
+        )
+        if one_off:
+            scope_id = convert.one_off_scope(interaction.id)
         try:
             anchor = await where.send(
                 texts.asked_about(user.display_name, question, self.target.jump_url),
@@ -123,6 +145,7 @@ class AskModal(discord.ui.Modal):
             parent_channel_id=parent_id,
             reply_to=anchor.id,
             about=self.target,
+            answer_in=where.id if one_off else None,
         )
         await self.asker.service.respond(incoming, batchable=False)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import discord
 
-from bot.chat import ask_menu, commands, controls, privacy, reply_button, usage
+from bot.chat import ask_menu, commands, controls, deletions, privacy, reply_button, usage
 from bot.chat.delivery import STATUS_DELAY, TYPING_DELAY, Views
 from bot.chat.gate import Gate, GateRules
 from bot.chat.housekeeping import Housekeeping
@@ -94,7 +94,7 @@ class SeedBot(discord.AutoShardedClient):
         self.tree = commands.SeedTree(self, lambda: self.gate)
         # Interactions whose turns are running where the bot cannot post (their answers go
         # through them): shared with the deliveries by the entry point.
-        self.interactions = LiveInteractions()
+        self.interactions = LiveInteractions(self)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._accepting = True
         self.resumed = asyncio.Event()
@@ -269,6 +269,20 @@ class SeedBot(discord.AutoShardedClient):
     async def on_raw_message_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
         if self._accepting and self.user is not None:
             self.inbound.receive_edit(payload)
+
+    async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
+        if self._accepting:
+            self.spawn(
+                deletions.forget_deleted(self, payload.channel_id, [payload.message_id]),
+                name="message-deleted",
+            )
+
+    async def on_raw_bulk_message_delete(self, payload: discord.RawBulkMessageDeleteEvent) -> None:
+        if self._accepting:
+            self.spawn(
+                deletions.forget_deleted(self, payload.channel_id, payload.message_ids),
+                name="messages-deleted",
+            )
 
     async def is_owner(self, user: discord.abc.User) -> bool:
         """Whether ``user`` owns the application (or is on its team)."""

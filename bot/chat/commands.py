@@ -13,7 +13,12 @@ from discord import app_commands
 from bot.chat import controls, convert, texts
 from bot.chat.gate import Gate, may_control
 from bot.chat.interaction_delivery import LiveInteractions, interaction_scope
-from bot.chat.interaction_turns import answer_is_ephemeral, answer_through, bot_is_present
+from bot.chat.interaction_turns import (
+    answer_is_ephemeral,
+    answer_through,
+    may_bind_by_interaction,
+    may_post,
+)
 from bot.chat.replies import ephemeral
 from bot.chat.threads import ThreadRefused, open_thread
 from bot.domain.errors import InvalidSetting
@@ -106,10 +111,7 @@ async def settings_target(
         conversation = await bot.service.conversation_for_scope(str(channel.id))
         owner = conversation.owner_id if conversation else str(channel.owner_id)
         if not may_control(interaction, owner):
-            raise Refusal(
-                "Only the person who started this conversation, or members who may manage "
-                "threads, can change its settings."
-            )
+            raise Refusal(texts.only_controller("change its settings").removeprefix("⛔ "))
         return SettingsScope.THREAD, str(channel.id)
     if not perms.manage_channels:
         raise Refusal(
@@ -351,7 +353,7 @@ def register(tree: app_commands.CommandTree[Any], bot: Host) -> None:
         effort: EffortChoice | None = None,
     ) -> None:
         # In the bot's own task, so a shutdown drains it like any turn.
-        run_ask = ask_here if bot_is_present(interaction) else ask_elsewhere
+        run_ask = ask_here if convert.bot_is_present(interaction) else ask_elsewhere
         ask = run_ask(
             bot,
             interaction,
@@ -374,8 +376,9 @@ async def ask_elsewhere(
     thinking: ThinkingChoice | None,
     effort: EffortChoice | None,
 ) -> None:
-    """``/ask`` where the bot is not a member: a new conversation answered through the
-    interaction, privately unless asked otherwise (and allowed)."""
+    """``/ask`` where the bot is not a member, or where the person could not post what it
+    would: a new conversation answered through the interaction, privately unless asked
+    otherwise (and allowed)."""
     refusal = await bot.gate.check_interaction(interaction, model_call=True)
     if refusal is not None:
         await ephemeral(interaction, refusal.text)
@@ -416,16 +419,33 @@ async def ask_here(
         await ephemeral(interaction, "⛔ Direct messages are turned off for this bot.")
         return
     in_place = isinstance(channel, discord.Thread) or interaction.guild_id is None
-    if in_place and (thinking is not None or effort is not None):
+    if not in_place and not isinstance(channel, discord.TextChannel):
+        await ephemeral(interaction, "⛔ `/ask` works in text channels and threads.")
+        return
+    if not may_post(interaction, new_thread=None if in_place else private):
+        # The bot never posts, nor opens a thread, where the person could not: a new
+        # conversation answered only to them.
+        log.info("/ask of user %s in %s answered privately", user.id, channel.id)
+        await ask_elsewhere(
+            bot,
+            interaction,
+            prompt,
+            attachments,
+            private=True,
+            thinking=thinking,
+            effort=effort,
+        )
+        return
+    one_off = isinstance(channel, discord.Thread) and not await may_bind_by_interaction(
+        bot.service, interaction, channel
+    )
+    if in_place and not one_off and (thinking is not None or effort is not None):
         # The options change an existing conversation's settings: same rule as /thinking.
         try:
             await settings_target(bot, interaction, server=False)
         except Refusal as exc:
             await ephemeral(interaction, f"⛔ {exc}")
             return
-    if not in_place and not isinstance(channel, discord.TextChannel):
-        await ephemeral(interaction, "⛔ `/ask` works in text channels and threads.")
-        return
     refusal = await bot.gate.check_interaction(interaction, model_call=True)
     if refusal is not None:
         await ephemeral(interaction, refusal.text)
@@ -440,12 +460,16 @@ async def ask_here(
             return
     # Acknowledge within Discord's 3 s: creating the thread may take longer. The first
     # followup then replaces the "thinking" message, with the visibility chosen here.
-    await interaction.response.defer(ephemeral=private and not in_place, thinking=True)
+    # "Started in <thread>" shows the thread's name (the prompt): in the channel only where
+    # the person could post there themselves.
+    quiet = not in_place and (private or not interaction.permissions.send_messages)
+    await interaction.response.defer(ephemeral=quiet, thinking=True)
 
     echo = f"{texts.bold_name(user.display_name)} asked: {texts.quote_inline(prompt, 1500)}"
     if in_place:
-        # Inside a thread (or a DM) /ask continues the conversation there.
-        scope_id = channel.id
+        # Inside a thread (or a DM) /ask continues the conversation there, or in a thread
+        # the person may not bind, is answered once.
+        scope_id = convert.one_off_scope(interaction.id) if one_off else channel.id
         parent_id = getattr(channel, "parent_id", None)
         anchor: discord.Message = await interaction.followup.send(
             echo, allowed_mentions=texts.NO_MENTIONS, wait=True
@@ -481,5 +505,6 @@ async def ask_here(
         scope_id=scope_id,
         parent_channel_id=parent_id,
         reply_to=anchor.id,
+        answer_in=channel.id if one_off else None,
     )
     await bot.service.respond(incoming, batchable=False)

@@ -21,7 +21,7 @@ import discord
 from bot.chat import texts
 from bot.chat.gate import Gate, may_control
 from bot.chat.replies import ephemeral
-from bot.domain.models import Turn
+from bot.domain.models import Conversation, Turn
 from bot.domain.service import ConversationService, Redo, StopResult
 
 log = logging.getLogger(__name__)
@@ -58,20 +58,40 @@ async def _pressed(
     return turn
 
 
+async def controlled(
+    service: ConversationService, interaction: discord.Interaction, turn: Turn
+) -> Conversation | None:
+    """The conversation of ``turn`` when the person interacting may control it (the gate's
+    one rule, against what is stored: the turn id a custom id carries is only an id); None
+    otherwise. The conversation lives where its answers go: the turn's channel, or for one
+    held through interactions the channel it was asked in."""
+    conversation = await service.conversation_of(turn)
+    if conversation is None:
+        return None
+    place = (
+        turn.reply_channel_id if turn.reply_channel_id.isdigit() else conversation.parent_channel_id
+    )
+    allowed = may_control(
+        interaction, conversation.owner_id, place_id=place or "", author_id=turn.author_id
+    )
+    return conversation if allowed else None
+
+
 async def retry(controller: Controller, interaction: discord.Interaction, turn: Turn) -> None:
-    """Answer ``turn`` again, when it is the latest of its thread, settled, and the person may
-    control it: a new model call, so it passes the gate's quotas like a message. Used by the
-    Retry button and ``/retry``."""
+    """Answer ``turn`` again, when it is the latest of its conversation, settled, and the
+    person may control it: a new model call, so it passes the gate's quotas like a message.
+    Used by the Retry button and ``/retry``."""
     service = controller.service
-    latest = await service.latest_turn(turn.reply_channel_id)
+    conversation = await controlled(service, interaction, turn)
+    if conversation is None:
+        await ephemeral(interaction, texts.only_controller("retry"))
+        return
+    latest = await service.latest_turn(conversation.scope_id)
     if latest is None or latest.id != turn.id:
         await ephemeral(interaction, texts.ONLY_LATEST)
         return
     if not turn.state.settled:
         await ephemeral(interaction, texts.STILL_WRITING)
-        return
-    if not may_control(interaction, turn.author_id):
-        await ephemeral(interaction, texts.only_controller("retry"))
         return
     refusal = await controller.gate.check_interaction(interaction, model_call=True)
     if refusal is not None:
@@ -82,9 +102,9 @@ async def retry(controller: Controller, interaction: discord.Interaction, turn: 
     else:
         await ephemeral(interaction, texts.ANSWERING_AGAIN)
     log.info("turn %s: retry asked by user %s", turn.id, interaction.user.id)
-    controller.spawn(
-        service.redo(Redo(turn.reply_channel_id, turn_id=turn.id)), name=f"retry-{turn.id}"
-    )
+    # The presser pays: the gate checked their access, quotas and budgets, not the author's.
+    redo = Redo(conversation.scope_id, turn_id=turn.id, payer_id=str(interaction.user.id))
+    controller.spawn(service.redo(redo), name=f"retry-{turn.id}")
 
 
 def _button(action: str, label: str, emoji: str, turn_id: int) -> discord.ui.Button[Any]:
@@ -114,7 +134,7 @@ class StopButton(
         turn = await _pressed(controller, interaction, self.turn_id, texts.UNKNOWN_TURN)
         if turn is None:
             return
-        if not may_control(interaction, turn.author_id):
+        if await controlled(controller.service, interaction, turn) is None:
             await ephemeral(interaction, texts.only_controller("stop it"))
             return
         # Acknowledge within Discord's 3 s, whatever fal's cancel takes.

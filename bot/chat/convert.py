@@ -88,18 +88,31 @@ def _quoting(
     return text or None, quoted.author.display_name, [*files, *own]
 
 
+ONE_OFF_PREFIX = "m"
+
+
+def one_off_scope(source_id: int) -> str:
+    """The scope of a conversation of one question (a message, or an interaction's)
+    answered in a thread its asker may not bind; it fits a snowflake column: one letter and
+    the id."""
+    return f"{ONE_OFF_PREFIX}{source_id}"
+
+
 def incoming_from_message(
     message: discord.Message,
     *,
     me_id: int,
-    scope_id: int,
+    scope_id: int | str,
     parent_channel_id: int | None,
     reply_to: int | None,
     replied_to: discord.Message | None = None,
+    one_off: bool = False,
 ) -> Incoming:
     """A person's message as the turn it asks for. ``scope_id`` is the conversation's thread
     or DM channel; ``replied_to`` the message this one replies to (its text and files are
-    part of the turn); ``reply_to`` the message the answer replies to."""
+    part of the turn); ``reply_to`` the message the answer replies to. ``one_off``: the
+    message is answered once, in its channel, as a conversation of its own (a thread the
+    person may not bind)."""
     text, attachments = text_and_files(message, me_id)
     reply_text, reply_author, attachments = _quoting(replied_to, me_id, attachments)
     return Incoming(
@@ -115,6 +128,7 @@ def incoming_from_message(
         reply_text=reply_text,
         reply_author=reply_author,
         reply_to=_id(reply_to),
+        channel_id=str(message.channel.id) if one_off else None,
     )
 
 
@@ -128,11 +142,14 @@ def incoming_from_interaction(
     reply_to: int | None,
     about: discord.Message | None = None,
     through_interaction: bool = False,
+    answer_in: int | None = None,
 ) -> Incoming:
     """A command's, a modal's or a context menu's question as the turn it asks for (the
     interaction is its source). ``about`` is the message "Ask Seed" was used on: its text
     and files are part of the turn, as a replied-to message's are. ``through_interaction``:
-    the answer goes through this interaction (the bot cannot post there)."""
+    the answer goes through this interaction (the bot cannot post there). ``answer_in``: the
+    thread the question is answered once in, as a conversation of its own (``scope_id``),
+    as for a message."""
     me_id = interaction.client.user.id if interaction.client.user else 0
     reply_text, reply_author, files = _quoting(about, me_id, attachments)
     return Incoming(
@@ -149,6 +166,7 @@ def incoming_from_interaction(
         reply_author=reply_author,
         reply_to=_id(reply_to),
         interaction_id=str(interaction.id) if through_interaction else None,
+        channel_id=_id(answer_in),
     )
 
 
@@ -167,12 +185,32 @@ def channel_chain(channel: object) -> list[str]:
     return ids
 
 
-def requester(author: discord.abc.User, channel: object, guild_id: int | None) -> Requester:
-    """Who asks, and where, as the access lists see it."""
+def bot_is_present(interaction: discord.Interaction) -> bool:
+    """Whether the bot can read and post where ``interaction`` comes from: a server that
+    added it (a guild installation authorizes the interaction; discord.py makes a guild
+    object even for a server without the bot, so its presence says nothing), or its own DM."""
+    if interaction.guild_id is not None:
+        return interaction.is_guild_integration()
+    return bool(interaction.context.dm_channel)
+
+
+def requester(
+    author: discord.abc.User, channel: object, guild_id: int | None, *, bot_absent: bool = False
+) -> Requester:
+    """Who asks, and where, as the access lists see it. ``bot_absent``: in a server that did
+    not add the bot."""
     roles = [str(r.id) for r in getattr(author, "roles", ())]
     return Requester(
         user_id=str(author.id),
         role_ids=roles,
         channel_ids=channel_chain(channel),
         guild_id=_id(guild_id),
+        bot_absent=bot_absent,
     )
+
+
+def interaction_requester(interaction: discord.Interaction) -> Requester:
+    """Who interacts, and where: a server where only the person installed the app counts as
+    outside the bot's servers."""
+    absent = interaction.guild_id is not None and not bot_is_present(interaction)
+    return requester(interaction.user, interaction.channel, interaction.guild_id, bot_absent=absent)

@@ -11,6 +11,7 @@ import io
 import logging
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
 from typing import Any, TypeVar
 
@@ -153,6 +154,9 @@ class ChannelDelivery:
         if self._place is not None:
             return texts.status_waiting(self._place())
         return self._status_text
+
+    def deadline(self) -> datetime | None:
+        return None  # a channel takes the answer whenever it comes
 
     async def attach(self, turn: Turn) -> None:
         async with self._status_lock:

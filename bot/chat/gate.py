@@ -1,21 +1,23 @@
 """The one gate every way in passes: messages, edits, slash commands and buttons. It applies
 the access lists and, for whatever makes a model call, the dollar budgets and the quotas; and
-it holds the rule of who may control a conversation (its author, or members who may manage
-threads). A budget with nothing left refuses here; the turn's worst case is reserved against
-the budgets just before its submit (the service, through the same ``Budgets``)."""
+it holds the rule of who may control a conversation (who started it, the owner of its
+thread, or members who may manage threads). A budget with nothing left refuses here; the
+turn's worst case is reserved against the budgets just before its submit (the service,
+through the same ``Budgets``)."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import discord
 
 from bot.chat import convert, texts
-from bot.domain.access import AccessPolicy, denial_reason
+from bot.domain.access import AccessPolicy, Requester, denial_reason
 from bot.domain.costs import Budgets
 from bot.domain.errors import BudgetExceeded, QuotaExceeded
 from bot.domain.models import Payer
+from bot.domain.notices import DAY_SECONDS, NoticeReason, RefusalNotices, seconds_until
 from bot.domain.observer import NO_OBSERVER, TurnObserver
 from bot.domain.quotas import Quotas
 
@@ -32,10 +34,13 @@ class GateRules:
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    """Why the gate refused, as the text to show, and whether a message may be answered."""
+    """Why the gate refused, as the text to show, and whether a message may be answered;
+    ``reason`` and ``window_seconds``: how often a person is told (once per window)."""
 
     text: str
     silent: bool = False
+    reason: NoticeReason = NoticeReason.ACCESS
+    window_seconds: float = DAY_SECONDS
 
 
 class Gate:
@@ -46,11 +51,13 @@ class Gate:
         *,
         observer: TurnObserver = NO_OBSERVER,
         budgets: Budgets | None = None,
+        notices: RefusalNotices | None = None,
     ) -> None:
         self.quotas = quotas
         self.rules = rules
         self.budgets = budgets
         self._observer = observer
+        self.notices = notices if notices is not None else RefusalNotices()
 
     async def check(
         self,
@@ -59,10 +66,14 @@ class Gate:
         guild_id: int | None,
         *,
         model_call: bool,
+        who: Requester | None = None,
     ) -> Refusal | None:
         """None when ``user`` may go on here; a refusal otherwise. ``model_call`` counts the
-        action against the quotas (a refusal by the access lists counts nothing)."""
-        reason = denial_reason(self.rules.access, convert.requester(user, channel, guild_id))
+        action against the quotas (a refusal by the access lists counts nothing). ``who``:
+        the requester as the access lists see it, when the caller knows more than ``user``,
+        ``channel`` and ``guild_id`` tell (an interaction from a server without the bot)."""
+        who = who or convert.requester(user, channel, guild_id)
+        reason = denial_reason(self.rules.access, who)
         if reason is not None:
             log.info("user %s refused by the access lists", user.id)
             self._observer.turn_refused("access")
@@ -74,31 +85,79 @@ class Gate:
             except BudgetExceeded as exc:
                 log.info("user %s refused by the %s %s budget", user.id, exc.scope, exc.period)
                 self._observer.turn_refused("budget")
-                return Refusal(texts.error_text(exc))
+                lasts = seconds_until(exc.resets_at, self.budgets.now())
+                return Refusal(
+                    texts.error_text(exc), reason=NoticeReason.BUDGET, window_seconds=lasts
+                )
         if model_call:
             try:
                 await self.quotas.admit(str(user.id), str(guild_id) if guild_id else None)
             except QuotaExceeded as exc:
                 log.info("user %s refused by the %s quota", user.id, exc.scope)
                 self._observer.turn_refused("quota")
-                return Refusal(texts.error_text(exc))
+                window = self.quotas.window_seconds(exc.scope)
+                return Refusal(
+                    texts.error_text(exc), reason=NoticeReason.QUOTA, window_seconds=window
+                )
         return None
 
-    async def check_message(self, message: discord.Message) -> Refusal | None:
+    async def check_message(
+        self, message: discord.Message, *, notice: bool = True
+    ) -> Refusal | None:
+        """As ``check``, for a message: a refusal is silent unless it is the first of its
+        reason for this person within its window (a reply per refused message would let a
+        few flooding accounts spend the bot's Discord request budget). ``notice=False``:
+        nothing will be told whatever the answer (it counts as no notice)."""
         guild_id = message.guild.id if message.guild else None
-        return await self.check(message.author, message.channel, guild_id, model_call=True)
+        refusal = await self.check(message.author, message.channel, guild_id, model_call=True)
+        if refusal is None or not notice:
+            return refusal
+        return self._once(message.author, refusal)
+
+    def dms_off(self, user: discord.abc.User) -> Refusal:
+        """A DM while DMs are off: told once a day per person, then silence."""
+        return self._once(user, Refusal(texts.DM_REFUSAL, reason=NoticeReason.DMS_OFF))
+
+    def _once(self, user: discord.abc.User, refusal: Refusal) -> Refusal:
+        if refusal.silent:
+            return refusal
+        if self.notices.tell(str(user.id), refusal.reason, refusal.window_seconds):
+            return refusal
+        log.debug("user %s refused again (%s): not told again", user.id, refusal.reason)
+        return replace(refusal, silent=True)
 
     async def check_interaction(
         self, interaction: discord.Interaction, *, model_call: bool
     ) -> Refusal | None:
         return await self.check(
-            interaction.user, interaction.channel, interaction.guild_id, model_call=model_call
+            interaction.user,
+            interaction.channel,
+            interaction.guild_id,
+            model_call=model_call,
+            who=convert.interaction_requester(interaction),
         )
 
 
-def may_control(interaction: discord.Interaction, owner_id: str) -> bool:
-    """Whether the person interacting may control a conversation or turn owned by
-    ``owner_id``: the owner, or in a server a member who may manage threads."""
-    if str(interaction.user.id) == owner_id:
+def may_control(
+    interaction: discord.Interaction,
+    owner_id: str,
+    *,
+    place_id: str | None = None,
+    author_id: str | None = None,
+) -> bool:
+    """The one rule of who may control a conversation (settings, /reset, /export, Stop,
+    Retry, Reply): the person who started it (``owner_id``), for a turn its author
+    (``author_id``), the owner of the thread it lives in, or in a server a member who may
+    manage threads. ``place_id`` is the channel the conversation lives in, when the caller
+    found it from an id the interaction carries (a custom id can be forged): the thread
+    owner's and Manage Threads' rights count only there, since the interaction's permissions
+    are the ones of the channel it comes from."""
+    user = str(interaction.user.id)
+    if user in (owner_id, author_id):
+        return True
+    if place_id is not None and str(interaction.channel_id) != place_id:
+        return False
+    channel = interaction.channel
+    if isinstance(channel, discord.Thread) and str(channel.owner_id) == user:
         return True
     return interaction.guild_id is not None and interaction.permissions.manage_threads

@@ -17,10 +17,10 @@ from typing import Any
 import discord
 
 from bot.chat import convert, texts
-from bot.chat.gate import Gate
+from bot.chat.gate import Gate, Refusal
 from bot.chat.replies import say
 from bot.chat.threadcache import restore_thread
-from bot.chat.threads import ThreadRefused, open_thread
+from bot.chat.threads import ThreadRefused, may_bind, open_thread
 from bot.domain.errors import StorageError
 from bot.domain.models import Conversation
 from bot.domain.service import ConversationService, Redo
@@ -173,10 +173,11 @@ class Inbound:
         )
         if decision is Route.IGNORE:
             return
+        refusal: Refusal | None
         if decision is Route.DM_REFUSED:
-            await say(message, texts.DM_REFUSAL)
-            return
-        refusal = await self._gate.check_message(message)
+            refusal = self._gate.dms_off(message.author)
+        else:
+            refusal = await self._gate.check_message(message)
         if refusal is not None:
             log.info("message %s refused", message.id)
             if not refusal.silent:
@@ -194,13 +195,31 @@ class Inbound:
         else:
             parent_id = getattr(channel, "parent_id", None)
             scope_id, reply_to = channel.id, message.id
+        one_off = (
+            decision is Route.BIND
+            and isinstance(channel, discord.Thread)
+            and not may_bind(
+                channel,
+                message.author.id,
+                me,
+                manages_threads=isinstance(message.author, discord.Member)
+                and channel.permissions_for(message.author).manage_threads,
+            )
+        )
+        if one_off:
+            log.info(
+                "message %s answered once: its author may not bind thread %s",
+                message.id,
+                channel.id,
+            )
         incoming = convert.incoming_from_message(
             message,
             me_id=me,
-            scope_id=scope_id,
+            scope_id=convert.one_off_scope(message.id) if one_off else scope_id,
             parent_channel_id=parent_id,
             reply_to=reply_to,
             replied_to=replied_to,
+            one_off=one_off,
         )
         # respond() queues the message before it first suspends: the next message of this
         # channel, let go here, cannot overtake it.
@@ -243,14 +262,19 @@ class Inbound:
         me = self._me()
         if not convert.is_from_person(message, me):
             return
-        latest = await self._service.latest_turn(str(payload.channel_id))
+        scope_id = str(payload.channel_id)
+        latest = await self._service.latest_turn(scope_id)
+        if latest is None and isinstance(message.channel, discord.Thread):
+            # A mention answered once in a thread it could not bind: its own conversation.
+            scope_id = convert.one_off_scope(payload.message_id)
+            latest = await self._service.latest_turn(scope_id)
         if latest is None or latest.source_id != str(payload.message_id):
             return  # only the latest message of a conversation can be redone
         if not await restore_thread(self._client, message):
             return
         if str(message.author.id) != latest.author_id:
             return
-        refusal = await self._gate.check_message(message)
+        refusal = await self._gate.check_message(message, notice=False)
         if refusal is not None:
             return  # an edit asks for a new model call: access lists and quotas apply
         if not latest.state.settled:
@@ -258,12 +282,12 @@ class Inbound:
         incoming = convert.incoming_from_message(
             message,
             me_id=me,
-            scope_id=payload.channel_id,
+            scope_id=scope_id,
             parent_channel_id=getattr(message.channel, "parent_id", None),
             reply_to=payload.message_id,
         )
         log.info("message %s edited: answering it again", payload.message_id)
-        await self._service.redo(Redo(str(payload.channel_id), turn_id=latest.id, edited=incoming))
+        await self._service.redo(Redo(scope_id, turn_id=latest.id, edited=incoming))
 
     # -- catching up after downtime ----------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """Turns asked for through an interaction where the bot cannot post (a server that did not
-add it, a DM between people, a group DM): whether that is the case, how visible the answer
-is, and the one way such a turn runs (defer at once, then the service answers through the
-interaction). Used by ``/ask``, "Ask Seed" and the Reply button."""
+add it, a DM between people, a group DM) or where the person could not post themselves:
+whether the person could, how visible the answer is, and the one way such a turn runs
+(defer at once, then the service answers through the interaction). Used by ``/ask``, "Ask
+Seed" and the Reply button."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import discord
 from bot.chat import convert
 from bot.chat.gate import Gate
 from bot.chat.interaction_delivery import EPHEMERAL_EXTRA, LiveInteractions
+from bot.chat.threads import may_bind
 from bot.domain.service import ConversationService
 
 log = logging.getLogger(__name__)
@@ -37,22 +39,47 @@ class Asker(Protocol):
     def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]: ...
 
 
-def bot_is_present(interaction: discord.Interaction) -> bool:
-    """Whether the bot can read and post where ``interaction`` comes from: a server that
-    added it (a guild installation authorizes the interaction; discord.py makes a guild
-    object even for a server without the bot, so its presence says nothing), or its own DM."""
-    if interaction.guild_id is not None:
-        return interaction.is_guild_integration()
-    return bool(interaction.context.dm_channel)
+def may_post(interaction: discord.Interaction, *, new_thread: bool | None = None) -> bool:
+    """Whether the person interacting could post here themselves what the bot would post
+    for them (Discord sends their rights in the channel with every interaction): in a server,
+    send messages in the channel (in threads, for a thread); with ``new_thread`` (True: a
+    private one), open that kind of thread and send messages in it. Outside servers they
+    take part in the DM or group DM."""
+    if interaction.guild_id is None:
+        return True
+    perms = interaction.permissions
+    if new_thread is not None:
+        opens = perms.create_private_threads if new_thread else perms.create_public_threads
+        return opens and perms.send_messages_in_threads
+    if isinstance(interaction.channel, discord.Thread):
+        return perms.send_messages_in_threads
+    return perms.send_messages
+
+
+async def may_bind_by_interaction(
+    service: ConversationService, interaction: discord.Interaction, thread: discord.Thread
+) -> bool:
+    """Whether ``/ask`` or "Ask Seed" in ``thread`` may go on (or start) its conversation: it
+    is bound already, or the person may bind it (else the question is answered once, like a
+    mention of someone who may not)."""
+    if await service.is_bound(str(thread.id)):
+        return True
+    me = interaction.client.user.id if interaction.client.user else 0
+    return may_bind(
+        thread, interaction.user.id, me, manages_threads=interaction.permissions.manage_threads
+    )
 
 
 def answer_is_ephemeral(interaction: discord.Interaction, private: bool | None) -> bool:
-    """Where the bot is not a member, answers are private unless the person asks for a
-    public one (``private`` False) and the server lets external apps post publicly (the
-    member's Use External Apps permission; Discord would make the answer private anyway)."""
+    """An answer through the interaction is private unless the person asks for a public one
+    (``private`` False), could post here themselves, and the server lets external apps post
+    publicly (the member's Use External Apps permission; Discord would make the answer
+    private anyway)."""
     if private is None or private:
         return True
-    return interaction.guild_id is not None and not interaction.permissions.use_external_apps
+    if interaction.guild_id is None:
+        return False
+    return not (interaction.permissions.use_external_apps and may_post(interaction))
 
 
 async def answer_through(
@@ -85,5 +112,5 @@ async def answer_through(
         about=about,
         through_interaction=True,
     )
-    with asker.interactions.holding(interaction):
+    async with asker.interactions.holding(interaction, ephemeral):
         await asker.service.respond(incoming, batchable=False)

@@ -1,9 +1,10 @@
 """``/export`` and ``/forget``: a person's own data, from Discord.
 
-``/export`` sends a conversation to its owner (or a member who may manage threads) as two
-private files. ``/forget`` shows how many turns would go and a confirmation button; the
-button is a ``DynamicItem`` whose custom id carries who asked and where, so it works after a
-restart with no per-message state, and pressing it passes the gate like every way in.
+``/export`` sends a person their own turns of a conversation and the answers to them as
+two private files (other people's messages are left out, and counted). ``/forget`` shows
+how many turns would go and a confirmation button; the button is a ``DynamicItem`` whose
+custom id carries who asked and where, so it works after a restart with no per-message
+state, and pressing it passes the gate like every way in.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import discord
 from discord import app_commands
 
 from bot.chat import texts
-from bot.chat.gate import Gate, may_control
+from bot.chat.gate import Gate
 from bot.chat.replies import ephemeral
 from bot.domain.errors import StorageError
 from bot.domain.privacy import PrivacyStore, export_files
@@ -51,12 +52,15 @@ async def export(host: PrivacyHost, interaction: discord.Interaction) -> None:
     ):
         await ephemeral(interaction, texts.EXPORT_WHERE)
         return
-    found = await host.privacy.export(str(channel.id))
-    if found is None:
+    stored = await host.privacy.export(str(channel.id))
+    if stored is None:
         await ephemeral(interaction, texts.EXPORT_NOT_A_CONVERSATION)
         return
-    if not may_control(interaction, found.conversation.owner_id):
-        await ephemeral(interaction, texts.only_controller("export this conversation"))
+    # Everyone gets their own turns (and the answers to them), nobody anyone else's: the
+    # starter and moderators too.
+    found = stored.for_person(str(interaction.user.id))
+    if not found.turns:
+        await ephemeral(interaction, texts.EXPORT_NOTHING_OF_YOURS)
         return
     files = {
         name: text.encode()
@@ -67,14 +71,15 @@ async def export(host: PrivacyHost, interaction: discord.Interaction) -> None:
         await ephemeral(interaction, texts.export_too_large(size))
         return
     log.info(
-        "conversation %s exported by user %s (%d turns)",
+        "conversation %s exported by user %s (%d turns, %d messages of others left out)",
         found.conversation.id,
         interaction.user.id,
         len(found.turns),
+        found.left_out,
     )
     try:
         await interaction.response.send_message(
-            texts.export_ready(len(found.turns)),
+            texts.export_ready(len(found.turns), found.left_out),
             files=[discord.File(io.BytesIO(data), filename=name) for name, data in files.items()],
             ephemeral=True,
             allowed_mentions=texts.NO_MENTIONS,

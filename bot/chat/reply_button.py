@@ -4,8 +4,8 @@ interaction.
 
 Like Stop and Retry, the button is a ``DynamicItem`` whose custom id carries the turn id, so
 it works after a restart (the conversation is found from the turn). The press and the
-submission each pass the gate: the access lists, and the quotas for the submission (a model
-call)."""
+submission each pass the gate: the access lists, the rule of who may continue the
+conversation (that of Stop and Retry), and the quotas for the submission (a model call)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,16 @@ from typing import Any, cast
 import discord
 
 from bot.chat import texts
+from bot.chat.controls import controlled
 from bot.chat.interaction_delivery import is_interaction_scope
-from bot.chat.interaction_turns import MODAL_TEXT_LIMIT, Asker, answer_through
+from bot.chat.interaction_turns import (
+    MODAL_TEXT_LIMIT,
+    Asker,
+    answer_is_ephemeral,
+    answer_through,
+)
 from bot.chat.replies import ephemeral
+from bot.domain.models import Turn
 
 log = logging.getLogger(__name__)
 
@@ -89,20 +96,39 @@ async def _submitted(interaction: discord.Interaction, turn_id: int, text: str) 
     if not text:
         await ephemeral(interaction, texts.EMPTY_REPLY)
         return
+    # Who may continue first: a refused submission counts nothing against the quotas.
+    turn = await _continued(asker, interaction, turn_id)
+    if turn is None:
+        return
     refusal = await asker.gate.check_interaction(interaction, model_call=True)
     if refusal is not None:
         await ephemeral(interaction, refusal.text)
-        return
-    turn = await asker.service.get_turn(turn_id)
-    if turn is None or not is_interaction_scope(turn.reply_channel_id):
-        await ephemeral(interaction, texts.CONVERSATION_GONE)
         return
     message = interaction.message
     private = message.flags.ephemeral if message is not None else True
     log.info("turn %s: reply through interaction %s", turn_id, interaction.id)
     await answer_through(
-        asker, interaction, text=text, scope_id=turn.reply_channel_id, ephemeral=private
+        asker,
+        interaction,
+        text=text,
+        scope_id=turn.reply_channel_id,
+        ephemeral=answer_is_ephemeral(interaction, private),
     )
+
+
+async def _continued(asker: Asker, interaction: discord.Interaction, turn_id: int) -> Turn | None:
+    """The turn a Reply press or submission continues from, once the person may continue its
+    conversation (the rule of Stop and Retry, against the stored conversation: the turn id
+    comes from a custom id, which a client can forge); else the refusal is the answer."""
+    turn = await asker.service.get_turn(turn_id)
+    if turn is None or not is_interaction_scope(turn.reply_channel_id):
+        await ephemeral(interaction, texts.CONVERSATION_GONE)
+        return None
+    if await controlled(asker.service, interaction, turn) is None:
+        log.info("turn %s: reply refused to user %s", turn_id, interaction.user.id)
+        await ephemeral(interaction, texts.only_controller("continue this conversation"))
+        return None
+    return turn
 
 
 class ReplyButton(
@@ -131,9 +157,8 @@ class ReplyButton(
         if refusal is not None:
             await ephemeral(interaction, refusal.text)
             return
-        turn = await asker.service.get_turn(self.turn_id)
-        if turn is None or not is_interaction_scope(turn.reply_channel_id):
-            await ephemeral(interaction, texts.CONVERSATION_GONE)
+        turn = await _continued(asker, interaction, self.turn_id)
+        if turn is None:
             return
         modal = reply_modal(turn.id)
         await interaction.response.send_modal(modal)

@@ -43,6 +43,7 @@ from bot.domain.errors import (
     StorageUnavailable,
 )
 from bot.domain.models import Turn
+from bot.domain.service import MESSAGE_DELETED
 
 NO_MENTIONS: Final = discord.AllowedMentions.none()
 
@@ -497,11 +498,20 @@ def denied(reason: str) -> str:
 
 
 def only_controller(action: str) -> str:
-    """A control (stop, retry, settings) refused to someone who may not use it."""
-    return f"⛔ Only the person who asked, or members who may manage threads, can {action}."
+    """A control (stop, retry, reply, settings, export) refused to someone who may not use
+    it."""
+    return (
+        f"⛔ Only the person who asked, the owner of the thread, or members who may manage "
+        f"threads, can {action}."
+    )
+
+
+STOPPED_MESSAGE_DELETED: Final = "⏹️ Stopped: the message was deleted."
 
 
 def stopped_by(name: str) -> str:
+    if name == MESSAGE_DELETED:
+        return STOPPED_MESSAGE_DELETED
     return f"⏹️ Stopped by {bold_name(name)}." if name else "⏹️ Stopped."
 
 
@@ -573,10 +583,21 @@ def _where(in_server: bool) -> str:
     return "in this server" if in_server else "in our direct messages"
 
 
-def export_ready(turns: int) -> str:
+EXPORT_NOTHING_OF_YOURS: Final = (
+    "⛔ You have written nothing in this conversation that is still stored: there is nothing "
+    "of yours to export. (An export holds only your own messages and the answers to them.)"
+)
+
+
+def export_ready(turns: int, left_out: int) -> str:
+    others = (
+        f"; {left_out} message{'' if left_out == 1 else 's'} of other people left out"
+        if left_out
+        else ""
+    )
     return (
-        f"📦 This conversation ({_turns(turns)}): `conversation.md` to read, "
-        "`conversation.json` with every stored turn."
+        f"📦 Your part of this conversation ({_turns(turns)} and the answers to them{others}): "
+        "`conversation.md` to read, `conversation.json` with each of your stored turns."
     )
 
 

@@ -1,6 +1,6 @@
 """Opening the thread a conversation lives in: on the message that mentions the bot, or in a
 channel for ``/ask``. Written once, with the one mapping of Discord's refusals to what the
-person is told."""
+person is told; and who may bind a thread the bot finds unbound."""
 
 from __future__ import annotations
 
@@ -22,6 +22,15 @@ class ThreadRefused:
     """Discord would not open the thread; ``text`` says so to the person."""
 
     text: str
+
+
+def may_bind(thread: discord.Thread, user_id: int, me_id: int, *, manages_threads: bool) -> bool:
+    """Whether a person asking in a thread no conversation is bound to binds it, to a
+    conversation they own: in a thread the bot created, or one they own or may manage
+    (Manage Threads). Anyone else is answered once without binding (a mention, ``/ask``,
+    "Ask Seed"): from a binding on, the bot answers every message of the thread, so nobody
+    takes over a thread that is not theirs."""
+    return thread.owner_id in (me_id, user_id) or manages_threads
 
 
 async def open_thread(

@@ -49,6 +49,10 @@ def fence(body: str, language: str = "") -> str:
     return f"{marker}{language}\n{body}\n{marker}"
 
 
+# How a prompt starts that quotes the message it replies to.
+QUOTE_OPENING = "(In reply to a message"
+
+
 def compose_prompt(
     text: str,
     *,
@@ -63,15 +67,36 @@ def compose_prompt(
     if quoted:
         who = f" from {quoted_author}" if quoted_author else ""
         quoted_lines = "\n".join("> " + line for line in quoted.splitlines())
-        parts.append(f"(In reply to a message{who}:)\n{quoted_lines}")
+        parts.append(f"{QUOTE_OPENING}{who}:)\n{quoted_lines}")
     body = text.strip()
     if body:
         parts.append(body)
     for item in inlined:
+        # The model is told when it sees only a file's start, so it does not answer as if
+        # it had read the whole file.
+        cut = (
+            f" (only its first {len(item.text.encode())} of {item.cut_from} bytes)"
+            if item.cut_from is not None
+            else ""
+        )
         parts.append(
-            f"Attached file {item.filename}:\n{fence(item.text, text_language(item.filename))}"
+            f"Attached file {item.filename}{cut}:\n"
+            + fence(item.text, text_language(item.filename))
         )
     return "\n\n".join(parts)
+
+
+def without_quote_of_others(prompt: str, author_name: str) -> str:
+    """``prompt`` (as :func:`compose_prompt` made it) without the text of a message by
+    someone other than ``author_name`` it quotes; who is quoted stays."""
+    if not prompt.startswith(QUOTE_OPENING):
+        return prompt
+    heading, _, rest = prompt.partition("\n")
+    _, _, after = rest.partition("\n\n")
+    if heading == f"{QUOTE_OPENING} from {author_name}:)":
+        return prompt
+    shown = heading.removesuffix(":)") + "; its text is left out)"
+    return f"{shown}\n\n{after}" if after else shown
 
 
 def speakers_note(speakers: Sequence[Speaker]) -> str | None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal, Protocol
 
+from bot.domain.cache import Lru
 from bot.domain.conversation import estimate_tokens
 from bot.domain.errors import BudgetExceeded, ModelError, StorageError
 from bot.domain.models import Cost, ModelReply, Payer, Reservation, Settlement
@@ -29,6 +30,10 @@ INPUT_UNITS_PER_TOKEN = 1
 OUTPUT_UNITS_PER_TOKEN = 4
 LONG_CONTEXT_TOKENS = 128_000
 RESERVATION_TTL = timedelta(hours=1)
+# Budgets remembered as too short for a turn: bounded, whatever a flood of accounts sends.
+SHORT_BUDGETS_CAPACITY = 20_000
+# Float sums of many small costs: a budget is exceeded by more than rounding noise.
+EPSILON_USD = 1e-9
 
 Period = Literal["daily", "monthly"]
 BudgetScope = Literal["user", "server", "bot"]
@@ -251,7 +256,12 @@ def settlement(outcome: ModelReply | Exception | None, pricing: Pricing) -> Sett
 
 
 class Budgets:
-    """Prices turns and holds them to the dollar budgets (the service's ``TurnCosts``)."""
+    """Prices turns and holds them to the dollar budgets (the service's ``TurnCosts``).
+
+    A budget whose remainder did not fit a turn's worst case is remembered with that worst
+    case (until its period ends, or new rules or prices): the door refuses further turns
+    while what is spent leaves less than that, so that a flood of messages against it is
+    refused before any of them is stored."""
 
     def __init__(
         self,
@@ -262,9 +272,29 @@ class Budgets:
         now: Callable[[], datetime] = utcnow,
     ) -> None:
         self.store = store
-        self.rules = rules
-        self.pricing = pricing
+        self._rules = rules
+        self._pricing = pricing
         self._now = now
+        # budget key -> (the smallest worst case it did not fit, when its period ends)
+        self._short: Lru[str, tuple[float, datetime]] = Lru(SHORT_BUDGETS_CAPACITY)
+
+    @property
+    def rules(self) -> BudgetRules:
+        return self._rules
+
+    @rules.setter
+    def rules(self, rules: BudgetRules) -> None:
+        self._rules = rules
+        self._short.clear()
+
+    @property
+    def pricing(self) -> Pricing:
+        return self._pricing
+
+    @pricing.setter
+    def pricing(self, pricing: Pricing) -> None:
+        self._pricing = pricing
+        self._short.clear()
 
     def now(self) -> datetime:
         return self._now()
@@ -277,8 +307,23 @@ class Budgets:
         if not budgets:
             return
         for budget, spent in zip(budgets, await self.store.spent(budgets, now=now), strict=True):
-            if spent >= budget.limit_usd:
+            needed = self._needed(budget, now)
+            if spent >= budget.limit_usd or spent + needed > budget.limit_usd + EPSILON_USD:
                 raise _exceeded(budget)
+
+    def _needed(self, budget: Budget, now: datetime) -> float:
+        """What a turn is known to need of ``budget`` beyond what is spent (0: nothing
+        known, so only a used-up budget refuses at the door)."""
+        short = self._short.get(budget.key)
+        if short is None or short[1] != budget.resets_at or now >= short[1]:
+            return 0.0
+        return short[0]
+
+    def _remember_short(self, budget: Budget, need_usd: float) -> None:
+        known = self._short.get(budget.key)
+        if known is not None and known[1] == budget.resets_at:
+            need_usd = min(need_usd, known[0])
+        self._short.put(budget.key, (need_usd, budget.resets_at))
 
     async def reserve(
         self, turn_id: int, payer: Payer, *, input_tokens: int, max_output_tokens: int
@@ -294,6 +339,7 @@ class Budgets:
             return reservation
         refused = await self.store.reserve(reservation, budgets, now=now)
         if refused is not None:
+            self._remember_short(refused, reservation.usd)
             raise _exceeded(refused)
         return None
 

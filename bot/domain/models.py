@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from typing import Literal, TypeAlias
 
@@ -112,6 +112,8 @@ class Incoming:
     message the answer replies to (None: none, e.g. in a thread opened on this message).
     ``interaction_id`` is set when the bot cannot post where the person is (a server that did
     not add it, a DM between people): the answer goes through that interaction instead.
+    ``channel_id`` is where the answer goes when that is not the conversation's own channel:
+    a message answered once in a thread its conversation is not bound to.
     """
 
     source_id: str
@@ -127,6 +129,7 @@ class Incoming:
     reply_author: str | None = None
     reply_to: str | None = None
     interaction_id: str | None = None
+    channel_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +142,21 @@ class Destination:
     channel_id: str
     reply_to: str | None = None
     interaction_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredInteraction:
+    """What answering an interaction after a restart takes: its webhook (the application
+    and the interaction's token, sealed by the Discord layer, which alone can open it), the
+    person it answers, the visibility chosen when it was acknowledged, and when Discord
+    stops taking answers on it (15 minutes after its creation)."""
+
+    interaction_id: str
+    application_id: str
+    user_id: str
+    sealed_token: bytes = field(repr=False)
+    ephemeral: bool
+    expires_at: datetime
 
 
 @dataclass(frozen=True, slots=True)

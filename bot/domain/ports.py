@@ -3,7 +3,7 @@ the delivery of replies (bot/chat)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -24,6 +24,7 @@ from bot.domain.models import (
     Reservation,
     SettingsScope,
     Settlement,
+    StoredInteraction,
     Turn,
     TurnContext,
     TurnStart,
@@ -31,6 +32,9 @@ from bot.domain.models import (
 )
 
 ProgressCallback = Callable[[Progress], Awaitable[None]]
+# Opens a file's bytes as a stream of chunks, once per attempt to send it (a retried upload
+# reads the file again instead of holding it in memory).
+OpenBody = Callable[[], AsyncGenerator[bytes, None]]
 
 
 class ModelClient(Protocol):
@@ -51,12 +55,22 @@ class ModelClient(Protocol):
         pass first, cancel the request at fal and raise ``ModelTimeout``."""
         ...
 
-    async def cancel(self, handle: RequestHandle) -> None:
-        """Ask fal to cancel the request (best effort; an already finished one is fine)."""
+    async def cancel(self, handle: RequestHandle) -> ModelReply | None:
+        """Ask fal to cancel the request (best effort; an already finished one is fine).
+        Returns the answer of a request that had already completed (fal billed it, so its
+        cost is what the answer reports); None otherwise."""
         ...
 
     async def upload(self, data: bytes, *, content_type: str, file_name: str) -> str:
         """Store a file at fal and return its durable URL."""
+        ...
+
+    async def upload_stream(
+        self, open_body: OpenBody, *, size: int, content_type: str, file_name: str
+    ) -> str:
+        """Store a file of exactly ``size`` bytes at fal, streamed from ``open_body`` (never
+        held whole), and return its durable URL. An ``AttachmentError`` the body raises
+        (the file is not what its size said) is raised as it is, not retried."""
         ...
 
 
@@ -171,6 +185,27 @@ class DeliveryRecorder(Protocol):
         ...
 
 
+class InteractionStore(Protocol):
+    """The interactions whose turns are running, kept so that a restart can still answer
+    them: each kept from its acknowledgement until its answer is out (or Discord's window
+    is over), never longer."""
+
+    async def keep_interaction(self, stored: StoredInteraction) -> None:
+        """Keep ``stored`` (replacing what was kept for the same interaction; expired ones
+        are dropped on the way)."""
+        ...
+
+    async def stored_interaction(self, interaction_id: str) -> StoredInteraction | None: ...
+
+    async def drop_interaction(self, interaction_id: str) -> None:
+        """Forget the interaction (nothing kept is fine)."""
+        ...
+
+    async def drop_expired_interactions(self, now: datetime) -> int:
+        """Forget every interaction Discord no longer takes answers on; returns how many."""
+        ...
+
+
 class SettingsStore(Protocol):
     """Settings overrides per thread, channel and server."""
 
@@ -216,7 +251,15 @@ class Delivery(Protocol):
     holds one, then ``progress`` as fal reports, then one of ``deliver``, ``fail`` or
     ``stopped``, and ``close`` at the end, whatever happened."""
 
-    async def start(self) -> None: ...
+    async def start(self) -> None:
+        """Raises ``DeliveryError`` when nothing can receive the answer any more (then no
+        model call is made for it)."""
+        ...
+
+    def deadline(self) -> datetime | None:
+        """When the answer can no longer be posted (None: never): nothing is submitted,
+        nor waited for, past it."""
+        ...
 
     async def attach(self, turn: Turn) -> None:
         """The turn is stored: progress shown from now on can offer to stop it."""
@@ -266,6 +309,12 @@ class MediaSource(Protocol):
     async def fetch(self, attachment: Attachment, max_bytes: int) -> bytes:
         """The file's bytes; raises ``AttachmentError`` when it cannot be had within
         ``max_bytes`` or from an allowed host."""
+        ...
+
+    def stream(self, attachment: Attachment, max_bytes: int) -> AsyncGenerator[bytes, None]:
+        """The file's bytes in chunks, never held whole; raises ``AttachmentError`` as
+        ``fetch`` does, and when the file turns out longer or shorter than the size Discord
+        reported (a body sent on with that size as its length must not be cut short)."""
         ...
 
 

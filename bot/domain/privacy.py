@@ -7,11 +7,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from bot.domain.conversation import without_quote_of_others
 from bot.domain.errors import StorageError
 from bot.domain.models import Conversation, Turn, TurnState
 
@@ -95,10 +96,22 @@ class Retention:
 
 @dataclass(frozen=True, slots=True)
 class ConversationExport:
-    """A conversation and every turn stored for it, oldest first."""
+    """A conversation and the turns stored for it, oldest first: every turn (an operator's
+    export), or, once narrowed :meth:`for_person`, that person's own turns with the answers
+    to them, and how many messages of other people were ``left_out``."""
 
     conversation: Conversation
     turns: tuple[Turn, ...]
+    person: str | None = None
+    left_out: int = 0
+
+    def for_person(self, user_id: str) -> ConversationExport:
+        """What ``user_id`` gets of this conversation: their own turns and the answers to
+        them. Other people's turns go, answers included (an answer may repeat the text it
+        answers); they are counted by message (each attempt of one message counts once)."""
+        others = {t.source_id for t in self.turns if t.author_id != user_id}
+        own = tuple(t for t in self.turns if t.author_id == user_id)
+        return ConversationExport(self.conversation, own, person=user_id, left_out=len(others))
 
 
 class PrivacyStore(Protocol):
@@ -121,6 +134,11 @@ class PrivacyStore(Protocol):
     async def forget(self, user_id: str, guild_id: str | None, *, dry_run: bool = False) -> Removed:
         """The turns ``user_id`` wrote in server ``guild_id`` (None: in DMs with the bot),
         their attachments' links and the answers to them."""
+        ...
+
+    async def forget_messages(self, source_ids: Collection[str]) -> Removed:
+        """The turns of Discord messages that were deleted (every attempt of each), with
+        their attachments' links and the answers to them, as ``forget`` removes a turn."""
         ...
 
     async def purge_user(self, user_id: str, *, dry_run: bool = False) -> Removed:
@@ -198,8 +216,14 @@ def _time(value: datetime) -> str:
     return value.astimezone(UTC).isoformat()
 
 
-def _turn_json(turn: Turn) -> dict[str, Any]:
-    return {
+def _prompt(turn: Turn, personal: bool) -> str:
+    """The turn's prompt as an export shows it: a personal export leaves out the text of
+    another person's message it quotes."""
+    return without_quote_of_others(turn.prompt, turn.author_name) if personal else turn.prompt
+
+
+def _turn_json(turn: Turn, personal: bool) -> dict[str, Any]:
+    document = {
         "id": turn.id,
         "epoch": turn.epoch,
         "attempt": turn.attempt,
@@ -208,7 +232,7 @@ def _turn_json(turn: Turn) -> dict[str, Any]:
         "author_id": turn.author_id,
         "author_name": turn.author_name,
         "source_message_id": turn.source_id,
-        "prompt": turn.prompt,
+        "prompt": _prompt(turn, personal),
         "images": [
             {"name": name, "url": url}
             for name, url in zip(
@@ -228,6 +252,10 @@ def _turn_json(turn: Turn) -> dict[str, Any]:
         "fal_request_id": turn.handle.request_id if turn.handle else None,
         "reply_message_ids": list(turn.reply_message_ids),
     }
+    if personal:
+        # Internal detail (an exception's text, who stopped it): the state says what happened.
+        del document["error"]
+    return document
 
 
 def _names(names: tuple[str, ...], urls: tuple[str, ...]) -> list[str]:
@@ -238,7 +266,8 @@ def _names(names: tuple[str, ...], urls: tuple[str, ...]) -> list[str]:
 def export_json(export: ConversationExport, *, exported_at: datetime) -> str:
     """``conversation.json``: the conversation and its stored turns, field for field."""
     c = export.conversation
-    document = {
+    personal = export.person is not None
+    document: dict[str, Any] = {
         "format": EXPORT_FORMAT_VERSION,
         "exported_at": _time(exported_at),
         "conversation": {
@@ -251,8 +280,11 @@ def export_json(export: ConversationExport, *, exported_at: datetime) -> str:
             "created_at": _time(c.created_at),
             "updated_at": _time(c.updated_at),
         },
-        "turns": [_turn_json(t) for t in export.turns],
+        "turns": [_turn_json(t, personal) for t in export.turns],
     }
+    if personal:
+        document["exported_for"] = export.person
+        document["messages_of_others_left_out"] = export.left_out
     return json.dumps(document, ensure_ascii=False, indent=2) + "\n"
 
 
@@ -264,6 +296,7 @@ def export_markdown(export: ConversationExport, *, exported_at: datetime) -> str
     """``conversation.md``: who said what and when, attachment names, the answers, the
     reasoning folded away. Answers replaced by a retry or an edit are left out."""
     c = export.conversation
+    personal = export.person is not None
     shown = [t for t in export.turns if t.state is not TurnState.SUPERSEDED]
     where = f"server {c.guild_id}, thread {c.scope_id}" if c.guild_id else f"DM {c.scope_id}"
     out = [
@@ -272,13 +305,15 @@ def export_markdown(export: ConversationExport, *, exported_at: datetime) -> str
         f"{where}; started {_stamp(c.created_at)}; exported {_stamp(exported_at)}; "
         f"{_count(len(shown), 'turn')}.",
     ]
+    if personal:
+        out += ["", f"*{left_out_line(export.left_out)}*"]
     epoch: int | None = None
     for turn in shown:
         if epoch is not None and turn.epoch != epoch:
             out += ["", "---", "", f"*{_RESET_LINE}*"]
         epoch = turn.epoch
         heading = f"## {turn.author_name} · {_stamp(turn.created_at)}"
-        out += ["", heading, "", turn.prompt or "*(no text)*"]
+        out += ["", heading, "", _prompt(turn, personal) or "*(no text)*"]
         attachments = _names(turn.image_names, turn.image_urls) + _names(
             turn.video_names, turn.video_urls
         )
@@ -288,7 +323,7 @@ def export_markdown(export: ConversationExport, *, exported_at: datetime) -> str
         if turn.output is not None:
             out.append(turn.output)
         elif turn.state in (TurnState.FAILED, TurnState.STOPPED):
-            why = f": {turn.error}" if turn.error else ""
+            why = f": {turn.error}" if turn.error and not personal else ""
             out.append(f"*(no answer: {turn.state.value}{why})*")
         else:
             out.append("*(not answered yet)*")
@@ -302,6 +337,18 @@ def export_markdown(export: ConversationExport, *, exported_at: datetime) -> str
                 "</details>",
             ]
     return "\n".join(out) + "\n"
+
+
+def left_out_line(count: int) -> str:
+    """What a personal export says of the messages it leaves out."""
+    if not count:
+        return (
+            "Only your own messages and the answers to them are exported; nobody else wrote here."
+        )
+    return (
+        f"Only your own messages and the answers to them are exported: "
+        f"{_count(count, 'message')} of other people left out."
+    )
 
 
 def export_files(export: ConversationExport, *, exported_at: datetime) -> dict[str, str]:

@@ -19,16 +19,17 @@ import contextlib
 import enum
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Collection, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from bot.domain.attachments import (
     AttachmentPolicy,
+    MediaPreparer,
+    PreparedFiles,
     PreparedMedia,
     left_out,
-    prepare_media,
 )
 from bot.domain.conversation import (
     BuiltRequest,
@@ -68,6 +69,7 @@ from bot.domain.models import (
     TurnStart,
     TurnState,
 )
+from bot.domain.notices import NoticeReason, RefusalNotices, seconds_until
 from bot.domain.observer import NO_OBSERVER, TurnObserver
 from bot.domain.outage import Outage, waiting_as
 from bot.domain.ports import Deliveries, Delivery, MediaSource, ModelClient, Store
@@ -84,6 +86,8 @@ NO_TEXT_PROMPT = "(no text; see the attachments)"
 EMPTY_PROMPT = "Hello!"
 # The stored "stopped by" of a turn a budget refused before it reached fal.
 BUDGET_REFUSAL = "budget"
+# The stored error of a turn whose answer could no longer be posted when its turn came.
+UNDELIVERABLE = "its answer could no longer be posted (the interaction expired first)"
 # Scopes remembered as bound to a conversation (bounded: an evicted one costs one read).
 BOUND_CACHE_SIZE = 4096
 
@@ -119,6 +123,9 @@ class Redo:
     scope_id: str
     turn_id: int | None = None
     edited: Incoming | None = None
+    # Who pays for the new answer: the person who asked for it (a moderator's Retry is the
+    # moderator's, whom the gate checked); None: the turn's author.
+    payer_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +141,11 @@ _MERGED_AWAY = object()  # _run_turn's outcome for an attempt a follow-up replac
 
 # Who "stops" a turn that a follow-up of the same person replaces (never shown to anyone).
 MERGED = "\x00merged"
+# Who "stops" a turn whose Discord message was deleted (see ConversationService.withdraw).
+MESSAGE_DELETED = "message deleted"
+# Messages merged into one turn, remembered so deleting any of them finds the turn (bounded:
+# a burst older than that is found by its last message only).
+MERGED_CACHE_SIZE = 4096
 
 
 @dataclass(eq=False)
@@ -149,14 +161,21 @@ class _Burst:
     joined: bool = False
     closed: bool = False
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    # Its files, prepared once: starting over for a follow-up reuses them.
+    files: PreparedFiles = field(default_factory=PreparedFiles)
+    # One of its messages was deleted: its turn is stopped and not started over.
+    withdrawn: bool = False
 
 
 class TurnStopped(Exception):
-    """Internal: the turn was stopped while it ran (not an error to report)."""
+    """Internal: the turn was stopped while it ran (not an error to report). ``reply``: the
+    answer fal had given by the time the stop won (to the wait, or to the cancel of a
+    request that had already completed): fal billed it, so the turn costs what it reports."""
 
-    def __init__(self, by: str) -> None:
+    def __init__(self, by: str, reply: ModelReply | None = None) -> None:
         super().__init__(by)
         self.by = by
+        self.reply = reply
 
 
 class StopResult(enum.Enum):
@@ -167,10 +186,12 @@ class StopResult(enum.Enum):
 
 @dataclass(eq=False)
 class _Active:
-    """A turn running in this process: how to stop it."""
+    """A turn running in this process: how to stop it, and when it has ended."""
 
+    source_id: str
     stopped_by: str | None = None
     waiter: asyncio.Future[ModelReply] | None = None
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
 
     def check(self) -> None:
         """Raise ``TurnStopped`` if a stop was requested (read afresh after every await)."""
@@ -299,9 +320,12 @@ class ConversationService:
         journal: SubmissionJournal | None = None,
         costs: TurnCosts = NO_COSTS,
         outage: Outage | None = None,
+        refusals: RefusalNotices | None = None,
     ) -> None:
         self.observer = observer
         self.costs = costs
+        # Who was told about a budget refusal (shared with the gate: told once a window).
+        self.refusals = refusals if refusals is not None else RefusalNotices()
         # The database's outages as the store meets them: a turn whose store call waits on
         # one says so on its status message (see _WaitNotice).
         self._outage = outage or Outage()
@@ -309,7 +333,8 @@ class ConversationService:
         self._store = store
         self._model = model
         self._submitter = Submitter(model, store, journal)
-        self._media = media
+        # One preparation for all turns: its bounds on files and bytes are over all of them.
+        self.media = MediaPreparer(media, model, config.attachments)
         self._deliveries = deliveries
         self.config = config
         self._in_flight = Slots(config.max_in_flight)
@@ -322,6 +347,8 @@ class ConversationService:
         # Scopes known to have a conversation. A conversation is never unbound, so a hit
         # needs no query: most messages in busy threads cost one database read fewer.
         self._bound: OrderedDict[str, None] = OrderedDict()
+        # Each message of a merged burst -> the messages of that burst (see withdraw).
+        self._merged: OrderedDict[str, tuple[str, ...]] = OrderedDict()
 
     @property
     def slots(self) -> Slots:
@@ -332,6 +359,9 @@ class ConversationService:
         """Apply a reloaded config to the turns that start from now on."""
         if config.max_in_flight != self.config.max_in_flight:
             self._in_flight.resize(config.max_in_flight)
+        if not self.media.bounded_as(config.attachments):
+            # Files already being prepared finish under the old bounds.
+            self.media = MediaPreparer(self.media.source, self._model, config.attachments)
         self.config = config
 
     # -- the three ways in -----------------------------------------------------------------
@@ -363,6 +393,7 @@ class ConversationService:
         if (
             burst is None
             or burst.closed
+            or burst.withdrawn
             or burst.author_id != incoming.author_id
             or now - burst.last_arrival > window
         ):
@@ -436,7 +467,7 @@ class ConversationService:
         # The answer replies to the burst's first message: a status message may already
         # stand under it by the time a follow-up joins.
         delivery = self._deliveries.open(
-            Destination(first.scope_id, first.reply_to, first.interaction_id)
+            Destination(first.channel_id or first.scope_id, first.reply_to, first.interaction_id)
         )
         notice.delivery = delivery
         await delivery.start()
@@ -448,7 +479,7 @@ class ConversationService:
                 incoming = merge_incoming(burst.items[:taken])
                 try:
                     # A message handled twice is refused by begin_turn (unique source id).
-                    new = await self._new_turn(incoming)
+                    new = await self._new_turn(incoming, burst.files)
                     start = await self._store.begin_turn(
                         new,
                         conversation=NewConversation(
@@ -477,6 +508,13 @@ class ConversationService:
                     start.conversation.id,
                 )
                 superseding = start.turn.id
+                self._remember_merged(burst)
+                if burst.withdrawn:
+                    # A message of it was deleted while the turn was prepared.
+                    await self._store.stop_turn(start.turn.id, MESSAGE_DELETED)
+                    with contextlib.suppress(DeliveryError):
+                        await delivery.stopped(start.turn, MESSAGE_DELETED)
+                    return
                 if burst.joined or len(burst.items) > taken:
                     continue  # a follow-up came while this one was prepared
                 burst.turn_id = start.turn.id
@@ -533,7 +571,7 @@ class ConversationService:
             await delivery.close()
             return
         try:
-            await self._answer(start, delivery, started)
+            await self._answer(start, delivery, started, payer_id=redo.payer_id)
         finally:
             await delivery.close()
 
@@ -542,13 +580,31 @@ class ConversationService:
         conversation = await self._store.get_conversation(turn.conversation_id)
         delivery = self._deliveries.open(destination_of(turn))
         notice.delivery = delivery
-        await delivery.start()
+        try:
+            await delivery.start()
+        except DeliveryError as exc:
+            if turn.state is not TurnState.COMPLETED:
+                await self._undeliverable(turn, exc)
+                await delivery.close()
+                return
+            # Answered already: the delivery may still keep what it posted before the stop.
         try:
             started = asyncio.get_running_loop().time()
             context = await self._store.turn_context(turn)
             await self._answer(TurnStart(conversation, turn, context), delivery, started)
         finally:
             await delivery.close()
+
+    async def _undeliverable(self, turn: Turn, error: DeliveryError) -> None:
+        """A resumed turn whose answer nothing can receive any more (the interaction it came
+        through has expired): failed without a model call, and a request already at fal is
+        cancelled, not waited for: its answer would be paid for and never seen."""
+        log.warning("turn %s cannot be delivered (%s): failed without a model call", turn.id, error)
+        # One fal had finished anyway is billed: the turn costs what its answer reports.
+        billed = await self._cancel_quietly(turn.handle) if turn.handle is not None else None
+        await self.costs.settle(turn.id, billed)
+        self.observer.turn_failed(error)
+        await self._finish_failed(turn, error)
 
     # -- steps -----------------------------------------------------------------------------
 
@@ -568,10 +624,11 @@ class ConversationService:
         while len(self._bound) > BOUND_CACHE_SIZE:
             self._bound.popitem(last=False)
 
-    async def _new_turn(self, incoming: Incoming) -> NewTurn:
-        """The turn one message (or burst) becomes: its attachments prepared once, here."""
-        media: PreparedMedia = await prepare_media(
-            incoming.attachments, self.config.attachments, self._media, self._model
+    async def _new_turn(self, incoming: Incoming, reuse: PreparedFiles | None = None) -> NewTurn:
+        """The turn one message (or burst) becomes: its attachments prepared once, here
+        (those in ``reuse`` already were)."""
+        media: PreparedMedia = await self.media.prepare(
+            incoming.attachments, self.config.attachments, reuse
         )
         prompt = compose_prompt(
             incoming.text,
@@ -586,7 +643,7 @@ class ConversationService:
             source_id=incoming.source_id,
             author_id=incoming.author_id,
             author_name=incoming.author_name,
-            reply_channel_id=incoming.scope_id,
+            reply_channel_id=incoming.channel_id or incoming.scope_id,
             prompt=prompt,
             image_urls=media.image_urls,
             video_urls=media.video_urls,
@@ -601,6 +658,8 @@ class ConversationService:
         delivery: Delivery,
         started: float,
         burst: _Burst | None = None,
+        *,
+        payer_id: str | None = None,
     ) -> object:
         """Run a stored turn; when fal refuses some of its attachments (and only those), run
         the next attempt without them, naming each in the reply. Returns ``_MERGED_AWAY``
@@ -609,7 +668,7 @@ class ConversationService:
             turn = start.turn
             if burst is not None:
                 burst.turn_id = turn.id
-            rejected = await self._run_turn(start, delivery, started, burst)
+            rejected = await self._run_turn(start, delivery, started, burst, payer_id=payer_id)
             if rejected is None or rejected is _MERGED_AWAY:
                 return rejected
             assert isinstance(rejected, tuple)
@@ -635,16 +694,20 @@ class ConversationService:
         delivery: Delivery,
         started: float,
         burst: _Burst | None = None,
+        *,
+        payer_id: str | None = None,
     ) -> tuple[dict[str, set[int]], ModelInputRejected] | object | None:
         """Submit (if not yet), wait, store and deliver one stored turn. Returns the refused
         attachments when fal refused only some of them (the caller tries again without),
         ``_MERGED_AWAY`` when a follow-up of ``burst`` stopped it."""
         conversation, turn = start.conversation, start.turn
-        active = self._active.setdefault(turn.id, _Active())
+        active = self._active.setdefault(turn.id, _Active(turn.source_id))
         self.observer.turn_started(conversation.id)
         try:
             await delivery.attach(turn)
-            reply, sent_count, warnings = await self._obtain_reply(start, delivery, active, started)
+            reply, sent_count, warnings = await self._obtain_reply(
+                start, delivery, active, started, payer_id or turn.author_id
+            )
             if reply is not None:
                 new = new_history_messages(reply.messages, sent_count)
                 try:
@@ -661,7 +724,7 @@ class ConversationService:
                     # process): its answer is neither stored nor posted.
                     current = await self._store.get_turn(turn.id)
                     if current.state is TurnState.STOPPED:
-                        raise TurnStopped(current.error or "") from None
+                        raise TurnStopped(current.error or "", reply) from None
                     raise
             else:
                 reply = ModelReply(
@@ -679,7 +742,7 @@ class ConversationService:
             self.observer.turn_answered(seconds=done - started, delivery_seconds=done - answered)
             return None
         except TurnStopped as stop:
-            await self.costs.settle(turn.id, None)
+            await self.costs.settle(turn.id, stop.reply)
             if stop.by == MERGED:
                 log.info("turn %s gives way to the burst it is part of", turn.id)
                 return _MERGED_AWAY
@@ -703,8 +766,10 @@ class ConversationService:
             # Refused before reaching fal: not a failure of the model, and nothing to pay.
             log.info("turn %s refused by the %s %s budget", turn.id, exc.scope, exc.period)
             self.observer.turn_refused("budget")
-            with contextlib.suppress(DeliveryError):
-                await delivery.fail(turn, exc)
+            lasts = seconds_until(exc.resets_at, utcnow())
+            if self.refusals.tell(payer_id or turn.author_id, NoticeReason.BUDGET, lasts):
+                with contextlib.suppress(DeliveryError):
+                    await delivery.fail(turn, exc)
             await self._store.finish_turn(turn.id, TurnState.STOPPED, BUDGET_REFUSAL)
             return None
         except ModelInputRejected as exc:
@@ -726,6 +791,7 @@ class ConversationService:
             return None
         finally:
             self._active.pop(turn.id, None)
+            active.ended.set()
             self.observer.turn_ended()
 
     async def _report_failure(self, turn: Turn, delivery: Delivery, exc: SeedBotError) -> None:
@@ -753,14 +819,17 @@ class ConversationService:
         delivery: Delivery,
         active: _Active,
         started: float,
+        payer_id: str,
     ) -> tuple[ModelReply | None, int | None, tuple[str, ...]]:
         """The model's reply for a turn (None when it is already stored), how many history
-        messages were sent with it (None when unknown), and the warnings to show."""
+        messages were sent with it (None when unknown), and the warnings to show. Its cost
+        is held against ``payer_id``'s budgets."""
         conversation, turn = start.conversation, start.turn
         warnings = list(turn.warnings)
         if turn.state is TurnState.COMPLETED:
             return None, None, tuple(warnings)
         loop = asyncio.get_running_loop()
+        deadline = delivery.deadline()
         # A turn shows work (typing, progress) only while it holds a slot: one waiting for
         # it says so once and spends nothing of Discord's request budget until it runs.
         async with self._in_flight.hold(delivery.waiting):
@@ -769,6 +838,12 @@ class ConversationService:
             sent_count: int | None = None
             submitted_at: float | None = None
             handle = turn.handle
+            if deadline is not None and utcnow() >= deadline:
+                # Its answer could not be posted any more (it waited too long for a slot):
+                # not submitted, or not waited for, so not paid for.
+                if handle is not None:
+                    await self._cancel_quietly(handle)
+                raise DeliveryError(UNDELIVERABLE)
             if turn.state is TurnState.PENDING or handle is None:
                 built = self._build(turn, start.context)
                 trim_notified: int | None = None
@@ -778,7 +853,7 @@ class ConversationService:
                 sent_count = len(built.request.messages)
                 reservation = await self.costs.reserve(
                     turn.id,
-                    Payer(turn.author_id, conversation.guild_id, conversation.scope_id),
+                    Payer(payer_id, conversation.guild_id, conversation.scope_id),
                     input_tokens=built.input_tokens,
                     max_output_tokens=built.request.max_completion_tokens
                     or MODEL_DEFAULT_MAX_TOKENS,
@@ -799,13 +874,15 @@ class ConversationService:
                 handle = await asyncio.shield(submitting)
                 try:
                     active.check()
-                except TurnStopped:
-                    await self._cancel_quietly(handle)
-                    raise
+                except TurnStopped as stop:
+                    raise TurnStopped(stop.by, await self._cancel_quietly(handle)) from None
             # The deadline counts from the request reaching fal (or the turn's start when it
             # was submitted before a restart), not the time spent in the bot's own queue.
             begun = max(started, submitted_at) if submitted_at is not None else started
             remaining = self.config.turn_timeout - (loop.time() - begun)
+            if deadline is not None:
+                # An answer after the deadline would be paid for and never seen.
+                remaining = min(remaining, (deadline - utcnow()).total_seconds())
             waiter = asyncio.ensure_future(
                 self._model.wait(handle, on_progress=delivery.progress, timeout=max(1.0, remaining))
             )
@@ -818,9 +895,10 @@ class ConversationService:
                     # Cancelled by stop(), not by a shutdown: the request goes too.
                     try:
                         active.check()
-                    except TurnStopped:
-                        await self._cancel_quietly(handle)
-                        raise
+                    except TurnStopped as stop:
+                        # An answer fal had finished anyway is billed: the stop pays it.
+                        billed = await self._cancel_quietly(handle)
+                        raise TurnStopped(stop.by, billed) from None
                 raise
             finally:
                 active.waiter = None
@@ -842,11 +920,13 @@ class ConversationService:
             if not task.cancelled() and (exc := task.exception()) is not None:
                 log.warning("a submission under way at shutdown failed: %s", exc)
 
-    async def _cancel_quietly(self, handle: RequestHandle) -> None:
+    async def _cancel_quietly(self, handle: RequestHandle) -> ModelReply | None:
+        """Cancel at fal; the answer of a request that had already completed, if any."""
         try:
-            await self._model.cancel(handle)
+            return await self._model.cancel(handle)
         except ModelError as exc:
             log.warning("cancelling request %s failed: %s", handle.request_id, exc)
+            return None
 
     def _build(self, turn: Turn, context: TurnContext) -> BuiltRequest:
         return build_request(
@@ -889,6 +969,46 @@ class ConversationService:
                     await self._cancel_quietly(turn.handle)
         return StopResult.STOPPED
 
+    async def withdraw(self, source_ids: Collection[str]) -> set[str]:
+        """Discord messages were deleted: stop the turns they are part of that still run here
+        (a burst of several messages goes as a whole, not started over without the deleted
+        one) and wait for those to end. Returns the messages whose stored turns are to be
+        removed: the deleted ones, and the other messages of a burst one of them was merged
+        into (each of that burst's turns carries the deleted text)."""
+        deleted = set(source_ids)
+        sources = set(deleted)
+        for source in deleted:
+            sources.update(self._merged.get(source, ()))
+        endings: list[asyncio.Event] = []
+        bursts = [b for b in self._bursts.values() if any(i.source_id in deleted for i in b.items)]
+        for burst in bursts:
+            burst.withdrawn = True
+            if burst.turn_id is not None:
+                await self.stop(burst.turn_id, MESSAGE_DELETED)
+            endings.append(burst.done)
+        # Retry, an edit or a resumed turn runs outside a burst.
+        for turn_id, active in list(self._active.items()):
+            if active.source_id in sources:
+                await self.stop(turn_id, MESSAGE_DELETED)
+                endings.append(active.ended)
+        for ended in endings:
+            await ended.wait()
+        for burst in bursts:
+            sources.update(i.source_id for i in burst.items)
+        if bursts or endings:
+            log.info("stopped the turns of %d deleted messages", len(deleted))
+        return sources
+
+    def _remember_merged(self, burst: _Burst) -> None:
+        if len(burst.items) < 2:
+            return
+        together = tuple(i.source_id for i in burst.items)
+        for source in together:
+            self._merged[source] = together
+            self._merged.move_to_end(source)
+        while len(self._merged) > MERGED_CACHE_SIZE:
+            self._merged.popitem(last=False)
+
     async def latest_turn(self, scope_id: str) -> Turn | None:
         conversation = await self._store.conversation_for_scope(scope_id)
         return await self._store.latest_turn(conversation.id) if conversation else None
@@ -896,6 +1016,12 @@ class ConversationService:
     async def get_turn(self, turn_id: int) -> Turn | None:
         try:
             return await self._store.get_turn(turn_id)
+        except StorageError:
+            return None
+
+    async def conversation_of(self, turn: Turn) -> Conversation | None:
+        try:
+            return await self._store.get_conversation(turn.conversation_id)
         except StorageError:
             return None
 

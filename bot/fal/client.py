@@ -30,7 +30,7 @@ from bot.domain.errors import (
 )
 from bot.domain.models import ModelReply, ModelRequest, Progress, RequestHandle
 from bot.domain.observer import NO_OBSERVER, CallObserver
-from bot.domain.ports import ProgressCallback
+from bot.domain.ports import OpenBody, ProgressCallback
 from bot.fal import wire
 from bot.fal.http import Http, Response, describe, retryable_status, transient_status
 from bot.fal.settings import FalSettings
@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 # Endpoint ids under these namespaces keep one more segment before the app (fal-protocol §1.1).
 _NAMESPACES = frozenset({"workflows", "comfy"})
+# fal's answer to a cancel that came after the request finished (fal-protocol §6).
+ALREADY_COMPLETED = "ALREADY_COMPLETED"
 
 
 def app_path(endpoint: str) -> str:
@@ -225,12 +227,22 @@ class FalClient:
             request_id=urls.request_id,
         )
 
-    async def cancel(self, handle: RequestHandle) -> None:
+    async def cancel(self, handle: RequestHandle) -> ModelReply | None:
         """Ask fal to cancel the request. A request that already finished or that fal no
-        longer knows is fine; other refusals raise a ``ModelError``."""
-        await self._cancel(self._urls(handle))
+        longer knows is fine; other refusals raise a ``ModelError``. For one that had
+        already completed, its answer is fetched and returned (fal billed it: the answer
+        carries the units), or None when it failed; None for any other request."""
+        urls = self._urls(handle)
+        if await self._cancel(urls) != ALREADY_COMPLETED:
+            return None
+        try:
+            return await self._result(urls, wire.QueueStatus(state="COMPLETED"))
+        except ModelError as exc:
+            log.info("fal %s had completed without an answer: %s", urls.request_id, exc)
+            return None
 
-    async def _cancel(self, urls: _Urls) -> None:
+    async def _cancel(self, urls: _Urls) -> str | None:
+        """Cancel at fal; returns fal's outcome (``ALREADY_COMPLETED``, ...)."""
         response = await self._http.call(
             "PUT",
             urls.cancel,
@@ -244,10 +256,10 @@ class FalClient:
         if (
             response.ok
             or response.status == 404
-            or (response.status == 400 and outcome == "ALREADY_COMPLETED")
+            or (response.status == 400 and outcome == ALREADY_COMPLETED)
         ):
             log.info("fal cancel %s: HTTP %d %s", urls.request_id, response.status, outcome)
-            return
+            return outcome if isinstance(outcome, str) else None
         raise self._error(response, "cancel", urls.request_id)
 
     async def upload(self, data: bytes, *, content_type: str, file_name: str) -> str:
@@ -257,6 +269,20 @@ class FalClient:
         any other failure raises ``AttachmentError`` naming the file, so a turn can go on
         without that attachment.
         """
+        return await self._store(data, len(data), content_type, file_name)
+
+    async def upload_stream(
+        self, open_body: OpenBody, *, size: int, content_type: str, file_name: str
+    ) -> str:
+        """``upload`` for a file of ``size`` bytes streamed from ``open_body``: the PUT
+        announces that size as its length and sends chunks as they come, so no whole file
+        is held. A retried PUT opens the body again; an ``AttachmentError`` from the body
+        (its source) ends the upload as it is."""
+        return await self._store(open_body, size, content_type, file_name)
+
+    async def _store(
+        self, data: bytes | OpenBody, size: int, content_type: str, file_name: str
+    ) -> str:
         try:
             response = await self._http.call(
                 "POST",
@@ -283,12 +309,17 @@ class FalClient:
             raise AttachmentError(file_name, "fal storage answered unexpectedly")
         try:
             # The signed URL is the credential here: no Authorization header may go along.
+            # The length is announced, so a streamed body is sent as is, not chunked.
             stored = await self._http.call(
                 "PUT",
                 urls["upload_url"],
                 op="upload",
                 idempotent=True,
-                headers={"Content-Type": content_type, "User-Agent": self._settings.user_agent},
+                headers={
+                    "Content-Type": content_type,
+                    "Content-Length": str(size),
+                    "User-Agent": self._settings.user_agent,
+                },
                 data=data,
                 total_timeout=self._settings.upload_timeout,
             )
@@ -300,7 +331,7 @@ class FalClient:
             raise AttachmentError(
                 file_name, f"fal storage refused the upload (HTTP {stored.status})"
             )
-        log.info("fal stored a file of %d bytes (%s)", len(data), content_type)
+        log.info("fal stored a file of %d bytes (%s)", size, content_type)
         return urls["file_url"]
 
     async def check_key(self) -> bool:

@@ -30,14 +30,15 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+import types
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 
 import aiohttp
 from multidict import CIMultiDictProxy
 
 from bot.domain import jsontext
-from bot.domain.errors import ModelSubmitUnknown, ModelUnavailable
+from bot.domain.errors import ModelSubmitUnknown, ModelUnavailable, SeedBotError
 from bot.domain.observer import NO_OBSERVER, CallObserver
 from bot.fal.settings import FalSettings
 
@@ -169,7 +170,7 @@ class Http:
         op: str,
         idempotent: bool,
         headers: Mapping[str, str],
-        data: bytes | None = None,
+        data: bytes | Callable[[], AsyncGenerator[bytes, None]] | None = None,
         params: Mapping[str, str] | None = None,
         total_timeout: float | None = None,
         request_id: str | None = None,
@@ -180,7 +181,10 @@ class Http:
         be reached, ``ModelSubmitUnknown`` when a non-idempotent call's outcome is unknown.
 
         With ``retry_if`` the call is persistent (idempotent calls only): answers it accepts
-        and every transport failure are retried without limit; the caller bounds the time."""
+        and every transport failure are retried without limit; the caller bounds the time.
+
+        ``data`` may open a streamed body instead, once per attempt; a ``SeedBotError`` the
+        body raises (its source failed) ends the call with that error, never retried."""
         settings = self._settings
         timeout = self.timeout(total_timeout or settings.request_timeout)
         persistent = retry_if is not None and idempotent
@@ -192,26 +196,11 @@ class Http:
         while True:
             attempt += 1
             try:
-                async with self._session.request(
-                    method,
-                    url,
-                    headers=headers,
-                    data=data,
-                    params=params,
-                    timeout=timeout,
-                    allow_redirects=False,
-                    raise_for_status=False,
-                ) as resp:
-                    body = await resp.read()
-                    response = Response(
-                        resp.status,
-                        resp.headers,
-                        body,
-                        resp.content_type,
-                        time.monotonic() - first,
-                    )
+                response = await self._send(method, url, headers, data, params, timeout, first)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 self._observer.fal_call(op, "error")
+                if isinstance(exc.__cause__, SeedBotError):
+                    raise exc.__cause__ from None  # the body's own source failed
                 reason = describe(exc)
                 last = limit is not None and attempt >= limit
                 if last or not retryable_exception(exc, idempotent=idempotent):
@@ -253,3 +242,38 @@ class Http:
                 delay,
             )
             await asyncio.sleep(delay)
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        data: bytes | Callable[[], AsyncGenerator[bytes, None]] | None,
+        params: Mapping[str, str] | None,
+        timeout: aiohttp.ClientTimeout,
+        first: float,
+    ) -> Response:
+        body = data() if callable(data) else data
+        try:
+            async with self._session.request(
+                method,
+                url,
+                headers=headers,
+                data=body,
+                params=params,
+                timeout=timeout,
+                allow_redirects=False,
+                raise_for_status=False,
+            ) as resp:
+                return Response(
+                    resp.status,
+                    resp.headers,
+                    await resp.read(),
+                    resp.content_type,
+                    time.monotonic() - first,
+                )
+        finally:
+            # A body the request did not read to its end (fal answered early, the connection
+            # broke) still lets go of its source now, not when collected.
+            if isinstance(body, types.AsyncGeneratorType) and not body.ag_running:
+                await body.aclose()

@@ -4,7 +4,9 @@ shard this process runs is connected and the database answers) and ``/metrics``
 
 ``/readyz`` answers 200 with ``{"status": "ready"}``, or 503 with ``{"status": "not ready",
 "not_ready": {what: why}}``, e.g. ``{"shard 1": "not connected", "database": "no answer
-within 2s"}``.
+within 2s"}``. It needs no credentials and may be reachable from anywhere, so a reason is a
+category ("unavailable"), never the driver's text (which names the database's host and
+port); the detail goes to the log.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from bot.ops.metrics import CONTENT_TYPE, Metrics
 log = logging.getLogger(__name__)
 
 DATABASE_CHECK_SECONDS = 2.0
+DATABASE_UNAVAILABLE = "unavailable"
 
 # Each check returns what is not ready ({} when all is well).
 Check = Callable[[], Awaitable[dict[str, str]]]
@@ -66,13 +69,24 @@ def database_check(
     """Not ready while the database does not answer ``SELECT 1`` within ``timeout``, or while
     the store rides out an ``outage`` (how long, how many calls wait, what it met)."""
 
+    last_logged = ""
+
+    def logged(detail: str) -> None:
+        # Probes come every few seconds: a reason is logged when it changes, not each time.
+        nonlocal last_logged
+        if detail != last_logged:
+            log.warning("readiness: database %s", detail)
+            last_logged = detail
+
     async def check() -> dict[str, str]:
+        nonlocal last_logged
         # While calls wait on the outage, it is the news; once none does, the probe decides
         # (the outage itself ends at the store's next success).
         if outage is not None and outage.down and outage.holding:
+            logged(f"unreachable ({outage.error})")
             return {
-                "database": f"unreachable for {outage.down_for():.0f}s, "
-                f"{outage.holding} calls waiting ({outage.error})"
+                "database": f"{DATABASE_UNAVAILABLE} for {outage.down_for():.0f}s, "
+                f"{outage.holding} calls waiting"
             }
         try:
             async with asyncio.timeout(timeout), engine.connect() as conn:
@@ -80,7 +94,9 @@ def database_check(
         except TimeoutError:
             return {"database": f"no answer within {timeout:g}s"}
         except (SQLAlchemyError, OSError) as exc:
-            return {"database": f"unreachable ({describe_exception(exc)})"}
+            logged(f"unreachable ({describe_exception(exc)})")
+            return {"database": DATABASE_UNAVAILABLE}
+        last_logged = ""
         return {}
 
     return check

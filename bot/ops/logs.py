@@ -44,6 +44,13 @@ _OWN_LOGGERS = ("bot", "__main__")
 
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
+# Where discord.py's DEBUG lines show an interaction's token (which lets anyone answer it for
+# 15 minutes): in the URLs of its webhook and callback, and in the gateway event's payload.
+_INTERACTION_TOKENS = re.compile(
+    r"(?P<keep>/(?:webhooks|interactions)/\d+/)[^/?\s'\"]+"
+    r"|(?P<key>['\"]token['\"]:\s*['\"])[^'\"]+"
+)
+
 
 def ids_of(record: logging.LogRecord) -> dict[str, str]:
     """The ids a log record is about (explicit ``extra`` first, else read off its text)."""
@@ -77,6 +84,43 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out, ensure_ascii=False)
+
+
+# discord.py's loggers whose lines may show one (what they log at DEBUG: payloads, URLs).
+_DISCORD_LOGGERS = (
+    "discord.client",
+    "discord.gateway",
+    "discord.http",
+    "discord.shard",
+    "discord.state",
+    "discord.ui.modal",
+    "discord.ui.view",
+    "discord.webhook.async_",
+    "discord.webhook.sync",
+)
+
+
+def hide_interaction_tokens(text: str) -> str:
+    return _INTERACTION_TOKENS.sub(lambda m: (m["keep"] or m["key"]) + "***", text)
+
+
+class _HideInteractionTokens(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        hidden = hide_interaction_tokens(message)
+        if hidden != message:
+            record.msg, record.args = hidden, None
+        return True
+
+
+_HIDER = _HideInteractionTokens()
+
+
+def hide_discord_secrets() -> None:
+    """Hide interaction tokens in discord.py's log records, on the loggers themselves: no
+    handler (a test's, an operator's own) ever sees one. Idempotent."""
+    for name in _DISCORD_LOGGERS:
+        logging.getLogger(name).addFilter(_HIDER)
 
 
 class QuietThirdParty(logging.Filter):
@@ -121,6 +165,7 @@ def setup_logging(level: str, fmt: Literal["text", "json"] = "text", *, stream: 
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     handler.addFilter(QuietThirdParty(keep_tracebacks=level == "DEBUG"))
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    hide_discord_secrets()
     if level != "DEBUG":
         # Alembic narrates every plugin and context at INFO; its warnings are what matter.
         logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -18,10 +18,11 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from bot.domain import errors
+from bot.domain.attachments import MediaPreparer
 from bot.domain.models import ModelReply, ModelRequest, Progress, RequestHandle
 from bot.domain.observer import RefusalReason
 from bot.domain.outage import Outage
-from bot.domain.ports import ModelClient, ProgressCallback
+from bot.domain.ports import ModelClient, OpenBody, ProgressCallback
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 ACTIVE_WINDOW_SECONDS = 3600.0
@@ -219,6 +220,20 @@ class Metrics:
 
         outage.listeners.append(changed)
 
+    def watch_media(self, preparer: Callable[[], MediaPreparer]) -> None:
+        """Show the attachments being prepared and waiting for room (``preparer`` gives the
+        service's current one: a reload may replace it)."""
+        Gauge(
+            "seed_bot_attachments_waiting",
+            "Attachments waiting for room to be downloaded and uploaded (the in-flight bounds).",
+            registry=self.registry,
+        ).set_function(lambda: preparer().waiting)
+        Gauge(
+            "seed_bot_attachment_bytes_in_flight",
+            "Bytes (by the sizes Discord reports) of the attachments being prepared now.",
+            registry=self.registry,
+        ).set_function(lambda: preparer().bytes.capacity - preparer().bytes.free)
+
     def transaction_took(self, seconds: float) -> None:
         """One database transaction's time on its connection (``Database.timers``)."""
         self._db_seconds.observe(seconds)
@@ -258,11 +273,18 @@ class TimedModel:
         self._metrics.ran(clock() - (running_from[0] if running_from else waited_from))
         return reply
 
-    async def cancel(self, handle: RequestHandle) -> None:
-        await self._model.cancel(handle)
+    async def cancel(self, handle: RequestHandle) -> ModelReply | None:
+        return await self._model.cancel(handle)
 
     async def upload(self, data: bytes, *, content_type: str, file_name: str) -> str:
         return await self._model.upload(data, content_type=content_type, file_name=file_name)
+
+    async def upload_stream(
+        self, open_body: OpenBody, *, size: int, content_type: str, file_name: str
+    ) -> str:
+        return await self._model.upload_stream(
+            open_body, size=size, content_type=content_type, file_name=file_name
+        )
 
 
 def sample(metrics: Metrics, name: str, labels: Mapping[str, str] | None = None) -> float:

@@ -14,6 +14,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.domain.cache import Lru
 from bot.domain.conversation import estimate_tokens
 from bot.domain.errors import StorageError
 from bot.domain.models import (
@@ -34,7 +35,6 @@ from bot.domain.models import (
     TurnStart,
     TurnState,
 )
-from bot.storage.cache import Lru
 from bot.storage.costs import settle_in, store_reservation
 from bot.storage.database import Database, now_utc
 from bot.storage.engine import json_text
@@ -85,10 +85,13 @@ _PLACE = select(
 _STATE = select(turns.c.state).where(turns.c.id == bindparam("b_id"))
 _INSERT_TURN = insert(turns).returning(turns.c.id)
 _INSERT_MESSAGES = insert(messages)
+# A superseded attempt gives up its prompt: the attempt replacing it holds the same text
+# (Retry), the merged one (a burst starting over, where keeping it would store every earlier
+# message once per attempt) or the edited one, and no history or export shows it.
 _SUPERSEDE = (
     update(turns)
     .where(turns.c.id == bindparam("b_id"))
-    .values(state=TurnState.SUPERSEDED.value, updated_at=bindparam("b_now"))
+    .values(state=TurnState.SUPERSEDED.value, updated_at=bindparam("b_now"), prompt="")
     .returning(turns.c.id)
 )
 _SUBMITTED = (

@@ -30,7 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.domain.costs import RESERVATION_TTL, Budget, SpendFilter, Spending
+from bot.domain.costs import EPSILON_USD, RESERVATION_TTL, Budget, SpendFilter, Spending
 from bot.domain.models import Cost, Reservation, Settlement
 from bot.storage.database import Database
 from bot.storage.tables import conversations, turn_costs, turns
@@ -38,8 +38,6 @@ from bot.storage.unit import Unit
 from bot.storage.usage import advisory_lock_id
 
 ReportBy = Literal["guild", "user", "day"]
-# Float sums of many small costs: a budget is exceeded by more than rounding noise.
-_EPSILON_USD = 1e-9
 
 c = turn_costs.c
 
@@ -239,7 +237,7 @@ class SqlCosts:
                 spent = await conn.scalar(
                     select(func.coalesce(func.sum(c.usd), 0.0)).where(*_counting(budget, now))
                 )
-                if float(spent or 0.0) + reservation.usd > budget.limit_usd + _EPSILON_USD:
+                if float(spent or 0.0) + reservation.usd > budget.limit_usd + EPSILON_USD:
                     return budget
             await _hold(conn, reservation)
             return None

@@ -16,10 +16,13 @@ from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from sqlalchemy import event, func, select
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.domain.errors import StorageError
+from bot.domain.errors import StorageError, StorageUnavailable
+from bot.ops.logs import describe_exception
 from bot.storage.engine import WRITE_OPTIONS, create_engine
+from bot.urls import mask_password
 
 log = logging.getLogger(__name__)
 
@@ -143,14 +146,26 @@ async def downgrade(url: str, revision: str = "base") -> None:
     await _run_command(url, "downgrade", revision)
 
 
+def unreachable(url: str, exc: BaseException) -> StorageUnavailable:
+    """The one line for a database that cannot be reached: where (password masked), the
+    reason's category (the driver's own text may name addresses) and what to check."""
+    return StorageUnavailable(
+        f"cannot reach the database {mask_password(url)} ({describe_exception(exc)}): check "
+        "database.url and that the database server is running"
+    )
+
+
 async def current_revision(url: str) -> str | None:
-    """The database's schema revision; ``None`` for a database never migrated."""
+    """The database's schema revision; ``None`` for a database never migrated. Every command
+    reads it first: a database it cannot reach raises :func:`unreachable`'s error."""
     engine = create_engine(url)
     try:
         async with engine.connect() as conn:
             return await conn.run_sync(
                 lambda sync: MigrationContext.configure(sync).get_current_revision()
             )
+    except (SQLAlchemyError, OSError) as exc:
+        raise unreachable(url, exc) from exc
     finally:
         await engine.dispose()
 

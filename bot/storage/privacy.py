@@ -9,6 +9,7 @@ go in batches of ``batch`` turns, one short transaction each, oldest first.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -116,6 +117,12 @@ class SqlPrivacy:
         in_place = turns.c.conversation_id.in_(select(conversations.c.id).where(place))
         theirs = and_(turns.c.author_id == user_id, in_place)
         return await self._remove_turns("forget", theirs, dry_run=dry_run)
+
+    async def forget_messages(self, source_ids: Collection[str]) -> Removed:
+        if not source_ids:
+            return Removed()
+        deleted = turns.c.source_id.in_(sorted(source_ids))
+        return await self._remove_turns("message deleted", deleted, dry_run=False)
 
     async def purge_user(self, user_id: str, *, dry_run: bool = False) -> Removed:
         removed = await self._remove_turns(

@@ -1,7 +1,8 @@
 """``SqlStore``: the domain's ``Store`` over one SQLAlchemy async engine (SQLite or
 PostgreSQL), composed of its concerns sharing one transaction helper: conversations and
-turns, settings, usage (quotas), and ``costs`` (turn costs and budgets, the ``CostStore``,
-used directly). The caller owns the engine and disposes of it."""
+turns, settings, usage (quotas), ``costs`` (turn costs and budgets, the ``CostStore``,
+used directly) and ``interactions`` (the ``InteractionStore``, used directly). The caller
+owns the engine and disposes of it."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from bot.domain.outage import Outage
 from bot.storage.conversations import SqlConversations
 from bot.storage.costs import SqlCosts
 from bot.storage.database import Database, RetryPolicy
+from bot.storage.interactions import SqlInteractions
 from bot.storage.settings import SqlSettings
 from bot.storage.usage import SqlUsage
 
@@ -63,6 +65,7 @@ class SqlStore:
         self.settings = SqlSettings(self.db)
         self.usage = SqlUsage(self.db)
         self.costs = SqlCosts(self.db)
+        self.interactions = SqlInteractions(self.db)
 
     # --- conversations and turns --------------------------------------------------------
 

@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -174,4 +175,18 @@ turn_costs = Table(
     Index("ix_turn_costs_guild_id_at", "guild_id", "at"),
     Index("ix_turn_costs_scope_id", "scope_id"),
     Index("ix_turn_costs_at", "at"),
+)
+
+# An interaction a running turn answers through, kept so that a restart can still answer it
+# (bot/storage/interactions.py). The token is sealed (encrypted and bound to the id) by the
+# Discord layer; a row lives at most Discord's 15 minutes, start-up drops expired ones.
+interactions = Table(
+    "interactions",
+    metadata,
+    Column("interaction_id", Snowflake, primary_key=True),
+    Column("application_id", Snowflake, nullable=False),
+    Column("user_id", Snowflake, nullable=False),
+    Column("sealed_token", LargeBinary, nullable=False),
+    Column("ephemeral", Boolean, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False, index=True),
 )

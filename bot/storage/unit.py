@@ -27,7 +27,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.types import TypeEngine
 
-from bot.storage.cache import Lru
+from bot.domain.cache import Lru
 
 T = TypeVar("T")
 STATEMENTS_CACHED = 256

@@ -119,8 +119,6 @@ class SqlUsage:
                 # so that two requests sharing keys cannot deadlock; held until commit.
                 # SQLite's BEGIN IMMEDIATE already serialises every writer.
                 await unit.execute(statements.lock, locks)
-            # A key is used with one window, so what left it is never needed again.
-            await unit.execute(statements.forget, windowed)
             counts = {key: count for key, count in await unit.values(statements.count, windowed)}
             refused: list[str] = []
             retry_at: datetime | None = None
@@ -139,7 +137,10 @@ class SqlUsage:
                 retry_at = free_at if retry_at is None else max(retry_at, free_at)
                 refused.append(key)
             if retry_at is not None:
+                # A refusal writes nothing: a flood of refused messages costs no writes.
                 return Refusal(tuple(k for k in order if k in refused), retry_at)
+            # A key is used with one window, so what left it is never needed again.
+            await unit.execute(statements.forget, windowed)
             await unit.insert_many(_COUNT_REQUEST, [{"key": k, "at": now} for k in names])
             return None
 

@@ -12,13 +12,14 @@ import pytest
 
 from bot.app import apply_config
 from bot.domain.conversation import estimate_tokens
-from bot.domain.costs import estimate_units, format_usd, period_bounds
+from bot.domain.costs import SpendFilter, estimate_units, format_usd, period_bounds
 from bot.domain.models import Cost, Payer, Reservation, Settlement, Turn, TurnState
 from bot.storage.costs import StoredCost
 from tests.chat.conftest import Harness, HarnessFactory, harness_config
+from tests.chat.test_e2e_controls import status_with_stop
 from tests.fakes.discord import Perm
 from tests.fakes.discord.models import FakeChannel, FakeMessage, FakeUser
-from tests.fakes.fal import Failure, FakeRequest, billable_units
+from tests.fakes.fal import Failure, FakeRequest, Fault, billable_units
 
 RELATIVE_TIME = re.compile(r"<t:(\d+):R>")
 # Old spending put in place by a test: a turn id no real turn has.
@@ -282,3 +283,91 @@ async def test_usage_matches_the_stored_turns_for_a_user_a_server_and_the_owner(
     assert line("This month", 3, total, total * price) in whole
     assert line("Today", 0, 0, 0.0) in everything  # the owner's own spending
     assert RELATIVE_TIME.search(mine)
+
+
+# -- who pays, and what a stopped turn costs ------------------------------------------------
+
+
+def button(message: FakeMessage, action: str) -> str:
+    """The custom id of the ``action`` button (stop, retry) on a message of the bot's."""
+    [custom_id] = [
+        str(c["custom_id"])
+        for row in message.components
+        for c in row.get("components", [])
+        if c["custom_id"].startswith(f"seed:{action}:")
+    ]
+    return custom_id
+
+
+async def test_a_turn_stopped_after_fal_answered_costs_the_units_fal_reported(
+    make_harness: HarnessFactory,
+) -> None:
+    h = await make_harness()
+    h.fal.hold()
+    since = h.fake.mark()
+    message, thread = await h.start_thread(h.world.alice, "stop me late")
+    [request_id] = await h.fal.wait_for_submissions(1)
+    turn = await turn_of(h, message)
+    # Stop wins while fal is finishing (pressed in another process: nothing cancels the
+    # wait here); fal answers anyway, and bills the request.
+    assert await h.app.store.stop_turn(turn.id, "Bob")
+    h.fal.complete_now(request_id)
+    await h.fake.wait_for_message(thread, contains="Stopped", since=since, timeout=10)
+    await h.app.bot.idle()
+    assert "echo: stop me late" not in [m.content for m in h.fake.bot_messages(thread)]
+    request = h.fal.requests[request_id]
+    cost = await cost_of(h, message)
+    assert (cost.units, cost.estimated, cost.settled) == (units_of(request), False, True)
+    assert cost.usd == pytest.approx(units_of(request) * 1e-7)
+
+
+async def test_a_stop_pressed_while_the_finished_answer_is_fetched_costs_its_units(
+    make_harness: HarnessFactory,
+) -> None:
+    h = await make_harness()
+    h.fal.hold()
+    since = h.fake.mark()
+    message, thread = await h.start_thread(h.world.alice, "stop me as it ends")
+    [request_id] = await h.fal.wait_for_submissions(1)
+    status = await status_with_stop(h, thread, since)
+    # fal finishes; the bot's fetch of the answer is slow, and Stop is pressed meanwhile
+    h.fal.add_fault(Fault.slow(30, "result"))
+    h.fal.complete_now(request_id)
+    await h.fal.wait_for_calls("result", 1)
+    pressed = await h.fake.press_button(h.world.alice, status, button(status, "stop"))
+    await pressed.wait_response()
+    await h.fake.wait_for_edit(status, lambda m: "Stopped by" in m.content, since=since)
+    await h.app.bot.idle()
+    # fal said the request had completed when asked to cancel it: it billed it
+    request = h.fal.requests[request_id]
+    cost = await cost_of(h, message)
+    assert (cost.units, cost.estimated, cost.settled) == (units_of(request), False, True)
+    assert "echo: stop me as it ends" not in [m.content for m in h.fake.bot_messages(thread)]
+
+
+async def test_a_moderators_retry_is_paid_by_the_moderator(make_harness: HarnessFactory) -> None:
+    h = await make_harness(SEED_BOT_BUDGETS__USER_DAILY_USD="1")
+    world = h.world
+    _, thread = await answered_thread(h, world.alice, "answer again, please")
+    answer = h.fake.bot_messages(thread)[-1]
+    # alice has nothing left today; bob, who may manage threads, has his whole budget
+    await spend_earlier(h, 1.0, by=world.alice)
+    mods = h.fake.create_role(world.guild, "thread mods", permissions=Perm.MANAGE_THREADS)
+    h.fake.set_member_roles(world.guild, world.bob, [mods])
+    since = h.fake.mark()
+    pressed = await h.fake.press_button(world.bob, answer, button(answer, "retry"))
+    await pressed.wait_response()
+    await h.fake.wait_for_message(
+        thread, contains="echo: answer again, please", since=since, timeout=10
+    )
+    await h.app.bot.idle()
+    assert len(h.fal.requests) == 2
+    first_attempt = h.fake.bot_messages(thread)[0]
+    assert first_attempt.id == answer.id
+    costs = h.app.store.costs
+    paid = await costs.spending(SpendFilter(user_id=str(world.bob.id)), since=None, until=None)
+    assert paid.turns == 1
+    assert paid.units == units_of(list(h.fal.requests.values())[-1])
+    # alice paid for her own turn and the earlier spending, not for bob's retry
+    hers = await costs.spending(SpendFilter(user_id=str(world.alice.id)), since=None, until=None)
+    assert hers.turns == 2

@@ -16,6 +16,7 @@ from tests.chat.conftest import Harness, HarnessFactory
 from tests.fakes.discord import Perm, UserFile
 from tests.fakes.discord.events import InteractionResponded
 from tests.fakes.discord.models import FakeChannel, FakeMessage, FakeUser
+from tests.fakes.fal import Fault
 
 PNG = (
     b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02\x00\x00\x00"
@@ -63,7 +64,9 @@ def user_texts(h: Harness) -> list[str]:
 # -- /export ---------------------------------------------------------------------------------
 
 
-async def test_export_sends_both_files_matching_the_stored_turns(harness: Harness) -> None:
+async def test_export_holds_the_askers_own_turns_and_counts_the_others(
+    harness: Harness,
+) -> None:
     h = harness
     thread, _ = await converse(h, h.world.alice, "first question")
     since = h.fake.mark()
@@ -71,48 +74,64 @@ async def test_export_sends_both_files_matching_the_stored_turns(harness: Harnes
     await h.answer_in(thread, since=since, contains="echo: look")
     await h.app.bot.idle()
     await say(h, h.world.bob, thread, "bob chimes in")
+    # A turn that fails: its stored error is the bot's internal text.
+    h.fal.add_fault(Fault.key_refused("submit", times=None))
+    since = h.fake.mark()
+    await h.fake.send_message(h.world.alice, thread, "this one fails")
+    await h.fake.wait_for_message(thread, lambda m: "⚠" in m.content, since=since)
+    await h.app.bot.idle()
+    stored = await h.app.privacy.export(str(thread.id))
+    assert stored is not None and stored.turns[-1].error  # the internal text is stored
 
     response = await respond(h, h.world.alice, thread, "export")
 
     assert response.message is not None
-    files = {a.filename: a.data.decode() for a in response.message.attachments}
+    assert "1 message of other people left out" in response.message.content
+    files = {name: data.decode() for name, data in response.message.files}
     assert sorted(files) == ["conversation.json", "conversation.md"]
     document = json.loads(files["conversation.json"])
-    stored = await h.app.privacy.export(str(thread.id))
-    assert stored is not None
-    assert [t["id"] for t in document["turns"]] == [t.id for t in stored.turns]
+    alices = [t for t in stored.turns if t.author_name == "Alice"]
+    assert [t["id"] for t in document["turns"]] == [t.id for t in alices]
     assert [(t["author_name"], t["prompt"], t["answer"]) for t in document["turns"]] == [
         ("Alice", "first question", "echo: first question"),
         ("Alice", "look", "echo: look"),
-        ("Bob", "bob chimes in", "echo: [Bob]: bob chimes in"),
+        ("Alice", "this one fails", None),
     ]
+    assert document["turns"][2]["state"] == "failed" and "error" not in document["turns"][2]
+    assert document["messages_of_others_left_out"] == 1
+    assert document["exported_for"] == str(h.world.alice.id)
     assert [i["name"] for i in document["turns"][1]["images"]] == ["dot.png"]
     assert document["conversation"]["channel_id"] == str(thread.id)
     markdown = files["conversation.md"]
-    for expected in ("## Alice", "## Bob", "first question", "echo: look", "`dot.png`"):
+    for expected in ("## Alice", "first question", "echo: look", "`dot.png`", "no answer: failed"):
         assert expected in markdown
+    assert "1 message of other people left out" in markdown
     assert "<details><summary>Reasoning</summary>" in markdown
-    assert "The user said: [Bob]: bob chimes in" in markdown
+    for text in files.values():
+        assert "bob chimes in" not in text and "Bob" not in text
+        assert stored.turns[-1].error not in text
 
 
-async def test_export_is_refused_to_others_and_where_there_is_no_conversation(
-    harness: Harness,
-) -> None:
+async def test_export_gives_each_person_only_their_own(harness: Harness) -> None:
     h = harness
     thread, _ = await converse(h, h.world.alice, "mine")
-    refused = await respond(h, h.world.bob, thread, "export")
-    assert refused.message is not None and not refused.message.attachments
-    assert "Only the person who asked" in refused.message.content
+    nothing = await respond(h, h.world.bob, thread, "export")
+    assert nothing.message is not None and not nothing.message.attachments
+    assert "nothing of yours to export" in nothing.message.content
     here = await respond(h, h.world.alice, h.world.channel, "export")
     assert here.message is not None and "inside a conversation's thread" in here.message.content
     unbound = await h.fake.create_thread(h.world.alice, h.world.channel, "not with the bot")
     none = await respond(h, h.world.alice, unbound, "export")
     assert none.message is not None and "not a conversation with me" in none.message.content
 
+    # Bob takes part: he gets his own turn, not Alice's, starter or not, moderator or not.
     mods = h.fake.create_role(h.world.guild, "thread mods", permissions=Perm.MANAGE_THREADS)
     h.fake.set_member_roles(h.world.guild, h.world.bob, [mods])
-    allowed = await respond(h, h.world.bob, thread, "export")
-    assert allowed.message is not None and len(allowed.message.attachments) == 2
+    await say(h, h.world.bob, thread, "bobs own words")
+    bobs = await respond(h, h.world.bob, thread, "export")
+    assert bobs.message is not None and len(bobs.message.attachments) == 2
+    files = [data.decode() for _, data in bobs.message.files]
+    assert all("bobs own words" in f and "mine" not in f for f in files)
 
 
 # -- /forget ---------------------------------------------------------------------------------

@@ -5,8 +5,9 @@ it was asked to do (the one edge here that is not real: Discord)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,13 @@ from bot.domain.models import (
     Turn,
     TurnState,
 )
-from bot.domain.service import ConversationService, Redo, ServiceConfig, StopResult
+from bot.domain.service import (
+    MESSAGE_DELETED,
+    ConversationService,
+    Redo,
+    ServiceConfig,
+    StopResult,
+)
 from bot.fal import FalClient
 from bot.storage import SqlStore, create_engine
 from bot.storage.migrate import upgrade
@@ -44,6 +51,9 @@ class RecordingDelivery:
 
     async def start(self) -> None:
         self.calls.append(("start", None))
+
+    def deadline(self) -> datetime | None:
+        return None
 
     async def attach(self, turn: Turn) -> None:
         self.calls.append(("attach", turn.id))
@@ -101,6 +111,9 @@ class Files:
         if attachment.id not in self.files:
             raise AttachmentError(attachment.filename, "Discord no longer serves it")
         return self.files[attachment.id]
+
+    async def stream(self, attachment: Attachment, max_bytes: int) -> AsyncGenerator[bytes, None]:
+        yield await self.fetch(attachment, max_bytes)
 
 
 @dataclass
@@ -348,3 +361,42 @@ async def test_a_restart_resumes_only_the_conversations_this_process_owns(world:
     assert theirs is not None
     left = await world.store.latest_turn(theirs.id)
     assert left is not None and left.state is TurnState.SUBMITTED  # left to its owner
+
+
+class HeldFiles(Files):
+    """Files whose download waits until released: a turn held while it is prepared."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        super().__init__(files)
+        self.fetching = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def fetch(self, attachment: Attachment, max_bytes: int) -> bytes:
+        self.fetching.set()
+        await self.release.wait()
+        return await super().fetch(attachment, max_bytes)
+
+
+async def test_a_message_deleted_while_its_turn_is_prepared_is_not_sent(
+    world: World, fal_model_client: FalClient
+) -> None:
+    files = HeldFiles({"a1": PNG})
+    service = ConversationService(
+        world.store,
+        fal_model_client,
+        files,
+        world.deliveries,
+        ServiceConfig(batch_window=5.0, turn_timeout=10),
+    )
+    answering = asyncio.create_task(service.respond(message(1, "deleted soon", files=["a1"])))
+    await files.fetching.wait()
+    # withdraw waits for the turn's flow to end, which waits on the download
+    withdrawing = asyncio.create_task(service.withdraw({"1001"}))
+    files.release.set()
+    assert await withdrawing == {"1001"}
+    await answering
+    assert world.fal.requests == {}
+    [delivery] = world.deliveries.opened
+    assert delivery.named("stopped") == [MESSAGE_DELETED]
+    turn = await service.latest_turn("42")
+    assert turn is not None and turn.state is TurnState.STOPPED

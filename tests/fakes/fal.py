@@ -389,6 +389,15 @@ class FakeFal:
         self.files: dict[str, StoredFile] = {}
         self.open_streams = 0
         self.closed_streams = 0
+        # Storage uploads whose body is being received now, and the most at once; while
+        # ``uploads_held`` a PUT waits before reading its body. ``keep_uploads`` False
+        # stores an upload's size only (a bench's gigabytes are counted, not kept).
+        self.uploads_open = 0
+        self.max_uploads_open = 0
+        self.uploaded_bytes = 0
+        self.keep_uploads = True
+        self._uploads_go = asyncio.Event()
+        self._uploads_go.set()
         self._rng = random.Random(seed)
         self._ssl = ssl_context
         self._queue: list[str] = []
@@ -607,9 +616,33 @@ class FakeFal:
             return "submit", path.strip("/"), ""
         return None, "", ""
 
+    def hold_uploads(self) -> None:
+        """Storage PUTs wait (their bodies unread) until ``release_uploads``."""
+        self._uploads_go.clear()
+
+    def release_uploads(self) -> None:
+        self._uploads_go.set()
+
+    async def _read_upload(self, request: web.Request) -> bytes:
+        self.uploads_open += 1
+        self.max_uploads_open = max(self.max_uploads_open, self.uploads_open)
+        self._notify()
+        try:
+            await self._uploads_go.wait()
+            if self.keep_uploads:
+                raw = await request.read()
+                self.uploaded_bytes += len(raw)
+                return raw
+            async for chunk in request.content.iter_any():
+                self.uploaded_bytes += len(chunk)
+            return b""
+        finally:
+            self.uploads_open -= 1
+            self._notify()
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         route, app, ident = self._route(request.method, request.path)
-        raw = await request.read()
+        raw = await (self._read_upload(request) if route == "upload" else request.read())
         try:
             parsed = json.loads(raw) if raw and request.content_type == "application/json" else None
         except ValueError:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from typing import Any
 
 import aiohttp
@@ -26,7 +26,7 @@ from bot.domain.errors import (
 from bot.domain.models import ChatMessage, ModelRequest, Progress, RequestHandle
 from bot.domain.ports import ModelClient
 from bot.fal import FalClient, FalSettings
-from tests.fakes.fal import DEFAULT_KEY, Failure, FakeFal, Fault, ModelOutput
+from tests.fakes.fal import DEFAULT_KEY, Failure, FakeFal, Fault, ModelOutput, billable_units
 from tests.fakes.fal_fixtures import FakeFalFactory, fal_settings_for
 from tests.fal.helpers import FirstConnectRefused, ProgressLog, assert_secret_free
 
@@ -316,14 +316,20 @@ async def test_cancel_accepts_queued_finished_and_unknown_requests(
     running = await client.submit(ModelRequest(prompt="one"))
     queued = await client.submit(ModelRequest(prompt="two"))
 
-    await client.cancel(queued)  # 202 CANCELLATION_REQUESTED
+    assert await client.cancel(queued) is None  # 202 CANCELLATION_REQUESTED
     with pytest.raises(ModelCancelled) as caught:
         await client.wait(queued, timeout=5)
     assert caught.value.request_id == queued.request_id
 
     await fake.release(running.request_id)
-    await client.cancel(running)  # 400 ALREADY_COMPLETED
-    await client.cancel(client.handle_for("00000000-0000-4000-8000-000000000000"))  # 404
+    # 400 ALREADY_COMPLETED: fal billed it, and the answer says for how much
+    finished = await client.cancel(running)
+    request = fake.requests[running.request_id]
+    assert request.result_body is not None
+    assert finished is not None and finished.output == "echo: one"
+    assert finished.billable_units == billable_units(request.input, request.result_body)
+    unknown = client.handle_for("00000000-0000-4000-8000-000000000000")
+    assert await client.cancel(unknown) is None  # 404
     assert [c.route for c in fake.calls].count("cancel") == 3
 
 
@@ -777,6 +783,55 @@ async def test_upload_put_is_retried_after_a_reset(
     assert fault.hits == 2
     assert url.startswith(fake_fal.base_url)
     assert len(fake_fal.files) == 1
+
+
+def chunked(data: bytes, opened: list[int]) -> Callable[[], AsyncGenerator[bytes, None]]:
+    """A streamed body over ``data`` that counts how often it was opened."""
+
+    async def body() -> AsyncGenerator[bytes, None]:
+        opened.append(1)
+        for start in range(0, len(data), 1000):
+            yield data[start : start + 1000]
+
+    return body
+
+
+async def test_a_streamed_upload_announces_its_length_and_is_retried_by_reading_again(
+    fake_fal: FakeFal, fal_model_client: FalClient
+) -> None:
+    data = bytes(range(256)) * 40
+    fault = fake_fal.add_fault(Fault.reset("upload", times=1))
+    opened: list[int] = []
+
+    url = await fal_model_client.upload_stream(
+        chunked(data, opened), size=len(data), content_type="video/mp4", file_name="clip.mp4"
+    )
+
+    assert fault.hits == 1 and len(opened) == 2  # the retry read the file again
+    [stored] = fake_fal.files.values()
+    assert stored.data == data and url.endswith("/clip.mp4")
+    put = fake_fal.calls_to("upload")[-1]
+    assert put.headers["Content-Length"] == str(len(data))
+    assert "Transfer-Encoding" not in put.headers and "Authorization" not in put.headers
+
+
+async def test_a_streamed_body_whose_source_fails_ends_the_upload_unretried(
+    fake_fal: FakeFal, fal_model_client: FalClient
+) -> None:
+    opened: list[int] = []
+
+    async def body() -> AsyncGenerator[bytes, None]:
+        opened.append(1)
+        yield b"x" * 1000
+        raise AttachmentError("clip.mp4", "it is larger than Discord reported")
+
+    with pytest.raises(AttachmentError, match="larger than Discord reported"):
+        await fal_model_client.upload_stream(
+            body, size=5000, content_type="video/mp4", file_name="clip.mp4"
+        )
+
+    assert len(opened) == 1
+    assert fake_fal.files == {}
 
 
 # --- secrets -------------------------------------------------------------------------------

@@ -15,7 +15,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot.app import App, build_app
-from bot.ops.health import database_check
+from bot.ops.health import HealthServer, database_check
+from bot.ops.metrics import Metrics
 from bot.storage.engine import create_engine
 from tests.chat.conftest import harness_config
 from tests.fakes.discord import run_client
@@ -135,14 +136,24 @@ async def test_metrics_count_turns_by_outcome_without_content(
         assert private not in text
 
 
-async def test_database_check_names_an_unreachable_database() -> None:
-    engine = create_engine("postgresql+asyncpg://nobody@127.0.0.1:9/none")
+async def test_readyz_names_an_unreachable_database_without_its_address(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """/readyz needs no credentials: the reason is a category; the address (the driver's
+    text) goes to the log only, and the password nowhere."""
+    engine = create_engine("postgresql+asyncpg://nobody:pw-only-here@127.0.0.1:9/none")
+    server = HealthServer(Metrics(), [database_check(engine)])
     try:
-        problems = await database_check(engine)()
+        await server.start("127.0.0.1", 0)
+        status, body = await get(f"http://127.0.0.1:{server.port}/readyz")
     finally:
+        await server.close()
         await engine.dispose()
-    assert list(problems) == ["database"]
-    assert problems["database"].startswith("unreachable (ConnectionRefusedError (Connect call")
+    assert status == 503
+    assert body == {"status": "not ready", "not_ready": {"database": "unavailable"}}
+    logged = [r.getMessage() for r in caplog.records if "readiness" in r.getMessage()]
+    assert logged and "ConnectionRefusedError" in logged[0]
+    assert "pw-only-here" not in caplog.text
 
 
 async def test_database_check_passes_on_a_working_database(tmp_path: Path) -> None:

@@ -121,3 +121,25 @@ async def test_a_running_bot_logs_json_lines_with_ids(
     assert "voice will NOT be supported" not in text
     assert not [x for x in lines if x["logger"].startswith("alembic")]
     assert fake.token not in text
+
+
+def test_discord_lines_never_show_an_interaction_token(root_logging: None) -> None:
+    out = io.StringIO()
+    setup_logging("DEBUG", "text", stream=out)
+    token = "aW50ZXJhY3Rpb246MTIz.NDU2-Nzg_5"
+    logging.getLogger("discord.webhook.async_").debug(
+        "Webhook ID %s with %s %s has returned status code %s",
+        *(1, "PATCH", f"https://d/api/v10/webhooks/1/{token}/messages/@original", 200),
+    )
+    logging.getLogger("discord.http").debug(
+        "%s %s with %s has returned %s",
+        *("POST", f"https://d/api/v10/interactions/2/{token}/callback?x=1", None, 204),
+    )
+    logging.getLogger("discord.gateway").debug(
+        "WebSocket Event: %s", {"d": {"id": "2", "token": token}}
+    )
+    text = out.getvalue()
+    assert token not in text
+    assert "/webhooks/1/***/messages/@original" in text
+    assert "/interactions/2/***/callback" in text
+    assert "'token': '***'" in text

@@ -7,7 +7,7 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from tests.chat.conftest import harness_env
@@ -90,15 +90,17 @@ async def start_bot(
     env: Mapping[str, str] | None = None,
     *,
     timeout: float = 20.0,
+    args: Sequence[str] = (),
 ) -> BotProcess:
-    """Start ``seed-bot run`` and return once it has identified on the fake gateway and
-    parsed everything dispatched to it (READY, GUILD_CREATE)."""
+    """Start ``seed-bot run`` (with ``args``) and return once it has identified on the fake
+    gateway and parsed everything dispatched to it (READY, GUILD_CREATE)."""
     since = fake.mark()
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "bot",
         "run",
+        *args,
         cwd=tmp_path,
         env=bot_env(fake, fal, tmp_path, **(env or {})),
         stdout=asyncio.subprocess.PIPE,

@@ -134,8 +134,14 @@ async def test_sighup_reloads_the_access_lists_and_refuses_a_broken_config(
         seen = len(bot.lines)
         bot.send(signal.SIGHUP)
         await bot.wait_for_log("config reload refused", since=seen)
-        await expect_refused(fake, world, bot)
+        # still refused (told once a day: in silence now)
+        since = fake.mark()
+        asked = await mention(fake, world.bob, world.channel, "may I now?")
         await expect_answered(fake, world, "after the refused reload")
+        assert [
+            m for m in fake.bot_messages(world.channel) if m.referenced_message_id == asked.id
+        ] == []
+        assert len(fake.events_of(ThreadCreated, since=since)) == 1  # alice's
         assert bot.proc.returncode is None
 
         # one connection all along: the reloads did not reconnect

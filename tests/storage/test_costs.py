@@ -19,6 +19,7 @@ from bot.domain.costs import (
     Spending,
     budgets_for,
 )
+from bot.domain.errors import BudgetExceeded
 from bot.domain.models import (
     Cost,
     Incoming,
@@ -29,12 +30,14 @@ from bot.domain.models import (
     RequestHandle,
     Reservation,
     Settlement,
+    Turn,
     TurnState,
 )
 from bot.domain.ports import ModelClient
-from bot.domain.service import ConversationService, ServiceConfig
+from bot.domain.service import ConversationService, Redo, ServiceConfig
 from bot.storage import SqlStore
 from bot.storage.costs import StoredCost
+from tests.fakes.fal import FakeFal, Fault, billable_units
 from tests.storage.test_transactions import NoMedia, RecordingDelivery
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -227,3 +230,150 @@ async def test_a_turn_that_reached_fal_without_a_reservation_is_settled_by_a_row
     never = await a_turn(store, "1300000000000000002")
     assert await store.costs.settle(never, Settlement(Cost(0, 0.0, True))) is None
     assert await store.costs.turn_cost(never) is None
+
+
+def costed_service(store: SqlStore, model: ModelClient, rules: BudgetRules) -> ConversationService:
+    return ConversationService(
+        store,
+        model,
+        NoMedia(),
+        RecordingDelivery(store),
+        ServiceConfig(batch_window=0),
+        costs=Budgets(store.costs, rules, Pricing()),
+    )
+
+
+def asked(source_id: str, text: str) -> Incoming:
+    return Incoming(
+        source_id=source_id,
+        scope_id="1200000000000000777",
+        author_id=ALICE,
+        author_name="Ada",
+        text=text,
+        guild_id=GUILD,
+    )
+
+
+async def running(
+    service: ConversationService, store: SqlStore, fake_fal: FakeFal, text: str
+) -> tuple[asyncio.Future[None], str, Turn]:
+    """A turn of ``text`` under way, its request held at fal: the task answering it, fal's
+    request id and the stored turn."""
+    fake_fal.hold()
+    incoming = asked("1300000000000000001", text)
+    answering = asyncio.ensure_future(service.respond(incoming, batchable=False))
+    [request_id] = await fake_fal.wait_for_submissions(1)
+    turn = await store.turn_for_source(incoming.source_id)
+    assert turn is not None
+    return answering, request_id, turn
+
+
+async def test_a_turn_stopped_after_fal_answered_settles_with_the_units_fal_reported(
+    store: SqlStore, other_store: SqlStore, fake_fal: FakeFal, fal_model_client: ModelClient
+) -> None:
+    service = costed_service(store, fal_model_client, BudgetRules())
+    answering, request_id, turn = await running(service, store, fake_fal, "stop me late")
+    # another process stops it; fal answers anyway (and bills the request)
+    assert await other_store.stop_turn(turn.id, "Bob")
+    fake_fal.complete_now(request_id)
+    await answering
+    request = fake_fal.requests[request_id]
+    assert request.result_body is not None
+    units = billable_units(request.input, request.result_body)
+    assert units > 0
+    cost = await store.costs.turn_cost(turn.id)
+    assert cost is not None
+    assert cost == StoredCost(units, Pricing().usd(units), False, True, cost.input_tokens)
+    stopped = await store.get_turn(turn.id)
+    assert stopped.state is TurnState.STOPPED and stopped.output is None
+
+
+async def test_a_turn_stopped_before_fal_answered_costs_nothing(
+    store: SqlStore, fake_fal: FakeFal, fal_model_client: ModelClient
+) -> None:
+    service = costed_service(store, fal_model_client, BudgetRules())
+    answering, request_id, turn = await running(service, store, fake_fal, "stop me early")
+    await fake_fal.wait_for_state(request_id, "IN_PROGRESS")
+    await service.stop(turn.id, "Ada")
+    await answering
+    cost = await store.costs.turn_cost(turn.id)
+    assert cost is not None and (cost.units, cost.usd, cost.settled) == (0, 0.0, True)
+
+
+async def test_a_redo_is_paid_by_who_asked_for_it(
+    store: SqlStore, fal_model_client: ModelClient
+) -> None:
+    # alice has nothing left today; bob (a moderator pressing Retry) has his budget
+    rules = BudgetRules(user_daily_usd=1.0)
+    service = costed_service(store, fal_model_client, rules)
+    incoming = asked("1300000000000000001", "answer again")
+    await service.respond(incoming, batchable=False)
+    first = await store.turn_for_source(incoming.source_id)
+    assert first is not None
+    now = datetime.now(UTC)
+    await store.costs.reserve(held(10**12, 1.0, at=now), [], now=now)
+    await store.costs.settle(10**12, Settlement(reported=Cost(10**7, 1.0, False)))
+    await service.redo(Redo(incoming.scope_id, turn_id=first.id, payer_id=BOB))
+    again = await store.turn_for_source(incoming.source_id)
+    assert again is not None and again.id != first.id
+    assert again.state is TurnState.DELIVERED
+    paid = await store.costs.spending(SpendFilter(user_id=BOB), since=None, until=None)
+    assert paid.turns == 1 and paid.units > 0
+    cost = await store.costs.turn_cost(again.id)
+    assert cost is not None and cost.settled and paid.units == cost.units
+
+
+async def test_a_budget_too_short_for_a_turn_refuses_at_the_door_until_spending_drops(
+    store: SqlStore,
+) -> None:
+    now = datetime.now(UTC)
+    rules = BudgetRules(guild_daily_usd=1.0)
+    budgets = Budgets(store.costs, rules, Pricing(usd_per_unit=1e-4), now=lambda: now)
+    payer = Payer(ALICE, GUILD, "1200000000000000001")
+    await budgets.check(payer)
+    # a live reservation of $0.995: a turn's worst case (here $0.0101) no longer fits
+    await store.costs.reserve(held(1, 0.995, at=now), [], now=now)
+    await budgets.check(payer)  # not used up: the door does not know yet
+    with pytest.raises(BudgetExceeded):
+        await budgets.reserve(2, payer, input_tokens=1, max_output_tokens=25)
+    with pytest.raises(BudgetExceeded) as refused:
+        await budgets.check(payer)
+    assert (refused.value.scope, refused.value.period) == ("server", "daily")
+    with pytest.raises(BudgetExceeded):
+        await budgets.check(Payer(BOB, GUILD))  # the server's budget: bob's turn too
+    await budgets.check(Payer(BOB, None))  # elsewhere, bob has no budget
+    # the reservation settles lower: room for a turn again
+    await store.costs.settle(1, Settlement(reported=Cost(5000, 0.5, False)))
+    await budgets.check(payer)
+    assert await budgets.reserve(2, payer, input_tokens=1, max_output_tokens=25) is None
+
+
+async def test_new_budget_rules_forget_a_budget_too_short(store: SqlStore) -> None:
+    now = datetime.now(UTC)
+    budgets = Budgets(store.costs, BudgetRules(guild_daily_usd=1.0), Pricing(1e-4), now=lambda: now)
+    payer = Payer(ALICE, GUILD, "1200000000000000001")
+    await store.costs.reserve(held(1, 0.995, at=now), [], now=now)
+    with pytest.raises(BudgetExceeded):
+        await budgets.reserve(2, payer, input_tokens=1, max_output_tokens=25)
+    budgets.rules = BudgetRules(guild_daily_usd=1.0)
+    await budgets.check(payer)
+
+
+async def test_a_turn_stopped_as_fal_finished_settles_with_the_units_fal_billed(
+    store: SqlStore, fake_fal: FakeFal, fal_model_client: ModelClient
+) -> None:
+    service = costed_service(store, fal_model_client, BudgetRules())
+    answering, request_id, turn = await running(service, store, fake_fal, "stop me as it ends")
+    # fal finishes; fetching the answer is slow and the stop comes meanwhile: fal says the
+    # request had completed, and billed it
+    fake_fal.add_fault(Fault.slow(30, "result"))
+    fake_fal.complete_now(request_id)
+    await fake_fal.wait_for_calls("result", 1)
+    await service.stop(turn.id, "Ada")
+    await answering
+    request = fake_fal.requests[request_id]
+    assert request.result_body is not None
+    units = billable_units(request.input, request.result_body)
+    cost = await store.costs.turn_cost(turn.id)
+    assert cost is not None and (cost.units, cost.estimated, cost.settled) == (units, False, True)
+    assert (await store.get_turn(turn.id)).state is TurnState.STOPPED

@@ -30,7 +30,15 @@ from bot.storage.migrate import (
 )
 from bot.storage.tables import metadata
 
-TABLES = {"conversations", "turns", "messages", "settings", "usage_events", "turn_costs"}
+TABLES = {
+    "conversations",
+    "turns",
+    "messages",
+    "settings",
+    "usage_events",
+    "turn_costs",
+    "interactions",
+}
 
 
 async def table_names(url: str) -> set[str]:
@@ -60,7 +68,7 @@ def test_the_migrations_are_found() -> None:
     directory = migrations_dir()
     assert (directory / "env.py").is_file()
     assert directory == Path(__file__).resolve().parents[2] / "migrations"
-    assert head_revision() == "0004"
+    assert head_revision() == "0006"
 
 
 async def test_upgrade_an_empty_database_to_head(db_url: str) -> None:

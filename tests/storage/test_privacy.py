@@ -4,6 +4,7 @@ forget and purge, on SQLite and PostgreSQL. Whatever is not selected must stay u
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,7 +19,7 @@ from bot.domain.models import (
     Turn,
     TurnState,
 )
-from bot.domain.privacy import Removed
+from bot.domain.privacy import Removed, export_files
 from bot.storage import SqlStore
 from bot.storage.privacy import SqlPrivacy
 from bot.storage.tables import conversations, messages, turns, usage_events
@@ -184,6 +185,40 @@ async def test_export_holds_every_stored_turn_in_order(store: SqlStore) -> None:
     assert found.conversation.id == conversation.id
     assert found.turns == tuple(stored)
     assert await privacy.export("1999999999999999999") is None
+
+
+async def test_a_personal_export_holds_only_that_persons_turns(store: SqlStore) -> None:
+    privacy = SqlPrivacy(store.db)
+    conversation = await conversation_in(store, GUILD_A)
+    first = await answered(store, conversation, ADA)
+    await answered(store, conversation, BOB)
+    await answered(store, conversation, BOB)
+    failed = await begin(
+        store,
+        new_turn(
+            conversation,
+            str(next(_sources)),
+            prompt="(In reply to a message from Bob:)\n> bob's private words\n\nwhat he said",
+        ),
+    )
+    await store.finish_turn(failed.id, TurnState.FAILED, "ClientError at http://10.0.0.7:5000")
+
+    found = await privacy.export(conversation.scope_id)
+    assert found is not None
+    mine = found.for_person(ADA)
+
+    assert [t.id for t in mine.turns] == [first.id, failed.id]
+    assert mine.left_out == 2
+    files = export_files(mine, exported_at=NOW)
+    document = json.loads(files["conversation.json"])
+    assert document["messages_of_others_left_out"] == 2
+    assert document["turns"][1]["prompt"] == (
+        "(In reply to a message from Bob; its text is left out)\n\nwhat he said"
+    )
+    for text in files.values():
+        assert "10.0.0.7" not in text and "bob's private words" not in text
+        assert "answer " + found.turns[1].source_id not in text
+    assert "2 messages of other people left out" in files["conversation.md"]
 
 
 # -- forget -----------------------------------------------------------------------------------

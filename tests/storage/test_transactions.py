@@ -4,11 +4,13 @@ priority lane for storing fal's request id, and the bounded cache."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
+from datetime import datetime
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.domain.cache import Lru
 from bot.domain.models import (
     Attachment,
     Conversation,
@@ -23,7 +25,6 @@ from bot.domain.models import (
 from bot.domain.ports import ModelClient
 from bot.domain.service import ConversationService, ServiceConfig
 from bot.storage import SqlStore
-from bot.storage.cache import Lru
 from bot.storage.conversations import SqlConversations
 from bot.storage.database import _Gate
 
@@ -49,6 +50,9 @@ class RecordingDelivery:
         return self
 
     async def start(self) -> None: ...
+
+    def deadline(self) -> datetime | None:
+        return None
 
     async def attach(self, turn: Turn) -> None: ...
 
@@ -76,6 +80,9 @@ class RecordingDelivery:
 
 class NoMedia:
     async def fetch(self, attachment: Attachment, max_bytes: int) -> bytes:
+        raise AssertionError("no attachments here")
+
+    def stream(self, attachment: Attachment, max_bytes: int) -> AsyncGenerator[bytes, None]:
         raise AssertionError("no attachments here")
 
 

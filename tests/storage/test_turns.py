@@ -574,6 +574,28 @@ async def test_stop_turn_only_stops_a_turn_still_running(
     assert (await store.get_turn(done.id)).state is TurnState.COMPLETED
 
 
+async def test_a_burst_starting_over_stores_its_prompt_once(
+    store: SqlStore, conversation: Conversation, engine: AsyncEngine
+) -> None:
+    """Each attempt of a burst holds every earlier message: the attempts it supersedes give
+    up their prompt, so the stored text grows with the burst, not with its square."""
+    message = "ten thousand characters of a pasted log " * 250
+    prompt = message
+    turn = await begin(store, new_turn(conversation, "1300000000000000900", prompt=prompt))
+    for n in range(1, 10):
+        prompt += "\n" + message
+        turn = await begin(
+            store,
+            new_turn(conversation, f"13000000000000009{n:02d}", prompt=prompt),
+            superseding=turn.id,
+        )
+    async with engine.connect() as connection:
+        stored = (await connection.execute(text("SELECT SUM(LENGTH(prompt)) FROM turns"))).scalar()
+    assert stored == len(prompt)  # not the 55 messages' worth of ten attempts
+    assert (await store.get_turn(turn.id)).prompt == prompt
+    assert (await store.latest_turn(conversation.id)) == turn
+
+
 async def test_a_new_attempt_supersedes_the_old_one_atomically(
     store: SqlStore, conversation: Conversation
 ) -> None:

@@ -126,3 +126,20 @@ async def test_a_refusal_names_the_keys_used_up(store: SqlStore) -> None:
     assert await store.try_consume([("user:1", 2, HOUR), ("guild:1", 1, 60)], now=utc(9, 1)) == (
         Refusal(("user:1", "guild:1"), utc(10))
     )
+
+
+async def test_a_refusal_writes_nothing(store: SqlStore, engine: AsyncEngine) -> None:
+    """Not even the pruning of events that left the window: a flood of refused requests
+    costs the database no writes (the next admitted request prunes)."""
+    assert await consume(store, [("user:1", 2)], 60, utc(9, 0, 0)) is None
+    assert await consume(store, [("user:1", 2)], 60, utc(9, 0, 50)) is None
+
+    async def rows() -> list[datetime]:
+        async with engine.connect() as conn:
+            return list(await conn.scalars(select(usage_events.c.at).order_by(usage_events.c.at)))
+
+    # 9:00 has left the window, 9:00:50 is in it: refused with a limit of 1
+    assert await consume(store, [("user:1", 1)], 60, utc(9, 1, 20)) == utc(9, 1, 50)
+    assert await rows() == [utc(9, 0, 0), utc(9, 0, 50)]
+    assert await consume(store, [("user:1", 2)], 60, utc(9, 2, 0)) is None
+    assert await rows() == [utc(9, 2, 0)]

@@ -37,10 +37,16 @@ async def handle_cdn(fake: FakeDiscord, request: web.Request) -> web.StreamRespo
     )
     if status != 200 or attachment is None:
         return web.Response(status=status, text=GONE)
-    return web.Response(
-        body=attachment.data,
-        headers={"Content-Type": attachment.content_type or "application/octet-stream"},
-    )
+    content_type = attachment.content_type or "application/octet-stream"
+    if isinstance(attachment.data, bytes):
+        return web.Response(body=attachment.data, headers={"Content-Type": content_type})
+    response = web.StreamResponse(headers={"Content-Type": content_type})
+    response.content_length = attachment.size
+    await response.prepare(request)
+    for chunk in attachment.data.chunks():
+        await response.write(chunk)
+    await response.write_eof()
+    return response
 
 
 def _check(

@@ -55,6 +55,7 @@ EVENT_TYPES: dict[str, str] = {
     "MESSAGE_CREATE": "gateway.MessageCreateEvent",
     "MESSAGE_UPDATE": "gateway.MessageUpdateEvent",
     "MESSAGE_DELETE": "gateway.MessageDeleteEvent",
+    "MESSAGE_DELETE_BULK": "gateway.MessageDeleteBulkEvent",
     "MESSAGE_REACTION_ADD": "gateway.MessageReactionAddEvent",
     "MESSAGE_REACTION_REMOVE": "gateway.MessageReactionRemoveEvent",
     "THREAD_CREATE": "gateway.ThreadCreateEvent",

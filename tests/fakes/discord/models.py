@@ -341,6 +341,28 @@ class FakeChannel:
 
 
 @dataclass(frozen=True)
+class GeneratedBytes:
+    """A large file's content, made up as the CDN serves it (a bench's hundred 50 MB videos
+    are never held): ``size`` bytes of a repeating pattern."""
+
+    size: int
+    chunk: int = 256 * 1024
+
+    def __len__(self) -> int:
+        return self.size
+
+    def chunks(self) -> Iterator[bytes]:
+        block = bytes(range(256)) * (self.chunk // 256)
+        left = self.size
+        while left > 0:
+            yield block[:left]
+            left -= len(block)
+
+
+FileData = bytes | GeneratedBytes
+
+
+@dataclass(frozen=True)
 class UserFile:
     """A file a test user attaches (to a message, or as a slash command attachment option).
 
@@ -349,7 +371,7 @@ class UserFile:
     """
 
     filename: str
-    data: bytes = field(repr=False)
+    data: FileData = field(repr=False)
     content_type: str | Auto | None = AUTO
     description: str | None = None
     #: ``AUTO`` reads image dimensions from the header; ``None`` omits them.
@@ -362,7 +384,7 @@ class FakeAttachment:
 
     id: int
     filename: str
-    data: bytes = field(repr=False)
+    data: FileData = field(repr=False)
     content_type: str | None
     #: First path segment after the kind: the channel id (or the application id for
     #: slash command attachment options, which live under ``ephemeral-attachments``).
@@ -471,8 +493,11 @@ class FakeMessage:
 
     @property
     def files(self) -> list[tuple[str, bytes]]:
-        """(filename, bytes) of every attachment."""
-        return [(a.filename, a.data) for a in self.attachments]
+        """(filename, bytes) of every attachment (generated ones made up whole)."""
+        return [
+            (a.filename, a.data if isinstance(a.data, bytes) else b"".join(a.data.chunks()))
+            for a in self.attachments
+        ]
 
     def mentions(self, user: FakeUser | FakeMember) -> bool:
         return user.id in self.mention_user_ids

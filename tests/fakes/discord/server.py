@@ -1043,6 +1043,37 @@ class FakeDiscord(World):
             raise AssertionError(f"{message!r} no longer exists")
         self._delete(current, via="user")
 
+    async def bulk_delete_messages(self, messages: Sequence[FakeMessage]) -> None:
+        """A moderator deletes 2 to 100 messages of one server channel at once (Discord's
+        bulk delete, also what moderation bots use): one MESSAGE_DELETE_BULK, no
+        MESSAGE_DELETE per message."""
+        current = [self.find_message(m.id) for m in messages]
+        if any(m is None for m in current):
+            raise AssertionError("a message to bulk-delete no longer exists")
+        found = [m for m in current if m is not None]
+        channels = {m.channel_id for m in found}
+        if not 2 <= len(found) <= 100 or len(channels) != 1:
+            raise AssertionError("a bulk delete takes 2 to 100 messages of one channel")
+        channel = self.channels[channels.pop()]
+        if channel.is_dm:
+            raise AssertionError("Discord has no bulk delete in DMs")
+        for message in found:
+            self.remove_message(message)
+            self.record(MessageDeleted(message=message, via="user"))
+        if not self.bot_can_view(channel):
+            return
+        payload: dict[str, Any] = {
+            "ids": [str(m.id) for m in found],
+            "channel_id": str(channel.id),
+            "guild_id": str(channel.guild_id),
+        }
+        self.gateway.dispatch(
+            "MESSAGE_DELETE_BULK",
+            lambda s: payload,
+            guild_id=channel.guild_id,
+            intent=Intent.GUILD_MESSAGES,
+        )
+
     async def add_reaction(self, user: FakeUser, message: FakeMessage, emoji: str) -> None:
         users = self.reactions.setdefault(message.id, {}).setdefault(emoji, [])
         if user.id not in users:
@@ -1427,7 +1458,11 @@ class FakeDiscord(World):
         content_type = (
             guess_content_type(file.filename) if file.content_type is AUTO else file.content_type
         )
-        size = image_size(file.data) if file.size is AUTO else file.size
+        size = (
+            (image_size(file.data) if isinstance(file.data, bytes) else None)
+            if file.size is AUTO
+            else file.size
+        )
         attachment = FakeAttachment(
             id=self.snowflake(),
             filename=file.filename,

@@ -1,5 +1,6 @@
-"""A bounded least-recently-used map, for the few facts the store may keep in the process
-(each user says why its facts cannot go stale)."""
+"""A bounded least-recently-used map, for the few facts the bot keeps in the process (each
+user says why its facts cannot go stale): a flood of distinct keys cannot grow it without
+bound."""
 
 from __future__ import annotations
 
@@ -30,6 +31,12 @@ class Lru(Generic[K, V]):
         self._entries.move_to_end(key)
         if len(self._entries) > self.size:
             self._entries.popitem(last=False)
+
+    def discard(self, key: K) -> None:
+        self._entries.pop(key, None)
+
+    def clear(self) -> None:
+        self._entries.clear()
 
     def __len__(self) -> int:
         return len(self._entries)

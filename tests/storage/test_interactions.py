@@ -1,0 +1,64 @@
+"""The kept interactions (``InteractionStore``) on SQLite and PostgreSQL: a sealed token is
+kept as given (binary, any byte), replaced, dropped, and expired ones purged."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from bot.domain.models import StoredInteraction
+from bot.storage import SqlStore
+
+# Whole seconds: what every backend stores exactly.
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+def kept(
+    interaction_id: str, expires_at: datetime, sealed: bytes = b"\x00\xff sealed"
+) -> StoredInteraction:
+    return StoredInteraction(
+        interaction_id=interaction_id,
+        application_id="1300000000000000001",
+        user_id="1100000000000000001",
+        sealed_token=sealed,
+        ephemeral=True,
+        expires_at=expires_at,
+    )
+
+
+async def test_an_interaction_is_kept_replaced_and_dropped(store: SqlStore) -> None:
+    interactions = store.interactions
+    first = kept("1400000000000000001", NOW + timedelta(minutes=15))
+    await interactions.keep_interaction(first)
+    assert await interactions.stored_interaction(first.interaction_id) == first
+    again = kept(first.interaction_id, NOW + timedelta(minutes=14), bytes(range(256)))
+    await interactions.keep_interaction(again)
+    assert await interactions.stored_interaction(first.interaction_id) == again
+    await interactions.drop_interaction(first.interaction_id)
+    assert await interactions.stored_interaction(first.interaction_id) is None
+    await interactions.drop_interaction(first.interaction_id)  # nothing kept is fine
+
+
+async def test_expired_interactions_are_purged(store: SqlStore) -> None:
+    interactions = store.interactions
+    old = kept("1400000000000000001", NOW + timedelta(minutes=1))
+    live = kept("1400000000000000002", NOW + timedelta(minutes=3))
+    await interactions.keep_interaction(old)
+    await interactions.keep_interaction(live)
+    assert await interactions.drop_expired_interactions(NOW + timedelta(minutes=2)) == 1
+    assert await interactions.stored_interaction(old.interaction_id) is None
+    assert await interactions.stored_interaction(live.interaction_id) == live
+
+
+def test_the_sealed_token_is_not_in_the_repr() -> None:
+    assert "sealed" not in repr(kept("1", NOW, b"sealed bytes"))
+
+
+async def test_keeping_one_drops_the_expired_ones(store: SqlStore) -> None:
+    interactions = store.interactions
+    now = datetime.now(UTC)
+    old = kept("1400000000000000001", now - timedelta(seconds=1))
+    await interactions.keep_interaction(old)
+    new = kept("1400000000000000002", now + timedelta(minutes=15))
+    await interactions.keep_interaction(new)
+    assert await interactions.stored_interaction(old.interaction_id) is None
+    assert await interactions.stored_interaction(new.interaction_id) == new
