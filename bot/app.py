@@ -205,6 +205,7 @@ def apply_config(app: App, new: Config) -> list[str]:
     app.bot.options = replace(
         chat_options(new, sync_commands=old.sync_commands),
         status_delay=old.status_delay,
+        typing_delay=old.typing_delay,
         guild_ready_timeout=old.guild_ready_timeout,
         shard_count=old.shard_count,
         shard_ids=old.shard_ids,
@@ -264,7 +265,13 @@ async def build_app(
         bot.interactions.keep_in(store.interactions, TokenSeal(config.discord.token.get()))
         await bot.interactions.purge()
         deliveries = Deliveries(
-            ChannelDeliveries(bot, store, VIEWS, status_delay=options.status_delay),
+            ChannelDeliveries(
+                bot,
+                store,
+                VIEWS,
+                status_delay=options.status_delay,
+                typing_delay=options.typing_delay,
+            ),
             bot.interactions,
             store,
             INTERACTION_VIEWS,

@@ -74,6 +74,7 @@ from bot.domain.observer import NO_OBSERVER, TurnObserver
 from bot.domain.outage import Outage, waiting_as
 from bot.domain.ports import Deliveries, Delivery, MediaSource, ModelClient, Store
 from bot.domain.settings import EffectiveSettings, resolve_settings, validate_settings
+from bot.domain.slots import Slots
 from bot.domain.submission import SubmissionJournal, Submitter
 
 log = logging.getLogger(__name__)
@@ -343,7 +344,7 @@ class ConversationService:
         self.media = MediaPreparer(media, model, config.attachments)
         self._deliveries = deliveries
         self.config = config
-        self._in_flight = asyncio.Semaphore(config.max_in_flight)
+        self._in_flight = Slots(config.max_in_flight)
         # No fixed wait: a message is taken up at once; a burst is merged speculatively
         # (see respond), and messages waiting behind an answer are batched by the inbox.
         self._inboxes: Inboxes[Flow] = Inboxes(self._handle)
@@ -356,10 +357,15 @@ class ConversationService:
         # Each message of a merged burst -> the messages of that burst (see withdraw).
         self._merged: OrderedDict[str, tuple[str, ...]] = OrderedDict()
 
+    @property
+    def slots(self) -> Slots:
+        """The in-flight cap's line (read-only use: how busy the service is)."""
+        return self._in_flight
+
     def reconfigure(self, config: ServiceConfig) -> None:
         """Apply a reloaded config to the turns that start from now on."""
         if config.max_in_flight != self.config.max_in_flight:
-            self._in_flight = asyncio.Semaphore(config.max_in_flight)
+            self._in_flight.resize(config.max_in_flight)
         if not self.media.bounded_as(config.attachments):
             # Files already being prepared finish under the old bounds.
             self.media = MediaPreparer(self.media.source, self._model, config.attachments)
@@ -834,8 +840,11 @@ class ConversationService:
             return None, None, tuple(warnings)
         loop = asyncio.get_running_loop()
         deadline = delivery.deadline()
-        async with self._in_flight:
+        # A turn shows work (typing, progress) only while it holds a slot: one waiting for
+        # it says so once and spends nothing of Discord's request budget until it runs.
+        async with self._in_flight.hold(delivery.waiting):
             active.check()
+            await delivery.running()
             sent_count: int | None = None
             submitted_at: float | None = None
             handle = turn.handle

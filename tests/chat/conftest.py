@@ -213,14 +213,17 @@ async def make_harness(
     chat_database_url: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[HarnessFactory]:
-    """Start the bot with extra config (environment-style keys); stopped after the test. A
+    """Start the bot with extra config (environment-style keys) and, when given, its own
+    status and typing delays; stopped after the test. A
     test may stop one bot and start another on the same database (a restart). The bot runs
     in the test's directory (on PostgreSQL its submission journal goes in the working
     directory)."""
     monkeypatch.chdir(tmp_path)
     started: list[Harness] = []
 
-    async def make(**env: str) -> Harness:
+    async def make(
+        *, status_delay: float = 0.5, typing_delay: float | None = None, **env: str
+    ) -> Harness:
         env.setdefault("SEED_BOT_DATABASE__URL", chat_database_url)
         values = harness_env(fake_discord, fake_fal, tmp_path, **env)
         config = load_config(None, values, required_secrets=("discord", "fal"))
@@ -233,7 +236,8 @@ async def make_harness(
                     sync_commands=True,
                     reload=lambda: load_config(None, values, required_secrets=("discord", "fal")),
                     guild_ready_timeout=0.0,
-                    status_delay=0.5,
+                    status_delay=status_delay,
+                    **({} if typing_delay is None else {"typing_delay": typing_delay}),
                 )
             )
             await stack.enter_async_context(run_client(app.bot, fake_discord))

@@ -5,7 +5,7 @@ it was asked to do (the one edge here that is not real: Discord)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -57,6 +57,12 @@ class RecordingDelivery:
 
     async def attach(self, turn: Turn) -> None:
         self.calls.append(("attach", turn.id))
+
+    async def waiting(self, place: Callable[[], int | None]) -> None:
+        self.calls.append(("waiting", place()))
+
+    async def running(self) -> None:
+        self.calls.append(("running", None))
 
     async def progress(self, progress: Progress) -> None:
         self.calls.append(("progress", progress.state))
