@@ -40,6 +40,7 @@ from sqlalchemy.pool import NullPool
 from bench import sections, storage_bench
 from bench.harness import cpu_count
 from bench.sections import Row
+from bot.domain.service import DEFAULT_MAX_IN_FLIGHT
 
 POSTGRES_ENV = "SEED_BOT_TEST_POSTGRES_URL"
 SECTIONS = (
@@ -138,6 +139,13 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="discord: turns per kind of answer (default 5; quick 3)",
+    )
+    p.add_argument(
+        "--burst",
+        type=int,
+        default=3 * DEFAULT_MAX_IN_FLIGHT,
+        help="discord: threads in the burst larger than the in-flight cap (default 3 x the "
+        "shipped cap)",
     )
     p.add_argument(
         "--conversations",
@@ -249,6 +257,8 @@ async def main(argv: Sequence[str] | None = None) -> int:
             rows += await sections.submit_latency(submit_turns)
         elif section == "discord":
             rows += await sections.rest_calls(rest_turns)
+            rows += await sections.waiting_turns()
+            rows += await sections.burst_budget(args.burst)
         elif section == "memory":
             rows += await sections.memory(conversations, wave=100, trace=args.tracemalloc)
         elif section == "media":

@@ -3,19 +3,22 @@
 The bench runs the real bot (``bot.app.build_app``, the same wiring as ``seed-bot run``) in a
 child process so that its CPU time and memory are its own: the fakes and the driver live in
 the parent. The parent talks to it over a ``multiprocessing`` pipe with a few commands
-(``stats``, ``gc``, ``reset_peak``, ``trace_start``, ``trace_top``, ``stop``).
+(``stats``, ``gc``, ``reset_peak``, ``trace_start``, ``trace_top``, ``connections``,
+``trim``, ``sweep``, ``stop``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import ctypes
 import gc
 import logging
 import os
 import time
 import tracemalloc
 from collections.abc import Mapping, Sized
+from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -125,6 +128,38 @@ def _heap_stats(app: App, counter: _Counter, store_calls: Mapping[str, int]) -> 
     return snapshot
 
 
+def _idle_connections(app: App) -> int:
+    """Connections aiohttp keeps open for reuse in the bot's HTTP session (fal's TLS
+    connections: ~270 KiB each until its keep-alive closes them)."""
+    conns = getattr(app.session.connector, "_conns", None)
+    return sum(len(held) for held in conns.values()) if isinstance(conns, dict) else 0
+
+
+def _trim() -> bool:
+    """glibc's malloc_trim(0), whatever the bot's own code does (so the commit before the
+    bot trimmed by itself is measured the same way)."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        return False
+    return True
+
+
+def _sweep(app: App) -> dict[str, int]:
+    """What the bot's once-a-minute housekeeping drops after a minute (rate-limit buckets)
+    and an hour (threads) of quiet, with the clock moved on that far; nothing in versions
+    without it."""
+    try:
+        from bot.chat.ratelimits import IDLE_BUCKET_SECONDS, sweep_idle_buckets
+        from bot.chat.threadcache import IDLE_THREAD_SECONDS, evict_idle_threads
+    except ImportError:
+        return {"buckets": 0, "threads": 0}
+    later = asyncio.get_running_loop().time() + IDLE_BUCKET_SECONDS + 1
+    buckets = sweep_idle_buckets(app.bot.http, later)
+    an_hour_on = datetime.now(UTC) + timedelta(seconds=IDLE_THREAD_SECONDS + 1)
+    return {"buckets": buckets, "threads": evict_idle_threads(app.bot.guilds, an_hour_on)}
+
+
 def _trace_top(limit: int) -> list[tuple[str, int, int]]:
     snapshot = tracemalloc.take_snapshot().filter_traces(
         [tracemalloc.Filter(False, tracemalloc.__file__)]
@@ -168,6 +203,12 @@ async def _serve(env: Mapping[str, str], conn: Connection, status_delay: float |
                 snapshot = _heap_stats(app, counter, store_calls)
                 tracemalloc.start(1)
                 conn.send(snapshot)
+            elif command == "connections":
+                conn.send(_idle_connections(app))
+            elif command == "trim":
+                conn.send(_trim())
+            elif command == "sweep":
+                conn.send(_sweep(app))
             elif command == "trace_top":
                 gc.collect()
                 conn.send(_trace_top(int(arg)))

@@ -37,7 +37,12 @@ from tests.fakes.fal import DEFAULT_KEY, FakeFal, FakeRequest
 
 ANSWER_MARK = "echo:"
 REASONING_MARK = "**Reasoning**"
-_STATUS = (texts.status_running(), texts.status_queued(None)[:15])
+# How a status message starts (queued at fal, waiting for a slot): not an answer yet.
+_STATUS = (
+    texts.status_running(),
+    texts.status_queued(None)[:15],
+    texts.status_waiting(None)[:20],
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ import collections
 import random
 import time
 import uuid
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
 
@@ -152,6 +152,10 @@ class _Posted:
         return None
 
     async def attach(self, turn: Turn) -> None: ...
+
+    async def waiting(self, place: Callable[[], int | None]) -> None: ...
+
+    async def running(self) -> None: ...
 
     async def progress(self, progress: Progress) -> None: ...
 

@@ -205,6 +205,7 @@ def apply_config(app: App, new: Config) -> list[str]:
     app.bot.options = replace(
         chat_options(new, sync_commands=old.sync_commands),
         status_delay=old.status_delay,
+        typing_delay=old.typing_delay,
         guild_ready_timeout=old.guild_ready_timeout,
         shard_count=old.shard_count,
         shard_ids=old.shard_ids,
@@ -268,7 +269,13 @@ async def build_app(
         bot.interactions.keep_in(store.interactions, TokenSeal(config.discord.token.get()))
         await bot.interactions.purge()
         deliveries = Deliveries(
-            ChannelDeliveries(bot, store, VIEWS, status_delay=options.status_delay),
+            ChannelDeliveries(
+                bot,
+                store,
+                VIEWS,
+                status_delay=options.status_delay,
+                typing_delay=options.typing_delay,
+            ),
             bot.interactions,
             store,
             INTERACTION_VIEWS,
@@ -300,7 +307,7 @@ async def build_app(
         privacy = SqlPrivacy(store.db)
         bot.install(service, gate, privacy)
         metrics.watch_gateway(lambda: bot.latencies)
-        metrics.watch_slots(service.turns_waiting)
+        metrics.watch_slots(lambda: service.slots.waiting)
         metrics.watch_media(lambda: service.media)
         app = App(
             config, engine, session, store, model, media, service, gate, bot, metrics, privacy

@@ -16,11 +16,12 @@ import aiohttp
 import discord
 
 from bot.chat import ask_menu, commands, controls, deletions, privacy, reply_button, usage
-from bot.chat.delivery import Views
+from bot.chat.delivery import STATUS_DELAY, TYPING_DELAY, Views
 from bot.chat.gate import Gate, GateRules
+from bot.chat.housekeeping import Housekeeping
 from bot.chat.inbound import Inbound, InboundOptions
 from bot.chat.interaction_delivery import InteractionViews, LiveInteractions
-from bot.chat.ratelimits import amortise_bucket_sweeps
+from bot.chat.ratelimits import sweep_buckets_on_time
 from bot.chat.texts import NO_MENTIONS
 from bot.domain.errors import SeedBotError
 from bot.domain.models import Conversation
@@ -51,7 +52,8 @@ class ChatOptions:
 
     inbound: InboundOptions = field(default_factory=InboundOptions)
     gate: GateRules = field(default_factory=GateRules)
-    status_delay: float = 2.0
+    status_delay: float = STATUS_DELAY
+    typing_delay: float = TYPING_DELAY
     dev_guild_id: int | None = None
     sync_commands: bool = False
     shard_count: int | None = None
@@ -96,7 +98,7 @@ class SeedBot(discord.AutoShardedClient):
             **traced,
         )
         self.options = options
-        amortise_bucket_sweeps(self.http)
+        sweep_buckets_on_time(self.http)  # the housekeeping sweeps them instead
         self.tree = commands.SeedTree(self, lambda: self.gate)
         # Interactions whose turns are running where the bot cannot post (their answers go
         # through them): shared with the deliveries by the entry point.
@@ -112,6 +114,7 @@ class SeedBot(discord.AutoShardedClient):
         self._gate: Gate | None = None
         self._inbound: Inbound | None = None
         self._privacy: PrivacyStore | None = None
+        self._housekeeping: asyncio.Task[None] | None = None
 
     def install(self, service: ConversationService, gate: Gate, privacy: PrivacyStore) -> None:
         """Give the bot what it answers with (before it starts)."""
@@ -153,6 +156,10 @@ class SeedBot(discord.AutoShardedClient):
     # -- start-up ----------------------------------------------------------------------------
 
     async def setup_hook(self) -> None:
+        # Not one of the spawned tasks: those are turns, which drain and idle() wait for.
+        self._housekeeping = asyncio.create_task(
+            Housekeeping(self, self.service.slots).run(), name="housekeeping"
+        )
         commands.register(self.tree, self)
         ask_menu.register(self.tree, self)
         privacy.register(self.tree, self)
@@ -235,6 +242,10 @@ class SeedBot(discord.AutoShardedClient):
         """Close the connection after cancelling the turns still running: they stay stored
         and resume on the next start, and none is left holding a database connection."""
         self._accepting = False
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._housekeeping
         await self.drain(0)
         if self._service is not None:
             await self._service.settle()

@@ -29,6 +29,10 @@ SEND_ATTEMPTS = 3
 # Progress edits of the status message: at most one per this many seconds (the latest text
 # wins), so a request moving through the queue does not flood Discord or flicker.
 STATUS_EDIT_INTERVAL = 1.5
+# Typing starts once a turn has held an in-flight slot this long: a fast answer is then one
+# request (its post), and a turn waiting for a slot spends none of the token's ~50 requests/s.
+TYPING_DELAY = 1.0
+STATUS_DELAY = 2.0
 ViewFor = Callable[[int], discord.ui.View]
 T = TypeVar("T")
 
@@ -74,12 +78,14 @@ def why_refused(exc: discord.HTTPException, thread: discord.Thread | None) -> st
 class ChannelDelivery:
     """``Delivery`` for one turn in one channel (a thread or a DM).
 
-    Shows typing while the model works. Only when the answer takes longer than
-    ``status_delay`` seconds (queued or running) does a status message appear (with a Stop
-    button once the turn is stored); fal's progress then edits it, at most once per
-    ``STATUS_EDIT_INTERVAL``, and it becomes the first part of the answer. A fast answer is
-    one message. ``reply_to`` is
-    the user's message the answer replies to. A resumed turn adopts its stored status
+    Shows typing once the turn has held an in-flight slot for ``typing_delay`` seconds,
+    until a status message or the answer shows the work. Only when the answer takes longer
+    than ``status_delay`` seconds does a status message appear (with a Stop button once the
+    turn is stored); while the turn waits for a slot it says so, with its place in line,
+    and nothing else is sent until it runs; once it runs, fal's progress edits it, at most
+    once per ``STATUS_EDIT_INTERVAL``, and it becomes the first part of the answer. A fast
+    answer is one message, one request. ``reply_to`` is the user's message the answer
+    replies to. A resumed turn adopts its stored status
     message and skips the reply parts already posted. What is posted is recorded through
     ``recorder`` as it goes. When the thread refuses the answer (locked, archived, access
     lost), ``notice`` (the thread's parent channel, when known) is told.
@@ -92,7 +98,8 @@ class ChannelDelivery:
         recorder: DeliveryRecorder,
         views: Views,
         reply_to: int | None = None,
-        status_delay: float = 2.0,
+        status_delay: float = STATUS_DELAY,
+        typing_delay: float = TYPING_DELAY,
         thread: discord.Thread | None = None,
         notice: discord.PartialMessageable | None = None,
     ) -> None:
@@ -101,6 +108,7 @@ class ChannelDelivery:
         self._views = views
         self._reply_to = reply_to
         self._status_delay = status_delay
+        self._typing_delay = typing_delay
         self._thread = thread
         self._notice = notice
         self._turn: Turn | None = None
@@ -112,14 +120,40 @@ class ChannelDelivery:
         self._tasks: list[asyncio.Task[None]] = []
         self._last_edit = -STATUS_EDIT_INTERVAL
         self._edit_pending: asyncio.Task[None] | None = None
+        # Set while the turn waits for an in-flight slot: its place in line, when asked.
+        self._place: Callable[[], int | None] | None = None
+        self._running = False
+        self._shown = asyncio.Event()  # a status message stands: typing is not needed
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start typing and the status timer."""
+        """Start the status timer (typing waits for ``running``)."""
         if not self._tasks:
-            self._tasks.append(asyncio.create_task(self._typing(), name="typing"))
             self._tasks.append(asyncio.create_task(self._status_after_delay(), name="status"))
+
+    async def waiting(self, place: Callable[[], int | None]) -> None:
+        """No slot is free: a status shown from now says the turn waits (once: no edit
+        follows until it runs)."""
+        self._place = place
+        if self._status is not None and not self._done.is_set():
+            self._edit_soon()
+
+    async def running(self) -> None:
+        """The turn holds a slot: typing after ``typing_delay``; a status that said it
+        waits is brought up to date."""
+        was_waiting, self._place = self._place is not None, None
+        if self._running or self._done.is_set():
+            return
+        self._running = True
+        self._tasks.append(asyncio.create_task(self._typing(), name="typing"))
+        if was_waiting and self._status is not None:
+            self._edit_soon()
+
+    def _current_text(self) -> str:
+        if self._place is not None:
+            return texts.status_waiting(self._place())
+        return self._status_text
 
     def deadline(self) -> datetime | None:
         return None  # a channel takes the answer whenever it comes
@@ -135,8 +169,9 @@ class ChannelDelivery:
                     return
                 # A resumed turn: its progress message from before the restart.
                 self._status = self._channel.get_partial_message(int(turn.status_message_id))
+                self._shown.set()
             if self._status is not None and not self._done.is_set():
-                await self._edit_status(self._status_text)
+                await self._edit_status(self._current_text())
         await self._record_status()
 
     async def close(self) -> None:
@@ -152,9 +187,18 @@ class ChannelDelivery:
         self._tasks.clear()
 
     async def _typing(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._typing_delay):
+                await self._done.wait()
+            return  # answered before typing was worth a request
+        if self._shown.is_set():
+            return  # the status message shows the work: typing would only repeat it
         try:
             async with self._channel.typing():
-                await self._done.wait()
+                # discord.py repeats it every 5 s: stopped once the status shows (or by
+                # close, at the answer), so a long turn costs one typing request, not one
+                # every 5 s.
+                await self._shown.wait()
         except discord.HTTPException as exc:
             log.debug("typing indicator failed: %s", exc)
 
@@ -163,7 +207,7 @@ class ChannelDelivery:
             async with asyncio.timeout(self._status_delay):
                 await self._done.wait()
             return
-        await self._show_status(self._status_text)
+        await self._show_status()
 
     # -- Delivery port -----------------------------------------------------------------------
 
@@ -175,11 +219,11 @@ class ChannelDelivery:
             # Shown at once, status delay or not: an outage may last minutes.
             self._status_text = texts.STATUS_DATABASE
             if self._status is None:
-                await self._show_status(self._status_text)
+                await self._show_status()
                 return
         else:
             self._status_text = texts.status_running()
-        if self._status is not None and not self._done.is_set():
+        if self._status is not None and self._place is None and not self._done.is_set():
             self._edit_soon()
 
     def _edit_soon(self) -> None:
@@ -196,7 +240,7 @@ class ChannelDelivery:
             async with asyncio.timeout(delay):
                 await self._done.wait()
             return  # the answer is here: it replaces the status anyway
-        await self._show_status(self._status_text)
+        await self._show_status()
 
     async def deliver(self, turn: Turn, reply: ModelReply, warnings: Sequence[str]) -> list[str]:
         rendered = texts.compose_reply(reply.output, reply.reasoning, warnings)
@@ -231,8 +275,9 @@ class ChannelDelivery:
     def _status_view(self) -> discord.ui.View | None:
         return self._views.stop(self._turn.id) if self._turn is not None else None
 
-    async def _show_status(self, text: str) -> None:
-        await self._update_status(text)
+    async def _show_status(self) -> None:
+        """Post the status message, or edit it to the current text."""
+        await self._update_status()
         await self._record_status()
 
     async def _record_status(self) -> None:
@@ -245,10 +290,11 @@ class ChannelDelivery:
         if turn.status_message_id != str(status.id):
             await self._record(self._recorder.record_status_message, turn.id, str(status.id))
 
-    async def _update_status(self, text: str) -> None:
+    async def _update_status(self) -> None:
         async with self._status_lock:
             if self._done.is_set():
                 return
+            text = self._current_text()
             if self._status is None:
                 try:
                     kwargs: dict[str, Any] = {
@@ -262,6 +308,7 @@ class ChannelDelivery:
                         # restart that lost its id gets it back instead of a second message.
                         kwargs["nonce"] = part_nonce(self._turn, 0)
                     self._status = await self._channel.send(text, **kwargs)
+                    self._shown.set()
                     self._last_edit = asyncio.get_running_loop().time()
                 except discord.HTTPException as exc:
                     log.warning("status message failed: %s", exc)
@@ -415,12 +462,14 @@ class ChannelDeliveries:
         recorder: DeliveryRecorder,
         views: Views,
         *,
-        status_delay: float = 2.0,
+        status_delay: float = STATUS_DELAY,
+        typing_delay: float = TYPING_DELAY,
     ) -> None:
         self._client = client
         self._recorder = recorder
         self._views = views
         self.status_delay = status_delay
+        self.typing_delay = typing_delay
 
     def open(self, destination: Destination) -> ChannelDelivery:
         channel_id = int(destination.channel_id)
@@ -437,6 +486,7 @@ class ChannelDeliveries:
             views=self._views,
             reply_to=int(destination.reply_to) if destination.reply_to else None,
             status_delay=self.status_delay,
+            typing_delay=self.typing_delay,
             thread=thread,
             notice=notice,
         )

@@ -19,6 +19,7 @@ import discord
 from bot.chat import convert, texts
 from bot.chat.gate import Gate, Refusal
 from bot.chat.replies import say
+from bot.chat.threadcache import restore_thread
 from bot.chat.threads import ThreadRefused, may_bind, open_thread
 from bot.domain.errors import StorageError
 from bot.domain.models import Conversation
@@ -138,11 +139,14 @@ class Inbound:
     async def _ordered(self, message: discord.Message) -> None:
         try:
             # Mentions in a channel each start a conversation of their own: nothing to order.
-            if not isinstance(message.channel, discord.Thread | discord.DMChannel):
+            # A bare channel is a thread that left discord.py's cache: ordered, then restored.
+            ordered = discord.Thread | discord.DMChannel | discord.PartialMessageable
+            if not isinstance(message.channel, ordered):
                 await self.handle(message)
                 return
             async with self._order.turn_of(message.channel.id) as queued:
-                await self.handle(message, queued=queued)
+                if await restore_thread(self._client, message):
+                    await self.handle(message, queued=queued)
         except StorageError as exc:
             # Routing it needed the database (is the thread bound? the quotas), which stayed
             # away past its tolerance: say so instead of staying silent.
@@ -266,6 +270,8 @@ class Inbound:
             latest = await self._service.latest_turn(scope_id)
         if latest is None or latest.source_id != str(payload.message_id):
             return  # only the latest message of a conversation can be redone
+        if not await restore_thread(self._client, message):
+            return
         if str(message.author.id) != latest.author_id:
             return
         refusal = await self._gate.check_message(message, notice=False)

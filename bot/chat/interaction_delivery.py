@@ -321,6 +321,12 @@ class _NothingToShow:
     async def attach(self, turn: Turn) -> None:
         return None
 
+    async def waiting(self, place: Callable[[], int | None]) -> None:
+        return None
+
+    async def running(self) -> None:
+        return None
+
     async def progress(self, progress: Progress) -> None:
         return None
 
@@ -354,6 +360,7 @@ class InteractionDelivery(_NothingToShow):
         self._turn: Turn | None = None
         self._status_text = texts.status_running()
         self._status_shown = False
+        self._place: Callable[[], int | None] | None = None  # while waiting for a slot
         self._lock = asyncio.Lock()
         self._done = False
         self._timer: asyncio.Task[None] | None = None
@@ -373,6 +380,16 @@ class InteractionDelivery(_NothingToShow):
 
     async def attach(self, turn: Turn) -> None:
         self._turn = turn
+
+    async def waiting(self, place: Callable[[], int | None]) -> None:
+        # Edits of the response count against no limit of the bot's, but a turn that waits
+        # for a slot should say so (and where it stands when shown) rather than "Thinking…".
+        self._place = place
+
+    async def running(self) -> None:
+        waited, self._place = self._place is not None, None
+        if waited and self._status_shown:
+            await self._show_status()
 
     async def progress(self, progress: Progress) -> None:
         if progress.state == "queued":
@@ -402,7 +419,11 @@ class InteractionDelivery(_NothingToShow):
                 return
             try:
                 await self._target.edit_original(
-                    content=self._status_text,
+                    content=(
+                        texts.status_waiting(self._place())
+                        if self._place is not None
+                        else self._status_text
+                    ),
                     view=self._views.stop(turn.id),
                     allowed_mentions=texts.NO_MENTIONS,
                 )

@@ -314,6 +314,14 @@ def status_queued(queue_position: int | None) -> str:
     return f"Waiting in queue (position {queue_position + 1})…"
 
 
+def status_waiting(place: int | None) -> str:
+    """Status while the turn waits for one of the bot's in-flight slots (the bot's own
+    line, before fal's). ``place`` is 1-based: 1 is next."""
+    if place is None or place < 1:
+        return "Busy with other answers: waiting for a free slot…"
+    return f"Busy with other answers: waiting for a free slot (position {place})…"
+
+
 def status_running() -> str:
     """Status while the model works on the request."""
     return "Thinking…"

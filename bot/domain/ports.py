@@ -250,7 +250,8 @@ class Delivery(Protocol):
     """Where one turn's progress and answer go (a Discord thread). Implemented by chat/.
 
     The service calls ``start`` when it begins working on the message, ``attach`` once the
-    turn is stored, then ``progress`` as fal reports, then one of ``deliver``, ``fail`` or
+    turn is stored, ``waiting`` when no in-flight slot is free for it, ``running`` once it
+    holds one, then ``progress`` as fal reports, then one of ``deliver``, ``fail`` or
     ``stopped``, and ``close`` at the end, whatever happened."""
 
     async def start(self) -> None:
@@ -265,6 +266,15 @@ class Delivery(Protocol):
 
     async def attach(self, turn: Turn) -> None:
         """The turn is stored: progress shown from now on can offer to stop it."""
+        ...
+
+    async def waiting(self, place: Callable[[], int | None]) -> None:
+        """The turn waits for an in-flight slot; ``place()`` is its place in line (1 = next;
+        None once it has left). Until ``running``, at most a status saying it waits."""
+        ...
+
+    async def running(self) -> None:
+        """The turn holds an in-flight slot: typing and progress may be shown from now on."""
         ...
 
     async def progress(self, progress: Progress) -> None: ...

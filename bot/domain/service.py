@@ -22,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Collection, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from bot.domain.attachments import (
     AttachmentPolicy,
@@ -74,6 +74,7 @@ from bot.domain.observer import NO_OBSERVER, TurnObserver
 from bot.domain.outage import Outage, waiting_as
 from bot.domain.ports import Deliveries, Delivery, MediaSource, ModelClient, Store
 from bot.domain.settings import EffectiveSettings, resolve_settings, validate_settings
+from bot.domain.slots import Slots
 from bot.domain.submission import SubmissionJournal, Submitter
 
 log = logging.getLogger(__name__)
@@ -139,7 +140,10 @@ _MERGED_AWAY = object()  # _run_turn's outcome for an attempt a follow-up replac
 
 
 # Who "stops" a turn that a follow-up of the same person replaces (never shown to anyone).
-MERGED = "\x00merged"
+# It is stored as the turn's error, and read back when the stop raced the answer: longer than
+# any Discord name (32 characters at most), so no name can be taken for it, and printable,
+# since stored text never carries a NUL (PostgreSQL refuses one).
+MERGED = "(replaced by a follow-up of the same person's burst)"
 # Who "stops" a turn whose Discord message was deleted (see ConversationService.withdraw).
 MESSAGE_DELETED = "message deleted"
 # Messages merged into one turn, remembered so deleting any of them finds the turn (bounded:
@@ -160,23 +164,14 @@ class _Burst:
     joined: bool = False
     closed: bool = False
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    # The stop of the attempt a follow-up replaces: its turn id and the stop. Follow-ups that
+    # come while it is under way, or while that attempt winds down, share its outcome rather
+    # than stop a turn already stopped (which would make them a turn of their own).
+    replacing: tuple[int, asyncio.Task[StopResult]] | None = None
     # Its files, prepared once: starting over for a follow-up reuses them.
     files: PreparedFiles = field(default_factory=PreparedFiles)
     # One of its messages was deleted: its turn is stopped and not started over.
     withdrawn: bool = False
-
-
-class _Slots(asyncio.Semaphore):
-    """The in-flight cap, counting the turns waiting for it."""
-
-    waiting = 0
-
-    async def acquire(self) -> Literal[True]:
-        self.waiting += 1
-        try:
-            return await super().acquire()
-        finally:
-            self.waiting -= 1
 
 
 class TurnStopped(Exception):
@@ -349,7 +344,7 @@ class ConversationService:
         self.media = MediaPreparer(media, model, config.attachments)
         self._deliveries = deliveries
         self.config = config
-        self._in_flight = _Slots(config.max_in_flight)
+        self._in_flight = Slots(config.max_in_flight)
         # No fixed wait: a message is taken up at once; a burst is merged speculatively
         # (see respond), and messages waiting behind an answer are batched by the inbox.
         self._inboxes: Inboxes[Flow] = Inboxes(self._handle)
@@ -362,18 +357,19 @@ class ConversationService:
         # Each message of a merged burst -> the messages of that burst (see withdraw).
         self._merged: OrderedDict[str, tuple[str, ...]] = OrderedDict()
 
+    @property
+    def slots(self) -> Slots:
+        """The in-flight cap's line (read-only use: how busy the service is)."""
+        return self._in_flight
+
     def reconfigure(self, config: ServiceConfig) -> None:
         """Apply a reloaded config to the turns that start from now on."""
         if config.max_in_flight != self.config.max_in_flight:
-            self._in_flight = _Slots(config.max_in_flight)
+            self._in_flight.resize(config.max_in_flight)
         if not self.media.bounded_as(config.attachments):
             # Files already being prepared finish under the old bounds.
             self.media = MediaPreparer(self.media.source, self._model, config.attachments)
         self.config = config
-
-    def turns_waiting(self) -> int:
-        """Turns waiting for an in-flight slot (the metrics show them)."""
-        return self._in_flight.waiting
 
     # -- the three ways in -----------------------------------------------------------------
 
@@ -412,9 +408,12 @@ class ConversationService:
         burst.items.append(incoming)
         burst.last_arrival = now
         burst.joined = True
-        if burst.turn_id is not None:
-            log.info("message %s joins turn %s: starting over", incoming.source_id, burst.turn_id)
-            if await self.stop(burst.turn_id, MERGED) is not StopResult.STOPPED:
+        turn_id = burst.turn_id
+        if turn_id is not None:
+            log.info("message %s joins turn %s: starting over", incoming.source_id, turn_id)
+            if burst.replacing is None or burst.replacing[0] != turn_id:
+                burst.replacing = (turn_id, asyncio.create_task(self.stop(turn_id, MERGED)))
+            if await asyncio.shield(burst.replacing[1]) is not StopResult.STOPPED:
                 # Its answer was stored (or it ended) first: this one is the next turn.
                 burst.items.remove(incoming)
                 return False
@@ -841,8 +840,11 @@ class ConversationService:
             return None, None, tuple(warnings)
         loop = asyncio.get_running_loop()
         deadline = delivery.deadline()
-        async with self._in_flight:
+        # A turn shows work (typing, progress) only while it holds a slot: one waiting for
+        # it says so once and spends nothing of Discord's request budget until it runs.
+        async with self._in_flight.hold(delivery.waiting):
             active.check()
+            await delivery.running()
             sent_count: int | None = None
             submitted_at: float | None = None
             handle = turn.handle

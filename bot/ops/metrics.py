@@ -27,6 +27,8 @@ from bot.domain.ports import ModelClient, OpenBody, ProgressCallback
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 ACTIVE_WINDOW_SECONDS = 3600.0
+# The window is pruned when it has doubled since its last pruning (amortised O(1) a turn).
+ACTIVE_PRUNE_FLOOR = 1024
 
 # Seconds: from a fraction of a second (database, Discord) to fal's slowest turns.
 _LATENCY_BUCKETS = (0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
@@ -144,6 +146,7 @@ class Metrics:
             registry=r,
         )
         self._active: dict[int, float] = {}
+        self._prune_at = ACTIVE_PRUNE_FLOOR
         Gauge(
             "seed_bot_conversations_active",
             "Conversations with a turn in this process in the last hour.",
@@ -161,6 +164,11 @@ class Metrics:
     def turn_started(self, conversation_id: int) -> None:
         self._in_flight.inc()
         self._active[conversation_id] = self.clock()
+        if len(self._active) >= self._prune_at:
+            # Not only when scraped: with the endpoint off nobody reads the gauge, and the
+            # window would keep every conversation ever seen.
+            self._count_active()
+            self._prune_at = max(ACTIVE_PRUNE_FLOOR, 2 * len(self._active))
 
     def turn_ended(self) -> None:
         self._in_flight.dec()

@@ -3,7 +3,7 @@ author), so that a turn's context reads its few speakers instead of every turn; 
 from the stored history
 
 Revision ID: 0007
-Revises: 0006
+Revises: 0005
 Create Date: 2026-12-07
 """
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0007"
-down_revision: str | Sequence[str] | None = "0006"
+down_revision: str | Sequence[str] | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,5 +1,5 @@
-"""discord.py's rate-limit buckets are swept without a scan per new one (bot/chat/ratelimits.py),
-and inactive ones still leave."""
+"""discord.py's rate-limit buckets (bot/chat/ratelimits.py): a new one costs no scan of all
+of them, and idle ones leave on the timed sweep, well before discord.py's own five minutes."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ import pytest
 from discord.http import HTTPClient, Ratelimit
 
 from bot.chat.bot import ChatOptions, SeedBot
-from bot.chat.ratelimits import amortise_bucket_sweeps
-
-INACTIVE_AFTER = 300  # seconds: discord.py's Ratelimit.is_inactive
+from bot.chat.ratelimits import IDLE_BUCKET_SECONDS, sweep_buckets_on_time, sweep_idle_buckets
 
 
-def test_discord_py_still_has_the_sweep_it_replaces() -> None:
-    # When this (or the library-alone count below) fails, discord.py changed how it
-    # sweeps: see bot/chat/ratelimits.py.
+async def test_discord_py_still_has_what_this_reaches_into() -> None:
+    # When this fails, discord.py changed how it keeps buckets: see bot/chat/ratelimits.py.
     assert callable(getattr(HTTPClient, "_try_clear_expired_ratelimits", None))
+    bucket = Ratelimit(None)
+    for name in ("_last_request", "outgoing", "_pending_requests", "expires"):
+        assert hasattr(bucket, name), name
 
 
 async def test_new_buckets_cost_no_scan_of_all_of_them(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -41,22 +41,33 @@ async def test_new_buckets_cost_no_scan_of_all_of_them(monkeypatch: pytest.Monke
     loop = asyncio.get_running_loop()
     assert buckets_made(HTTPClient(loop), 2000) > 1_000_000  # discord.py alone: quadratic
     ours = HTTPClient(loop)
-    assert amortise_bucket_sweeps(ours)
-    assert buckets_made(ours, 2000) < 4 * 2000
+    assert sweep_buckets_on_time(ours)
+    assert buckets_made(ours, 2000) == 0
     # The bot's own client is set up so.
     bot = SeedBot(ChatOptions())
-    assert buckets_made(bot.http, 2000) < 4 * 2000
+    assert buckets_made(bot.http, 2000) == 0
 
 
-async def test_inactive_buckets_still_leave() -> None:
-    http = HTTPClient(asyncio.get_running_loop())
-    amortise_bucket_sweeps(http)
-    for n in range(300):  # swept at 256, nothing inactive yet: the next sweep comes at 512
+async def test_idle_buckets_leave_on_the_timed_sweep() -> None:
+    loop = asyncio.get_running_loop()
+    http = HTTPClient(loop)
+    sweep_buckets_on_time(http)
+    for n in range(10):  # far below discord.py's 256: it would never sweep these
         http.get_ratelimit(f"old {n}")
+    now = loop.time()
     for bucket in http._buckets.values():
-        bucket._last_request -= INACTIVE_AFTER + 1  # unused for over five minutes
-    for n in range(211):
-        http.get_ratelimit(f"new {n}")
-    assert len(http._buckets) == 511  # not swept yet
-    http.get_ratelimit("new 211")
-    assert sorted(http._buckets) == sorted(f"new {n}" for n in range(212))
+        bucket._last_request = now - IDLE_BUCKET_SECONDS - 1
+    busy = http.get_ratelimit("old 0")
+    busy.outgoing = 1  # a request under way
+    window = http.get_ratelimit("old 1")
+    window.expires = now + 30  # rate limited: its window must be kept
+    waited = http.get_ratelimit("old 2")
+    waited._pending_requests.append(loop.create_future())  # someone waits on it
+    http.get_ratelimit("fresh")  # used just now
+    assert sweep_idle_buckets(http, now) == 7
+    assert sorted(http._buckets) == ["fresh", "old 0", "old 1", "old 2"]
+    busy.outgoing = 0
+    window.expires = now - 1
+    waited._pending_requests.clear()
+    assert sweep_idle_buckets(http, now) == 3
+    assert sorted(http._buckets) == ["fresh"]

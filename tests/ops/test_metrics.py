@@ -71,3 +71,15 @@ def test_exposition_names_follow_prometheus_conventions() -> None:
     names = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")}
     for name in names:
         assert name.startswith("seed_bot_"), name
+
+
+def test_conversations_an_hour_old_leave_without_a_scrape() -> None:
+    # Nobody scrapes a bot whose metrics endpoint is off: the window still holds only
+    # about the last hour's conversations.
+    clock = Clock()
+    metrics = Metrics(clock=clock)
+    for n in range(20_000):
+        metrics.turn_started(n)
+        metrics.turn_ended()
+        clock.now += 1.0  # one conversation a second: 3,600 in the window
+    assert len(metrics._active) <= 2 * 3600

@@ -4,7 +4,7 @@ priority lane for storing fal's request id, and the bounded cache."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from datetime import datetime
 
 import pytest
@@ -55,6 +55,10 @@ class RecordingDelivery:
         return None
 
     async def attach(self, turn: Turn) -> None: ...
+
+    async def waiting(self, place: Callable[[], int | None]) -> None: ...
+
+    async def running(self) -> None: ...
 
     async def progress(self, progress: Progress) -> None: ...
 
