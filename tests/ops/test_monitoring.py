@@ -190,3 +190,16 @@ async def test_discord_requests_and_429s_and_dollars_are_counted(
     assert values[("seed_bot_turns_waiting", frozenset())] == 0
     dollars = sum(value for (name, _), value in values.items() if name == "seed_bot_cost_usd_total")
     assert dollars > 0
+
+
+def test_the_dashboards_panels_fit_its_grid_without_overlapping() -> None:
+    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    taken: dict[tuple[int, int], str] = {}
+    for panel in dashboard["panels"]:
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24, panel["title"]
+        for x in range(grid["x"], grid["x"] + grid["w"]):
+            for y in range(grid["y"], grid["y"] + grid["h"]):
+                assert (x, y) not in taken, (panel["title"], taken[(x, y)])
+                taken[(x, y)] = panel["title"]
+    assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
