@@ -257,7 +257,11 @@ async def build_app(
         if journal is not None:
             stack.callback(journal.close)
         point_discord_at(config.discord.api_base, config.discord.gateway_url)
-        options = replace(chat_options(config, sync_commands=sync_commands), **chat_overrides)
+        options = replace(
+            chat_options(config, sync_commands=sync_commands),
+            http_trace=metrics.discord_trace(),
+            **chat_overrides,
+        )
         bot = SeedBot(options)
         stack.push_async_callback(bot.close)
         # Interactions answered across a restart: their tokens sealed with a key from the
@@ -277,6 +281,7 @@ async def build_app(
             INTERACTION_VIEWS,
         )
         budgets = Budgets(store.costs, config.budgets.rules(), Pricing(config.costs.usd_per_unit))
+        budgets.observers.append(metrics.cost_settled)
         # One memory of who was told what: a budget refusal the service posts is the gate's
         # too.
         refusals = RefusalNotices()
@@ -302,6 +307,7 @@ async def build_app(
         privacy = SqlPrivacy(store.db)
         bot.install(service, gate, privacy)
         metrics.watch_gateway(lambda: bot.latencies)
+        metrics.watch_slots(lambda: service.slots.waiting)
         metrics.watch_media(lambda: service.media)
         app = App(
             config, engine, session, store, model, media, service, gate, bot, metrics, privacy

@@ -719,7 +719,7 @@ class ConversationService:
                 start, delivery, active, started, payer_id or turn.author_id
             )
             if reply is not None:
-                new = new_history_messages(reply.messages, sent_count)
+                new = new_history_messages(reply.messages, sent_count, reply.skipped)
                 try:
                     cost = await self._store.complete_turn(
                         turn.id, reply, new, settlement=self.costs.settlement(reply)
@@ -894,7 +894,12 @@ class ConversationService:
                 # An answer after the deadline would be paid for and never seen.
                 remaining = min(remaining, (deadline - utcnow()).total_seconds())
             waiter = asyncio.ensure_future(
-                self._model.wait(handle, on_progress=delivery.progress, timeout=max(1.0, remaining))
+                self._model.wait(
+                    handle,
+                    on_progress=delivery.progress,
+                    timeout=max(1.0, remaining),
+                    sent=sent_count,
+                )
             )
             active.waiter = waiter
             try:
