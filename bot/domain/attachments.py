@@ -18,11 +18,13 @@ from pathlib import PurePosixPath
 from typing import Literal
 
 from bot.domain.errors import AttachmentError, ModelError
+from bot.domain.links import LinkPolicy, PageReader, read_pages
 from bot.domain.models import (
     MAX_IMAGES_PER_TURN,
     MAX_VIDEOS_PER_TURN,
     Attachment,
     MediaKind,
+    Origin,
 )
 from bot.domain.ports import MediaSource, ModelClient, OpenBody
 
@@ -119,6 +121,7 @@ class AttachmentPolicy:
     max_data_uri_bytes: int = DEFAULT_MAX_DATA_URI_BYTES
     max_files_in_flight: int = DEFAULT_MAX_FILES_IN_FLIGHT
     max_bytes_in_flight: int = DEFAULT_MAX_BYTES_IN_FLIGHT
+    links: LinkPolicy = field(default_factory=LinkPolicy)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +143,8 @@ class InlinedText:
     text: str
     # Set when only the file's start is inlined: its full size in bytes.
     cut_from: int | None = None
+    # A linked web page's text (``filename`` is its link), not a file the person attached.
+    page: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +236,7 @@ def plan_attachments(attachments: Sequence[Attachment], limits: AttachmentLimits
     for att in attachments:
         kind, ctype = media_type(att)
         name = shown_name(att.filename)
-        if att.size <= 0:
+        if att.size <= 0 and att.origin is Origin.FILE:
             dropped.append(f"{name} is empty")
         elif kind is MediaKind.IMAGE:
             if att.size > limits.max_image_bytes:
@@ -382,9 +387,16 @@ class MediaPreparer:
     to fal storage chunk by chunk; only text files and data-URI images are held whole, and
     those are small by their limits."""
 
-    def __init__(self, media: MediaSource, model: ModelClient, policy: AttachmentPolicy) -> None:
+    def __init__(
+        self,
+        media: MediaSource,
+        model: ModelClient,
+        policy: AttachmentPolicy,
+        pages: PageReader | None = None,
+    ) -> None:
         self.source = media
         self._model = model
+        self.pages = pages
         self.max_files_in_flight = policy.max_files_in_flight
         self.bytes = ByteGate(policy.max_bytes_in_flight)
         self._slots = asyncio.Semaphore(policy.max_files_in_flight)
@@ -406,15 +418,24 @@ class MediaPreparer:
     ) -> PreparedMedia:
         """Plan the attachments, then fetch and hand over each one (concurrently, within
         the bounds). A file that cannot be had is left out with a warning naming it; the
-        others go on. Files in ``reuse`` are taken from there, and new ones added."""
-        plan = plan_attachments(attachments, policy.limits)
+        others go on. Files in ``reuse`` are taken from there, and new ones added. Linked
+        pages are read meanwhile, and inlined after the files."""
+        links = [a for a in attachments if a.origin is Origin.PAGE]
+        plan = plan_attachments(
+            [a for a in attachments if a.origin is not Origin.PAGE], policy.limits
+        )
         kinds = [MediaKind.IMAGE] * len(plan.images) + [MediaKind.VIDEO] * len(plan.videos)
         kinds += [MediaKind.TEXT] * len(plan.texts)
         ordered = [*plan.images, *plan.videos, *plan.texts]
-        results = await asyncio.gather(
-            *(self._prepared(a, k, policy, reuse) for a, k in zip(ordered, kinds, strict=True)),
-            return_exceptions=True,
-        )
+        read = asyncio.ensure_future(read_pages(self.pages, links, policy.links))
+        try:
+            results = await asyncio.gather(
+                *(self._prepared(a, k, policy, reuse) for a, k in zip(ordered, kinds, strict=True)),
+                return_exceptions=True,
+            )
+            pages = await read
+        finally:
+            read.cancel()
         failures: list[str] = []
         cut: list[str] = []  # first: a cut file is in the prompt, the user should know
         urls: dict[MediaKind, list[tuple[str, str]]] = {MediaKind.IMAGE: [], MediaKind.VIDEO: []}
@@ -442,8 +463,11 @@ class MediaPreparer:
             image_names=tuple(n for _, n in images),
             video_urls=tuple(u for u, _ in videos),
             video_names=tuple(n for _, n in videos),
-            inlined=tuple(inlined),
-            warnings=(*cut, *plan.dropped, *failures),
+            inlined=(
+                *inlined,
+                *(InlinedText(p.url, p.text, page=True) for p in pages.pages),
+            ),
+            warnings=(*cut, *plan.dropped, *failures, *pages.notes),
         )
 
     async def _prepared(
@@ -480,6 +504,8 @@ class MediaPreparer:
             return att.url
         image = kind is MediaKind.IMAGE
         max_bytes = limits.max_image_bytes if image else limits.max_video_bytes
+        if att.origin is Origin.LINKED:
+            return await self._linked(att, max_bytes, policy, inline=image)
         content_type = _base_type(att.content_type) or media_type(att)[1]
         if content_type in GENERIC_TYPES:
             content_type = "application/octet-stream"
@@ -497,6 +523,20 @@ class MediaPreparer:
                 size=att.size,
                 content_type=content_type,
                 file_name=file_name,
+            )
+
+    async def _linked(
+        self, att: Attachment, max_bytes: int, policy: AttachmentPolicy, *, inline: bool
+    ) -> str:
+        """Linked media, whose size no one reported: fetched whole within the cap (held as
+        large as the cap), then copied like a file (a streamed upload must announce a size)."""
+        content_type = media_type(att)[1]
+        async with self._held(max_bytes):
+            data = await self.source.fetch(att, max_bytes)
+            if inline and policy.mode == "data_uri" and len(data) <= policy.max_data_uri_bytes:
+                return f"data:{content_type};base64,{base64.b64encode(data).decode('ascii')}"
+            return await self._model.upload(
+                data, content_type=content_type, file_name=safe_file_name(att.filename)
             )
 
     def _body(self, att: Attachment, max_bytes: int) -> OpenBody:

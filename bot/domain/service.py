@@ -51,6 +51,7 @@ from bot.domain.errors import (
     StorageUnavailable,
 )
 from bot.domain.inbox import Inboxes
+from bot.domain.links import PageReader
 from bot.domain.models import (
     MODEL_DEFAULT_MAX_TOKENS,
     Conversation,
@@ -321,6 +322,7 @@ class ConversationService:
         costs: TurnCosts = NO_COSTS,
         outage: Outage | None = None,
         refusals: RefusalNotices | None = None,
+        pages: PageReader | None = None,
     ) -> None:
         self.observer = observer
         self.costs = costs
@@ -334,7 +336,7 @@ class ConversationService:
         self._model = model
         self._submitter = Submitter(model, store, journal)
         # One preparation for all turns: its bounds on files and bytes are over all of them.
-        self.media = MediaPreparer(media, model, config.attachments)
+        self.media = MediaPreparer(media, model, config.attachments, pages)
         self._deliveries = deliveries
         self.config = config
         self._in_flight = Slots(config.max_in_flight)
@@ -361,7 +363,9 @@ class ConversationService:
             self._in_flight.resize(config.max_in_flight)
         if not self.media.bounded_as(config.attachments):
             # Files already being prepared finish under the old bounds.
-            self.media = MediaPreparer(self.media.source, self._model, config.attachments)
+            self.media = MediaPreparer(
+                self.media.source, self._model, config.attachments, self.media.pages
+            )
         self.config = config
 
     # -- the three ways in -----------------------------------------------------------------

@@ -15,11 +15,13 @@ from yarl import URL
 
 from bot.app import App, build_app
 from bot.config import Config, load_config
+from bot.web.pages import Network
 from tests.fakes.discord import run_client
 from tests.fakes.discord.models import FakeChannel, FakeMessage, FakeUser, UserFile
 from tests.fakes.discord.server import FakeDiscord
 from tests.fakes.discord.standard import StandardWorld
 from tests.fakes.fal import DEFAULT_KEY, FakeFal
+from tests.fakes.pages import fake_network
 
 
 def harness_env(fake: FakeDiscord, fal: FakeFal, tmp_path: Path, **env: str) -> dict[str, str]:
@@ -121,7 +123,11 @@ async def make_harness(
     started: list[Harness] = []
 
     async def make(
-        *, status_delay: float = 0.5, typing_delay: float | None = None, **env: str
+        *,
+        status_delay: float = 0.5,
+        typing_delay: float | None = None,
+        network: Network | None = None,
+        **env: str,
     ) -> Harness:
         values = harness_env(fake_discord, fake_fal, tmp_path, **env)
         config = load_config(None, values, required_secrets=("discord", "fal"))
@@ -135,6 +141,7 @@ async def make_harness(
                     reload=lambda: load_config(None, values, required_secrets=("discord", "fal")),
                     guild_ready_timeout=0.0,
                     status_delay=status_delay,
+                    network=network or fake_network(),
                     **({} if typing_delay is None else {"typing_delay": typing_delay}),
                 )
             )

@@ -1,0 +1,291 @@
+"""End to end, links the model can see: media a link unfurls into (an image, a Tenor gifv, a
+video) reach the model like attachments, fetched only through Discord's media proxy; linked
+web pages are read (public addresses only, redirects checked hop by hop) and their text
+given to the model, the reply naming what was read and what not."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from tests.chat.conftest import Harness, HarnessFactory
+from tests.fakes.discord.events import CdnFetched
+from tests.fakes.discord.models import FakeChannel, FakeMessage
+from tests.fakes.discord.unfurl import gifv_embed, image_embed, link_embed, video_embed
+from tests.fakes.pages import PRIVATE, FakeWeb, fake_network
+
+PNG = (
+    b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02\x00\x00\x00"
+    b"\x90wS\xde\x00\x00\x00\x0cIDATx\x9cc\xf8\xff\xff?\x00\x05\xfe\x02\xfe\xa7\x35\x81\x84"
+    b"\x00\x00\x00\x00IEND\xaeB`\x82"
+)
+MP4 = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + b"\x00" * 64
+ARTICLE = """<html><head><title>Tide tables</title><script>var secret = 1;</script></head>
+<body><nav>Home | About</nav><main><h1>High tide</h1><p>High tide at <b>Brest</b> is at
+06:12 today.</p><p>Low tide follows six hours later.</p></main><footer>cookies</footer>
+</body></html>"""
+# Unfurls are waited for this long at most: long enough for a busy machine, and a test
+# that unfurls sends its update as soon as the bot is at work (the thread is open).
+WAIT = {"SEED_BOT_LINKS__EMBED_WAIT_SECONDS": "10"}
+
+
+@pytest.fixture
+async def web() -> AsyncIterator[FakeWeb]:
+    fake = FakeWeb()
+    await fake.start()
+    try:
+        yield fake
+    finally:
+        await fake.close()
+
+
+async def linked(
+    h: Harness, text: str, embeds: list[dict[str, Any]] | None = None
+) -> tuple[FakeMessage, FakeChannel]:
+    """Alice mentions the bot with ``text``; once the bot opened the thread, Discord unfurls
+    the links into ``embeds`` (None: it unfurls nothing)."""
+    message, thread = await h.start_thread(h.world.alice, text)
+    if embeds is not None:
+        await h.fake.unfurl(message, embeds)
+    return message, thread
+
+
+async def sent(h: Harness, thread: FakeChannel, since: int) -> dict[str, Any]:
+    await h.answer_in(thread, since=since, contains="echo:")
+    [request] = h.fal.requests.values()
+    return dict(request.input)
+
+
+async def warning(h: Harness, thread: FakeChannel) -> str:
+    await h.app.bot.idle()
+    [line] = [
+        line
+        for m in h.fake.bot_messages(thread)
+        for line in m.content.splitlines()
+        if line.startswith("⚠️")
+    ]
+    return line
+
+
+def proxied(h: Harness, since: int) -> list[str]:
+    return [e.path for e in h.fake.events_of(CdnFetched, since=since)]
+
+
+# -- media a link unfurls into ---------------------------------------------------------------
+
+
+async def test_a_linked_image_reaches_the_model_through_discords_media_proxy(
+    make_harness: HarnessFactory, web: FakeWeb
+) -> None:
+    h = await make_harness(network=fake_network(), **WAIT)
+    url = "https://pics.test/cat.png"
+    since = h.fake.mark()
+    _, thread = await linked(h, f"what is this? {url}", [image_embed(h.fake, url, PNG)])
+    request = await sent(h, thread, since)
+    [image] = request["image_urls"]
+    assert image.startswith(h.fal.base_url)  # copied durably, as an attachment is
+    assert [f.data for f in h.fal.files.values()] == [PNG]
+    assert [p.split("/")[1] for p in proxied(h, since)] == ["external"]
+    assert web.requests == []  # the linked site itself is never asked
+    assert "Text of the linked page" not in request["prompt"]
+
+
+async def test_a_tenor_gif_reaches_the_model_as_its_mp4(
+    make_harness: HarnessFactory, web: FakeWeb
+) -> None:
+    h = await make_harness(network=fake_network(), **WAIT)
+    url = "https://tenor.test/view/dancing-cat-123"
+    since = h.fake.mark()
+    _, thread = await linked(h, f"describe {url}", [gifv_embed(h.fake, url, MP4, PNG)])
+    request = await sent(h, thread, since)
+    assert request.get("image_urls", []) == [] and len(request["video_urls"]) == 1
+    [stored] = h.fal.files.values()
+    assert (stored.data, stored.content_type) == (MP4, "video/mp4")
+    assert web.requests == []
+
+
+async def test_a_linked_video_reaches_the_model(make_harness: HarnessFactory, web: FakeWeb) -> None:
+    h = await make_harness(network=fake_network(), **WAIT)
+    url = "https://clips.test/wave.mp4"
+    since = h.fake.mark()
+    _, thread = await linked(h, f"what happens? {url}", [video_embed(h.fake, url, MP4)])
+    request = await sent(h, thread, since)
+    assert len(request["video_urls"]) == 1
+    assert [f.data for f in h.fal.files.values()] == [MP4]
+
+
+async def test_linked_media_count_against_the_image_limit(
+    make_harness: HarnessFactory, web: FakeWeb
+) -> None:
+    h = await make_harness(network=fake_network(), **WAIT)
+    urls = [f"https://pics.test/{n}.png" for n in range(8)]
+    since = h.fake.mark()
+    _, thread = await linked(
+        h, "compare " + " ".join(urls), [image_embed(h.fake, u, PNG) for u in urls]
+    )
+    request = await sent(h, thread, since)
+    assert len(request["image_urls"]) == 6
+    assert "only 6 images per message are sent" in await warning(h, thread)
+    assert web.requests == []  # images, not pages: nothing fetched from the sites
+
+
+async def test_a_link_waiting_for_its_unfurl_holds_up_no_one_else(
+    make_harness: HarnessFactory, web: FakeWeb
+) -> None:
+    h = await make_harness(network=fake_network(), **WAIT)
+    url = "https://pics.test/late.png"
+    since = h.fake.mark()
+    message, thread = await linked(h, f"look {url}")  # no embed yet
+    # Meanwhile Bob's question in another conversation is answered.
+    bob_since = h.fake.mark()
+    _, bob_thread = await h.start_thread(h.world.bob, "quick question")
+    await h.answer_in(bob_thread, since=bob_since, contains="echo: quick question")
+    assert not [m for m in h.fake.bot_messages(thread) if "echo:" in m.content]
+    # Then Discord unfurls Alice's link: her answer sees the image.
+    await h.fake.unfurl(message, [image_embed(h.fake, url, PNG)])
+    await h.answer_in(thread, since=since, contains="echo: look")
+    [alice] = [r for r in h.fal.requests.values() if "look" in r.input["prompt"]]
+    assert len(alice.input["image_urls"]) == 1
+
+
+# -- web pages ---------------------------------------------------------------------------------
+
+
+async def test_a_linked_page_is_read_and_named_in_the_reply(
+    make_harness: HarnessFactory, web: FakeWeb
+) -> None:
+    h = await make_harness(network=fake_network(), **WAIT)
+    web.page("/tides", ARTICLE)
+    url = web.url("/tides")
+    since = h.fake.mark()
+    _, thread = await linked(h, f"when is high tide? {url}", [link_embed(url, "Tide tables")])
+    prompt = (await sent(h, thread, since))["prompt"]
+    assert "High tide at Brest is at 06:12 today." in prompt
+    assert "Tide tables" in prompt
+    assert "var secret" not in prompt and "Home | About" not in prompt
+    assert "read `public.test/tides`" in await warning(h, thread)
+    [request] = web.requests
+    assert request.headers["User-Agent"].startswith("seed-bot")
+    assert "Cookie" not in request.headers and "Authorization" not in request.headers
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "http://127.0.0.1:{port}/secret",
+        "http://localhost:{port}/secret",
+        "http://wiki.internal:{port}/secret",
+        "http://[::1]:{port}/secret",
+        "http://10.0.0.1/secret",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::ffff:127.0.0.1]:{port}/secret",
+    ],
+)
+async def test_a_link_to_a_private_address_is_not_fetched(
+    make_harness: HarnessFactory, web: FakeWeb, target: str
+) -> None:
+    h = await make_harness(network=fake_network(), **WAIT)
+    web.page("/secret", "<p>the intranet's secret</p>")
+    url = target.format(port=web.port)
+    since = h.fake.mark()
+    _, thread = await linked(h, f"what does {url} say?", [link_embed(url, "secret")])
+    prompt = (await sent(h, thread, since))["prompt"]
+    assert "secret</p>" not in prompt and "intranet's secret" not in prompt
+    assert "could not be read: it points to a private address" in await warning(h, thread)
+    assert web.requests == []
+
+
+async def test_a_redirect_from_a_public_page_to_a_private_one_is_not_followed(
+    make_harness: HarnessFactory, web: FakeWeb
+) -> None:
+    h = await make_harness(network=fake_network(), **WAIT)
+    web.page("/secret", "<p>the intranet's secret</p>")
+    web.redirect("/go", f"http://{PRIVATE}:{web.port}/secret")
+    url = web.url("/go")
+    since = h.fake.mark()
+    _, thread = await linked(h, f"read {url}", [link_embed(url, "go")])
+    prompt = (await sent(h, thread, since))["prompt"]
+    assert "intranet's secret" not in prompt
+    assert "could not be read: it points to a private address" in await warning(h, thread)
+    assert [r.path for r in web.requests] == ["/go"]
+
+
+async def test_a_redirect_between_public_pages_is_followed(
+    make_harness: HarnessFactory, web: FakeWeb
+) -> None:
+    h = await make_harness(network=fake_network(), **WAIT)
+    web.page("/tides", ARTICLE)
+    web.redirect("/old", "/tides", status=301)
+    since = h.fake.mark()
+    url = web.url("/old")
+    _, thread = await linked(h, f"read {url}", [link_embed(url, "Tide tables")])
+    prompt = (await sent(h, thread, since))["prompt"]
+    assert "High tide at Brest" in prompt
+    assert [r.path for r in web.requests] == ["/old", "/tides"]
+
+
+async def test_an_operator_may_allow_a_named_private_host(
+    make_harness: HarnessFactory, web: FakeWeb
+) -> None:
+    h = await make_harness(
+        network=fake_network(), SEED_BOT_LINKS__ALLOW_PRIVATE_HOSTS="wiki.internal", **WAIT
+    )
+    web.page("/handbook", "<main><p>Deploys happen on Tuesdays.</p></main>")
+    url = f"http://wiki.internal:{web.port}/handbook"
+    since = h.fake.mark()
+    _, thread = await linked(h, f"when? {url}", [link_embed(url, "Handbook")])
+    prompt = (await sent(h, thread, since))["prompt"]
+    assert "Deploys happen on Tuesdays." in prompt
+    # The name is allowed, not the address: the same server by its address stays refused.
+    assert [(r.address, r.path) for r in web.requests] == [(PRIVATE, "/handbook")]
+
+
+async def test_pages_are_not_read_when_turned_off(
+    make_harness: HarnessFactory, web: FakeWeb
+) -> None:
+    h = await make_harness(network=fake_network(), SEED_BOT_LINKS__READ_PAGES="false", **WAIT)
+    web.page("/tides", ARTICLE)
+    url = web.url("/tides")
+    since = h.fake.mark()
+    _, thread = await linked(h, f"read {url}", [link_embed(url, "Tide tables")])
+    prompt = (await sent(h, thread, since))["prompt"]
+    assert "High tide at Brest" not in prompt
+    assert web.requests == []
+
+
+async def test_at_most_a_few_pages_are_read_and_each_is_capped(
+    make_harness: HarnessFactory, web: FakeWeb
+) -> None:
+    h = await make_harness(
+        network=fake_network(),
+        SEED_BOT_LINKS__MAX_PAGES="2",
+        SEED_BOT_LINKS__MAX_PAGE_BYTES="2048",
+        **WAIT,
+    )
+    long_page = "<main>" + "".join(f"<p>line {n} of a long page</p>" for n in range(2000))
+    for n in range(3):
+        web.page(f"/p{n}", long_page + "</main>")
+    urls = [web.url(f"/p{n}") for n in range(3)]
+    since = h.fake.mark()
+    _, thread = await linked(h, "summarise " + " ".join(urls), [link_embed(u, "p") for u in urls])
+    prompt = (await sent(h, thread, since))["prompt"]
+    assert prompt.count("Text of the linked page") == 2
+    assert "line 1999 of a long page" not in prompt and "only the first 2 KB" in prompt
+    assert len(prompt) < 2 * 2048 + 1000
+    line = await warning(h, thread)
+    assert "1 links not read (at most 2 pages per message): `public.test/p2`" in line
+    assert sorted(r.path for r in web.requests) == ["/p0", "/p1"]
+
+
+async def test_a_page_that_is_not_html_is_not_read(
+    make_harness: HarnessFactory, web: FakeWeb
+) -> None:
+    # Discord does not unfurl it: the bot, not waiting for unfurls, reads it at once.
+    h = await make_harness(network=fake_network(), SEED_BOT_LINKS__EMBED_WAIT_SECONDS="0")
+    web.page("/blob", "binary", content_type="application/octet-stream")
+    since = h.fake.mark()
+    _, thread = await linked(h, f"read {web.url('/blob')}")
+    await sent(h, thread, since)
+    assert "it is not a web page (application/octet-stream)" in await warning(h, thread)
