@@ -123,7 +123,7 @@ _HIDDEN = (
 )  # fmt: skip
 
 
-_BREAK = "\x00"  # never in a parsed page's text (the parser replaces NUL)
+_BREAK = "\x00"  # a NUL in the page itself only becomes a line break too
 
 
 def html_text(data: bytes, charset: str | None) -> tuple[str, str]:

@@ -289,3 +289,17 @@ async def test_a_page_that_is_not_html_is_not_read(
     _, thread = await linked(h, f"read {web.url('/blob')}")
     await sent(h, thread, since)
     assert "it is not a web page (application/octet-stream)" in await warning(h, thread)
+
+
+async def test_a_plain_text_page_is_read_and_stored(
+    make_harness: HarnessFactory, web: FakeWeb
+) -> None:
+    h = await make_harness(SEED_BOT_LINKS__EMBED_WAIT_SECONDS="0")
+    # A NUL byte: PostgreSQL's text cannot hold one (the store replaces it).
+    web.page("/notes.txt", "first note\x00\nsecond note", content_type="text/plain")
+    since = h.fake.mark()
+    _, thread = await linked(h, f"read {web.url('/notes.txt')}")
+    prompt = (await sent(h, thread, since))["prompt"]
+    assert "first note" in prompt and "second note" in prompt
+    turn = await h.app.service.latest_turn(str(thread.id))
+    assert turn is not None and "second note" in turn.prompt
