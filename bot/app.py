@@ -27,7 +27,7 @@ from bot.chat.media import DiscordMedia
 from bot.chat.sealing import TokenSeal
 from bot.config import Config
 from bot.domain.access import AccessPolicy
-from bot.domain.attachments import AttachmentLimits, AttachmentPolicy
+from bot.domain.attachments import AttachmentLimits, AttachmentPolicy, Readers
 from bot.domain.costs import Budgets, Pricing
 from bot.domain.errors import ConfigError, ModelError, SeedBotError
 from bot.domain.links import LinkPolicy
@@ -37,6 +37,7 @@ from bot.domain.quotas import Quota, QuotaRules, Quotas
 from bot.domain.service import ConversationService, ServiceConfig
 from bot.fal.client import FalClient
 from bot.fal.settings import FalSettings
+from bot.gifs import gif_as_mp4
 from bot.journal import database_tag, open_journal
 from bot.ops.health import HealthServer, database_check, parse_listen, shard_check
 from bot.ops.logs import describe_exception, hide_discord_secrets
@@ -313,7 +314,7 @@ async def build_app(
             costs=budgets,
             outage=store.outage,
             refusals=refusals,
-            pages=pages,
+            readers=Readers(pages=pages, gif_to_mp4=gif_as_mp4),
         )
         gate = Gate(
             Quotas(store, quota_rules(config)),

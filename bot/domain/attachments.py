@@ -12,7 +12,7 @@ import logging
 import re
 import unicodedata
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Literal
@@ -35,6 +35,8 @@ ATTACHMENT_MODES: tuple[AttachmentMode, ...] = ("fal_storage", "discord_url", "d
 
 IMAGE_TYPES = {"image/jpeg": "JPEG", "image/png": "PNG", "image/webp": "WebP"}
 VIDEO_TYPES = {"video/mp4": "MP4", "video/quicktime": "MOV"}
+# The model takes no GIF: an animated GIF goes as a video (converted to MP4, see bot/gifs.py).
+GIF_TYPE = "image/gif"
 IMAGE_EXTENSIONS = {
     ".jpg": "image/jpeg",
     ".jpeg": "image/jpeg",
@@ -124,6 +126,19 @@ class AttachmentPolicy:
     links: LinkPolicy = field(default_factory=LinkPolicy)
 
 
+# A GIF's bytes -> the same animation as MP4; raises AttachmentError naming the file.
+GifConverter = Callable[[bytes, str], Awaitable[bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class Readers:
+    """What turns links and GIFs into what the model takes (adapters outside the domain;
+    without them, linked pages are not read and GIFs are left out)."""
+
+    pages: PageReader | None = None
+    gif_to_mp4: GifConverter | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class AttachmentPlan:
     """Attachments sorted by what they become, and one note per file left out."""
@@ -174,12 +189,14 @@ def media_type(att: Attachment) -> tuple[MediaKind, str]:
             return MediaKind.IMAGE, IMAGE_EXTENSIONS[ext]
         if ext in VIDEO_EXTENSIONS:
             return MediaKind.VIDEO, VIDEO_EXTENSIONS[ext]
+        if ext == ".gif":
+            return MediaKind.VIDEO, GIF_TYPE
         if ext in TEXT_EXTENSIONS:
             return MediaKind.TEXT, "text/plain"
         return MediaKind.UNSUPPORTED, ctype or "unknown"
     if ctype in IMAGE_TYPES:
         return MediaKind.IMAGE, ctype
-    if ctype in VIDEO_TYPES:
+    if ctype in VIDEO_TYPES or ctype == GIF_TYPE:
         return MediaKind.VIDEO, ctype
     if ctype.startswith("text/") or ctype in TEXT_TYPES:
         return MediaKind.TEXT, ctype
@@ -265,7 +282,7 @@ def plan_attachments(attachments: Sequence[Attachment], limits: AttachmentLimits
                 text_left -= allowances[-1]
         else:
             dropped.append(
-                f"{name} ({ctype}) is not a supported type (JPEG, PNG, WebP, MP4, MOV or text)"
+                f"{name} ({ctype}) is not a supported type (JPEG, PNG, WebP, GIF, MP4, MOV or text)"
             )
     if over_images:
         dropped.append(
@@ -392,11 +409,11 @@ class MediaPreparer:
         media: MediaSource,
         model: ModelClient,
         policy: AttachmentPolicy,
-        pages: PageReader | None = None,
+        readers: Readers = Readers(),
     ) -> None:
         self.source = media
         self._model = model
-        self.pages = pages
+        self.readers = readers
         self.max_files_in_flight = policy.max_files_in_flight
         self.bytes = ByteGate(policy.max_bytes_in_flight)
         self._slots = asyncio.Semaphore(policy.max_files_in_flight)
@@ -427,7 +444,7 @@ class MediaPreparer:
         kinds = [MediaKind.IMAGE] * len(plan.images) + [MediaKind.VIDEO] * len(plan.videos)
         kinds += [MediaKind.TEXT] * len(plan.texts)
         ordered = [*plan.images, *plan.videos, *plan.texts]
-        read = asyncio.ensure_future(read_pages(self.pages, links, policy.links))
+        read = asyncio.ensure_future(read_pages(self.readers.pages, links, policy.links))
         try:
             results = await asyncio.gather(
                 *(self._prepared(a, k, policy, reuse) for a, k in zip(ordered, kinds, strict=True)),
@@ -500,6 +517,8 @@ class MediaPreparer:
         if kind is MediaKind.TEXT:
             async with self._held(att.size):
                 return await self.source.fetch(att, limits.max_text_bytes)
+        if media_type(att)[1] == GIF_TYPE:
+            return await self._gif(att, limits.max_image_bytes)
         if policy.mode == "discord_url":
             return att.url
         image = kind is MediaKind.IMAGE
@@ -538,6 +557,17 @@ class MediaPreparer:
             return await self._model.upload(
                 data, content_type=content_type, file_name=safe_file_name(att.filename)
             )
+
+    async def _gif(self, att: Attachment, max_bytes: int) -> str:
+        """A GIF as the MP4 the model takes, copied to fal storage whatever the mode (no
+        link to the GIF would do). Held whole: bounded by the image limit."""
+        convert = self.readers.gif_to_mp4
+        if convert is None:
+            raise AttachmentError(att.filename, "GIFs cannot be converted here")
+        async with self._held(att.size or max_bytes):
+            mp4 = await convert(await self.source.fetch(att, max_bytes), att.filename)
+            name = safe_file_name(PurePosixPath(att.filename).stem + ".mp4")
+            return await self._model.upload(mp4, content_type="video/mp4", file_name=name)
 
     def _body(self, att: Attachment, max_bytes: int) -> OpenBody:
         media = self.source

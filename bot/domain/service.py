@@ -29,6 +29,7 @@ from bot.domain.attachments import (
     MediaPreparer,
     PreparedFiles,
     PreparedMedia,
+    Readers,
     left_out,
 )
 from bot.domain.conversation import (
@@ -51,7 +52,6 @@ from bot.domain.errors import (
     StorageUnavailable,
 )
 from bot.domain.inbox import Inboxes
-from bot.domain.links import PageReader
 from bot.domain.models import (
     MODEL_DEFAULT_MAX_TOKENS,
     Conversation,
@@ -329,7 +329,7 @@ class ConversationService:
         costs: TurnCosts = NO_COSTS,
         outage: Outage | None = None,
         refusals: RefusalNotices | None = None,
-        pages: PageReader | None = None,
+        readers: Readers = Readers(),  # noqa: B008 (frozen: one shared default is fine)
     ) -> None:
         self.observer = observer
         self.costs = costs
@@ -343,7 +343,7 @@ class ConversationService:
         self._model = model
         self._submitter = Submitter(model, store, journal)
         # One preparation for all turns: its bounds on files and bytes are over all of them.
-        self.media = MediaPreparer(media, model, config.attachments, pages)
+        self.media = MediaPreparer(media, model, config.attachments, readers)
         self._deliveries = deliveries
         self.config = config
         self._in_flight = Slots(config.max_in_flight)
@@ -371,7 +371,7 @@ class ConversationService:
         if not self.media.bounded_as(config.attachments):
             # Files already being prepared finish under the old bounds.
             self.media = MediaPreparer(
-                self.media.source, self._model, config.attachments, self.media.pages
+                self.media.source, self._model, config.attachments, self.media.readers
             )
         self.config = config
 

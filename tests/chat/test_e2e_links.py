@@ -5,14 +5,16 @@ given to the model, the reply naming what was read and what not."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncIterator
 from typing import Any
 
+import av
 import pytest
 
 from tests.chat.conftest import Harness, HarnessFactory
 from tests.fakes.discord.events import CdnFetched
-from tests.fakes.discord.models import FakeChannel, FakeMessage
+from tests.fakes.discord.models import FakeChannel, FakeMessage, UserFile
 from tests.fakes.discord.unfurl import gifv_embed, image_embed, link_embed, video_embed
 from tests.fakes.pages import PRIVATE, FakeWeb, fake_network
 
@@ -148,6 +150,72 @@ async def test_a_link_waiting_for_its_unfurl_holds_up_no_one_else(
     await h.answer_in(thread, since=since, contains="echo: look")
     [alice] = [r for r in h.fal.requests.values() if "look" in r.input["prompt"]]
     assert len(alice.input["image_urls"]) == 1
+
+
+def animated_gif(frames: int = 4, width: int = 33, height: int = 21) -> bytes:
+    """A GIF of ``frames`` frames of changing colour, 100 ms each."""
+    out = io.BytesIO()
+    with av.open(out, "w", format="gif") as gif:
+        stream = gif.add_stream("gif", rate=10)
+        stream.width, stream.height, stream.pix_fmt = width, height, "rgb8"
+        for n in range(frames):
+            frame = av.VideoFrame(width, height, "rgb24")
+            plane = frame.planes[0]
+            plane.update(bytes([n * 60, 0, 255 - n * 60]) * (plane.buffer_size // 3))
+            shown = frame.reformat(format="rgb8")
+            shown.pts = n
+            gif.mux(stream.encode(shown))
+        gif.mux(stream.encode(None))
+    return out.getvalue()
+
+
+def video_frames(data: bytes) -> tuple[str, int]:
+    with av.open(io.BytesIO(data), "r") as video:
+        stream = video.streams.video[0]
+        return stream.codec_context.name, sum(1 for _ in video.decode(stream))
+
+
+async def test_an_attached_gif_reaches_the_model_as_an_mp4_with_its_frames(
+    make_harness: HarnessFactory,
+) -> None:
+    h = await make_harness()
+    since = h.fake.mark()
+    _, thread = await h.start_thread(
+        h.world.alice, "what happens here?", files=[UserFile("dance.gif", animated_gif())]
+    )
+    request = await sent(h, thread, since)
+    assert not request.get("image_urls") and len(request["video_urls"]) == 1
+    [stored] = h.fal.files.values()
+    assert (stored.file_name, stored.content_type) == ("dance.mp4", "video/mp4")
+    assert video_frames(stored.data) == ("h264", 4)
+
+
+async def test_a_linked_gif_reaches_the_model_as_an_mp4(
+    make_harness: HarnessFactory, web: FakeWeb
+) -> None:
+    h = await make_harness(**WAIT)
+    url = "https://pics.test/wave.gif"
+    embed = image_embed(h.fake, url, animated_gif(frames=3), content_type="image/gif")
+    since = h.fake.mark()
+    _, thread = await linked(h, f"and this? {url}", [embed])
+    request = await sent(h, thread, since)
+    assert len(request["video_urls"]) == 1
+    [stored] = h.fal.files.values()
+    assert video_frames(stored.data) == ("h264", 3)
+    assert web.requests == []
+
+
+async def test_a_broken_gif_is_named_and_left_out(make_harness: HarnessFactory) -> None:
+    h = await make_harness()
+    since = h.fake.mark()
+    _, thread = await h.start_thread(
+        h.world.alice, "look", files=[UserFile("broken.gif", b"GIF89a not really")]
+    )
+    request = await sent(h, thread, since)
+    assert not request.get("video_urls")
+    assert "`broken.gif` could not be used: it is not a GIF that could be read" in (
+        await warning(h, thread)
+    )
 
 
 # -- web pages ---------------------------------------------------------------------------------
@@ -303,3 +371,26 @@ async def test_a_plain_text_page_is_read_and_stored(
     assert "first note" in prompt and "second note" in prompt
     turn = await h.app.service.latest_turn(str(thread.id))
     assert turn is not None and "second note" in turn.prompt
+
+
+async def test_the_budget_sees_the_pages_text(make_harness: HarnessFactory, web: FakeWeb) -> None:
+    # A short question fits the budget ($0.001 a unit, ~40 output units): with the page's
+    # 8 KB of text (some 2000 input tokens) it does not, and the model is not called.
+    h = await make_harness(
+        SEED_BOT_COSTS__USD_PER_UNIT="0.001",
+        SEED_BOT_MODEL__MAX_COMPLETION_TOKENS="10",
+        SEED_BOT_BUDGETS__USER_DAILY_USD="0.5",
+        SEED_BOT_LINKS__MAX_PAGE_BYTES="8192",
+        **WAIT,
+    )
+    web.page("/long", "<main>" + "<p>many words on a long page</p>" * 400 + "</main>")
+    since = h.fake.mark()
+    _, thread = await h.start_thread(h.world.alice, "short question")
+    await h.answer_in(thread, since=since, contains="echo: short question")
+    url = web.url("/long")
+    since = h.fake.mark()
+    message = await h.fake.send_message(h.world.alice, thread, f"and this? {url}")
+    await h.fake.unfurl(message, [link_embed(url, "long")])
+    refusal = await h.fake.wait_for_message(thread, contains="budget", since=since, timeout=10)
+    assert "You have used your $0.50 daily budget" in refusal.content
+    assert len(h.fal.requests) == 1 and [r.path for r in web.requests] == ["/long"]
