@@ -95,7 +95,7 @@ def _literal(host: str) -> IPAddress | None:
         return None
 
 
-def _problem(url: URL, network: Network) -> str | None:
+def link_problem(url: URL, network: Network) -> str | None:
     """Why ``url`` may not be fetched, before any connection; None when it may."""
     if url.scheme not in ("http", "https") or not url.host:
         return "only http(s) links are read"
@@ -192,7 +192,7 @@ class PageFetcher:
 
     async def _follow(self, url: URL) -> tuple[URL, str, str]:
         for _ in range(MAX_REDIRECTS + 1):
-            if (problem := _problem(url, self.network)) is not None:
+            if (problem := link_problem(url, self.network)) is not None:
                 log.info("linked page %s not fetched: %s", describe_url(str(url)), problem)
                 raise PageError(problem)
             try:
