@@ -394,3 +394,15 @@ async def test_the_budget_sees_the_pages_text(make_harness: HarnessFactory, web:
     refusal = await h.fake.wait_for_message(thread, contains="budget", since=since, timeout=10)
     assert "You have used your $0.50 daily budget" in refusal.content
     assert len(h.fal.requests) == 1 and [r.path for r in web.requests] == ["/long"]
+
+
+async def test_a_page_linked_in_an_ask_command_is_read(
+    make_harness: HarnessFactory, web: FakeWeb
+) -> None:
+    h = await make_harness()
+    web.page("/tides", ARTICLE)
+    prompt = f"when is high tide? {web.url('/tides')}"
+    await h.fake.invoke_command(h.world.alice, h.world.channel, "ask", {"prompt": prompt})
+    [request_id] = await h.fal.wait_for_submissions(1, timeout=10)
+    assert "High tide at Brest is at 06:12 today." in h.fal.requests[request_id].input["prompt"]
+    assert [r.path for r in web.requests] == ["/tides"]
