@@ -253,8 +253,8 @@ class Inbound:
         # Typed as a full message, but an update carries only what changed: read defensively.
         data: Mapping[str, Any] = payload.data
         self.unfurls.updated(payload)
-        if "content" not in data:
-            return
+        if "content" not in data or data.get("edited_timestamp") is None:
+            return  # Discord added embeds (a link unfurled): not an edit by the person
         author: Mapping[str, Any] = data.get("author") or {}
         if str(author.get("id")) == str(self._me()) or author.get("bot"):
             return

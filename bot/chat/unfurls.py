@@ -23,6 +23,7 @@ class Unfurls:
     def __init__(self) -> None:
         self._waiting: dict[int, asyncio.Event] = {}
         self._recent: OrderedDict[int, discord.Message] = OrderedDict()
+        self.arrived = asyncio.Event()  # set on each message's embeds arriving (tests wait on it)
 
     def updated(self, payload: discord.RawMessageUpdateEvent) -> None:
         """A message was updated: if it now has embeds, whoever waits for them goes on."""
@@ -34,6 +35,11 @@ class Unfurls:
         waiter = self._waiting.get(payload.message_id)
         if waiter is not None:
             waiter.set()
+        self.arrived.set()
+
+    def unfurled(self, message_id: int) -> bool:
+        """Whether the message's embeds arrived lately (and were not waited for)."""
+        return message_id in self._recent
 
     async def settled(self, message: discord.Message, timeout: float) -> discord.Message:
         """``message`` with its embeds, once Discord has unfurled its links or ``timeout``

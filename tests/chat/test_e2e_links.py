@@ -5,6 +5,7 @@ given to the model, the reply naming what was read and what not."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import AsyncIterator
 from typing import Any
@@ -216,6 +217,31 @@ async def test_a_broken_gif_is_named_and_left_out(make_harness: HarnessFactory) 
     assert "`broken.gif` could not be used: it is not a GIF that could be read" in (
         await warning(h, thread)
     )
+
+
+async def test_a_late_unfurl_is_not_taken_for_an_edit(make_harness: HarnessFactory) -> None:
+    # Not waited for (0 s): answered without the image; the unfurl arriving after the
+    # answer, for a message discord.py no longer caches, must not answer it again.
+    h = await make_harness(SEED_BOT_LINKS__EMBED_WAIT_SECONDS="0")
+    url = "https://pics.test/late.png"
+    since = h.fake.mark()
+    _, thread = await h.start_thread(h.world.alice, "hello")
+    await h.answer_in(thread, since=since, contains="echo: hello")
+    since = h.fake.mark()
+    message = await h.fake.send_message(h.world.alice, thread, f"look {url}")
+    answer = await h.answer_in(thread, since=since, contains="echo: look")
+    messages = h.app.bot._connection._messages
+    assert messages is not None
+    messages.clear()  # as if it had left the cache
+    await h.fake.unfurl(message, [image_embed(h.fake, url, PNG)])
+    unfurls = h.app.bot.inbound.unfurls
+    async with asyncio.timeout(10):
+        while not unfurls.unfurled(message.id):
+            unfurls.arrived.clear()
+            await unfurls.arrived.wait()
+    await h.app.bot.idle()  # what the update started, if anything, is done
+    assert len(h.fal.requests) == 2
+    assert [m for m in h.fake.bot_messages(thread) if "echo: look" in m.content] == [answer]
 
 
 # -- web pages ---------------------------------------------------------------------------------
