@@ -16,6 +16,7 @@ import pytest
 from tests.chat.conftest import Harness, HarnessFactory
 from tests.fakes.discord.events import CdnFetched
 from tests.fakes.discord.models import FakeChannel, FakeMessage, UserFile
+from tests.fakes.discord.standard import StandardWorld
 from tests.fakes.discord.unfurl import gifv_embed, image_embed, link_embed, video_embed
 from tests.fakes.pages import PRIVATE, FakeWeb, fake_network
 
@@ -432,3 +433,18 @@ async def test_a_page_linked_in_an_ask_command_is_read(
     [request_id] = await h.fal.wait_for_submissions(1, timeout=10)
     assert "High tide at Brest is at 06:12 today." in h.fal.requests[request_id].input["prompt"]
     assert [r.path for r in web.requests] == ["/tides"]
+
+
+async def test_a_refused_persons_links_are_not_fetched(
+    make_harness: HarnessFactory, web: FakeWeb, discord_world: StandardWorld
+) -> None:
+    # The gate comes first: for a person the access lists refuse, nothing is fetched.
+    h = await make_harness(SEED_BOT_ACCESS__DENY_USERS=str(discord_world.alice.id), **WAIT)
+    web.page("/tides", ARTICLE)
+    pic = "https://pics.test/cat.png"
+    since = h.fake.mark()
+    message = await h.mention(h.world.alice, f"read {web.url('/tides')} and {pic}")
+    await h.fake.unfurl(message, [image_embed(h.fake, pic, PNG)])
+    await h.fake.wait_for_post(h.world.channel, since=since, timeout=10)  # the refusal
+    await h.app.bot.idle()
+    assert web.requests == [] and proxied(h, since) == [] and h.fal.requests == {}
