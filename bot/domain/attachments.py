@@ -18,7 +18,7 @@ from pathlib import PurePosixPath
 from typing import Literal
 
 from bot.domain.errors import AttachmentError, ModelError
-from bot.domain.links import LinkPolicy, PageReader, read_pages
+from bot.domain.links import LinkPolicy, PageReader, ReadPages, read_pages
 from bot.domain.models import (
     MAX_IMAGES_PER_TURN,
     MAX_VIDEOS_PER_TURN,
@@ -444,15 +444,21 @@ class MediaPreparer:
         kinds = [MediaKind.IMAGE] * len(plan.images) + [MediaKind.VIDEO] * len(plan.videos)
         kinds += [MediaKind.TEXT] * len(plan.texts)
         ordered = [*plan.images, *plan.videos, *plan.texts]
-        read = asyncio.ensure_future(read_pages(self.readers.pages, links, policy.links))
+        # Pages are read while the files are prepared; most turns link none: no task then.
+        read = (
+            asyncio.ensure_future(read_pages(self.readers.pages, links, policy.links))
+            if links
+            else None
+        )
         try:
             results = await asyncio.gather(
                 *(self._prepared(a, k, policy, reuse) for a, k in zip(ordered, kinds, strict=True)),
                 return_exceptions=True,
             )
-            pages = await read
+            pages = await read if read is not None else ReadPages()
         finally:
-            read.cancel()
+            if read is not None:
+                read.cancel()
         failures: list[str] = []
         cut: list[str] = []  # first: a cut file is in the prompt, the user should know
         urls: dict[MediaKind, list[tuple[str, str]]] = {MediaKind.IMAGE: [], MediaKind.VIDEO: []}

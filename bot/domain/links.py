@@ -48,6 +48,7 @@ class Page:
     url: str
     title: str
     text: str
+    cut: bool = False  # only the start of a longer text
 
 
 class PageError(Exception):
@@ -136,7 +137,8 @@ async def read_pages(
             raise result
         else:
             pages.append(result)
-            read.append(shown_page(link.url))
+            cut = f" (its first {policy.max_page_bytes // 1024} KB)" if result.cut else ""
+            read.append(shown_page(link.url) + cut)
     notes = [f"read {', '.join(read)}"] if read else []
     notes += failed
     if over:

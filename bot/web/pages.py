@@ -185,10 +185,11 @@ class PageFetcher:
         if not text.strip():
             raise PageError("it has no readable text")
         data = text.encode()
-        if len(data) > max_bytes:
+        cut = len(data) > max_bytes
+        if cut:
             text = cut_text(data, max_bytes)
             text += f"\n[… cut: only the first {max_bytes // 1024} KB of the page's text]"
-        return Page(str(final), title, f"{title}\n\n{text}" if title else text)
+        return Page(str(final), title, f"{title}\n\n{text}" if title else text, cut)
 
     async def _follow(self, url: URL) -> tuple[URL, str, str]:
         for _ in range(MAX_REDIRECTS + 1):

@@ -18,7 +18,7 @@ from tests.fakes.discord.events import CdnFetched
 from tests.fakes.discord.models import FakeChannel, FakeMessage, UserFile
 from tests.fakes.discord.standard import StandardWorld
 from tests.fakes.discord.unfurl import gifv_embed, image_embed, link_embed, video_embed
-from tests.fakes.pages import PRIVATE, FakeWeb, fake_network
+from tests.fakes.pages import PRIVATE, PUBLIC, FakeWeb, Reply, fake_network
 
 PNG = (
     b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02\x00\x00\x00"
@@ -133,6 +133,35 @@ async def test_linked_media_count_against_the_image_limit(
     assert len(request["image_urls"]) == 6
     assert "only 6 images per message are sent" in await warning(h, thread)
     assert web.requests == []  # images, not pages: nothing fetched from the sites
+
+
+async def test_linked_media_over_the_size_cap_are_named_and_left_out(
+    make_harness: HarnessFactory,
+) -> None:
+    h = await make_harness(SEED_BOT_ATTACHMENTS__MAX_IMAGE_BYTES=str(len(PNG) - 1), **WAIT)
+    url = "https://pics.test/big.png"
+    since = h.fake.mark()
+    _, thread = await linked(h, f"see {url}", [image_embed(h.fake, url, PNG)])
+    request = await sent(h, thread, since)
+    assert not request.get("image_urls") and h.fal.files == {}
+    line = await warning(h, thread)
+    assert f"`big.png` could not be used: it is larger than {len(PNG) - 1} bytes" in line
+
+
+async def test_linked_media_off_discords_hosts_are_not_fetched(
+    make_harness: HarnessFactory, web: FakeWeb
+) -> None:
+    h = await make_harness(**WAIT)
+    url = "https://pics.test/cat.png"
+    web.pages["/cat.png"] = Reply(body=PNG, content_type="image/png")
+    embed = image_embed(h.fake, url, PNG)
+    embed["thumbnail"]["proxy_url"] = web.url("/cat.png", host=PUBLIC)  # not Discord's
+    since = h.fake.mark()
+    _, thread = await linked(h, f"see {url}", [embed])
+    request = await sent(h, thread, since)
+    assert not request.get("image_urls") and h.fal.files == {}
+    assert "it is not hosted on Discord's CDN" in await warning(h, thread)
+    assert web.requests == []
 
 
 async def test_a_link_waiting_for_its_unfurl_holds_up_no_one_else(
@@ -370,6 +399,7 @@ async def test_at_most_a_few_pages_are_read_and_each_is_capped(
     assert "line 1999 of a long page" not in prompt and "only the first 2 KB" in prompt
     assert len(prompt) < 2 * 2048 + 1000
     line = await warning(h, thread)
+    assert "read `public.test/p0` (its first 2 KB), `public.test/p1` (its first 2 KB)" in line
     assert "1 links not read (at most 2 pages per message): `public.test/p2`" in line
     assert sorted(r.path for r in web.requests) == ["/p0", "/p1"]
 
