@@ -8,13 +8,11 @@ import asyncio
 import io
 from fractions import Fraction
 
-import av
-
 from bot.domain.errors import AttachmentError
 
 # Bounds on the work one GIF may cause (a small file can expand to many large frames).
-MAX_FRAMES = 900
-MAX_SIDE = 1024  # larger GIFs are scaled down to this on their longer side
+MAX_FRAMES = 600
+MAX_SIDE = 720  # larger GIFs are scaled down to this on their longer side
 MAX_SOURCE_PIXELS = 4096 * 4096
 _MS = Fraction(1, 1000)
 
@@ -24,10 +22,24 @@ def _even(n: float) -> int:
 
 
 def gif_to_mp4(data: bytes) -> bytes:
-    """The GIF's frames, at their own times, as an MP4; raises ``ValueError`` or
-    ``av.FFmpegError`` for a file that is not a readable GIF."""
+    """The GIF's frames, at their own times, as an MP4; raises ``ValueError`` for a file
+    that is not a readable GIF."""
+    # Loaded with the first GIF, not at start: FFmpeg's libraries take some 18 MB.
+    import av
+
+    try:
+        return _converted(data)
+    except av.FFmpegError as exc:
+        raise ValueError(str(exc)) from exc
+
+
+def _converted(data: bytes) -> bytes:
+    import av  # already loaded by gif_to_mp4
+
     out = io.BytesIO()
     with av.open(io.BytesIO(data), "r", format="gif") as source:
+        if not source.streams.video:
+            raise ValueError("no picture in it")
         video = source.streams.video[0]
         width, height = video.codec_context.width, video.codec_context.height
         if not width or not height or width * height > MAX_SOURCE_PIXELS:
@@ -55,9 +67,14 @@ def gif_to_mp4(data: bytes) -> bytes:
     return out.getvalue()
 
 
+# Conversions at once, over all turns: each keeps a core busy for a moment.
+_converting = asyncio.Semaphore(2)
+
+
 async def gif_as_mp4(data: bytes, name: str) -> bytes:
     """:func:`gif_to_mp4` off the event loop; an unreadable GIF is left out, named."""
     try:
-        return await asyncio.to_thread(gif_to_mp4, data)
-    except (ValueError, av.FFmpegError) as exc:
+        async with _converting:
+            return await asyncio.to_thread(gif_to_mp4, data)
+    except ValueError as exc:
         raise AttachmentError(name, "it is not a GIF that could be read") from exc

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
-from bs4 import BeautifulSoup
 from yarl import URL
 
 from bot.domain.attachments import cut_text
@@ -129,6 +128,8 @@ _BREAK = "\x00"  # a NUL in the page itself only becomes a line break too
 def html_text(data: bytes, charset: str | None) -> tuple[str, str]:
     """A page's title and readable text: its main part (``<main>``, ``<article>`` or the
     body) without scripts, navigation and the like, one line per block."""
+    from bs4 import BeautifulSoup  # loaded with the first page read, not at start
+
     soup = BeautifulSoup(data, "html.parser", from_encoding=charset)
     title = " ".join(soup.title.get_text().split()) if soup.title else ""
     for tag in soup(_HIDDEN):
