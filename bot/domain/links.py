@@ -121,6 +121,8 @@ async def read_pages(
     which were read, which could not be and why, and which were left out."""
     if not links or reader is None or not policy.read_pages:
         return ReadPages()
+    # One page linked twice (a quoted message and its reply, a burst) is read once.
+    links = list({link.url: link for link in links}.values())
     chosen, over = links[: policy.max_pages], links[policy.max_pages :]
     results = await asyncio.gather(
         *(reader.read(link.url, policy.max_page_bytes) for link in chosen),

@@ -478,3 +478,20 @@ async def test_a_refused_persons_links_are_not_fetched(
     await h.fake.wait_for_post(h.world.channel, since=since, timeout=10)  # the refusal
     await h.app.bot.idle()
     assert web.requests == [] and proxied(h, since) == [] and h.fal.requests == {}
+
+
+async def test_a_page_linked_twice_is_read_once(make_harness: HarnessFactory, web: FakeWeb) -> None:
+    # Bob's message links the page; Alice, replying to it, links it again.
+    h = await make_harness(**WAIT)
+    web.page("/tides", ARTICLE)
+    url = web.url("/tides")
+    bobs = await h.fake.send_message(h.world.bob, h.world.channel, f"look: {url}")
+    await h.fake.unfurl(bobs, [link_embed(url, "Tide tables")])
+    since = h.fake.mark()
+    message = await h.mention(h.world.alice, f"is {url} right?", reply_to=bobs)
+    thread = await h.fake.wait_for_thread(h.world.channel, from_message=message, since=since)
+    await h.fake.unfurl(message, [link_embed(url, "Tide tables")])
+    prompt = (await sent(h, thread, since))["prompt"]
+    assert "look:" in prompt  # the quoted message is part of the turn
+    assert prompt.count("Text of the linked page") == 1
+    assert [r.path for r in web.requests] == ["/tides"]
