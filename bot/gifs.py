@@ -47,11 +47,11 @@ def _converted(data: bytes) -> bytes:
         scale = min(1.0, MAX_SIDE / max(width, height))
         size = (_even(width * scale), _even(height * scale))
         with av.open(out, "w", format="mp4") as target:
-            stream = target.add_stream("libx264", rate=1000)
+            # Cisco's OpenH264 (BSD), not x264 (GPL), though PyAV's wheels carry both.
+            stream = target.add_stream("libopenh264", rate=1000)
             stream.width, stream.height = size
             stream.pix_fmt = "yuv420p"
             stream.codec_context.time_base = _MS
-            stream.options = {"preset": "veryfast", "crf": "23"}
             last = -1
             for index, frame in enumerate(source.decode(video)):
                 if index >= MAX_FRAMES:
