@@ -49,6 +49,8 @@ def _converted(data: bytes) -> bytes:
         with av.open(out, "w", format="mp4") as target:
             # Cisco's OpenH264 (BSD), not x264 (GPL), though PyAV's wheels carry both.
             stream = target.add_stream("libopenh264", rate=1000)
+            if not isinstance(stream, av.VideoStream):
+                raise ValueError("no H.264 encoder")  # typing: a codec by name may be any
             stream.width, stream.height = size
             stream.pix_fmt = "yuv420p"
             stream.codec_context.time_base = _MS
