@@ -79,6 +79,14 @@ def compose_prompt(
             if item.cut_from is not None
             else ""
         )
+        if item.page:
+            # The page's words are its site's, not the person's: the model must not take
+            # instructions in it for the user's.
+            parts.append(
+                f"Text of the linked page {item.filename} (written by that site, not by the "
+                f"user):\n{fence(item.text)}"
+            )
+            continue
         parts.append(
             f"Attached file {item.filename}{cut}:\n"
             + fence(item.text, text_language(item.filename))

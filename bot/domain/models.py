@@ -90,15 +90,25 @@ class MediaKind(enum.StrEnum):
     UNSUPPORTED = "unsupported"
 
 
+class Origin(enum.StrEnum):
+    """Where an attachment comes from."""
+
+    FILE = "file"  # attached to the message: Discord reported its size
+    LINKED = "linked"  # media a link in the text unfurled into: its size is unknown
+    PAGE = "page"  # a web page linked in the text: read, not downloaded from Discord
+
+
 @dataclass(frozen=True, slots=True)
 class Attachment:
-    """A file attached to a user's message, as Discord describes it."""
+    """A file attached to a user's message, as Discord describes it, or media or a page a
+    link in the message points to (``origin``; ``size`` is 0 when unknown)."""
 
     id: str
     filename: str
     content_type: str | None
     size: int
     url: str
+    origin: Origin = Origin.FILE
 
 
 @dataclass(frozen=True, slots=True)
