@@ -19,7 +19,8 @@ import discord
 
 from bot.config import Config, load_config
 from bot.domain.errors import ConfigError, SeedBotError
-from bot.domain.models import EFFORT_LEVELS, THINKING_MODES, ModelRequest, Progress
+from bot.domain.models import ModelRequest, Progress
+from bot.domain.params import EFFORT_LEVELS, THINKING_MODES
 from bot.domain.privacy import export_files
 from bot.ops.logs import setup_logging
 

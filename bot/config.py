@@ -25,15 +25,9 @@ from bot.domain import attachments as att
 from bot.domain import costs, links
 from bot.domain import service as svc
 from bot.domain.errors import ConfigError
-from bot.domain.models import (
-    MAX_TOKENS_RANGE,
-    TEMPERATURE_RANGE,
-    TOP_P_RANGE,
-    Effort,
-    GenerationSettings,
-    Thinking,
-)
+from bot.domain.models import GenerationSettings
 from bot.domain.outage import DEFAULT_OUTAGE_TOLERANCE
+from bot.domain.params import Kind, Param
 from bot.fal import settings as fal
 from bot.urls import discord_api_problem, http_url_problem, mask_password, ws_url_problem
 
@@ -74,6 +68,20 @@ def _opt(default: Any, doc: str, check: Check | None = None) -> Any:
     """A config field: its default, one line of documentation, an optional extra check that
     returns a problem description or None."""
     return field(default=default, metadata={"doc": doc, "check": check})
+
+
+def _doc(f: dataclasses.Field[Any]) -> str:
+    param: Param | None = f.metadata.get("param")
+    return param.doc if param is not None else str(f.metadata.get("doc", ""))
+
+
+def _check(f: dataclasses.Field[Any]) -> Check | None:
+    """A field's extra check; a generation parameter's is its declared range."""
+    param: Param | None = f.metadata.get("param")
+    if param is None:
+        check: Check | None = f.metadata.get("check")
+        return check
+    return _in_range(*param.bounds) if param.kind in (Kind.WHOLE, Kind.NUMBER) else None
 
 
 def _opt_list(doc: str, default: tuple[str, ...] = ()) -> Any:
@@ -181,15 +189,10 @@ class FalConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class ModelConfig:
-    thinking: Thinking | None = _opt(None, "Default thinking mode: enabled, disabled or auto.")
-    effort: Effort | None = _opt(None, "Default reasoning effort: minimal, low, medium, high.")
-    system_prompt: str | None = _opt(None, "Default system prompt.")
-    max_completion_tokens: int | None = _opt(
-        None, "Default output budget (answer + reasoning).", _in_range(*MAX_TOKENS_RANGE)
-    )
-    temperature: float | None = _opt(None, "Default temperature.", _in_range(*TEMPERATURE_RANGE))
-    top_p: float | None = _opt(None, "Default top_p.", _in_range(*TOP_P_RANGE))
+class ModelConfig(GenerationSettings):
+    """The config file's layer of generation parameters (one key per parameter, declared
+    in ``bot.domain.params``), and how much history is sent."""
+
     context_budget_tokens: int = _opt(
         svc.DEFAULT_CONTEXT_BUDGET_TOKENS,
         "History is trimmed (oldest turns first) to fit this many tokens.",
@@ -197,14 +200,7 @@ class ModelConfig:
     )
 
     def settings(self) -> GenerationSettings:
-        return GenerationSettings(
-            thinking=self.thinking,
-            effort=self.effort,
-            system_prompt=self.system_prompt,
-            max_completion_tokens=self.max_completion_tokens,
-            temperature=self.temperature,
-            top_p=self.top_p,
-        )
+        return self.only_settings()
 
 
 @dataclass(frozen=True, slots=True)
@@ -586,7 +582,7 @@ def _build_section(
         except ValueError as exc:
             problems.append(f"{where} = {_show(raw, secret)}: {exc}; expected {_describe(tp)}")
             continue
-        check: Check | None = f.metadata.get("check")
+        check = _check(f)
         if f.name in _SNOWFLAKE_LISTS:
             check = _snowflakes
         if value is not None and check is not None and (msg := check(value)):
@@ -671,7 +667,7 @@ def config_reference() -> list[tuple[str, str, Any, str]]:
     rows = []
     for name, cls in SECTIONS.items():
         for f in dataclasses.fields(cls):
-            rows.append((name, f.name, f.default, f.metadata.get("doc", "")))
+            rows.append((name, f.name, f.default, _doc(f)))
     return rows
 
 

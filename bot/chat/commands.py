@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import discord
 from discord import app_commands
@@ -17,6 +17,7 @@ from bot.chat.gate import Gate, may_control
 from bot.chat.interaction_delivery import LiveInteractions
 from bot.chat.replies import ephemeral
 from bot.domain.models import SettingsScope
+from bot.domain.params import Effort, Thinking
 from bot.domain.service import ConversationService
 
 
@@ -42,8 +43,9 @@ class Host(Protocol):
     async def is_owner(self, user: discord.abc.User) -> bool: ...
 
 
-ThinkingChoice = Literal["enabled", "disabled", "auto"]
-EffortChoice = Literal["minimal", "low", "medium", "high"]
+# /ask offers the choice parameters as options of its own (discord.py reads the Literal).
+ThinkingChoice = Thinking
+EffortChoice = Effort
 SCOPE_WORDS = {
     SettingsScope.THREAD: "this thread",
     SettingsScope.CHANNEL: "this channel's default",

@@ -1,29 +1,26 @@
-"""The settings commands: /thinking, /effort, /system, /params and /settings."""
+"""The settings commands, generated from the parameters' descriptors (bot.domain.params):
+one command per choice (/thinking, /effort), /params for the numbers; with /system and
+/settings."""
 
 from __future__ import annotations
 
-from typing import Any
+import inspect
+from typing import Any, Optional
 
 import discord
 from discord import app_commands
 
 from bot.chat import texts
-from bot.chat.commands import (
-    SCOPE_WORDS,
-    EffortChoice,
-    Host,
-    Refusal,
-    ThinkingChoice,
-    settings_target,
-)
+from bot.chat.commands import SCOPE_WORDS, Host, Refusal, settings_target
 from bot.chat.replies import ephemeral
 from bot.domain.errors import InvalidSetting
-from bot.domain.models import (
-    MAX_TOKENS_RANGE,
-    TEMPERATURE_RANGE,
-    TOP_P_RANGE,
-    GenerationSettings,
-)
+from bot.domain.models import GenerationSettings
+from bot.domain.params import PARAMS, TUNING, Kind, Param
+
+SERVER_HINT = "Set the server's default"
+# Each settings command is offered in servers only: a DM has no layers to set.
+IN_SERVERS = app_commands.allowed_contexts(guilds=True, dms=False, private_channels=False)
+_COUNT_WORDS = ("none", "one", "both", "three", "four", "five", "six", "seven", "eight")
 
 
 async def _change(
@@ -55,36 +52,96 @@ def _thread_ids(interaction: discord.Interaction) -> tuple[str | None, str | Non
     return None, str(channel.id) if channel is not None else None
 
 
+def _choice_command(bot: Host, param: Param) -> app_commands.Command[Any, Any, None]:
+    """``/<command> <option>: <choice> [server]``: set one choice parameter."""
+
+    @IN_SERVERS
+    @app_commands.rename(value=param.option)
+    @app_commands.describe(value=param.hint, server=SERVER_HINT)
+    @app_commands.choices(value=[app_commands.Choice(name=c, value=c) for c in param.choices])
+    async def choose(interaction: discord.Interaction, value: str, server: bool = False) -> None:
+        await _change(
+            bot,
+            interaction,
+            server,
+            GenerationSettings.of({param.name: value}),
+            done=f"{param.label} set to **{value}**",
+        )
+
+    return app_commands.Command(name=param.command, description=param.command_doc, callback=choose)
+
+
+def _option_type(param: Param) -> Any:
+    """A number parameter's slash option: its kind, within its declared bounds."""
+    lo, hi = param.bounds
+    if param.kind is Kind.WHOLE:
+        return Optional[app_commands.Range[int, int(lo), int(hi)]]  # noqa: UP045 (runtime)
+    return Optional[app_commands.Range[float, float(lo), float(hi)]]  # noqa: UP045 (runtime)
+
+
+def _tuning_command(bot: Host) -> app_commands.Command[Any, Any, None]:
+    """``/params``: set (or reset) the number parameters, any of them at once."""
+    options = [p.option for p in TUNING]
+
+    async def tune(interaction: discord.Interaction, /, **given: Any) -> None:
+        reset, server = bool(given.pop("reset")), bool(given.pop("server"))
+        values = {p: given[p.option] for p in TUNING if given[p.option] is not None}
+        if reset and values:
+            await ephemeral(
+                interaction,
+                "⛔ Give either values or `reset: True`, not both. Nothing was changed.",
+            )
+            return
+        if reset:
+            clear = tuple(p.name for p in TUNING)
+            await _change(
+                bot, interaction, server, GenerationSettings(), clear, done="Parameters reset"
+            )
+            return
+        if not values:
+            shown_options = ", ".join(f"`{o}`" for o in options)
+            await ephemeral(
+                interaction, f"⛔ Give at least one of {shown_options} (or `reset: True`)."
+            )
+            return
+        changes = GenerationSettings.of({p.name: v for p, v in values.items()})
+        shown = ", ".join(f"{p.option} **{v}**" for p, v in values.items())
+        await _change(bot, interaction, server, changes, done=f"Set {shown}")
+
+    # The options are the descriptors': discord.py reads them from the signature.
+    keyword = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    tune.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [
+            inspect.Parameter(
+                "interaction", inspect.Parameter.POSITIONAL_ONLY, annotation=discord.Interaction
+            ),
+            *(
+                inspect.Parameter(p.option, keyword, default=None, annotation=_option_type(p))
+                for p in TUNING
+            ),
+            inspect.Parameter("reset", keyword, default=False, annotation=bool),
+            inspect.Parameter("server", keyword, default=False, annotation=bool),
+        ]
+    )
+    described = app_commands.describe(
+        **{p.option: f"{p.hint} ({p.range_text})" for p in TUNING},
+        reset=f"Unset all {_COUNT_WORDS[len(TUNING)]} here",
+        server=SERVER_HINT,
+    )(IN_SERVERS(tune))
+    labels = [p.label for p in TUNING]
+    return app_commands.Command(
+        name="params",
+        description=f"Set {', '.join(labels[:-1])} and {labels[-1]}",
+        callback=described,
+    )
+
+
 def register(tree: app_commands.CommandTree[Any], bot: Host) -> None:
     """Add the settings commands to ``tree``."""
-
-    @tree.command(name="thinking", description="Set whether the model thinks before answering")
-    @app_commands.allowed_contexts(guilds=True, dms=False, private_channels=False)
-    @app_commands.describe(mode="enabled, disabled or auto", server="Set the server's default")
-    async def thinking(
-        interaction: discord.Interaction, mode: ThinkingChoice, server: bool = False
-    ) -> None:
-        await _change(
-            bot,
-            interaction,
-            server,
-            GenerationSettings(thinking=mode),
-            done=f"Thinking set to **{mode}**",
-        )
-
-    @tree.command(name="effort", description="Set how hard the model thinks")
-    @app_commands.allowed_contexts(guilds=True, dms=False, private_channels=False)
-    @app_commands.describe(level="minimal, low, medium or high", server="Set the server's default")
-    async def effort(
-        interaction: discord.Interaction, level: EffortChoice, server: bool = False
-    ) -> None:
-        await _change(
-            bot,
-            interaction,
-            server,
-            GenerationSettings(effort=level),
-            done=f"Effort set to **{level}**",
-        )
+    for param in PARAMS:
+        if param.kind is Kind.CHOICE:
+            tree.add_command(_choice_command(bot, param))
+    tree.add_command(_tuning_command(bot))
 
     @tree.command(name="system", description="Set or clear the system prompt")
     @app_commands.allowed_contexts(guilds=True, dms=False, private_channels=False)
@@ -119,53 +176,6 @@ def register(tree: app_commands.CommandTree[Any], bot: Host) -> None:
                 GenerationSettings(system_prompt=prompt),
                 done="System prompt set",
             )
-
-    @tree.command(name="params", description="Set max tokens, temperature and top_p")
-    @app_commands.allowed_contexts(guilds=True, dms=False, private_channels=False)
-    @app_commands.describe(
-        max_tokens=f"Output budget incl. reasoning ({MAX_TOKENS_RANGE[0]}–{MAX_TOKENS_RANGE[1]})",
-        temperature=f"Randomness ({TEMPERATURE_RANGE[0]:g}–{TEMPERATURE_RANGE[1]:g})",
-        top_p=f"Nucleus sampling ({TOP_P_RANGE[0]:g}–{TOP_P_RANGE[1]:g})",
-        reset="Unset all three here",
-        server="Set the server's default",
-    )
-    async def params(
-        interaction: discord.Interaction,
-        max_tokens: app_commands.Range[int, MAX_TOKENS_RANGE[0], MAX_TOKENS_RANGE[1]] | None = None,
-        temperature: app_commands.Range[float, TEMPERATURE_RANGE[0], TEMPERATURE_RANGE[1]]
-        | None = None,
-        top_p: app_commands.Range[float, TOP_P_RANGE[0], TOP_P_RANGE[1]] | None = None,
-        reset: bool = False,
-        server: bool = False,
-    ) -> None:
-        given = max_tokens is not None or temperature is not None or top_p is not None
-        if reset and given:
-            await ephemeral(
-                interaction,
-                "⛔ Give either values or `reset: True`, not both. Nothing was changed.",
-            )
-            return
-        if reset:
-            clear = ("max_completion_tokens", "temperature", "top_p")
-            await _change(
-                bot, interaction, server, GenerationSettings(), clear, done="Parameters reset"
-            )
-            return
-        if not given:
-            await ephemeral(
-                interaction,
-                "⛔ Give at least one of `max_tokens`, `temperature`, `top_p` (or `reset: True`).",
-            )
-            return
-        changes = GenerationSettings(
-            max_completion_tokens=max_tokens, temperature=temperature, top_p=top_p
-        )
-        shown = ", ".join(
-            f"{k} **{v}**"
-            for k, v in (("max_tokens", max_tokens), ("temperature", temperature), ("top_p", top_p))
-            if v is not None
-        )
-        await _change(bot, interaction, server, changes, done=f"Set {shown}")
 
     @tree.command(
         name="settings", description="Show the settings used here and where each comes from"

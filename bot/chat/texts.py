@@ -43,6 +43,7 @@ from bot.domain.errors import (
     StorageUnavailable,
 )
 from bot.domain.models import Turn
+from bot.domain.params import PARAMS
 from bot.domain.service import MESSAGE_DELETED
 
 NO_MENTIONS: Final = discord.AllowedMentions.none()
@@ -335,15 +336,11 @@ STATUS_DATABASE = "waiting for the bot's database…"
 # Errors and refusals
 # --------------------------------------------------------------------------------------------
 
+# How an input field the model refused is named; the parameters name themselves.
 FIELD_NAMES = {
     "prompt": "your message",
-    "system_prompt": "the system prompt",
     "messages": "the conversation history",
-    "thinking": "the thinking setting",
-    "reasoning_effort": "the effort setting",
-    "max_completion_tokens": "the max tokens setting",
-    "temperature": "the temperature setting",
-    "top_p": "the top_p setting",
+    **{p.wire_key: p.shown for p in PARAMS},
 }
 
 

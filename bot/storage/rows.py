@@ -4,20 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import Integer, Row, Select, Text, and_, bindparam, case, select
 from sqlalchemy import cast as sql_cast
 
 from bot.domain.models import (
+    SETTING_NAMES,
     ChatMessage,
     Conversation,
-    Effort,
     GenerationSettings,
     HistoryEntry,
     RawJson,
     RequestHandle,
-    Thinking,
     Turn,
     TurnState,
 )
@@ -77,14 +76,8 @@ def turn_from(row: Row[Any]) -> Turn:
 
 
 def settings_from(row: Row[Any]) -> GenerationSettings:
-    return GenerationSettings(
-        thinking=cast("Thinking | None", row.thinking),
-        effort=cast("Effort | None", row.effort),
-        system_prompt=row.system_prompt,
-        max_completion_tokens=row.max_completion_tokens,
-        temperature=row.temperature,
-        top_p=row.top_p,
-    )
+    # The columns are named after the settings (tables.py makes one per parameter).
+    return GenerationSettings.of({name: getattr(row, name) for name in SETTING_NAMES})
 
 
 # The history of one conversation's epoch (``:conversation_id``, ``:epoch``): its messages
