@@ -18,7 +18,7 @@ from typing import Any, Protocol, cast
 import discord
 from discord import app_commands
 
-from bot.chat import texts
+from bot.chat import privacy_texts, texts
 from bot.chat.gate import Gate
 from bot.chat.replies import ephemeral
 from bot.domain.errors import StorageError
@@ -50,17 +50,17 @@ async def export(host: PrivacyHost, interaction: discord.Interaction) -> None:
     if channel is None or (
         interaction.guild_id is not None and not isinstance(channel, discord.Thread)
     ):
-        await ephemeral(interaction, texts.EXPORT_WHERE)
+        await ephemeral(interaction, privacy_texts.EXPORT_WHERE)
         return
     stored = await host.privacy.export(str(channel.id))
     if stored is None:
-        await ephemeral(interaction, texts.EXPORT_NOT_A_CONVERSATION)
+        await ephemeral(interaction, privacy_texts.EXPORT_NOT_A_CONVERSATION)
         return
     # Everyone gets their own turns (and the answers to them), nobody anyone else's: the
     # starter and moderators too.
     found = stored.for_person(str(interaction.user.id))
     if not found.turns:
-        await ephemeral(interaction, texts.EXPORT_NOTHING_OF_YOURS)
+        await ephemeral(interaction, privacy_texts.EXPORT_NOTHING_OF_YOURS)
         return
     files = {
         name: text.encode()
@@ -68,7 +68,7 @@ async def export(host: PrivacyHost, interaction: discord.Interaction) -> None:
     }
     size = sum(len(data) for data in files.values())
     if size > EXPORT_MAX_BYTES:
-        await ephemeral(interaction, texts.export_too_large(size))
+        await ephemeral(interaction, privacy_texts.export_too_large(size))
         return
     log.info(
         "conversation %s exported by user %s (%d turns, %d messages of others left out)",
@@ -79,7 +79,7 @@ async def export(host: PrivacyHost, interaction: discord.Interaction) -> None:
     )
     try:
         await interaction.response.send_message(
-            texts.export_ready(len(found.turns), found.left_out),
+            privacy_texts.export_ready(len(found.turns), found.left_out),
             files=[discord.File(io.BytesIO(data), filename=name) for name, data in files.items()],
             ephemeral=True,
             allowed_mentions=texts.NO_MENTIONS,
@@ -98,14 +98,18 @@ async def forget(host: PrivacyHost, interaction: discord.Interaction) -> None:
     user_id = str(interaction.user.id)
     preview = await host.privacy.forget(user_id, str(guild_id) if in_server else None, dry_run=True)
     if preview.turns == 0:
-        text = texts.FORGET_BUSY if preview.kept_unfinished else texts.forget_nothing(in_server)
+        text = (
+            privacy_texts.FORGET_BUSY
+            if preview.kept_unfinished
+            else privacy_texts.forget_nothing(in_server)
+        )
         await ephemeral(interaction, text)
         return
     view = discord.ui.View(timeout=None)
     view.add_item(ForgetButton(interaction.user.id, _guild_key(guild_id)))
     try:
         await interaction.response.send_message(
-            texts.forget_confirm(preview.turns, in_server),
+            privacy_texts.forget_confirm(preview.turns, in_server),
             view=view,
             ephemeral=True,
             allowed_mentions=texts.NO_MENTIONS,
@@ -124,7 +128,7 @@ class ForgetButton(
     def __init__(self, user_id: int, guild: str) -> None:
         super().__init__(
             discord.ui.Button(
-                label=texts.FORGET_CONFIRM_LABEL,
+                label=privacy_texts.FORGET_CONFIRM_LABEL,
                 emoji="🗑️",
                 style=discord.ButtonStyle.danger,
                 custom_id=f"seed:forget:{user_id}:{guild}",
@@ -146,7 +150,7 @@ class ForgetButton(
             await ephemeral(interaction, refusal.text)
             return
         if interaction.user.id != self.user_id or self.guild != _guild_key(interaction.guild_id):
-            await ephemeral(interaction, texts.FORGET_NOT_YOURS)
+            await ephemeral(interaction, privacy_texts.FORGET_NOT_YOURS)
             return
         in_server = self.guild != _DM
         try:
@@ -165,7 +169,7 @@ class ForgetButton(
         )
         try:
             await interaction.response.edit_message(
-                content=texts.forgotten(removed.turns, removed.kept_unfinished, in_server),
+                content=privacy_texts.forgotten(removed.turns, removed.kept_unfinished, in_server),
                 view=None,
             )
         except discord.HTTPException as exc:
