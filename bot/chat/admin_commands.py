@@ -8,11 +8,11 @@ import discord
 from discord import app_commands
 
 from bot.chat import texts
-from bot.chat.commands import Host
+from bot.chat.context import BotContext
 from bot.chat.replies import ephemeral
 
 
-def register(tree: app_commands.CommandTree[Any], bot: Host) -> None:
+def register(tree: app_commands.CommandTree[Any], bot: BotContext) -> None:
     """Add the /admin group to ``tree``."""
     admin = app_commands.Group(name="admin", description="Bot administration (bot owner only)")
 

@@ -5,43 +5,17 @@ Each answers ephemerally, except /ask, whose answer is the conversation."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Protocol
+from collections.abc import Callable
 
 import discord
 from discord import app_commands
 
 from bot.chat import texts
+from bot.chat.context import BotContext
 from bot.chat.gate import Gate, may_control
-from bot.chat.interaction_delivery import LiveInteractions
 from bot.chat.replies import ephemeral
 from bot.domain.models import SettingsScope
 from bot.domain.params import Effort, Thinking
-from bot.domain.service import ConversationService
-
-
-class Host(Protocol):
-    """What the commands need from the bot (it is also the buttons' controller)."""
-
-    @property
-    def gate(self) -> Gate: ...
-
-    @property
-    def service(self) -> ConversationService: ...
-
-    @property
-    def allow_dms(self) -> bool: ...
-
-    @property
-    def interactions(self) -> LiveInteractions: ...
-
-    reload_config: Callable[[], Awaitable[list[str]]] | None
-
-    def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]: ...
-
-    async def is_owner(self, user: discord.abc.User) -> bool: ...
-
 
 # /ask offers the choice parameters as options of its own (discord.py reads the Literal).
 ThinkingChoice = Thinking
@@ -80,7 +54,7 @@ class SeedTree(app_commands.CommandTree[discord.Client]):
 
 
 async def settings_target(
-    bot: Host, interaction: discord.Interaction, server: bool
+    bot: BotContext, interaction: discord.Interaction, server: bool
 ) -> tuple[SettingsScope, str]:
     """Where a settings command applies, and whether the user may change it there."""
     perms = interaction.permissions

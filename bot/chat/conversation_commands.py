@@ -10,7 +10,8 @@ import discord
 from discord import app_commands
 
 from bot.chat import controls, convert, texts
-from bot.chat.commands import EffortChoice, Host, Refusal, ThinkingChoice, settings_target
+from bot.chat.commands import EffortChoice, Refusal, ThinkingChoice, settings_target
+from bot.chat.context import BotContext
 from bot.chat.interaction_delivery import interaction_scope
 from bot.chat.interaction_turns import (
     answer_is_ephemeral,
@@ -25,7 +26,7 @@ from bot.domain.models import GenerationSettings, SettingsScope
 log = logging.getLogger(__name__)
 
 
-def register(tree: app_commands.CommandTree[Any], bot: Host) -> None:
+def register(tree: app_commands.CommandTree[Any], bot: BotContext) -> None:
     """Add the conversation commands to ``tree``."""
 
     @tree.command(name="reset", description="Start this thread's conversation afresh")
@@ -95,7 +96,7 @@ def register(tree: app_commands.CommandTree[Any], bot: Host) -> None:
 
 
 async def ask_elsewhere(
-    bot: Host,
+    bot: BotContext,
     interaction: discord.Interaction,
     prompt: str,
     attachments: list[discord.Attachment],
@@ -127,7 +128,7 @@ async def ask_elsewhere(
 
 
 async def ask_here(
-    bot: Host,
+    bot: BotContext,
     interaction: discord.Interaction,
     prompt: str,
     attachments: list[discord.Attachment],

@@ -13,16 +13,16 @@ import io
 import logging
 import re
 from datetime import UTC, datetime
-from typing import Any, Protocol, cast
+from typing import Any
 
 import discord
 from discord import app_commands
 
 from bot.chat import privacy_texts, texts
-from bot.chat.gate import Gate
+from bot.chat.context import BotContext, context_of
 from bot.chat.replies import ephemeral
 from bot.domain.errors import StorageError
-from bot.domain.privacy import PrivacyStore, export_files
+from bot.domain.privacy import export_files
 
 log = logging.getLogger(__name__)
 
@@ -31,21 +31,7 @@ EXPORT_MAX_BYTES = 8 * 1024 * 1024
 _DM = "dm"
 
 
-class PrivacyHost(Protocol):
-    """What these commands and the button need from the bot."""
-
-    @property
-    def gate(self) -> Gate: ...
-
-    @property
-    def privacy(self) -> PrivacyStore: ...
-
-
-def _host(interaction: discord.Interaction) -> PrivacyHost:
-    return cast(PrivacyHost, interaction.client)
-
-
-async def export(host: PrivacyHost, interaction: discord.Interaction) -> None:
+async def export(host: BotContext, interaction: discord.Interaction) -> None:
     channel = interaction.channel
     if channel is None or (
         interaction.guild_id is not None and not isinstance(channel, discord.Thread)
@@ -92,7 +78,7 @@ def _guild_key(guild_id: int | None) -> str:
     return str(guild_id) if guild_id is not None else _DM
 
 
-async def forget(host: PrivacyHost, interaction: discord.Interaction) -> None:
+async def forget(host: BotContext, interaction: discord.Interaction) -> None:
     guild_id = interaction.guild_id
     in_server = guild_id is not None
     user_id = str(interaction.user.id)
@@ -144,7 +130,7 @@ class ForgetButton(
         return cls(int(match["user"]), match["guild"])
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        host = _host(interaction)
+        host = context_of(interaction)
         refusal = await host.gate.check_interaction(interaction, model_call=False)
         if refusal is not None:
             await ephemeral(interaction, refusal.text)
@@ -176,7 +162,7 @@ class ForgetButton(
             log.warning("cannot confirm /forget of user %s: %s", self.user_id, exc)
 
 
-def register(tree: app_commands.CommandTree[Any], host: PrivacyHost) -> None:
+def register(tree: app_commands.CommandTree[Any], host: BotContext) -> None:
     """Add ``/export`` and ``/forget`` to ``tree`` (their button is in ``DYNAMIC_ITEMS``)."""
 
     @tree.command(name="export", description="Get this conversation as files (only you see them)")

@@ -11,7 +11,8 @@ import discord
 from discord import app_commands
 
 from bot.chat import texts
-from bot.chat.commands import SCOPE_WORDS, Host, Refusal, settings_target
+from bot.chat.commands import SCOPE_WORDS, Refusal, settings_target
+from bot.chat.context import BotContext
 from bot.chat.replies import ephemeral
 from bot.domain.errors import InvalidSetting
 from bot.domain.models import GenerationSettings
@@ -24,7 +25,7 @@ _COUNT_WORDS = ("none", "one", "both", "three", "four", "five", "six", "seven", 
 
 
 async def _change(
-    bot: Host,
+    bot: BotContext,
     interaction: discord.Interaction,
     server: bool,
     changes: GenerationSettings,
@@ -52,7 +53,7 @@ def _thread_ids(interaction: discord.Interaction) -> tuple[str | None, str | Non
     return None, str(channel.id) if channel is not None else None
 
 
-def _choice_command(bot: Host, param: Param) -> app_commands.Command[Any, Any, None]:
+def _choice_command(bot: BotContext, param: Param) -> app_commands.Command[Any, Any, None]:
     """``/<command> <option>: <choice> [server]``: set one choice parameter."""
 
     @IN_SERVERS
@@ -79,7 +80,7 @@ def _option_type(param: Param) -> Any:
     return Optional[app_commands.Range[float, float(lo), float(hi)]]  # noqa: UP045 (runtime)
 
 
-def _tuning_command(bot: Host) -> app_commands.Command[Any, Any, None]:
+def _tuning_command(bot: BotContext) -> app_commands.Command[Any, Any, None]:
     """``/params``: set (or reset) the number parameters, any of them at once."""
     options = [p.option for p in TUNING]
 
@@ -136,7 +137,7 @@ def _tuning_command(bot: Host) -> app_commands.Command[Any, Any, None]:
     )
 
 
-def register(tree: app_commands.CommandTree[Any], bot: Host) -> None:
+def register(tree: app_commands.CommandTree[Any], bot: BotContext) -> None:
     """Add the settings commands to ``tree``."""
     for param in PARAMS:
         if param.kind is Kind.CHOICE:

@@ -11,7 +11,7 @@ import discord
 from discord import app_commands
 
 from bot.chat import texts, usage_texts
-from bot.chat.commands import Host
+from bot.chat.context import BotContext
 from bot.chat.replies import ephemeral
 from bot.domain.costs import Budgets, SpendFilter, period_bounds
 from bot.domain.errors import StorageError
@@ -59,7 +59,7 @@ async def usage_text(budgets: Budgets, interaction: discord.Interaction, *, owne
     return "\n".join(lines)
 
 
-def register(tree: app_commands.CommandTree[Any], bot: Host) -> None:
+def register(tree: app_commands.CommandTree[Any], bot: BotContext) -> None:
     @tree.command(name="usage", description="What your use of the bot has cost, and what is left")
     async def usage(interaction: discord.Interaction) -> None:
         budgets = bot.gate.budgets
