@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, replace
 from typing import Any
 
 import discord
@@ -81,30 +82,32 @@ def register(tree: app_commands.CommandTree[Any], bot: BotContext) -> None:
         thinking: ThinkingChoice | None = None,
         effort: EffortChoice | None = None,
     ) -> None:
-        # In the bot's own task, so a shutdown drains it like any turn.
-        run_ask = ask_here if convert.bot_is_present(interaction) else ask_elsewhere
-        ask = run_ask(
-            bot,
-            interaction,
+        asked = Ask(
             prompt,
             [a for a in (image, video) if a is not None],
-            private=private,
-            thinking=thinking,
-            effort=effort,
+            private,
+            GenerationSettings(thinking=thinking, effort=effort),
         )
-        bot.spawn(telling_failures(interaction, ask), name=f"ask-{interaction.id}")
+        # In the bot's own task, so a shutdown drains it like any turn.
+        run_ask = ask_here if convert.bot_is_present(interaction) else ask_elsewhere
+        bot.spawn(
+            telling_failures(interaction, run_ask(bot, interaction, asked)),
+            name=f"ask-{interaction.id}",
+        )
 
 
-async def ask_elsewhere(
-    bot: BotContext,
-    interaction: discord.Interaction,
-    prompt: str,
-    attachments: list[discord.Attachment],
-    *,
-    private: bool | None,
-    thinking: ThinkingChoice | None,
-    effort: EffortChoice | None,
-) -> None:
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """What ``/ask`` was given: the question, its files, the visibility asked for (None:
+    the place's default) and the settings its options set for the conversation."""
+
+    prompt: str
+    attachments: list[discord.Attachment]
+    private: bool | None
+    settings: GenerationSettings
+
+
+async def ask_elsewhere(bot: BotContext, interaction: discord.Interaction, asked: Ask) -> None:
     """``/ask`` where the bot is not a member, or where the person could not post what it
     would: a new conversation answered through the interaction, privately unless asked
     otherwise (and allowed)."""
@@ -113,32 +116,21 @@ async def ask_elsewhere(
         await ephemeral(interaction, refusal.text)
         return
     scope_id = interaction_scope(interaction.id)
-    if thinking is not None or effort is not None:
-        await bot.service.update_settings(
-            SettingsScope.THREAD, scope_id, GenerationSettings(thinking=thinking, effort=effort)
-        )
+    if not asked.settings.is_empty():
+        await bot.service.update_settings(SettingsScope.THREAD, scope_id, asked.settings)
     await answer_through(
         bot,
         interaction,
-        text=prompt,
-        attachments=attachments,
+        text=asked.prompt,
+        attachments=asked.attachments,
         scope_id=scope_id,
-        ephemeral=answer_is_ephemeral(interaction, private),
+        ephemeral=answer_is_ephemeral(interaction, asked.private),
     )
 
 
-async def ask_here(
-    bot: BotContext,
-    interaction: discord.Interaction,
-    prompt: str,
-    attachments: list[discord.Attachment],
-    *,
-    private: bool | None,
-    thinking: ThinkingChoice | None,
-    effort: EffortChoice | None,
-) -> None:
+async def ask_here(bot: BotContext, interaction: discord.Interaction, asked: Ask) -> None:
     """``/ask`` where the bot is a member: a thread (or the thread or DM it is used in)."""
-    private = bool(private)
+    private = bool(asked.private)
     channel = interaction.channel
     user = interaction.user
     if channel is None:
@@ -155,20 +147,12 @@ async def ask_here(
         # The bot never posts, nor opens a thread, where the person could not: a new
         # conversation answered only to them.
         log.info("/ask of user %s in %s answered privately", user.id, channel.id)
-        await ask_elsewhere(
-            bot,
-            interaction,
-            prompt,
-            attachments,
-            private=True,
-            thinking=thinking,
-            effort=effort,
-        )
+        await ask_elsewhere(bot, interaction, replace(asked, private=True))
         return
     one_off = isinstance(channel, discord.Thread) and not await may_bind_by_interaction(
         bot.service, interaction, channel
     )
-    if in_place and not one_off and (thinking is not None or effort is not None):
+    if in_place and not one_off and not asked.settings.is_empty():
         # The options change an existing conversation's settings: same rule as /thinking.
         try:
             await settings_target(bot, interaction, server=False)
@@ -194,7 +178,7 @@ async def ask_here(
     quiet = not in_place and (private or not interaction.permissions.send_messages)
     await interaction.response.defer(ephemeral=quiet, thinking=True)
 
-    echo = f"{texts.bold_name(user.display_name)} asked: {texts.quote_inline(prompt, 1500)}"
+    echo = f"{texts.bold_name(user.display_name)} asked: {texts.quote_inline(asked.prompt, 1500)}"
     if in_place:
         # Inside a thread (or a DM) /ask continues the conversation there, or in a thread
         # the person may not bind, is answered once.
@@ -205,7 +189,7 @@ async def ask_here(
         )
     else:
         assert isinstance(channel, discord.TextChannel)
-        thread = await open_thread(channel, prompt, user.display_name, private=private)
+        thread = await open_thread(channel, asked.prompt, user.display_name, private=private)
         if isinstance(thread, ThreadRefused):
             await ephemeral(interaction, thread.text)
             return
@@ -221,16 +205,12 @@ async def ask_here(
         )
         anchor = await thread.send(echo, allowed_mentions=texts.NO_MENTIONS)
         scope_id, parent_id = thread.id, channel.id
-    if thinking is not None or effort is not None:
-        await bot.service.update_settings(
-            SettingsScope.THREAD,
-            str(scope_id),
-            GenerationSettings(thinking=thinking, effort=effort),
-        )
+    if not asked.settings.is_empty():
+        await bot.service.update_settings(SettingsScope.THREAD, str(scope_id), asked.settings)
     incoming = convert.incoming_from_interaction(
         interaction,
-        text=prompt,
-        attachments=attachments,
+        text=asked.prompt,
+        attachments=asked.attachments,
         scope_id=scope_id,
         parent_channel_id=parent_id,
         reply_to=anchor.id,
