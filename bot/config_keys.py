@@ -99,6 +99,11 @@ def snowflakes(v: Any) -> str | None:
     return f"has entries that are not Discord ids: {', '.join(bad)}" if bad else None
 
 
+# How a number is read: what a TOML value may be, and what it must be (in a problem).
+_NUMBERS: dict[Any, tuple[Any, str]] = {
+    int: (int, "a whole number"),
+    float: (int | float, "a number"),
+}
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 
@@ -146,24 +151,17 @@ def coerce(tp: Any, raw: Any, from_env: bool) -> Any:
         if from_env and isinstance(raw, str) and raw.lower() in _TRUE | _FALSE:
             return raw.lower() in _TRUE
         raise ValueError("must be true or false")
-    if tp is int:
+    if tp in _NUMBERS:
+        accepted, what = _NUMBERS[tp]
         if from_env and isinstance(raw, str):
             try:
-                return int(raw)
+                return tp(raw)
             except ValueError:
-                raise ValueError("must be a whole number") from None
-        if isinstance(raw, bool) or not isinstance(raw, int):
-            raise ValueError("must be a whole number")
-        return raw
-    if tp is float:
-        if from_env and isinstance(raw, str):
-            try:
-                return float(raw)
-            except ValueError:
-                raise ValueError("must be a number") from None
-        if isinstance(raw, bool) or not isinstance(raw, int | float):
-            raise ValueError("must be a number")
-        return float(raw)
+                raise ValueError(f"must be {what}") from None
+        # TOML's true is not a number, though Python's bool is an int.
+        if isinstance(raw, bool) or not isinstance(raw, accepted):
+            raise ValueError(f"must be {what}")
+        return tp(raw)
     if tp is Secret:
         if not isinstance(raw, str):
             raise ValueError("must be a string")
