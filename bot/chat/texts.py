@@ -238,7 +238,7 @@ STATUS_DATABASE = "waiting for the bot's database…"
 FIELD_NAMES = {
     "prompt": "your message",
     "messages": "the conversation history",
-    **{p.wire_key: p.shown for p in PARAMS},
+    **{p.wire_key: p.shown for p in PARAMS if p.wire_key is not None},
 }
 
 

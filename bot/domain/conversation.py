@@ -19,7 +19,7 @@ from bot.domain.models import (
     RawJson,
     Speaker,
 )
-from bot.domain.params import MODEL_DEFAULT_MAX_TOKENS, SYSTEM_PROMPT
+from bot.domain.params import MODEL_DEFAULT_MAX_TOKENS
 
 # Rough token costs: the model's tokenizer is not public, so budget conservatively.
 CHARS_PER_TOKEN = 3
@@ -222,7 +222,7 @@ def build_request(
         messages=trimmed.messages,
         image_urls=tuple(image_urls),
         video_urls=tuple(video_urls),
-        **{**settings.wire_values(), SYSTEM_PROMPT.wire_key: system_prompt},
+        **{**settings.wire_values(), "system_prompt": system_prompt},
     )
     return BuiltRequest(request, trimmed.dropped_turns + omitted_turns, sent + trimmed.tokens)
 

@@ -89,7 +89,7 @@ class GenerationSettings:
 
     def wire_values(self) -> dict[str, Any]:
         """The values keyed by the model input's keys (``ModelRequest``'s field names)."""
-        return {p.wire_key: getattr(self, p.name) for p in PARAMS}
+        return {p.wire_key: getattr(self, p.name) for p in PARAMS if p.wire_key is not None}
 
 
 SETTING_NAMES: tuple[str, ...] = tuple(p.name for p in PARAMS)

@@ -50,7 +50,8 @@ class Param:
 
     ``name`` is its setting's name everywhere the bot stores or shows it (the settings
     field and column, the ``[model]`` config key, the ``/settings`` row); ``wire_key`` its
-    key in the model's input (seed-api.md). ``command`` is the slash command that sets it:
+    key in the model's input (seed-api.md; None for a setting of the bot's own, which is
+    stored and shown but never sent). ``command`` is the slash command that sets it:
     a choice gets a command of its own (described by ``command_doc``), the numbers share
     ``/params``; ``option`` names it there and ``hint`` describes that option; ``label``
     names it in the command's confirmation, ``shown`` in an error ("the effort setting");
@@ -58,7 +59,7 @@ class Param:
     (the config file and the model default always apply)."""
 
     name: str
-    wire_key: str
+    wire_key: str | None
     kind: Kind
     shown: str
     doc: str

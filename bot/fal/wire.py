@@ -124,8 +124,9 @@ def submit_body(request: ModelRequest) -> SubmitBody:
     # The parameters' keys are their descriptors' (not spelled out in SubmitBody).
     params = cast(dict[str, object], body)
     for param in PARAMS:
-        if (value := getattr(request, param.wire_key)) is not None:
-            params[param.wire_key] = value
+        key = param.wire_key
+        if key is not None and (value := getattr(request, key)) is not None:
+            params[key] = value
     return body
 
 

@@ -23,10 +23,10 @@ def test_every_place_that_holds_parameters_follows_the_descriptors() -> None:
     names = [p.name for p in PARAMS]
     assert [f.name for f in dataclasses.fields(GenerationSettings)] == names
     request_fields = {f.name for f in dataclasses.fields(ModelRequest)}
-    assert {p.wire_key for p in PARAMS} <= request_fields
+    assert {p.wire_key for p in PARAMS if p.wire_key is not None} <= request_fields
     assert [k for s, k, _, _ in config_reference() if s == "model"][: len(names)] == names
     assert set(names) <= set(settings.c.keys())
-    assert all(texts.FIELD_NAMES[p.wire_key] == p.shown for p in PARAMS)
+    assert all(texts.FIELD_NAMES[p.wire_key] == p.shown for p in PARAMS if p.wire_key)
 
 
 def test_a_choice_parameter_declares_the_values_its_type_allows() -> None:
@@ -44,7 +44,7 @@ def test_the_request_carries_each_parameter_under_its_wire_key() -> None:
     chosen = GenerationSettings.of(values)
     body = wire.submit_body(ModelRequest(prompt="p", **chosen.wire_values()))
     assert {k: v for k, v in body.items() if k != "prompt"} == {
-        p.wire_key: values[p.name] for p in PARAMS
+        p.wire_key: values[p.name] for p in PARAMS if p.wire_key is not None
     }
 
 
@@ -69,3 +69,14 @@ def test_a_parameter_is_refused_at_a_scope_it_may_not_be_set_at() -> None:
         assert validate_settings(changes, SettingsScope.THREAD).thinking == "auto"
         with pytest.raises(InvalidSetting, match="can only be set for a thread"):
             validate_settings(changes, SettingsScope.SERVER)
+
+
+def test_a_setting_of_the_bots_own_is_never_sent_to_the_model() -> None:
+    own = dataclasses.replace(PARAMS[0], wire_key=None)  # e.g. an /autoreply switch
+    chosen = GenerationSettings.of({own.name: "auto", "temperature": 0.5})
+    with (
+        mock.patch("bot.domain.models.PARAMS", (own, *PARAMS[1:])),
+        mock.patch("bot.fal.wire.PARAMS", (own, *PARAMS[1:])),
+    ):
+        body = wire.submit_body(ModelRequest(prompt="p", **chosen.wire_values()))
+    assert body == {"prompt": "p", "temperature": 0.5}
