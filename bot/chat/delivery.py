@@ -201,12 +201,6 @@ class ChannelDelivery(DeliveryCore):
             turn, rendered.messages, files, answer=True, done=turn.reply_message_ids
         )
 
-    async def fail(self, turn: Turn | None, error: Exception) -> list[str]:
-        return await self._post(turn, [texts.turn_error_text(turn, error)], [], answer=False)
-
-    async def stopped(self, turn: Turn, by: str) -> None:
-        await self._post(turn, [texts.stopped_by(by)], [], answer=False)
-
     async def supersede(self, old: Turn) -> None:
         """Mark the old answer's last message as replaced (and drop its Retry button)."""
         if not old.reply_message_ids:

@@ -4,7 +4,11 @@ status edit, the posting loop over the answer's parts (skipping those an interru
 posted, recording each as it goes, the answer's button on the last) and the refusal turned
 into ``DeliveryError``. A surface (a channel or thread: bot/chat/delivery.py; an
 interaction: bot/chat/interaction_delivery.py) supplies only what differs: how a status
-is shown, how one part is posted, what a refusal means and whom to tell."""
+is shown, how one part is posted, what a refusal means and whom to tell.
+
+A third surface is one new module with a subclass of :class:`DeliveryCore`, a branch in
+the router (``Deliveries.open`` in bot/chat/interaction_delivery.py), where the router is
+built (bot/app.py) and, if it has buttons of its own, their views (bot/chat/bot.py)."""
 
 from __future__ import annotations
 
@@ -152,6 +156,18 @@ class DeliveryCore(ABC):
         self._tasks.clear()
 
     # -- the answer --------------------------------------------------------------------------
+
+    async def fail(self, turn: Turn | None, error: Exception) -> list[str]:
+        self._check_usable()
+        return await self._post(turn, [texts.turn_error_text(turn, error)], [], answer=False)
+
+    async def stopped(self, turn: Turn, by: str) -> None:
+        self._check_usable()
+        await self._post(turn, [texts.stopped_by(by)], [], answer=False)
+
+    def _check_usable(self) -> None:
+        """Raise ``DeliveryError`` when nothing can be posted here any more."""
+        return
 
     async def _post(
         self,

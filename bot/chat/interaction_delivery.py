@@ -181,15 +181,9 @@ class InteractionDelivery(DeliveryCore):
         messages, files = fit_parts(rendered, reply, warnings)
         return await self._post(turn, messages, files, answer=True, done=turn.reply_message_ids)
 
-    async def fail(self, turn: Turn | None, error: Exception) -> list[str]:
+    def _check_usable(self) -> None:
         if self._unusable is not None:
             raise self._unusable
-        return await self._post(turn, [texts.turn_error_text(turn, error)], [], answer=False)
-
-    async def stopped(self, turn: Turn, by: str) -> None:
-        if self._unusable is not None:
-            raise self._unusable
-        await self._post(turn, [texts.stopped_by(by)], [], answer=False)
 
     # -- the answer's parts ------------------------------------------------------------------
 
