@@ -11,7 +11,7 @@ from typing import Any, Protocol, cast
 import discord
 
 from bot.chat.gate import Gate
-from bot.chat.interaction_delivery import LiveInteractions
+from bot.chat.live_interactions import LiveInteractions
 from bot.domain.privacy import PrivacyStore
 from bot.domain.service import ConversationService
 

@@ -13,7 +13,7 @@ import discord
 
 from bot.chat import convert
 from bot.chat.context import BotContext
-from bot.chat.interaction_delivery import EPHEMERAL_EXTRA
+from bot.chat.live_interactions import EPHEMERAL_EXTRA
 from bot.chat.threads import may_bind
 from bot.domain.service import ConversationService
 
