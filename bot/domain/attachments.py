@@ -230,67 +230,47 @@ def safe_file_name(name: str, fallback: str = "file") -> str:
 def plan_attachments(attachments: Sequence[Attachment], limits: AttachmentLimits) -> AttachmentPlan:
     """Sort attachments into images, videos and text files within the limits; everything
     left out gets one short note naming it and why."""
-    images: list[Attachment] = []
-    videos: list[Attachment] = []
-    texts: list[Attachment] = []
+    # Per kind: the largest file, how many per message, and the limit's name.
+    caps = {
+        MediaKind.IMAGE: (limits.max_image_bytes, limits.max_images, "image"),
+        MediaKind.VIDEO: (limits.max_video_bytes, limits.max_videos, "video"),
+        MediaKind.TEXT: (limits.max_text_bytes, limits.max_text_files, "text-file"),
+    }
+    kept: dict[MediaKind, list[Attachment]] = {kind: [] for kind in caps}
+    over: dict[MediaKind, list[str]] = {kind: [] for kind in caps}
     allowances: list[int] = []
     text_left = limits.max_text_bytes_per_turn
     dropped: list[str] = []
-    over_images: list[str] = []
-    over_videos: list[str] = []
-    over_texts: list[str] = []
     no_room: list[str] = []
     for att in attachments:
         kind, ctype = media_type(att)
         name = shown_name(att.filename)
+        cap = caps.get(kind)
         if att.size <= 0 and att.origin is Origin.FILE:
             dropped.append(f"{name} is empty")
-        elif kind is MediaKind.IMAGE:
-            if att.size > limits.max_image_bytes:
-                dropped.append(
-                    f"{name} is over the {shown_size(limits.max_image_bytes)} image limit"
-                )
-            elif len(images) >= limits.max_images:
-                over_images.append(name)
-            else:
-                images.append(att)
-        elif kind is MediaKind.VIDEO:
-            if att.size > limits.max_video_bytes:
-                dropped.append(
-                    f"{name} is over the {shown_size(limits.max_video_bytes)} video limit"
-                )
-            elif len(videos) >= limits.max_videos:
-                over_videos.append(name)
-            else:
-                videos.append(att)
-        elif kind is MediaKind.TEXT:
-            if att.size > limits.max_text_bytes:
-                dropped.append(
-                    f"{name} is over the {shown_size(limits.max_text_bytes)} text-file limit"
-                )
-            elif len(texts) >= limits.max_text_files:
-                over_texts.append(name)
-            elif text_left <= 0:
-                no_room.append(name)
-            else:
-                texts.append(att)
-                allowances.append(min(att.size, text_left))
-                text_left -= allowances[-1]
-        else:
+        elif cap is None:
             dropped.append(
                 f"{name} ({ctype}) is not a supported type (JPEG, PNG, WebP, GIF, MP4, MOV or text)"
             )
-    if over_images:
-        dropped.append(
-            f"only {limits.max_images} images per message are sent; left out "
-            + ", ".join(over_images)
-        )
-    if over_videos:
-        dropped.append(
-            f"only {limits.max_videos} videos per message are sent; left out "
-            + ", ".join(over_videos)
-        )
+        elif att.size > cap[0]:
+            dropped.append(f"{name} is over the {shown_size(cap[0])} {cap[2]} limit")
+        elif len(kept[kind]) >= cap[1]:
+            over[kind].append(name)
+        elif kind is MediaKind.TEXT and text_left <= 0:
+            no_room.append(name)
+        else:
+            kept[kind].append(att)
+            if kind is MediaKind.TEXT:
+                allowances.append(min(att.size, text_left))
+                text_left -= allowances[-1]
+    for kind, many in ((MediaKind.IMAGE, "images"), (MediaKind.VIDEO, "videos")):
+        if over[kind]:
+            dropped.append(
+                f"only {caps[kind][1]} {many} per message are sent; left out "
+                + ", ".join(over[kind])
+            )
     # The count first: a long list of names may be cut from the end of the warning line.
+    over_texts = over[MediaKind.TEXT]
     if over_texts:
         dropped.append(
             f"{len(over_texts)} text files left out (only {limits.max_text_files} per "
@@ -303,7 +283,11 @@ def plan_attachments(attachments: Sequence[Attachment], limits: AttachmentLimits
             + ", ".join(no_room)
         )
     return AttachmentPlan(
-        tuple(images), tuple(videos), tuple(texts), tuple(dropped), tuple(allowances)
+        images=tuple(kept[MediaKind.IMAGE]),
+        videos=tuple(kept[MediaKind.VIDEO]),
+        texts=tuple(kept[MediaKind.TEXT]),
+        dropped=tuple(dropped),
+        text_allowances=tuple(allowances),
     )
 
 
