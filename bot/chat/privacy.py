@@ -19,6 +19,7 @@ import discord
 from discord import app_commands
 
 from bot.chat import privacy_texts, texts
+from bot.chat.buttons import button, view_with
 from bot.chat.context import BotContext, context_of
 from bot.chat.replies import ephemeral
 from bot.domain.errors import StorageError
@@ -91,12 +92,10 @@ async def forget(host: BotContext, interaction: discord.Interaction) -> None:
         )
         await ephemeral(interaction, text)
         return
-    view = discord.ui.View(timeout=None)
-    view.add_item(ForgetButton(interaction.user.id, _guild_key(guild_id)))
     try:
         await interaction.response.send_message(
             privacy_texts.forget_confirm(preview.turns, in_server),
-            view=view,
+            view=view_with(ForgetButton(interaction.user.id, _guild_key(guild_id))),
             ephemeral=True,
             allowed_mentions=texts.NO_MENTIONS,
         )
@@ -113,11 +112,11 @@ class ForgetButton(
 
     def __init__(self, user_id: int, guild: str) -> None:
         super().__init__(
-            discord.ui.Button(
-                label=privacy_texts.FORGET_CONFIRM_LABEL,
-                emoji="🗑️",
-                style=discord.ButtonStyle.danger,
-                custom_id=f"seed:forget:{user_id}:{guild}",
+            button(
+                f"seed:forget:{user_id}:{guild}",
+                privacy_texts.FORGET_CONFIRM_LABEL,
+                "🗑️",
+                discord.ButtonStyle.danger,
             )
         )
         self.user_id = user_id

@@ -4,10 +4,8 @@ conversation (the next normal message is answered with the earlier good history 
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import re
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +16,7 @@ from tests.chat.conftest import Harness, HarnessFactory
 from tests.fakes.discord import InteractionResponded, MessageCreated, MessageEdited
 from tests.fakes.discord.models import FakeChannel, FakeMessage, UserFile
 from tests.fakes.fal import Failure, ModelOutput, echo_responder
+from tests.reliability.conftest import bot_errors
 
 PNG = (
     b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02\x00\x00\x00"
@@ -29,27 +28,6 @@ BMP = b"BM" + bytes(60)
 EXE = b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00" + b"\x00" * 48
 FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,})", re.M)
 GOOD = "good start"
-
-
-class ErrorRecords(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(level=logging.ERROR)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@contextlib.contextmanager
-def bot_errors() -> Iterator[ErrorRecords]:
-    """ERROR records of the bot's own loggers (a crashed turn task logs one)."""
-    handler = ErrorRecords()
-    logger = logging.getLogger("bot")
-    logger.addHandler(handler)
-    try:
-        yield handler
-    finally:
-        logger.removeHandler(handler)
 
 
 # -- helpers the cases use ----------------------------------------------------------------------
