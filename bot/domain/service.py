@@ -46,7 +46,6 @@ from bot.domain.errors import (
 )
 from bot.domain.inbox import Inboxes
 from bot.domain.models import (
-    MODEL_DEFAULT_MAX_TOKENS,
     Conversation,
     Destination,
     GenerationSettings,
@@ -66,6 +65,7 @@ from bot.domain.models import (
 from bot.domain.notices import NoticeReason, RefusalNotices, seconds_until
 from bot.domain.observer import NO_OBSERVER, TurnObserver
 from bot.domain.outage import Outage, waiting_as
+from bot.domain.params import MODEL_DEFAULT_MAX_TOKENS
 from bot.domain.ports import Deliveries, Delivery, MediaSource, ModelClient, Store
 from bot.domain.preparation import MediaPreparer, PreparedFiles
 from bot.domain.settings import EffectiveSettings, resolve_settings, validate_settings
@@ -1061,7 +1061,7 @@ class ConversationService:
     ) -> GenerationSettings:
         """Validate and store overrides at one scope (raises ``InvalidSetting``)."""
         return await self._store.update_settings(
-            scope, scope_id, validate_settings(changes), clear=clear
+            scope, scope_id, validate_settings(changes, scope), clear=clear
         )
 
     async def reset(self, scope_id: str) -> int | None:
