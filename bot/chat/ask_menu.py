@@ -25,7 +25,7 @@ from bot.chat.interaction_turns import (
     may_bind_by_interaction,
     may_post,
 )
-from bot.chat.replies import ephemeral
+from bot.chat.replies import ephemeral, telling_failures
 from bot.chat.threads import ThreadRefused, open_thread
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,10 @@ class AskModal(discord.ui.Modal):
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
         # In the bot's own task, so a shutdown drains it like any turn.
-        self.asker.spawn(self._submitted(interaction), name=f"ask-seed-{interaction.id}")
+        self.asker.spawn(
+            telling_failures(interaction, self._submitted(interaction)),
+            name=f"ask-seed-{interaction.id}",
+        )
 
     async def _submitted(self, interaction: discord.Interaction) -> None:
         refusal = await self.asker.gate.check_interaction(interaction, model_call=True)

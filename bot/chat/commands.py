@@ -19,7 +19,7 @@ from bot.chat.interaction_turns import (
     may_bind_by_interaction,
     may_post,
 )
-from bot.chat.replies import ephemeral
+from bot.chat.replies import ephemeral, telling_failures
 from bot.chat.threads import ThreadRefused, open_thread
 from bot.domain.errors import InvalidSetting
 from bot.domain.models import (
@@ -363,7 +363,7 @@ def register(tree: app_commands.CommandTree[Any], bot: Host) -> None:
             thinking=thinking,
             effort=effort,
         )
-        bot.spawn(ask, name=f"ask-{interaction.id}")
+        bot.spawn(telling_failures(interaction, ask), name=f"ask-{interaction.id}")
 
 
 async def ask_elsewhere(

@@ -5,10 +5,12 @@ to a message. Both never ping anyone, and a reply that Discord refuses is logged
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 
 import discord
 
-from bot.chat.texts import NO_MENTIONS
+from bot.chat.texts import NO_MENTIONS, error_text
+from bot.domain.errors import SeedBotError
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +26,18 @@ async def ephemeral(interaction: discord.Interaction, text: str) -> None:
             )
     except discord.HTTPException as exc:
         log.warning("cannot answer interaction %s: %s", interaction.id, exc)
+
+
+async def telling_failures(interaction: discord.Interaction, work: Awaitable[None]) -> None:
+    """Run ``work``, which answers ``interaction``. A failure the bot knows (the database
+    away, a setting it cannot store) before a turn's delivery took over is told to the
+    person privately, or Discord would show "The application did not respond"; it is then
+    raised on, for the log."""
+    try:
+        await work
+    except SeedBotError as exc:
+        await ephemeral(interaction, error_text(exc))
+        raise
 
 
 async def say(message: discord.Message, text: str) -> None:

@@ -24,7 +24,7 @@ from bot.chat.interaction_turns import (
     answer_is_ephemeral,
     answer_through,
 )
-from bot.chat.replies import ephemeral
+from bot.chat.replies import ephemeral, telling_failures
 from bot.domain.models import Turn
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,8 @@ def handle_submission(interaction: discord.Interaction) -> bool:
     text = _submitted_value(interaction.data.get("components", []), TEXT_ID) or ""
     turn_id = int(match["turn"])
     _asker(interaction).spawn(
-        _submitted(interaction, turn_id, text), name=f"reply-{interaction.id}"
+        telling_failures(interaction, _submitted(interaction, turn_id, text)),
+        name=f"reply-{interaction.id}",
     )
     return True
 

@@ -140,7 +140,10 @@ _MERGED_AWAY = object()  # _run_turn's outcome for an attempt a follow-up replac
 
 
 # Who "stops" a turn that a follow-up of the same person replaces (never shown to anyone).
-MERGED = "\x00merged"
+# It is stored as the turn's error, and read back when the stop raced the answer: longer than
+# any Discord name (32 characters at most), so no name can be taken for it, and printable,
+# since stored text never carries a NUL (PostgreSQL refuses one).
+MERGED = "(replaced by a follow-up of the same person's burst)"
 # Who "stops" a turn whose Discord message was deleted (see ConversationService.withdraw).
 MESSAGE_DELETED = "message deleted"
 # Messages merged into one turn, remembered so deleting any of them finds the turn (bounded:
@@ -161,6 +164,10 @@ class _Burst:
     joined: bool = False
     closed: bool = False
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    # The stop of the attempt a follow-up replaces: its turn id and the stop. Follow-ups that
+    # come while it is under way, or while that attempt winds down, share its outcome rather
+    # than stop a turn already stopped (which would make them a turn of their own).
+    replacing: tuple[int, asyncio.Task[StopResult]] | None = None
     # Its files, prepared once: starting over for a follow-up reuses them.
     files: PreparedFiles = field(default_factory=PreparedFiles)
     # One of its messages was deleted: its turn is stopped and not started over.
@@ -401,9 +408,12 @@ class ConversationService:
         burst.items.append(incoming)
         burst.last_arrival = now
         burst.joined = True
-        if burst.turn_id is not None:
-            log.info("message %s joins turn %s: starting over", incoming.source_id, burst.turn_id)
-            if await self.stop(burst.turn_id, MERGED) is not StopResult.STOPPED:
+        turn_id = burst.turn_id
+        if turn_id is not None:
+            log.info("message %s joins turn %s: starting over", incoming.source_id, turn_id)
+            if burst.replacing is None or burst.replacing[0] != turn_id:
+                burst.replacing = (turn_id, asyncio.create_task(self.stop(turn_id, MERGED)))
+            if await asyncio.shield(burst.replacing[1]) is not StopResult.STOPPED:
                 # Its answer was stored (or it ended) first: this one is the next turn.
                 burst.items.remove(incoming)
                 return False

@@ -1,9 +1,13 @@
-"""Engine setup: SQLite pragmas and transaction control, PostgreSQL pool settings."""
+"""Engine setup: SQLite pragmas, transaction control and owner-only files, PostgreSQL pool
+settings, and the NUL rule (bot/storage/types.py) on every statement's parameters."""
 
 from __future__ import annotations
 
 import logging
+import os
+import re
 import sqlite3
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState
 
 from bot.domain import jsontext
+from bot.storage.types import NUL_REPLACEMENT, arguments_without_nul
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +47,36 @@ POSTGRES_SETTINGS = {"plan_cache_mode": "force_custom_plan"}
 POSTGRES_CONNECT_TIMEOUT = 10.0
 
 
+# A \u0000 escape in JSON text (see ``without_nul``): preceded by an even number of
+# backslashes, each pair an escaped backslash, and not by an escaped "\" then "u0000".
+_JSON_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+
+
 def json_text(value: object) -> str:
-    """The engine's ``json_serializer``: the domain's JSON text (a ``RawJson`` as it is)."""
-    return jsontext.dumps(value).decode()
+    """The engine's ``json_serializer``: the domain's JSON text (a ``RawJson`` as it is),
+    with a NUL in its strings replaced as in any other stored text (``without_nul``)."""
+    text = jsontext.dumps(value).decode()
+    if "\\u0000" in text:
+        text = _JSON_NUL.sub(r"\1" + NUL_REPLACEMENT, text)  # the character, as orjson writes
+    return text
+
+
+def _store_no_nul(engine: AsyncEngine) -> None:
+    """Every statement run through SQLAlchemy (the units of work's lean path applies the
+    same rule itself: bot/storage/unit.py)."""
+
+    @event.listens_for(engine.sync_engine, "before_cursor_execute", retval=True)
+    def _before(
+        conn: Connection,
+        cursor: Any,
+        statement: str,
+        parameters: Any,
+        context: Any,
+        executemany: bool,
+    ) -> tuple[str, Any]:
+        if executemany:
+            return statement, [arguments_without_nul(row) for row in parameters]
+        return statement, arguments_without_nul(parameters)
 
 
 def is_sqlite(url: str) -> bool:
@@ -76,7 +108,14 @@ def create_engine(
     ``RawJson`` is stored as the text it holds). Nothing connects until first use.
     """
     if is_sqlite(url):
-        return _sqlite_engine(url, echo=echo, busy_timeout_ms=busy_timeout_ms)
+        engine = _sqlite_engine(url, echo=echo, busy_timeout_ms=busy_timeout_ms)
+    else:
+        engine = _postgres_engine(url, echo=echo)
+    _store_no_nul(engine)
+    return engine
+
+
+def _postgres_engine(url: str, *, echo: bool) -> AsyncEngine:
     return create_async_engine(
         url,
         echo=echo,
@@ -92,7 +131,7 @@ def create_engine(
 def _sqlite_engine(url: str, *, echo: bool, busy_timeout_ms: int) -> AsyncEngine:
     path = sqlite_path(url)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _owner_only_database(path)
     # No rollback when a connection goes back to the pool unless a transaction is open:
     # every unit of work ends its own transaction, so the pool's blanket rollback would only
     # cost one more thread hop per unit of work (the reset hook below does the rest).
@@ -134,6 +173,73 @@ def _sqlite_engine(url: str, *, echo: bool, busy_timeout_ms: int) -> AsyncEngine
             conn.exec_driver_sql(f"BEGIN {mode}")
 
     return engine
+
+
+# The database holds every conversation: its file, and the WAL and shared-memory files SQLite
+# keeps beside it, are the owner's alone, whatever the process umask.
+OWNER_ONLY_DIRECTORY = 0o700
+OWNER_ONLY_FILE = 0o600
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def _owner_only_database(path: Path) -> None:
+    """Prepare a SQLite file's place so that only its owner can read it.
+
+    The directories missing on the way are created owner-only (0700). A directory that
+    exists is left as it is: it may be shared (a working directory, a volume), and the files
+    in it are protected by their own modes. The database file is created owner-only (0600)
+    before SQLite opens it, which SQLite then gives its WAL and shared-memory files too. Our
+    own files that an older version (or a loose umask) left readable by others are made
+    owner-only, with a warning.
+    """
+    _make_owner_only_directories(path.parent)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, OWNER_ONLY_FILE)
+    except FileExistsError:
+        pass  # an existing database (or another process just made it): checked below
+    else:
+        try:
+            os.fchmod(fd, OWNER_ONLY_FILE)  # the umask may have taken more than group/other
+        finally:
+            os.close(fd)
+    for file in (path, *(path.with_name(path.name + side) for side in SQLITE_SIDE_FILES)):
+        _restrict(file)
+
+
+def _make_owner_only_directories(directory: Path) -> None:
+    missing = []
+    while not directory.exists():
+        missing.append(directory)
+        if directory.parent == directory:
+            break
+        directory = directory.parent
+    for created in reversed(missing):
+        try:
+            created.mkdir(mode=OWNER_ONLY_DIRECTORY)
+        except FileExistsError:
+            continue  # made meanwhile by another process, which chose its mode
+        created.chmod(OWNER_ONLY_DIRECTORY)  # mkdir's mode is filtered by the umask
+
+
+def _restrict(file: Path) -> None:
+    try:
+        info = file.stat()
+    except FileNotFoundError:
+        return
+    mode = stat.S_IMODE(info.st_mode)
+    if not mode & 0o077 or not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
+        return
+    try:
+        file.chmod(mode & 0o700)
+    except OSError as e:
+        log.warning("database file %s is readable by others and stays so: %s", file, e)
+        return
+    log.warning(
+        "database file %s was open to other users (mode %o): made owner-only (%o)",
+        file,
+        mode,
+        mode & 0o700,
+    )
 
 
 def _use_wal(cursor: Any) -> None:

@@ -28,6 +28,11 @@ from bot.storage.types import Id, UtcDateTime
 
 # Discord snowflakes are at most 20 decimal digits; the domain carries them as strings.
 Snowflake = String(20)
+# Where a conversation lives: a channel or thread id, or a key that is not a snowflake, such as
+# ``interaction:<id>`` for one held through interactions (user-install /ask, "Ask Seed",
+# Reply). Every column a scope lands in (the conversation's, a turn's reply channel, a
+# thread's settings, a cost's scope) takes this type: PostgreSQL refuses a longer value.
+ScopeKey = String(64)
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -47,7 +52,7 @@ conversations = Table(
     "conversations",
     metadata,
     Column("id", Id, primary_key=True),
-    Column("scope_id", Snowflake, nullable=False, unique=True),
+    Column("scope_id", ScopeKey, nullable=False, unique=True),
     Column("guild_id", Snowflake),
     Column("parent_channel_id", Snowflake),
     Column("owner_id", Snowflake, nullable=False),
@@ -79,7 +84,7 @@ turns = Table(
     Column("attempt", Integer, nullable=False),
     Column("author_id", Snowflake, nullable=False),
     Column("author_name", Text, nullable=False),
-    Column("reply_channel_id", Snowflake, nullable=False),
+    Column("reply_channel_id", ScopeKey, nullable=False),
     Column("prompt", Text, nullable=False),
     Column("image_urls", JSON, nullable=False),
     Column("video_urls", JSON, nullable=False),
@@ -133,7 +138,7 @@ settings = Table(
     "settings",
     metadata,
     Column("scope", String(16), primary_key=True),
-    Column("scope_id", Snowflake, primary_key=True),
+    Column("scope_id", ScopeKey, primary_key=True),
     Column("thinking", String(16)),
     Column("effort", String(16)),
     Column("system_prompt", Text),
@@ -163,7 +168,7 @@ turn_costs = Table(
     Column("turn_id", BigInteger, primary_key=True, autoincrement=False),
     Column("user_id", Snowflake, nullable=False),
     Column("guild_id", Snowflake),
-    Column("scope_id", Snowflake),
+    Column("scope_id", ScopeKey),
     # When the turn was submitted: the day and month its cost counts in (UTC).
     Column("at", UtcDateTime, nullable=False),
     Column("input_tokens", Integer, nullable=False),

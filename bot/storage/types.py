@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import BigInteger, Integer
 from sqlalchemy.engine import Dialect
@@ -41,3 +43,36 @@ class UtcDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+
+# PostgreSQL's text cannot hold a NUL ('invalid byte sequence for encoding "UTF8": 0x00') and
+# its jsonb refuses the escape \u0000, while SQLite stores both. So no stored text carries
+# one, on either database (both store the same): every string a statement is given has each
+# NUL replaced by U+FFFD, the replacement character. Unlike dropping it, that keeps the
+# text's length and leaves a visible mark where something unstorable was, without joining
+# the words on either side. The rule is applied where parameters go to the driver (both
+# paths: bot/storage/engine.py, bot/storage/unit.py), so it covers every column, present and
+# future, and raw SQL too; JSON text gets it where it is written (``engine.json_text``).
+NUL = "\x00"
+NUL_REPLACEMENT = "\ufffd"
+
+
+def without_nul(value: str) -> str:
+    return value.replace(NUL, NUL_REPLACEMENT) if NUL in value else value
+
+
+def arguments_without_nul(arguments: Any) -> Any:
+    """A statement's parameters (a sequence or a mapping) with no NUL in their strings; the
+    same object when there is none, which is nearly always."""
+    if isinstance(arguments, Mapping):
+        if any(isinstance(v, str) and NUL in v for v in arguments.values()):
+            return {k: _clean(v) for k, v in arguments.items()}
+        return arguments
+    if isinstance(arguments, Sequence) and any(isinstance(v, str) and NUL in v for v in arguments):
+        cleaned = [_clean(v) for v in arguments]
+        return tuple(cleaned) if isinstance(arguments, tuple) else cleaned
+    return arguments
+
+
+def _clean(value: object) -> object:
+    return without_nul(value) if isinstance(value, str) else value

@@ -30,6 +30,7 @@ from sqlalchemy.types import TypeEngine
 
 from bot.domain.cache import Lru
 from bot.storage.sqlalchemy_internals import NUMERIC
+from bot.storage.types import NUL, without_nul
 
 T = TypeVar("T")
 STATEMENTS_CACHED = 256
@@ -69,7 +70,8 @@ class Prepared:
                 plan.append((name, True, process))
             else:  # a constant of the statement: processed once, here
                 value = expanded.parameters[name]
-                plan.append((name, False, value if process is None else process(value)))
+                value = value if process is None else process(value)
+                plan.append((name, False, without_nul(value) if isinstance(value, str) else value))
         self._plan = tuple(plan)
         columns = list(getattr(statement, "exported_columns", ()))
         names = tuple(column.key for column in columns)
@@ -88,7 +90,11 @@ class Prepared:
                 out.append(process_or_value)
                 continue
             value = params[name]
-            out.append(value if process_or_value is None else process_or_value(value))
+            if process_or_value is not None:
+                value = process_or_value(value)
+            if isinstance(value, str) and NUL in value:
+                value = without_nul(value)  # the storage rule for text (bot/storage/types.py)
+            out.append(value)
         return tuple(out)
 
     def values(self, raw: Sequence[Sequence[Any]]) -> list[Sequence[Any]]:

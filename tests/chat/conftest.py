@@ -1,25 +1,72 @@
 """End-to-end harness: the bot built by the real entry-point code, connected to the fake
-Discord, talking to the fake fal, storing in a real SQLite file."""
+Discord, talking to the fake fal, storing in a real SQLite file and, for the tests that store
+conversations, in a fresh PostgreSQL database as well (when ``SEED_BOT_TEST_POSTGRES_URL`` is
+set; see tests/storage/conftest.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
+from sqlalchemy.engine import make_url
 from yarl import URL
 
 from bot.app import App, build_app
 from bot.config import Config, load_config
+from bot.storage.migrate import upgrade
 from tests.fakes.discord import run_client
 from tests.fakes.discord.models import FakeChannel, FakeMessage, FakeUser, UserFile
 from tests.fakes.discord.server import FakeDiscord
 from tests.fakes.discord.standard import StandardWorld
 from tests.fakes.fal import DEFAULT_KEY, FakeFal
+from tests.storage.conftest import (
+    BACKENDS,
+    create_postgres_database,
+    drop_postgres_database,
+    fresh_postgres_database,
+    postgres_base_url,
+)
+
+# The end-to-end tests that store conversations run on PostgreSQL too: SQLite ignores
+# declared column lengths and takes NUL bytes, PostgreSQL refuses both, so a path tested on
+# SQLite alone can fail on PostgreSQL unseen. Every test of these modules: each interaction
+# path (/ask in and out of servers, Ask Seed, Reply, Stop, with the invoker's rights, across
+# restarts), the controls (Stop, Retry, the burst merge), the conversations and turns,
+# deleted messages, settings, costs, exports, forgetting. (A test may ask for both itself:
+# ``pytest.mark.parametrize("chat_backend", BACKENDS, indirect=True)``.)
+BOTH_DATABASES_MODULES = frozenset(
+    {
+        "test_e2e_access_edges",
+        "test_e2e_commands",
+        "test_e2e_controls",
+        "test_e2e_conversation",
+        "test_e2e_costs",
+        "test_e2e_deletions",
+        "test_e2e_everywhere",
+        "test_e2e_guards",
+        "test_e2e_interaction_restart",
+        "test_e2e_privacy",
+        "test_e2e_stored_text",
+        "test_e2e_turns",
+    }
+)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "chat_backend" not in metafunc.fixturenames:
+        return
+    if metafunc.module.__name__.rpartition(".")[2] in BOTH_DATABASES_MODULES:
+        metafunc.parametrize("chat_backend", BACKENDS, indirect=True)
+
+
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path}/bot.db"
 
 
 def harness_env(fake: FakeDiscord, fal: FakeFal, tmp_path: Path, **env: str) -> dict[str, str]:
@@ -35,7 +82,7 @@ def harness_env(fake: FakeDiscord, fal: FakeFal, tmp_path: Path, **env: str) -> 
         "SEED_BOT_DISCORD__CDN_HOSTS": f"{cdn.host}:{cdn.port}",
         "SEED_BOT_FAL__QUEUE_BASE": fal.base_url,
         "SEED_BOT_FAL__REST_BASE": fal.base_url,
-        "SEED_BOT_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path}/bot.db",
+        "SEED_BOT_DATABASE__URL": sqlite_url(tmp_path),
         "SEED_BOT_CONFIG": str(config_file),
         # Each message its own turn unless a test asks for batching.
         "SEED_BOT_DISCORD__BATCH_WINDOW_SECONDS": "0",
@@ -56,10 +103,16 @@ class Harness:
     app: App
     tmp_path: Path
     stack: contextlib.AsyncExitStack
+    # The environment-style config it was started with (its database included).
+    values: dict[str, str]
 
     async def stop(self) -> None:
         """Stop this bot (as a shutdown would: turns in flight stay stored)."""
         await self.stack.aclose()
+
+    def config(self, **env: str) -> Config:
+        """This bot's config with ``env`` changed (for a reload)."""
+        return load_config(None, {**self.values, **env}, required_secrets=("discord", "fal"))
 
     @property
     def bot_user(self) -> FakeUser:
@@ -104,12 +157,60 @@ class Harness:
 HarnessFactory = Callable[..., Awaitable[Harness]]
 
 
+@pytest.fixture
+def chat_backend(request: pytest.FixtureRequest) -> str:
+    """The database the harness stores in: SQLite, and PostgreSQL as well for the tests
+    ``pytest_generate_tests`` gives both."""
+    name: str = getattr(request, "param", "sqlite")
+    if name == "postgresql" and postgres_base_url() is None:
+        pytest.skip("PostgreSQL end-to-end tests need SEED_BOT_TEST_POSTGRES_URL")
+    return name
+
+
+@pytest.fixture(scope="session")
+def migrated_postgres_template() -> Iterator[str | None]:
+    """A PostgreSQL database with the schema, made once per session, that each end-to-end
+    test's database is copied from (a copy is several times quicker than migrating); None
+    without PostgreSQL."""
+    base = postgres_base_url()
+    if base is None:
+        yield None
+        return
+
+    async def make() -> str:
+        url = await create_postgres_database(base)
+        await upgrade(url)
+        return url
+
+    url = asyncio.run(make())
+    try:
+        yield make_url(url).database
+    finally:
+        asyncio.run(drop_postgres_database(base, url))
+
+
+@pytest_asyncio.fixture
+async def chat_database_url(
+    chat_backend: str, tmp_path: Path, migrated_postgres_template: str | None
+) -> AsyncIterator[str]:
+    """The harness's database: a SQLite file in the test's directory, or a fresh PostgreSQL
+    database with the schema (the bot migrates only SQLite by itself)."""
+    if chat_backend == "sqlite":
+        yield sqlite_url(tmp_path)
+        return
+    base = postgres_base_url()
+    assert base is not None and migrated_postgres_template is not None
+    async with fresh_postgres_database(base, template=migrated_postgres_template) as url:
+        yield url
+
+
 @pytest_asyncio.fixture
 async def make_harness(
     fake_discord: FakeDiscord,
     discord_world: StandardWorld,
     fake_fal: FakeFal,
     tmp_path: Path,
+    chat_database_url: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[HarnessFactory]:
     """Start the bot with extra config (environment-style keys) and, when given, its own
@@ -123,6 +224,7 @@ async def make_harness(
     async def make(
         *, status_delay: float = 0.5, typing_delay: float | None = None, **env: str
     ) -> Harness:
+        env.setdefault("SEED_BOT_DATABASE__URL", chat_database_url)
         values = harness_env(fake_discord, fake_fal, tmp_path, **env)
         config = load_config(None, values, required_secrets=("discord", "fal"))
         stack = contextlib.AsyncExitStack()
@@ -143,7 +245,7 @@ async def make_harness(
         except BaseException:
             await stack.aclose()
             raise
-        harness = Harness(fake_discord, discord_world, fake_fal, app, tmp_path, stack)
+        harness = Harness(fake_discord, discord_world, fake_fal, app, tmp_path, stack, values)
         started.append(harness)
         return harness
 

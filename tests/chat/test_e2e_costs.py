@@ -15,7 +15,7 @@ from bot.domain.conversation import estimate_tokens
 from bot.domain.costs import SpendFilter, estimate_units, format_usd, period_bounds
 from bot.domain.models import Cost, Payer, Reservation, Settlement, Turn, TurnState
 from bot.storage.costs import StoredCost
-from tests.chat.conftest import Harness, HarnessFactory, harness_config
+from tests.chat.conftest import Harness, HarnessFactory
 from tests.chat.test_e2e_controls import status_with_stop
 from tests.fakes.discord import Perm
 from tests.fakes.discord.models import FakeChannel, FakeMessage, FakeUser
@@ -213,7 +213,7 @@ async def test_a_budget_lowered_by_a_reload_applies_from_the_next_turn(
 ) -> None:
     h = await make_harness()
     _, thread = await answered_thread(h, h.world.alice, "before")
-    lowered = harness_config(h.fake, h.fal, h.tmp_path, SEED_BOT_BUDGETS__USER_DAILY_USD="0.0001")
+    lowered = h.config(SEED_BOT_BUDGETS__USER_DAILY_USD="0.0001")
     assert apply_config(h.app, lowered) == []
     since = h.fake.mark()
     await h.fake.send_message(h.world.alice, thread, "after")

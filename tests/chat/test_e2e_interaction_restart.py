@@ -5,9 +5,7 @@ On SQLite and, when ``SEED_BOT_TEST_POSTGRES_URL`` is set, on PostgreSQL."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import insert, text, update
@@ -17,29 +15,20 @@ from bot.chat.sealing import TokenSeal
 from bot.domain import service
 from bot.domain.models import TurnState
 from bot.storage import create_engine
-from bot.storage.migrate import upgrade
 from bot.storage.tables import interactions, turns
 from tests.chat.conftest import Harness, HarnessFactory
 from tests.chat.test_e2e_everywhere import Away, answered, away, reply_through
 from tests.fakes.discord import FakeInteraction, MessageCreated, MessageEdited
 from tests.fakes.fal import ModelOutput, billable_units
-from tests.storage.conftest import BACKENDS, POSTGRES_ENV, fresh_postgres_database
-from tests.storage.conftest import postgres_base_url as postgres_base
 
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture(params=BACKENDS)
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path}/bot.db"
-        return
-    base = postgres_base()
-    if base is None:
-        pytest.skip(f"PostgreSQL tests need {POSTGRES_ENV}")
-    async with fresh_postgres_database(base) as url:
-        await upgrade(url)  # the bot migrates a SQLite file itself, never a server
-        yield url
+@pytest.fixture
+def database_url(chat_database_url: str) -> str:
+    """The harness's database (SQLite, then PostgreSQL: tests/chat/conftest.py), named for
+    the restarts and the checks that reach it directly."""
+    return chat_database_url
 
 
 async def sql(url: str, statement: str | Executable) -> list[tuple[object, ...]]:

@@ -6,7 +6,6 @@ conversations."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -16,31 +15,15 @@ from aiohttp import web
 from bot.chat.media import DiscordMedia
 from bot.domain.errors import AttachmentError
 from bot.domain.models import Attachment
-from bot.domain.service import MERGED
 from bot.ops.metrics import sample
 from tests.chat.conftest import Harness, HarnessFactory
 from tests.fakes.discord.events import CdnFetched
 from tests.fakes.discord.models import FakeChannel, GeneratedBytes, UserFile
-from tests.storage.conftest import (
-    BACKENDS,
-    POSTGRES_ENV,
-    fresh_postgres_database,
-    postgres_base_url,
-)
+from tests.storage.conftest import BACKENDS
 
-
-@pytest.fixture(params=BACKENDS)
-async def database(request: pytest.FixtureRequest) -> AsyncIterator[dict[str, str]]:
-    """The bot's database for a test that stores what it measures: the harness's SQLite
-    file, or a fresh PostgreSQL database (which, unlike SQLite, enforces what it stores)."""
-    if request.param == "sqlite":
-        yield {}
-        return
-    base = postgres_base_url()
-    if base is None:
-        pytest.skip(f"PostgreSQL tests need {POSTGRES_ENV}")
-    async with fresh_postgres_database(base) as url:
-        yield {"SEED_BOT_DATABASE__URL": url, "SEED_BOT_DATABASE__AUTO_MIGRATE": "true"}
+# The tests that store what they measure run on PostgreSQL too (which, unlike SQLite,
+# enforces what it stores): the harness's database parameter.
+BOTH_DATABASES = pytest.mark.parametrize("chat_backend", BACKENDS, indirect=True)
 
 
 def prompts(h: Harness) -> list[str]:
@@ -78,13 +61,14 @@ async def until_waiting(h: Harness, files: int) -> None:
 # -- inlined text --------------------------------------------------------------------------------
 
 
+@BOTH_DATABASES
 async def test_inlined_text_is_capped_per_turn_and_the_reply_names_what_was_left_out(
-    database: dict[str, str], make_harness: HarnessFactory
+    make_harness: HarnessFactory,
 ) -> None:
     """A mention replying to a message with ten text files, plus ten more attached: the
     quoted files count too. The defaults inline at most 192 KB of text: three files whole,
     the fourth cut (the model is told), the other sixteen left out and named."""
-    h = await make_harness(**database)
+    h = await make_harness()
     quoted = await h.fake.send_message(
         h.world.bob,
         h.world.channel,
@@ -131,17 +115,14 @@ async def test_text_files_over_the_count_are_left_out_by_name(
 # -- media: once per turn, streamed, bounded ----------------------------------------------------
 
 
+@BOTH_DATABASES
 async def test_a_burst_starting_over_reuses_the_files_already_prepared(
-    database: dict[str, str], make_harness: HarnessFactory
+    make_harness: HarnessFactory,
 ) -> None:
     """A follow-up joins the burst: the turn starts over with both messages' files, but the
     first message's video and text are not downloaded or uploaded again, and the replaced
     attempts keep no copy of the prompt."""
-    if database and "\x00" in MERGED:
-        # A burst stops its replaced attempt with this marker, which PostgreSQL refuses to
-        # store until the printable marker of issue 22's defect 1 is merged.
-        pytest.xfail("the burst's merge marker holds a NUL (issue 22, defect 1)")
-    h = await make_harness(SEED_BOT_DISCORD__BATCH_WINDOW_SECONDS="5", **database)
+    h = await make_harness(SEED_BOT_DISCORD__BATCH_WINDOW_SECONDS="5")
     since = h.fake.mark()
     message = await h.mention(h.world.alice, "hello")
     thread = await h.fake.wait_for_thread(h.world.channel, from_message=message, since=since)

@@ -221,6 +221,54 @@ async def test_a_follow_up_stops_the_queued_request_and_the_burst_starts_over(
     assert latest.state is TurnState.DELIVERED
 
 
+class SlowWindDown:
+    """No costs, but a stopped turn's settling waits for ``release``: the time an attempt
+    a follow-up replaced takes to wind down (a database round trip, longer on PostgreSQL)."""
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def reserve(self, turn_id: int, payer: Any, **_: int) -> None:
+        return None
+
+    def settlement(self, outcome: object) -> None:
+        return None
+
+    def settled(self, turn_id: int, cost: object) -> None:
+        return None
+
+    async def settle(self, turn_id: int, outcome: object) -> None:
+        if outcome is None:
+            self.entered.set()
+            await self.release.wait()
+
+
+async def test_a_follow_up_while_the_replaced_attempt_winds_down_joins_the_burst(
+    world: World,
+) -> None:
+    """A third message that comes while the attempt the second one stopped is still winding
+    down joins the restart; it is not left over as a turn of its own."""
+    world.service.reconfigure(ServiceConfig(batch_window=5.0, turn_timeout=10))
+    wind_down = SlowWindDown()
+    world.service.costs = wind_down
+    world.fal.hold()
+    first = asyncio.create_task(world.service.respond(message(1, "one")))
+    await world.fal.wait_for_submissions(1)
+    await world.fal.wait_for_calls("stream", 1)
+    second = asyncio.create_task(world.service.respond(message(2, "two")))
+    await wind_down.entered.wait()
+    # It starts (and joins) before the replaced attempt is let go: tasks run in order.
+    third = asyncio.create_task(world.service.respond(message(3, "three")))
+    wind_down.release.set()
+    world.fal.unhold()
+    await asyncio.gather(first, second, third)
+    prompts = [r.input["prompt"] for r in world.fal.requests.values()]
+    assert prompts == ["one", "one\ntwo\nthree"]
+    [delivery] = world.deliveries.opened
+    assert delivery.named("deliver") == [("echo: one\ntwo\nthree", ())]
+
+
 async def test_a_follow_up_after_the_answer_is_stored_is_the_next_turn(world: World) -> None:
     world.service.reconfigure(ServiceConfig(batch_window=5.0, turn_timeout=10))
     await world.service.respond(message(1, "one"))

@@ -40,22 +40,41 @@ def postgres_base_url() -> str | None:
     return os.environ.get(POSTGRES_ENV) or None
 
 
-@asynccontextmanager
-async def fresh_postgres_database(base_url: str) -> AsyncIterator[str]:
-    """A new, empty database next to ``base_url``'s, dropped afterwards. A database per test
-    isolates tests completely and lets migrations run from a plain URL."""
-    name = f"seed_bot_test_{uuid.uuid4().hex[:16]}"
+async def _admin(base_url: str, statement: str) -> None:
     admin = create_async_engine(base_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
     try:
         async with admin.connect() as conn:
-            await conn.execute(text(f'CREATE DATABASE "{name}"'))
-        try:
-            yield make_url(base_url).set(database=name).render_as_string(hide_password=False)
-        finally:
-            async with admin.connect() as conn:
-                await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            await conn.execute(text(statement))
     finally:
         await admin.dispose()
+
+
+async def create_postgres_database(base_url: str, *, template: str | None = None) -> str:
+    """The URL of a new database next to ``base_url``'s: empty, or a copy of the database
+    ``template`` (which nobody may be connected to meanwhile)."""
+    name = f"seed_bot_test_{uuid.uuid4().hex[:16]}"
+    copy = f' TEMPLATE "{template}"' if template else ""
+    await _admin(base_url, f'CREATE DATABASE "{name}"{copy}')
+    return make_url(base_url).set(database=name).render_as_string(hide_password=False)
+
+
+async def drop_postgres_database(base_url: str, url: str) -> None:
+    """Drop the database of ``url``, made by ``create_postgres_database(base_url)``."""
+    name = make_url(url).database
+    await _admin(base_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@asynccontextmanager
+async def fresh_postgres_database(
+    base_url: str, *, template: str | None = None
+) -> AsyncIterator[str]:
+    """A new database (see ``create_postgres_database``), dropped afterwards. A database per
+    test isolates tests completely and lets migrations run from a plain URL."""
+    url = await create_postgres_database(base_url, template=template)
+    try:
+        yield url
+    finally:
+        await drop_postgres_database(base_url, url)
 
 
 @pytest.fixture(params=BACKENDS)

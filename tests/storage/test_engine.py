@@ -1,7 +1,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import sqlite3
+import stat
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -54,6 +58,68 @@ async def test_the_sqlite_directory_is_created(tmp_path: Path) -> None:
         assert path.is_file()
     finally:
         await engine.dispose()
+
+
+@pytest.fixture
+def open_umask() -> Iterator[None]:
+    """The most permissive umask, so that only the bot's own choice of modes protects its
+    files (a restrictive umask would hide a missing one)."""
+    previous = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+async def wal_and_shm_in_use(url: str, path: Path) -> dict[str, int]:
+    """The modes of the database and its WAL and shared-memory files while a connection
+    that wrote holds them open."""
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE IF NOT EXISTS t (x TEXT)"))
+            await conn.execute(text("INSERT INTO t VALUES ('secret')"))
+        async with engine.connect() as conn:
+            assert await conn.scalar(text("PRAGMA journal_mode")) == "wal"
+            return {
+                suffix: mode(path.with_name(path.name + suffix)) for suffix in ("", "-wal", "-shm")
+            }
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.usefixtures("open_umask")
+async def test_the_sqlite_files_and_new_directories_are_owner_only(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "bot.db"
+    before = mode(tmp_path)
+    modes = await wal_and_shm_in_use(f"sqlite+aiosqlite:///{path}", path)
+    assert modes == {"": 0o600, "-wal": 0o600, "-shm": 0o600}
+    assert (mode(tmp_path / "a"), mode(tmp_path / "a" / "b")) == (0o700, 0o700)
+    assert mode(tmp_path) == before  # a directory that was there is not the bot's to change
+
+
+@pytest.mark.usefixtures("open_umask")
+async def test_an_existing_directory_is_kept_and_an_older_readable_database_made_owner_only(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A database an older version left readable by everyone is made owner-only, with a
+    warning naming it; the directory it is in (maybe shared) keeps its mode."""
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    path = shared / "bot.db"
+    sqlite3.connect(path).close()
+    path.chmod(0o644)
+    with caplog.at_level(logging.WARNING, logger="bot.storage.engine"):
+        modes = await wal_and_shm_in_use(f"sqlite+aiosqlite:///{path}", path)
+    assert modes == {"": 0o600, "-wal": 0o600, "-shm": 0o600}
+    assert mode(shared) == 0o755
+    assert [r.getMessage() for r in caplog.records] == [
+        f"database file {path} was open to other users (mode 644): made owner-only (600)"
+    ]
 
 
 def test_sqlite_path() -> None:

@@ -8,8 +8,11 @@ from datetime import UTC, datetime, timedelta
 from bot.domain.models import StoredInteraction
 from bot.storage import SqlStore
 
-# Whole seconds: what every backend stores exactly.
-NOW = datetime.now(UTC).replace(microsecond=0)
+
+def whole_seconds_now() -> datetime:
+    """Now, in whole seconds (what every backend stores exactly). Taken by each test: the
+    store drops what expired by the real clock, and a test may run minutes after import."""
+    return datetime.now(UTC).replace(microsecond=0)
 
 
 def kept(
@@ -27,10 +30,11 @@ def kept(
 
 async def test_an_interaction_is_kept_replaced_and_dropped(store: SqlStore) -> None:
     interactions = store.interactions
-    first = kept("1400000000000000001", NOW + timedelta(minutes=15))
+    now = whole_seconds_now()
+    first = kept("1400000000000000001", now + timedelta(minutes=15))
     await interactions.keep_interaction(first)
     assert await interactions.stored_interaction(first.interaction_id) == first
-    again = kept(first.interaction_id, NOW + timedelta(minutes=14), bytes(range(256)))
+    again = kept(first.interaction_id, now + timedelta(minutes=14), bytes(range(256)))
     await interactions.keep_interaction(again)
     assert await interactions.stored_interaction(first.interaction_id) == again
     await interactions.drop_interaction(first.interaction_id)
@@ -40,17 +44,18 @@ async def test_an_interaction_is_kept_replaced_and_dropped(store: SqlStore) -> N
 
 async def test_expired_interactions_are_purged(store: SqlStore) -> None:
     interactions = store.interactions
-    old = kept("1400000000000000001", NOW + timedelta(minutes=1))
-    live = kept("1400000000000000002", NOW + timedelta(minutes=3))
+    now = whole_seconds_now()
+    old = kept("1400000000000000001", now + timedelta(minutes=1))
+    live = kept("1400000000000000002", now + timedelta(minutes=3))
     await interactions.keep_interaction(old)
     await interactions.keep_interaction(live)
-    assert await interactions.drop_expired_interactions(NOW + timedelta(minutes=2)) == 1
+    assert await interactions.drop_expired_interactions(now + timedelta(minutes=2)) == 1
     assert await interactions.stored_interaction(old.interaction_id) is None
     assert await interactions.stored_interaction(live.interaction_id) == live
 
 
 def test_the_sealed_token_is_not_in_the_repr() -> None:
-    assert "sealed" not in repr(kept("1", NOW, b"sealed bytes"))
+    assert "sealed" not in repr(kept("1", whole_seconds_now(), b"sealed bytes"))
 
 
 async def test_keeping_one_drops_the_expired_ones(store: SqlStore) -> None:

@@ -15,7 +15,7 @@ import pytest
 from bot.domain.errors import StorageUnavailable
 from bot.domain.models import NewConversation
 from bot.domain.outage import MAX_RETRY_DELAY, Outage
-from bot.ops.health import database_check
+from bot.ops.health import DATABASE_UNAVAILABLE, database_check
 from bot.ops.metrics import Metrics
 from bot.storage.database import RetryPolicy
 from bot.storage.engine import create_engine, sqlite_path
@@ -88,7 +88,7 @@ async def test_a_store_call_waits_through_a_cut_and_the_outage_is_told_once(
     await wait_down(outage)
     assert not writing.done()
     problems = await database_check(store.db.engine, outage=outage)()
-    assert problems["database"].startswith("unreachable for ")
+    assert problems["database"].startswith(f"{DATABASE_UNAVAILABLE} for ")
     assert "1 calls waiting" in problems["database"]
     assert "seed_bot_database_outages_total 1.0" in metrics.render().decode()
     await cuttable.cut.restore()
@@ -99,7 +99,8 @@ async def test_a_store_call_waits_through_a_cut_and_the_outage_is_told_once(
     told = [r for r in caplog.records if r.levelno >= logging.INFO and r.name.startswith("bot")]
     assert [(r.levelname, r.getMessage().split(" (")[0].split(";")[0]) for r in told] == [
         ("WARNING", "database unreachable"),
-        ("INFO", f"database back after {outage_seconds(told[1].getMessage())}s"),
+        ("WARNING", "readiness: database unreachable"),  # the probe's reason, logged once
+        ("INFO", f"database back after {outage_seconds(told[2].getMessage())}s"),
     ]
     # The retries themselves are DEBUG lines.
     assert any("retry" in r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG)

@@ -145,11 +145,14 @@ async def test_message_content_comes_back_exactly(
 
     history = await store.history(conversation.id, 0)
 
-    assert decoded(history) == messages
+    # Exactly, but for the NUL, which no stored text carries (PostgreSQL refuses it): it
+    # comes back as U+FFFD (bot/storage/types.py).
+    stored = json.loads(json.dumps(content).replace("\\u0000", "\\ufffd"))
+    assert decoded(history) == [ChatMessage("user", stored), *messages[1:]]
     # Read back as the JSON text stored, compact, UTF-8 and in key order: sent on as it is.
     first = history[0].message.content
     assert isinstance(first, RawJson)
-    assert first.text == json.dumps(content, ensure_ascii=False, separators=(",", ":"))
+    assert first.text == json.dumps(stored, ensure_ascii=False, separators=(",", ":"))
     assert [e.message.content for e in history[1:]] == [
         RawJson("null"),
         RawJson('"plain text"'),
