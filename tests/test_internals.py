@@ -4,6 +4,7 @@ releases or when a part is gone, and pyproject.toml allows exactly the checked r
 
 from __future__ import annotations
 
+import importlib
 import logging
 import re
 import tomllib
@@ -177,3 +178,19 @@ def test_pyproject_allows_exactly_the_checked_releases(module: ModuleType) -> No
     low, high = dependency_bounds()[checked.distribution]
     assert internals.parse_version(low) == checked.low
     assert internals.parse_version(high) == checked.high
+
+
+def test_an_adapter_module_gone_fails_the_probe_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = importlib.import_module
+
+    def without_asyncpg_adapter(name: str, package: str | None = None) -> ModuleType:
+        if name == "sqlalchemy.dialects.postgresql.asyncpg":
+            raise ModuleNotFoundError(f"No module named {name!r}")
+        return real(name, package)
+
+    monkeypatch.setattr(importlib, "import_module", without_asyncpg_adapter)
+    assert "sqlalchemy.dialects.postgresql.asyncpg cannot be imported" in str(
+        sqlalchemy_internals.problem()
+    )

@@ -42,7 +42,10 @@ def problem() -> str | None:
     if not callable(invalidate) or "_checkin" not in inspect.signature(invalidate).parameters:
         return "Pool._invalidate(connection, exception, _checkin) is gone"
     for module, name in _ADAPTERS:
-        adapter = getattr(importlib.import_module(module), name, None)
+        try:
+            adapter = getattr(importlib.import_module(module), name, None)
+        except ImportError as e:
+            return f"{module} cannot be imported ({e})"
         if not callable(getattr(adapter, "_handle_exception", None)):
             return f"{module}.{name}._handle_exception is gone"
     if not callable(getattr(SQLCompiler, "construct_expanded_state", None)):
