@@ -4,6 +4,7 @@ releases or when a part is gone, and pyproject.toml allows exactly the checked r
 
 from __future__ import annotations
 
+import ast
 import importlib
 import logging
 import re
@@ -194,3 +195,57 @@ def test_an_adapter_module_gone_fails_the_probe_without_a_traceback(
     assert "sqlalchemy.dialects.postgresql.asyncpg cannot be imported" in str(
         sqlalchemy_internals.problem()
     )
+
+
+# A named tuple's own API (``_make``, ``_replace``…): public, despite the underscore.
+NAMEDTUPLE_API = frozenset({"_make", "_replace", "_asdict", "_fields", "_field_defaults"})
+
+
+def private_names_of_our_own(trees: dict[Path, ast.Module]) -> set[str]:
+    """The underscored names bot/ defines itself: its functions, methods and attributes."""
+    own: set[str] = set()
+    for path, tree in trees.items():
+        if path.name.endswith("_internals.py"):
+            continue  # the names there are the libraries'
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                own.add(node.name)
+            elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+                if node.value.id in ("self", "cls") and isinstance(node.ctx, ast.Store):
+                    own.add(node.attr)
+            elif isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == "__slots__" for t in node.targets
+            ):
+                own.update(
+                    str(c.value) for c in ast.walk(node.value) if isinstance(c, ast.Constant)
+                )
+    return {name for name in own if name.startswith("_")}
+
+
+def test_private_parts_of_libraries_are_reached_only_in_their_modules() -> None:
+    # Library internals in one room: an underscored attribute of something that is not ours
+    # is named in a *_internals.py module only (a getattr with a constant name counts too).
+    trees = {p: ast.parse(p.read_text(encoding="utf-8")) for p in (ROOT / "bot").rglob("*.py")}
+    own = private_names_of_our_own(trees) | NAMEDTUPLE_API
+    found = []
+    for path, tree in trees.items():
+        if path.name.endswith("_internals.py"):
+            continue
+        for node in ast.walk(tree):
+            name = None
+            if isinstance(node, ast.Attribute) and not (
+                isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")
+            ):
+                name = node.attr
+            elif (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in ("getattr", "setattr", "hasattr", "delattr")
+                and len(node.args) > 1
+                and isinstance(node.args[1], ast.Constant)
+            ):
+                name = str(node.args[1].value)
+            if name and name.startswith("_") and not name.startswith("__") and name not in own:
+                where = f"{path.relative_to(ROOT)}:{getattr(node, 'lineno', '?')}"
+                found.append(f"{where}: {ast.unparse(node)}")
+    assert found == [], "\n".join(found)
