@@ -105,6 +105,7 @@ class _InstantModel:
         *,
         on_progress: ProgressCallback | None = None,
         timeout: float | None = None,
+        sent: int | None = None,
     ) -> ModelReply:
         messages = (
             ChatMessage("user", "question"),

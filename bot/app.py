@@ -27,15 +27,17 @@ from bot.chat.media import DiscordMedia
 from bot.chat.sealing import TokenSeal
 from bot.config import Config
 from bot.domain.access import AccessPolicy
-from bot.domain.attachments import AttachmentLimits, AttachmentPolicy
+from bot.domain.attachments import AttachmentLimits, AttachmentPolicy, Readers
 from bot.domain.costs import Budgets, Pricing
 from bot.domain.errors import ConfigError, ModelError, SeedBotError
+from bot.domain.links import LinkPolicy
 from bot.domain.notices import RefusalNotices
 from bot.domain.privacy import Retention, RetentionSweeper
 from bot.domain.quotas import Quota, QuotaRules, Quotas
 from bot.domain.service import ConversationService, ServiceConfig
 from bot.fal.client import FalClient
 from bot.fal.settings import FalSettings
+from bot.gifs import gif_as_mp4
 from bot.journal import database_tag, open_journal
 from bot.ops.health import HealthServer, database_check, parse_listen, shard_check
 from bot.ops.logs import describe_exception, hide_discord_secrets
@@ -44,6 +46,7 @@ from bot.storage.engine import create_engine, sqlite_path
 from bot.storage.migrate import ensure_schema, unreachable
 from bot.storage.privacy import SqlPrivacy
 from bot.storage.repository import SqlStore
+from bot.web.pages import Network, PageFetcher, private_hosts
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +101,11 @@ def service_config(config: Config) -> ServiceConfig:
             max_data_uri_bytes=att.max_data_uri_bytes,
             max_files_in_flight=att.max_files_in_flight,
             max_bytes_in_flight=att.max_bytes_in_flight,
+            links=LinkPolicy(
+                read_pages=config.links.read_pages,
+                max_pages=config.links.max_pages,
+                max_page_bytes=config.links.max_page_bytes,
+            ),
         ),
         turn_timeout=config.fal.turn_timeout,
         max_in_flight=config.limits.max_in_flight,
@@ -138,6 +146,7 @@ def chat_options(config: Config, *, sync_commands: bool = False) -> ChatOptions:
             allow_dms=d.allow_dms,
             reply_without_mention=d.reply_without_mention,
             catch_up_seconds=d.catch_up_seconds,
+            embed_wait=config.links.embed_wait_seconds,
         ),
         gate=gate_rules(config),
         dev_guild_id=int(d.dev_guild_id) if d.dev_guild_id else None,
@@ -162,6 +171,7 @@ class App:
     privacy: SqlPrivacy
     health: HealthServer | None = None
     sweeper: RetentionSweeper | None = None
+    pages: PageFetcher | None = None
 
 
 RESTART_ONLY = (
@@ -211,6 +221,10 @@ def apply_config(app: App, new: Config) -> list[str]:
         shard_ids=old.shard_ids,
     )
     app.media.allowed_hosts = frozenset(h.lower() for h in new.discord.cdn_hosts)
+    if app.pages is not None:
+        app.pages.network = replace(
+            app.pages.network, allow_private_hosts=private_hosts(new.links.allow_private_hosts)
+        )
     app.config = new
     if pending:
         log.warning("config reloaded; these changes need a restart: %s", ", ".join(pending))
@@ -225,11 +239,13 @@ async def build_app(
     *,
     sync_commands: bool = False,
     reload: Callable[[], Config] | None = None,
+    network: Network | None = None,
     **chat_overrides: Any,
 ) -> AsyncIterator[App]:
     """Every resource of a running bot, opened in order and closed in reverse. ``reload``
-    reads the config afresh (SIGHUP, ``/admin reload``). ``chat_overrides`` replace fields
-    of the Discord layer's options (tests use it)."""
+    reads the config afresh (SIGHUP, ``/admin reload``). ``network``: how linked pages'
+    hosts are resolved and judged (the real internet's rules unless a test passes others).
+    ``chat_overrides`` replace fields of the Discord layer's options (tests use it)."""
     hide_discord_secrets()  # also where the CLI's logging set-up did not run
     async with contextlib.AsyncExitStack() as stack:
         await _ensure_schema(config)
@@ -253,11 +269,22 @@ async def build_app(
         store.db.timers.append(metrics.transaction_took)
         model = FalClient(session, fal_settings(config), observer=metrics)
         media = DiscordMedia(session, config.discord.cdn_hosts)
+        pages = PageFetcher(
+            replace(
+                network or Network(),
+                allow_private_hosts=private_hosts(config.links.allow_private_hosts),
+            )
+        )
+        stack.push_async_callback(pages.close)
         journal = open_journal(journal_path(config.database.url), config.database.url)
         if journal is not None:
             stack.callback(journal.close)
         point_discord_at(config.discord.api_base, config.discord.gateway_url)
-        options = replace(chat_options(config, sync_commands=sync_commands), **chat_overrides)
+        options = replace(
+            chat_options(config, sync_commands=sync_commands),
+            http_trace=metrics.discord_trace(),
+            **chat_overrides,
+        )
         bot = SeedBot(options)
         stack.push_async_callback(bot.close)
         # Interactions answered across a restart: their tokens sealed with a key from the
@@ -277,6 +304,7 @@ async def build_app(
             INTERACTION_VIEWS,
         )
         budgets = Budgets(store.costs, config.budgets.rules(), Pricing(config.costs.usd_per_unit))
+        budgets.observers.append(metrics.cost_settled)
         # One memory of who was told what: a budget refusal the service posts is the gate's
         # too.
         refusals = RefusalNotices()
@@ -291,6 +319,7 @@ async def build_app(
             costs=budgets,
             outage=store.outage,
             refusals=refusals,
+            readers=Readers(pages=pages, gif_to_mp4=gif_as_mp4),
         )
         gate = Gate(
             Quotas(store, quota_rules(config)),
@@ -302,10 +331,12 @@ async def build_app(
         privacy = SqlPrivacy(store.db)
         bot.install(service, gate, privacy)
         metrics.watch_gateway(lambda: bot.latencies)
+        metrics.watch_slots(lambda: service.slots.waiting)
         metrics.watch_media(lambda: service.media)
         app = App(
             config, engine, session, store, model, media, service, gate, bot, metrics, privacy
         )
+        app.pages = pages
         if retention(config).enabled:
             app.sweeper = RetentionSweeper(privacy, retention(config))
             await stack.enter_async_context(_running(app.sweeper.run(), "retention-sweep"))

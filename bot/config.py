@@ -22,7 +22,7 @@ from typing import Any, Literal, get_args, get_origin
 
 from bot import urls
 from bot.domain import attachments as att
-from bot.domain import costs
+from bot.domain import costs, links
 from bot.domain import service as svc
 from bot.domain.errors import ConfigError
 from bot.domain.models import (
@@ -120,8 +120,14 @@ class DiscordConfig:
     )
     gateway_url: str = _opt(urls.DISCORD_GATEWAY_URL, "Discord gateway URL.", ws_url_problem)
     cdn_hosts: tuple[str, ...] = _opt_list(
-        "Hosts attachments may be downloaded from (Discord's CDN).",
-        ("cdn.discordapp.com", "media.discordapp.net"),
+        "Hosts attachments and linked media may be downloaded from (Discord's CDN, and its "
+        "media proxy that serves what links unfurl into).",
+        (
+            "cdn.discordapp.com",
+            "media.discordapp.net",
+            "images-ext-1.discordapp.net",
+            "images-ext-2.discordapp.net",
+        ),
     )
     dev_guild_id: str = _opt(
         "",
@@ -239,6 +245,42 @@ class AttachmentsConfig:
         "Total size of the attachments being prepared at once, over all conversations "
         "(media are streamed, so memory stays far below it; a larger file goes alone).",
         _positive,
+    )
+
+
+def _host_names(v: Any) -> str | None:
+    bad = [h for h in v if not links.is_host_name(h)]
+    return f"has entries that are not host names: {', '.join(bad)}" if bad else None
+
+
+@dataclass(frozen=True, slots=True)
+class LinksConfig:
+    read_pages: bool = _opt(
+        links.DEFAULT_READ_PAGES,
+        "Read the web pages linked in a message and give the model their text (public "
+        "addresses only; the reply names the pages read).",
+    )
+    allow_private_hosts: tuple[str, ...] = _opt(
+        (),
+        "Host names (not addresses) whose pages may be read although they resolve to a "
+        "private address, such as an intranet wiki.",
+        _host_names,
+    )
+    max_pages: int = _opt(
+        links.DEFAULT_MAX_PAGES,
+        "Linked pages read per message (a burst and a quoted message's links included).",
+        _in_range(1, 10),
+    )
+    max_page_bytes: int = _opt(
+        links.DEFAULT_MAX_PAGE_BYTES,
+        "Bytes of a page's text given to the model; a longer page is cut (the model is told).",
+        _in_range(1024, 256 * 1024),
+    )
+    embed_wait_seconds: float = _opt(
+        links.DEFAULT_EMBED_WAIT,
+        "How long a message with a link waits for Discord to unfurl it into media before "
+        "it is answered without them.",
+        _in_range(0, 10),
     )
 
 
@@ -404,6 +446,7 @@ class Config:
     fal: FalConfig = field(default_factory=FalConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     attachments: AttachmentsConfig = field(default_factory=AttachmentsConfig)
+    links: LinksConfig = field(default_factory=LinksConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     costs: CostsConfig = field(default_factory=CostsConfig)
     budgets: BudgetsConfig = field(default_factory=BudgetsConfig)

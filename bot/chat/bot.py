@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import discord
 
 from bot.chat import ask_menu, commands, controls, deletions, privacy, reply_button, usage
@@ -58,6 +59,8 @@ class ChatOptions:
     shard_count: int | None = None
     shard_ids: tuple[int, ...] | None = None
     guild_ready_timeout: float = 2.0
+    # Traces the client's HTTP session (the metrics count its REST requests).
+    http_trace: aiohttp.TraceConfig | None = None
 
 
 def intents_for() -> discord.Intents:
@@ -81,6 +84,10 @@ class SeedBot(discord.AutoShardedClient):
     deliveries need its REST connection), then :meth:`install` with the service and gate."""
 
     def __init__(self, options: ChatOptions) -> None:
+        # discord.py's signature takes a trace config but not None (its default).
+        traced: dict[str, Any] = {}
+        if options.http_trace is not None:
+            traced["http_trace"] = options.http_trace
         super().__init__(
             intents=intents_for(),
             allowed_mentions=NO_MENTIONS,
@@ -88,6 +95,7 @@ class SeedBot(discord.AutoShardedClient):
             shard_ids=list(options.shard_ids) if options.shard_ids else None,  # type: ignore[arg-type]
             max_messages=200,
             guild_ready_timeout=options.guild_ready_timeout,
+            **traced,
         )
         self.options = options
         sweep_buckets_on_time(self.http)  # the housekeeping sweeps them instead

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from pathlib import PurePosixPath
+from urllib.parse import urlsplit
 
 import discord
 
 from bot.domain.access import Requester
-from bot.domain.attachments import media_type
-from bot.domain.models import Attachment, Incoming, MediaKind
+from bot.domain.attachments import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, media_type
+from bot.domain.links import linked_urls, page_attachment
+from bot.domain.models import Attachment, Incoming, MediaKind, Origin
 
 _MENTION_RE = re.compile(r"<@!?(\d+)>")
 
@@ -69,6 +72,72 @@ def text_and_files(message: discord.Message, me_id: int) -> tuple[str, list[disc
     return "\n\n".join(p for p in parts if p), files
 
 
+# -- links: the media they unfurl into, and the pages they point to ---------------------------
+
+_LINKED_TYPES = {**IMAGE_EXTENSIONS, **VIDEO_EXTENSIONS, ".gif": "image/gif"}
+
+
+def _linked_media(embed: discord.Embed, key: str) -> Attachment | None:
+    """The media an unfurled link shows, served by Discord's media proxy (``proxy_url``: the
+    bot fetches nothing from the linked site itself). A Tenor or Giphy ``gifv`` is its MP4;
+    an ``image`` is the picture (Discord puts it in the thumbnail); a ``video`` is the file
+    when Discord proxies one (a YouTube player is not: that link is read as a page)."""
+    if embed.type == "gifv":
+        proxy, content_type = embed.video.proxy_url, "video/mp4"
+    elif embed.type == "image":
+        proxy, content_type = embed.thumbnail.proxy_url or embed.image.proxy_url, None
+    elif embed.type == "video":
+        proxy, content_type = embed.video.proxy_url, None
+    else:
+        return None
+    if not proxy:
+        return None
+    name = PurePosixPath(urlsplit(embed.url or proxy).path).name or "linked"
+    suffix = PurePosixPath(urlsplit(proxy).path.lower()).suffix
+    content_type = content_type or _LINKED_TYPES.get(suffix)
+    if content_type == "video/mp4" and not name.lower().endswith(".mp4"):
+        name += ".mp4"
+    return Attachment(key, name, content_type, 0, proxy, Origin.LINKED)
+
+
+def _same_link(a: str, b: str) -> bool:
+    return a.rstrip("/") == b.rstrip("/")
+
+
+def links_of(message: discord.Message) -> list[Attachment]:
+    """What the links in a message (and in the message it forwards) bring: the media they
+    unfurled into, then the pages the others point to."""
+    texts = [message.content, *(s.content for s in message.message_snapshots)]
+    embeds = [*message.embeds, *(e for s in message.message_snapshots for e in s.embeds)]
+    media: list[Attachment] = []
+    shown: list[str] = []
+    for index, embed in enumerate(embeds):
+        item = _linked_media(embed, f"{message.id}-link{index}")
+        if item is not None:
+            media.append(item)
+            shown.append(embed.url or "")
+    pages = [
+        page_attachment(url)
+        for text in texts
+        for url in linked_urls(text)
+        if not any(_same_link(url, s) for s in shown)
+    ]
+    return [*media, *pages]
+
+
+def links_of_text(text: str) -> list[Attachment]:
+    """The pages the links in a command's text point to (nothing unfurls there)."""
+    return [page_attachment(url) for url in linked_urls(text)]
+
+
+def awaits_unfurl(message: discord.Message) -> bool:
+    """Whether Discord is still to unfurl a link of the message: it has a link shown with a
+    preview (not ``<…>``, previews not suppressed) and no embed yet."""
+    if message.embeds or message.flags.suppress_embeds:
+        return False
+    return any(f"<{url}>" not in message.content for url in linked_urls(message.content))
+
+
 def has_usable_content(message: discord.Message, me_id: int) -> bool:
     """Whether a message (or the one it forwards) has text or a file the model can read."""
     text, files = text_and_files(message, me_id)
@@ -115,13 +184,14 @@ def incoming_from_message(
     person may not bind)."""
     text, attachments = text_and_files(message, me_id)
     reply_text, reply_author, attachments = _quoting(replied_to, me_id, attachments)
+    linked = [*(links_of(replied_to) if replied_to is not None else ()), *links_of(message)]
     return Incoming(
         source_id=str(message.id),
         scope_id=str(scope_id),
         author_id=str(message.author.id),
         author_name=message.author.display_name,
         text=text,
-        attachments=tuple(to_attachment(a) for a in attachments),
+        attachments=(*(to_attachment(a) for a in attachments), *linked),
         guild_id=_id(message.guild.id if message.guild else None),
         parent_channel_id=_id(parent_channel_id),
         created_at=message.created_at,
@@ -152,13 +222,14 @@ def incoming_from_interaction(
     as for a message."""
     me_id = interaction.client.user.id if interaction.client.user else 0
     reply_text, reply_author, files = _quoting(about, me_id, attachments)
+    linked = [*(links_of(about) if about is not None else ()), *links_of_text(text)]
     return Incoming(
         source_id=str(interaction.id),
         scope_id=str(scope_id),
         author_id=str(interaction.user.id),
         author_name=interaction.user.display_name,
         text=text,
-        attachments=tuple(to_attachment(a) for a in files),
+        attachments=(*(to_attachment(a) for a in files), *linked),
         guild_id=_id(interaction.guild_id),
         parent_channel_id=_id(parent_channel_id),
         created_at=interaction.created_at,

@@ -21,7 +21,9 @@ from bot.chat.gate import Gate, Refusal
 from bot.chat.replies import say
 from bot.chat.threadcache import restore_thread
 from bot.chat.threads import ThreadRefused, may_bind, open_thread
+from bot.chat.unfurls import Unfurls
 from bot.domain.errors import StorageError
+from bot.domain.links import DEFAULT_EMBED_WAIT
 from bot.domain.models import Conversation
 from bot.domain.service import ConversationService, Redo
 
@@ -47,6 +49,7 @@ class InboundOptions:
     allow_dms: bool = False
     reply_without_mention: bool = True
     catch_up_seconds: float = 3600.0
+    embed_wait: float = DEFAULT_EMBED_WAIT
 
 
 def route(
@@ -112,6 +115,7 @@ class Inbound:
         self._options = options
         self._spawn = spawn
         self._order = ArrivalOrder()
+        self.unfurls = Unfurls()
         self._seen: OrderedDict[int, None] = OrderedDict()
         self._watermarks: list[tuple[str, str | None]] = []
         self._horizon = datetime.now(UTC)
@@ -212,6 +216,9 @@ class Inbound:
                 message.id,
                 channel.id,
             )
+        # After the thread opened (the person sees the bot at work), before the turn: the
+        # media its links unfurl into are part of it.
+        message = await self.unfurls.settled(message, options.embed_wait)
         incoming = convert.incoming_from_message(
             message,
             me_id=me,
@@ -245,8 +252,9 @@ class Inbound:
         answer) and other bots' are dropped here, before any database work."""
         # Typed as a full message, but an update carries only what changed: read defensively.
         data: Mapping[str, Any] = payload.data
-        if "content" not in data:
-            return
+        self.unfurls.updated(payload)
+        if "content" not in data or data.get("edited_timestamp") is None:
+            return  # Discord added embeds (a link unfurled): not an edit by the person
         author: Mapping[str, Any] = data.get("author") or {}
         if str(author.get("id")) == str(self._me()) or author.get("bot"):
             return

@@ -12,7 +12,7 @@ import aiohttp
 from yarl import URL
 
 from bot.domain.errors import AttachmentError
-from bot.domain.models import Attachment
+from bot.domain.models import Attachment, Origin
 from bot.ops.logs import describe_exception
 from bot.urls import describe_url
 
@@ -78,6 +78,8 @@ class DiscordMedia:
         (a streamed upload announces that size): a file longer is cut off and refused at
         the first byte over, one shorter is refused at its end."""
         name = attachment.filename
+        # Linked media come with no size: only the cap bounds them.
+        reported = attachment.size if attachment.origin is Origin.FILE else None
         if not self.allows(attachment.url):
             raise AttachmentError(name, "it is not hosted on Discord's CDN")
         if attachment.size > max_bytes:
@@ -97,7 +99,7 @@ class DiscordMedia:
                     received += len(chunk)
                     if received > max_bytes:
                         raise AttachmentError(name, f"it is larger than {max_bytes} bytes")
-                    if received > attachment.size:
+                    if reported is not None and received > reported:
                         raise AttachmentError(name, "it is larger than Discord reported")
                     yield chunk
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -111,5 +113,5 @@ class DiscordMedia:
                 describe_exception(exc),
             )
             raise AttachmentError(name, "it could not be downloaded from Discord") from exc
-        if received != attachment.size:
+        if reported is not None and received != reported:
             raise AttachmentError(name, "it is smaller than Discord reported")

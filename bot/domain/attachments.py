@@ -12,17 +12,19 @@ import logging
 import re
 import unicodedata
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Literal
 
 from bot.domain.errors import AttachmentError, ModelError
+from bot.domain.links import LinkPolicy, PageReader, ReadPages, read_pages
 from bot.domain.models import (
     MAX_IMAGES_PER_TURN,
     MAX_VIDEOS_PER_TURN,
     Attachment,
     MediaKind,
+    Origin,
 )
 from bot.domain.ports import MediaSource, ModelClient, OpenBody
 
@@ -33,6 +35,8 @@ ATTACHMENT_MODES: tuple[AttachmentMode, ...] = ("fal_storage", "discord_url", "d
 
 IMAGE_TYPES = {"image/jpeg": "JPEG", "image/png": "PNG", "image/webp": "WebP"}
 VIDEO_TYPES = {"video/mp4": "MP4", "video/quicktime": "MOV"}
+# The model takes no GIF: an animated GIF goes as a video (converted to MP4, see bot/gifs.py).
+GIF_TYPE = "image/gif"
 IMAGE_EXTENSIONS = {
     ".jpg": "image/jpeg",
     ".jpeg": "image/jpeg",
@@ -119,6 +123,20 @@ class AttachmentPolicy:
     max_data_uri_bytes: int = DEFAULT_MAX_DATA_URI_BYTES
     max_files_in_flight: int = DEFAULT_MAX_FILES_IN_FLIGHT
     max_bytes_in_flight: int = DEFAULT_MAX_BYTES_IN_FLIGHT
+    links: LinkPolicy = field(default_factory=LinkPolicy)
+
+
+# A GIF's bytes -> the same animation as MP4; raises AttachmentError naming the file.
+GifConverter = Callable[[bytes, str], Awaitable[bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class Readers:
+    """What turns links and GIFs into what the model takes (adapters outside the domain;
+    without them, linked pages are not read and GIFs are left out)."""
+
+    pages: PageReader | None = None
+    gif_to_mp4: GifConverter | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +158,8 @@ class InlinedText:
     text: str
     # Set when only the file's start is inlined: its full size in bytes.
     cut_from: int | None = None
+    # A linked web page's text (``filename`` is its link), not a file the person attached.
+    page: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,12 +189,14 @@ def media_type(att: Attachment) -> tuple[MediaKind, str]:
             return MediaKind.IMAGE, IMAGE_EXTENSIONS[ext]
         if ext in VIDEO_EXTENSIONS:
             return MediaKind.VIDEO, VIDEO_EXTENSIONS[ext]
+        if ext == ".gif":
+            return MediaKind.VIDEO, GIF_TYPE
         if ext in TEXT_EXTENSIONS:
             return MediaKind.TEXT, "text/plain"
         return MediaKind.UNSUPPORTED, ctype or "unknown"
     if ctype in IMAGE_TYPES:
         return MediaKind.IMAGE, ctype
-    if ctype in VIDEO_TYPES:
+    if ctype in VIDEO_TYPES or ctype == GIF_TYPE:
         return MediaKind.VIDEO, ctype
     if ctype.startswith("text/") or ctype in TEXT_TYPES:
         return MediaKind.TEXT, ctype
@@ -231,7 +253,7 @@ def plan_attachments(attachments: Sequence[Attachment], limits: AttachmentLimits
     for att in attachments:
         kind, ctype = media_type(att)
         name = shown_name(att.filename)
-        if att.size <= 0:
+        if att.size <= 0 and att.origin is Origin.FILE:
             dropped.append(f"{name} is empty")
         elif kind is MediaKind.IMAGE:
             if att.size > limits.max_image_bytes:
@@ -260,7 +282,7 @@ def plan_attachments(attachments: Sequence[Attachment], limits: AttachmentLimits
                 text_left -= allowances[-1]
         else:
             dropped.append(
-                f"{name} ({ctype}) is not a supported type (JPEG, PNG, WebP, MP4, MOV or text)"
+                f"{name} ({ctype}) is not a supported type (JPEG, PNG, WebP, GIF, MP4, MOV or text)"
             )
     if over_images:
         dropped.append(
@@ -382,9 +404,16 @@ class MediaPreparer:
     to fal storage chunk by chunk; only text files and data-URI images are held whole, and
     those are small by their limits."""
 
-    def __init__(self, media: MediaSource, model: ModelClient, policy: AttachmentPolicy) -> None:
+    def __init__(
+        self,
+        media: MediaSource,
+        model: ModelClient,
+        policy: AttachmentPolicy,
+        readers: Readers = Readers(),
+    ) -> None:
         self.source = media
         self._model = model
+        self.readers = readers
         self.max_files_in_flight = policy.max_files_in_flight
         self.bytes = ByteGate(policy.max_bytes_in_flight)
         self._slots = asyncio.Semaphore(policy.max_files_in_flight)
@@ -406,15 +435,30 @@ class MediaPreparer:
     ) -> PreparedMedia:
         """Plan the attachments, then fetch and hand over each one (concurrently, within
         the bounds). A file that cannot be had is left out with a warning naming it; the
-        others go on. Files in ``reuse`` are taken from there, and new ones added."""
-        plan = plan_attachments(attachments, policy.limits)
+        others go on. Files in ``reuse`` are taken from there, and new ones added. Linked
+        pages are read meanwhile, and inlined after the files."""
+        links = [a for a in attachments if a.origin is Origin.PAGE]
+        plan = plan_attachments(
+            [a for a in attachments if a.origin is not Origin.PAGE], policy.limits
+        )
         kinds = [MediaKind.IMAGE] * len(plan.images) + [MediaKind.VIDEO] * len(plan.videos)
         kinds += [MediaKind.TEXT] * len(plan.texts)
         ordered = [*plan.images, *plan.videos, *plan.texts]
-        results = await asyncio.gather(
-            *(self._prepared(a, k, policy, reuse) for a, k in zip(ordered, kinds, strict=True)),
-            return_exceptions=True,
+        # Pages are read while the files are prepared; most turns link none: no task then.
+        read = (
+            asyncio.ensure_future(read_pages(self.readers.pages, links, policy.links))
+            if links
+            else None
         )
+        try:
+            results = await asyncio.gather(
+                *(self._prepared(a, k, policy, reuse) for a, k in zip(ordered, kinds, strict=True)),
+                return_exceptions=True,
+            )
+            pages = await read if read is not None else ReadPages()
+        finally:
+            if read is not None:
+                read.cancel()
         failures: list[str] = []
         cut: list[str] = []  # first: a cut file is in the prompt, the user should know
         urls: dict[MediaKind, list[tuple[str, str]]] = {MediaKind.IMAGE: [], MediaKind.VIDEO: []}
@@ -442,8 +486,11 @@ class MediaPreparer:
             image_names=tuple(n for _, n in images),
             video_urls=tuple(u for u, _ in videos),
             video_names=tuple(n for _, n in videos),
-            inlined=tuple(inlined),
-            warnings=(*cut, *plan.dropped, *failures),
+            inlined=(
+                *inlined,
+                *(InlinedText(p.url, p.text, page=True) for p in pages.pages),
+            ),
+            warnings=(*cut, *plan.dropped, *failures, *pages.notes),
         )
 
     async def _prepared(
@@ -476,10 +523,14 @@ class MediaPreparer:
         if kind is MediaKind.TEXT:
             async with self._held(att.size):
                 return await self.source.fetch(att, limits.max_text_bytes)
+        if media_type(att)[1] == GIF_TYPE:
+            return await self._gif(att, limits.max_image_bytes)
         if policy.mode == "discord_url":
             return att.url
         image = kind is MediaKind.IMAGE
         max_bytes = limits.max_image_bytes if image else limits.max_video_bytes
+        if att.origin is Origin.LINKED:
+            return await self._linked(att, max_bytes, policy, inline=image)
         content_type = _base_type(att.content_type) or media_type(att)[1]
         if content_type in GENERIC_TYPES:
             content_type = "application/octet-stream"
@@ -498,6 +549,31 @@ class MediaPreparer:
                 content_type=content_type,
                 file_name=file_name,
             )
+
+    async def _linked(
+        self, att: Attachment, max_bytes: int, policy: AttachmentPolicy, *, inline: bool
+    ) -> str:
+        """Linked media, whose size no one reported: fetched whole within the cap (held as
+        large as the cap), then copied like a file (a streamed upload must announce a size)."""
+        content_type = media_type(att)[1]
+        async with self._held(max_bytes):
+            data = await self.source.fetch(att, max_bytes)
+            if inline and policy.mode == "data_uri" and len(data) <= policy.max_data_uri_bytes:
+                return f"data:{content_type};base64,{base64.b64encode(data).decode('ascii')}"
+            return await self._model.upload(
+                data, content_type=content_type, file_name=safe_file_name(att.filename)
+            )
+
+    async def _gif(self, att: Attachment, max_bytes: int) -> str:
+        """A GIF as the MP4 the model takes, copied to fal storage whatever the mode (no
+        link to the GIF would do). Held whole: bounded by the image limit."""
+        convert = self.readers.gif_to_mp4
+        if convert is None:
+            raise AttachmentError(att.filename, "GIFs cannot be converted here")
+        async with self._held(att.size or max_bytes):
+            mp4 = await convert(await self.source.fetch(att, max_bytes), att.filename)
+            name = safe_file_name(PurePosixPath(att.filename).stem + ".mp4")
+            return await self._model.upload(mp4, content_type="video/mp4", file_name=name)
 
     def _body(self, att: Attachment, max_bytes: int) -> OpenBody:
         media = self.source

@@ -79,6 +79,14 @@ def compose_prompt(
             if item.cut_from is not None
             else ""
         )
+        if item.page:
+            # The page's words are its site's, not the person's: the model must not take
+            # instructions in it for the user's.
+            parts.append(
+                f"Text of the linked page {item.filename} (written by that site, not by the "
+                f"user):\n{fence(item.text)}"
+            )
+            continue
         parts.append(
             f"Attached file {item.filename}{cut}:\n"
             + fence(item.text, text_language(item.filename))
@@ -224,13 +232,16 @@ def build_request(
 
 
 def new_history_messages(
-    returned: Sequence[ChatMessage], sent_count: int | None
+    returned: Sequence[ChatMessage], sent_count: int | None, skipped: int = 0
 ) -> tuple[ChatMessage, ...]:
     """What a reply adds to the stored history: the returned messages past the ``sent_count``
-    that were sent. System messages are left out: the system prompt is a setting sent with
-    every request, so a stored copy would go stale when ``/system`` changes it. When the
-    count is unknown (a request resumed after a restart) or does not fit, keep what follows
-    the last user message: the API appends the new user turn, then the answer."""
+    that were sent (of which the first ``skipped`` were not decoded, see ``ModelReply``).
+    System messages are left out: the system prompt is a setting sent with every request,
+    so a stored copy would go stale when ``/system`` changes it. When the count is unknown
+    (a request resumed after a restart) or does not fit, keep what follows the last user
+    message: the API appends the new user turn, then the answer."""
+    if sent_count is not None:
+        sent_count -= skipped
     conversation = [m for m in returned if m.role != "system"]
     if sent_count is not None and len(conversation) > sent_count:
         return tuple(conversation[sent_count:])

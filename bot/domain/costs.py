@@ -275,6 +275,8 @@ class Budgets:
         self._rules = rules
         self._pricing = pricing
         self._now = now
+        # Told each settled cost (the metrics' dollars).
+        self.observers: list[Callable[[Cost], None]] = []
         # budget key -> (the smallest worst case it did not fit, when its period ends)
         self._short: Lru[str, tuple[float, datetime]] = Lru(SHORT_BUDGETS_CAPACITY)
 
@@ -348,6 +350,8 @@ class Budgets:
 
     def settled(self, turn_id: int, cost: Cost | None) -> None:
         if cost is not None:
+            for observer in self.observers:
+                observer(cost)
             log.info(
                 "turn %s cost %d units, $%.6f%s",
                 turn_id,

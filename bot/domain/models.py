@@ -90,15 +90,25 @@ class MediaKind(enum.StrEnum):
     UNSUPPORTED = "unsupported"
 
 
+class Origin(enum.StrEnum):
+    """Where an attachment comes from."""
+
+    FILE = "file"  # attached to the message: Discord reported its size
+    LINKED = "linked"  # media a link in the text unfurled into: its size is unknown
+    PAGE = "page"  # a web page linked in the text: read, not downloaded from Discord
+
+
 @dataclass(frozen=True, slots=True)
 class Attachment:
-    """A file attached to a user's message, as Discord describes it."""
+    """A file attached to a user's message, as Discord describes it, or media or a page a
+    link in the message points to (``origin``; ``size`` is 0 when unknown)."""
 
     id: str
     filename: str
     content_type: str | None
     size: int
     url: str
+    origin: Origin = Origin.FILE
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +187,9 @@ class ModelRequest:
 
 @dataclass(frozen=True, slots=True)
 class ModelReply:
-    """The model's answer. ``messages`` is the whole conversation as the model returned it."""
+    """The model's answer. ``messages`` is the conversation as the model returned it, less
+    the first ``skipped`` conversation messages (system ones aside): those the request sent,
+    which the history holds already, so they are not decoded again."""
 
     output: str
     reasoning: str | None
@@ -186,6 +198,7 @@ class ModelReply:
     inference_time: float | None = None
     # What fal reported the request consumed (X-Fal-Billable-Units); None when it did not.
     billable_units: int | None = None
+    skipped: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,7 +308,9 @@ class TurnContext:
     layers: dict[SettingsScope, GenerationSettings]
     speakers: tuple[Speaker, ...]
     # Older turns of the epoch the store did not read: more than a request can ever hold
-    # (the history is then the newest whole turns within the context budget).
+    # (the history is then the newest whole turns within the context budget). The store
+    # reads no further than the first that does not fit, so this is 1 when any were left
+    # out (a trim to notify), not how many.
     omitted_turns: int = 0
 
 

@@ -50,9 +50,12 @@ class ModelClient(Protocol):
         *,
         on_progress: ProgressCallback | None = None,
         timeout: float | None = None,
+        sent: int | None = None,
     ) -> ModelReply:
         """Wait for the request to finish and return its answer. When ``timeout`` seconds
-        pass first, cancel the request at fal and raise ``ModelTimeout``."""
+        pass first, cancel the request at fal and raise ``ModelTimeout``. ``sent``: how many
+        history messages the request carried (None: unknown), which the answer need not
+        decode again (``ModelReply.skipped``)."""
         ...
 
     async def cancel(self, handle: RequestHandle) -> ModelReply | None:

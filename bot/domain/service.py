@@ -29,6 +29,7 @@ from bot.domain.attachments import (
     MediaPreparer,
     PreparedFiles,
     PreparedMedia,
+    Readers,
     left_out,
 )
 from bot.domain.conversation import (
@@ -328,6 +329,7 @@ class ConversationService:
         costs: TurnCosts = NO_COSTS,
         outage: Outage | None = None,
         refusals: RefusalNotices | None = None,
+        readers: Readers = Readers(),  # noqa: B008 (frozen: one shared default is fine)
     ) -> None:
         self.observer = observer
         self.costs = costs
@@ -341,7 +343,7 @@ class ConversationService:
         self._model = model
         self._submitter = Submitter(model, store, journal)
         # One preparation for all turns: its bounds on files and bytes are over all of them.
-        self.media = MediaPreparer(media, model, config.attachments)
+        self.media = MediaPreparer(media, model, config.attachments, readers)
         self._deliveries = deliveries
         self.config = config
         self._in_flight = Slots(config.max_in_flight)
@@ -368,7 +370,9 @@ class ConversationService:
             self._in_flight.resize(config.max_in_flight)
         if not self.media.bounded_as(config.attachments):
             # Files already being prepared finish under the old bounds.
-            self.media = MediaPreparer(self.media.source, self._model, config.attachments)
+            self.media = MediaPreparer(
+                self.media.source, self._model, config.attachments, self.media.readers
+            )
         self.config = config
 
     # -- the three ways in -----------------------------------------------------------------
@@ -719,7 +723,7 @@ class ConversationService:
                 start, delivery, active, started, payer_id or turn.author_id
             )
             if reply is not None:
-                new = new_history_messages(reply.messages, sent_count)
+                new = new_history_messages(reply.messages, sent_count, reply.skipped)
                 try:
                     cost = await self._store.complete_turn(
                         turn.id, reply, new, settlement=self.costs.settlement(reply)
@@ -894,7 +898,12 @@ class ConversationService:
                 # An answer after the deadline would be paid for and never seen.
                 remaining = min(remaining, (deadline - utcnow()).total_seconds())
             waiter = asyncio.ensure_future(
-                self._model.wait(handle, on_progress=delivery.progress, timeout=max(1.0, remaining))
+                self._model.wait(
+                    handle,
+                    on_progress=delivery.progress,
+                    timeout=max(1.0, remaining),
+                    sent=sent_count,
+                )
             )
             active.waiter = waiter
             try:

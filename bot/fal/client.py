@@ -180,8 +180,10 @@ class FalClient:
         *,
         on_progress: ProgressCallback | None = None,
         timeout: float | None = None,
+        sent: int | None = None,
     ) -> ModelReply:
-        """Wait for the request to finish and return the model's answer.
+        """Wait for the request to finish and return the model's answer (the messages the
+        request ``sent`` are not decoded again: ``wire.parse_reply``).
 
         Listens on fal's status stream; when the stream is unavailable, drops, or stays
         silent past ``stream_idle_timeout``, polls the status URL instead. ``on_progress``
@@ -204,7 +206,7 @@ class FalClient:
                     status = await self._stream_until_completed(urls, reporter)
                 if status is None:
                     status = await self._poll_until_completed(urls, reporter)
-                return await self._result(urls, status)
+                return await self._result(urls, status, sent)
         except TimeoutError:
             if not deadline.expired():
                 raise
@@ -236,7 +238,7 @@ class FalClient:
         if await self._cancel(urls) != ALREADY_COMPLETED:
             return None
         try:
-            return await self._result(urls, wire.QueueStatus(state="COMPLETED"))
+            return await self._result(urls, wire.QueueStatus(state="COMPLETED"), None)
         except ModelError as exc:
             log.info("fal %s had completed without an answer: %s", urls.request_id, exc)
             return None
@@ -522,7 +524,7 @@ class FalClient:
             await asyncio.sleep(delay)
             delay = min(delay * settings.poll_backoff, settings.poll_interval_max)
 
-    async def _result(self, urls: _Urls, status: wire.QueueStatus) -> ModelReply:
+    async def _result(self, urls: _Urls, status: wire.QueueStatus, sent: int | None) -> ModelReply:
         # The result of a failed request replays its failure (a 5xx for an infrastructure
         # error): only when COMPLETED said it succeeded is a 5xx a passing trouble.
         failed = status.error is not None or status.error_type is not None
@@ -539,10 +541,11 @@ class FalClient:
             raise self._error(response, "result", urls.request_id, status.billable_units)
         units = wire.billable_units(response.headers)
         reply = wire.parse_reply(
-            response.json(),
+            response.body,
             urls.request_id,
             status.inference_time,
             status.billable_units if units is None else units,
+            sent=sent,
         )
         log.info(
             "fal %s completed: %d chars, inference %ss, %s billable units",

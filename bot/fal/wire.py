@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NotRequired, Required, TypedDict
 
+import msgspec
+
 from bot.domain import jsontext
 from bot.domain.errors import (
     AccountCondition,
@@ -234,31 +236,61 @@ def parse_status(payload: object, request_id: str) -> QueueStatus:
     raise _protocol("status", request_id)
 
 
+class _ResultMessage(msgspec.Struct):
+    """One message of a result as read: its role decoded, its content kept as the raw
+    JSON it is (decoded only for a message the history does not hold yet)."""
+
+    role: str
+    content: msgspec.Raw = msgspec.Raw(b"null")
+
+
+class _Result(msgspec.Struct):
+    output: str
+    messages: list[_ResultMessage]
+    reasoning_content: Any = None
+
+
+_RESULT = msgspec.json.Decoder(_Result)
+
+
 def parse_reply(
-    payload: object,
+    body: bytes,
     request_id: str,
     inference_time: float | None,
     billable_units: int | None = None,
+    *,
+    sent: int | None = None,
 ) -> ModelReply:
-    """The model's answer; message content is kept as fal sent it."""
-    if not isinstance(payload, dict) or not isinstance(payload.get("output"), str):
-        raise _protocol("result", request_id)
-    reasoning = payload.get("reasoning_content")
-    raw_messages = payload.get("messages")
-    if not isinstance(raw_messages, list):
-        raise _protocol("result", request_id)
-    messages: list[ChatMessage] = []
-    for item in raw_messages:
-        if not isinstance(item, dict) or not isinstance(item.get("role"), str):
-            raise _protocol("message in the result", request_id)
-        messages.append(ChatMessage(role=item["role"], content=item.get("content")))
+    """The model's answer from a result body; message content is kept as fal sent it. fal
+    returns the whole conversation: with ``sent`` (how many conversation messages, system
+    ones aside, the request carried) and more than that returned, those first ``sent`` are
+    not decoded (the history holds them already): ``messages`` is what follows them and
+    ``skipped`` says how many were left out. Otherwise every message is decoded."""
+    try:
+        result = _RESULT.decode(body)
+    except msgspec.ValidationError as exc:
+        what = "message in the result" if "$.messages[" in str(exc) else "result"
+        raise _protocol(what, request_id) from None
+    except msgspec.DecodeError:
+        raise _protocol("result", request_id) from None
+    returned = result.messages
+    start = skipped = 0
+    if sent:
+        conversation = [i for i, m in enumerate(returned) if m.role != "system"]
+        if len(conversation) > sent:
+            start, skipped = conversation[sent], sent
+    reasoning = result.reasoning_content
     return ModelReply(
-        output=payload["output"],
+        output=result.output,
         reasoning=reasoning if isinstance(reasoning, str) and reasoning else None,
-        messages=tuple(messages),
+        messages=tuple(
+            ChatMessage(role=m.role, content=msgspec.json.decode(m.content))
+            for m in returned[start:]
+        ),
         request_id=request_id,
         inference_time=inference_time,
         billable_units=billable_units,
+        skipped=skipped,
     )
 
 

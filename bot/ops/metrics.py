@@ -13,13 +13,14 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from bot.domain import errors
 from bot.domain.attachments import MediaPreparer
-from bot.domain.models import ModelReply, ModelRequest, Progress, RequestHandle
+from bot.domain.models import Cost, ModelReply, ModelRequest, Progress, RequestHandle
 from bot.domain.observer import RefusalReason
 from bot.domain.outage import Outage
 from bot.domain.ports import ModelClient, OpenBody, ProgressCallback
@@ -130,6 +131,20 @@ class Metrics:
             buckets=_FAST_BUCKETS,
             registry=r,
         )
+        self._discord_requests = Counter(
+            "seed_bot_discord_requests",
+            "REST requests to Discord by method and HTTP status (each attempt: a 429 is "
+            "counted, then discord.py's retry of it).",
+            ["method", "status"],
+            registry=r,
+        )
+        self._cost_usd = Counter(
+            "seed_bot_cost_usd",
+            "What turns cost at fal, in dollars: billed units priced, or estimated "
+            "(estimated=true) when fal reported none.",
+            ["estimated"],
+            registry=r,
+        )
         self._active: dict[int, float] = {}
         self._prune_at = ACTIVE_PRUNE_FLOOR
         Gauge(
@@ -220,6 +235,42 @@ class Metrics:
 
         outage.listeners.append(changed)
 
+    def watch_slots(self, waiting: Callable[[], int]) -> None:
+        """Show the turns waiting for an in-flight slot (``limits.max_in_flight``)."""
+        Gauge(
+            "seed_bot_turns_waiting",
+            "Turns waiting for an in-flight slot (counted in seed_bot_turns_in_flight too).",
+            registry=self.registry,
+        ).set_function(lambda: float(waiting()))
+
+    def discord_trace(self) -> aiohttp.TraceConfig:
+        """Counts the Discord client's REST requests (``seed_bot_discord_requests_total``)
+        from its HTTP session; the gateway's WebSocket upgrade (101) is not a REST call."""
+        trace = aiohttp.TraceConfig()
+        requests = self._discord_requests
+
+        async def ended(
+            _session: aiohttp.ClientSession, _context: Any, params: aiohttp.TraceRequestEndParams
+        ) -> None:
+            status = params.response.status
+            if status != 101:
+                requests.labels(params.method, str(status)).inc()
+
+        async def failed(
+            _session: aiohttp.ClientSession,
+            _context: Any,
+            params: aiohttp.TraceRequestExceptionParams,
+        ) -> None:
+            requests.labels(params.method, "error").inc()
+
+        trace.on_request_end.append(ended)
+        trace.on_request_exception.append(failed)
+        return trace
+
+    def cost_settled(self, cost: Cost) -> None:
+        """A turn's cost is settled (``Budgets.observers``)."""
+        self._cost_usd.labels("true" if cost.estimated else "false").inc(max(0.0, cost.usd))
+
     def watch_media(self, preparer: Callable[[], MediaPreparer]) -> None:
         """Show the attachments being prepared and waiting for room (``preparer`` gives the
         service's current one: a reload may replace it)."""
@@ -257,6 +308,7 @@ class TimedModel:
         *,
         on_progress: ProgressCallback | None = None,
         timeout: float | None = None,
+        sent: int | None = None,
     ) -> ModelReply:
         clock = self._metrics.clock
         waited_from = clock()
@@ -269,7 +321,7 @@ class TimedModel:
             if on_progress is not None:
                 await on_progress(p)
 
-        reply = await self._model.wait(handle, on_progress=progress, timeout=timeout)
+        reply = await self._model.wait(handle, on_progress=progress, timeout=timeout, sent=sent)
         self._metrics.ran(clock() - (running_from[0] if running_from else waited_from))
         return reply
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Update, bindparam, case, func, insert, select, update
+from sqlalchemy import Update, bindparam, case, delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -39,15 +39,17 @@ from bot.storage.costs import settle_in, store_reservation
 from bot.storage.database import Database, now_utc
 from bot.storage.engine import json_text
 from bot.storage.rows import (
+    FIRST_TURN_OF,
     HISTORY,
-    HISTORY_TURNS,
+    HISTORY_NEWEST,
+    SPEAKERS,
+    HistoryCut,
     conversation_from,
-    history_cut,
     history_from,
     turn_from,
 )
 from bot.storage.settings import load_layers
-from bot.storage.tables import conversations, messages, turns
+from bot.storage.tables import conversations, messages, speakers, turns
 from bot.storage.unit import Unit
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,11 @@ _FINAL_VALUES = tuple(s.value for s in FINAL_STATES)
 # How the unique (source_id, attempt) index names itself in a refusal: PostgreSQL, SQLite.
 _DUPLICATE_TURN = ("uq_turns_source_id_attempt", "turns.source_id, turns.attempt")
 PLACES_CACHED = 4096
+# Messages in the first newest-first read of a history: a short conversation's whole
+# history; a long one's next read is sized from what the first found (``_next_batch``).
+HISTORY_BATCH = 256
+# Above every position (an INTEGER column): where the newest-first read starts.
+_NO_POSITION = 2**31 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +159,7 @@ _COMPLETE = (
         request_id=func.coalesce(turns.c.request_id, bindparam("b_request_id")),
         updated_at=bindparam("b_now"),
     )
-    .returning(turns.c.conversation_id, turns.c.epoch)
+    .returning(turns.c.conversation_id, turns.c.epoch, turns.c.author_id)
 )
 # Hands out positions without looking at the history; the row lock this UPDATE takes orders
 # concurrent appends to the conversation (PostgreSQL; SQLite has a single writer anyway).
@@ -164,6 +171,21 @@ _TAKE_POSITIONS = (
         updated_at=bindparam("b_now"),
     )
     .returning(conversations.c.next_position)
+)
+# A speaker whose stored first turn has left the history: their first turn in it now.
+_SPEAKER_MOVED = (
+    update(speakers)
+    .where(
+        speakers.c.conversation_id == bindparam("conversation_id"),
+        speakers.c.epoch == bindparam("epoch"),
+        speakers.c.author_id == bindparam("author_id"),
+    )
+    .values(turn_id=bindparam("b_turn"), position=bindparam("b_position"))
+)
+_SPEAKER_GONE = delete(speakers).where(
+    speakers.c.conversation_id == bindparam("conversation_id"),
+    speakers.c.epoch == bindparam("epoch"),
+    speakers.c.author_id == bindparam("author_id"),
 )
 _DELIVERED = (
     update(turns)
@@ -214,6 +236,21 @@ class SqlConversations:
                 index_elements=[conversations.c.scope_id], set_={"updated_at": bindparam("b_now")}
             )
             .returning(*conversations.c)
+        )
+        # An author's first answered turn of an epoch; later ones leave the row as it is
+        # (positions only grow, so the first stored is the first).
+        self._add_speaker = (
+            insert_for(speakers)
+            .values(
+                conversation_id=bindparam("b_conversation"),
+                epoch=bindparam("b_epoch"),
+                author_id=bindparam("b_author"),
+                turn_id=bindparam("b_turn"),
+                position=bindparam("b_position"),
+            )
+            .on_conflict_do_nothing(
+                index_elements=[speakers.c.conversation_id, speakers.c.epoch, speakers.c.author_id]
+            )
         )
         # Conversation id -> its scope, channel and server. Cannot go stale: those columns
         # are written only by the INSERT that creates the conversation (nothing updates
@@ -368,7 +405,10 @@ class SqlConversations:
             assert turn_id is not None
             turn = replace(turn, id=int(turn_id))
             context = await self._context(
-                unit, turn, _Place(bound.scope_id, bound.parent_channel_id, bound.guild_id)
+                unit,
+                turn,
+                _Place(bound.scope_id, bound.parent_channel_id, bound.guild_id),
+                repair=True,
             )
             return TurnStart(bound, turn, context)
 
@@ -399,29 +439,77 @@ class SqlConversations:
                 if row is None:
                     raise StorageError(f"no conversation {turn.conversation_id}")
                 where = _Place(row.scope_id, row.parent_channel_id, row.guild_id)
-            return where, await self._context(unit, turn, where)
+            return where, await self._context(unit, turn, where, repair=False)
 
         where, context = await self._db.run_unit("turn_context", op, write=False)
         self._places.put(turn.conversation_id, where)
         return context
 
-    async def _context(self, unit: Unit, turn: Turn, place: _Place) -> TurnContext:
+    async def _context(self, unit: Unit, turn: Turn, place: _Place, *, repair: bool) -> TurnContext:
+        """``repair``: a write unit, which stores what it re-derives of the speakers."""
         where = {"conversation_id": turn.conversation_id, "epoch": turn.epoch, "exclude": turn.id}
-        cut = history_cut(
-            await unit.values(HISTORY_TURNS, where),
-            Speaker(turn.author_id, turn.author_name),
-            self._history_tokens,
-        )
-        history: tuple[HistoryEntry, ...] = ()
-        if cut.since is not None:
-            history = history_from(await unit.values(HISTORY, {**where, "since": cut.since}))
+        if self._history_tokens is None:
+            history = history_from(await unit.values(HISTORY, {**where, "since": 0}))
+            omitted = 0
+        else:
+            cut = await self._cut(unit, where, self._history_tokens)
+            history, omitted = cut.history(), cut.omitted
         layers = await load_layers(
             unit,
             thread_id=place.scope_id,
             channel_id=place.parent_channel_id,
             guild_id=place.guild_id,
         )
-        return TurnContext(history, layers, cut.speakers, omitted_turns=cut.omitted)
+        speakers = await self._speakers(unit, turn, where, repair=repair)
+        return TurnContext(history, layers, speakers, omitted_turns=omitted)
+
+    async def _cut(self, unit: Unit, where: dict[str, Any], budget: int) -> HistoryCut:
+        """What of the history a request can hold: read newest first, in batches, up to the
+        first turn that does not fit ``budget`` (the whole epoch when there is none)."""
+        cut = HistoryCut(budget)
+        before, limit = _NO_POSITION, HISTORY_BATCH
+        while True:
+            rows = await unit.values(HISTORY_NEWEST, {**where, "before": before, "limit": limit})
+            cut.take(rows)
+            if cut.done:
+                return cut
+            if len(rows) < limit:
+                cut.end()
+                return cut
+            before = int(rows[-1][1])
+            limit = _next_batch(cut, budget, len(rows))
+
+    async def _speakers(
+        self, unit: Unit, turn: Turn, where: dict[str, Any], *, repair: bool
+    ) -> tuple[Speaker, ...]:
+        """The distinct authors of the epoch's turns in history, in order of first
+        appearance (from the stored speakers), then the turn's own author if not among them.
+        A stored speaker whose turn has left the history is looked up again (rare: a Retry or
+        edit of their first turn, a deletion)."""
+        found: list[tuple[int, Speaker]] = []
+        moved = False
+        for author_id, position, author_name, valid in await unit.values(SPEAKERS, where):
+            if valid:
+                found.append((int(position), Speaker(author_id, author_name)))
+                continue
+            moved = True
+            key = {**where, "author_id": author_id}
+            first = await unit.first(FIRST_TURN_OF, key)
+            if first is not None:
+                found.append((int(first.position), Speaker(author_id, first.author_name)))
+            if not repair:
+                continue
+            if first is None:
+                await unit.execute(_SPEAKER_GONE, key)
+            else:
+                await unit.execute(
+                    _SPEAKER_MOVED, {**key, "b_turn": first.turn_id, "b_position": first.position}
+                )
+        if moved:
+            found.sort(key=lambda pair: pair[0])
+        listed = {speaker.author_id: speaker for _, speaker in found}
+        listed.setdefault(turn.author_id, Speaker(turn.author_id, turn.author_name))
+        return tuple(listed.values())
 
     # --- a turn's steps -----------------------------------------------------------------
 
@@ -495,7 +583,7 @@ class SqlConversations:
                 if state is None:
                     raise StorageError(f"no turn {turn_id}")
                 raise StorageError(f"turn {turn_id} is {state}: its answer is not stored")
-            conversation_id, epoch = done
+            conversation_id, epoch, author_id = done
             end = await unit.scalar(
                 _TAKE_POSITIONS, {"b_id": conversation_id, "b_count": len(stored), "b_now": now}
             )
@@ -517,6 +605,16 @@ class SqlConversations:
                         }
                         for i, (role, content, tokens) in enumerate(stored)
                     ],
+                )
+                await unit.execute(
+                    self._add_speaker,
+                    {
+                        "b_conversation": conversation_id,
+                        "b_epoch": epoch,
+                        "b_author": author_id,
+                        "b_turn": turn_id,
+                        "b_position": start,
+                    },
                 )
             return None if settlement is None else await settle_in(unit, turn_id, settlement)
 
@@ -653,3 +751,14 @@ def _turn_values(turn: Turn) -> dict[str, Any]:
         "created_at": turn.created_at,
         "updated_at": turn.updated_at,
     }
+
+
+def _next_batch(cut: HistoryCut, budget: int, read: int) -> int:
+    """How many messages the next newest-first read takes: what the rest of the budget
+    holds at the tokens per message read so far, with a small margin (each message read
+    past the budget is content read for nothing), so that a long history usually takes two
+    reads; four times the last when nothing has tokens."""
+    if cut.used <= 0:
+        return read * 4
+    per_message = cut.used / cut.read
+    return max(16, int((budget - cut.used) / per_message * 1.1) + 8)

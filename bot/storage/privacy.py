@@ -27,12 +27,23 @@ from bot.domain.privacy import (
 from bot.storage.conversations import UNFINISHED_STATES
 from bot.storage.database import Database
 from bot.storage.rows import conversation_from, turn_from
-from bot.storage.tables import conversations, messages, settings, turns, usage_events
+from bot.storage.tables import conversations, messages, settings, speakers, turns, usage_events
 
 DEFAULT_BATCH = 500
 
 _FINISHED = turns.c.state.notin_(UNFINISHED_STATES)
 _HAS_TURNS = exists().where(turns.c.conversation_id == conversations.c.id)
+# Speakers whose first turn was deleted (the foreign key cleared it) and who have no turn
+# left in that epoch: their id goes with their turns. One with turns left is re-derived
+# when the conversation is next read.
+_SPEAKERS_LEFT = delete(speakers).where(
+    speakers.c.turn_id.is_(None),
+    ~exists().where(
+        turns.c.conversation_id == speakers.c.conversation_id,
+        turns.c.epoch == speakers.c.epoch,
+        turns.c.author_id == speakers.c.author_id,
+    ),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +240,7 @@ class SqlPrivacy:
             gone = await conn.execute(
                 delete(turns).where(turns.c.id.in_(batch), which).returning(turns.c.id)
             )
+            await conn.execute(_SPEAKERS_LEFT)
             return _Counted(len(gone.all()), message_count)
 
         total = _Counted(0, 0)

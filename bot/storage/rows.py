@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Row, Select, Text, bindparam, func, select
+from sqlalchemy import Integer, Row, Select, Text, and_, bindparam, case, select
 from sqlalchemy import cast as sql_cast
 
 from bot.domain.models import (
@@ -17,12 +17,11 @@ from bot.domain.models import (
     HistoryEntry,
     RawJson,
     RequestHandle,
-    Speaker,
     Thinking,
     Turn,
     TurnState,
 )
-from bot.storage.tables import messages, turns
+from bot.storage.tables import messages, speakers, turns
 
 IN_HISTORY_STATES = tuple(s.value for s in TurnState if s.in_history)
 
@@ -98,11 +97,8 @@ _IN_HISTORY = (
 )
 
 
-def history_query() -> Select[Any]:
-    """The history's messages from position ``:since`` on, oldest first: a range scan of
-    an index on (conversation_id, epoch, position), joined by primary key to the turns to
-    keep only those in history. The content is read as its JSON text (CAST:
-    PostgreSQL's driver would decode a json column), to be sent on as it is."""
+def _history_messages() -> Select[Any]:
+    """The history's messages (``_IN_HISTORY``) as ``history_from`` takes them."""
     return (
         select(
             messages.c.turn_id,
@@ -112,70 +108,121 @@ def history_query() -> Select[Any]:
             messages.c.tokens,
         )
         .join(turns, turns.c.id == messages.c.turn_id)
-        .where(*_IN_HISTORY, messages.c.position >= bindparam("since"))
+        .where(*_IN_HISTORY)
+    )
+
+
+def history_query() -> Select[Any]:
+    """The history's messages from position ``:since`` on, oldest first: a range scan of
+    an index on (conversation_id, epoch, position), joined by primary key to the turns to
+    keep only those in history. The content is read as its JSON text (CAST:
+    PostgreSQL's driver would decode a json column), to be sent on as it is."""
+    return (
+        _history_messages()
+        .where(messages.c.position >= bindparam("since"))
         .order_by(messages.c.position)
     )
 
 
-def history_turns_query() -> Select[Any]:
-    """The history's turns, oldest first: each one's first position, its messages' stored
-    token estimates summed, and its author. Read before the messages, so that only the
-    turns a request can hold are read with their content."""
-    first = func.min(messages.c.position)
+def history_newest_query() -> Select[Any]:
+    """``HISTORY``'s columns for the messages before position ``:before``, newest first, at
+    most ``:limit`` of them: a backward range scan of the history index, joined by primary
+    key to the turns to keep those in history. Read in batches until the context budget
+    is full, so what is read stops where the request does, however long the conversation
+    (no grouping or sort over the whole epoch)."""
+    return (
+        _history_messages()
+        .where(messages.c.position < bindparam("before"))
+        .order_by(messages.c.position.desc())
+        .limit(bindparam("limit", type_=Integer))
+    )
+
+
+def speakers_query() -> Select[Any]:
+    """The stored speakers of one epoch (``:conversation_id``, ``:epoch``) in order of first
+    appearance, each with the turn it was first seen in and whether that turn still counts:
+    in history, and not turn ``:exclude`` (the one being answered)."""
+    valid = and_(turns.c.state.in_(IN_HISTORY_STATES), turns.c.id != bindparam("exclude"))
     return (
         select(
-            turns.c.id,
-            first.label("first"),
-            func.sum(messages.c.tokens).label("tokens"),
-            turns.c.author_id,
+            speakers.c.author_id,
+            speakers.c.position,
             turns.c.author_name,
+            case((valid, True), else_=False).label("valid"),
         )
-        .select_from(messages)
+        .select_from(speakers)
+        .outerjoin(turns, turns.c.id == speakers.c.turn_id)
+        .where(
+            speakers.c.conversation_id == bindparam("conversation_id"),
+            speakers.c.epoch == bindparam("epoch"),
+        )
+        .order_by(speakers.c.position)
+    )
+
+
+def first_turn_of_query() -> Select[Any]:
+    """Author ``:author_id``'s first message in the history (``_IN_HISTORY``): its position,
+    turn and the author's name on that turn. For a stored speaker whose turn has left the
+    history: oldest first over the history index, stopping at the first of theirs."""
+    return (
+        select(messages.c.position, messages.c.turn_id, turns.c.author_name)
         .join(turns, turns.c.id == messages.c.turn_id)
-        .where(*_IN_HISTORY)
-        .group_by(turns.c.id)
-        .order_by(first)
+        .where(*_IN_HISTORY, turns.c.author_id == bindparam("author_id"))
+        .order_by(messages.c.position)
+        .limit(1)
     )
 
 
 HISTORY = history_query()
-HISTORY_TURNS = history_turns_query()
+HISTORY_NEWEST = history_newest_query()
+SPEAKERS = speakers_query()
+FIRST_TURN_OF = first_turn_of_query()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class HistoryCut:
-    """Which of the history to read: from position ``since`` (None: nothing), leaving
-    ``omitted`` older turns out; and the speakers of all of it."""
+    """The history a request can hold, read newest first (``HISTORY_NEWEST``' rows, fed in
+    batches): the newest whole turns whose tokens total at most ``budget``, which is all a
+    request can ever hold, since the domain trims the oldest whole turns first within a
+    smaller budget. ``omitted`` is 1 when an older turn did not fit (the read stops there:
+    how many more there are is not read)."""
 
-    since: int | None
-    omitted: int
-    speakers: tuple[Speaker, ...]
+    budget: int
+    omitted: int = 0
+    done: bool = False
+    # Tokens and messages read so far (what the next batch is sized from).
+    used: int = 0
+    read: int = 0
+    # The rows kept, newest first; those from ``_turn_start`` on are the turn being read.
+    _rows: list[Sequence[Any]] = field(default_factory=list)
+    _turn: int | None = None
+    _turn_start: int = 0
 
+    def take(self, rows: Iterable[Sequence[Any]]) -> None:
+        """The next messages, newest first; sets ``done`` once a turn does not fit."""
+        budget = self.budget
+        kept = self._rows
+        for row in rows:
+            turn_id = row[0]
+            if turn_id != self._turn:
+                self._turn = turn_id
+                self._turn_start = len(kept)
+            self.used += int(row[4])
+            self.read += 1
+            if self.used > budget:
+                del kept[self._turn_start :]  # that turn does not fit whole
+                self.omitted = 1
+                self.done = True
+                return
+            kept.append(row)
 
-def history_cut(
-    history_turns: Sequence[Sequence[Any]], author: Speaker | None, budget: int | None
-) -> HistoryCut:
-    """From the history's turns (``HISTORY_TURNS``' rows): the newest whole turns whose
-    tokens total at most ``budget`` (all of them when ``None``), which is all a request can
-    ever hold of it, since the domain trims the oldest whole turns first within a smaller
-    budget. The speakers are the distinct authors of every turn, in order of first
-    appearance, then ``author`` (of the turn being answered) if not among them."""
-    speakers: dict[str, Speaker] = {}
-    for _, _, _, author_id, author_name in history_turns:
-        if author_id not in speakers:
-            speakers[author_id] = Speaker(author_id, author_name)
-    if author is not None:
-        speakers.setdefault(author.author_id, author)
-    kept = len(history_turns)
-    if budget is not None:
-        used = 0
-        for index in range(len(history_turns) - 1, -1, -1):
-            used += int(history_turns[index][2])
-            if used > budget:
-                kept = len(history_turns) - 1 - index
-                break
-    since = int(history_turns[len(history_turns) - kept][1]) if kept else None
-    return HistoryCut(since, len(history_turns) - kept, tuple(speakers.values()))
+    def end(self) -> None:
+        """No older messages: everything read fits."""
+        self.done = True
+
+    def history(self) -> tuple[HistoryEntry, ...]:
+        """The entries kept, oldest first."""
+        return history_from(reversed(self._rows))
 
 
 def history_from(rows: Iterable[Sequence[Any]]) -> tuple[HistoryEntry, ...]:

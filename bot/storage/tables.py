@@ -134,6 +134,26 @@ messages = Table(
     Index("ix_messages_history_turns", "conversation_id", "epoch", "position", "turn_id", "tokens"),
 )
 
+# Who has spoken in each epoch of a conversation, for the speaker labels (domain
+# ``speakers_note``): each author once, with the first message position of their first turn
+# in history, so that a turn's context reads the few speakers instead of every turn. Written
+# when a turn's answer is stored; a row whose turn has left the history (superseded, failed,
+# deleted: the foreign key clears ``turn_id``) is re-derived on read (conversations.py).
+speakers = Table(
+    "speakers",
+    metadata,
+    Column(
+        "conversation_id",
+        Id,
+        ForeignKey("conversations.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("epoch", Integer, primary_key=True),
+    Column("author_id", Snowflake, primary_key=True),
+    Column("turn_id", Id, ForeignKey("turns.id", ondelete="SET NULL"), index=True),
+    Column("position", Integer, nullable=False),
+)
+
 settings = Table(
     "settings",
     metadata,

@@ -20,11 +20,13 @@ from yarl import URL
 from bot.app import App, build_app
 from bot.config import Config, load_config
 from bot.storage.migrate import upgrade
+from bot.web.pages import Network
 from tests.fakes.discord import run_client
 from tests.fakes.discord.models import FakeChannel, FakeMessage, FakeUser, UserFile
 from tests.fakes.discord.server import FakeDiscord
 from tests.fakes.discord.standard import StandardWorld
 from tests.fakes.fal import DEFAULT_KEY, FakeFal
+from tests.fakes.pages import fake_network
 from tests.storage.conftest import (
     BACKENDS,
     create_postgres_database,
@@ -51,6 +53,7 @@ BOTH_DATABASES_MODULES = frozenset(
         "test_e2e_everywhere",
         "test_e2e_guards",
         "test_e2e_interaction_restart",
+        "test_e2e_links",
         "test_e2e_privacy",
         "test_e2e_stored_text",
         "test_e2e_turns",
@@ -222,7 +225,11 @@ async def make_harness(
     started: list[Harness] = []
 
     async def make(
-        *, status_delay: float = 0.5, typing_delay: float | None = None, **env: str
+        *,
+        status_delay: float = 0.5,
+        typing_delay: float | None = None,
+        network: Network | None = None,
+        **env: str,
     ) -> Harness:
         env.setdefault("SEED_BOT_DATABASE__URL", chat_database_url)
         values = harness_env(fake_discord, fake_fal, tmp_path, **env)
@@ -237,6 +244,7 @@ async def make_harness(
                     reload=lambda: load_config(None, values, required_secrets=("discord", "fal")),
                     guild_ready_timeout=0.0,
                     status_delay=status_delay,
+                    network=network or fake_network(),
                     **({} if typing_delay is None else {"typing_delay": typing_delay}),
                 )
             )

@@ -22,8 +22,7 @@ PNG = (
     b"\x90wS\xde\x00\x00\x00\x0cIDATx\x9cc\xf8\xff\xff?\x00\x05\xfe\x02\xfe\xa7\x35\x81\x84"
     b"\x00\x00\x00\x00IEND\xaeB`\x82"
 )
-GIF = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00,"
-GIF += b"\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+BMP = b"BM" + b"\x00" * 60  # a type the model does not take
 PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
 
 FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,})")
@@ -87,7 +86,7 @@ async def test_more_than_six_images_are_capped_with_one_warning(harness: Harness
 
 async def test_unsupported_types_are_named_and_not_sent(harness: Harness) -> None:
     h = harness
-    files = [UserFile("funny.gif", GIF), UserFile("paper.pdf", PDF)]
+    files = [UserFile("scan.bmp", BMP), UserFile("paper.pdf", PDF)]
     thread, _ = await converse(h, "what about these", files=files)
     [request] = h.fal.requests.values()
     assert not request.input.get("image_urls") and not request.input.get("video_urls")
@@ -99,7 +98,7 @@ async def test_unsupported_types_are_named_and_not_sent(harness: Harness) -> Non
         if line.startswith("⚠️")
     ]
     assert len(warning_lines) == 1, warning_lines
-    assert "funny.gif" in warning_lines[0] and "paper.pdf" in warning_lines[0]
+    assert "scan.bmp" in warning_lines[0] and "paper.pdf" in warning_lines[0]
 
 
 async def test_small_text_files_are_inlined_as_fenced_blocks(harness: Harness) -> None:

@@ -35,7 +35,9 @@ def att(name: str, ctype: str | None, size: int = 1000) -> Attachment:
         ("a.jpg", "image/jpeg", MediaKind.IMAGE, "image/jpeg"),
         ("a.png", "image/png; charset=binary", MediaKind.IMAGE, "image/png"),
         ("a.webp", "IMAGE/WEBP", MediaKind.IMAGE, "image/webp"),
-        ("a.gif", "image/gif", MediaKind.UNSUPPORTED, "image/gif"),
+        # an animated GIF goes as a video (converted to MP4)
+        ("a.gif", "image/gif", MediaKind.VIDEO, "image/gif"),
+        ("a.GIF", None, MediaKind.VIDEO, "image/gif"),
         ("a.mp4", "video/mp4", MediaKind.VIDEO, "video/mp4"),
         ("a.mov", "video/quicktime", MediaKind.VIDEO, "video/quicktime"),
         ("a.webm", "video/webm", MediaKind.UNSUPPORTED, "video/webm"),
@@ -73,7 +75,7 @@ def test_unsupported_oversized_and_empty_files_are_named() -> None:
     limits = AttachmentLimits(max_image_bytes=2000, max_video_bytes=3000, max_text_bytes=100)
     plan = plan_attachments(
         [
-            att("anim.gif", "image/gif"),
+            att("scan.bmp", "image/bmp"),
             att("paper.pdf", "application/pdf"),
             att("big.png", "image/png", size=2001),
             att("big.mp4", "video/mp4", size=3001),
@@ -86,8 +88,9 @@ def test_unsupported_oversized_and_empty_files_are_named() -> None:
     )
     assert plan.texts == (att("ok.txt", "text/plain", size=100),)
     assert plan.dropped == (
-        "`anim.gif` (image/gif) is not a supported type (JPEG, PNG, WebP, MP4, MOV or text)",
-        "`paper.pdf` (application/pdf) is not a supported type (JPEG, PNG, WebP, MP4, MOV or text)",
+        "`scan.bmp` (image/bmp) is not a supported type (JPEG, PNG, WebP, GIF, MP4, MOV or text)",
+        "`paper.pdf` (application/pdf) is not a supported type "
+        "(JPEG, PNG, WebP, GIF, MP4, MOV or text)",
         "`big.png` is over the 2.0 KB image limit",
         "`big.mp4` is over the 2.9 KB video limit",
         "`long.txt` is over the 100 B text-file limit",

@@ -131,6 +131,8 @@ class SqliteLock:
     """Another connection holding a SQLite database's write lock while cut."""
 
     def __init__(self, path: Path) -> None:
+        # Created owner-only, as the bot creates its own (a wider file is tightened and warned of).
+        path.touch(mode=0o600, exist_ok=True)
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
 
     async def cut(self) -> None:

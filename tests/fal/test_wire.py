@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from bot.domain.conversation import new_history_messages
 from bot.domain.errors import (
     ConfigError,
     FieldProblem,
@@ -110,7 +111,7 @@ def test_parse_status_reads_the_status_field() -> None:
 )
 def test_parse_reply_rejects_malformed_results(payload: Any) -> None:
     with pytest.raises(ModelProtocolError) as caught:
-        wire.parse_reply(payload, "rid", None)
+        wire.parse_reply(wire.dumps(payload), "rid", None)
     assert caught.value.request_id == "rid"
 
 
@@ -280,3 +281,57 @@ def test_settings_list_every_problem_and_hide_the_key() -> None:
     assert settings.queue_base == "https://queue.fal.run"
     assert settings.rest_base == "https://rest.fal.ai"
     assert settings.endpoint == "fal-ai/bytedance/seed/v2/mini"
+
+
+def test_a_result_that_is_not_json_is_a_protocol_error() -> None:
+    with pytest.raises(ModelProtocolError) as caught:
+        wire.parse_reply(b"<html>Bad gateway</html>", "rid", None)
+    assert caught.value.request_id == "rid"
+
+
+def _result_body(messages: list[dict[str, Any]]) -> bytes:
+    return wire.dumps({"output": "a", "reasoning_content": "r", "messages": messages})
+
+
+def test_a_reply_decodes_only_the_messages_past_those_sent() -> None:
+    returned: list[dict[str, Any]] = [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": [{"type": "text", "text": "old q"}]},
+        {"role": "assistant", "content": "old a"},
+        {"role": "user", "content": [{"type": "text", "text": "new q"}]},
+        {"role": "assistant", "content": "new a", "extra": 1},
+    ]
+    reply = wire.parse_reply(_result_body(returned), "rid", None, sent=2)
+    assert reply.skipped == 2
+    assert reply.messages == (
+        ChatMessage("user", [{"type": "text", "text": "new q"}]),
+        ChatMessage("assistant", "new a"),
+    )
+    assert (reply.output, reply.reasoning) == ("a", "r")
+    # Unknown (a resumed request) or nothing sent: every message.
+    for sent in (None, 0):
+        whole = wire.parse_reply(_result_body(returned), "rid", None, sent=sent)
+        assert whole.skipped == 0
+        assert [m.role for m in whole.messages] == [m["role"] for m in returned]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_what_a_reply_adds_to_the_history_is_the_same_decoded_in_part(seed: int) -> None:
+    """Skipping what was sent changes no stored message, whatever fal returns: fewer
+    messages than sent (the fallback to the last user message), system messages anywhere,
+    a missing content."""
+    shuffle = random.Random(seed)
+    returned: list[dict[str, Any]] = []
+    for n in range(shuffle.randrange(0, 9)):
+        role = shuffle.choice(["system", "user", "assistant", "user", "assistant"])
+        message: dict[str, Any] = {"role": role, "content": f"m{n}"}
+        if shuffle.random() < 0.1:
+            del message["content"]
+        returned.append(message)
+    body = _result_body(returned)
+    whole = wire.parse_reply(body, "rid", None)
+    for sent in (None, *range(0, 10)):
+        part = wire.parse_reply(body, "rid", None, sent=sent)
+        assert new_history_messages(part.messages, sent, part.skipped) == new_history_messages(
+            whole.messages, sent
+        ), (returned, sent)

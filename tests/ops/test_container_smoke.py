@@ -91,3 +91,29 @@ def test_a_failed_build_fails(tmp_path: Path) -> None:
 )
 def test_the_containerfile_has(needed: str) -> None:
     assert needed in (ROOT / "Containerfile").read_text(encoding="utf-8")
+
+
+def test_the_container_goes_with_its_volume(tmp_path: Path) -> None:
+    """The run ends (here: the container stops at once) with ``podman rm -f -v``: the
+    anonymous volume of the image's ``VOLUME /data`` is not left behind, run after run."""
+    calls = tmp_path / "calls"
+    podman = (
+        f'echo "$*" >> {calls}\n'
+        'case "$1 $2" in\n'
+        '  "image inspect") echo "/healthz 334000000" ;;\n'
+        '  "inspect --format") echo false ;;\n'
+        "esac\n"
+        "exit 0\n"
+    )
+    result = smoke(tools(tmp_path, "date", "awk", "seq", "cut", "python3", podman=podman))
+    assert result.returncode == 1
+    assert "container-smoke: FAILED: the container stopped" in result.stdout
+    removed = [line for line in calls.read_text().splitlines() if line.startswith("rm ")]
+    assert len(removed) == 1
+    assert removed[0].startswith("rm -f -v seed-bot-smoke-")
+
+
+def test_the_offline_base_drops_apt_caches_and_lists() -> None:
+    script = SCRIPT.read_text(encoding="utf-8")
+    assert '"$root"/var/cache/apt/archives/*.deb' in script
+    assert '"$root"/var/lib/apt/lists/*' in script

@@ -41,6 +41,7 @@ TABLES = {
     "usage_events",
     "turn_costs",
     "interactions",
+    "speakers",
 }
 
 
@@ -71,7 +72,7 @@ def test_the_migrations_are_found() -> None:
     directory = migrations_dir()
     assert (directory / "env.py").is_file()
     assert directory == Path(__file__).resolve().parents[2] / "migrations"
-    assert head_revision() == "0005"
+    assert head_revision() == "0007"
 
 
 async def test_upgrade_an_empty_database_to_head(db_url: str) -> None:
@@ -378,3 +379,74 @@ async def test_0005_widens_the_scope_columns_both_ways_keeping_the_rows(db_url: 
     assert await current_revision(db_url) == "0006"
     assert await scope_rows(db_url) == dict.fromkeys(SCOPE_ROWS, stored)
     assert await scope_widths(db_url) == dict.fromkeys(SCOPE_ROWS, 20)
+
+
+async def test_0007_backfills_each_authors_first_turn_in_history(db_url: str) -> None:
+    await upgrade(db_url, "0005")
+    # Turns (id, epoch, author, state), two messages each, positions in id order; turn 1 was
+    # superseded, so Bob (author 8) is first seen in turn 4; epoch 1 starts afresh.
+    stored = [
+        (1, 0, "8", "superseded"),
+        (2, 0, "6", "delivered"),
+        (3, 0, "6", "completed"),
+        (4, 0, "8", "delivered"),
+        (5, 0, "9", "failed"),
+        (6, 1, "8", "delivered"),
+    ]
+    engine = create_engine(db_url)
+    now = {"now": datetime.now(UTC)}
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO conversations (id, scope_id, owner_id, epoch, next_position,"
+                    " created_at, updated_at) VALUES (1, '5', '6', 1, 12, :now, :now)"
+                ),
+                now,
+            )
+            for turn_id, epoch, author, state in stored:
+                await conn.execute(
+                    text(
+                        "INSERT INTO turns (id, conversation_id, epoch, source_id, attempt,"
+                        " author_id, author_name, reply_channel_id, prompt, image_urls,"
+                        " video_urls, warnings, state, reply_message_ids, created_at,"
+                        " updated_at) VALUES (:id, 1, :epoch, :source, 0, :author, 'n', '5',"
+                        " 'q', '[]', '[]', '[]', :state, '[]', :now, :now)"
+                    ),
+                    {
+                        **now,
+                        "id": turn_id,
+                        "epoch": epoch,
+                        "source": str(turn_id),
+                        "author": author,
+                        "state": state,
+                    },
+                )
+                for offset in range(2):
+                    await conn.execute(
+                        text(
+                            "INSERT INTO messages (conversation_id, turn_id, epoch, position,"
+                            " role, content) VALUES (1, :turn, :epoch, :position, 'user', '1')"
+                        ),
+                        {"turn": turn_id, "epoch": epoch, "position": 2 * turn_id + offset},
+                    )
+
+        await upgrade(db_url)
+
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                text(
+                    "SELECT epoch, author_id, turn_id, position FROM speakers"
+                    " ORDER BY epoch, position"
+                )
+            )
+            assert [tuple(row) for row in rows] == [
+                (0, "6", 2, 4),
+                (0, "8", 4, 8),
+                (1, "8", 6, 12),
+            ]
+
+        await downgrade(db_url, "0005")
+        assert "speakers" not in await table_names(db_url)
+    finally:
+        await engine.dispose()

@@ -24,7 +24,7 @@ from bot.domain.models import (
     TurnState,
 )
 from bot.storage import SqlStore
-from bot.storage.rows import HISTORY, HISTORY_TURNS
+from bot.storage.rows import HISTORY, HISTORY_NEWEST, SPEAKERS
 
 from .conftest import begin, decoded, exchange, history_messages, new_turn, reply
 
@@ -389,17 +389,42 @@ async def test_history_is_one_index_range_scan_without_a_sort(engine: AsyncEngin
         assert not any("TEMP B-TREE" in line or "Sort" in line for line in plan), plan
 
 
-async def test_the_history_turns_are_read_from_an_index_without_the_contents(
+async def test_the_history_is_read_newest_first_by_an_index_without_a_sort(
     engine: AsyncEngine,
 ) -> None:
-    if engine.dialect.name != "sqlite":
-        pytest.skip("PostgreSQL's index-only scans depend on its visibility map")
-    query = HISTORY_TURNS.params(conversation_id=1, epoch=0, exclude=0)
+    """The budget read: a backward range scan of an index, joined by primary key, with no
+    sort or grouping, so that it stops where its LIMIT (the budget) does."""
+    query = HISTORY_NEWEST.params(conversation_id=1, epoch=0, exclude=0, before=9, limit=5)
     compiled = str(query.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
+    async with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            explained = await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}")
+            plan: list[str] = list(explained.scalars(3))
+            assert plan[0].startswith("SEARCH messages USING INDEX")
+            assert plan[0].endswith("(conversation_id=? AND epoch=? AND position<?)")
+            assert plan[1] == "SEARCH turns USING INTEGER PRIMARY KEY (rowid=?)"
+            assert len(plan) == 2, plan
+        else:
+            await conn.exec_driver_sql("SET enable_seqscan = off")
+            plan = list((await conn.exec_driver_sql(f"EXPLAIN {compiled}")).scalars())
+            assert any("Index Scan Backward using" in line for line in plan), plan
+        assert not any("TEMP B-TREE" in line or "Sort" in line for line in plan), plan
+
+
+async def test_the_speakers_are_read_by_their_key_not_from_the_turns(engine: AsyncEngine) -> None:
+    query = SPEAKERS.params(conversation_id=1, epoch=0, exclude=0)
+    compiled = str(query.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
+    if engine.dialect.name != "sqlite":
+        pytest.skip("the plan checked is SQLite's")
     async with engine.connect() as conn:
         explained = await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}")
         plan: list[str] = list(explained.scalars(3))
-    assert plan[0].startswith("SEARCH messages USING COVERING INDEX ix_messages_history_turns")
+    # By the primary key, each speaker's turn by its own (only the epoch's few speakers
+    # are sorted).
+    assert plan[0] == (
+        "SEARCH speakers USING INDEX sqlite_autoindex_speakers_1 (conversation_id=? AND epoch=?)"
+    )
+    assert plan[1].startswith("SEARCH turns USING INTEGER PRIMARY KEY (rowid=?)"), plan
 
 
 async def test_speakers_are_the_authors_in_history_then_the_new_one(
@@ -634,12 +659,13 @@ async def test_a_turns_context_reads_only_the_history_a_request_can_hold(
     )
     context = start.context
     assert [e.message for e in context.history] == [e.message for e in stored[-4:]]
-    assert context.omitted_turns == 3
+    # Older turns were left out; the read stopped at the first (it does not count them).
+    assert context.omitted_turns == 1
     # The speakers are those of the whole history, the omitted turns' authors included.
     assert [s.author_id for s in context.speakers] == [ada, bob]
     # The same for a resumed turn; and a budget too small for any turn reads none.
     assert await cut.turn_context(start.turn) == context
     nothing = SqlStore(engine, history_tokens=per_turn[-1] - 1)
     context = await nothing.turn_context(start.turn)
-    assert (context.history, context.omitted_turns) == ((), 5)
+    assert (context.history, context.omitted_turns) == ((), 1)
     assert [s.author_id for s in context.speakers] == [ada, bob]

@@ -55,6 +55,7 @@ from .models import (
     iter_components,
 )
 from .rest import Fault, RestApi
+from .unfurl import handle_external
 from .world import (
     ATTACHMENT_SIZE_LIMIT,
     CONTEXT_NAMES,
@@ -131,6 +132,8 @@ class FakeDiscord(World):
         self._changed = asyncio.Event()
         self.problems: list[str] = []
         self._runner: web.AppRunner | None = None
+        # The media proxy's files (see unfurl.py): key -> (bytes, content type).
+        self.external_media: dict[str, tuple[bytes, str]] = {}
 
     # ================================================================ lifecycle
 
@@ -145,6 +148,7 @@ class FakeDiscord(World):
                     f"{prefix}/{kind}/{{owner_id}}/{{attachment_id}}/{{filename}}",
                     self._cdn,
                 )
+        app.router.add_get("/external/{key}/{tail:.*}", self._external)
         app.router.add_route("*", "/{tail:.*}", self._unknown)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -187,6 +191,9 @@ class FakeDiscord(World):
 
     async def _cdn(self, request: web.Request) -> web.StreamResponse:
         return await handle_cdn(self, request)
+
+    async def _external(self, request: web.Request) -> web.StreamResponse:
+        return await handle_external(self, request)
 
     async def _unknown(self, request: web.Request) -> web.StreamResponse:
         self.problem(f"request to unknown URL {request.method} {request.path_qs}")
@@ -1033,6 +1040,19 @@ class FakeDiscord(World):
         )
         self.replace_message(updated)
         self.record(MessageEdited(before=current, after=updated, via="user"))
+        self.dispatch_message("MESSAGE_UPDATE", updated)
+        return updated
+
+    async def unfurl(
+        self, message: FakeMessage, embeds: Sequence[Mapping[str, Any]]
+    ) -> FakeMessage:
+        """Discord unfurls the links of ``message`` (see unfurl.py): the embeds are added
+        in a MESSAGE_UPDATE, without an edit (``edited_timestamp`` stays)."""
+        current = self.find_message(message.id)
+        if current is None:
+            raise AssertionError(f"{message!r} no longer exists")
+        updated = dataclasses.replace(current, embeds=tuple(dict(e) for e in embeds))
+        self.replace_message(updated)
         self.dispatch_message("MESSAGE_UPDATE", updated)
         return updated
 
