@@ -31,8 +31,7 @@ from bot.domain.outage import MAX_RETRY_DELAY, Outage, OutageFull
 from bot.storage import aiosqlite_internals, sqlalchemy_internals
 from bot.storage.engine import DRIVER_BEGIN, WRITE_OPTIONS
 from bot.storage.unit import (
-    CoreUnit,
-    DriverUnit,
+    CoreDriver,
     PostgresDriver,
     SqliteDriver,
     Statements,
@@ -391,7 +390,7 @@ class Database:
         if not self.driver_path:
 
             async def core(conn: AsyncConnection) -> T:
-                return await op(CoreUnit(conn, postgres=self.postgres))
+                return await op(Unit(CoreDriver(conn), self.statements, postgres=self.postgres))
 
             if write and not self.postgres:
                 async with self._immediate.connect() as conn, conn.begin():
@@ -402,14 +401,14 @@ class Database:
             driver: Any = fairy.driver_connection
             try:
                 if self.postgres:
-                    unit = DriverUnit(PostgresDriver(driver), self.statements, postgres=True)
+                    unit = Unit(PostgresDriver(driver), self.statements, postgres=True)
                     if single:
                         return await op(unit)
                     async with driver.transaction():
                         return await op(unit)
 
                 def whole(sqlite: sqlite3.Connection) -> T:
-                    unit = DriverUnit(SqliteDriver(sqlite), self.statements, postgres=False)
+                    unit = Unit(SqliteDriver(sqlite), self.statements, postgres=False)
                     if write:
                         sqlite.execute("BEGIN IMMEDIATE")
                     elif not single:

@@ -21,9 +21,8 @@ import threading
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy.engine import CursorResult, Dialect
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.types import TypeEngine
@@ -204,40 +203,49 @@ class PostgresDriver:
         await self._conn.executemany(sql, args)
 
 
+class CoreDriver:
+    """SQLAlchemy's public API, the fallback when a library's probe failed (bot/internals.py):
+    the same SQL and arguments through ``AsyncConnection.exec_driver_sql``, which translates
+    errors and invalidates on a disconnect by itself. Slower (an execution context and a
+    result per statement, on SQLite four thread hand-offs), the same rows."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def fetch(self, sql: str, args: tuple[Any, ...]) -> Sequence[Sequence[Any]]:
+        result = await self._conn.exec_driver_sql(sql, args)
+        return list(result.all()) if result.returns_rows else []
+
+    async def many(self, sql: str, args: list[tuple[Any, ...]]) -> None:
+        await self._conn.exec_driver_sql(sql, args)
+
+
 class Unit:
-    """One unit of work's statements, inside the transaction ``Database.run_unit`` opened.
-    Statements are Core constructs whose every value is a ``bindparam`` or a constant;
-    ``params`` name the ``bindparam``s. Run on the driver's connection (``DriverUnit``, the
-    hot path) or, when a library's probe failed, through SQLAlchemy's public API
-    (``CoreUnit``): the same rows either way."""
+    """One unit of work's statements, on one driver connection inside the transaction
+    ``Database.run_unit`` opened. Statements are Core constructs whose every value is a
+    ``bindparam`` or a constant; ``params`` name the ``bindparam``s."""
 
-    __slots__ = ("postgres",)
+    __slots__ = ("_driver", "_statements", "postgres")
 
-    def __init__(self, *, postgres: bool) -> None:
+    def __init__(self, driver: Driver, statements: Statements, *, postgres: bool) -> None:
+        self._driver = driver
+        self._statements = statements
         self.postgres = postgres
 
     async def rows(self, statement: ClauseElement, params: Params) -> list[Any]:
-        """Every row, with attribute access by column key."""
-        raise NotImplementedError
+        """Every row, as named tuples."""
+        prepared = self._statements.get(statement)
+        return prepared.rows(await self._driver.fetch(prepared.sql, prepared.arguments(params)))
 
     async def values(self, statement: ClauseElement, params: Params) -> list[Sequence[Any]]:
         """Every row, as plain sequences (cheaper for many rows read by position)."""
-        raise NotImplementedError
-
-    async def execute(self, statement: ClauseElement, params: Params) -> None:
-        raise NotImplementedError
-
-    async def insert(self, statement: ClauseElement, params: Params) -> Any | None:
-        """An INSERT without ``values()`` of the columns ``params`` names; its first
-        RETURNING value, if it has any."""
-        raise NotImplementedError
-
-    async def insert_many(self, statement: ClauseElement, params: Sequence[Params]) -> None:
-        """An INSERT without ``values()`` of several rows, each naming the same columns."""
-        raise NotImplementedError
+        prepared = self._statements.get(statement)
+        return prepared.values(await self._driver.fetch(prepared.sql, prepared.arguments(params)))
 
     async def first(self, statement: ClauseElement, params: Params) -> Any | None:
-        """The first row, or ``None``."""
+        """The first row as a named tuple, or ``None``."""
         rows = await self.rows(statement, params)
         return rows[0] if rows else None
 
@@ -246,69 +254,20 @@ class Unit:
         rows = await self.values(statement, params)
         return rows[0][0] if rows else None
 
-
-class DriverUnit(Unit):
-    """The statements compiled once (``Statements``) and run on the driver's connection."""
-
-    __slots__ = ("_driver", "_statements")
-
-    def __init__(self, driver: Driver, statements: Statements, *, postgres: bool) -> None:
-        super().__init__(postgres=postgres)
-        self._driver = driver
-        self._statements = statements
-
-    async def rows(self, statement: ClauseElement, params: Params) -> list[Any]:
-        prepared = self._statements.get(statement)
-        return prepared.rows(await self._driver.fetch(prepared.sql, prepared.arguments(params)))
-
-    async def values(self, statement: ClauseElement, params: Params) -> list[Sequence[Any]]:
-        prepared = self._statements.get(statement)
-        return prepared.values(await self._driver.fetch(prepared.sql, prepared.arguments(params)))
-
     async def execute(self, statement: ClauseElement, params: Params) -> None:
         prepared = self._statements.get(statement)
         await self._driver.fetch(prepared.sql, prepared.arguments(params))
 
     async def insert(self, statement: ClauseElement, params: Params) -> Any | None:
+        """An INSERT without ``values()`` of the columns ``params`` names; its first
+        RETURNING value, if it has any."""
         prepared = self._statements.get(statement, tuple(params))
         rows = await self._driver.fetch(prepared.sql, prepared.arguments(params))
         return prepared.values(rows)[0][0] if rows else None
 
     async def insert_many(self, statement: ClauseElement, params: Sequence[Params]) -> None:
+        """An INSERT without ``values()`` of several rows, each naming the same columns."""
         if not params:
             return
         prepared = self._statements.get(statement, tuple(params[0]))
         await self._driver.many(prepared.sql, [prepared.arguments(p) for p in params])
-
-
-class CoreUnit(Unit):
-    """The public-API fallback: each statement through ``AsyncConnection.execute``, which
-    compiles (cached), translates errors and invalidates on a disconnect by itself."""
-
-    __slots__ = ("_conn",)
-
-    def __init__(self, conn: AsyncConnection, *, postgres: bool) -> None:
-        super().__init__(postgres=postgres)
-        self._conn = conn
-
-    async def _run(self, statement: ClauseElement, params: Any) -> CursorResult[Any]:
-        if not isinstance(statement, Executable):
-            raise TypeError(f"not a statement: {statement!r}")
-        return await self._conn.execute(statement, params)
-
-    async def rows(self, statement: ClauseElement, params: Params) -> list[Any]:
-        return list((await self._run(statement, dict(params))).all())
-
-    async def values(self, statement: ClauseElement, params: Params) -> list[Sequence[Any]]:
-        return await self.rows(statement, params)
-
-    async def execute(self, statement: ClauseElement, params: Params) -> None:
-        await self._run(statement, dict(params))
-
-    async def insert(self, statement: ClauseElement, params: Params) -> Any | None:
-        result = await self._run(statement, dict(params))
-        return result.scalar() if result.returns_rows else None
-
-    async def insert_many(self, statement: ClauseElement, params: Sequence[Params]) -> None:
-        if params:
-            await self._run(statement, [dict(p) for p in params])

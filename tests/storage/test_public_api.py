@@ -21,6 +21,7 @@ SUBSET = (
     "tests/storage/test_concurrency.py",
     "tests/storage/test_usage.py",
     "tests/storage/test_costs.py",
+    "tests/storage/test_history_read.py",
 )
 
 
