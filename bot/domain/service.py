@@ -24,14 +24,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from bot.domain.attachments import (
-    AttachmentPolicy,
-    MediaPreparer,
-    PreparedFiles,
-    PreparedMedia,
-    Readers,
-    left_out,
-)
+from bot.domain.attachments import AttachmentPolicy, PreparedMedia, Readers, left_out
 from bot.domain.conversation import (
     BuiltRequest,
     build_request,
@@ -74,6 +67,7 @@ from bot.domain.notices import NoticeReason, RefusalNotices, seconds_until
 from bot.domain.observer import NO_OBSERVER, TurnObserver
 from bot.domain.outage import Outage, waiting_as
 from bot.domain.ports import Deliveries, Delivery, MediaSource, ModelClient, Store
+from bot.domain.preparation import MediaPreparer, PreparedFiles
 from bot.domain.settings import EffectiveSettings, resolve_settings, validate_settings
 from bot.domain.slots import Slots
 from bot.domain.submission import SubmissionJournal, Submitter
