@@ -15,12 +15,9 @@ from bot.chat.ratelimits import IDLE_BUCKET_SECONDS, sweep_idle_buckets
 from bot.chat.threadcache import IDLE_THREAD_SECONDS, evict_idle_threads
 from bot.internals import FORCE_PUBLIC_API_ENV
 from bot.storage import aiosqlite_internals, sqlalchemy_internals
-from tests.chat import test_e2e_deletions
 from tests.chat.conftest import HarnessFactory
-from tests.chat.test_e2e_limits import open_thread
+from tests.storage.conftest import BACKENDS
 
-# The harness on each database under test (the deletions' fixture, by another name).
-on_each_database = test_e2e_deletions.start
 PROBED = (aiosqlite_internals, sqlalchemy_internals, discord_internals)
 
 
@@ -36,16 +33,15 @@ def public_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 @pytest.mark.usefixtures("public_api")
+@pytest.mark.parametrize("chat_backend", BACKENDS, indirect=True)
 async def test_a_conversation_works_with_every_library_on_its_public_api(
-    on_each_database: HarnessFactory,
+    make_harness: HarnessFactory,
 ) -> None:
-    h = await on_each_database()
+    h = await make_harness()
     bot = h.app.bot
     assert not h.app.store.db.driver_path
-    thread = await open_thread(h, "opening")
-    since = h.fake.mark()
-    await h.fake.send_message(h.world.alice, thread, "and again")
-    await h.answer_in(thread, since=since, contains="echo: and again")
+    thread, _ = await h.converse(h.world.alice, "opening")
+    await h.say(h.world.alice, thread, "and again")
     # discord.py keeps its caches as it does: its own bucket sweep, threads until archived.
     assert "_try_clear_expired_ratelimits" not in vars(bot.http)
     later = bot.loop.time() + IDLE_BUCKET_SECONDS + 1
@@ -53,7 +49,5 @@ async def test_a_conversation_works_with_every_library_on_its_public_api(
     an_hour_on = datetime.now(UTC) + timedelta(seconds=IDLE_THREAD_SECONDS + 1)
     assert evict_idle_threads(bot.guilds, an_hour_on) == 0
     assert isinstance(bot.get_channel(thread.id), discord.Thread)
-    since = h.fake.mark()
-    await h.fake.send_message(h.world.alice, thread, "still here?")
-    await h.answer_in(thread, since=since, contains="echo: still here?")
+    await h.say(h.world.alice, thread, "still here?")
     assert len(h.fake.threads(h.world.channel)) == 1
