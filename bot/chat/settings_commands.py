@@ -35,6 +35,7 @@ async def _change(
     try:
         scope, scope_id = await settings_target(bot, interaction, server)
         await bot.service.update_settings(scope, scope_id, changes, clear=clear)
+        bot.autoreply.forget()
     except Refusal as exc:
         await ephemeral(interaction, f"⛔ {exc}")
         return

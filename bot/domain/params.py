@@ -19,8 +19,10 @@ from bot.domain.errors import InvalidSetting
 
 Thinking = Literal["enabled", "disabled", "auto"]
 Effort = Literal["minimal", "low", "medium", "high"]
+Autoreply = Literal["off", "threads", "inline"]
 THINKING_MODES: tuple[Thinking, ...] = get_args(Thinking)
 EFFORT_LEVELS: tuple[Effort, ...] = get_args(Effort)
+AUTOREPLY_MODES: tuple[Autoreply, ...] = get_args(Autoreply)
 
 
 class SettingsScope(enum.StrEnum):
@@ -201,6 +203,24 @@ TOP_P = Param(
     model_default=0.7,
 )
 
+# The bot's own setting (never sent to the model): whether it answers every message of a
+# channel, and how. A thread is a conversation already, so it is set per channel or server.
+AUTOREPLY = Param(
+    name="autoreply",
+    wire_key=None,
+    kind=Kind.CHOICE,
+    shown="the autoreply setting",
+    doc="Default autoreply mode: off (mentions only), threads or inline.",
+    command="autoreply",
+    command_doc="Set whether the bot answers every message in this channel",
+    label="Autoreply",
+    option="mode",
+    hint="off (mentions only), threads (a thread per message) or inline (replies here)",
+    choices=AUTOREPLY_MODES,
+    model_default="off",
+    scopes=frozenset({SettingsScope.CHANNEL, SettingsScope.SERVER}),
+)
+
 #: Every parameter, in the order ``/settings`` and the config list them.
 PARAMS: tuple[Param, ...] = (
     THINKING,
@@ -209,6 +229,7 @@ PARAMS: tuple[Param, ...] = (
     MAX_COMPLETION_TOKENS,
     TEMPERATURE,
     TOP_P,
+    AUTOREPLY,
 )
 BY_NAME: dict[str, Param] = {p.name: p for p in PARAMS}
 #: The numbers people tune together with ``/params``.

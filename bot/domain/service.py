@@ -1032,6 +1032,11 @@ class ConversationService:
         except StorageError:
             return None
 
+    async def conversation_answering(self, source_id: str) -> Conversation | None:
+        """The conversation whose turn answered the person's message ``source_id``."""
+        turn = await self._store.turn_for_source(source_id)
+        return None if turn is None else await self.conversation_of(turn)
+
     async def conversation_of(self, turn: Turn) -> Conversation | None:
         try:
             return await self._store.get_conversation(turn.conversation_id)

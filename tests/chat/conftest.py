@@ -46,6 +46,7 @@ from tests.storage.conftest import (
 BOTH_DATABASES_MODULES = frozenset(
     {
         "test_e2e_access_edges",
+        "test_e2e_autoreply",
         "test_e2e_commands",
         "test_e2e_controls",
         "test_e2e_conversation",

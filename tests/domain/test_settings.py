@@ -31,6 +31,7 @@ def test_resolution_order_thread_channel_server_config_model() -> None:
         "temperature": "server",
         "top_p": CONFIG_SOURCE,
         "max_completion_tokens": MODEL_SOURCE,
+        "autoreply": MODEL_SOURCE,
     }
     rows = {name: (value, source) for name, value, source in eff.describe()}
     assert rows["max_completion_tokens"] == (4096, MODEL_SOURCE)
