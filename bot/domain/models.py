@@ -13,6 +13,7 @@ from bot.domain.params import (
     EFFORT,
     MAX_COMPLETION_TOKENS,
     PARAMS,
+    PERSONA,
     SYSTEM_PROMPT,
     TEMPERATURE,
     THINKING,
@@ -69,6 +70,7 @@ class GenerationSettings:
     max_completion_tokens: int | None = _setting(MAX_COMPLETION_TOKENS)
     temperature: float | None = _setting(TEMPERATURE)
     top_p: float | None = _setting(TOP_P)
+    persona: str | None = _setting(PERSONA)
     autoreply: Autoreply | None = _setting(AUTOREPLY)
 
     def merged_over(self, lower: GenerationSettings) -> GenerationSettings:

@@ -203,6 +203,22 @@ TOP_P = Param(
     model_default=0.7,
 )
 
+MAX_PERSONA_NAME_CHARS = 32
+# A bundle of the settings above that the operator defines (``[personas.<name>]``): its
+# values are defaults at the scope it is set at (bot.domain.personas); itself never sent.
+PERSONA = Param(
+    name="persona",
+    wire_key=None,
+    kind=Kind.TEXT,
+    shown="the persona",
+    doc="Default persona: the name of one of the [personas.<name>] sections.",
+    command="persona",
+    label="Persona",
+    option="name",
+    hint="One of the personas this bot offers",
+    max_chars=MAX_PERSONA_NAME_CHARS,
+)
+
 # The bot's own setting (never sent to the model): whether it answers every message of a
 # channel, and how. A thread is a conversation already, so it is set per channel or server.
 AUTOREPLY = Param(
@@ -229,6 +245,7 @@ PARAMS: tuple[Param, ...] = (
     MAX_COMPLETION_TOKENS,
     TEMPERATURE,
     TOP_P,
+    PERSONA,
     AUTOREPLY,
 )
 BY_NAME: dict[str, Param] = {p.name: p for p in PARAMS}

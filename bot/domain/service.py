@@ -19,7 +19,7 @@ import contextlib
 import enum
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Coroutine, Sequence
+from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -66,6 +66,7 @@ from bot.domain.notices import NoticeReason, RefusalNotices, seconds_until
 from bot.domain.observer import NO_OBSERVER, TurnObserver
 from bot.domain.outage import Outage, waiting_as
 from bot.domain.params import MODEL_DEFAULT_MAX_TOKENS
+from bot.domain.personas import Personas
 from bot.domain.ports import Deliveries, Delivery, MediaSource, ModelClient, Store
 from bot.domain.preparation import MediaPreparer, PreparedFiles
 from bot.domain.settings import EffectiveSettings, resolve_settings, validate_settings
@@ -106,6 +107,7 @@ class ServiceConfig:
     turn_timeout: float = DEFAULT_TURN_TIMEOUT
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     batch_window: float = DEFAULT_BATCH_WINDOW
+    personas: Personas = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,6 +342,7 @@ class ConversationService:
         self.media = MediaPreparer(media, model, config.attachments, readers)
         self._deliveries = deliveries
         self.config = config
+        self._missing_personas: set[str] = set()
         self._in_flight = Slots(config.max_in_flight)
         # No fixed wait: a message is taken up at once; a burst is merged speculatively
         # (see respond), and messages waiting behind an answer are batched by the inbox.
@@ -947,7 +950,7 @@ class ConversationService:
             prompt=turn.prompt,
             image_urls=turn.image_urls,
             video_urls=turn.video_urls,
-            settings=resolve_settings(context.layers, self.config.defaults).values,
+            settings=self._resolve(context.layers).values,
             context_budget_tokens=self.config.context_budget_tokens,
             author_name=turn.author_name,
             speakers=context.speakers,
@@ -1054,7 +1057,15 @@ class ConversationService:
         layers = await self._store.settings_layers(
             thread_id=thread_id, channel_id=channel_id, guild_id=guild_id
         )
-        return resolve_settings(layers, self.config.defaults)
+        return self._resolve(layers)
+
+    def _resolve(self, layers: Mapping[SettingsScope, GenerationSettings]) -> EffectiveSettings:
+        effective = resolve_settings(layers, self.config.defaults, self.config.personas)
+        for name in effective.missing - self._missing_personas:
+            # Once per name: every turn where it is set would say it again.
+            log.warning("persona %r is set but not in the config: ignored", name)
+            self._missing_personas.add(name)
+        return effective
 
     async def update_settings(
         self,

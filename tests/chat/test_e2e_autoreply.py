@@ -7,21 +7,13 @@ from __future__ import annotations
 from typing import Any
 
 from tests.chat.conftest import Harness, HarnessFactory
+from tests.chat.conftest import ephemeral_answer as command
 from tests.fakes.discord import Perm
 from tests.fakes.discord.events import HttpRequest, MessageCreated
-from tests.fakes.discord.models import FakeChannel, FakeMessage, FakeUser
+from tests.fakes.discord.models import FakeMessage, FakeUser
 from tests.fakes.fal import ModelOutput
 
 FLOOD = 6
-
-
-async def command(
-    h: Harness, user: FakeUser, channel: FakeChannel, name: str, options: dict[str, Any]
-) -> str:
-    interaction = await h.fake.invoke_command(user, channel, name, options)
-    response = await interaction.wait_response()
-    assert response.ephemeral and response.message is not None, response
-    return response.message.content
 
 
 def manager(h: Harness, user: FakeUser, permissions: Perm = Perm.MANAGE_CHANNELS) -> None:

@@ -260,6 +260,7 @@ async def test_settings_shows_each_value_and_its_source(make_harness: HarnessFac
             "max_completion_tokens",
             "temperature",
             "top_p",
+            "persona",
             "autoreply",
         ]
     )
