@@ -21,6 +21,7 @@ from bot.chat.interaction_turns import (
 )
 from bot.chat.replies import ephemeral, telling_failures
 from bot.chat.threads import ThreadRefused, open_thread
+from bot.domain.admission import Admission
 from bot.domain.errors import InvalidSetting
 from bot.domain.models import (
     MAX_TOKENS_RANGE,
@@ -84,7 +85,7 @@ class SeedTree(app_commands.CommandTree[discord.Client]):
         self._gate = gate
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
-        refusal = await self._gate().check_interaction(interaction, model_call=False)
+        refusal = await self._gate().check_interaction(interaction)
         if refusal is None:
             return True
         await ephemeral(interaction, refusal.text)
@@ -379,9 +380,9 @@ async def ask_elsewhere(
     """``/ask`` where the bot is not a member, or where the person could not post what it
     would: a new conversation answered through the interaction, privately unless asked
     otherwise (and allowed)."""
-    refusal = await bot.gate.check_interaction(interaction, model_call=True)
-    if refusal is not None:
-        await ephemeral(interaction, refusal.text)
+    admission = await bot.gate.admit_interaction(interaction)
+    if not isinstance(admission, Admission):
+        await ephemeral(interaction, admission.text)
         return
     scope_id = interaction_scope(interaction.id)
     if thinking is not None or effort is not None:
@@ -391,6 +392,7 @@ async def ask_elsewhere(
     await answer_through(
         bot,
         interaction,
+        admission,
         text=prompt,
         attachments=attachments,
         scope_id=scope_id,
@@ -446,9 +448,9 @@ async def ask_here(
         except Refusal as exc:
             await ephemeral(interaction, f"⛔ {exc}")
             return
-    refusal = await bot.gate.check_interaction(interaction, model_call=True)
-    if refusal is not None:
-        await ephemeral(interaction, refusal.text)
+    admission = await bot.gate.admit_interaction(interaction)
+    if not isinstance(admission, Admission):
+        await ephemeral(interaction, admission.text)
         return
     if not in_place:
         # Refuse before acknowledging, so the refusal can be ephemeral: Discord sends the
@@ -507,4 +509,4 @@ async def ask_here(
         reply_to=anchor.id,
         answer_in=channel.id if one_off else None,
     )
-    await bot.service.respond(incoming, batchable=False)
+    await bot.service.respond(incoming, admission, batchable=False)

@@ -17,6 +17,7 @@ from bot.chat import convert
 from bot.chat.gate import Gate
 from bot.chat.interaction_delivery import EPHEMERAL_EXTRA, LiveInteractions
 from bot.chat.threads import may_bind
+from bot.domain.admission import Admission
 from bot.domain.service import ConversationService
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,7 @@ def answer_is_ephemeral(interaction: discord.Interaction, private: bool | None) 
 async def answer_through(
     asker: Asker,
     interaction: discord.Interaction,
+    admission: Admission,
     *,
     text: str,
     scope_id: str,
@@ -94,8 +96,8 @@ async def answer_through(
 ) -> None:
     """Acknowledge ``interaction`` at once (Discord's 3 s; the visibility is fixed here),
     then answer ``text`` (and ``about``, the message "Ask Seed" was used on) as the next
-    turn of the conversation ``scope_id``, through the interaction. The gate has been
-    passed already."""
+    turn of the conversation ``scope_id``, through the interaction, as ``admission``
+    admitted it."""
     interaction.extras[EPHEMERAL_EXTRA] = ephemeral
     try:
         await interaction.response.defer(ephemeral=ephemeral, thinking=True)
@@ -113,4 +115,4 @@ async def answer_through(
         through_interaction=True,
     )
     async with asker.interactions.holding(interaction, ephemeral):
-        await asker.service.respond(incoming, batchable=False)
+        await asker.service.respond(incoming, admission, batchable=False)

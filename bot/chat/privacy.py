@@ -141,7 +141,7 @@ class ForgetButton(
 
     async def callback(self, interaction: discord.Interaction) -> None:
         host = _host(interaction)
-        refusal = await host.gate.check_interaction(interaction, model_call=False)
+        refusal = await host.gate.check_interaction(interaction)
         if refusal is not None:
             await ephemeral(interaction, refusal.text)
             return

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from bot.domain.admission import Admission
 from bot.domain.attachments import (
     AttachmentPolicy,
     MediaPreparer,
@@ -124,9 +125,15 @@ class Redo:
     scope_id: str
     turn_id: int | None = None
     edited: Incoming | None = None
-    # Who pays for the new answer: the person who asked for it (a moderator's Retry is the
-    # moderator's, whom the gate checked); None: the turn's author.
-    payer_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Redone:
+    """A ``Redo`` with who pays for the new answer: the person the admission checked (a
+    moderator's Retry is the moderator's, not the author's)."""
+
+    redo: Redo
+    payer_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +143,7 @@ class Resume:
     turn: Turn
 
 
-Flow = Incoming | Redo | Resume
+Flow = Incoming | _Redone | Resume
 _MERGED_AWAY = object()  # _run_turn's outcome for an attempt a follow-up replaced
 
 
@@ -283,8 +290,8 @@ def _flow_key(flow: Flow) -> str:
     """What an outage's story counts a flow as (one turn)."""
     if isinstance(flow, Resume):
         return f"turn {flow.turn.id}"
-    if isinstance(flow, Redo):
-        return f"redo {flow.scope_id}/{flow.turn_id}"
+    if isinstance(flow, _Redone):
+        return f"redo {flow.redo.scope_id}/{flow.redo.turn_id}"
     return f"message {flow.source_id}"
 
 
@@ -377,8 +384,11 @@ class ConversationService:
 
     # -- the three ways in -----------------------------------------------------------------
 
-    async def respond(self, incoming: Incoming, *, batchable: bool = True) -> None:
-        """Answer one message. Messages of one conversation are answered in arrival order.
+    async def respond(
+        self, incoming: Incoming, admission: Admission, *, batchable: bool = True
+    ) -> None:
+        """Answer one message, admitted by ``admission`` (its author pays). Messages of one
+        conversation are answered in arrival order.
 
         A lone message is taken up at once. With ``batchable`` and a batch window, a
         person's burst is still answered as one turn: a follow-up that comes within
@@ -424,10 +434,12 @@ class ConversationService:
         await burst.done.wait()
         return True
 
-    async def redo(self, redo: Redo) -> None:
-        """Answer the conversation's latest turn again (see :class:`Redo`). The old answer
-        leaves the history and its messages are marked superseded."""
-        await self._inboxes.submit(redo.scope_id, redo, None)
+    async def redo(self, redo: Redo, admission: Admission) -> None:
+        """Answer the conversation's latest turn again (see :class:`Redo`), paid by whom
+        ``admission`` admitted. The old answer leaves the history and its messages are marked
+        superseded."""
+        redone = _Redone(redo, admission.payer.user_id)
+        await self._inboxes.submit(redo.scope_id, redone, None)
 
     async def resume_unfinished(
         self,
@@ -466,8 +478,8 @@ class ConversationService:
         with waiting_as(_flow_key(first), notice.on_wait):
             if isinstance(first, Resume):
                 await self._resume(first.turn, notice)
-            elif isinstance(first, Redo):
-                await self._redo(first, notice)
+            elif isinstance(first, _Redone):
+                await self._redo(first.redo, first.payer_id, notice)
             else:
                 await self._new([i for i in batch if isinstance(i, Incoming)], notice)
 
@@ -543,7 +555,7 @@ class ConversationService:
             burst.done.set()
             await delivery.close()
 
-    async def _redo(self, redo: Redo, notice: _WaitNotice) -> None:
+    async def _redo(self, redo: Redo, payer_id: str, notice: _WaitNotice) -> None:
         started = asyncio.get_running_loop().time()
         conversation = await self._store.conversation_for_scope(redo.scope_id)
         latest = await self._store.latest_turn(conversation.id) if conversation else None
@@ -585,7 +597,7 @@ class ConversationService:
             await delivery.close()
             return
         try:
-            await self._answer(start, delivery, started, payer_id=redo.payer_id)
+            await self._answer(start, delivery, started, payer_id=payer_id)
         finally:
             await delivery.close()
 
