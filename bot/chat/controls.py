@@ -22,7 +22,8 @@ from bot.chat import texts
 from bot.chat.gate import Gate, Refusal, may_control
 from bot.chat.replies import ephemeral
 from bot.domain.models import Conversation, Turn
-from bot.domain.service import ConversationService, Redo, StopResult
+from bot.domain.service import ConversationService, Redo
+from bot.domain.stopping import StopResult
 
 log = logging.getLogger(__name__)
 

@@ -43,7 +43,7 @@ from bot.domain.errors import (
     StorageUnavailable,
 )
 from bot.domain.models import Turn
-from bot.domain.service import MESSAGE_DELETED
+from bot.domain.stopping import MESSAGE_DELETED
 
 NO_MENTIONS: Final = discord.AllowedMentions.none()
 

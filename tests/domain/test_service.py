@@ -25,12 +25,11 @@ from bot.domain.models import (
     TurnState,
 )
 from bot.domain.service import (
-    MESSAGE_DELETED,
     ConversationService,
     Redo,
     ServiceConfig,
-    StopResult,
 )
+from bot.domain.stopping import MESSAGE_DELETED, StopResult
 from bot.fal import FalClient
 from bot.storage import SqlStore, create_engine
 from bot.storage.migrate import upgrade
@@ -252,7 +251,7 @@ async def test_a_follow_up_while_the_replaced_attempt_winds_down_joins_the_burst
     down joins the restart; it is not left over as a turn of its own."""
     world.service.reconfigure(ServiceConfig(batch_window=5.0, turn_timeout=10))
     wind_down = SlowWindDown()
-    world.service.costs = wind_down
+    world.service.runner.costs = wind_down
     world.fal.hold()
     first = asyncio.create_task(world.service.respond(message(1, "one"), await ticket()))
     await world.fal.wait_for_submissions(1)
