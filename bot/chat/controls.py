@@ -21,8 +21,9 @@ import discord
 from bot.chat import texts
 from bot.chat.gate import Gate, Refusal, may_control
 from bot.chat.replies import ephemeral
+from bot.domain.flows import Redo
 from bot.domain.models import Conversation, Turn
-from bot.domain.service import ConversationService, Redo
+from bot.domain.service import ConversationService
 from bot.domain.stopping import StopResult
 
 log = logging.getLogger(__name__)

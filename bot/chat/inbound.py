@@ -24,9 +24,10 @@ from bot.chat.threads import ThreadRefused, may_bind, open_thread
 from bot.chat.unfurls import Unfurls
 from bot.domain.admission import Admission
 from bot.domain.errors import StorageError
+from bot.domain.flows import Redo
 from bot.domain.links import DEFAULT_EMBED_WAIT
 from bot.domain.models import Conversation
-from bot.domain.service import ConversationService, Redo
+from bot.domain.service import ConversationService
 
 log = logging.getLogger(__name__)
 

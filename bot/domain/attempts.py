@@ -5,12 +5,40 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from bot.domain.attachments import left_out
+from bot.domain.attachments import PreparedMedia, left_out
+from bot.domain.conversation import compose_prompt
 from bot.domain.errors import FieldProblem, ModelInputRejected
-from bot.domain.models import Destination, NewTurn, Turn
+from bot.domain.models import Destination, Incoming, NewTurn, Turn
 
 # The API requires a prompt; an image alone still deserves an answer.
 NO_TEXT_PROMPT = "(no text; see the attachments)"
+# The prompt of a message with neither text nor media.
+EMPTY_PROMPT = "Hello!"
+
+
+def first_attempt(incoming: Incoming, media: PreparedMedia) -> NewTurn:
+    """The turn one message (or burst) becomes, its attachments prepared as ``media``."""
+    prompt = compose_prompt(
+        incoming.text,
+        quoted=incoming.reply_text,
+        quoted_author=incoming.reply_author,
+        inlined=media.inlined,
+    )
+    if not prompt.strip():
+        prompt = NO_TEXT_PROMPT if media.image_urls or media.video_urls else EMPTY_PROMPT
+    return NewTurn(
+        scope_id=incoming.scope_id,
+        source_id=incoming.source_id,
+        author_id=incoming.author_id,
+        author_name=incoming.author_name,
+        reply_channel_id=incoming.channel_id or incoming.scope_id,
+        prompt=prompt,
+        image_urls=media.image_urls,
+        video_urls=media.video_urls,
+        warnings=media.warnings,
+        image_names=media.image_names,
+        video_names=media.video_names,
+    )
 
 
 def destination_of(turn: Turn) -> Destination:

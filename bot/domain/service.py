@@ -29,10 +29,9 @@ from bot.domain.attachments import (
     PreparedMedia,
     Readers,
 )
-from bot.domain.attempts import NO_TEXT_PROMPT, destination_of, next_attempt
+from bot.domain.attempts import destination_of, first_attempt, next_attempt
 from bot.domain.bursts import Bursts
 from bot.domain.conversation import (
-    compose_prompt,
     merge_incoming,
 )
 from bot.domain.costs import NO_COSTS, TurnCosts
@@ -42,6 +41,7 @@ from bot.domain.errors import (
     SeedBotError,
     StorageError,
 )
+from bot.domain.flows import Flow, Redo, Redone, Resume, flow_key
 from bot.domain.inbox import Inboxes
 from bot.domain.models import (
     Conversation,
@@ -68,8 +68,6 @@ from bot.domain.wait_notice import WaitNotice
 
 log = logging.getLogger(__name__)
 
-# The prompt of a message with neither text nor media (the API requires one).
-EMPTY_PROMPT = "Hello!"
 # Scopes remembered as bound to a conversation (bounded: an evicted one costs one read).
 BOUND_CACHE_SIZE = 4096
 
@@ -91,48 +89,8 @@ class ServiceConfig:
     batch_window: float = DEFAULT_BATCH_WINDOW
 
 
-@dataclass(frozen=True, slots=True)
-class Redo:
-    """Answer a conversation's latest turn again: Retry (``edited`` None: the same prompt and
-    media) or an edit of the latest message (``edited``: rebuilt from the edited message).
-    ``turn_id`` names the turn the person meant; when it is no longer the latest, nothing
-    happens."""
-
-    scope_id: str
-    turn_id: int | None = None
-    edited: Incoming | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _Redone:
-    """A ``Redo`` with who pays for the new answer: the person the admission checked (a
-    moderator's Retry is the moderator's, not the author's)."""
-
-    redo: Redo
-    payer_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class Resume:
-    """Carry on a turn a previous run left unfinished (pending, submitted or completed)."""
-
-    turn: Turn
-
-
-Flow = Incoming | _Redone | Resume
-
-
 def _turn_rules(config: ServiceConfig) -> TurnRules:
     return TurnRules(config.defaults, config.context_budget_tokens, config.turn_timeout)
-
-
-def _flow_key(flow: Flow) -> str:
-    """What an outage's story counts a flow as (one turn)."""
-    if isinstance(flow, Resume):
-        return f"turn {flow.turn.id}"
-    if isinstance(flow, _Redone):
-        return f"redo {flow.redo.scope_id}/{flow.redo.turn_id}"
-    return f"message {flow.source_id}"
 
 
 class ConversationService:
@@ -228,7 +186,7 @@ class ConversationService:
         """Answer the conversation's latest turn again (see :class:`Redo`), paid by whom
         ``admission`` admitted. The old answer leaves the history and its messages are marked
         superseded."""
-        redone = _Redone(redo, admission.payer.user_id)
+        redone = Redone(redo, admission.payer.user_id)
         await self._inboxes.submit(redo.scope_id, redone, None)
 
     async def resume_unfinished(
@@ -265,10 +223,10 @@ class ConversationService:
     async def _handle(self, batch: Sequence[Flow]) -> None:
         first = batch[0]
         notice = WaitNotice(self._outage, self._notices)
-        with waiting_as(_flow_key(first), notice.on_wait):
+        with waiting_as(flow_key(first), notice.on_wait):
             if isinstance(first, Resume):
                 await self._resume(first.turn, notice)
-            elif isinstance(first, _Redone):
+            elif isinstance(first, Redone):
                 await self._redo(first.redo, first.payer_id, notice)
             else:
                 await self._new([i for i in batch if isinstance(i, Incoming)], notice)
@@ -430,27 +388,7 @@ class ConversationService:
         media: PreparedMedia = await self.media.prepare(
             incoming.attachments, self.config.attachments, reuse
         )
-        prompt = compose_prompt(
-            incoming.text,
-            quoted=incoming.reply_text,
-            quoted_author=incoming.reply_author,
-            inlined=media.inlined,
-        )
-        if not prompt.strip():
-            prompt = NO_TEXT_PROMPT if media.image_urls or media.video_urls else EMPTY_PROMPT
-        return NewTurn(
-            scope_id=incoming.scope_id,
-            source_id=incoming.source_id,
-            author_id=incoming.author_id,
-            author_name=incoming.author_name,
-            reply_channel_id=incoming.channel_id or incoming.scope_id,
-            prompt=prompt,
-            image_urls=media.image_urls,
-            video_urls=media.video_urls,
-            warnings=media.warnings,
-            image_names=media.image_names,
-            video_names=media.video_names,
-        )
+        return first_attempt(incoming, media)
 
     @property
     def resubmissions(self) -> int:

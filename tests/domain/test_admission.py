@@ -23,7 +23,8 @@ CALL_SITES = textwrap.dedent(
     from bot.domain.access import AccessPolicy, Requester
     from bot.domain.admission import Admission, admit
     from bot.domain.models import Incoming, Payer
-    from bot.domain.service import ConversationService, Redo
+    from bot.domain.flows import Redo
+    from bot.domain.service import ConversationService
 
 
     async def skips_the_check(service: ConversationService, incoming: Incoming) -> None:

@@ -15,6 +15,7 @@ import pytest
 
 from bot.domain.attachments import AttachmentPolicy
 from bot.domain.errors import AttachmentError
+from bot.domain.flows import Redo
 from bot.domain.models import (
     Attachment,
     Destination,
@@ -26,7 +27,6 @@ from bot.domain.models import (
 )
 from bot.domain.service import (
     ConversationService,
-    Redo,
     ServiceConfig,
 )
 from bot.domain.stopping import MESSAGE_DELETED, StopResult

@@ -20,6 +20,7 @@ from bot.domain.costs import (
     budgets_for,
 )
 from bot.domain.errors import BudgetExceeded
+from bot.domain.flows import Redo
 from bot.domain.models import (
     Cost,
     Incoming,
@@ -34,7 +35,7 @@ from bot.domain.models import (
     TurnState,
 )
 from bot.domain.ports import ModelClient
-from bot.domain.service import ConversationService, Redo, ServiceConfig
+from bot.domain.service import ConversationService, ServiceConfig
 from bot.storage import SqlStore
 from bot.storage.costs import StoredCost
 from tests.fakes.fal import FakeFal, Fault, billable_units
