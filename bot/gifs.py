@@ -33,6 +33,20 @@ def gif_to_mp4(data: bytes) -> bytes:
         raise ValueError(str(exc)) from exc
 
 
+# Cisco's OpenH264 (BSD) where the PyAV wheel carries it (up to 16.x), else x264, which every
+# PyAV wheel carries (from 17.x the only H.264 encoder in them). Either is H.264 in MP4.
+H264_ENCODERS = ("libopenh264", "libx264")
+
+
+def _h264_encoder() -> str:
+    import av  # already loaded by gif_to_mp4
+
+    for name in H264_ENCODERS:
+        if name in av.codecs_available:
+            return name
+    raise ValueError("no H.264 encoder in this PyAV build")
+
+
 def _converted(data: bytes) -> bytes:
     import av  # already loaded by gif_to_mp4
 
@@ -47,8 +61,7 @@ def _converted(data: bytes) -> bytes:
         scale = min(1.0, MAX_SIDE / max(width, height))
         size = (_even(width * scale), _even(height * scale))
         with av.open(out, "w", format="mp4") as target:
-            # Cisco's OpenH264 (BSD), not x264 (GPL), though PyAV's wheels carry both.
-            stream = target.add_stream("libopenh264", rate=1000)
+            stream = target.add_stream(_h264_encoder(), rate=1000)
             if not isinstance(stream, av.VideoStream):
                 raise ValueError("no H.264 encoder")  # typing: a codec by name may be any
             stream.width, stream.height = size

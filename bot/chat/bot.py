@@ -16,11 +16,13 @@ import aiohttp
 import discord
 
 from bot.chat import ask_menu, commands, controls, deletions, privacy, reply_button, usage
-from bot.chat.delivery import STATUS_DELAY, TYPING_DELAY, Views
+from bot.chat.delivery import TYPING_DELAY, Views
+from bot.chat.delivery_core import STATUS_DELAY
 from bot.chat.gate import Gate, GateRules
 from bot.chat.housekeeping import Housekeeping
 from bot.chat.inbound import Inbound, InboundOptions
-from bot.chat.interaction_delivery import InteractionViews, LiveInteractions
+from bot.chat.interaction_delivery import InteractionViews
+from bot.chat.live_interactions import LiveInteractions
 from bot.chat.ratelimits import sweep_buckets_on_time
 from bot.chat.texts import NO_MENTIONS
 from bot.domain.errors import SeedBotError

@@ -12,13 +12,14 @@ from discord import app_commands
 
 from bot.chat import controls, convert, texts
 from bot.chat.gate import Gate, may_control
-from bot.chat.interaction_delivery import LiveInteractions, interaction_scope
+from bot.chat.interaction_delivery import interaction_scope
 from bot.chat.interaction_turns import (
     answer_is_ephemeral,
     answer_through,
     may_bind_by_interaction,
     may_post,
 )
+from bot.chat.live_interactions import LiveInteractions
 from bot.chat.replies import ephemeral, telling_failures
 from bot.chat.threads import ThreadRefused, open_thread
 from bot.domain.admission import Admission

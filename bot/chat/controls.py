@@ -19,6 +19,7 @@ from typing import Any, Protocol, cast
 import discord
 
 from bot.chat import texts
+from bot.chat.buttons import button, view_with
 from bot.chat.gate import Gate, Refusal, may_control
 from bot.chat.replies import ephemeral
 from bot.domain.flows import Redo
@@ -109,20 +110,11 @@ async def retry(controller: Controller, interaction: discord.Interaction, turn: 
     controller.spawn(service.redo(redo, admission), name=f"retry-{turn.id}")
 
 
-def _button(action: str, label: str, emoji: str, turn_id: int) -> discord.ui.Button[Any]:
-    return discord.ui.Button(
-        label=label,
-        emoji=emoji,
-        style=discord.ButtonStyle.secondary,
-        custom_id=f"seed:{action}:{turn_id}",
-    )
-
-
 class StopButton(
     discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"seed:stop:(?P<turn>\d+)"
 ):
     def __init__(self, turn_id: int) -> None:
-        super().__init__(_button("stop", "Stop", "⏹️", turn_id))
+        super().__init__(button(f"seed:stop:{turn_id}", "Stop", "⏹️"))
         self.turn_id = turn_id
 
     @classmethod
@@ -157,7 +149,7 @@ class RetryButton(
     discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"seed:retry:(?P<turn>\d+)"
 ):
     def __init__(self, turn_id: int) -> None:
-        super().__init__(_button("retry", "Retry", "🔁", turn_id))
+        super().__init__(button(f"seed:retry:{turn_id}", "Retry", "🔁"))
         self.turn_id = turn_id
 
     @classmethod
@@ -173,18 +165,12 @@ class RetryButton(
             await retry(controller, interaction, turn)
 
 
-def _view_with(item: discord.ui.Item[Any]) -> discord.ui.View:
-    view = discord.ui.View(timeout=None)
-    view.add_item(item)
-    return view
-
-
 def stop_view(turn_id: int) -> discord.ui.View:
-    return _view_with(StopButton(turn_id))
+    return view_with(StopButton(turn_id))
 
 
 def retry_view(turn_id: int) -> discord.ui.View:
-    return _view_with(RetryButton(turn_id))
+    return view_with(RetryButton(turn_id))
 
 
 DYNAMIC_ITEMS = (StopButton, RetryButton)

@@ -1,5 +1,6 @@
-"""Delivery of one turn into a Discord channel: typing, the status message with its Stop
-button, the answer with its Retry button. :class:`ChannelDeliveries` is the one builder
+"""Delivery of one turn into a Discord channel (the channel surface of
+bot/chat/delivery_core.py): typing, the status message with its Stop button, the answer
+with its Retry button. :class:`ChannelDeliveries` is the one builder
 (the domain's ``Deliveries`` port); the buttons themselves are handed in by the entry point,
 so this module knows nothing of what they do."""
 
@@ -18,7 +19,15 @@ from typing import Any, TypeVar
 import discord
 
 from bot.chat import texts
-from bot.domain.errors import DeliveryError, SeedBotError
+from bot.chat.delivery_core import (
+    STATUS_DELAY,
+    DeliveryCore,
+    Outgoing,
+    Part,
+    Refusal,
+    ViewFor,
+    record,
+)
 from bot.domain.models import Destination, ModelReply, Progress, Turn
 from bot.domain.ports import DeliveryRecorder
 
@@ -26,14 +35,9 @@ log = logging.getLogger(__name__)
 
 # discord.py retries 500/502/504 itself; 503 and a 5xx after its retries get a few more.
 SEND_ATTEMPTS = 3
-# Progress edits of the status message: at most one per this many seconds (the latest text
-# wins), so a request moving through the queue does not flood Discord or flicker.
-STATUS_EDIT_INTERVAL = 1.5
 # Typing starts once a turn has held an in-flight slot this long: a fast answer is then one
 # request (its post), and a turn waiting for a slot spends none of the token's ~50 requests/s.
 TYPING_DELAY = 1.0
-STATUS_DELAY = 2.0
-ViewFor = Callable[[int], discord.ui.View]
 T = TypeVar("T")
 
 # Discord's JSON error codes for why a post in a thread is refused.
@@ -75,7 +79,7 @@ def why_refused(exc: discord.HTTPException, thread: discord.Thread | None) -> st
     return f"Discord refused the message (HTTP {exc.status})"
 
 
-class ChannelDelivery:
+class ChannelDelivery(DeliveryCore):
     """``Delivery`` for one turn in one channel (a thread or a DM).
 
     Shows typing once the turn has held an in-flight slot for ``typing_delay`` seconds,
@@ -91,6 +95,9 @@ class ChannelDelivery:
     lost), ``notice`` (the thread's parent channel, when known) is told.
     """
 
+    # Each part carries a nonce Discord enforces: a part re-sent after a crash shows once.
+    parts_idempotent = True
+
     def __init__(
         self,
         channel: discord.PartialMessageable,
@@ -103,25 +110,16 @@ class ChannelDelivery:
         thread: discord.Thread | None = None,
         notice: discord.PartialMessageable | None = None,
     ) -> None:
+        super().__init__(recorder=recorder, answer_view=views.retry, status_delay=status_delay)
         self._channel = channel
-        self._recorder = recorder
         self._views = views
         self._reply_to = reply_to
-        self._status_delay = status_delay
         self._typing_delay = typing_delay
         self._thread = thread
         self._notice = notice
-        self._turn: Turn | None = None
-        self._status: discord.Message | discord.PartialMessage | None = None
-        self._status_text = texts.status_running()
-        self._status_lock = asyncio.Lock()
+        self._status: Part | None = None
+        self._replacing: Part | None = None  # the status the answer's first part becomes
         self._recorded_status: int | None = None  # the status message id stored last
-        self._done = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._last_edit = -STATUS_EDIT_INTERVAL
-        self._edit_pending: asyncio.Task[None] | None = None
-        # Set while the turn waits for an in-flight slot: its place in line, when asked.
-        self._place: Callable[[], int | None] | None = None
         self._running = False
         self._shown = asyncio.Event()  # a status message stands: typing is not needed
 
@@ -129,8 +127,7 @@ class ChannelDelivery:
 
     async def start(self) -> None:
         """Start the status timer (typing waits for ``running``)."""
-        if not self._tasks:
-            self._tasks.append(asyncio.create_task(self._status_after_delay(), name="status"))
+        self._start_status_timer()
 
     async def waiting(self, place: Callable[[], int | None]) -> None:
         """No slot is free: a status shown from now says the turn waits (once: no edit
@@ -150,16 +147,11 @@ class ChannelDelivery:
         if was_waiting and self._status is not None:
             self._edit_soon()
 
-    def _current_text(self) -> str:
-        if self._place is not None:
-            return texts.status_waiting(self._place())
-        return self._status_text
-
     def deadline(self) -> datetime | None:
         return None  # a channel takes the answer whenever it comes
 
     async def attach(self, turn: Turn) -> None:
-        async with self._status_lock:
+        async with self._lock:
             self._turn = turn
             if self._status is None and turn.status_message_id:
                 if turn.reply_message_ids:
@@ -173,18 +165,6 @@ class ChannelDelivery:
             if self._status is not None and not self._done.is_set():
                 await self._edit_status(self._current_text())
         await self._record_status()
-
-    async def close(self) -> None:
-        self._done.set()
-        if self._edit_pending is not None:
-            self._tasks.append(self._edit_pending)
-            self._edit_pending = None
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, discord.HTTPException):
-                await task
-        self._tasks.clear()
 
     async def _typing(self) -> None:
         with contextlib.suppress(TimeoutError):
@@ -202,59 +182,24 @@ class ChannelDelivery:
         except discord.HTTPException as exc:
             log.debug("typing indicator failed: %s", exc)
 
-    async def _status_after_delay(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self._status_delay):
-                await self._done.wait()
-            return
-        await self._show_status()
-
     # -- Delivery port -----------------------------------------------------------------------
 
     async def progress(self, progress: Progress) -> None:
         """Note fal's progress; shown only once a status message is (see the class)."""
-        if progress.state == "queued":
-            self._status_text = texts.status_queued(progress.queue_position)
-        elif progress.state == "database":
+        self._note_progress(progress)
+        if progress.state == "database" and self._status is None:
             # Shown at once, status delay or not: an outage may last minutes.
-            self._status_text = texts.STATUS_DATABASE
-            if self._status is None:
-                await self._show_status()
-                return
-        else:
-            self._status_text = texts.status_running()
+            await self._show_status()
+            return
         if self._status is not None and self._place is None and not self._done.is_set():
             self._edit_soon()
-
-    def _edit_soon(self) -> None:
-        """Edit the status message to the latest text now, or once the interval since the
-        last edit has passed (one edit pending at a time, carrying the newest text)."""
-        if self._edit_pending is not None and not self._edit_pending.done():
-            return
-        loop = asyncio.get_running_loop()
-        wait = self._last_edit + STATUS_EDIT_INTERVAL - loop.time()
-        self._edit_pending = asyncio.create_task(self._edit_after(max(0.0, wait)))
-
-    async def _edit_after(self, delay: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(delay):
-                await self._done.wait()
-            return  # the answer is here: it replaces the status anyway
-        await self._show_status()
 
     async def deliver(self, turn: Turn, reply: ModelReply, warnings: Sequence[str]) -> list[str]:
         rendered = texts.compose_reply(reply.output, reply.reasoning, warnings)
         files = [(f.filename, f.data) for f in rendered.files]
         return await self._post(
-            turn, rendered.messages, files, retry=True, done=list(turn.reply_message_ids)
+            turn, rendered.messages, files, answer=True, done=turn.reply_message_ids
         )
-
-    async def fail(self, turn: Turn | None, error: Exception) -> list[str]:
-        text = texts.turn_error_text(turn, error)
-        return await self._post(turn, [text], [], retry=turn is not None, done=[], answer=False)
-
-    async def stopped(self, turn: Turn, by: str) -> None:
-        await self._post(turn, [texts.stopped_by(by)], [], retry=False, done=[], answer=False)
 
     async def supersede(self, old: Turn) -> None:
         """Mark the old answer's last message as replaced (and drop its Retry button)."""
@@ -270,7 +215,7 @@ class ChannelDelivery:
         except discord.HTTPException as exc:
             log.info("could not mark the superseded answer of turn %s: %s", old.id, exc)
 
-    # -- sending -----------------------------------------------------------------------------
+    # -- the status message ------------------------------------------------------------------
 
     def _status_view(self) -> discord.ui.View | None:
         return self._views.stop(self._turn.id) if self._turn is not None else None
@@ -288,10 +233,10 @@ class ChannelDelivery:
             return
         self._recorded_status = status.id
         if turn.status_message_id != str(status.id):
-            await self._record(self._recorder.record_status_message, turn.id, str(status.id))
+            await record(self._recorder.record_status_message, turn.id, str(status.id))
 
     async def _update_status(self) -> None:
-        async with self._status_lock:
+        async with self._lock:
             if self._done.is_set():
                 return
             text = self._current_text()
@@ -309,7 +254,7 @@ class ChannelDelivery:
                         kwargs["nonce"] = part_nonce(self._turn, 0)
                     self._status = await self._channel.send(text, **kwargs)
                     self._shown.set()
-                    self._last_edit = asyncio.get_running_loop().time()
+                    self._edited()
                 except discord.HTTPException as exc:
                     log.warning("status message failed: %s", exc)
                     return
@@ -318,7 +263,7 @@ class ChannelDelivery:
 
     async def _edit_status(self, text: str) -> None:
         assert self._status is not None
-        self._last_edit = asyncio.get_running_loop().time()
+        self._edited()
         kwargs: dict[str, Any] = {"content": text}
         if (view := self._status_view()) is not None:
             kwargs["view"] = view
@@ -338,90 +283,32 @@ class ChannelDelivery:
         message = self._channel.get_partial_message(self._reply_to)
         return {"reference": message.to_reference(fail_if_not_exists=False)}
 
-    async def _post(
-        self,
-        turn: Turn | None,
-        contents: Sequence[str],
-        files: Sequence[tuple[str, bytes]],
-        *,
-        retry: bool,
-        done: list[str],
-        answer: bool = True,
-    ) -> list[str]:
-        """Post the parts in order, editing the status message into the first; the files go
-        with the first part, the Retry button with the last. ``done`` holds the ids of parts
-        already posted (by an earlier, interrupted run): those are skipped. Each part carries
-        a nonce Discord enforces, so a part re-sent after a crash is not posted twice. The
-        last part posted marks the turn delivered. Returns the message ids."""
-        async with self._status_lock:
-            self._done.set()
-            status, self._status = self._status, None
-        await self.close()
-        ids = list(done[: len(contents)])
-        try:
-            for index in range(len(ids), len(contents)):
-                content = contents[index]
-                first, last = index == 0, index == len(contents) - 1
-                kwargs: dict[str, Any] = {"allowed_mentions": texts.NO_MENTIONS}
-                if last and retry and turn is not None:
-                    kwargs["view"] = self._views.retry(turn.id)
-                elif first and status is not None:
-                    kwargs["view"] = None  # the Stop button goes with the status
-                if first and status is None:
-                    kwargs.update(self._reference())
-                if answer and turn is not None and not (first and status is not None):
-                    kwargs["nonce"] = part_nonce(turn, index)
-                message = await self._with_retries(
-                    partial(
-                        self._send_part,
-                        status if first else None,
-                        content,
-                        kwargs,
-                        files if first else (),
-                    )
-                )
-                ids.append(str(message.id))
-                if turn is not None and index < len(contents) - 1:
-                    await self._record(self._recorder.record_reply_parts, turn.id, list(ids))
-        except discord.HTTPException as exc:
-            await self._refused(exc)
-        if turn is not None and answer and ids:
-            await self._record(self._recorder.record_delivery, turn.id, ids)
-        return ids
+    # -- the answer's parts ------------------------------------------------------------------
 
-    async def _refused(self, exc: discord.HTTPException) -> None:
-        """Say what happened (log; and the user in the parent channel, where there is one),
-        then raise ``DeliveryError``."""
-        why = why_refused(exc, self._thread)
-        channel_id = self._channel.id
-        log.warning(
-            "cannot post in channel %s: %s (HTTP %s: %s)", channel_id, why, exc.status, exc.text
+    def _take_status(self) -> bool:
+        self._replacing, self._status = self._status, None
+        return self._replacing is not None
+
+    async def _send_part(self, part: Outgoing) -> Part:
+        """Edit the status message into the first part, or post the part (the first as a
+        reply to the user's message), retrying Discord's passing server errors."""
+        status = self._replacing if part.index == 0 else None
+        kwargs = dict(part.kwargs)
+        if part.index == 0 and status is None:
+            kwargs.update(self._reference())
+        if part.answer and part.turn is not None and status is None:
+            kwargs["nonce"] = part_nonce(part.turn, part.index)
+        return await self._with_retries(
+            partial(self._send_once, status, part.content, kwargs, part.files)
         )
-        if self._notice is not None and exc.status in (400, 403):
-            try:
-                await self._notice.send(
-                    texts.undeliverable(str(channel_id), why), allowed_mentions=texts.NO_MENTIONS
-                )
-            except discord.HTTPException as notice_exc:
-                log.info("could not tell channel %s either: %s", self._notice.id, notice_exc)
-        raise DeliveryError(why) from exc
 
-    @staticmethod
-    async def _record(hook: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
-        """Store what was posted, best effort: the post stands even if the database does not
-        take it now (a restart then leans on the message nonces)."""
-        try:
-            await hook(*args)
-        except SeedBotError as exc:
-            log.warning("could not record a posted message: %s", exc)
-
-    async def _send_part(
+    async def _send_once(
         self,
-        status: discord.Message | discord.PartialMessage | None,
+        status: Part | None,
         content: str,
         kwargs: dict[str, Any],
         files: Sequence[tuple[str, bytes]],
-    ) -> discord.Message | discord.PartialMessage:
+    ) -> Part:
         """Post one part (or edit the status message into it). Files are built afresh for
         every attempt: a sent ``discord.File`` is spent."""
         attach = [discord.File(io.BytesIO(data), name) for name, data in files]
@@ -450,6 +337,23 @@ class ChannelDelivery:
                 log.warning("Discord answered HTTP %s; retrying the post", exc.status)
                 await asyncio.sleep(0.5 * attempt)
         raise AssertionError("unreachable")
+
+    def _why_refused(self, exc: discord.HTTPException) -> str:
+        return why_refused(exc, self._thread)
+
+    async def _explain(self, refusal: Refusal) -> None:
+        """Log it; and tell the user in the parent channel, where there is one."""
+        exc, why, channel_id = refusal.exc, refusal.why, self._channel.id
+        log.warning(
+            "cannot post in channel %s: %s (HTTP %s: %s)", channel_id, why, exc.status, exc.text
+        )
+        if self._notice is not None and exc.status in (400, 403):
+            try:
+                await self._notice.send(
+                    texts.undeliverable(str(channel_id), why), allowed_mentions=texts.NO_MENTIONS
+                )
+            except discord.HTTPException as notice_exc:
+                log.info("could not tell channel %s either: %s", self._notice.id, notice_exc)
 
 
 class ChannelDeliveries:

@@ -15,7 +15,7 @@ import discord
 
 from bot.chat import convert
 from bot.chat.gate import Gate
-from bot.chat.interaction_delivery import EPHEMERAL_EXTRA, LiveInteractions
+from bot.chat.live_interactions import EPHEMERAL_EXTRA, LiveInteractions
 from bot.chat.threads import may_bind
 from bot.domain.admission import Admission
 from bot.domain.service import ConversationService

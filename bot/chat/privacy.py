@@ -19,6 +19,7 @@ import discord
 from discord import app_commands
 
 from bot.chat import texts
+from bot.chat.buttons import button, view_with
 from bot.chat.gate import Gate
 from bot.chat.replies import ephemeral
 from bot.domain.errors import StorageError
@@ -101,12 +102,10 @@ async def forget(host: PrivacyHost, interaction: discord.Interaction) -> None:
         text = texts.FORGET_BUSY if preview.kept_unfinished else texts.forget_nothing(in_server)
         await ephemeral(interaction, text)
         return
-    view = discord.ui.View(timeout=None)
-    view.add_item(ForgetButton(interaction.user.id, _guild_key(guild_id)))
     try:
         await interaction.response.send_message(
             texts.forget_confirm(preview.turns, in_server),
-            view=view,
+            view=view_with(ForgetButton(interaction.user.id, _guild_key(guild_id))),
             ephemeral=True,
             allowed_mentions=texts.NO_MENTIONS,
         )
@@ -123,11 +122,11 @@ class ForgetButton(
 
     def __init__(self, user_id: int, guild: str) -> None:
         super().__init__(
-            discord.ui.Button(
-                label=texts.FORGET_CONFIRM_LABEL,
-                emoji="🗑️",
-                style=discord.ButtonStyle.danger,
-                custom_id=f"seed:forget:{user_id}:{guild}",
+            button(
+                f"seed:forget:{user_id}:{guild}",
+                texts.FORGET_CONFIRM_LABEL,
+                "🗑️",
+                discord.ButtonStyle.danger,
             )
         )
         self.user_id = user_id

@@ -16,6 +16,7 @@ from typing import Any, cast
 import discord
 
 from bot.chat import texts
+from bot.chat.buttons import button, view_with
 from bot.chat.controls import controlled
 from bot.chat.interaction_delivery import is_interaction_scope
 from bot.chat.interaction_turns import (
@@ -139,12 +140,7 @@ class ReplyButton(
 ):
     def __init__(self, turn_id: int) -> None:
         super().__init__(
-            discord.ui.Button(
-                label=texts.REPLY_LABEL,
-                emoji="💬",
-                style=discord.ButtonStyle.primary,
-                custom_id=f"seed:reply:{turn_id}",
-            )
+            button(f"seed:reply:{turn_id}", texts.REPLY_LABEL, "💬", discord.ButtonStyle.primary)
         )
         self.turn_id = turn_id
 
@@ -169,6 +165,4 @@ class ReplyButton(
 
 
 def reply_view(turn_id: int) -> discord.ui.View:
-    view = discord.ui.View(timeout=None)
-    view.add_item(ReplyButton(turn_id))
-    return view
+    return view_with(ReplyButton(turn_id))

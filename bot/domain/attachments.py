@@ -1,24 +1,17 @@
-"""Attachments: what each file becomes (image, video, inlined text, or left out), and the
-preparation of a turn's files: streamed from Discord to durable storage, named safely, with
-a bound on the files and bytes being prepared at once over all turns. The plan is pure;
-:class:`MediaPreparer` does the I/O through the ports."""
+"""Attachments: what each file becomes (image, video, inlined text, or left out), the limits
+and policy that decide it, and how files are named safely. Pure: the preparation that does
+the I/O through the ports is ``bot.domain.preparation``."""
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import contextlib
-import logging
 import re
 import unicodedata
-from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Literal
 
-from bot.domain.errors import AttachmentError, ModelError
-from bot.domain.links import LinkPolicy, PageReader, ReadPages, read_pages
+from bot.domain.links import LinkPolicy, PageReader
 from bot.domain.models import (
     MAX_IMAGES_PER_TURN,
     MAX_VIDEOS_PER_TURN,
@@ -26,9 +19,6 @@ from bot.domain.models import (
     MediaKind,
     Origin,
 )
-from bot.domain.ports import MediaSource, ModelClient, OpenBody
-
-log = logging.getLogger(__name__)
 
 AttachmentMode = Literal["fal_storage", "discord_url", "data_uri"]
 ATTACHMENT_MODES: tuple[AttachmentMode, ...] = ("fal_storage", "discord_url", "data_uri")
@@ -175,14 +165,14 @@ class PreparedMedia:
     warnings: tuple[str, ...] = ()
 
 
-def _base_type(content_type: str | None) -> str:
+def base_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
 def media_type(att: Attachment) -> tuple[MediaKind, str]:
     """What an attachment is: by content type, with the file extension as the fallback when
     the type is missing or generic. Returns the kind and the effective MIME type."""
-    ctype = _base_type(att.content_type)
+    ctype = base_type(att.content_type)
     ext = PurePosixPath(att.filename.lower()).suffix
     if ctype in GENERIC_TYPES:
         if ext in IMAGE_EXTENSIONS:
@@ -203,7 +193,7 @@ def media_type(att: Attachment) -> tuple[MediaKind, str]:
     return MediaKind.UNSUPPORTED, ctype
 
 
-def _size(n: float) -> str:
+def shown_size(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -240,61 +230,47 @@ def safe_file_name(name: str, fallback: str = "file") -> str:
 def plan_attachments(attachments: Sequence[Attachment], limits: AttachmentLimits) -> AttachmentPlan:
     """Sort attachments into images, videos and text files within the limits; everything
     left out gets one short note naming it and why."""
-    images: list[Attachment] = []
-    videos: list[Attachment] = []
-    texts: list[Attachment] = []
+    # Per kind: the largest file, how many per message, and the limit's name.
+    caps = {
+        MediaKind.IMAGE: (limits.max_image_bytes, limits.max_images, "image"),
+        MediaKind.VIDEO: (limits.max_video_bytes, limits.max_videos, "video"),
+        MediaKind.TEXT: (limits.max_text_bytes, limits.max_text_files, "text-file"),
+    }
+    kept: dict[MediaKind, list[Attachment]] = {kind: [] for kind in caps}
+    over: dict[MediaKind, list[str]] = {kind: [] for kind in caps}
     allowances: list[int] = []
     text_left = limits.max_text_bytes_per_turn
     dropped: list[str] = []
-    over_images: list[str] = []
-    over_videos: list[str] = []
-    over_texts: list[str] = []
     no_room: list[str] = []
     for att in attachments:
         kind, ctype = media_type(att)
         name = shown_name(att.filename)
+        cap = caps.get(kind)
         if att.size <= 0 and att.origin is Origin.FILE:
             dropped.append(f"{name} is empty")
-        elif kind is MediaKind.IMAGE:
-            if att.size > limits.max_image_bytes:
-                dropped.append(f"{name} is over the {_size(limits.max_image_bytes)} image limit")
-            elif len(images) >= limits.max_images:
-                over_images.append(name)
-            else:
-                images.append(att)
-        elif kind is MediaKind.VIDEO:
-            if att.size > limits.max_video_bytes:
-                dropped.append(f"{name} is over the {_size(limits.max_video_bytes)} video limit")
-            elif len(videos) >= limits.max_videos:
-                over_videos.append(name)
-            else:
-                videos.append(att)
-        elif kind is MediaKind.TEXT:
-            if att.size > limits.max_text_bytes:
-                dropped.append(f"{name} is over the {_size(limits.max_text_bytes)} text-file limit")
-            elif len(texts) >= limits.max_text_files:
-                over_texts.append(name)
-            elif text_left <= 0:
-                no_room.append(name)
-            else:
-                texts.append(att)
-                allowances.append(min(att.size, text_left))
-                text_left -= allowances[-1]
-        else:
+        elif cap is None:
             dropped.append(
                 f"{name} ({ctype}) is not a supported type (JPEG, PNG, WebP, GIF, MP4, MOV or text)"
             )
-    if over_images:
-        dropped.append(
-            f"only {limits.max_images} images per message are sent; left out "
-            + ", ".join(over_images)
-        )
-    if over_videos:
-        dropped.append(
-            f"only {limits.max_videos} videos per message are sent; left out "
-            + ", ".join(over_videos)
-        )
+        elif att.size > cap[0]:
+            dropped.append(f"{name} is over the {shown_size(cap[0])} {cap[2]} limit")
+        elif len(kept[kind]) >= cap[1]:
+            over[kind].append(name)
+        elif kind is MediaKind.TEXT and text_left <= 0:
+            no_room.append(name)
+        else:
+            kept[kind].append(att)
+            if kind is MediaKind.TEXT:
+                allowances.append(min(att.size, text_left))
+                text_left -= allowances[-1]
+    for kind, many in ((MediaKind.IMAGE, "images"), (MediaKind.VIDEO, "videos")):
+        if over[kind]:
+            dropped.append(
+                f"only {caps[kind][1]} {many} per message are sent; left out "
+                + ", ".join(over[kind])
+            )
     # The count first: a long list of names may be cut from the end of the warning line.
+    over_texts = over[MediaKind.TEXT]
     if over_texts:
         dropped.append(
             f"{len(over_texts)} text files left out (only {limits.max_text_files} per "
@@ -303,10 +279,15 @@ def plan_attachments(attachments: Sequence[Attachment], limits: AttachmentLimits
     if no_room:
         dropped.append(
             f"{len(no_room)} text files left out (at most "
-            f"{_size(limits.max_text_bytes_per_turn)} of text per message): " + ", ".join(no_room)
+            f"{shown_size(limits.max_text_bytes_per_turn)} of text per message): "
+            + ", ".join(no_room)
         )
     return AttachmentPlan(
-        tuple(images), tuple(videos), tuple(texts), tuple(dropped), tuple(allowances)
+        images=tuple(kept[MediaKind.IMAGE]),
+        videos=tuple(kept[MediaKind.VIDEO]),
+        texts=tuple(kept[MediaKind.TEXT]),
+        dropped=tuple(dropped),
+        text_allowances=tuple(allowances),
     )
 
 
@@ -329,303 +310,3 @@ def cut_text(data: bytes, allowance: int) -> str:
     text = data[:allowance].decode("utf-8", "ignore")  # only a split last character drops
     newline = text.rfind("\n")
     return text[:newline] if newline >= len(text) // 2 else text
-
-
-class ByteGate:
-    """A semaphore counted in bytes, first come first served (a large file is not starved by
-    small ones behind it). A file larger than the whole capacity waits until it is alone."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.free = capacity
-        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
-
-    @contextlib.asynccontextmanager
-    async def hold(self, size: int) -> AsyncIterator[None]:
-        weight = min(max(size, 1), self.capacity)
-        if self._waiters or self.free < weight:
-            granted = asyncio.get_running_loop().create_future()
-            self._waiters.append((weight, granted))
-            try:
-                await granted
-            except asyncio.CancelledError:
-                if granted.done() and not granted.cancelled():
-                    self._release(weight)  # granted just as the waiter was cancelled
-                else:
-                    granted.cancel()
-                    self._wake()  # it may have been the head others waited behind
-                raise
-        else:
-            self.free -= weight
-        try:
-            yield
-        finally:
-            self._release(weight)
-
-    def _release(self, weight: int) -> None:
-        self.free += weight
-        self._wake()
-
-    def _wake(self) -> None:
-        while self._waiters:
-            weight, granted = self._waiters[0]
-            if granted.done():
-                self._waiters.popleft()  # its waiter was cancelled
-            elif weight <= self.free:
-                self._waiters.popleft()
-                self.free -= weight
-                granted.set_result(None)
-            else:
-                return
-
-
-_Prepared = str | bytes  # a media file's URL for the model, or a text file's bytes
-
-
-class PreparedFiles:
-    """The files already prepared for one turn, by attachment: when a burst starts the turn
-    over with a follow-up's files, the earlier ones are not downloaded or uploaded again.
-    Files Discord or fal storage refused are remembered too (asking again would not help);
-    a failure of fal itself is not."""
-
-    def __init__(self) -> None:
-        self._done: dict[tuple[str, str], _Prepared | AttachmentError] = {}
-
-    def get(self, key: tuple[str, str]) -> _Prepared | AttachmentError | None:
-        return self._done.get(key)
-
-    def put(self, key: tuple[str, str], outcome: _Prepared | AttachmentError) -> None:
-        self._done[key] = outcome
-
-
-class MediaPreparer:
-    """Prepares turns' files, all turns sharing one bound on the files being prepared at
-    once and on their bytes (by the sizes Discord reports). Media are streamed from Discord
-    to fal storage chunk by chunk; only text files and data-URI images are held whole, and
-    those are small by their limits."""
-
-    def __init__(
-        self,
-        media: MediaSource,
-        model: ModelClient,
-        policy: AttachmentPolicy,
-        readers: Readers = Readers(),
-    ) -> None:
-        self.source = media
-        self._model = model
-        self.readers = readers
-        self.max_files_in_flight = policy.max_files_in_flight
-        self.bytes = ByteGate(policy.max_bytes_in_flight)
-        self._slots = asyncio.Semaphore(policy.max_files_in_flight)
-        self.waiting = 0  # files waiting for room to be prepared
-        self.waiting_changed = asyncio.Event()  # set on each change (tests wait on it)
-
-    def bounded_as(self, policy: AttachmentPolicy) -> bool:
-        """Whether this preparer's bounds are ``policy``'s (else a reload needs a new one)."""
-        return (
-            self.max_files_in_flight == policy.max_files_in_flight
-            and self.bytes.capacity == policy.max_bytes_in_flight
-        )
-
-    async def prepare(
-        self,
-        attachments: Sequence[Attachment],
-        policy: AttachmentPolicy,
-        reuse: PreparedFiles | None = None,
-    ) -> PreparedMedia:
-        """Plan the attachments, then fetch and hand over each one (concurrently, within
-        the bounds). A file that cannot be had is left out with a warning naming it; the
-        others go on. Files in ``reuse`` are taken from there, and new ones added. Linked
-        pages are read meanwhile, and inlined after the files."""
-        links = [a for a in attachments if a.origin is Origin.PAGE]
-        plan = plan_attachments(
-            [a for a in attachments if a.origin is not Origin.PAGE], policy.limits
-        )
-        kinds = [MediaKind.IMAGE] * len(plan.images) + [MediaKind.VIDEO] * len(plan.videos)
-        kinds += [MediaKind.TEXT] * len(plan.texts)
-        ordered = [*plan.images, *plan.videos, *plan.texts]
-        # Pages are read while the files are prepared; most turns link none: no task then.
-        read = (
-            asyncio.ensure_future(read_pages(self.readers.pages, links, policy.links))
-            if links
-            else None
-        )
-        try:
-            results = await asyncio.gather(
-                *(self._prepared(a, k, policy, reuse) for a, k in zip(ordered, kinds, strict=True)),
-                return_exceptions=True,
-            )
-            pages = await read if read is not None else ReadPages()
-        finally:
-            if read is not None:
-                read.cancel()
-        failures: list[str] = []
-        cut: list[str] = []  # first: a cut file is in the prompt, the user should know
-        urls: dict[MediaKind, list[tuple[str, str]]] = {MediaKind.IMAGE: [], MediaKind.VIDEO: []}
-        inlined: list[InlinedText] = []
-        allowances = iter(plan.text_allowances)
-        for att, kind, result in zip(ordered, kinds, results, strict=True):
-            allowance = next(allowances) if kind is MediaKind.TEXT else 0
-            if isinstance(result, BaseException):
-                if not isinstance(result, AttachmentError | ModelError):
-                    raise result
-                log.warning("attachment %s left out: %s", att.id, result)
-                reason = result.reason if isinstance(result, AttachmentError) else result.message
-                failures.append(left_out(att.filename, reason))
-            elif kind is MediaKind.TEXT:
-                assert isinstance(result, bytes)
-                text = _inlined(att, result, allowance, policy.limits, cut, failures)
-                if text is not None:
-                    inlined.append(text)
-            else:
-                assert isinstance(result, str)
-                urls[kind].append((result, att.filename))
-        images, videos = urls[MediaKind.IMAGE], urls[MediaKind.VIDEO]
-        return PreparedMedia(
-            image_urls=tuple(u for u, _ in images),
-            image_names=tuple(n for _, n in images),
-            video_urls=tuple(u for u, _ in videos),
-            video_names=tuple(n for _, n in videos),
-            inlined=(
-                *inlined,
-                *(InlinedText(p.url, p.text, page=True) for p in pages.pages),
-            ),
-            warnings=(*cut, *plan.dropped, *failures, *pages.notes),
-        )
-
-    async def _prepared(
-        self,
-        att: Attachment,
-        kind: MediaKind,
-        policy: AttachmentPolicy,
-        reuse: PreparedFiles | None,
-    ) -> _Prepared:
-        key = (att.id, policy.mode)
-        known = reuse.get(key) if reuse is not None else None
-        if isinstance(known, AttachmentError):
-            raise known
-        if known is not None:
-            return known
-        try:
-            outcome = await self._prepare_one(att, kind, policy)
-        except AttachmentError as exc:
-            if reuse is not None:
-                reuse.put(key, exc)
-            raise
-        if reuse is not None:
-            reuse.put(key, outcome)
-        return outcome
-
-    async def _prepare_one(
-        self, att: Attachment, kind: MediaKind, policy: AttachmentPolicy
-    ) -> _Prepared:
-        limits = policy.limits
-        if kind is MediaKind.TEXT:
-            async with self._held(att.size):
-                return await self.source.fetch(att, limits.max_text_bytes)
-        if media_type(att)[1] == GIF_TYPE:
-            return await self._gif(att, limits.max_image_bytes)
-        if policy.mode == "discord_url":
-            return att.url
-        image = kind is MediaKind.IMAGE
-        max_bytes = limits.max_image_bytes if image else limits.max_video_bytes
-        if att.origin is Origin.LINKED:
-            return await self._linked(att, max_bytes, policy, inline=image)
-        content_type = _base_type(att.content_type) or media_type(att)[1]
-        if content_type in GENERIC_TYPES:
-            content_type = "application/octet-stream"
-        file_name = safe_file_name(att.filename)
-        async with self._held(att.size):
-            if policy.mode == "data_uri" and image and att.size <= policy.max_data_uri_bytes:
-                data = await self.source.fetch(att, max_bytes)
-                if len(data) <= policy.max_data_uri_bytes:
-                    return f"data:{content_type};base64,{base64.b64encode(data).decode('ascii')}"
-                return await self._model.upload(
-                    data, content_type=content_type, file_name=file_name
-                )
-            return await self._model.upload_stream(
-                self._body(att, max_bytes),
-                size=att.size,
-                content_type=content_type,
-                file_name=file_name,
-            )
-
-    async def _linked(
-        self, att: Attachment, max_bytes: int, policy: AttachmentPolicy, *, inline: bool
-    ) -> str:
-        """Linked media, whose size no one reported: fetched whole within the cap (held as
-        large as the cap), then copied like a file (a streamed upload must announce a size)."""
-        content_type = media_type(att)[1]
-        async with self._held(max_bytes):
-            data = await self.source.fetch(att, max_bytes)
-            if inline and policy.mode == "data_uri" and len(data) <= policy.max_data_uri_bytes:
-                return f"data:{content_type};base64,{base64.b64encode(data).decode('ascii')}"
-            return await self._model.upload(
-                data, content_type=content_type, file_name=safe_file_name(att.filename)
-            )
-
-    async def _gif(self, att: Attachment, max_bytes: int) -> str:
-        """A GIF as the MP4 the model takes, copied to fal storage whatever the mode (no
-        link to the GIF would do). Held whole: bounded by the image limit."""
-        convert = self.readers.gif_to_mp4
-        if convert is None:
-            raise AttachmentError(att.filename, "GIFs cannot be converted here")
-        async with self._held(att.size or max_bytes):
-            mp4 = await convert(await self.source.fetch(att, max_bytes), att.filename)
-            name = safe_file_name(PurePosixPath(att.filename).stem + ".mp4")
-            return await self._model.upload(mp4, content_type="video/mp4", file_name=name)
-
-    def _body(self, att: Attachment, max_bytes: int) -> OpenBody:
-        media = self.source
-
-        async def body() -> AsyncGenerator[bytes, None]:
-            # Closed with the body: a PUT that fails half-way lets go of the download too.
-            async with contextlib.aclosing(media.stream(att, max_bytes)) as chunks:
-                async for chunk in chunks:
-                    yield chunk
-
-        return body
-
-    @contextlib.asynccontextmanager
-    async def _held(self, size: int) -> AsyncIterator[None]:
-        # A slot, then the bytes: the bytes held are those of files being prepared now (a
-        # file waiting for bytes holds a slot, but the files behind it would wait for bytes
-        # anyway: the byte gate is first come, first served).
-        self._count_waiting(1)
-        try:
-            async with self._slots, self.bytes.hold(size):
-                self._count_waiting(-1)
-                size = -1  # marks it no longer waiting
-                yield
-        finally:
-            if size >= 0:
-                self._count_waiting(-1)
-
-    def _count_waiting(self, change: int) -> None:
-        self.waiting += change
-        self.waiting_changed.set()
-
-
-def _inlined(
-    att: Attachment,
-    data: bytes,
-    allowance: int,
-    limits: AttachmentLimits,
-    cut_notes: list[str],
-    failures: list[str],
-) -> InlinedText | None:
-    """A text file as inlined (cut to its share of the turn's text budget, with a note),
-    or None with a failure note when it is not UTF-8 text."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        failures.append(f"{shown_name(att.filename)} is not UTF-8 text")
-        return None
-    if len(data) <= allowance:
-        return InlinedText(att.filename, text)
-    cut = cut_text(data, allowance)
-    cut_notes.append(
-        f"{shown_name(att.filename)} was cut to its first {_size(len(cut.encode()))} "
-        f"(at most {_size(limits.max_text_bytes_per_turn)} of text per message)"
-    )
-    return InlinedText(att.filename, cut, cut_from=len(data))

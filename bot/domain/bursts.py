@@ -13,8 +13,8 @@ from collections.abc import Callable, Collection, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.domain.attachments import PreparedFiles
 from bot.domain.models import Incoming
+from bot.domain.preparation import PreparedFiles
 from bot.domain.stopping import MERGED, StopResult
 
 log = logging.getLogger(__name__)

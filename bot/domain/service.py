@@ -22,13 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from bot.domain.admission import Admission
-from bot.domain.attachments import (
-    AttachmentPolicy,
-    MediaPreparer,
-    PreparedFiles,
-    PreparedMedia,
-    Readers,
-)
+from bot.domain.attachments import AttachmentPolicy, PreparedMedia, Readers
 from bot.domain.attempts import destination_of, first_attempt, next_attempt
 from bot.domain.bursts import Bursts
 from bot.domain.conversation import (
@@ -59,6 +53,7 @@ from bot.domain.notices import RefusalNotices
 from bot.domain.observer import NO_OBSERVER, TurnObserver
 from bot.domain.outage import Outage, waiting_as
 from bot.domain.ports import Deliveries, MediaSource, ModelClient, Store
+from bot.domain.preparation import MediaPreparer, PreparedFiles
 from bot.domain.runner import Outcome, TurnRules, TurnRunner
 from bot.domain.settings import EffectiveSettings, resolve_settings, validate_settings
 from bot.domain.slots import Slots

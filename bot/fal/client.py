@@ -20,12 +20,10 @@ import aiohttp
 from yarl import URL
 
 from bot.domain.errors import (
-    AttachmentError,
     ModelAuthError,
     ModelError,
     ModelProtocolError,
     ModelTimeout,
-    ModelUnavailable,
     TimeoutPhase,
 )
 from bot.domain.models import ModelReply, ModelRequest, Progress, RequestHandle
@@ -34,6 +32,7 @@ from bot.domain.ports import OpenBody, ProgressCallback
 from bot.fal import wire
 from bot.fal.http import Http, Response, describe, retryable_status, transient_status
 from bot.fal.settings import FalSettings
+from bot.fal.uploads import FalUploads
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +121,8 @@ class FalClient:
         self._queue_origin = URL(queue_base).origin()
         self._submit_url = f"{queue_base}/{settings.endpoint.strip('/')}"
         self._requests_url = f"{queue_base}/{app_path(settings.endpoint)}/requests"
-        self._initiate_url = f"{settings.rest_base.rstrip('/')}/storage/upload/initiate"
         self._authorization = f"Key {settings.key}"
+        self._uploads = FalUploads(self._http, settings, self._headers(json_body=True), self._error)
         # Account problems already logged at ERROR: each condition once, not once per turn.
         self._account_problems: set[str] = set()
 
@@ -265,76 +264,14 @@ class FalClient:
         raise self._error(response, "cancel", urls.request_id)
 
     async def upload(self, data: bytes, *, content_type: str, file_name: str) -> str:
-        """Store ``data`` in fal's CDN and return its public URL (fal-protocol §7.1).
-
-        A refused key raises ``ModelAuthError`` (it concerns every turn, not this file);
-        any other failure raises ``AttachmentError`` naming the file, so a turn can go on
-        without that attachment.
-        """
-        return await self._store(data, len(data), content_type, file_name)
+        """Store ``data`` in fal's CDN; its public URL (see ``FalUploads.store``)."""
+        return await self._uploads.store(data, len(data), content_type, file_name)
 
     async def upload_stream(
         self, open_body: OpenBody, *, size: int, content_type: str, file_name: str
     ) -> str:
-        """``upload`` for a file of ``size`` bytes streamed from ``open_body``: the PUT
-        announces that size as its length and sends chunks as they come, so no whole file
-        is held. A retried PUT opens the body again; an ``AttachmentError`` from the body
-        (its source) ends the upload as it is."""
-        return await self._store(open_body, size, content_type, file_name)
-
-    async def _store(
-        self, data: bytes | OpenBody, size: int, content_type: str, file_name: str
-    ) -> str:
-        try:
-            response = await self._http.call(
-                "POST",
-                self._initiate_url,
-                op="upload initiate",
-                # Initiating only mints a signed URL: doing it twice leaves an unused URL,
-                # so a retry after an unanswered POST is harmless.
-                idempotent=True,
-                headers=self._upload_headers(),
-                params={"storage_type": "fal-cdn-v3"},
-                data=wire.dumps({"content_type": content_type, "file_name": file_name}),
-            )
-        except ModelUnavailable as exc:
-            raise AttachmentError(file_name, "fal storage could not be reached") from exc
-        if response.status in (401, 403):
-            raise self._error(response, "upload initiate", None)
-        if not response.ok:
-            log.warning("fal upload initiate for a file failed: HTTP %d", response.status)
-            raise AttachmentError(
-                file_name, f"fal storage refused the file (HTTP {response.status})"
-            )
-        urls = wire.parse_upload(response.json())
-        if urls is None:
-            raise AttachmentError(file_name, "fal storage answered unexpectedly")
-        try:
-            # The signed URL is the credential here: no Authorization header may go along.
-            # The length is announced, so a streamed body is sent as is, not chunked.
-            stored = await self._http.call(
-                "PUT",
-                urls["upload_url"],
-                op="upload",
-                idempotent=True,
-                headers={
-                    "Content-Type": content_type,
-                    "Content-Length": str(size),
-                    "User-Agent": self._settings.user_agent,
-                },
-                data=data,
-                total_timeout=self._settings.upload_timeout,
-            )
-        except ModelUnavailable:
-            # Not chained: some aiohttp errors quote the URL, whose query is a signature.
-            raise AttachmentError(file_name, "the upload to fal storage failed") from None
-        if not stored.ok:
-            log.warning("fal upload of a file failed: HTTP %d", stored.status)
-            raise AttachmentError(
-                file_name, f"fal storage refused the upload (HTTP {stored.status})"
-            )
-        log.info("fal stored a file of %d bytes (%s)", size, content_type)
-        return urls["file_url"]
+        """``upload`` for ``size`` bytes streamed from ``open_body``, no whole file held."""
+        return await self._uploads.store(open_body, size, content_type, file_name)
 
     async def check_key(self) -> bool:
         """Whether fal accepts the key: asks the status of a request that cannot exist, which
@@ -377,15 +314,6 @@ class FalClient:
         }
         if json_body:
             headers["Content-Type"] = "application/json"
-        return headers
-
-    def _upload_headers(self) -> dict[str, str]:
-        headers = self._headers(json_body=True)
-        lifetime = self._settings.upload_lifetime
-        if lifetime is not None:
-            # The file lives as long as the history that points at it (fal-protocol §7.2).
-            preference = wire.dumps({"expiration_duration_seconds": lifetime})
-            headers["X-Fal-Object-Lifecycle-Preference"] = preference.decode()
         return headers
 
     def _built_urls(self, request_id: str) -> _Urls:

@@ -19,11 +19,11 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from bot.domain import errors
-from bot.domain.attachments import MediaPreparer
 from bot.domain.models import Cost, ModelReply, ModelRequest, Progress, RequestHandle
 from bot.domain.observer import RefusalReason
 from bot.domain.outage import Outage
 from bot.domain.ports import ModelClient, OpenBody, ProgressCallback
+from bot.domain.preparation import MediaPreparer
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 ACTIVE_WINDOW_SECONDS = 3600.0

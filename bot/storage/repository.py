@@ -125,9 +125,7 @@ class SqlStore:
         *,
         settlement: Settlement | None = None,
     ) -> Cost | None:
-        return await self.turns.complete_turn(
-            turn_id, reply, new_messages, settlement=settlement
-        )
+        return await self.turns.complete_turn(turn_id, reply, new_messages, settlement=settlement)
 
     async def record_delivery(self, turn_id: int, message_ids: Sequence[str]) -> None:
         await self.turns.record_delivery(turn_id, message_ids)

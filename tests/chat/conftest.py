@@ -21,8 +21,9 @@ from bot.app import App, build_app
 from bot.config import Config, load_config
 from bot.storage.migrate import upgrade
 from bot.web.pages import Network
-from tests.fakes.discord import run_client
-from tests.fakes.discord.models import FakeChannel, FakeMessage, FakeUser, UserFile
+from tests.fakes.discord import FakeInteraction, run_client
+from tests.fakes.discord.events import MessageCreated, MessageEdited
+from tests.fakes.discord.models import FakeChannel, FakeGuild, FakeMessage, FakeUser, UserFile
 from tests.fakes.discord.server import FakeDiscord
 from tests.fakes.discord.standard import StandardWorld
 from tests.fakes.fal import DEFAULT_KEY, FakeFal
@@ -155,6 +156,105 @@ class Harness:
             self.world.channel, from_message=message, since=since
         )
         return message, thread
+
+    def prompts(self) -> list[str]:
+        """The prompts the bot sent to fal, in order."""
+        return [r.input["prompt"] for r in self.fal.requests.values()]
+
+    async def converse(
+        self, author: FakeUser, text: str, *, settle: bool = False, **kwargs: Any
+    ) -> tuple[FakeChannel, FakeMessage]:
+        """``author`` opens a conversation with ``text`` (``kwargs`` as for ``mention``); its
+        thread and the bot's answer. ``settle``: also wait until the bot is idle (the turn
+        is recorded as delivered in the store too)."""
+        since = self.fake.mark()
+        _, thread = await self.start_thread(author, text, **kwargs)
+        answer = await self.answer_in(thread, since=since, contains="echo:")
+        if settle:
+            await self.app.bot.idle()
+        return thread, answer
+
+    async def say(
+        self, author: FakeUser, thread: FakeChannel, text: str, *, settle: bool = False
+    ) -> FakeMessage:
+        """``author`` writes ``text`` in a bound thread; the bot's answer (speakers are named
+        once a thread has two; a long answer is split, so its start is looked for).
+        ``settle`` as for ``converse``."""
+        since = self.fake.mark()
+        await self.fake.send_message(author, thread, text)
+        answer = await self.fake.wait_for_post(
+            thread, lambda m: "echo:" in m.content, contains=text[:40], since=since, timeout=10
+        )
+        if settle:
+            await self.app.bot.idle()
+        return answer
+
+
+async def status_with_stop(h: Harness, thread: FakeChannel, since: int) -> FakeMessage:
+    """The bot's status message once it carries a Stop button."""
+
+    def has_stop(m: FakeMessage) -> bool:
+        return m.channel_id == thread.id and any(i.startswith("seed:stop:") for i in m.custom_ids())
+
+    event = await h.fake.wait_for(
+        lambda e: (
+            (isinstance(e, MessageCreated) and e.by_bot and has_stop(e.message))
+            or (isinstance(e, MessageEdited) and has_stop(e.after))
+        ),
+        since=since,
+        timeout=10,
+        what="a status message with a Stop button",
+    )
+    return event.message if isinstance(event, MessageCreated) else event.after  # type: ignore[attr-defined]
+
+
+@dataclass
+class Away:
+    """A server that did not add the bot, with carol (who installed the app) in it."""
+
+    guild: FakeGuild
+    channel: FakeChannel
+    carol: FakeUser
+
+
+def away(h: Harness) -> Away:
+    guild = h.fake.create_guild("Elsewhere", bot_member=False)
+    channel = h.fake.create_text_channel(guild, "chat")
+    carol = h.fake.create_user("carol", global_name="Carol")
+    h.fake.add_member(guild, carol)
+    h.fake.install_for_user(carol)
+    return Away(guild, channel, carol)
+
+
+def reply_button(message: FakeMessage) -> str:
+    (custom_id,) = [c for c in message.custom_ids() if c.startswith("seed:reply:")]
+    return custom_id
+
+
+async def answered(interaction: FakeInteraction, contains: str) -> FakeMessage:
+    """The interaction's last answer message (the original or a follow-up) once the answer
+    containing ``contains`` is out; the Reply button is on it."""
+
+    def done(message: FakeMessage) -> bool:
+        return any(contains in m.content for m in [message, *interaction.followups])
+
+    original = await interaction.wait_original(done, timeout=10)
+    return ([original, *interaction.followups])[-1]
+
+
+async def reply_through(
+    h: Harness, user: FakeUser, answer: FakeMessage, text: str
+) -> FakeInteraction:
+    """``user`` presses Reply under ``answer`` and submits ``text`` in the modal."""
+    press = await h.fake.press_button(user, answer, reply_button(answer))
+    assert (await press.wait_response()).type == 9
+    assert press.modal is not None
+    (field,) = [
+        c["custom_id"]
+        for row in press.modal["components"]
+        for c in row.get("components", [row.get("component", {})])
+    ]
+    return await h.fake.submit_modal(user, press, {field: text})
 
 
 HarnessFactory = Callable[..., Awaitable[Harness]]

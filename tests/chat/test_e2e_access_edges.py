@@ -17,10 +17,6 @@ from tests.storage.conftest import fresh_postgres_database, postgres_base_url
 OUTSIDE = "⛔ Sorry, this bot is only available in the servers it is enabled in."
 
 
-def prompts(h: Harness) -> list[str]:
-    return [r.input["prompt"] for r in h.fal.requests.values()]
-
-
 async def refused(interaction: FakeInteraction) -> str:
     """The ephemeral refusal ``interaction`` got at once."""
     response = await interaction.wait_response()
@@ -58,7 +54,7 @@ async def test_server_allow_lists_refuse_ask_outside_the_bots_servers(
         {"SEED_BOT_ACCESS__ALLOW_CHANNELS": str(world.channel.id)},
     ):
         h = await make_harness(**lists)
-        before = len(prompts(h))
+        before = len(h.prompts())
         for place in outside_places(h, world.alice):
             ask = await h.fake.invoke_command(world.alice, place, "ask", {"prompt": "free ride"})
             assert await refused(ask) == OUTSIDE, (lists, place)
@@ -71,7 +67,7 @@ async def test_server_allow_lists_refuse_ask_outside_the_bots_servers(
         since = h.fake.mark()
         _, thread = await h.start_thread(world.alice, "inside")
         await h.answer_in(thread, since=since, contains="echo: inside")
-        assert prompts(h)[before:] == ["inside"], lists
+        assert h.prompts()[before:] == ["inside"], lists
         await h.stop()
 
 
@@ -92,7 +88,7 @@ async def test_allow_outside_servers_opens_them_to_the_user_lists_only(
     for place in outside_places(h, world.bob):
         ask = await h.fake.invoke_command(world.bob, place, "ask", {"prompt": "bob"})
         assert await refused(ask) == "⛔ Sorry, you are not on this bot's list of allowed users."
-    assert prompts(h) == ["away", "dm", "group"]
+    assert h.prompts() == ["away", "dm", "group"]
 
 
 async def test_allow_dms_with_a_role_list_does_not_open_the_bots_dm(
@@ -111,7 +107,7 @@ async def test_allow_dms_with_a_role_list_does_not_open_the_bots_dm(
         await fake.send_message(who, dm, "hello in private")
         notice = await fake.wait_for_message(dm, since=since, timeout=10)
         assert notice.content == OUTSIDE
-    assert prompts(h) == []
+    assert h.prompts() == []
     await h.stop()
     # Opened by the operator: the DM is answered.
     h = await make_harness(
@@ -151,7 +147,7 @@ async def test_deny_lists_apply_outside_the_bots_servers(
     assert await refused(ask) == "⛔ Sorry, this bot is not enabled in this channel."
     ask = await fake.invoke_command(carol, fine, "ask", {"prompt": "there"})
     await answered_privately(ask, "echo: there")
-    assert prompts(h) == ["there"]
+    assert h.prompts() == ["there"]
 
 
 # -- a thread is bound only by its owner or a member who may manage threads -----------------
@@ -205,7 +201,7 @@ async def one_off_then_bound(h: Harness) -> None:
     await h.answer_in(thread, since=since, contains="echo: mine now")
     conversation = await h.app.service.conversation_for_scope(str(thread.id))
     assert conversation is not None and conversation.owner_id == str(world.bob.id)
-    assert prompts(h) == ["take over", "take over", "take over, edited", "mine now"]
+    assert h.prompts() == ["take over", "take over", "take over, edited", "mine now"]
     assert "messages" not in list(h.fal.requests.values())[-1].input  # no history
     since = fake.mark()
     await fake.send_message(world.bob, thread, "and on")

@@ -12,10 +12,7 @@ from functools import partial
 import discord
 
 from bot.chat.threadcache import IDLE_THREAD_SECONDS, evict_idle_threads
-from tests.chat.conftest import Harness, HarnessFactory
-from tests.chat.test_e2e_controls import button_ids
-from tests.chat.test_e2e_everywhere import answered, away
-from tests.chat.test_e2e_limits import open_thread
+from tests.chat.conftest import Harness, HarnessFactory, answered, away
 from tests.fakes.discord.events import HttpRequest, TypingStarted
 from tests.fakes.discord.models import FakeChannel
 from tests.fakes.discord.standard import StandardWorld
@@ -37,7 +34,7 @@ def typed_in(h: Harness, thread: FakeChannel, since: int = 0) -> int:
 async def test_a_fast_answer_is_one_request(make_harness: HarnessFactory) -> None:
     # Delays far above a fake turn's time, so a busy machine does not make it "slow".
     h = await make_harness(status_delay=30.0, typing_delay=5.0)
-    thread = await open_thread(h, "opening")
+    thread, _ = await h.converse(h.world.alice, "opening")
     since = h.fake.mark()
     await h.fake.send_message(h.world.alice, thread, "quick one")
     await h.answer_in(thread, since=since, contains="echo: quick one")
@@ -46,7 +43,7 @@ async def test_a_fast_answer_is_one_request(make_harness: HarnessFactory) -> Non
 
 async def test_a_turn_that_runs_a_while_shows_typing(make_harness: HarnessFactory) -> None:
     h = await make_harness(typing_delay=0.2)
-    thread = await open_thread(h, "opening")
+    thread, _ = await h.converse(h.world.alice, "opening")
     h.fal.hold()
     since = h.fake.mark()
     await h.fake.send_message(h.world.alice, thread, "take your time")
@@ -103,7 +100,7 @@ async def test_an_idle_thread_leaves_the_cache_and_its_next_message_brings_it_ba
     harness: Harness,
 ) -> None:
     h = harness
-    thread = await open_thread(h, "opening")
+    thread, _ = await h.converse(h.world.alice, "opening")
     bot = h.app.bot
     assert evict_idle_threads(bot.guilds, datetime.now(UTC)) == 0  # just used
     an_hour_on = datetime.now(UTC) + timedelta(seconds=IDLE_THREAD_SECONDS + 1)
@@ -124,7 +121,7 @@ async def test_a_turn_waiting_for_a_slot_stops_at_once(make_harness: HarnessFact
     await h.fal.wait_for_submissions(1)
     _, thread = await h.start_thread(h.world.alice, "wait for it")
     status = await h.fake.wait_for_message(thread, since=since, contains=WAITING)
-    [stop_id] = [i for i in button_ids(status) if i.startswith("seed:stop:")]
+    [stop_id] = [i for i in status.custom_ids() if i.startswith("seed:stop:")]
     await (await h.fake.press_button(h.world.alice, status, stop_id)).wait_response()
     # Stopped while the slot is still taken, not once it frees up.
     await h.fake.wait_for_edit(status, lambda m: "Stopped by" in m.content, since=since)
@@ -156,7 +153,7 @@ async def test_an_edit_in_an_evicted_thread_is_answered_again(
 ) -> None:
     # Allowed in #general only: the edit's thread must be known as #general's again.
     h = await make_harness(SEED_BOT_ACCESS__ALLOW_CHANNELS=str(discord_world.channel.id))
-    thread = await open_thread(h, "opening")
+    thread, _ = await h.converse(h.world.alice, "opening")
     since = h.fake.mark()
     message = await h.fake.send_message(h.world.alice, thread, "wrong question")
     await h.answer_in(thread, since=since, contains="echo: wrong question")

@@ -5,74 +5,31 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.chat.conftest import Harness, HarnessFactory
-from tests.fakes.discord.events import MessageCreated, MessageEdited
-from tests.fakes.discord.models import FakeChannel, FakeMessage, FakeUser
-
-
-def button_ids(message: FakeMessage) -> list[str]:
-    return [c["custom_id"] for row in message.components for c in row.get("components", [])]
-
-
-def prompts(h: Harness) -> list[str]:
-    return [r.input["prompt"] for r in h.fal.requests.values()]
-
-
-async def converse(h: Harness, text: str) -> tuple[FakeChannel, FakeMessage]:
-    since = h.fake.mark()
-    _, thread = await h.start_thread(h.world.alice, text)
-    answer = await h.answer_in(thread, since=since, contains="echo:")
-    return thread, answer
-
-
-async def say(h: Harness, author: FakeUser, thread: FakeChannel, text: str) -> FakeMessage:
-    since = h.fake.mark()
-    await h.fake.send_message(author, thread, text)
-    return await h.fake.wait_for_post(
-        thread, lambda m: "echo:" in m.content, contains=text, since=since, timeout=10
-    )
-
-
-async def status_with_stop(h: Harness, thread: FakeChannel, since: int) -> FakeMessage:
-    """The bot's status message once it carries a Stop button."""
-
-    def has_stop(m: FakeMessage) -> bool:
-        return m.channel_id == thread.id and any(i.startswith("seed:stop:") for i in button_ids(m))
-
-    event = await h.fake.wait_for(
-        lambda e: (
-            (isinstance(e, MessageCreated) and e.by_bot and has_stop(e.message))
-            or (isinstance(e, MessageEdited) and has_stop(e.after))
-        ),
-        since=since,
-        timeout=10,
-        what="a status message with a Stop button",
-    )
-    return event.message if isinstance(event, MessageCreated) else event.after  # type: ignore[attr-defined]
-
+from tests.chat.conftest import Harness, HarnessFactory, status_with_stop
+from tests.fakes.discord.events import MessageCreated
 
 # -- Stop ---------------------------------------------------------------------------------------
 
 
 async def test_stop_while_queued_cancels_and_nothing_is_posted(harness: Harness) -> None:
     h = harness
-    thread, _ = await converse(h, "first")
+    thread, _ = await h.converse(h.world.alice, "first")
     h.fal.concurrency = 0  # everything waits in fal's queue
     since = h.fake.mark()
     await h.fake.send_message(h.world.alice, thread, "second")
     status = await status_with_stop(h, thread, since)
     assert "queue" in status.content.lower()
-    [stop_id] = [i for i in button_ids(status) if i.startswith("seed:stop:")]
+    [stop_id] = [i for i in status.custom_ids() if i.startswith("seed:stop:")]
     pressed = await h.fake.press_button(h.world.alice, status, stop_id)
     response = await pressed.wait_response()
     assert response.type == 6  # acknowledged at once; the status message is edited after
     stopped = await h.fake.wait_for_edit(status, lambda m: "Stopped by" in m.content, since=since)
-    assert button_ids(stopped) == []
+    assert stopped.custom_ids() == []
     request = list(h.fal.requests.values())[-1]
     await h.fal.wait_for(lambda: request.cancel_requested)
     # fal frees up; the stopped turn is never answered, and its text never reaches history
     h.fal.concurrency = 2
-    answer = await say(h, h.world.alice, thread, "third")
+    answer = await h.say(h.world.alice, thread, "third")
     assert answer.content.endswith("echo: third")
     assert not [
         e
@@ -87,18 +44,18 @@ async def test_stop_while_queued_cancels_and_nothing_is_posted(harness: Harness)
 async def test_stop_while_running_and_a_late_answer_is_not_posted(harness: Harness) -> None:
     h = harness
     h.fal.honour_cancel = False  # the model finishes anyway
-    thread, _ = await converse(h, "first")
+    thread, _ = await h.converse(h.world.alice, "first")
     h.fal.hold()
     since = h.fake.mark()
     await h.fake.send_message(h.world.alice, thread, "slow one")
     status = await status_with_stop(h, thread, since)
-    [stop_id] = button_ids(status)
+    [stop_id] = status.custom_ids()
     await (await h.fake.press_button(h.world.alice, status, stop_id)).wait_response()
     await h.fake.wait_for_edit(status, lambda m: "Stopped by" in m.content, since=since)
     h.fal.unhold()
     request = list(h.fal.requests.values())[-1]
     await h.fal.wait_for(lambda: request.state == "COMPLETED")
-    answer = await say(h, h.world.alice, thread, "next")
+    answer = await h.say(h.world.alice, thread, "next")
     assert "echo: next" in answer.content
     posted = [e.message.content for e in h.fake.events_of(MessageCreated, since=since) if e.by_bot]
     assert not any("slow one" in c for c in posted if c.startswith("echo:"))
@@ -108,12 +65,12 @@ async def test_stop_while_running_and_a_late_answer_is_not_posted(harness: Harne
 
 async def test_stop_by_someone_without_rights_is_refused(harness: Harness) -> None:
     h = harness
-    thread, _ = await converse(h, "first")
+    thread, _ = await h.converse(h.world.alice, "first")
     h.fal.hold()
     since = h.fake.mark()
     await h.fake.send_message(h.world.alice, thread, "keep going")
     status = await status_with_stop(h, thread, since)
-    [stop_id] = button_ids(status)
+    [stop_id] = status.custom_ids()
     pressed = await h.fake.press_button(h.world.bob, status, stop_id)
     response = await pressed.wait_response()
     assert response.ephemeral
@@ -128,9 +85,9 @@ async def test_stop_by_someone_without_rights_is_refused(harness: Harness) -> No
 
 async def test_retry_replaces_the_last_answer(harness: Harness) -> None:
     h = harness
-    thread, _ = await converse(h, "first")
-    answer = await say(h, h.world.alice, thread, "second")
-    [retry_id] = button_ids(answer)
+    thread, _ = await h.converse(h.world.alice, "first")
+    answer = await h.say(h.world.alice, thread, "second")
+    [retry_id] = answer.custom_ids()
     assert retry_id.startswith("seed:retry:")
     since = h.fake.mark()
     pressed = await h.fake.press_button(h.world.alice, answer, retry_id)
@@ -138,10 +95,10 @@ async def test_retry_replaces_the_last_answer(harness: Harness) -> None:
     again = await h.fake.wait_for_message(thread, contains="echo: second", since=since)
     assert again.id != answer.id
     old = await h.fake.wait_for_edit(answer, lambda m: "replaced by a newer answer" in m.content)
-    assert button_ids(old) == []
-    assert prompts(h) == ["first", "second", "second"]
+    assert old.custom_ids() == []
+    assert h.prompts() == ["first", "second", "second"]
     # the old answer is replaced in the history, not duplicated
-    await say(h, h.world.alice, thread, "third")
+    await h.say(h.world.alice, thread, "third")
     last = list(h.fal.requests.values())[-1]
     assert [m["content"] for m in last.input["messages"] if m["role"] == "user"] == [
         "first",
@@ -151,24 +108,24 @@ async def test_retry_replaces_the_last_answer(harness: Harness) -> None:
 
 async def test_retry_on_an_older_answer_is_explained(harness: Harness) -> None:
     h = harness
-    thread, first = await converse(h, "first")
-    await say(h, h.world.alice, thread, "second")
-    [retry_id] = button_ids(first)
+    thread, first = await h.converse(h.world.alice, "first")
+    await h.say(h.world.alice, thread, "second")
+    [retry_id] = first.custom_ids()
     pressed = await h.fake.press_button(h.world.alice, first, retry_id)
     response = await pressed.wait_response()
     assert response.ephemeral
     assert response.data is not None and "Only the latest answer" in response.data["content"]
-    assert prompts(h) == ["first", "second"]
+    assert h.prompts() == ["first", "second"]
 
 
 async def test_retry_slash_command(harness: Harness) -> None:
     h = harness
-    thread, _ = await converse(h, "only question")
+    thread, _ = await h.converse(h.world.alice, "only question")
     since = h.fake.mark()
     interaction = await h.fake.invoke_command(h.world.alice, thread, "retry")
     await interaction.wait_response()
     await h.fake.wait_for_message(thread, contains="echo: only question", since=since)
-    assert prompts(h) == ["only question", "only question"]
+    assert h.prompts() == ["only question", "only question"]
     refused = await h.fake.invoke_command(h.world.bob, thread, "retry")
     response = await refused.wait_response()
     assert response.data is not None and "Only the person who asked" in response.data["content"]
@@ -176,15 +133,15 @@ async def test_retry_slash_command(harness: Harness) -> None:
 
 async def test_retry_button_works_after_a_restart(make_harness: HarnessFactory) -> None:
     h = await make_harness()
-    thread, answer = await converse(h, "before restart")
-    [retry_id] = button_ids(answer)
+    thread, answer = await h.converse(h.world.alice, "before restart")
+    [retry_id] = answer.custom_ids()
     await h.stop()
     h2 = await make_harness()
     since = h2.fake.mark()
     pressed = await h2.fake.press_button(h2.world.alice, answer, retry_id)
     await pressed.wait_response()
     await h2.fake.wait_for_message(thread, contains="echo: before restart", since=since)
-    assert prompts(h2) == ["before restart", "before restart"]
+    assert h2.prompts() == ["before restart", "before restart"]
 
 
 # -- edit-to-redo ---------------------------------------------------------------------------------
@@ -192,7 +149,7 @@ async def test_retry_button_works_after_a_restart(make_harness: HarnessFactory) 
 
 async def test_editing_the_latest_message_answers_it_again(harness: Harness) -> None:
     h = harness
-    thread, _ = await converse(h, "first")
+    thread, _ = await h.converse(h.world.alice, "first")
     since = h.fake.mark()
     message = await h.fake.send_message(h.world.alice, thread, "wrong question")
     answer = await h.fake.wait_for_message(thread, contains="echo: wrong question", since=since)
@@ -200,7 +157,7 @@ async def test_editing_the_latest_message_answers_it_again(harness: Harness) -> 
     await h.fake.edit_message(message, "right question")
     await h.fake.wait_for_message(thread, contains="echo: right question", since=since)
     await h.fake.wait_for_edit(answer, lambda m: "replaced by a newer answer" in m.content)
-    await say(h, h.world.alice, thread, "then")
+    await h.say(h.world.alice, thread, "then")
     last = list(h.fal.requests.values())[-1]
     assert [m["content"] for m in last.input["messages"] if m["role"] == "user"] == [
         "first",
@@ -215,11 +172,11 @@ async def test_editing_an_older_message_changes_nothing(harness: Harness) -> Non
     await h.answer_in(thread, since=since, contains="echo: opening")
     older = await h.fake.send_message(h.world.alice, thread, "older")
     await h.fake.wait_for_message(thread, contains="echo: older", since=since)
-    await say(h, h.world.alice, thread, "newer")
+    await h.say(h.world.alice, thread, "newer")
     await h.fake.edit_message(older, "older, edited")
     # barrier: a later message is answered, and nothing was redone before it
-    await say(h, h.world.alice, thread, "after the edit")
-    assert "older, edited" not in prompts(h)
+    await h.say(h.world.alice, thread, "after the edit")
+    assert "older, edited" not in h.prompts()
 
 
 # -- batching -----------------------------------------------------------------------------------
@@ -231,7 +188,7 @@ async def test_a_burst_is_answered_as_one_turn_without_a_wait(
     """The first message goes to fal at once; each follow-up within the window, while the
     answer is not yet in, replaces the request with the merged turn."""
     h = await make_harness(SEED_BOT_DISCORD__BATCH_WINDOW_SECONDS="5")
-    thread, _ = await converse(h, "hello")
+    thread, _ = await h.converse(h.world.alice, "hello")
     h.fal.hold()
     since = h.fake.mark()
     await h.fake.send_message(h.world.alice, thread, "one")
@@ -239,11 +196,11 @@ async def test_a_burst_is_answered_as_one_turn_without_a_wait(
     await h.fake.send_message(h.world.alice, thread, "two")
     await h.fal.wait_for(lambda: h.fal.requests[first].cancel_requested)
     await h.fake.send_message(h.world.alice, thread, "three")
-    await h.fal.wait_for(lambda: prompts(h)[-1] == "one\ntwo\nthree")
+    await h.fal.wait_for(lambda: h.prompts()[-1] == "one\ntwo\nthree")
     h.fal.unhold()
     answer = await h.answer_in(thread, since=since, contains="echo:")
     assert answer.content.endswith("echo: one\ntwo\nthree")
-    assert prompts(h)[0] == "hello" and prompts(h)[-1] == "one\ntwo\nthree"
+    assert h.prompts()[0] == "hello" and h.prompts()[-1] == "one\ntwo\nthree"
     cancelled = [r for r in list(h.fal.requests.values())[1:-1]]
     assert cancelled and all(r.cancel_requested for r in cancelled)
     await h.app.bot.idle()
@@ -259,7 +216,7 @@ async def test_admin_reload_applies_a_valid_file_and_keeps_the_config_on_errors(
 ) -> None:
     h = harness
     config_file = h.tmp_path / "config.toml"
-    thread, _ = await converse(h, "first")
+    thread, _ = await h.converse(h.world.alice, "first")
     config_file.write_text(f'[access]\ndeny_users = ["{h.world.bob.id}"]\n')
     owner: Any = h.fake.owner
     h.fake.add_member(h.world.guild, owner)
@@ -285,14 +242,14 @@ async def test_admin_reload_applies_a_valid_file_and_keeps_the_config_on_errors(
 
 async def test_retry_counts_against_the_quota(make_harness: HarnessFactory) -> None:
     h = await make_harness(SEED_BOT_LIMITS__USER_REQUESTS="2")
-    thread, answer = await converse(h, "first")
-    [retry_id] = button_ids(answer)
+    thread, answer = await h.converse(h.world.alice, "first")
+    [retry_id] = answer.custom_ids()
     since = h.fake.mark()
     await (await h.fake.press_button(h.world.alice, answer, retry_id)).wait_response()
     again = await h.fake.wait_for_message(thread, contains="echo: first", since=since)
-    [retry_id] = button_ids(again)
+    [retry_id] = again.custom_ids()
     pressed = await h.fake.press_button(h.world.alice, again, retry_id)
     response = await pressed.wait_response()
     assert response.ephemeral
     assert response.data is not None and "request limit" in response.data["content"]
-    assert prompts(h) == ["first", "first"]
+    assert h.prompts() == ["first", "first"]

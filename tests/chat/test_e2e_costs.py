@@ -15,8 +15,7 @@ from bot.domain.conversation import estimate_tokens
 from bot.domain.costs import SpendFilter, estimate_units, format_usd, period_bounds
 from bot.domain.models import Cost, Payer, Reservation, Settlement, Turn, TurnState
 from bot.storage.costs import StoredCost
-from tests.chat.conftest import Harness, HarnessFactory
-from tests.chat.test_e2e_controls import status_with_stop
+from tests.chat.conftest import Harness, HarnessFactory, status_with_stop
 from tests.fakes.discord import Perm
 from tests.fakes.discord.models import FakeChannel, FakeMessage, FakeUser
 from tests.fakes.fal import Failure, FakeRequest, Fault, billable_units

@@ -6,15 +6,14 @@ in the bot's own server, forwarded messages, and the bad inputs of each."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from bot.domain.models import TurnState
-from tests.chat.conftest import Harness, HarnessFactory
+from tests.chat.conftest import Harness, HarnessFactory, answered, away, reply_button, reply_through
 from tests.fakes.discord import FakeInteraction, FakeMessage, Perm, UserFile
-from tests.fakes.discord.models import FakeChannel, FakeGuild, FakeUser
+from tests.fakes.discord.models import FakeUser
 from tests.fakes.fal import ModelOutput
 
 PNG = (
@@ -23,40 +22,6 @@ PNG = (
     b"\x00\x00\x00\x00IEND\xaeB`\x82"
 )
 SETTINGS_COMMANDS = ("thinking", "effort", "system", "params", "settings")
-
-
-@dataclass
-class Away:
-    """A server that did not add the bot, with carol (who installed the app) in it."""
-
-    guild: FakeGuild
-    channel: FakeChannel
-    carol: FakeUser
-
-
-def away(h: Harness) -> Away:
-    guild = h.fake.create_guild("Elsewhere", bot_member=False)
-    channel = h.fake.create_text_channel(guild, "chat")
-    carol = h.fake.create_user("carol", global_name="Carol")
-    h.fake.add_member(guild, carol)
-    h.fake.install_for_user(carol)
-    return Away(guild, channel, carol)
-
-
-def reply_button(message: FakeMessage) -> str:
-    (custom_id,) = [c for c in message.custom_ids() if c.startswith("seed:reply:")]
-    return custom_id
-
-
-async def answered(interaction: FakeInteraction, contains: str) -> FakeMessage:
-    """The interaction's last answer message (the original or a follow-up) once the answer
-    containing ``contains`` is out; the Reply button is on it."""
-
-    def done(message: FakeMessage) -> bool:
-        return any(contains in m.content for m in [message, *interaction.followups])
-
-    original = await interaction.wait_original(done, timeout=10)
-    return ([original, *interaction.followups])[-1]
 
 
 def fal_inputs(h: Harness) -> list[dict[str, Any]]:
@@ -69,21 +34,6 @@ async def latest_turn_state(h: Harness, scope_id: str) -> TurnState:
     turn = await h.app.service.latest_turn(scope_id)
     assert turn is not None
     return turn.state
-
-
-async def reply_through(
-    h: Harness, user: FakeUser, answer: FakeMessage, text: str
-) -> FakeInteraction:
-    """``user`` presses Reply under ``answer`` and submits ``text`` in the modal."""
-    press = await h.fake.press_button(user, answer, reply_button(answer))
-    assert (await press.wait_response()).type == 9
-    assert press.modal is not None
-    (field,) = [
-        c["custom_id"]
-        for row in press.modal["components"]
-        for c in row.get("components", [row.get("component", {})])
-    ]
-    return await h.fake.submit_modal(user, press, {field: text})
 
 
 # -- what is synced -------------------------------------------------------------------------

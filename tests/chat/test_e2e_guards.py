@@ -15,26 +15,7 @@ from bot.chat.bot import ChatOptions, SeedBot
 from bot.domain.models import Conversation
 from tests.chat.conftest import Harness, HarnessFactory
 from tests.fakes.discord.events import MessageCreated
-from tests.fakes.discord.models import FakeChannel, FakeMessage, FakeUser, Perm
-
-
-def button_ids(message: FakeMessage) -> list[str]:
-    return [c["custom_id"] for row in message.components for c in row.get("components", [])]
-
-
-async def converse(h: Harness, author: FakeUser, text: str) -> tuple[FakeChannel, FakeMessage]:
-    since = h.fake.mark()
-    _, thread = await h.start_thread(author, text)
-    answer = await h.answer_in(thread, since=since, contains="echo:")
-    return thread, answer
-
-
-async def say(h: Harness, author: FakeUser, thread: FakeChannel, text: str) -> FakeMessage:
-    since = h.fake.mark()
-    await h.fake.send_message(author, thread, text)
-    return await h.fake.wait_for_post(
-        thread, lambda m: "echo:" in m.content, contains=text, since=since, timeout=10
-    )
+from tests.fakes.discord.models import FakeChannel, FakeUser, Perm
 
 
 async def answer_after(h: Harness, thread: FakeChannel, change: Any) -> int:
@@ -61,8 +42,8 @@ async def deny(h: Harness, user: FakeUser) -> None:
 
 async def test_a_denied_user_cannot_retry_through_the_button(harness: Harness) -> None:
     h = harness
-    _, answer = await converse(h, h.world.alice, "first")
-    [retry_id] = button_ids(answer)
+    _, answer = await h.converse(h.world.alice, "first")
+    [retry_id] = answer.custom_ids()
     await deny(h, h.world.alice)
     pressed = await h.fake.press_button(h.world.alice, answer, retry_id)
     response = await pressed.wait_response()
@@ -75,15 +56,15 @@ async def test_a_denied_user_cannot_retry_through_the_button(harness: Harness) -
 
 async def test_a_denied_user_cannot_stop_through_the_button(harness: Harness) -> None:
     h = harness
-    thread, _ = await converse(h, h.world.alice, "first")
+    thread, _ = await h.converse(h.world.alice, "first")
     h.fal.hold()
     since = h.fake.mark()
     await h.fake.send_message(h.world.alice, thread, "keep going")
     status = await h.fake.wait_for_message(
-        thread, lambda m: any(i.startswith("seed:stop:") for i in button_ids(m)), since=since
+        thread, lambda m: any(i.startswith("seed:stop:") for i in m.custom_ids()), since=since
     )
     await deny(h, h.world.alice)
-    [stop_id] = button_ids(status)
+    [stop_id] = status.custom_ids()
     pressed = await h.fake.press_button(h.world.alice, status, stop_id)
     response = await pressed.wait_response()
     assert response.data is not None and "not allowed to use this bot" in response.data["content"]
@@ -95,8 +76,8 @@ async def test_retry_through_the_button_counts_against_the_quota(
     make_harness: HarnessFactory,
 ) -> None:
     h = await make_harness(SEED_BOT_LIMITS__USER_REQUESTS="1")
-    _, answer = await converse(h, h.world.alice, "the only one")
-    [retry_id] = button_ids(answer)
+    _, answer = await h.converse(h.world.alice, "the only one")
+    [retry_id] = answer.custom_ids()
     pressed = await h.fake.press_button(h.world.alice, answer, retry_id)
     response = await pressed.wait_response()
     assert response.data is not None and "request limit" in response.data["content"]
@@ -130,16 +111,16 @@ async def test_a_thread_name_is_never_empty(harness: Harness) -> None:
 
 async def test_in_a_shared_thread_every_user_turn_can_be_attributed(harness: Harness) -> None:
     h = harness
-    thread, _ = await converse(h, h.world.alice, "alice one")
-    await say(h, h.world.alice, thread, "alice two")
-    await say(h, h.world.bob, thread, "bob joins")
+    thread, _ = await h.converse(h.world.alice, "alice one")
+    await h.say(h.world.alice, thread, "alice two")
+    await h.say(h.world.bob, thread, "bob joins")
     request = list(h.fal.requests.values())[-1].input
     assert request["prompt"] == "[Bob]: bob joins"
     # the turns before Bob arrived are unlabelled, and the model is told whose they are
     users = [m["content"] for m in request["messages"] if m["role"] == "user"]
     assert users == ["alice one", "alice two"]
     assert "without such a label were written by Alice" in request["system_prompt"]
-    await say(h, h.world.alice, thread, "alice three")
+    await h.say(h.world.alice, thread, "alice three")
     request = list(h.fal.requests.values())[-1].input
     assert request["prompt"] == "[Alice]: alice three"
     assert "written by Alice" in request["system_prompt"]
@@ -147,8 +128,8 @@ async def test_in_a_shared_thread_every_user_turn_can_be_attributed(harness: Har
 
 async def test_one_person_alone_gets_no_labels(harness: Harness) -> None:
     h = harness
-    thread, _ = await converse(h, h.world.alice, "alone")
-    await say(h, h.world.alice, thread, "still alone")
+    thread, _ = await h.converse(h.world.alice, "alone")
+    await h.say(h.world.alice, thread, "still alone")
     request = list(h.fal.requests.values())[-1].input
     assert request["prompt"] == "still alone"
     assert "system_prompt" not in request
@@ -161,7 +142,7 @@ async def test_an_answer_to_a_locked_thread_is_explained_in_the_log_and_the_chan
     harness: Harness, caplog: pytest.LogCaptureFixture
 ) -> None:
     h = harness
-    thread, _ = await converse(h, h.world.alice, "first")
+    thread, _ = await h.converse(h.world.alice, "first")
     caplog.set_level(logging.WARNING, logger="bot.chat.delivery")
 
     async def lock() -> None:
@@ -178,7 +159,7 @@ async def test_an_answer_to_a_locked_thread_is_explained_in_the_log_and_the_chan
     # the answer nobody saw stays out of the history once the thread is open again (a
     # moderator unlocks it; the next message unarchives it)
     thread.locked = False
-    await say(h, h.world.alice, thread, "are you there?")
+    await h.say(h.world.alice, thread, "are you there?")
     users = [m for m in list(h.fal.requests.values())[-1].input["messages"] if m["role"] == "user"]
     assert [m["content"] for m in users] == ["first"]
 
@@ -187,7 +168,7 @@ async def test_a_lost_permission_in_a_thread_is_named(
     harness: Harness, caplog: pytest.LogCaptureFixture
 ) -> None:
     h = harness
-    thread, _ = await converse(h, h.world.alice, "first")
+    thread, _ = await h.converse(h.world.alice, "first")
     caplog.set_level(logging.WARNING, logger="bot.chat.delivery")
 
     async def take_permission() -> None:
@@ -209,7 +190,7 @@ async def test_a_lost_permission_in_a_thread_is_named(
 
 async def test_the_bots_own_edits_cost_no_database_work(harness: Harness) -> None:
     h = harness
-    _, answer = await converse(h, h.world.alice, "first")
+    _, answer = await h.converse(h.world.alice, "first")
     await h.app.bot.idle()
     # Every unit of work, on either execution path, passes the transaction helper's observers.
     transactions: list[str] = []
@@ -252,5 +233,5 @@ async def test_start_up_leaves_its_objects_out_of_the_collectors_way(
     h = await make_harness()
     await h.app.bot.caught_up.wait()
     assert gc.get_freeze_count() > 0
-    _, answer = await converse(h, h.world.alice, "still answering")
+    _, answer = await h.converse(h.world.alice, "still answering")
     assert "echo: still answering" in answer.content

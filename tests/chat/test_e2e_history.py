@@ -4,20 +4,9 @@ whole thread, through a Retry of its first answer."""
 
 from __future__ import annotations
 
-from tests.chat.conftest import Harness, HarnessFactory
-from tests.fakes.discord import FakeChannel, FakeMessage, FakeUser
+from tests.chat.conftest import HarnessFactory
 
 LONG = "x" * 1800  # each exchange is ~1,210 tokens; 6,500 leave room for one of them
-
-
-async def say(h: Harness, author: FakeUser, thread: FakeChannel, text: str) -> FakeMessage:
-    since = h.fake.mark()
-    await h.fake.send_message(author, thread, text)
-    answer = await h.fake.wait_for_message(
-        thread, lambda m: "echo:" in m.content, contains=text[:40], since=since, timeout=10
-    )
-    await h.app.bot.idle()
-    return answer
 
 
 async def test_a_trimmed_shared_thread_keeps_its_speakers(make_harness: HarnessFactory) -> None:
@@ -33,9 +22,9 @@ async def test_a_trimmed_shared_thread_keeps_its_speakers(make_harness: HarnessF
     await h.fake.wait_for_message(thread, contains="echo: one", since=since, timeout=10)
     await h.app.bot.idle()
 
-    await say(h, h.world.bob, thread, "bob two")
+    await h.say(h.world.bob, thread, "bob two", settle=True)
     for word in ("three", "four", "five"):
-        await say(h, h.world.alice, thread, f"{word} {LONG}")
+        await h.say(h.world.alice, thread, f"{word} {LONG}", settle=True)
 
     last = list(h.fal.requests.values())[-1].input
     sent = [m["content"] for m in last["messages"] if m["role"] == "user"]

@@ -16,8 +16,7 @@ from bot.domain import runner
 from bot.domain.models import TurnState
 from bot.storage import create_engine
 from bot.storage.tables import interactions, turns
-from tests.chat.conftest import Harness, HarnessFactory
-from tests.chat.test_e2e_everywhere import Away, answered, away, reply_through
+from tests.chat.conftest import Away, Harness, HarnessFactory, answered, away, reply_through
 from tests.fakes.discord import FakeInteraction, MessageCreated, MessageEdited
 from tests.fakes.fal import ModelOutput, billable_units
 

@@ -12,7 +12,7 @@ from bot.domain.errors import AttachmentError
 from bot.domain.models import Attachment
 from tests.chat.conftest import Harness, HarnessFactory
 from tests.fakes.discord.events import CommandsSynced, MessageCreated, MessageEdited
-from tests.fakes.discord.models import FakeChannel, UserFile
+from tests.fakes.discord.models import UserFile
 from tests.fakes.discord.standard import StandardWorld
 
 PNG = (
@@ -20,17 +20,6 @@ PNG = (
     b"\x90wS\xde\x00\x00\x00\x0cIDATx\x9cc\xf8\xff\xff?\x00\x05\xfe\x02\xfe\xa7\x35\x81\x84"
     b"\x00\x00\x00\x00IEND\xaeB`\x82"
 )
-
-
-def prompts(h: Harness) -> list[str]:
-    return [r.input["prompt"] for r in h.fal.requests.values()]
-
-
-async def open_thread(h: Harness, text: str) -> FakeChannel:
-    since = h.fake.mark()
-    _, thread = await h.start_thread(h.world.alice, text)
-    await h.answer_in(thread, since=since, contains="echo:")
-    return thread
 
 
 async def test_in_flight_cap_holds_extra_turns_back(make_harness: HarnessFactory) -> None:
@@ -93,7 +82,7 @@ async def test_history_trimming_is_announced_once(make_harness: HarnessFactory) 
 
 async def test_discord_failures_on_send_are_retried(harness: Harness) -> None:
     h = harness
-    thread = await open_thread(h, "first")
+    thread, _ = await h.converse(h.world.alice, "first")
     h.fake.fail("POST /channels/{channel_id}/messages", status=503, times=2)
     since = h.fake.mark()
     await h.fake.send_message(h.world.alice, thread, "again")
@@ -107,7 +96,7 @@ async def test_messages_waiting_for_an_answer_become_one_turn(
     # A window shorter than the time fal takes to queue "a": "b" and "c" come too late to
     # join it, and wait behind its answer together.
     h = await make_harness(SEED_BOT_DISCORD__BATCH_WINDOW_SECONDS="0.001")
-    thread = await open_thread(h, "first")
+    thread, _ = await h.converse(h.world.alice, "first")
     h.fal.hold()
     since = h.fake.mark()
     await h.fake.send_message(h.world.alice, thread, "a")
@@ -117,12 +106,12 @@ async def test_messages_waiting_for_an_answer_become_one_turn(
     await h.fake.sync_gateway()
     h.fal.unhold()
     await h.fake.wait_for_post(thread, contains="echo: b\nc", since=since, timeout=10)
-    assert prompts(h) == ["first", "a", "b\nc"]
+    assert h.prompts() == ["first", "a", "b\nc"]
 
 
 async def test_without_a_window_every_message_is_its_own_turn(harness: Harness) -> None:
     h = harness  # the harness runs with batch_window_seconds = 0
-    thread = await open_thread(h, "first")
+    thread, _ = await h.converse(h.world.alice, "first")
     h.fal.hold()
     since = h.fake.mark()
     await h.fake.send_message(h.world.alice, thread, "a")
@@ -132,7 +121,7 @@ async def test_without_a_window_every_message_is_its_own_turn(harness: Harness) 
     await h.fake.sync_gateway()
     h.fal.unhold()
     await h.fake.wait_for_post(thread, contains="echo: c", since=since, timeout=10)
-    assert prompts(h) == ["first", "a", "b", "c"]
+    assert h.prompts() == ["first", "a", "b", "c"]
 
 
 async def test_data_uri_mode_inlines_small_images(make_harness: HarnessFactory) -> None:
@@ -149,12 +138,12 @@ async def test_data_uri_mode_inlines_small_images(make_harness: HarnessFactory) 
 
 async def test_mention_required_in_threads_when_configured(make_harness: HarnessFactory) -> None:
     h = await make_harness(SEED_BOT_DISCORD__REPLY_WITHOUT_MENTION="false")
-    thread = await open_thread(h, "first")
+    thread, _ = await h.converse(h.world.alice, "first")
     await h.fake.send_message(h.world.alice, thread, "not for the bot")
     since = h.fake.mark()
     await h.fake.send_message(h.world.alice, thread, f"<@{h.bot_user.id}> for the bot")
     await h.fake.wait_for_message(thread, contains="echo: for the bot", since=since)
-    assert prompts(h) == ["first", "for the bot"]
+    assert h.prompts() == ["first", "for the bot"]
 
 
 async def test_dev_guild_gets_the_commands(

@@ -26,10 +26,6 @@ from tests.storage.conftest import BACKENDS
 BOTH_DATABASES = pytest.mark.parametrize("chat_backend", BACKENDS, indirect=True)
 
 
-def prompts(h: Harness) -> list[str]:
-    return [r.input["prompt"] for r in h.fal.requests.values()]
-
-
 async def warning_line(h: Harness, thread: FakeChannel) -> str:
     """The warning line under the answer (a long answer's last part), once it is posted."""
     await h.app.bot.idle()
@@ -85,7 +81,7 @@ async def test_inlined_text_is_capped_per_turn_and_the_reply_names_what_was_left
     thread = await h.fake.wait_for_thread(h.world.channel, from_message=message, since=since)
     await h.answer_in(thread, since=since, contains="echo:")
 
-    [prompt] = prompts(h)
+    [prompt] = h.prompts()
     assert len(prompt.encode()) <= 192 * 1024 + 2_000  # the files' text, the question, labels
     assert [f"q{i}.log" in prompt for i in range(5)] == [True, True, True, True, False]
     assert "Attached file q3.log (only its first " in prompt
@@ -105,7 +101,7 @@ async def test_text_files_over_the_count_are_left_out_by_name(
     thread = await h.fake.wait_for_thread(h.world.channel, from_message=message, since=since)
     await h.answer_in(thread, since=since, contains="echo:")
 
-    [prompt] = prompts(h)
+    [prompt] = h.prompts()
     assert "n0.md" in prompt and "n1.md" in prompt and "n2.md" not in prompt
     assert await warning_line(h, thread) == (
         "⚠️ 2 text files left out (only 2 per message are read): `n2.md`, `n3.md`"
@@ -138,7 +134,7 @@ async def test_a_burst_starting_over_reuses_the_files_already_prepared(
         h.world.alice, thread, "two", files=[UserFile("more.mp4", GeneratedBytes(1000))]
     )
     await h.fal.wait_for(lambda: h.fal.requests[first].cancel_requested)
-    await h.fal.wait_for(lambda: prompts(h)[-1].startswith("one\ntwo"))
+    await h.fal.wait_for(lambda: h.prompts()[-1].startswith("one\ntwo"))
     h.fal.unhold()
     answer = await h.answer_in(thread, since=since, contains="echo: one")
     await h.app.bot.idle()

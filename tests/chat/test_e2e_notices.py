@@ -24,14 +24,6 @@ FLOOD = 8
 EARLIER_TURN = 10**12
 
 
-async def opened(h: Harness, author: FakeUser, text: str) -> FakeChannel:
-    since = h.fake.mark()
-    _, thread = await h.start_thread(author, text)
-    await h.answer_in(thread, since=since, contains=f"echo: {text}")
-    await h.app.bot.idle()  # its answer recorded too
-    return thread
-
-
 @contextmanager
 def database_work(h: Harness) -> Iterator[list[tuple[str, bool]]]:
     """Every transaction the bot runs meanwhile: (what, whether it writes)."""
@@ -72,7 +64,7 @@ async def test_a_denied_flood_in_a_bound_thread_costs_one_reply(
     make_harness: HarnessFactory,
 ) -> None:
     h = await make_harness()
-    thread = await opened(h, h.world.bob, "bob opens")
+    thread, _ = await h.converse(h.world.bob, "bob opens", settle=True)
     (h.tmp_path / "config.toml").write_text(f'[access]\ndeny_users = ["{h.world.alice.id}"]\n')
     assert h.app.bot.reload_config is not None
     assert await h.app.bot.reload_config() == []
@@ -109,7 +101,7 @@ async def test_an_over_quota_flood_costs_one_notice_and_no_database_write(
     make_harness: HarnessFactory,
 ) -> None:
     h = await make_harness(SEED_BOT_LIMITS__USER_REQUESTS="1")
-    thread = await opened(h, h.world.alice, "the only one")
+    thread, _ = await h.converse(h.world.alice, "the only one", settle=True)
     counted = await usage_rows(h)
     with database_work(h) as work:
         since = await flood(h, h.world.alice, thread)
@@ -131,7 +123,7 @@ async def usage_rows(h: Harness) -> int:
 
 async def test_an_over_budget_flood_costs_one_notice(make_harness: HarnessFactory) -> None:
     h = await make_harness(SEED_BOT_BUDGETS__USER_DAILY_USD="1")
-    thread = await opened(h, h.world.alice, "first")
+    thread, _ = await h.converse(h.world.alice, "first", settle=True)
     await spend(h, h.world.alice, 1.0)
     with database_work(h) as work:
         since = await flood(h, h.world.alice, thread)
@@ -177,7 +169,7 @@ async def test_a_budget_too_short_for_a_turn_is_told_once_then_refused_at_the_do
     make_harness: HarnessFactory,
 ) -> None:
     h = await make_harness(SEED_BOT_BUDGETS__GUILD_DAILY_USD="5")
-    thread = await opened(h, h.world.alice, "first")
+    thread, _ = await h.converse(h.world.alice, "first", settle=True)
     # $0.0005 left: less than any turn's worst case, though not used up
     await spend(h, h.world.bob, 5.0 - 0.0005 - await spent_today(h))
     since = await flood(h, h.world.alice, thread)
@@ -207,7 +199,7 @@ async def test_a_refused_edit_tells_nothing_and_leaves_the_notice_for_a_message(
     make_harness: HarnessFactory,
 ) -> None:
     h = await make_harness(SEED_BOT_LIMITS__USER_REQUESTS="2")
-    thread = await opened(h, h.world.alice, "one")
+    thread, _ = await h.converse(h.world.alice, "one", settle=True)
     since = h.fake.mark()
     second = await h.fake.send_message(h.world.alice, thread, "two")
     await h.answer_in(thread, since=since, contains="echo: two")

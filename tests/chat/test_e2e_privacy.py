@@ -15,7 +15,7 @@ from bot.storage.tables import conversations, turns
 from tests.chat.conftest import Harness, HarnessFactory
 from tests.fakes.discord import Perm, UserFile
 from tests.fakes.discord.events import InteractionResponded
-from tests.fakes.discord.models import FakeChannel, FakeMessage, FakeUser
+from tests.fakes.discord.models import FakeChannel, FakeUser
 from tests.fakes.fal import Fault
 
 PNG = (
@@ -23,25 +23,6 @@ PNG = (
     b"\x90wS\xde\x00\x00\x00\x0cIDATx\x9cc\xf8\xff\xff?\x00\x05\xfe\x02\xfe\xa7\x35\x81\x84"
     b"\x00\x00\x00\x00IEND\xaeB`\x82"
 )
-
-
-async def converse(h: Harness, author: FakeUser, text: str) -> tuple[FakeChannel, FakeMessage]:
-    since = h.fake.mark()
-    _, thread = await h.start_thread(author, text)
-    answer = await h.answer_in(thread, since=since, contains=f"echo: {text}")
-    await h.app.bot.idle()
-    return thread, answer
-
-
-async def say(h: Harness, author: FakeUser, thread: FakeChannel, text: str) -> FakeMessage:
-    """``author`` says ``text``; the answer (speakers are named once a thread has two)."""
-    since = h.fake.mark()
-    await h.fake.send_message(author, thread, text)
-    answer = await h.fake.wait_for_message(
-        thread, lambda m: "echo:" in m.content, contains=text, since=since, timeout=10
-    )
-    await h.app.bot.idle()  # the turn is settled in the store too (delivered)
-    return answer
 
 
 async def respond(
@@ -68,12 +49,12 @@ async def test_export_holds_the_askers_own_turns_and_counts_the_others(
     harness: Harness,
 ) -> None:
     h = harness
-    thread, _ = await converse(h, h.world.alice, "first question")
+    thread, _ = await h.converse(h.world.alice, "first question", settle=True)
     since = h.fake.mark()
     await h.fake.send_message(h.world.alice, thread, "look", files=[UserFile("dot.png", PNG)])
     await h.answer_in(thread, since=since, contains="echo: look")
     await h.app.bot.idle()
-    await say(h, h.world.bob, thread, "bob chimes in")
+    await h.say(h.world.bob, thread, "bob chimes in", settle=True)
     # A turn that fails: its stored error is the bot's internal text.
     h.fal.add_fault(Fault.key_refused("submit", times=None))
     since = h.fake.mark()
@@ -114,7 +95,7 @@ async def test_export_holds_the_askers_own_turns_and_counts_the_others(
 
 async def test_export_gives_each_person_only_their_own(harness: Harness) -> None:
     h = harness
-    thread, _ = await converse(h, h.world.alice, "mine")
+    thread, _ = await h.converse(h.world.alice, "mine", settle=True)
     nothing = await respond(h, h.world.bob, thread, "export")
     assert nothing.message is not None and not nothing.message.attachments
     assert "nothing of yours to export" in nothing.message.content
@@ -127,7 +108,7 @@ async def test_export_gives_each_person_only_their_own(harness: Harness) -> None
     # Bob takes part: he gets his own turn, not Alice's, starter or not, moderator or not.
     mods = h.fake.create_role(h.world.guild, "thread mods", permissions=Perm.MANAGE_THREADS)
     h.fake.set_member_roles(h.world.guild, h.world.bob, [mods])
-    await say(h, h.world.bob, thread, "bobs own words")
+    await h.say(h.world.bob, thread, "bobs own words", settle=True)
     bobs = await respond(h, h.world.bob, thread, "export")
     assert bobs.message is not None and len(bobs.message.attachments) == 2
     files = [data.decode() for _, data in bobs.message.files]
@@ -139,9 +120,9 @@ async def test_export_gives_each_person_only_their_own(harness: Harness) -> None
 
 async def test_forget_removes_only_that_users_turns_in_that_server(harness: Harness) -> None:
     h = harness
-    thread, _ = await converse(h, h.world.alice, "alice one")
-    await say(h, h.world.bob, thread, "bob one")
-    await say(h, h.world.alice, thread, "alice two")
+    thread, _ = await h.converse(h.world.alice, "alice one", settle=True)
+    await h.say(h.world.bob, thread, "bob one", settle=True)
+    await h.say(h.world.alice, thread, "alice two", settle=True)
     other = h.fake.create_guild("Other Server")
     lobby = h.fake.create_text_channel(other, "lobby")
     h.fake.add_member(other, h.world.alice)
@@ -175,7 +156,7 @@ async def test_forget_removes_only_that_users_turns_in_that_server(harness: Harn
     away = await h.app.privacy.export(str(elsewhere.id))
     assert away is not None and [t.prompt for t in away.turns] == ["alice elsewhere"]
     # The thread still works, and the model no longer sees what Alice wrote.
-    await say(h, h.world.alice, thread, "alice three")
+    await h.say(h.world.alice, thread, "alice three", settle=True)
     assert user_texts(h) == ["[Bob]: bob one", "[Alice]: alice three"]
 
     again = await respond(h, h.world.bob, lobby, "forget")
@@ -184,9 +165,9 @@ async def test_forget_removes_only_that_users_turns_in_that_server(harness: Harn
 
 async def test_forget_in_a_dm_works_on_the_dm(make_harness: HarnessFactory) -> None:
     h = await make_harness(SEED_BOT_DISCORD__ALLOW_DMS="true")
-    thread, _ = await converse(h, h.world.alice, "in the server")
+    thread, _ = await h.converse(h.world.alice, "in the server", settle=True)
     dm = h.fake.dm_channel(h.world.alice)
-    await say(h, h.world.alice, dm, "in private")
+    await h.say(h.world.alice, dm, "in private", settle=True)
 
     asked = await respond(h, h.world.alice, dm, "forget")
     assert asked.message is not None and "in our direct messages" in asked.message.content
@@ -236,9 +217,9 @@ async def test_retention_sets_upload_lifetime_and_storing_can_be_allowed(
 
 async def test_the_bot_sweeps_old_turns_at_start(make_harness: HarnessFactory) -> None:
     first = await make_harness()
-    thread, _ = await converse(first, first.world.alice, "long ago")
-    await say(first, first.world.alice, thread, "also long ago")
-    await say(first, first.world.bob, thread, "yesterday")
+    thread, _ = await first.converse(first.world.alice, "long ago", settle=True)
+    await first.say(first.world.alice, thread, "also long ago", settle=True)
+    await first.say(first.world.bob, thread, "yesterday", settle=True)
     await first.stop()
     long_ago = datetime.now(UTC) - timedelta(days=31)
     engine = create_engine(first.app.config.database.url)
@@ -258,5 +239,5 @@ async def test_the_bot_sweeps_old_turns_at_start(make_harness: HarnessFactory) -
     async with h.app.engine.connect() as conn:
         left = (await conn.scalars(select(turns.c.prompt))).all()
     assert left == ["yesterday"]
-    await say(h, h.world.alice, thread, "today")
+    await h.say(h.world.alice, thread, "today", settle=True)
     assert user_texts(h) == ["[Bob]: yesterday", "[Alice]: today"]

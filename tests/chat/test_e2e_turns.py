@@ -14,7 +14,7 @@ from bot.domain.errors import FieldProblem, ModelInputRejected
 from bot.domain.models import Turn, TurnState
 from tests.chat.conftest import Harness, HarnessFactory
 from tests.fakes.discord.events import MessageCreated
-from tests.fakes.discord.models import FakeChannel, FakeMessage, FakeUser, Perm, UserFile
+from tests.fakes.discord.models import Perm, UserFile
 from tests.fakes.fal import Failure, ModelOutput, echo_responder
 
 PNG = (
@@ -28,35 +28,15 @@ PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
 FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,})")
 
 
-def prompts(h: Harness) -> list[str]:
-    return [r.input["prompt"] for r in h.fal.requests.values()]
-
-
-async def say(h: Harness, author: FakeUser, thread: FakeChannel, text: str) -> FakeMessage:
-    """``author`` writes ``text`` in a bound thread; returns the bot's answer."""
-    since = h.fake.mark()
-    await h.fake.send_message(author, thread, text)
-    return await h.fake.wait_for_post(
-        thread, lambda m: "echo:" in m.content, contains=text, since=since, timeout=10
-    )
-
-
-async def converse(h: Harness, text: str, **kwargs: Any) -> tuple[FakeChannel, FakeMessage]:
-    since = h.fake.mark()
-    _, thread = await h.start_thread(h.world.alice, text, **kwargs)
-    answer = await h.answer_in(thread, since=since, contains="echo:")
-    return thread, answer
-
-
 # -- who is speaking ---------------------------------------------------------------------------
 
 
 async def test_second_speaker_turns_are_prefixed_with_display_names(harness: Harness) -> None:
     h = harness
-    thread, _ = await converse(h, "hello from alice")
-    await say(h, h.world.bob, thread, "bob chiming in")
-    await say(h, h.world.alice, thread, "alice again")
-    assert prompts(h) == [
+    thread, _ = await h.converse(h.world.alice, "hello from alice")
+    await h.say(h.world.bob, thread, "bob chiming in")
+    await h.say(h.world.alice, thread, "alice again")
+    assert h.prompts() == [
         "hello from alice",
         "[Bob]: bob chiming in",
         "[Alice]: alice again",
@@ -69,7 +49,7 @@ async def test_second_speaker_turns_are_prefixed_with_display_names(harness: Har
 async def test_more_than_six_images_are_capped_with_one_warning(harness: Harness) -> None:
     h = harness
     files = [UserFile(f"img{n}.png", PNG) for n in range(1, 9)]
-    thread, _ = await converse(h, "look at all these", files=files)
+    thread, _ = await h.converse(h.world.alice, "look at all these", files=files)
     [request] = h.fal.requests.values()
     assert len(request.input["image_urls"]) == 6
     warning_lines = [
@@ -87,7 +67,7 @@ async def test_more_than_six_images_are_capped_with_one_warning(harness: Harness
 async def test_unsupported_types_are_named_and_not_sent(harness: Harness) -> None:
     h = harness
     files = [UserFile("scan.bmp", BMP), UserFile("paper.pdf", PDF)]
-    thread, _ = await converse(h, "what about these", files=files)
+    thread, _ = await h.converse(h.world.alice, "what about these", files=files)
     [request] = h.fal.requests.values()
     assert not request.input.get("image_urls") and not request.input.get("video_urls")
     assert h.fal.files == {}
@@ -107,7 +87,7 @@ async def test_small_text_files_are_inlined_as_fenced_blocks(harness: Harness) -
         UserFile("notes.txt", b"remember the milk\n"),
         UserFile("hello.py", b"print('hi')\n"),
     ]
-    await converse(h, "review these", files=files)
+    await h.converse(h.world.alice, "review these", files=files)
     [request] = h.fal.requests.values()
     prompt = request.input["prompt"]
     assert prompt.startswith("review these")
@@ -207,7 +187,7 @@ async def test_mention_replying_to_a_message_includes_it(harness: Harness) -> No
     original = await h.fake.send_message(
         h.world.bob, h.world.channel, "the sky is green", files=[UserFile("sky.png", PNG)]
     )
-    await converse(h, "is this true?", reply_to=original)
+    await h.converse(h.world.alice, "is this true?", reply_to=original)
     [request] = h.fal.requests.values()
     prompt = request.input["prompt"]
     assert "the sky is green" in prompt and "Bob" in prompt
@@ -226,7 +206,7 @@ async def test_dm_answered_when_allowed(make_harness: HarnessFactory) -> None:
     await h.fake.send_message(h.world.alice, dm, "hello in private")
     answer = await h.answer_in(dm, since=since, contains="echo: hello in private")
     assert answer.channel_id == dm.id
-    assert prompts(h) == ["hello in private"]
+    assert h.prompts() == ["hello in private"]
 
 
 async def test_dm_refused_when_not_allowed(harness: Harness) -> None:
@@ -237,8 +217,8 @@ async def test_dm_refused_when_not_allowed(harness: Harness) -> None:
     refusal = await h.fake.wait_for_message(dm, since=since)
     assert "Direct messages are turned off" in refusal.content
     # barrier: a later positive event, then nothing more happened in the DM
-    await converse(h, "after the dm")
-    assert prompts(h) == ["after the dm"]
+    await h.converse(h.world.alice, "after the dm")
+    assert h.prompts() == ["after the dm"]
     assert len(h.fake.bot_messages(dm)) == 1
 
 
@@ -259,8 +239,8 @@ async def test_bots_webhooks_and_unmentioned_messages_are_ignored(harness: Harne
     await h.fake.send_message(h.world.alice, channel, "no mention in a channel")
     await h.fake.send_message(h.world.bob, loose, "no mention in an unbound thread")
     # barrier: a message that is answered, sent after the ignored ones
-    await converse(h, "the real one")
-    assert prompts(h) == ["the real one"]
+    await h.converse(h.world.alice, "the real one")
+    assert h.prompts() == ["the real one"]
     created = [e for e in h.fake.events_of(MessageCreated, since=since) if e.by_bot]
     assert all(h.fake.channels[e.message.channel_id].parent_id is not None for e in created)
     assert h.fake.bot_messages(loose) == []
@@ -298,7 +278,7 @@ async def test_a_refused_attachment_is_left_out_named_and_the_turn_goes_on(
     """One unusable image among several: the others go through, the reply names it."""
     h = harness
     h.fal.responder = refusing(PNG)
-    thread, _ = await converse(h, "first good question")
+    thread, _ = await h.converse(h.world.alice, "first good question")
     since = h.fake.mark()
     files = [UserFile("good.png", PNG), UserFile("broken.png", PNG), UserFile("fine.png", PNG)]
     await h.fake.send_message(h.world.alice, thread, "and these pictures?", files=files)
@@ -309,7 +289,7 @@ async def test_a_refused_attachment_is_left_out_named_and_the_turn_goes_on(
     sent = answered.input["image_urls"]
     assert len(sent) == 2 and not any(u.endswith("/broken.png") for u in sent)
     # the refused attempt leaves no trace in the history; the answered one is in it
-    await say(h, h.world.alice, thread, "third question")
+    await h.say(h.world.alice, thread, "third question")
     history = list(h.fal.requests.values())[-1].input.get("messages", [])
     assert [m["role"] for m in history] == ["user", "assistant", "user", "assistant"]
     assert history[0]["content"] == "first good question"
@@ -333,7 +313,7 @@ async def test_undownloadable_image_is_named_with_request_id(
     # rejects the request with file_download_error on image_urls[0].
     h = await make_harness(SEED_BOT_FAL__ATTACHMENT_MODE="discord_url")
     assert h.fal.allowed_media_hosts == set()
-    thread, _ = await converse(h, "plain start")
+    thread, _ = await h.converse(h.world.alice, "plain start")
     since = h.fake.mark()
     # An image alone: without it nothing is left to answer, so the turn fails, naming it.
     await h.fake.send_message(h.world.alice, thread, "", files=[UserFile("holiday.png", PNG)])
@@ -343,7 +323,7 @@ async def test_undownloadable_image_is_named_with_request_id(
     assert "`holiday.png`" in error.content
     assert f"(request `{failed.id}`)" in error.content
     assert "Traceback" not in error.content and h.fal.base_url not in error.content
-    await say(h, h.world.alice, thread, "next one")
+    await h.say(h.world.alice, thread, "next one")
     last = list(h.fal.requests.values())[-1]
     assert [m["content"] for m in last.input.get("messages", [])] == [
         "plain start",
@@ -410,7 +390,7 @@ async def test_status_message_edited_into_reply_carries_reasoning_file(
 async def test_turns_of_one_thread_are_answered_in_order(harness: Harness) -> None:
     # Different people, so nothing is batched: three turns, answered in arrival order.
     h = harness
-    thread, _ = await converse(h, "opening")
+    thread, _ = await h.converse(h.world.alice, "opening")
     since = h.fake.mark()
     said = [(h.world.alice, "second"), (h.world.bob, "third"), (h.world.alice, "fourth")]
     for author, text in said:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from bot.domain.attachments import AttachmentLimits, ByteGate, cut_text, plan_attachments
+from bot.domain.attachments import AttachmentLimits, cut_text, plan_attachments
 from bot.domain.models import Attachment
+from bot.domain.preparation import ByteGate
 
 
 async def holder(gate: ByteGate, size: int, got: list[int], release: asyncio.Event) -> None:

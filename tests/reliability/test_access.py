@@ -34,10 +34,6 @@ async def refused_with_notice(
     return notice
 
 
-def prompts(h: Harness) -> list[str]:
-    return [r.input["prompt"] for r in h.fal.requests.values()]
-
-
 async def test_denied_user_gets_one_notice_and_no_model_call(
     discord_world: StandardWorld, make_harness: HarnessFactory
 ) -> None:
@@ -46,7 +42,7 @@ async def test_denied_user_gets_one_notice_and_no_model_call(
         h, h.world.alice, h.world.channel, "let me in", "you are not allowed to use this bot"
     )
     await answered(h, h.world.bob, "bob may")
-    assert prompts(h) == ["bob may"]
+    assert h.prompts() == ["bob may"]
     # one notice in the channel, one thread (bob's), nothing else
     assert len(h.fake.bot_messages(h.world.channel)) == 1
     assert len(h.fake.threads(h.world.channel)) == 1
@@ -64,7 +60,7 @@ async def test_denied_user_is_refused_inside_an_existing_thread_too(
     since = h.fake.mark()
     await h.fake.send_message(h.world.bob, thread, "bob again")
     await h.answer_in(thread, since=since, contains="echo: bob again")
-    assert prompts(h) == ["bob opens", "bob again"]
+    assert h.prompts() == ["bob opens", "bob again"]
     # alice's message never became part of the conversation
     assert [m["content"] for m in list(h.fal.requests.values())[-1].input["messages"]] == [
         "bob opens",
@@ -84,7 +80,7 @@ async def test_allow_users_refuses_everyone_else(
         "you are not on this bot's list of allowed users",
     )
     await answered(h, h.world.bob, "only bob")
-    assert prompts(h) == ["only bob"]
+    assert h.prompts() == ["only bob"]
 
 
 async def test_deny_roles_refuses_a_member_holding_the_role(
@@ -104,7 +100,7 @@ async def test_deny_roles_refuses_a_member_holding_the_role(
     since = h.fake.mark()
     await h.fake.send_message(h.world.alice, thread, "still me")
     await h.answer_in(thread, since=since, contains="echo:")
-    assert prompts(h) == ["no role, fine", "still me"]
+    assert h.prompts() == ["no role, fine", "still me"]
     assert not [m for m in h.fake.bot_messages(thread) if "Sorry" in m.content]
 
 
@@ -125,7 +121,7 @@ async def test_allow_roles_limits_the_bot_to_members_with_the_role(
         h, h.world.alice, h.world.channel, "me?", "this bot is limited to certain roles"
     )
     await answered(h, carol, "vip here")
-    assert prompts(h) == ["vip here"]
+    assert h.prompts() == ["vip here"]
 
 
 async def test_denied_category_covers_its_channels_and_their_threads(
@@ -141,7 +137,7 @@ async def test_denied_category_covers_its_channels_and_their_threads(
     loose = await fake.create_thread(h.world.alice, inside, "a thread in the category")
     await refused_with_notice(h, h.world.bob, loose, "in its thread", reason)
     await answered(h, h.world.alice, "outside is fine")
-    assert prompts(h) == ["outside is fine"]
+    assert h.prompts() == ["outside is fine"]
     assert fake.threads(inside) == [loose]
 
 
@@ -156,7 +152,7 @@ async def test_denied_channel_covers_threads_inside_it(
     thread = await fake.create_thread(h.world.bob, secret, "side talk")
     await refused_with_notice(h, h.world.bob, thread, "in the thread?", reason)
     await answered(h, h.world.bob, "general works")
-    assert prompts(h) == ["general works"]
+    assert h.prompts() == ["general works"]
 
 
 async def test_allow_and_deny_guilds(
@@ -174,7 +170,7 @@ async def test_allow_and_deny_guilds(
         h, h.world.alice, lobby, "over here", "this bot is not enabled in this server"
     )
     await answered(h, h.world.alice, "home server")
-    assert prompts(h) == ["home server"]
+    assert h.prompts() == ["home server"]
 
 
 async def test_guild_not_on_the_allow_list_is_refused(
@@ -189,7 +185,7 @@ async def test_guild_not_on_the_allow_list_is_refused(
         h, h.world.alice, h.world.channel, "here?", "this bot is not enabled in this server"
     )
     await answered(h, h.world.alice, "allowed server", channel=lobby)
-    assert prompts(h) == ["allowed server"]
+    assert h.prompts() == ["allowed server"]
 
 
 async def test_quiet_denial_says_nothing(
@@ -203,7 +199,7 @@ async def test_quiet_denial_says_nothing(
     await h.mention(h.world.alice, "hello?")
     # barrier: bob's message, sent later, is answered, so alice's has been handled
     await answered(h, h.world.bob, "after alice")
-    assert prompts(h) == ["after alice"]
+    assert h.prompts() == ["after alice"]
     assert h.fake.bot_messages(h.world.channel) == []
     assert len(h.fake.threads(h.world.channel)) == 1
     # nothing at all went to alice's message: no reply, no reaction, no typing in #general
@@ -228,7 +224,7 @@ async def test_denied_user_slash_ask_is_refused_ephemerally(
     await interaction.wait_response()
     # barrier: bob's /ask, invoked later, is answered
     await h.fake.wait_for_message(None, contains="echo: bob asks", since=since, timeout=10)
-    assert prompts(h) == ["bob asks"]
+    assert h.prompts() == ["bob asks"]
     assert len(h.fake.threads(h.world.channel)) == 1
 
 

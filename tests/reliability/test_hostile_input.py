@@ -4,10 +4,8 @@ conversation (the next normal message is answered with the earlier good history 
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import re
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,37 +16,18 @@ from tests.chat.conftest import Harness, HarnessFactory
 from tests.fakes.discord import InteractionResponded, MessageCreated, MessageEdited
 from tests.fakes.discord.models import FakeChannel, FakeMessage, UserFile
 from tests.fakes.fal import Failure, ModelOutput, echo_responder
+from tests.reliability.conftest import bot_errors
 
 PNG = (
     b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02\x00\x00\x00"
     b"\x90wS\xde\x00\x00\x00\x0cIDATx\x9cc\xf8\xff\xff?\x00\x05\xfe\x02\xfe\xa7\x35\x81\x84"
     b"\x00\x00\x00\x00IEND\xaeB`\x82"
 )
-GIF = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00,"
+# A bitmap: a type the model does not take, so every one of these files is left out by name.
+BMP = b"BM" + bytes(60)
 EXE = b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00" + b"\x00" * 48
 FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,})", re.M)
 GOOD = "good start"
-
-
-class ErrorRecords(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(level=logging.ERROR)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@contextlib.contextmanager
-def bot_errors() -> Iterator[ErrorRecords]:
-    """ERROR records of the bot's own loggers (a crashed turn task logs one)."""
-    handler = ErrorRecords()
-    logger = logging.getLogger("bot")
-    logger.addHandler(handler)
-    try:
-        yield handler
-    finally:
-        logger.removeHandler(handler)
 
 
 # -- helpers the cases use ----------------------------------------------------------------------
@@ -192,19 +171,19 @@ async def exe_labelled_png(h: Harness, thread: FakeChannel) -> None:
 async def hostile_filenames(h: Harness, thread: FakeChannel) -> None:
     role = h.fake.create_role(h.world.guild, "mods", mentionable=True)
     names = [
-        "../../etc/passwd.gif",
-        "a`b```c.gif",
-        "||spoiler||.gif",
-        "@everyone.gif",
-        f"<@&{role.id}>.gif",
-        "two\nlines.gif",
-        "x" * 300 + ".gif",
+        "../../etc/passwd.bmp",
+        "a`b```c.bmp",
+        "||spoiler||.bmp",
+        "@everyone.bmp",
+        f"<@&{role.id}>.bmp",
+        "two\nlines.bmp",
+        "x" * 300 + ".bmp",
     ]
-    files = tuple(UserFile(name, GIF, content_type="image/gif") for name in names)
+    files = tuple(UserFile(name, BMP, content_type="image/bmp") for name in names)
     messages = await send_and_wait(h, thread, "odd names", files=files)
     # one short line for everything left out, file names unable to break markdown or ping
     [warning] = warnings_of(messages)
-    assert "`../../etc/passwd.gif`" in warning
+    assert "`../../etc/passwd.bmp`" in warning
     assert "||" not in warning and "@everyone" not in warning and f"<@&{role.id}>" not in warning
     assert warning.count("`") % 2 == 0, warning
     assert len(warning) < 600

@@ -43,13 +43,6 @@ async def answered_in(h: Harness, author: FakeUser, thread: FakeChannel, text: s
     )
 
 
-async def opened(h: Harness, author: FakeUser, text: str) -> FakeChannel:
-    since = h.fake.mark()
-    _, thread = await h.start_thread(author, text)
-    await h.answer_in(thread, since=since, contains=f"echo: {text}")
-    return thread
-
-
 async def refusal_in(
     h: Harness, author: FakeUser, channel: FakeChannel, text: str
 ) -> tuple[FakeMessage, FakeMessage]:
@@ -73,7 +66,7 @@ async def test_user_quota_refuses_the_third_message_and_counts_no_refusal(
 ) -> None:
     h = await make_harness(SEED_BOT_LIMITS__USER_REQUESTS="2")
     alice, bob = h.world.alice, h.world.bob
-    thread = await opened(h, alice, "one")
+    thread, _ = await h.converse(alice, "one")
     await answered_in(h, alice, thread, "two")
     message, refusal = await refusal_in(h, alice, thread, "three")
     assert refusal.content.startswith("⚠️ You have reached the bot's request limit")
@@ -107,8 +100,8 @@ async def test_guild_quota_refuses_once_the_server_is_used_up(
 ) -> None:
     h = await make_harness(SEED_BOT_LIMITS__GUILD_REQUESTS="2")
     alice, bob = h.world.alice, h.world.bob
-    await opened(h, alice, "from alice")
-    await opened(h, bob, "from bob")
+    await h.converse(alice, "from alice")
+    await h.converse(bob, "from bob")
     since = h.fake.mark()
     message = await h.mention(alice, "one more")
     refusal = await h.fake.wait_for_message(h.world.channel, since=since, timeout=10)
@@ -123,7 +116,7 @@ async def test_guild_quota_refuses_once_the_server_is_used_up(
 
 async def test_server_quota_refusal_costs_the_user_nothing(make_harness: HarnessFactory) -> None:
     h = await make_harness(SEED_BOT_LIMITS__GUILD_REQUESTS="1")
-    await opened(h, h.world.bob, "bob uses the server's only request")
+    await h.converse(h.world.bob, "bob uses the server's only request")
     since = h.fake.mark()
     for text in ("alice tries", "alice tries again"):
         await h.mention(h.world.alice, text)
@@ -138,7 +131,7 @@ async def test_server_quota_refusal_costs_the_user_nothing(make_harness: Harness
 
 async def test_slash_ask_over_quota_is_refused_ephemerally(make_harness: HarnessFactory) -> None:
     h = await make_harness(SEED_BOT_LIMITS__USER_REQUESTS="1")
-    await opened(h, h.world.alice, "the only one")
+    await h.converse(h.world.alice, "the only one")
     interaction = await h.fake.invoke_command(
         h.world.alice, h.world.channel, "ask", {"prompt": "and another"}
     )

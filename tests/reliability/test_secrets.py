@@ -16,24 +16,16 @@ from tests.fakes.discord import InteractionResponded, MessageCreated, MessageEdi
 from tests.fakes.discord.models import UserFile
 from tests.fakes.discord.server import FakeDiscord
 from tests.fakes.fal import DEFAULT_KEY, Failure, FakeFal, echo_responder
+from tests.reliability.conftest import KeptRecords
 from tests.test_cli import PNG, fal_env, seed_bot
 
 LOGGERS = ("", "discord", "aiohttp", "sqlalchemy", "sqlalchemy.engine", "asyncio", "bot", "alembic")
 
 
-class Everything(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(level=logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
 @pytest.fixture
-def all_logs() -> Iterator[Everything]:
+def all_logs() -> Iterator[KeptRecords]:
     """Every log record of every logger, at DEBUG."""
-    handler = Everything()
+    handler = KeptRecords(logging.DEBUG)
     root = logging.getLogger()
     previous = {name: logging.getLogger(name).level for name in LOGGERS}
     every = [
@@ -79,7 +71,7 @@ def record_texts(record: logging.LogRecord) -> list[str]:
 
 
 async def test_a_full_session_leaks_no_secret(
-    all_logs: Everything, make_harness: HarnessFactory, fake_discord: FakeDiscord
+    all_logs: KeptRecords, make_harness: HarnessFactory, fake_discord: FakeDiscord
 ) -> None:
     secrets = {"discord token": fake_discord.token, "fal key": DEFAULT_KEY}
     h: Harness = await make_harness()

@@ -12,7 +12,7 @@ from tests.chat.conftest import harness_config
 from tests.fakes.discord import StandardWorld, run_client
 from tests.fakes.discord.server import FakeDiscord
 from tests.fakes.fal import Call, FakeFal
-from tests.reliability.test_hostile_input import bot_errors
+from tests.reliability.conftest import bot_errors
 
 
 async def test_stopping_with_turns_in_flight_logs_no_error_and_keeps_them(

@@ -407,7 +407,8 @@ class FakeAttachment:
         """The CDN path, e.g. ``/attachments/{channel_id}/{id}/{filename}``."""
         from urllib.parse import quote
 
-        return f"/{self.kind}/{self.owner_id}/{self.id}/{quote(self.filename)}"
+        # One path segment whatever the name holds (Discord never lets a name add segments).
+        return f"/{self.kind}/{self.owner_id}/{self.id}/{quote(self.filename, safe='')}"
 
 
 @dataclass(frozen=True)

@@ -390,19 +390,12 @@ class RestApi:
 
     def _register_all(self) -> None:
         r = self.route
-        r("GET", "/gateway", self.get_gateway)
         r("GET", "/gateway/bot", self.get_gateway_bot)
         r("GET", "/users/@me", self.get_me)
         r("POST", "/users/@me/channels", self.create_dm)
         r("GET", "/users/{user_id}", self.get_user)
         r("GET", "/oauth2/applications/@me", self.get_application)
-        r("GET", "/applications/@me", self.get_application)
         r("GET", "/guilds/{guild_id}", self.get_guild)
-        r("GET", "/guilds/{guild_id}/channels", self.get_guild_channels)
-        r("GET", "/guilds/{guild_id}/roles", self.get_roles)
-        r("GET", "/guilds/{guild_id}/members", self.list_members)
-        r("GET", "/guilds/{guild_id}/members/{member_id}", self.get_member)
-        r("GET", "/guilds/{guild_id}/threads/active", self.get_active_threads)
         r("GET", "/channels/{channel_id}", self.get_channel)
         r("GET", "/channels/{channel_id}/messages", self.get_messages)
         r("POST", "/channels/{channel_id}/messages", self.create_message)
@@ -413,22 +406,14 @@ class RestApi:
         r("POST", "/channels/{channel_id}/messages/{message_id}/threads", self.thread_from_message)
         r("POST", "/channels/{channel_id}/threads", self.thread_without_message)
         r("PUT", "/channels/{channel_id}/thread-members/@me", self.join_thread)
-        r("DELETE", "/channels/{channel_id}/thread-members/@me", self.leave_thread)
-        r("GET", "/channels/{channel_id}/thread-members", self.list_thread_members)
         r("PUT", "/channels/{channel_id}/thread-members/{user_id}", self.add_thread_member)
         reactions = "/channels/{channel_id}/messages/{message_id}/reactions/{emoji}"
         r("PUT", reactions + "/@me", self.add_reaction)
         r("DELETE", reactions + "/@me", self.remove_own_reaction)
-        r("DELETE", reactions + "/{member_id}", self.remove_reaction)
         r("GET", "/applications/{application_id}/commands", self.get_commands)
         r("PUT", "/applications/{application_id}/commands", self.put_commands)
-        r("POST", "/applications/{application_id}/commands", self.upsert_command)
-        r("DELETE", "/applications/{application_id}/commands/{command_id}", self.delete_command)
         guild_commands = "/applications/{application_id}/guilds/{guild_id}/commands"
-        r("GET", guild_commands, self.get_commands)
         r("PUT", guild_commands, self.put_commands)
-        r("POST", guild_commands, self.upsert_command)
-        r("DELETE", guild_commands + "/{command_id}", self.delete_command)
         r(
             "POST",
             "/interactions/{webhook_id}/{webhook_token}/callback",
@@ -445,9 +430,6 @@ class RestApi:
         r("DELETE", hook + "/messages/{message_id}", self.delete_webhook_message, auth=False)
 
     # ---------------------------------------------------------------- identity
-
-    async def get_gateway(self, req: RestRequest) -> Reply:
-        return Reply(body={"url": self.fake.gateway_url}, schema="gateway.Gateway")
 
     async def get_gateway_bot(self, req: RestRequest) -> Reply:
         body = {
@@ -508,52 +490,6 @@ class RestApi:
         guild = self._guild(req)
         return Reply(
             body=self.fake.guild_payload(guild, members=[], full=False), schema="guild.Guild"
-        )
-
-    async def get_guild_channels(self, req: RestRequest) -> Reply:
-        guild = self._guild(req)
-        channels = [self.fake.channels[c] for c in guild.channel_ids]
-        body = [self.fake.channel_payload(c) for c in channels if not c.is_thread]
-        return Reply(body=body)
-
-    async def get_roles(self, req: RestRequest) -> Reply:
-        guild = self._guild(req)
-        return Reply(body=[self.fake.role_payload(r) for r in guild.roles.values()])
-
-    async def get_member(self, req: RestRequest) -> Reply:
-        guild = self._guild(req)
-        member = guild.members.get(req.param_id("member_id"))
-        if member is None:
-            raise ApiError.unknown_member()
-        return Reply(
-            body=self.fake.member_with_user_payload(member), schema="member.MemberWithUser"
-        )
-
-    async def list_members(self, req: RestRequest) -> Reply:
-        guild = self._guild(req)
-        if not self.fake.privileged_intents.members:
-            raise ApiError.missing_access()
-        limit = int(req.query.get("limit", "1"))
-        after = int(req.query.get("after", "0"))
-        members = sorted((m for m in guild.members.values() if m.id > after), key=lambda m: m.id)
-        return Reply(body=[self.fake.member_with_user_payload(m) for m in members[:limit]])
-
-    async def get_active_threads(self, req: RestRequest) -> Reply:
-        guild = self._guild(req)
-        threads = [
-            self.fake.channels[c]
-            for c in guild.channel_ids
-            if self.fake.channels[c].is_thread
-            and not self.fake.channels[c].archived
-            and self.fake.bot_can_view(self.fake.channels[c])
-        ]
-        members = [
-            self.fake.thread_member_payload(t, self.fake.bot_user.id)
-            for t in threads
-            if self.fake.bot_user.id in t.member_ids
-        ]
-        return Reply(
-            body={"threads": [self.fake.thread_payload(t) for t in threads], "members": members}
         )
 
     # ---------------------------------------------------------------- channels and messages
@@ -742,11 +678,6 @@ class RestApi:
             )
         return Reply(status=204)
 
-    async def leave_thread(self, req: RestRequest) -> Reply:
-        thread = self._thread(req)
-        thread.member_ids.pop(self.fake.bot_user.id, None)
-        return Reply(status=204)
-
     async def add_thread_member(self, req: RestRequest) -> Reply:
         thread = self._thread(req)
         user_id = req.param_id("user_id")
@@ -760,10 +691,6 @@ class RestApi:
             thread.member_ids[user_id] = self.fake.now()
             self.fake.record(ThreadMemberAdded(thread_id=thread.id, user_id=user_id, by_bot=True))
         return Reply(status=204)
-
-    async def list_thread_members(self, req: RestRequest) -> Reply:
-        thread = self._thread(req)
-        return Reply(body=[self.fake.thread_member_payload(thread, u) for u in thread.member_ids])
 
     # ---------------------------------------------------------------- reactions
 
@@ -793,11 +720,6 @@ class RestApi:
 
     async def remove_own_reaction(self, req: RestRequest) -> Reply:
         return await self._remove_reaction(req, self.fake.bot_user.id)
-
-    async def remove_reaction(self, req: RestRequest) -> Reply:
-        channel = self._channel(req)
-        self._require(channel, Perm.MANAGE_MESSAGES)
-        return await self._remove_reaction(req, req.param_id("member_id"))
 
     async def _remove_reaction(self, req: RestRequest, user_id: int) -> Reply:
         channel = self._channel(req)
@@ -992,35 +914,6 @@ class RestApi:
                     self.fake.problem(f"stored command is not an ApplicationCommand: {exc}")
         self.fake.record(CommandsSynced(guild_id=scope, commands=tuple(stored)))
         return stored
-
-    async def upsert_command(self, req: RestRequest) -> Reply:
-        scope = self._command_scope(req)
-        data = self._body(req)
-        self._validate_commands([data])
-        existing = next(
-            (
-                c
-                for c in self.fake.commands.values()
-                if c.guild_id == scope
-                and c.name == data["name"]
-                and c.type == int(data.get("type") or 1)
-            ),
-            None,
-        )
-        payload = self._command_body(scope, data, existing)
-        registered = RegisteredCommand(id=int(payload["id"]), guild_id=scope, payload=payload)
-        self.fake.commands[registered.id] = registered
-        return Reply(
-            status=200 if existing else 201, body=payload, schema="command.ApplicationCommand"
-        )
-
-    async def delete_command(self, req: RestRequest) -> Reply:
-        scope = self._command_scope(req)
-        command = self.fake.commands.get(req.param_id("command_id"))
-        if command is None or command.guild_id != scope:
-            raise ApiError(404, 10063, "Unknown application command")
-        del self.fake.commands[command.id]
-        return Reply(status=204)
 
     # ---------------------------------------------------------------- interactions
 
