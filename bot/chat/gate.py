@@ -1,9 +1,10 @@
 """The one gate every way in passes: messages, edits, slash commands and buttons. It applies
-the access lists and, for whatever makes a model call, the dollar budgets and the quotas; and
-it holds the rule of who may control a conversation (who started it, the owner of its
-thread, or members who may manage threads). A budget with nothing left refuses here; the
-turn's worst case is reserved against the budgets just before its submit (the service,
-through the same ``Budgets``)."""
+the access lists and, for whatever makes a model call, the dollar budgets and the quotas
+(``admit``: the checks of bot/domain/admission.py, whose ticket ``respond``/``redo`` require;
+here a refusal becomes the text to show); and it holds the rule of who may control a
+conversation (who started it, the owner of its thread, or members who may manage threads).
+A budget with nothing left refuses here; the turn's worst case is reserved against the
+budgets just before its submit (the turn runner, through the same ``Budgets``)."""
 
 from __future__ import annotations
 
