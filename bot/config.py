@@ -13,86 +13,38 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
-import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal
 
 from bot import urls
+from bot.config_keys import (
+    ENV_PREFIX,
+    Secret,
+    build_section,
+    doc_of,
+    example_value,
+    ids,
+    in_range,
+    non_negative,
+    opt,
+    opt_list,
+    positive,
+    secret_from_env,
+    snowflake_or_empty,
+)
 from bot.domain import attachments as att
 from bot.domain import costs, links
 from bot.domain import service as svc
 from bot.domain.errors import ConfigError
-from bot.domain.models import (
-    MAX_TOKENS_RANGE,
-    TEMPERATURE_RANGE,
-    TOP_P_RANGE,
-    Effort,
-    GenerationSettings,
-    Thinking,
-)
+from bot.domain.models import GenerationSettings
 from bot.domain.outage import DEFAULT_OUTAGE_TOLERANCE
 from bot.fal import settings as fal
-from bot.urls import discord_api_problem, http_url_problem, mask_password, ws_url_problem
+from bot.urls import discord_api_problem, http_url_problem, ws_url_problem
 
-ENV_PREFIX = "SEED_BOT_"
 DEFAULT_CONFIG_PATH = Path("config.toml")
-
-
-class Secret:
-    """A credential that never shows itself in a repr, a log line or an exception."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def get(self) -> str:
-        return self._value
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
-
-    def __repr__(self) -> str:
-        return "Secret('********')" if self._value else "Secret('')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-
-Check = Callable[[Any], str | None]
-
-
-def _opt(default: Any, doc: str, check: Check | None = None) -> Any:
-    """A config field: its default, one line of documentation, an optional extra check that
-    returns a problem description or None."""
-    return field(default=default, metadata={"doc": doc, "check": check})
-
-
-def _opt_list(doc: str, default: tuple[str, ...] = ()) -> Any:
-    return field(default=default, metadata={"doc": doc, "check": None})
-
-
-def _in_range(lo: float, hi: float) -> Check:
-    def check(v: Any) -> str | None:
-        return None if lo <= v <= hi else f"must be between {lo} and {hi}"
-
-    return check
-
-
-def _positive(v: Any) -> str | None:
-    return None if v > 0 else "must be greater than 0"
-
-
-def _non_negative(v: Any) -> str | None:
-    return None if v >= 0 else "must be 0 or more"
 
 
 def _db_url(v: Any) -> str | None:
@@ -101,25 +53,16 @@ def _db_url(v: Any) -> str | None:
     return "must start with sqlite+aiosqlite:// or postgresql+asyncpg://"
 
 
-def _snowflake_or_empty(v: Any) -> str | None:
-    return None if v == "" or (v.isdigit() and len(v) <= 20) else "must be a Discord id (digits)"
-
-
-def _snowflakes(v: Any) -> str | None:
-    bad = [x for x in v if not (x.isdigit() and len(x) <= 20)]
-    return f"has entries that are not Discord ids: {', '.join(bad)}" if bad else None
-
-
 @dataclass(frozen=True, slots=True)
 class DiscordConfig:
-    token: Secret = _opt(Secret(""), "Bot token. Prefer the DISCORD_TOKEN environment variable.")
-    api_base: str = _opt(
+    token: Secret = opt(Secret(""), "Bot token. Prefer the DISCORD_TOKEN environment variable.")
+    api_base: str = opt(
         "https://discord.com/api/v10",
         "Discord REST base URL (ending in /v10).",
         discord_api_problem,
     )
-    gateway_url: str = _opt(urls.DISCORD_GATEWAY_URL, "Discord gateway URL.", ws_url_problem)
-    cdn_hosts: tuple[str, ...] = _opt_list(
+    gateway_url: str = opt(urls.DISCORD_GATEWAY_URL, "Discord gateway URL.", ws_url_problem)
+    cdn_hosts: tuple[str, ...] = opt_list(
         "Hosts attachments and linked media may be downloaded from (Discord's CDN, and its "
         "media proxy that serves what links unfurl into).",
         (
@@ -129,51 +72,51 @@ class DiscordConfig:
             "images-ext-2.discordapp.net",
         ),
     )
-    dev_guild_id: str = _opt(
+    dev_guild_id: str = opt(
         "",
         "Sync slash commands to this server at start-up (instant; for development).",
-        _snowflake_or_empty,
+        snowflake_or_empty,
     )
-    reply_without_mention: bool = _opt(
+    reply_without_mention: bool = opt(
         True, "In a bound thread, answer every message, not only mentions."
     )
-    allow_dms: bool = _opt(False, "Answer direct messages (one conversation per DM channel).")
-    batch_window_seconds: float = _opt(
+    allow_dms: bool = opt(False, "Answer direct messages (one conversation per DM channel).")
+    batch_window_seconds: float = opt(
         svc.DEFAULT_BATCH_WINDOW,
         "A person's follow-up sent within this many seconds of their previous message, before "
         "its answer is in, replaces the request in flight with one turn of both (a lone "
         "message never waits; 0: no batching, every message is its own turn).",
-        _in_range(0, 30),
+        in_range(0, 30),
     )
-    catch_up_seconds: float = _opt(
+    catch_up_seconds: float = opt(
         3600.0,
         "On start, answer messages that arrived in active threads while the bot was down, "
         "up to this old (0: none).",
-        _non_negative,
+        non_negative,
     )
-    shard_count: int = _opt(
-        0, "Total shards; 0 lets Discord decide (sharding off if 1).", _non_negative
+    shard_count: int = opt(
+        0, "Total shards; 0 lets Discord decide (sharding off if 1).", non_negative
     )
-    shard_ids: tuple[str, ...] = _opt_list(
+    shard_ids: tuple[str, ...] = ids(
         'Shards this process runs (with shard_count), e.g. ["0", "1"]; empty: all.'
     )
 
 
 @dataclass(frozen=True, slots=True)
 class FalConfig:
-    key: Secret = _opt(Secret(""), "fal API key. Prefer the FAL_KEY environment variable.")
-    endpoint: str = _opt(fal.DEFAULT_ENDPOINT, "Model endpoint id.")
-    queue_base: str = _opt(fal.DEFAULT_QUEUE_BASE, "fal queue base URL.", http_url_problem)
-    rest_base: str = _opt(fal.DEFAULT_REST_BASE, "fal REST/storage base URL.", http_url_problem)
-    turn_timeout: float = _opt(
+    key: Secret = opt(Secret(""), "fal API key. Prefer the FAL_KEY environment variable.")
+    endpoint: str = opt(fal.DEFAULT_ENDPOINT, "Model endpoint id.")
+    queue_base: str = opt(fal.DEFAULT_QUEUE_BASE, "fal queue base URL.", http_url_problem)
+    rest_base: str = opt(fal.DEFAULT_REST_BASE, "fal REST/storage base URL.", http_url_problem)
+    turn_timeout: float = opt(
         svc.DEFAULT_TURN_TIMEOUT,
         "Seconds one turn may take in all before it is cancelled.",
-        _positive,
+        positive,
     )
-    connect_timeout: float = _opt(
-        fal.DEFAULT_CONNECT_TIMEOUT, "Seconds to open a connection to fal.", _positive
+    connect_timeout: float = opt(
+        fal.DEFAULT_CONNECT_TIMEOUT, "Seconds to open a connection to fal.", positive
     )
-    attachment_mode: att.AttachmentMode = _opt(
+    attachment_mode: att.AttachmentMode = opt(
         att.DEFAULT_ATTACHMENT_MODE,
         "How attachments reach the model: fal_storage (durable copy, default), discord_url "
         "(the expiring Discord link), data_uri (inline, small images only).",
@@ -181,70 +124,58 @@ class FalConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class ModelConfig:
-    thinking: Thinking | None = _opt(None, "Default thinking mode: enabled, disabled or auto.")
-    effort: Effort | None = _opt(None, "Default reasoning effort: minimal, low, medium, high.")
-    system_prompt: str | None = _opt(None, "Default system prompt.")
-    max_completion_tokens: int | None = _opt(
-        None, "Default output budget (answer + reasoning).", _in_range(*MAX_TOKENS_RANGE)
-    )
-    temperature: float | None = _opt(None, "Default temperature.", _in_range(*TEMPERATURE_RANGE))
-    top_p: float | None = _opt(None, "Default top_p.", _in_range(*TOP_P_RANGE))
-    context_budget_tokens: int = _opt(
+class ModelConfig(GenerationSettings):
+    """The config file's layer of generation parameters (one key per parameter, declared
+    in ``bot.domain.params``), and how much history is sent."""
+
+    context_budget_tokens: int = opt(
         svc.DEFAULT_CONTEXT_BUDGET_TOKENS,
         "History is trimmed (oldest turns first) to fit this many tokens.",
-        _in_range(1_000, 256_000),
+        in_range(1_000, 256_000),
     )
 
     def settings(self) -> GenerationSettings:
-        return GenerationSettings(
-            thinking=self.thinking,
-            effort=self.effort,
-            system_prompt=self.system_prompt,
-            max_completion_tokens=self.max_completion_tokens,
-            temperature=self.temperature,
-            top_p=self.top_p,
-        )
+        return self.only_settings()
 
 
 @dataclass(frozen=True, slots=True)
 class AttachmentsConfig:
-    max_image_bytes: int = _opt(
-        att.DEFAULT_MAX_IMAGE_BYTES, "Largest image sent to the model.", _positive
+    max_image_bytes: int = opt(
+        att.DEFAULT_MAX_IMAGE_BYTES, "Largest image sent to the model.", positive
     )
-    max_video_bytes: int = _opt(
-        att.DEFAULT_MAX_VIDEO_BYTES, "Largest video sent to the model.", _positive
+    max_video_bytes: int = opt(
+        att.DEFAULT_MAX_VIDEO_BYTES, "Largest video sent to the model.", positive
     )
-    max_text_bytes: int = _opt(
-        att.DEFAULT_MAX_TEXT_BYTES, "Largest text file inlined into the prompt.", _positive
+    max_text_bytes: int = opt(
+        att.DEFAULT_MAX_TEXT_BYTES, "Largest text file inlined into the prompt.", positive
     )
-    max_data_uri_bytes: int = _opt(
+    max_data_uri_bytes: int = opt(
         att.DEFAULT_MAX_DATA_URI_BYTES,
         "Largest image sent inline when attachment_mode = data_uri.",
-        _positive,
+        positive,
     )
-    max_text_files: int = _opt(
+    max_text_files: int = opt(
         att.DEFAULT_MAX_TEXT_FILES,
         "Text files inlined per message (a burst and a quoted message's files included); "
         "the reply names those left out.",
-        _positive,
+        positive,
     )
-    max_text_bytes_per_turn: int = _opt(
+    max_text_bytes_per_turn: int = opt(
         att.DEFAULT_MAX_TEXT_BYTES_PER_TURN,
         "Bytes of text inlined per message, over all its text files; a file that does not "
         "fit is cut (the model and the reply are told), the ones after it left out.",
-        _positive,
+        positive,
     )
-    max_files_in_flight: int = _opt(
+    max_files_in_flight: int = opt(
         att.DEFAULT_MAX_FILES_IN_FLIGHT,
         "Attachments being downloaded and uploaded at once, over all conversations.",
-        _positive,
+        positive,
     )
-    max_bytes_in_flight: int = _opt(
+    max_bytes_in_flight: int = opt(
         att.DEFAULT_MAX_BYTES_IN_FLIGHT,
         "Total size of the attachments being prepared at once, over all conversations "
         "(media are streamed, so memory stays far below it; a larger file goes alone).",
-        _positive,
+        positive,
     )
 
 
@@ -255,83 +186,83 @@ def _host_names(v: Any) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class LinksConfig:
-    read_pages: bool = _opt(
+    read_pages: bool = opt(
         links.DEFAULT_READ_PAGES,
         "Read the web pages linked in a message and give the model their text (public "
         "addresses only; the reply names the pages read).",
     )
-    allow_private_hosts: tuple[str, ...] = _opt(
+    allow_private_hosts: tuple[str, ...] = opt(
         (),
         "Host names (not addresses) whose pages may be read although they resolve to a "
         "private address, such as an intranet wiki.",
         _host_names,
     )
-    max_pages: int = _opt(
+    max_pages: int = opt(
         links.DEFAULT_MAX_PAGES,
         "Linked pages read per message (a burst and a quoted message's links included).",
-        _in_range(1, 10),
+        in_range(1, 10),
     )
-    max_page_bytes: int = _opt(
+    max_page_bytes: int = opt(
         links.DEFAULT_MAX_PAGE_BYTES,
         "Bytes of a page's text given to the model; a longer page is cut (the model is told).",
-        _in_range(1024, 256 * 1024),
+        in_range(1024, 256 * 1024),
     )
-    embed_wait_seconds: float = _opt(
+    embed_wait_seconds: float = opt(
         links.DEFAULT_EMBED_WAIT,
         "How long a message with a link waits for Discord to unfurl it into media before "
         "it is answered without them.",
-        _in_range(0, 10),
+        in_range(0, 10),
     )
 
 
 @dataclass(frozen=True, slots=True)
 class LimitsConfig:
-    max_in_flight: int = _opt(
-        svc.DEFAULT_MAX_IN_FLIGHT, "Model requests in flight at once, over all threads.", _positive
+    max_in_flight: int = opt(
+        svc.DEFAULT_MAX_IN_FLIGHT, "Model requests in flight at once, over all threads.", positive
     )
-    user_requests: int = _opt(
-        30, "Requests one user may make per user_window (0: no limit).", _non_negative
+    user_requests: int = opt(
+        30, "Requests one user may make per user_window (0: no limit).", non_negative
     )
-    user_window_seconds: int = _opt(3600, "Window of the per-user quota.", _positive)
-    guild_requests: int = _opt(
-        500, "Requests one server may make per guild_window (0: no limit).", _non_negative
+    user_window_seconds: int = opt(3600, "Window of the per-user quota.", positive)
+    guild_requests: int = opt(
+        500, "Requests one server may make per guild_window (0: no limit).", non_negative
     )
-    guild_window_seconds: int = _opt(3600, "Window of the per-server quota.", _positive)
-    shutdown_grace_seconds: float = _opt(
-        20.0, "On SIGTERM, how long in-flight turns may finish.", _non_negative
+    guild_window_seconds: int = opt(3600, "Window of the per-server quota.", positive)
+    shutdown_grace_seconds: float = opt(
+        20.0, "On SIGTERM, how long in-flight turns may finish.", non_negative
     )
 
 
 @dataclass(frozen=True, slots=True)
 class CostsConfig:
-    usd_per_unit: float = _opt(
+    usd_per_unit: float = opt(
         costs.DEFAULT_USD_PER_UNIT,
         "Dollars per fal billable unit (X-Fal-Billable-Units). Default: fal's published price "
         "for this endpoint, $0.0001 per 1,000 units (an input token is 1 unit, an output "
         "token 4, both doubling past 128K tokens); check the current price on "
         "https://fal.ai/models/fal-ai/bytedance/seed/v2/mini (Pricing) or its llms.txt.",
-        _non_negative,
+        non_negative,
     )
 
 
 @dataclass(frozen=True, slots=True)
 class BudgetsConfig:
-    user_daily_usd: float = _opt(
-        0.0, "Dollars one user may spend per UTC day (0: no budget).", _non_negative
+    user_daily_usd: float = opt(
+        0.0, "Dollars one user may spend per UTC day (0: no budget).", non_negative
     )
-    user_monthly_usd: float = _opt(
-        0.0, "Dollars one user may spend per UTC month (0: no budget).", _non_negative
+    user_monthly_usd: float = opt(
+        0.0, "Dollars one user may spend per UTC month (0: no budget).", non_negative
     )
-    guild_daily_usd: float = _opt(
-        0.0, "Dollars one server may spend per UTC day (0: no budget).", _non_negative
+    guild_daily_usd: float = opt(
+        0.0, "Dollars one server may spend per UTC day (0: no budget).", non_negative
     )
-    guild_monthly_usd: float = _opt(
-        0.0, "Dollars one server may spend per UTC month (0: no budget).", _non_negative
+    guild_monthly_usd: float = opt(
+        0.0, "Dollars one server may spend per UTC month (0: no budget).", non_negative
     )
-    total_monthly_usd: float = _opt(
+    total_monthly_usd: float = opt(
         0.0,
         "Dollars the whole bot may spend per UTC month, over every server and DM (0: no budget).",
-        _non_negative,
+        non_negative,
     )
 
     def rules(self) -> costs.BudgetRules:
@@ -346,42 +277,40 @@ class BudgetsConfig:
 
 @dataclass(frozen=True, slots=True)
 class AccessConfig:
-    allow_users: tuple[str, ...] = _opt_list("Only these users may use the bot (empty: all).")
-    deny_users: tuple[str, ...] = _opt_list("These users may not use the bot.")
-    allow_roles: tuple[str, ...] = _opt_list("Only members with one of these roles (empty: all).")
-    deny_roles: tuple[str, ...] = _opt_list("Members with one of these roles may not.")
-    allow_channels: tuple[str, ...] = _opt_list(
-        "Only in these channels or categories (empty: all)."
-    )
-    deny_channels: tuple[str, ...] = _opt_list("Never in these channels or categories.")
-    allow_guilds: tuple[str, ...] = _opt_list("Only in these servers (empty: all).")
-    deny_guilds: tuple[str, ...] = _opt_list("Never in these servers.")
-    allow_outside_servers: bool = _opt(
+    allow_users: tuple[str, ...] = ids("Only these users may use the bot (empty: all).")
+    deny_users: tuple[str, ...] = ids("These users may not use the bot.")
+    allow_roles: tuple[str, ...] = ids("Only members with one of these roles (empty: all).")
+    deny_roles: tuple[str, ...] = ids("Members with one of these roles may not.")
+    allow_channels: tuple[str, ...] = ids("Only in these channels or categories (empty: all).")
+    deny_channels: tuple[str, ...] = ids("Never in these channels or categories.")
+    allow_guilds: tuple[str, ...] = ids("Only in these servers (empty: all).")
+    deny_guilds: tuple[str, ...] = ids("Never in these servers.")
+    allow_outside_servers: bool = opt(
         False,
         "With a server, role or channel allow list set: still answer outside the bot's "
         "servers (DMs, group DMs, servers where a person installed the app), judged there by "
         "the user lists only.",
     )
-    denied_reply: Literal["quiet", "notice"] = _opt(
+    denied_reply: Literal["quiet", "notice"] = opt(
         "notice", "quiet: ignore denied users; notice: tell them once, briefly."
     )
 
 
 @dataclass(frozen=True, slots=True)
 class DatabaseConfig:
-    url: str = _opt(
+    url: str = opt(
         "sqlite+aiosqlite:///data/seed-bot.db",
         "SQLAlchemy URL: sqlite+aiosqlite:///path or postgresql+asyncpg://user@host/db.",
         _db_url,
     )
-    auto_migrate: bool | None = _opt(
+    auto_migrate: bool | None = opt(
         None, "Upgrade the schema on start; unset: yes for SQLite, no for PostgreSQL."
     )
-    outage_tolerance_seconds: float = _opt(
+    outage_tolerance_seconds: float = opt(
         DEFAULT_OUTAGE_TOLERANCE,
         "While the database is unreachable (or SQLite locked by another process), turns and "
         "new messages wait for it this long before they fail (0: fail after a few tries).",
-        _non_negative,
+        non_negative,
     )
 
     @property
@@ -404,7 +333,7 @@ def _listen_address(v: Any) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class HttpConfig:
-    listen: str = _opt(
+    listen: str = opt(
         "",
         'Serve /healthz, /readyz and /metrics on this "host:port" (e.g. "127.0.0.1:9464"; '
         '"0.0.0.0:9464" in a container); empty: off.',
@@ -414,10 +343,10 @@ class HttpConfig:
 
 @dataclass(frozen=True, slots=True)
 class LoggingConfig:
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = _opt(
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = opt(
         "INFO", "Log level. DEBUG also shows tracebacks of start-up failures."
     )
-    format: Literal["text", "json"] = _opt(
+    format: Literal["text", "json"] = opt(
         "text",
         "text: one readable line per event; json: one JSON object per line (time, level, "
         "logger, message and the conversation, turn, guild, channel and fal request ids).",
@@ -426,17 +355,17 @@ class LoggingConfig:
 
 @dataclass(frozen=True, slots=True)
 class PrivacyConfig:
-    fal_store_io: bool = _opt(
+    fal_store_io: bool = opt(
         fal.DEFAULT_STORE_IO,
         "Let fal store each request's prompt and answer (30 days); false sends "
         "X-Fal-Store-IO: 0 so it does not.",
     )
-    retention_days: int = _opt(
+    retention_days: int = opt(
         0,
         "Delete turns, their messages and usage detail older than this many days (checked "
         "at start and hourly), and uploaded attachments expire at fal after as long; "
         "0 keeps everything.",
-        _non_negative,
+        non_negative,
     )
 
 
@@ -460,148 +389,6 @@ class Config:
 SECTIONS: dict[str, type[Any]] = {
     f.name: typing.get_type_hints(Config)[f.name] for f in dataclasses.fields(Config)
 }
-_SNOWFLAKE_LISTS = {
-    "allow_users",
-    "deny_users",
-    "allow_roles",
-    "deny_roles",
-    "allow_channels",
-    "deny_channels",
-    "allow_guilds",
-    "deny_guilds",
-    "shard_ids",
-}
-
-_TRUE = {"true", "1", "yes", "on"}
-_FALSE = {"false", "0", "no", "off"}
-
-
-def _describe(tp: Any) -> str:
-    origin = get_origin(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in get_args(tp))
-    if origin in (types.UnionType, typing.Union):
-        inner = [a for a in get_args(tp) if a is not type(None)]
-        return _describe(inner[0]) + " (or unset)"
-    if origin is tuple:
-        return "a list of strings"
-    return {
-        str: "a string",
-        int: "a whole number",
-        float: "a number",
-        bool: "true or false",
-        Secret: "a string",
-    }.get(tp, str(tp))
-
-
-def _coerce(tp: Any, raw: Any, from_env: bool) -> Any:
-    """Turn a TOML or environment value into ``tp``; raise ValueError with the problem."""
-    origin = get_origin(tp)
-    if origin in (types.UnionType, typing.Union):
-        inner = [a for a in get_args(tp) if a is not type(None)]
-        if raw is None or (from_env and raw == ""):
-            return None
-        return _coerce(inner[0], raw, from_env)
-    if origin is Literal:
-        allowed = get_args(tp)
-        if raw not in allowed:
-            raise ValueError(f"must be {_describe(tp)}")
-        return raw
-    if origin is tuple:
-        if from_env and isinstance(raw, str):
-            return tuple(x.strip() for x in raw.split(",") if x.strip())
-        if not isinstance(raw, list) or not all(isinstance(x, str | int) for x in raw):
-            raise ValueError("must be a list of strings")
-        return tuple(str(x) for x in raw)
-    if tp is bool:
-        if isinstance(raw, bool):
-            return raw
-        if from_env and isinstance(raw, str) and raw.lower() in _TRUE | _FALSE:
-            return raw.lower() in _TRUE
-        raise ValueError("must be true or false")
-    if tp is int:
-        if from_env and isinstance(raw, str):
-            try:
-                return int(raw)
-            except ValueError:
-                raise ValueError("must be a whole number") from None
-        if isinstance(raw, bool) or not isinstance(raw, int):
-            raise ValueError("must be a whole number")
-        return raw
-    if tp is float:
-        if from_env and isinstance(raw, str):
-            try:
-                return float(raw)
-            except ValueError:
-                raise ValueError("must be a number") from None
-        if isinstance(raw, bool) or not isinstance(raw, int | float):
-            raise ValueError("must be a number")
-        return float(raw)
-    if tp is Secret:
-        if not isinstance(raw, str):
-            raise ValueError("must be a string")
-        return Secret(raw.strip())
-    if tp is str:
-        if not isinstance(raw, str):
-            raise ValueError("must be a string")
-        return raw
-    raise TypeError(f"unsupported config type {tp!r}")  # a bug in this module, not the file
-
-
-def _show(value: Any, secret: bool) -> str:
-    if secret:
-        return "(hidden)"
-    # Masked before clipping: a clipped URL could otherwise show the start of its password.
-    text = mask_password(repr(value))
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _build_section(
-    name: str,
-    cls: type[Any],
-    table: Mapping[str, Any],
-    env: Mapping[str, str],
-    problems: list[str],
-) -> Any:
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    for key in table:
-        if key not in known:
-            problems.append(f"[{name}] {key}: unknown key (known keys: {', '.join(sorted(known))})")
-    values: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        tp = hints[f.name]
-        secret = tp is Secret
-        env_name = f"{ENV_PREFIX}{name}__{f.name}".upper()
-        sources: list[tuple[str, Any, bool]] = []
-        if f.name in table:
-            sources.append((f"[{name}] {f.name}", table[f.name], False))
-        if env_name in env:
-            sources.append((f"{env_name}", env[env_name], True))
-        if not sources:
-            continue
-        where, raw, from_env = sources[-1]
-        try:
-            value = _coerce(tp, raw, from_env)
-        except ValueError as exc:
-            problems.append(f"{where} = {_show(raw, secret)}: {exc}; expected {_describe(tp)}")
-            continue
-        check: Check | None = f.metadata.get("check")
-        if f.name in _SNOWFLAKE_LISTS:
-            check = _snowflakes
-        if value is not None and check is not None and (msg := check(value)):
-            problems.append(f"{where} = {_show(raw, secret)}: {msg}")
-            continue
-        values[f.name] = value
-    return cls(**values)
-
-
-def _secret_from_env(env: Mapping[str, str], *names: str) -> Secret | None:
-    if len(names) == 1:
-        value = env.get(names[0], "").strip()
-        return Secret(value) if value else None
-    parts = [env.get(n, "").strip() for n in names]
-    return Secret(":".join(parts)) if all(parts) else None
 
 
 def load_config(
@@ -639,11 +426,11 @@ def load_config(
         if not isinstance(table, dict):
             problems.append(f"[{name}]: must be a table")
             table = {}
-        sections[name] = _build_section(name, cls, table, env, problems)
+        sections[name] = build_section(name, cls, table, env, problems)
 
-    if token := _secret_from_env(env, "DISCORD_TOKEN"):
+    if token := secret_from_env(env, "DISCORD_TOKEN"):
         sections["discord"] = dataclasses.replace(sections["discord"], token=token)
-    fal_key = _secret_from_env(env, "FAL_KEY") or _secret_from_env(
+    fal_key = secret_from_env(env, "FAL_KEY") or secret_from_env(
         env, "FAL_KEY_ID", "FAL_KEY_SECRET"
     )
     if fal_key:
@@ -671,7 +458,7 @@ def config_reference() -> list[tuple[str, str, Any, str]]:
     rows = []
     for name, cls in SECTIONS.items():
         for f in dataclasses.fields(cls):
-            rows.append((name, f.name, f.default, f.metadata.get("doc", "")))
+            rows.append((name, f.name, f.default, doc_of(f)))
     return rows
 
 
@@ -687,18 +474,6 @@ EXAMPLE_INTRO = """\
 """
 
 
-def _example_value(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return f'"{value}"'
-    if isinstance(value, tuple):
-        return "[" + ", ".join(f'"{x}"' for x in value) + "]"
-    return repr(value)
-
-
 def render_example() -> str:
     """The text of ``config.example.toml``: every key, its documentation and its default."""
     import textwrap
@@ -712,7 +487,7 @@ def render_example() -> str:
         out.extend(f"# {line}" for line in textwrap.wrap(doc, 92, break_on_hyphens=False))
         if isinstance(default, Secret):
             out.append(f'# {key} = ""   (use the environment variable instead)')
-        elif (shown := _example_value(default)) is None:
+        elif (shown := example_value(default)) is None:
             out.append(f"# {key} =   (unset by default)")
         else:
             out.append(f"{key} = {shown}")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.cli import BOT_PERMISSIONS, invite_url, user_install_url
+from bot.deploy_check import BOT_PERMISSIONS, invite_url, user_install_url
 from bot.domain.models import Cost, Payer, Reservation, Settlement
 from bot.storage import SqlStore, create_engine
 from bot.storage.migrate import upgrade

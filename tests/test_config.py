@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import Config, Secret, config_reference, load_config, render_example
+from bot.config import Config, config_reference, load_config, render_example
+from bot.config_keys import Secret
 from bot.domain.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]

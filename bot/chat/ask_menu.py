@@ -10,16 +10,16 @@ passes the quotas too."""
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol
+from typing import Any
 
 import discord
 from discord import app_commands
 
 from bot.chat import convert, texts
+from bot.chat.context import BotContext
 from bot.chat.interaction_delivery import interaction_scope
 from bot.chat.interaction_turns import (
     MODAL_TEXT_LIMIT,
-    Asker,
     answer_is_ephemeral,
     answer_through,
     may_bind_by_interaction,
@@ -36,17 +36,10 @@ EVERYWHERE = app_commands.AppCommandContext(guild=True, dm_channel=True, private
 BOTH_INSTALLS = app_commands.AppInstallationType(guild=True, user=True)
 
 
-class MenuHost(Asker, Protocol):
-    """What "Ask Seed" needs from the bot."""
-
-    @property
-    def allow_dms(self) -> bool: ...
-
-
 class AskModal(discord.ui.Modal):
     """The optional question about ``target``."""
 
-    def __init__(self, host: MenuHost, target: discord.Message) -> None:
+    def __init__(self, host: BotContext, target: discord.Message) -> None:
         super().__init__(title=texts.ASK_MODAL_TITLE, timeout=MODAL_SECONDS)
         self.asker = host
         self.target = target
@@ -157,7 +150,7 @@ class AskModal(discord.ui.Modal):
         await self.asker.service.respond(incoming, admission, batchable=False)
 
 
-def register(tree: app_commands.CommandTree[Any], host: MenuHost) -> None:
+def register(tree: app_commands.CommandTree[Any], host: BotContext) -> None:
     """Add "Ask Seed" to ``tree``, for both installation types in every context."""
 
     async def ask_seed(interaction: discord.Interaction, message: discord.Message) -> None:

@@ -15,7 +15,18 @@ from typing import Any
 import aiohttp
 import discord
 
-from bot.chat import ask_menu, commands, controls, deletions, privacy, reply_button, usage
+from bot.chat import (
+    admin_commands,
+    ask_menu,
+    commands,
+    controls,
+    conversation_commands,
+    deletions,
+    privacy,
+    reply_button,
+    settings_commands,
+    usage,
+)
 from bot.chat.delivery import TYPING_DELAY, Views
 from bot.chat.delivery_core import STATUS_DELAY
 from bot.chat.gate import Gate, GateRules
@@ -162,7 +173,9 @@ class SeedBot(discord.AutoShardedClient):
         self._housekeeping = asyncio.create_task(
             Housekeeping(self, self.service.slots).run(), name="housekeeping"
         )
-        commands.register(self.tree, self)
+        settings_commands.register(self.tree, self)
+        conversation_commands.register(self.tree, self)
+        admin_commands.register(self.tree, self)
         ask_menu.register(self.tree, self)
         privacy.register(self.tree, self)
         usage.register(self.tree, self)

@@ -3,24 +3,23 @@
 They are discord.py ``DynamicItem``s (as in discord.py's ``examples/views/dynamic_counter.py``):
 the custom id carries the turn id and the classes are registered at start-up, so a button
 keeps working after a restart and no per-message state is kept. Each button's logic lives
-in its callback and reaches the rest of the bot through :class:`Controller`. Every press
+in its callback and reaches the rest of the bot through :class:`BotContext`. Every press
 passes the gate (access lists; Retry also the quotas): discord.py sends component
 interactions to the view store, not to the command tree's check.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
-from collections.abc import Coroutine
-from typing import Any, Protocol, cast
+from typing import Any
 
 import discord
 
 from bot.chat import texts
 from bot.chat.buttons import button, view_with
-from bot.chat.gate import Gate, Refusal, may_control
+from bot.chat.context import BotContext, context_of
+from bot.chat.gate import Refusal, may_control
 from bot.chat.replies import ephemeral
 from bot.domain.flows import Redo
 from bot.domain.models import Conversation, Turn
@@ -30,24 +29,8 @@ from bot.domain.stopping import StopResult
 log = logging.getLogger(__name__)
 
 
-class Controller(Protocol):
-    """What the controls need from the bot."""
-
-    @property
-    def gate(self) -> Gate: ...
-
-    @property
-    def service(self) -> ConversationService: ...
-
-    def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]: ...
-
-
-def _controller(interaction: discord.Interaction) -> Controller:
-    return cast(Controller, interaction.client)
-
-
 async def _pressed(
-    controller: Controller, interaction: discord.Interaction, turn_id: int, unknown: str
+    controller: BotContext, interaction: discord.Interaction, turn_id: int, unknown: str
 ) -> Turn | None:
     """The turn a button is about, once the presser passed the gate's access lists (else the
     refusal, or ``unknown``, is the answer and None returned)."""
@@ -80,7 +63,7 @@ async def controlled(
     return conversation if allowed else None
 
 
-async def retry(controller: Controller, interaction: discord.Interaction, turn: Turn) -> None:
+async def retry(controller: BotContext, interaction: discord.Interaction, turn: Turn) -> None:
     """Answer ``turn`` again, when it is the latest of its conversation, settled, and the
     person may control it: a new model call, so it passes the gate's quotas like a message.
     Used by the Retry button and ``/retry``."""
@@ -124,7 +107,7 @@ class StopButton(
         return cls(int(match["turn"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        controller = _controller(interaction)
+        controller = context_of(interaction)
         turn = await _pressed(controller, interaction, self.turn_id, texts.UNKNOWN_TURN)
         if turn is None:
             return
@@ -159,7 +142,7 @@ class RetryButton(
         return cls(int(match["turn"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        controller = _controller(interaction)
+        controller = context_of(interaction)
         turn = await _pressed(controller, interaction, self.turn_id, texts.ONLY_LATEST)
         if turn is not None:
             await retry(controller, interaction, turn)

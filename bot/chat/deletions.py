@@ -10,26 +10,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection
-from typing import Protocol
 
+from bot.chat.context import BotContext
 from bot.domain.errors import StorageError
-from bot.domain.privacy import PrivacyStore
-from bot.domain.service import ConversationService
 
 log = logging.getLogger(__name__)
 
 
-class DeletionHost(Protocol):
-    """What forgetting deleted messages needs from the bot."""
-
-    @property
-    def service(self) -> ConversationService: ...
-
-    @property
-    def privacy(self) -> PrivacyStore: ...
-
-
-async def forget_deleted(host: DeletionHost, channel_id: int, message_ids: Collection[int]) -> None:
+async def forget_deleted(host: BotContext, channel_id: int, message_ids: Collection[int]) -> None:
     """Messages ``message_ids`` of channel ``channel_id`` were deleted."""
     # Only conversations hold turns: their thread or DM channel, and the message a thread was
     # opened on (in the parent channel; the thread has its id, and an archived thread is not

@@ -6,16 +6,14 @@ Seed" and the Reply button."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Coroutine, Sequence
-from typing import Any, Protocol
+from collections.abc import Sequence
 
 import discord
 
 from bot.chat import convert
-from bot.chat.gate import Gate
-from bot.chat.live_interactions import EPHEMERAL_EXTRA, LiveInteractions
+from bot.chat.context import BotContext
+from bot.chat.live_interactions import EPHEMERAL_EXTRA
 from bot.chat.threads import may_bind
 from bot.domain.admission import Admission
 from bot.domain.service import ConversationService
@@ -23,21 +21,6 @@ from bot.domain.service import ConversationService
 log = logging.getLogger(__name__)
 
 MODAL_TEXT_LIMIT = 4000  # Discord's longest value of a modal's text input
-
-
-class Asker(Protocol):
-    """What a turn through an interaction needs from the bot."""
-
-    @property
-    def gate(self) -> Gate: ...
-
-    @property
-    def service(self) -> ConversationService: ...
-
-    @property
-    def interactions(self) -> LiveInteractions: ...
-
-    def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]: ...
 
 
 def may_post(interaction: discord.Interaction, *, new_thread: bool | None = None) -> bool:
@@ -84,7 +67,7 @@ def answer_is_ephemeral(interaction: discord.Interaction, private: bool | None) 
 
 
 async def answer_through(
-    asker: Asker,
+    asker: BotContext,
     interaction: discord.Interaction,
     admission: Admission,
     *,

@@ -13,17 +13,17 @@ import io
 import logging
 import re
 from datetime import UTC, datetime
-from typing import Any, Protocol, cast
+from typing import Any
 
 import discord
 from discord import app_commands
 
-from bot.chat import texts
+from bot.chat import privacy_texts, texts
 from bot.chat.buttons import button, view_with
-from bot.chat.gate import Gate
+from bot.chat.context import BotContext, context_of
 from bot.chat.replies import ephemeral
 from bot.domain.errors import StorageError
-from bot.domain.privacy import PrivacyStore, export_files
+from bot.domain.privacy import export_files
 
 log = logging.getLogger(__name__)
 
@@ -32,36 +32,22 @@ EXPORT_MAX_BYTES = 8 * 1024 * 1024
 _DM = "dm"
 
 
-class PrivacyHost(Protocol):
-    """What these commands and the button need from the bot."""
-
-    @property
-    def gate(self) -> Gate: ...
-
-    @property
-    def privacy(self) -> PrivacyStore: ...
-
-
-def _host(interaction: discord.Interaction) -> PrivacyHost:
-    return cast(PrivacyHost, interaction.client)
-
-
-async def export(host: PrivacyHost, interaction: discord.Interaction) -> None:
+async def export(host: BotContext, interaction: discord.Interaction) -> None:
     channel = interaction.channel
     if channel is None or (
         interaction.guild_id is not None and not isinstance(channel, discord.Thread)
     ):
-        await ephemeral(interaction, texts.EXPORT_WHERE)
+        await ephemeral(interaction, privacy_texts.EXPORT_WHERE)
         return
     stored = await host.privacy.export(str(channel.id))
     if stored is None:
-        await ephemeral(interaction, texts.EXPORT_NOT_A_CONVERSATION)
+        await ephemeral(interaction, privacy_texts.EXPORT_NOT_A_CONVERSATION)
         return
     # Everyone gets their own turns (and the answers to them), nobody anyone else's: the
     # starter and moderators too.
     found = stored.for_person(str(interaction.user.id))
     if not found.turns:
-        await ephemeral(interaction, texts.EXPORT_NOTHING_OF_YOURS)
+        await ephemeral(interaction, privacy_texts.EXPORT_NOTHING_OF_YOURS)
         return
     files = {
         name: text.encode()
@@ -69,7 +55,7 @@ async def export(host: PrivacyHost, interaction: discord.Interaction) -> None:
     }
     size = sum(len(data) for data in files.values())
     if size > EXPORT_MAX_BYTES:
-        await ephemeral(interaction, texts.export_too_large(size))
+        await ephemeral(interaction, privacy_texts.export_too_large(size))
         return
     log.info(
         "conversation %s exported by user %s (%d turns, %d messages of others left out)",
@@ -80,7 +66,7 @@ async def export(host: PrivacyHost, interaction: discord.Interaction) -> None:
     )
     try:
         await interaction.response.send_message(
-            texts.export_ready(len(found.turns), found.left_out),
+            privacy_texts.export_ready(len(found.turns), found.left_out),
             files=[discord.File(io.BytesIO(data), filename=name) for name, data in files.items()],
             ephemeral=True,
             allowed_mentions=texts.NO_MENTIONS,
@@ -93,18 +79,22 @@ def _guild_key(guild_id: int | None) -> str:
     return str(guild_id) if guild_id is not None else _DM
 
 
-async def forget(host: PrivacyHost, interaction: discord.Interaction) -> None:
+async def forget(host: BotContext, interaction: discord.Interaction) -> None:
     guild_id = interaction.guild_id
     in_server = guild_id is not None
     user_id = str(interaction.user.id)
     preview = await host.privacy.forget(user_id, str(guild_id) if in_server else None, dry_run=True)
     if preview.turns == 0:
-        text = texts.FORGET_BUSY if preview.kept_unfinished else texts.forget_nothing(in_server)
+        text = (
+            privacy_texts.FORGET_BUSY
+            if preview.kept_unfinished
+            else privacy_texts.forget_nothing(in_server)
+        )
         await ephemeral(interaction, text)
         return
     try:
         await interaction.response.send_message(
-            texts.forget_confirm(preview.turns, in_server),
+            privacy_texts.forget_confirm(preview.turns, in_server),
             view=view_with(ForgetButton(interaction.user.id, _guild_key(guild_id))),
             ephemeral=True,
             allowed_mentions=texts.NO_MENTIONS,
@@ -124,7 +114,7 @@ class ForgetButton(
         super().__init__(
             button(
                 f"seed:forget:{user_id}:{guild}",
-                texts.FORGET_CONFIRM_LABEL,
+                privacy_texts.FORGET_CONFIRM_LABEL,
                 "🗑️",
                 discord.ButtonStyle.danger,
             )
@@ -139,13 +129,13 @@ class ForgetButton(
         return cls(int(match["user"]), match["guild"])
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        host = _host(interaction)
+        host = context_of(interaction)
         refusal = await host.gate.check_interaction(interaction)
         if refusal is not None:
             await ephemeral(interaction, refusal.text)
             return
         if interaction.user.id != self.user_id or self.guild != _guild_key(interaction.guild_id):
-            await ephemeral(interaction, texts.FORGET_NOT_YOURS)
+            await ephemeral(interaction, privacy_texts.FORGET_NOT_YOURS)
             return
         in_server = self.guild != _DM
         try:
@@ -164,14 +154,14 @@ class ForgetButton(
         )
         try:
             await interaction.response.edit_message(
-                content=texts.forgotten(removed.turns, removed.kept_unfinished, in_server),
+                content=privacy_texts.forgotten(removed.turns, removed.kept_unfinished, in_server),
                 view=None,
             )
         except discord.HTTPException as exc:
             log.warning("cannot confirm /forget of user %s: %s", self.user_id, exc)
 
 
-def register(tree: app_commands.CommandTree[Any], host: PrivacyHost) -> None:
+def register(tree: app_commands.CommandTree[Any], host: BotContext) -> None:
     """Add ``/export`` and ``/forget`` to ``tree`` (their button is in ``DYNAMIC_ITEMS``)."""
 
     @tree.command(name="export", description="Get this conversation as files (only you see them)")

@@ -10,43 +10,36 @@ bucket is switched off, and :func:`sweep_idle_buckets` runs on a timer (once a m
 idle for ``IDLE_BUCKET_SECONDS`` with no request waiting on it and its rate-limit window
 over, so an idle conversation keeps none.
 
-Both reach into private parts of one ``HTTPClient`` (there is no supported setting), and
-only here. They are probed: when a discord.py release lacks them, the per-bucket sweep is
-left as discord.py does it, and the timed sweep falls back to discord.py's own
-``is_inactive``; a test fails then, so this is looked at again.
+Both reach into private parts of one ``HTTPClient`` (there is no supported setting), through
+``bot/chat/discord_internals.py``, probed: when a discord.py release lacks them, the
+per-bucket sweep is left as discord.py does it and the timed sweep does nothing; a bucket of
+another shape falls back to discord.py's own ``is_inactive``.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-log = logging.getLogger(__name__)
+from discord.http import HTTPClient
 
-_SWEEP = "_try_clear_expired_ratelimits"
+from bot.chat import discord_internals
+
 #: A bucket unused this long, with nothing waiting on it and its window over, is dropped:
 #: the next request to its route makes a fresh one (as discord.py does after an expiry).
 IDLE_BUCKET_SECONDS = 60.0
 
 
-def sweep_buckets_on_time(http: Any) -> bool:
-    """Switch off ``http``'s sweep on every new bucket (``http`` is a
-    ``discord.http.HTTPClient``): :func:`sweep_idle_buckets` is to run on a timer instead.
-    False when this discord.py has no such sweep (nothing changed)."""
-    if getattr(type(http), _SWEEP, None) is None or not isinstance(
-        getattr(http, "_buckets", None), dict
-    ):
-        log.debug("discord.py has no per-bucket sweep to replace: left as it is")
-        return False
-    setattr(http, _SWEEP, lambda: None)
-    return True
+def sweep_buckets_on_time(http: HTTPClient) -> bool:
+    """Switch off ``http``'s sweep on every new bucket: :func:`sweep_idle_buckets` is to run
+    on a timer instead. False when this discord.py has no such sweep (nothing changed)."""
+    return discord_internals.stop_sweep_per_bucket(http)
 
 
-def sweep_idle_buckets(http: Any, now: float) -> int:
+def sweep_idle_buckets(http: HTTPClient, now: float) -> int:
     """Drop ``http``'s buckets that are idle at loop time ``now`` (see the module); returns
     how many went."""
-    buckets = getattr(http, "_buckets", None)
-    if not isinstance(buckets, dict):
+    buckets = discord_internals.buckets(http)
+    if buckets is None:
         return 0
     idle = [key for key, bucket in buckets.items() if _is_idle(bucket, now)]
     for key in idle:
@@ -55,12 +48,15 @@ def sweep_idle_buckets(http: Any, now: float) -> int:
 
 
 def _is_idle(bucket: Any, now: float) -> bool:
-    try:
-        last, outgoing = bucket._last_request, bucket.outgoing
-        pending, expires = bucket._pending_requests, bucket.expires
-    except AttributeError:
+    active = discord_internals.activity(bucket)
+    if active is None:
         # Another shape of bucket: discord.py's own test (five minutes unused).
         inactive = getattr(bucket, "is_inactive", None)
         return bool(inactive()) if callable(inactive) else False
-    window_over = expires is None or now > expires
-    return now - last >= IDLE_BUCKET_SECONDS and outgoing == 0 and not pending and window_over
+    window_over = active.expires is None or now > active.expires
+    return (
+        now - active.last_request >= IDLE_BUCKET_SECONDS
+        and active.outgoing == 0
+        and not active.pending
+        and window_over
+    )

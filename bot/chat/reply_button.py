@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any, cast
+from typing import Any
 
 import discord
 
 from bot.chat import texts
 from bot.chat.buttons import button, view_with
+from bot.chat.context import BotContext, context_of
 from bot.chat.controls import controlled
 from bot.chat.interaction_delivery import is_interaction_scope
 from bot.chat.interaction_turns import (
     MODAL_TEXT_LIMIT,
-    Asker,
     answer_is_ephemeral,
     answer_through,
 )
@@ -30,10 +30,6 @@ from bot.domain.admission import Admission
 from bot.domain.models import Turn
 
 log = logging.getLogger(__name__)
-
-
-def _asker(interaction: discord.Interaction) -> Asker:
-    return cast(Asker, interaction.client)
 
 
 MODAL_PREFIX = "seed:reply-modal:"
@@ -86,7 +82,7 @@ def handle_submission(interaction: discord.Interaction) -> bool:
         return False
     text = _submitted_value(interaction.data.get("components", []), TEXT_ID) or ""
     turn_id = int(match["turn"])
-    _asker(interaction).spawn(
+    context_of(interaction).spawn(
         telling_failures(interaction, _submitted(interaction, turn_id, text)),
         name=f"reply-{interaction.id}",
     )
@@ -94,7 +90,7 @@ def handle_submission(interaction: discord.Interaction) -> bool:
 
 
 async def _submitted(interaction: discord.Interaction, turn_id: int, text: str) -> None:
-    asker = _asker(interaction)
+    asker = context_of(interaction)
     text = text.strip()
     if not text:
         await ephemeral(interaction, texts.EMPTY_REPLY)
@@ -120,7 +116,9 @@ async def _submitted(interaction: discord.Interaction, turn_id: int, text: str) 
     )
 
 
-async def _continued(asker: Asker, interaction: discord.Interaction, turn_id: int) -> Turn | None:
+async def _continued(
+    asker: BotContext, interaction: discord.Interaction, turn_id: int
+) -> Turn | None:
     """The turn a Reply press or submission continues from, once the person may continue its
     conversation (the rule of Stop and Retry, against the stored conversation: the turn id
     comes from a custom id, which a client can forge); else the refusal is the answer."""
@@ -151,7 +149,7 @@ class ReplyButton(
         return cls(int(match["turn"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        asker = _asker(interaction)
+        asker = context_of(interaction)
         refusal = await asker.gate.check_interaction(interaction)
         if refusal is not None:
             await ephemeral(interaction, refusal.text)

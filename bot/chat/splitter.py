@@ -443,3 +443,22 @@ def is_fence_line(line: str) -> bool:
     """Whether ``line`` opens or closes a code fence (CommonMark rules, any indentation)."""
     match = _FENCE_LINE.fullmatch(line.rstrip())
     return match is not None and not (match[2][0] == "`" and "`" in match[3])
+
+
+ELLIPSIS: Final = "…"
+
+
+def shorten(text: str, max_length: int) -> str:
+    """``text`` cut to ``max_length`` with an ellipsis, at a word end when one is near."""
+    if len(text) <= max_length:
+        return text
+    cut = max_length - 1
+    if not text[cut].isspace():
+        space = text.rfind(" ", 0, cut)
+        if space >= max_length // 2:
+            cut = space
+        else:
+            floor = max(1, cut - GRAPHEME_BACKOFF)
+            while cut > floor and not is_grapheme_boundary(text, cut):
+                cut -= 1
+    return text[:cut].rstrip() + ELLIPSIS

@@ -1,8 +1,10 @@
 """What the bot says: every text a person sees from it, built from pure string work.
 
 The replies around a model answer (reasoning spoiler or ``reasoning.md``, the warning line),
-thread names, progress texts, refusals and error texts, and :data:`NO_MENTIONS`, the
-``allowed_mentions`` every message carries so nothing the bot posts can ping anyone. The
+progress texts, refusals and error texts, and :data:`NO_MENTIONS`, the ``allowed_mentions``
+every message carries so nothing the bot posts can ping anyone. The texts of a feature with
+commands of its own are beside it (:mod:`bot.chat.privacy_texts`,
+:mod:`bot.chat.usage_texts`); thread names are :mod:`bot.chat.thread_names`; the
 fence-aware splitting of the answer itself is :mod:`bot.chat.splitter`. Lengths are counted
 in code points, as Discord counts its limits.
 """
@@ -10,21 +12,14 @@ in code points, as Discord counts its limits.
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
 import discord
 
-from bot.chat.splitter import (
-    DISCORD_MESSAGE_LIMIT,
-    GRAPHEME_BACKOFF,
-    is_fence_line,
-    is_grapheme_boundary,
-    split_message,
-)
-from bot.domain.costs import BudgetLeft, Spending, format_usd
+from bot.chat.splitter import DISCORD_MESSAGE_LIMIT, shorten, split_message
+from bot.domain.costs import format_usd
 from bot.domain.errors import (
     AccessDenied,
     AttachmentError,
@@ -43,11 +38,11 @@ from bot.domain.errors import (
     StorageUnavailable,
 )
 from bot.domain.models import Turn
+from bot.domain.params import PARAMS
 from bot.domain.stopping import MESSAGE_DELETED
 
 NO_MENTIONS: Final = discord.AllowedMentions.none()
 
-THREAD_NAME_LIMIT: Final = 100
 WARNING_LINE_LIMIT: Final = 300
 REASONING_FILENAME: Final = "reasoning.md"
 REASONING_HEADING: Final = "**Reasoning**"
@@ -56,12 +51,10 @@ EMPTY_ANSWER: Final = "*(the model returned an empty answer)*"
 #: compose_reply and render_reasoning need room for their fixed lines (placeholder, pointer).
 MIN_REPLY_LIMIT: Final = 100
 
-_ELLIPSIS: Final = "…"
 _ZWSP: Final = "\u200b"
 _REASONING_POINTER: Final = f"{REASONING_HEADING} is in the attached `{REASONING_FILENAME}`."
 _WARNING_PREFIX: Final = "⚠️ "
 _WARNING_SEPARATOR: Final = " · "
-_DEFAULT_THREAD_NAME: Final = "Conversation"
 
 # --------------------------------------------------------------------------------------------
 # Reasoning
@@ -146,22 +139,6 @@ def render_reasoning(
 # --------------------------------------------------------------------------------------------
 
 
-def _shorten(text: str, max_length: int) -> str:
-    """``text`` cut to ``max_length`` with an ellipsis, at a word end when one is near."""
-    if len(text) <= max_length:
-        return text
-    cut = max_length - 1
-    if not text[cut].isspace():
-        space = text.rfind(" ", 0, cut)
-        if space >= max_length // 2:
-            cut = space
-        else:
-            floor = max(1, cut - GRAPHEME_BACKOFF)
-            while cut > floor and not is_grapheme_boundary(text, cut):
-                cut -= 1
-    return text[:cut].rstrip() + _ELLIPSIS
-
-
 def warning_line(notes: Sequence[str], *, max_length: int = WARNING_LINE_LIMIT) -> str | None:
     """One line telling the user what was left out (attachments, trimmed history).
 
@@ -175,7 +152,7 @@ def warning_line(notes: Sequence[str], *, max_length: int = WARNING_LINE_LIMIT) 
     parts = [part for part in parts if part]
     if not parts:
         return None
-    return _shorten(_WARNING_PREFIX + _WARNING_SEPARATOR.join(parts), max_length)
+    return shorten(_WARNING_PREFIX + _WARNING_SEPARATOR.join(parts), max_length)
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,84 +199,6 @@ def compose_reply(
 
 
 # --------------------------------------------------------------------------------------------
-# Thread names
-# --------------------------------------------------------------------------------------------
-
-# Escaped markdown characters are swapped for private-use stand-ins while markup is removed.
-_ESCAPE: Final = re.compile(r"\\([*_~`|>#\-\[\]()<:@!\\])")
-_STAND_INS: Final = range(0xF0000, 0xF0080)
-
-_DISCORD_MARKUP: Final[tuple[tuple[re.Pattern[str], str], ...]] = (
-    (re.compile(r"<a?:(\w+):\d+>"), r":\1:"),  # custom emoji
-    (re.compile(r"</([\w -]+):\d+>"), r"/\1"),  # slash command mention
-    (re.compile(r"<(?:@[!&]?|#)\d+>"), ""),  # user, role and channel mentions
-    (re.compile(r"<id:\w+>"), ""),  # guild navigation
-    (re.compile(r"<t:-?\d+(?::[tTdDfFR])?>"), ""),  # timestamps
-    (re.compile(r"\[([^\]\n]+)\]\(\s*<?[^)\s>]+>?\s*\)"), r"\1"),  # masked links
-    (re.compile(r"<((?:https?|ftp)://[^>\s]+)>"), r"\1"),  # embed-suppressed links
-)
-_LINE_PREFIX: Final = re.compile(r"^(?:\s*(?:>>>|>|#{1,3}|-#|[-*+])\s+)+")
-_EMPHASIS: Final[tuple[tuple[re.Pattern[str], str], ...]] = (
-    (re.compile(r"`+([^`]+?)`+"), r"\1"),
-    (re.compile(r"\*\*(.+?)\*\*"), r"\1"),
-    (re.compile(r"__(.+?)__"), r"\1"),
-    (re.compile(r"~~(.+?)~~"), r"\1"),
-    (re.compile(r"\|\|(.+?)\|\|"), r"\1"),
-    (re.compile(r"(?<![\w*])\*(?=\S)(.+?)(?<=\S)\*(?![\w*])"), r"\1"),
-    (re.compile(r"(?<![\w_])_(?=\S)(.+?)(?<=\S)_(?![\w_])"), r"\1"),
-)
-_STRAY_MARKUP: Final = re.compile(r"`+|\*\*|__|~~|\|\|")
-_MASS_PING: Final = re.compile(r"@(?:everyone|here)", re.IGNORECASE)
-
-
-def _restore(char: str) -> str:
-    code = ord(char)
-    if code in _STAND_INS:
-        return chr(code - _STAND_INS.start)
-    category = unicodedata.category(char)
-    if category == "Cf":
-        # Invisible and direction-changing characters (U+200B-U+200F, U+202A-U+202E,
-        # U+2066-U+2069, U+FEFF, ...): a name must show what it says.
-        return ""
-    return " " if category == "Cc" else char
-
-
-def _plain(line: str) -> str:
-    line = _ESCAPE.sub(lambda m: chr(_STAND_INS.start + ord(m[1])), line)
-    for pattern, replacement in _DISCORD_MARKUP:
-        line = pattern.sub(replacement, line)
-    line = _LINE_PREFIX.sub("", line)
-    for pattern, replacement in _EMPHASIS:
-        line = pattern.sub(replacement, line)
-    line = _STRAY_MARKUP.sub("", line)
-    # After restoring escapes, so that `\@everyone` goes too (and `@@everyonee` cannot
-    # reassemble one once the inner match is gone).
-    line = "".join(map(_restore, line))
-    while _MASS_PING.search(line):
-        line = _MASS_PING.sub("", line)
-    return " ".join(line.split())
-
-
-def thread_name(prompt: str, fallback: str) -> str:
-    """A thread name for a conversation started by ``prompt``.
-
-    The first line that still says something once mentions, timestamps and markdown are
-    removed (custom emoji become ``:name:``, links their text; fence lines are skipped), with
-    whitespace collapsed and cut to 100 characters at a word end with ``…``. ``fallback``
-    (shortened the same way) when nothing is left, and ``"Conversation"`` if that is blank too
-    (Discord refuses an empty name).
-    """
-    for line in prompt.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
-        if is_fence_line(line):
-            continue
-        name = _plain(line)
-        if name:
-            return _shorten(name, THREAD_NAME_LIMIT)
-    name = _plain(fallback)
-    return _shorten(name, THREAD_NAME_LIMIT) if name else _DEFAULT_THREAD_NAME
-
-
-# --------------------------------------------------------------------------------------------
 # Progress
 # --------------------------------------------------------------------------------------------
 
@@ -335,15 +234,11 @@ STATUS_DATABASE = "waiting for the bot's database…"
 # Errors and refusals
 # --------------------------------------------------------------------------------------------
 
+# How an input field the model refused is named; the parameters name themselves.
 FIELD_NAMES = {
     "prompt": "your message",
-    "system_prompt": "the system prompt",
     "messages": "the conversation history",
-    "thinking": "the thinking setting",
-    "reasoning_effort": "the effort setting",
-    "max_completion_tokens": "the max tokens setting",
-    "temperature": "the temperature setting",
-    "top_p": "the top_p setting",
+    **{p.wire_key: p.shown for p in PARAMS if p.wire_key is not None},
 }
 
 
@@ -370,7 +265,7 @@ def discord_escape(text: str) -> str:
 
 def clip(text: str, limit: int = 200) -> str:
     """``text`` on one line (whitespace collapsed), cut to ``limit`` with an ellipsis."""
-    return _shorten(" ".join(text.split()), limit)
+    return shorten(" ".join(text.split()), limit)
 
 
 def _field(field: str, index: int | None, names: Mapping[str, Sequence[str]]) -> str:
@@ -561,77 +456,10 @@ def asked_about(name: str, question: str, jump_url: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Privacy: /export and /forget
-# --------------------------------------------------------------------------------------------
-
-EXPORT_WHERE: Final = "⛔ Use `/export` inside a conversation's thread (or in a DM with me)."
-EXPORT_NOT_A_CONVERSATION: Final = (
-    "⛔ This channel is not a conversation with me: there is nothing to export here."
-)
-FORGET_CONFIRM_LABEL: Final = "Delete what I wrote"
-FORGET_NOT_YOURS: Final = "⛔ Only the person who asked to forget can confirm it."
-FORGET_BUSY: Final = (
-    "⏳ What you wrote here is still being answered: use `/forget` again once it is done."
-)
-
-
-def _turns(count: int) -> str:
-    return f"{count} turn" + ("" if count == 1 else "s")
-
-
-def _where(in_server: bool) -> str:
-    return "in this server" if in_server else "in our direct messages"
-
-
-EXPORT_NOTHING_OF_YOURS: Final = (
-    "⛔ You have written nothing in this conversation that is still stored: there is nothing "
-    "of yours to export. (An export holds only your own messages and the answers to them.)"
-)
-
-
-def export_ready(turns: int, left_out: int) -> str:
-    others = (
-        f"; {left_out} message{'' if left_out == 1 else 's'} of other people left out"
-        if left_out
-        else ""
-    )
-    return (
-        f"📦 Your part of this conversation ({_turns(turns)} and the answers to them{others}): "
-        "`conversation.md` to read, `conversation.json` with each of your stored turns."
-    )
-
-
-def export_too_large(size: int) -> str:
-    return (
-        f"⛔ This conversation's export ({size / 1_048_576:.1f} MB) is too large to send here; "
-        "the bot's operator can export it with `seed-bot export`."
-    )
-
-
-def forget_nothing(in_server: bool) -> str:
-    return f"Nothing you wrote {_where(in_server)} is stored: there is nothing to forget."
-
-
-def forget_confirm(turns: int, in_server: bool) -> str:
-    return (
-        f"🗑️ This deletes the {_turns(turns)} you wrote {_where(in_server)} from my stored "
-        "history: your text, your attachments' links and my answers to them. Other people's "
-        "turns stay. This cannot be undone."
-    )
-
-
-def forgotten(turns: int, kept: int, in_server: bool) -> str:
-    text = f"✅ Removed {_turns(turns)} you wrote {_where(in_server)}, and my answers to them."
-    if kept:
-        text += f" {_turns(kept)} still being answered stayed: use `/forget` again later."
-    return text
-
-
-# --------------------------------------------------------------------------------------------
 # Costs and budgets (/usage)
 # --------------------------------------------------------------------------------------------
 
-_BUDGET_OWNER: Final = {
+BUDGET_OWNER: Final = {
     "user": ("You have used your", "your"),
     "server": ("This server has used its", "this server's"),
     "bot": ("The bot has used its", "the bot's"),
@@ -640,30 +468,6 @@ _BUDGET_OWNER: Final = {
 
 def budget_refusal(error: BudgetExceeded) -> str:
     """e.g. "This server has used its $5.00 daily budget; it resets <t:…:R>." """
-    used, _ = _BUDGET_OWNER.get(error.scope, _BUDGET_OWNER["bot"])
+    used, _ = BUDGET_OWNER.get(error.scope, BUDGET_OWNER["bot"])
     when = f"<t:{int(error.resets_at.timestamp())}:R>"
     return f"{used} {format_usd(error.limit_usd)} {error.period} budget; it resets {when}."
-
-
-def spending_line(label: str, spent: Spending) -> str:
-    turns = "turn" if spent.turns == 1 else "turns"
-    return f"{label}: {spent.turns:,} {turns} · {spent.units:,} units · {format_usd(spent.usd)}"
-
-
-def budget_line(left: BudgetLeft) -> str:
-    budget = left.budget
-    _, whose = _BUDGET_OWNER.get(budget.scope, _BUDGET_OWNER["bot"])
-    when = f"<t:{int(budget.resets_at.timestamp())}:R>"
-    return (
-        f"{whose.capitalize()} {budget.period} budget {format_usd(budget.limit_usd)}: "
-        f"{format_usd(left.left_usd)} left (resets {when})"
-    )
-
-
-def top_user_line(rank: int, user_id: str, spent: Spending) -> str:
-    turns = "turn" if spent.turns == 1 else "turns"
-    return f"{rank}. <@{user_id}>: {format_usd(spent.usd)} ({spent.turns:,} {turns})"
-
-
-USAGE_NO_BUDGETS: Final = "No dollar budgets are set."
-USAGE_NOT_TRACKED: Final = "This bot does not track what it costs."

@@ -9,8 +9,8 @@ that later arrives in an evicted thread comes with a bare ``PartialMessageable``
 channel: :func:`restore_thread` fetches the thread (one REST request, the first message after
 an hour's quiet) and puts it back, so the message is routed as one in a thread.
 
-The cache is a private part of ``discord.Guild`` (``_threads``, ``_add_thread``,
-``_remove_thread``), reached only here and probed: without them nothing is evicted.
+The cache is a private part of ``discord.Guild``, reached through
+``bot/chat/discord_internals.py`` and probed: without it nothing is evicted.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from collections.abc import Iterable
 from datetime import datetime
 
 import discord
+
+from bot.chat import discord_internals
 
 log = logging.getLogger(__name__)
 
@@ -31,15 +33,13 @@ def evict_idle_threads(guilds: Iterable[discord.Guild], now: datetime) -> int:
     at ``now`` (aware, UTC); returns how many went."""
     evicted = 0
     for guild in guilds:
-        threads = getattr(guild, "_threads", None)
-        remove = getattr(guild, "_remove_thread", None)
-        if not isinstance(threads, dict) or not callable(remove):
-            log.debug("discord.py keeps no thread cache to trim: left as it is")
-            return evicted
+        threads = discord_internals.cached_threads(guild)
+        if threads is None:
+            return evicted  # discord.py keeps its threads as it does
         for thread in list(threads.values()):
             last = discord.utils.snowflake_time(thread.last_message_id or thread.id)
             if (now - last).total_seconds() >= IDLE_THREAD_SECONDS:
-                remove(thread)
+                discord_internals.forget_thread(guild, thread)
                 evicted += 1
     return evicted
 
@@ -55,9 +55,7 @@ async def restore_thread(client: discord.Client, message: discord.Message) -> bo
     except discord.HTTPException as exc:
         log.info("message %s: its channel could not be fetched: %s", message.id, exc)
         return False
-    if isinstance(channel, discord.Thread):
-        add = getattr(message.guild, "_add_thread", None)
-        if callable(add) and not channel.archived:
-            add(channel)
+    if isinstance(channel, discord.Thread) and not channel.archived:
+        discord_internals.keep_thread(message.guild, channel)
     message.channel = channel  # type: ignore[assignment]
     return True

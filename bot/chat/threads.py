@@ -10,7 +10,7 @@ from typing import Final, Literal
 
 import discord
 
-from bot.chat import texts
+from bot.chat import texts, thread_names
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ async def open_thread(
 ) -> discord.Thread | ThreadRefused:
     """A thread named after ``prompt``: on the message ``where``, or a new one in the text
     channel ``where`` (``private`` for a private thread nobody else can invite into)."""
-    name = texts.thread_name(prompt, fallback=f"Chat with {author_name}")
+    name = thread_names.thread_name(prompt, fallback=f"Chat with {author_name}")
     channel_id = where.channel.id if isinstance(where, discord.Message) else where.id
     try:
         if isinstance(where, discord.Message):

@@ -10,8 +10,8 @@ from typing import Any
 import discord
 from discord import app_commands
 
-from bot.chat import texts
-from bot.chat.commands import Host
+from bot.chat import texts, usage_texts
+from bot.chat.context import BotContext
 from bot.chat.replies import ephemeral
 from bot.domain.costs import Budgets, SpendFilter, period_bounds
 from bot.domain.errors import StorageError
@@ -33,36 +33,38 @@ async def usage_text(budgets: Budgets, interaction: discord.Interaction, *, owne
 
     async def both(counts: SpendFilter) -> list[str]:
         return [
-            texts.spending_line("Today", await store.spending(counts, since=today, until=None)),
-            texts.spending_line(
+            usage_texts.spending_line(
+                "Today", await store.spending(counts, since=today, until=None)
+            ),
+            usage_texts.spending_line(
                 "This month", await store.spending(counts, since=month, until=None)
             ),
         ]
 
     lines = ["**Your spending**", *await both(SpendFilter(user_id=user_id))]
     left = await budgets.left(Payer(user_id, guild_id))
-    lines += [texts.budget_line(b) for b in left] or [texts.USAGE_NO_BUDGETS]
+    lines += [usage_texts.budget_line(b) for b in left] or [usage_texts.USAGE_NO_BUDGETS]
     channel = interaction.channel
     if isinstance(channel, discord.Thread):
         spent = await store.spending(SpendFilter(scope_id=str(channel.id)), since=None, until=None)
-        lines += ["", "**This thread**", texts.spending_line("In all", spent)]
+        lines += ["", "**This thread**", usage_texts.spending_line("In all", spent)]
     if guild_id is not None and interaction.permissions.manage_guild:
         lines += ["", "**This server**", *await both(SpendFilter(guild_id=guild_id))]
         top = await store.top_users(guild_id, since=month, until=next_month, limit=TOP_USERS)
         if top:
             lines.append("Top users this month:")
-            lines += [texts.top_user_line(i, uid, s) for i, (uid, s) in enumerate(top, 1)]
+            lines += [usage_texts.top_user_line(i, uid, s) for i, (uid, s) in enumerate(top, 1)]
     if owner:
         lines += ["", "**The whole bot**", *await both(SpendFilter())]
     return "\n".join(lines)
 
 
-def register(tree: app_commands.CommandTree[Any], bot: Host) -> None:
+def register(tree: app_commands.CommandTree[Any], bot: BotContext) -> None:
     @tree.command(name="usage", description="What your use of the bot has cost, and what is left")
     async def usage(interaction: discord.Interaction) -> None:
         budgets = bot.gate.budgets
         if budgets is None:
-            await ephemeral(interaction, texts.USAGE_NOT_TRACKED)
+            await ephemeral(interaction, usage_texts.USAGE_NOT_TRACKED)
             return
         try:
             text = await usage_text(

@@ -19,6 +19,7 @@ from bot.domain.models import (
     RawJson,
     Speaker,
 )
+from bot.domain.params import MODEL_DEFAULT_MAX_TOKENS
 
 # Rough token costs: the model's tokenizer is not public, so budget conservatively.
 CHARS_PER_TOKEN = 3
@@ -214,19 +215,14 @@ def build_request(
         + IMAGE_TOKENS * len(image_urls)
         + VIDEO_TOKENS * len(video_urls)
     )
-    fixed = sent + (settings.max_completion_tokens or 4096)
+    fixed = sent + (settings.max_completion_tokens or MODEL_DEFAULT_MAX_TOKENS)
     trimmed = trim_history(history, max(0, context_budget_tokens - fixed))
     request = ModelRequest(
         prompt=prompt,
         messages=trimmed.messages,
         image_urls=tuple(image_urls),
         video_urls=tuple(video_urls),
-        system_prompt=system_prompt,
-        thinking=settings.thinking,
-        reasoning_effort=settings.effort,
-        max_completion_tokens=settings.max_completion_tokens,
-        temperature=settings.temperature,
-        top_p=settings.top_p,
+        **{**settings.wire_values(), "system_prompt": system_prompt},
     )
     return BuiltRequest(request, trimmed.dropped_turns + omitted_turns, sent + trimmed.tokens)
 

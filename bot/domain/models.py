@@ -4,27 +4,31 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
+
+from bot.domain.params import (
+    EFFORT,
+    MAX_COMPLETION_TOKENS,
+    PARAMS,
+    SYSTEM_PROMPT,
+    TEMPERATURE,
+    THINKING,
+    TOP_P,
+    Param,
+)
+
+# Re-exported: the settings' value types and scopes are part of the domain's vocabulary.
+from bot.domain.params import Effort as Effort
+from bot.domain.params import SettingsScope as SettingsScope
+from bot.domain.params import Thinking as Thinking
 
 JsonValue: TypeAlias = (
     str | int | float | bool | Sequence["JsonValue"] | Mapping[str, "JsonValue"] | None
 )
 
-Thinking = Literal["enabled", "disabled", "auto"]
-Effort = Literal["minimal", "low", "medium", "high"]
-THINKING_MODES: tuple[Thinking, ...] = ("enabled", "disabled", "auto")
-EFFORT_LEVELS: tuple[Effort, ...] = ("minimal", "low", "medium", "high")
-
-# The model's documented defaults and the ranges we accept (seed-api.md).
-MODEL_DEFAULT_THINKING: Thinking = "enabled"
-MODEL_DEFAULT_MAX_TOKENS = 4096
-MODEL_DEFAULT_TEMPERATURE = 1.0
-MODEL_DEFAULT_TOP_P = 0.7
-MAX_TOKENS_RANGE = (1, 131072)
-TEMPERATURE_RANGE = (0.0, 2.0)
-TOP_P_RANGE = (0.0, 1.0)
+# The parameters' own names, kinds and ranges are declared in bot.domain.params.
 MAX_IMAGES_PER_TURN = 6
 MAX_VIDEOS_PER_TURN = 3
 
@@ -46,41 +50,49 @@ class ChatMessage:
     content: JsonValue | RawJson
 
 
+def _setting(param: Param) -> Any:
+    """A settings field, unset by default, that knows its parameter (the config's
+    ``[model]`` section reads its documentation and range from it)."""
+    return field(default=None, metadata={"param": param})
+
+
 @dataclass(frozen=True, slots=True)
 class GenerationSettings:
-    """Generation parameters; ``None`` means "not set at this layer"."""
+    """Generation parameters (one field per ``params.PARAMS`` entry, same order); ``None``
+    means "not set at this layer"."""
 
-    thinking: Thinking | None = None
-    effort: Effort | None = None
-    system_prompt: str | None = None
-    max_completion_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
+    thinking: Thinking | None = _setting(THINKING)
+    effort: Effort | None = _setting(EFFORT)
+    system_prompt: str | None = _setting(SYSTEM_PROMPT)
+    max_completion_tokens: int | None = _setting(MAX_COMPLETION_TOKENS)
+    temperature: float | None = _setting(TEMPERATURE)
+    top_p: float | None = _setting(TOP_P)
 
     def merged_over(self, lower: GenerationSettings) -> GenerationSettings:
         """Values set here win; unset ones come from ``lower``."""
         return replace(
-            lower,
-            **{
-                f.name: getattr(self, f.name)
-                for f in fields(self)
-                if getattr(self, f.name) is not None
-            },
+            lower, **{n: getattr(self, n) for n in SETTING_NAMES if getattr(self, n) is not None}
         )
 
     def is_empty(self) -> bool:
-        return all(getattr(self, f.name) is None for f in fields(self))
+        return all(getattr(self, n) is None for n in SETTING_NAMES)
+
+    @staticmethod
+    def of(values: Mapping[str, Any]) -> GenerationSettings:
+        """Settings from values keyed by parameter name (checked by ``validate_settings``
+        where they come from people)."""
+        return GenerationSettings(**values)
+
+    def only_settings(self) -> GenerationSettings:
+        """Just the parameters (of a subclass that holds more, such as the config's)."""
+        return GenerationSettings.of({n: getattr(self, n) for n in SETTING_NAMES})
+
+    def wire_values(self) -> dict[str, Any]:
+        """The values keyed by the model input's keys (``ModelRequest``'s field names)."""
+        return {p.wire_key: getattr(self, p.name) for p in PARAMS if p.wire_key is not None}
 
 
-SETTING_NAMES: tuple[str, ...] = tuple(f.name for f in fields(GenerationSettings))
-
-
-class SettingsScope(enum.StrEnum):
-    """Where a settings layer lives, highest precedence first."""
-
-    THREAD = "thread"
-    CHANNEL = "channel"
-    SERVER = "server"
+SETTING_NAMES: tuple[str, ...] = tuple(p.name for p in PARAMS)
 
 
 class MediaKind(enum.StrEnum):

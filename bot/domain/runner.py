@@ -28,7 +28,6 @@ from bot.domain.errors import (
     StorageUnavailable,
 )
 from bot.domain.models import (
-    MODEL_DEFAULT_MAX_TOKENS,
     GenerationSettings,
     ModelReply,
     Payer,
@@ -40,6 +39,7 @@ from bot.domain.models import (
 )
 from bot.domain.notices import NoticeReason, RefusalNotices, seconds_until
 from bot.domain.observer import NO_OBSERVER, TurnObserver
+from bot.domain.params import MODEL_DEFAULT_MAX_TOKENS
 from bot.domain.ports import Delivery, ModelClient, Store
 from bot.domain.settings import resolve_settings
 from bot.domain.slots import Slots

@@ -469,7 +469,7 @@ class ConversationService:
     ) -> GenerationSettings:
         """Validate and store overrides at one scope (raises ``InvalidSetting``)."""
         return await self._store.update_settings(
-            scope, scope_id, validate_settings(changes), clear=clear
+            scope, scope_id, validate_settings(changes, scope), clear=clear
         )
 
     async def reset(self, scope_id: str) -> int | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, NotRequired, Required, TypedDict
+from typing import Any, Literal, NotRequired, Required, TypedDict, cast
 
 import msgspec
 
@@ -28,6 +28,7 @@ from bot.domain.errors import (
     ModelUnavailable,
 )
 from bot.domain.models import ChatMessage, JsonValue, ModelReply, ModelRequest, RawJson
+from bot.domain.params import PARAMS
 
 # --- payloads ------------------------------------------------------------------------------
 
@@ -41,18 +42,13 @@ class WireMessage(TypedDict):
 
 
 class SubmitBody(TypedDict, total=False):
-    """The model input (``Seed2MiniInput``); absent keys take the model's defaults."""
+    """The model input (``Seed2MiniInput``); absent keys take the model's defaults. The
+    generation parameters' keys (``params.PARAMS``' wire keys) are added beside these."""
 
     prompt: Required[str]
     messages: list[WireMessage]
     image_urls: list[str]
     video_urls: list[str]
-    system_prompt: str
-    thinking: str
-    reasoning_effort: str
-    max_completion_tokens: int
-    temperature: float
-    top_p: float
 
 
 class QueueHandleBody(TypedDict):
@@ -125,18 +121,12 @@ def submit_body(request: ModelRequest) -> SubmitBody:
         body["image_urls"] = list(request.image_urls)
     if request.video_urls:
         body["video_urls"] = list(request.video_urls)
-    if request.system_prompt is not None:
-        body["system_prompt"] = request.system_prompt
-    if request.thinking is not None:
-        body["thinking"] = request.thinking
-    if request.reasoning_effort is not None:
-        body["reasoning_effort"] = request.reasoning_effort
-    if request.max_completion_tokens is not None:
-        body["max_completion_tokens"] = request.max_completion_tokens
-    if request.temperature is not None:
-        body["temperature"] = request.temperature
-    if request.top_p is not None:
-        body["top_p"] = request.top_p
+    # The parameters' keys are their descriptors' (not spelled out in SubmitBody).
+    params = cast(dict[str, object], body)
+    for param in PARAMS:
+        key = param.wire_key
+        if key is not None and (value := getattr(request, key)) is not None:
+            params[key] = value
     return body
 
 

@@ -15,6 +15,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -27,8 +28,16 @@ from sqlalchemy.pool import QueuePool
 
 from bot.domain.errors import DuplicateMessage, SeedBotError, StorageError, StorageUnavailable
 from bot.domain.outage import MAX_RETRY_DELAY, Outage, OutageFull
-from bot.storage.engine import DRIVER_BEGIN
-from bot.storage.unit import PostgresDriver, SqliteDriver, Statements, Unit, in_thread
+from bot.storage import aiosqlite_internals, sqlalchemy_internals
+from bot.storage.engine import DRIVER_BEGIN, WRITE_OPTIONS
+from bot.storage.unit import (
+    CoreDriver,
+    PostgresDriver,
+    SqliteDriver,
+    Statements,
+    Unit,
+    in_thread,
+)
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +153,9 @@ class Database:
         # BEGIN IMMEDIATE (before that statement) takes the lock up front just as an explicit
         # BEGIN IMMEDIATE would, one statement sooner; a one-statement read needs no BEGIN.
         self._driver_begins = engine.execution_options(**DRIVER_BEGIN)
+        # A unit of work (``run_unit``) may read before it writes (the quota counter):
+        # on SQLite it takes the write lock before its first statement.
+        self._immediate = engine.execution_options(**WRITE_OPTIONS)
         # PostgreSQL: one statement is atomic by itself, so it runs without BEGIN and
         # COMMIT (two round trips fewer). SQLite keeps explicit transactions: a thread hop,
         # not a round trip, and BEGIN IMMEDIATE is what orders writers across processes.
@@ -152,6 +164,11 @@ class Database:
         )
         self.policy = policy or RetryPolicy()
         self.statements = Statements(engine.dialect)
+        # Units of work run on the driver's own connection when the libraries' private parts
+        # are the ones checked (probed here, once per process); else through SQLAlchemy.
+        self.driver_path = sqlalchemy_internals.usable() and (
+            self.postgres or aiosqlite_internals.usable()
+        )
         self.observers: list[Observer] = []
         # Called with the seconds each transaction took on its connection (each attempt,
         # gate waits left out): the database's own latency, for the metrics.
@@ -161,7 +178,7 @@ class Database:
         if engine.dialect.name == "sqlite":
             self._write_gate = _Gate(1)
         elif isinstance(engine.pool, QueuePool):
-            connections = engine.pool.size() + max(0, engine.pool._max_overflow)
+            connections = engine.pool.size() + sqlalchemy_internals.max_overflow(engine.pool)
             if connections >= 2:
                 self._gate = _Gate(connections, reserved=1)
 
@@ -366,9 +383,19 @@ class Database:
 
     async def _unit_transaction(self, op: UnitOp[T], *, write: bool, single: bool) -> T:
         """One transaction on the driver's connection. SQLite: the whole unit runs in the
-        connection's thread; the driver begins (IMMEDIATE) before a write unit's first
-        statement, a read of several statements begins one itself, a single read needs
-        none. PostgreSQL: BEGIN and COMMIT unless single."""
+        connection's thread; a write unit begins IMMEDIATE before its first statement (it may
+        read first), a read of several statements begins one itself, a single read needs
+        none. PostgreSQL: BEGIN and COMMIT unless single. Without the driver path: the
+        same transactions, their statements through SQLAlchemy."""
+        if not self.driver_path:
+
+            async def core(conn: AsyncConnection) -> T:
+                return await op(Unit(CoreDriver(conn), self.statements, postgres=self.postgres))
+
+            if write and not self.postgres:
+                async with self._immediate.connect() as conn, conn.begin():
+                    return await core(conn)
+            return await self._transaction(core, write=write, single=single)
         async with self.engine.connect() as conn:
             fairy = await conn.get_raw_connection()
             driver: Any = fairy.driver_connection
@@ -380,10 +407,11 @@ class Database:
                     async with driver.transaction():
                         return await op(unit)
 
-                def whole() -> T:
-                    sqlite = driver._conn  # in aiosqlite's thread, the connection's own
+                def whole(sqlite: sqlite3.Connection) -> T:
                     unit = Unit(SqliteDriver(sqlite), self.statements, postgres=False)
-                    if not write and not single:
+                    if write:
+                        sqlite.execute("BEGIN IMMEDIATE")
+                    elif not single:
                         sqlite.execute("BEGIN")
                     try:
                         result = in_thread(op(unit))
@@ -395,9 +423,7 @@ class Database:
                             sqlite.rollback()
                         raise
 
-                # aiosqlite runs a function in its thread this way (its own execute and
-                # commit do): a private method, checked by tests/storage/test_unit.py.
-                return await driver._execute(whole)  # type: ignore[no-any-return]
+                return await aiosqlite_internals.run_in_thread(driver, whole)
             except Exception as e:
                 error = self._translated(e, fairy)
                 if isinstance(error, OSError) or (
@@ -405,7 +431,7 @@ class Database:
                 ):
                     # As SQLAlchemy does on a disconnect: this connection is dropped, and
                     # the pool's older ones are replaced as they are next checked out.
-                    self.engine.sync_engine.pool._invalidate(fairy, e, _checkin=False)
+                    sqlalchemy_internals.invalidate_older(self.engine.sync_engine.pool, fairy, e)
                     await conn.invalidate(e)
                 if error is e:
                     raise
@@ -420,12 +446,10 @@ class Database:
         dbapi = dialect.loaded_dbapi
         orig: Exception = e
         if not isinstance(e, dbapi.Error):
-            try:
-                fairy.dbapi_connection._handle_exception(e)  # SQLAlchemy's own mapping
-            except dbapi.Error as mapped:
-                orig = mapped
-            except Exception:
+            mapped = sqlalchemy_internals.as_dbapi_error(fairy, e, dbapi.Error)
+            if not isinstance(mapped, dbapi.Error):
                 return e
+            orig = mapped
         invalidated = dialect.is_disconnect(orig, fairy.dbapi_connection, None)  # type: ignore[arg-type]
         return sa_exc.DBAPIError.instance(
             None, None, orig, dbapi.Error, connection_invalidated=invalidated

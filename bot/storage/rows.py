@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, cast
+from dataclasses import dataclass, field, fields
+from typing import Any, get_origin, get_type_hints
 
 from sqlalchemy import Integer, Row, Select, Text, and_, bindparam, case, select
 from sqlalchemy import cast as sql_cast
 
 from bot.domain.models import (
+    SETTING_NAMES,
     ChatMessage,
     Conversation,
-    Effort,
     GenerationSettings,
     HistoryEntry,
     RawJson,
     RequestHandle,
-    Thinking,
     Turn,
     TurnState,
 )
@@ -26,65 +25,32 @@ from bot.storage.tables import messages, speakers, turns
 IN_HISTORY_STATES = tuple(s.value for s in TurnState if s.in_history)
 
 
+# The domain's values are read from the columns of the same names (tables.py): their
+# fields are listed once, in models.py.
+_CONVERSATION_FIELDS = tuple(f.name for f in fields(Conversation))
+_HANDLE_FIELDS = tuple(f.name for f in fields(RequestHandle))
+_TURN_FIELDS = tuple(f.name for f in fields(Turn) if f.name not in ("state", "handle"))
+# Array columns come back as lists.
+_TURN_TUPLES = tuple(name for name, tp in get_type_hints(Turn).items() if get_origin(tp) is tuple)
+
+
 def conversation_from(row: Row[Any]) -> Conversation:
-    return Conversation(
-        id=row.id,
-        scope_id=row.scope_id,
-        guild_id=row.guild_id,
-        parent_channel_id=row.parent_channel_id,
-        owner_id=row.owner_id,
-        epoch=row.epoch,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        trim_notified_epoch=row.trim_notified_epoch,
-    )
+    return Conversation(**{name: getattr(row, name) for name in _CONVERSATION_FIELDS})
 
 
 def turn_from(row: Row[Any]) -> Turn:
+    values = {name: getattr(row, name) for name in _TURN_FIELDS}
+    for name in _TURN_TUPLES:
+        values[name] = tuple(values[name])
     handle = None
     if row.request_id is not None:
-        handle = RequestHandle(
-            request_id=row.request_id,
-            status_url=row.status_url,
-            response_url=row.response_url,
-            cancel_url=row.cancel_url,
-        )
-    return Turn(
-        id=row.id,
-        conversation_id=row.conversation_id,
-        epoch=row.epoch,
-        source_id=row.source_id,
-        author_id=row.author_id,
-        author_name=row.author_name,
-        reply_channel_id=row.reply_channel_id,
-        prompt=row.prompt,
-        image_urls=tuple(row.image_urls),
-        video_urls=tuple(row.video_urls),
-        warnings=tuple(row.warnings),
-        state=TurnState(row.state),
-        handle=handle,
-        output=row.output,
-        reasoning=row.reasoning,
-        error=row.error,
-        reply_message_ids=tuple(row.reply_message_ids),
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        attempt=row.attempt,
-        status_message_id=row.status_message_id,
-        image_names=tuple(row.image_names),
-        video_names=tuple(row.video_names),
-    )
+        handle = RequestHandle(**{name: getattr(row, name) for name in _HANDLE_FIELDS})
+    return Turn(**values, state=TurnState(row.state), handle=handle)
 
 
 def settings_from(row: Row[Any]) -> GenerationSettings:
-    return GenerationSettings(
-        thinking=cast("Thinking | None", row.thinking),
-        effort=cast("Effort | None", row.effort),
-        system_prompt=row.system_prompt,
-        max_completion_tokens=row.max_completion_tokens,
-        temperature=row.temperature,
-        top_p=row.top_p,
-    )
+    # The columns are named after the settings (tables.py makes one per parameter).
+    return GenerationSettings.of({name: getattr(row, name) for name in SETTING_NAMES})
 
 
 # The history of one conversation's epoch (``:conversation_id``, ``:epoch``): its messages

@@ -4,6 +4,8 @@ converted to the domain's frozen dataclasses at its boundary (bot/storage/rows.p
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -24,6 +26,7 @@ from sqlalchemy import (
 )
 
 from bot.domain.models import SettingsScope, TurnState
+from bot.domain.params import PARAMS, Kind
 from bot.storage.types import Id, UtcDateTime
 
 # Discord snowflakes are at most 20 decimal digits; the domain carries them as strings.
@@ -154,17 +157,20 @@ speakers = Table(
     Column("position", Integer, nullable=False),
 )
 
+# The column of each kind of parameter: one per parameter, named after it.
+_PARAM_COLUMN: dict[Kind, Any] = {
+    Kind.CHOICE: String(16),
+    Kind.TEXT: Text,
+    Kind.WHOLE: Integer,
+    Kind.NUMBER: Double,
+}
+
 settings = Table(
     "settings",
     metadata,
     Column("scope", String(16), primary_key=True),
     Column("scope_id", ScopeKey, primary_key=True),
-    Column("thinking", String(16)),
-    Column("effort", String(16)),
-    Column("system_prompt", Text),
-    Column("max_completion_tokens", Integer),
-    Column("temperature", Double),
-    Column("top_p", Double),
+    *(Column(p.name, _PARAM_COLUMN[p.kind]) for p in PARAMS),
     Column("updated_at", UtcDateTime, nullable=False),
     CheckConstraint("scope IN (" + ", ".join(f"'{s}'" for s in SETTING_SCOPES) + ")", name="scope"),
 )

@@ -22,12 +22,13 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.engine import Dialect
-from sqlalchemy.sql import sqltypes
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.types import TypeEngine
 
 from bot.domain.cache import Lru
+from bot.storage.sqlalchemy_internals import NUMERIC
 from bot.storage.types import NUL, without_nul
 
 T = TypeVar("T")
@@ -119,7 +120,7 @@ def _bind_processor(type_: TypeEngine[Any], dialect: Dialect) -> _Processor | No
 
 def _result_processor(type_: TypeEngine[Any], dialect: Dialect) -> _Processor | None:
     impl = type_.dialect_impl(dialect)
-    if isinstance(impl, sqltypes.NumericCommon) and not impl.asdecimal:
+    if isinstance(impl, NUMERIC) and not impl.asdecimal:
         return None  # both drivers hand back floats for floats
     return impl.result_processor(dialect, None)
 
@@ -200,6 +201,25 @@ class PostgresDriver:
 
     async def many(self, sql: str, args: list[tuple[Any, ...]]) -> None:
         await self._conn.executemany(sql, args)
+
+
+class CoreDriver:
+    """SQLAlchemy's public API, the fallback when a library's probe failed (bot/internals.py):
+    the same SQL and arguments through ``AsyncConnection.exec_driver_sql``, which translates
+    errors and invalidates on a disconnect by itself. Slower (an execution context and a
+    result per statement, on SQLite four thread hand-offs), the same rows."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def fetch(self, sql: str, args: tuple[Any, ...]) -> Sequence[Sequence[Any]]:
+        result = await self._conn.exec_driver_sql(sql, args)
+        return list(result.all()) if result.returns_rows else []
+
+    async def many(self, sql: str, args: list[tuple[Any, ...]]) -> None:
+        await self._conn.exec_driver_sql(sql, args)
 
 
 class Unit:

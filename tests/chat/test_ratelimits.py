@@ -12,14 +12,6 @@ from bot.chat.bot import ChatOptions, SeedBot
 from bot.chat.ratelimits import IDLE_BUCKET_SECONDS, sweep_buckets_on_time, sweep_idle_buckets
 
 
-async def test_discord_py_still_has_what_this_reaches_into() -> None:
-    # When this fails, discord.py changed how it keeps buckets: see bot/chat/ratelimits.py.
-    assert callable(getattr(HTTPClient, "_try_clear_expired_ratelimits", None))
-    bucket = Ratelimit(None)
-    for name in ("_last_request", "outgoing", "_pending_requests", "expires"):
-        assert hasattr(bucket, name), name
-
-
 async def test_new_buckets_cost_no_scan_of_all_of_them(monkeypatch: pytest.MonkeyPatch) -> None:
     scans = 0
     inactive = Ratelimit.is_inactive

@@ -20,9 +20,9 @@ from bot.chat.texts import (
     render_reasoning,
     status_queued,
     status_running,
-    thread_name,
     warning_line,
 )
+from bot.chat.thread_names import thread_name
 
 ZWSP = "\u200b"
 

@@ -5,9 +5,9 @@ and the driver's errors reach the store as SQLAlchemy's would."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from datetime import UTC, datetime
 
-import aiosqlite
 import pytest
 from sqlalchemy import bindparam, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -15,10 +15,12 @@ from sqlalchemy.pool import QueuePool
 
 from bot.domain.errors import StorageError
 from bot.domain.models import Conversation, Payer, Reservation
+from bot.internals import forced_public
 from bot.storage import SqlStore
 from bot.storage.costs import store_reservation
 from bot.storage.database import Conflict
-from bot.storage.tables import turn_costs, turns
+from bot.storage.engine import sqlite_path
+from bot.storage.tables import turn_costs, turns, usage_events
 from bot.storage.unit import Unit, in_thread
 
 from .conftest import begin, new_turn
@@ -103,12 +105,10 @@ async def test_a_constraint_the_driver_reports_is_a_conflict(store: SqlStore) ->
     assert "constraint" in str(raised.value)
 
 
-def test_aiosqlite_still_runs_a_function_in_its_thread() -> None:
-    # Database.run_unit hands a whole SQLite unit of work to aiosqlite's thread through its
-    # private _execute, on the sqlite3 connection behind _conn: when this fails, aiosqlite
-    # changed them (bot/storage/database.py, _unit_transaction).
-    assert callable(getattr(aiosqlite.Connection, "_execute", None))
-    assert isinstance(aiosqlite.Connection.__dict__.get("_conn"), property)
+def test_units_of_work_take_the_driver_path_unless_forced_off(store: SqlStore) -> None:
+    # The probes (tests/test_internals.py) pass on the installed libraries, so only the
+    # switch takes the public API: the suite run with it set (test_public_api.py) is that.
+    assert store.db.driver_path is not forced_public()
 
 
 async def test_a_sqlite_unit_may_not_await_anything_but_its_statements() -> None:
@@ -156,3 +156,33 @@ async def test_a_unit_cancelled_mid_statement_leaves_the_pool_usable(
     pool = engine.pool.size() if isinstance(engine.pool, QueuePool) else 1
     for _ in range(pool + 2):
         assert await store.db.run_unit("ids", ids, write=False, single=True) == []
+
+
+async def test_a_sqlite_write_unit_holds_the_write_lock_from_its_first_read(
+    store: SqlStore, engine: AsyncEngine, backend: str
+) -> None:
+    # A write unit may read before it writes (the quota counter counts, then records): no
+    # other process may write in between, or two processes both see room for one more.
+    if backend != "sqlite":
+        pytest.skip("PostgreSQL's units lock what they count (advisory locks)")
+    path = sqlite_path(str(engine.url))
+    assert path is not None
+    other: list[str] = []
+
+    def another_process_writes() -> None:
+        conn = sqlite3.connect(path, timeout=0, isolation_level=None)
+        try:
+            conn.execute("DELETE FROM usage_events WHERE key = 'nobody'")
+            other.append("wrote")
+        except sqlite3.OperationalError as e:
+            other.append(str(e))
+        finally:
+            conn.close()
+
+    async def counts_then_writes(unit: Unit) -> None:
+        await unit.scalar(select(func.count().label("n")).select_from(usage_events), {})
+        another_process_writes()  # between this unit's read and its write
+        await unit.insert_many(insert(usage_events), [{"key": "k", "at": datetime.now(UTC)}])
+
+    await store.db.run_unit("counts then writes", counts_then_writes, write=True)
+    assert other == ["database is locked"]
