@@ -22,6 +22,7 @@ from bot.chat.interaction_turns import (
 )
 from bot.chat.replies import ephemeral, telling_failures
 from bot.chat.threads import ThreadRefused, open_thread
+from bot.domain.admission import Admission
 from bot.domain.models import GenerationSettings, SettingsScope
 
 log = logging.getLogger(__name__)
@@ -111,9 +112,9 @@ async def ask_elsewhere(bot: BotContext, interaction: discord.Interaction, asked
     """``/ask`` where the bot is not a member, or where the person could not post what it
     would: a new conversation answered through the interaction, privately unless asked
     otherwise (and allowed)."""
-    refusal = await bot.gate.check_interaction(interaction, model_call=True)
-    if refusal is not None:
-        await ephemeral(interaction, refusal.text)
+    admission = await bot.gate.admit_interaction(interaction)
+    if not isinstance(admission, Admission):
+        await ephemeral(interaction, admission.text)
         return
     scope_id = interaction_scope(interaction.id)
     if not asked.settings.is_empty():
@@ -121,6 +122,7 @@ async def ask_elsewhere(bot: BotContext, interaction: discord.Interaction, asked
     await answer_through(
         bot,
         interaction,
+        admission,
         text=asked.prompt,
         attachments=asked.attachments,
         scope_id=scope_id,
@@ -159,9 +161,9 @@ async def ask_here(bot: BotContext, interaction: discord.Interaction, asked: Ask
         except Refusal as exc:
             await ephemeral(interaction, f"⛔ {exc}")
             return
-    refusal = await bot.gate.check_interaction(interaction, model_call=True)
-    if refusal is not None:
-        await ephemeral(interaction, refusal.text)
+    admission = await bot.gate.admit_interaction(interaction)
+    if not isinstance(admission, Admission):
+        await ephemeral(interaction, admission.text)
         return
     if not in_place:
         # Refuse before acknowledging, so the refusal can be ephemeral: Discord sends the
@@ -216,4 +218,4 @@ async def ask_here(bot: BotContext, interaction: discord.Interaction, asked: Ask
         reply_to=anchor.id,
         answer_in=channel.id if one_off else None,
     )
-    await bot.service.respond(incoming, batchable=False)
+    await bot.service.respond(incoming, admission, batchable=False)

@@ -22,10 +22,12 @@ from bot.chat.replies import say
 from bot.chat.threadcache import restore_thread
 from bot.chat.threads import ThreadRefused, may_bind, open_thread
 from bot.chat.unfurls import Unfurls
+from bot.domain.admission import Admission
 from bot.domain.errors import StorageError
+from bot.domain.flows import Redo
 from bot.domain.links import DEFAULT_EMBED_WAIT
 from bot.domain.models import Conversation
-from bot.domain.service import ConversationService, Redo
+from bot.domain.service import ConversationService
 
 log = logging.getLogger(__name__)
 
@@ -177,15 +179,15 @@ class Inbound:
         )
         if decision is Route.IGNORE:
             return
-        refusal: Refusal | None
+        admission: Admission | Refusal
         if decision is Route.DM_REFUSED:
-            refusal = self._gate.dms_off(message.author)
+            admission = self._gate.dms_off(message.author)
         else:
-            refusal = await self._gate.check_message(message)
-        if refusal is not None:
+            admission = await self._gate.admit_message(message)
+        if isinstance(admission, Refusal):
             log.info("message %s refused", message.id)
-            if not refusal.silent:
-                await say(message, refusal.text)
+            if not admission.silent:
+                await say(message, admission.text)
             return
         replied_to = await self._replied_message(message) if decision is Route.START else None
         parent_id: int | None
@@ -232,7 +234,7 @@ class Inbound:
         # channel, let go here, cannot overtake it.
         if queued is not None:
             queued.set()
-        await self._service.respond(incoming, batchable=decision is Route.CONTINUE)
+        await self._service.respond(incoming, admission, batchable=decision is Route.CONTINUE)
 
     async def _replied_message(self, message: discord.Message) -> discord.Message | None:
         ref = message.reference
@@ -282,8 +284,8 @@ class Inbound:
             return
         if str(message.author.id) != latest.author_id:
             return
-        refusal = await self._gate.check_message(message, notice=False)
-        if refusal is not None:
+        admission = await self._gate.admit_message(message, notice=False)
+        if isinstance(admission, Refusal):
             return  # an edit asks for a new model call: access lists and quotas apply
         if not latest.state.settled:
             await self._service.stop(latest.id, message.author.display_name)
@@ -295,7 +297,7 @@ class Inbound:
             reply_to=payload.message_id,
         )
         log.info("message %s edited: answering it again", payload.message_id)
-        await self._service.redo(Redo(scope_id, turn_id=latest.id, edited=incoming))
+        await self._service.redo(Redo(scope_id, turn_id=latest.id, edited=incoming), admission)
 
     # -- catching up after downtime ----------------------------------------------------------
 
