@@ -12,6 +12,8 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
 
+from bot.domain.access import AccessPolicy, Requester
+from bot.domain.admission import admit
 from bot.domain.costs import NO_COSTS, BudgetRules, Budgets, Pricing
 from bot.domain.models import (
     Attachment,
@@ -22,6 +24,7 @@ from bot.domain.models import (
     ModelRequest,
     NewConversation,
     NewTurn,
+    Payer,
     Progress,
     RequestHandle,
     Turn,
@@ -201,9 +204,14 @@ async def transactions_per_turn(store: SqlStore) -> dict[str, int]:
         ):
             calls.clear()
             incoming = replace(message, source_id=f"{scope}-{source}", guild_id="g")
-            if quotas:
-                await gate.admit(incoming.author_id, incoming.guild_id)
-            await service.respond(incoming, batchable=False)
+            admission = await admit(
+                AccessPolicy(),
+                Requester(incoming.author_id),
+                Payer(incoming.author_id, incoming.guild_id),
+                budgets=None,
+                quotas=gate if quotas else None,
+            )
+            await service.respond(incoming, admission, batchable=False)
             result[f"{label} ({costs_label})"] = sum(calls.values())
     store.db.observers.clear()
     return result

@@ -27,6 +27,7 @@ from bot.chat.interaction_turns import (
 )
 from bot.chat.replies import ephemeral, telling_failures
 from bot.chat.threads import ThreadRefused, open_thread
+from bot.domain.admission import Admission
 
 log = logging.getLogger(__name__)
 
@@ -59,19 +60,20 @@ class AskModal(discord.ui.Modal):
         )
 
     async def _submitted(self, interaction: discord.Interaction) -> None:
-        refusal = await self.asker.gate.check_interaction(interaction, model_call=True)
-        if refusal is not None:
-            await ephemeral(interaction, refusal.text)
+        admission = await self.asker.gate.admit_interaction(interaction)
+        if not isinstance(admission, Admission):
+            await ephemeral(interaction, admission.text)
             return
         question = self.question.value.strip()
         if convert.bot_is_present(interaction) and self._may_post_there(interaction):
-            await self._in_place(interaction, question)
+            await self._in_place(interaction, admission, question)
             return
         # Where the bot is not, or where the person could not post what it would post for
         # them: answered only to them, through the interaction.
         await answer_through(
             self.asker,
             interaction,
+            admission,
             text=question,
             scope_id=interaction_scope(interaction.id),
             ephemeral=answer_is_ephemeral(interaction, None),
@@ -88,7 +90,9 @@ class AskModal(discord.ui.Modal):
             return may_post(interaction, new_thread=False)
         return may_post(interaction)
 
-    async def _in_place(self, interaction: discord.Interaction, question: str) -> None:
+    async def _in_place(
+        self, interaction: discord.Interaction, admission: Admission, question: str
+    ) -> None:
         """Where the bot is a member: a thread on the target, or the thread (or DM) the
         target is in, like a mention there."""
         channel = self.target.channel
@@ -143,7 +147,7 @@ class AskModal(discord.ui.Modal):
             about=self.target,
             answer_in=where.id if one_off else None,
         )
-        await self.asker.service.respond(incoming, batchable=False)
+        await self.asker.service.respond(incoming, admission, batchable=False)
 
 
 def register(tree: app_commands.CommandTree[Any], host: BotContext) -> None:

@@ -46,7 +46,7 @@ class SeedTree(app_commands.CommandTree[discord.Client]):
         self._gate = gate
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
-        refusal = await self._gate().check_interaction(interaction, model_call=False)
+        refusal = await self._gate().check_interaction(interaction)
         if refusal is None:
             return True
         await ephemeral(interaction, refusal.text)

@@ -19,10 +19,12 @@ import discord
 from bot.chat import texts
 from bot.chat.buttons import button, view_with
 from bot.chat.context import BotContext, context_of
-from bot.chat.gate import may_control
+from bot.chat.gate import Refusal, may_control
 from bot.chat.replies import ephemeral
+from bot.domain.flows import Redo
 from bot.domain.models import Conversation, Turn
-from bot.domain.service import ConversationService, Redo, StopResult
+from bot.domain.service import ConversationService
+from bot.domain.stopping import StopResult
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +34,7 @@ async def _pressed(
 ) -> Turn | None:
     """The turn a button is about, once the presser passed the gate's access lists (else the
     refusal, or ``unknown``, is the answer and None returned)."""
-    refusal = await controller.gate.check_interaction(interaction, model_call=False)
+    refusal = await controller.gate.check_interaction(interaction)
     if refusal is not None:
         await ephemeral(interaction, refusal.text)
         return None
@@ -77,9 +79,9 @@ async def retry(controller: BotContext, interaction: discord.Interaction, turn: 
     if not turn.state.settled:
         await ephemeral(interaction, texts.STILL_WRITING)
         return
-    refusal = await controller.gate.check_interaction(interaction, model_call=True)
-    if refusal is not None:
-        await ephemeral(interaction, refusal.text)
+    admission = await controller.gate.admit_interaction(interaction)
+    if isinstance(admission, Refusal):
+        await ephemeral(interaction, admission.text)
         return
     if interaction.type is discord.InteractionType.component:
         await interaction.response.defer()  # the button: acknowledged quietly
@@ -87,8 +89,8 @@ async def retry(controller: BotContext, interaction: discord.Interaction, turn: 
         await ephemeral(interaction, texts.ANSWERING_AGAIN)
     log.info("turn %s: retry asked by user %s", turn.id, interaction.user.id)
     # The presser pays: the gate checked their access, quotas and budgets, not the author's.
-    redo = Redo(conversation.scope_id, turn_id=turn.id, payer_id=str(interaction.user.id))
-    controller.spawn(service.redo(redo), name=f"retry-{turn.id}")
+    redo = Redo(conversation.scope_id, turn_id=turn.id)
+    controller.spawn(service.redo(redo, admission), name=f"retry-{turn.id}")
 
 
 class StopButton(

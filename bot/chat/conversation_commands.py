@@ -23,6 +23,7 @@ from bot.chat.interaction_turns import (
 from bot.chat.personas import persona_choices, unknown_persona
 from bot.chat.replies import ephemeral, telling_failures
 from bot.chat.threads import ThreadRefused, open_thread
+from bot.domain.admission import Admission
 from bot.domain.models import GenerationSettings, SettingsScope
 from bot.domain.params import MAX_PERSONA_NAME_CHARS
 
@@ -124,9 +125,9 @@ async def ask_elsewhere(bot: BotContext, interaction: discord.Interaction, asked
     """``/ask`` where the bot is not a member, or where the person could not post what it
     would: a new conversation answered through the interaction, privately unless asked
     otherwise (and allowed)."""
-    refusal = await bot.gate.check_interaction(interaction, model_call=True)
-    if refusal is not None:
-        await ephemeral(interaction, refusal.text)
+    admission = await bot.gate.admit_interaction(interaction)
+    if not isinstance(admission, Admission):
+        await ephemeral(interaction, admission.text)
         return
     scope_id = interaction_scope(interaction.id)
     if not asked.settings.is_empty():
@@ -134,6 +135,7 @@ async def ask_elsewhere(bot: BotContext, interaction: discord.Interaction, asked
     await answer_through(
         bot,
         interaction,
+        admission,
         text=asked.prompt,
         attachments=asked.attachments,
         scope_id=scope_id,
@@ -172,9 +174,9 @@ async def ask_here(bot: BotContext, interaction: discord.Interaction, asked: Ask
         except Refusal as exc:
             await ephemeral(interaction, f"⛔ {exc}")
             return
-    refusal = await bot.gate.check_interaction(interaction, model_call=True)
-    if refusal is not None:
-        await ephemeral(interaction, refusal.text)
+    admission = await bot.gate.admit_interaction(interaction)
+    if not isinstance(admission, Admission):
+        await ephemeral(interaction, admission.text)
         return
     if not in_place:
         # Refuse before acknowledging, so the refusal can be ephemeral: Discord sends the
@@ -229,4 +231,4 @@ async def ask_here(bot: BotContext, interaction: discord.Interaction, asked: Ask
         reply_to=anchor.id,
         answer_in=channel.id if one_off else None,
     )
-    await bot.service.respond(incoming, batchable=False)
+    await bot.service.respond(incoming, admission, batchable=False)

@@ -1,9 +1,10 @@
 """The one gate every way in passes: messages, edits, slash commands and buttons. It applies
-the access lists and, for whatever makes a model call, the dollar budgets and the quotas; and
-it holds the rule of who may control a conversation (who started it, the owner of its
-thread, or members who may manage threads). A budget with nothing left refuses here; the
-turn's worst case is reserved against the budgets just before its submit (the service,
-through the same ``Budgets``)."""
+the access lists and, for whatever makes a model call, the dollar budgets and the quotas
+(``admit``: the checks of bot/domain/admission.py, whose ticket ``respond``/``redo`` require;
+here a refusal becomes the text to show); and it holds the rule of who may control a
+conversation (who started it, the owner of its thread, or members who may manage threads).
+A budget with nothing left refuses here; the turn's worst case is reserved against the
+budgets just before its submit (the turn runner, through the same ``Budgets``)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from dataclasses import dataclass, field, replace
 import discord
 
 from bot.chat import convert, texts
-from bot.domain.access import AccessPolicy, Requester, denial_reason
+from bot.domain.access import AccessPolicy, Requester
+from bot.domain.admission import Admission, admit
 from bot.domain.costs import Budgets
-from bot.domain.errors import BudgetExceeded, QuotaExceeded
+from bot.domain.errors import AccessDenied, BudgetExceeded, QuotaExceeded
 from bot.domain.models import Payer
 from bot.domain.notices import DAY_SECONDS, NoticeReason, RefusalNotices, seconds_until
 from bot.domain.observer import NO_OBSERVER, TurnObserver
@@ -65,54 +67,75 @@ class Gate:
         channel: object,
         guild_id: int | None,
         *,
-        model_call: bool,
         who: Requester | None = None,
     ) -> Refusal | None:
-        """None when ``user`` may go on here; a refusal otherwise. ``model_call`` counts the
-        action against the quotas (a refusal by the access lists counts nothing). ``who``:
-        the requester as the access lists see it, when the caller knows more than ``user``,
-        ``channel`` and ``guild_id`` tell (an interaction from a server without the bot)."""
+        """None when ``user`` may act here without a model call (the access lists alone); a
+        refusal otherwise. ``who``: the requester as the access lists see it, when the caller
+        knows more than ``user``, ``channel`` and ``guild_id`` tell (an interaction from a
+        server without the bot)."""
+        admission = await self._admit(user, channel, guild_id, who, model_call=False)
+        return admission if isinstance(admission, Refusal) else None
+
+    async def admit(
+        self,
+        user: discord.abc.User,
+        channel: object,
+        guild_id: int | None,
+        *,
+        who: Requester | None = None,
+    ) -> Admission | Refusal:
+        """The ticket a model call needs, or a refusal: the access lists, the budgets and the
+        quotas, as :func:`bot.domain.admission.admit` (a refusal by the access lists or a
+        budget counts nothing against the quotas). ``user`` pays."""
+        return await self._admit(user, channel, guild_id, who, model_call=True)
+
+    async def _admit(
+        self,
+        user: discord.abc.User,
+        channel: object,
+        guild_id: int | None,
+        who: Requester | None,
+        *,
+        model_call: bool,
+    ) -> Admission | Refusal:
         who = who or convert.requester(user, channel, guild_id)
-        reason = denial_reason(self.rules.access, who)
-        if reason is not None:
+        payer = Payer(str(user.id), str(guild_id) if guild_id else None)
+        try:
+            return await admit(
+                self.rules.access,
+                who,
+                payer,
+                budgets=self.budgets if model_call else None,
+                quotas=self.quotas if model_call else None,
+            )
+        except AccessDenied as exc:
             log.info("user %s refused by the access lists", user.id)
             self._observer.turn_refused("access")
-            return Refusal(texts.denied(reason), silent=self.rules.denied_reply == "quiet")
-        if model_call and self.budgets is not None:
-            # Before the quotas, so that a refusal here counts no request against them.
-            try:
-                await self.budgets.check(Payer(str(user.id), str(guild_id) if guild_id else None))
-            except BudgetExceeded as exc:
-                log.info("user %s refused by the %s %s budget", user.id, exc.scope, exc.period)
-                self._observer.turn_refused("budget")
-                lasts = seconds_until(exc.resets_at, self.budgets.now())
-                return Refusal(
-                    texts.error_text(exc), reason=NoticeReason.BUDGET, window_seconds=lasts
-                )
-        if model_call:
-            try:
-                await self.quotas.admit(str(user.id), str(guild_id) if guild_id else None)
-            except QuotaExceeded as exc:
-                log.info("user %s refused by the %s quota", user.id, exc.scope)
-                self._observer.turn_refused("quota")
-                window = self.quotas.window_seconds(exc.scope)
-                return Refusal(
-                    texts.error_text(exc), reason=NoticeReason.QUOTA, window_seconds=window
-                )
-        return None
+            return Refusal(texts.denied(str(exc)), silent=self.rules.denied_reply == "quiet")
+        except BudgetExceeded as exc:
+            log.info("user %s refused by the %s %s budget", user.id, exc.scope, exc.period)
+            self._observer.turn_refused("budget")
+            now = self.budgets.now() if self.budgets is not None else exc.resets_at
+            lasts = seconds_until(exc.resets_at, now)
+            return Refusal(texts.error_text(exc), reason=NoticeReason.BUDGET, window_seconds=lasts)
+        except QuotaExceeded as exc:
+            log.info("user %s refused by the %s quota", user.id, exc.scope)
+            self._observer.turn_refused("quota")
+            window = self.quotas.window_seconds(exc.scope)
+            return Refusal(texts.error_text(exc), reason=NoticeReason.QUOTA, window_seconds=window)
 
-    async def check_message(
+    async def admit_message(
         self, message: discord.Message, *, notice: bool = True
-    ) -> Refusal | None:
-        """As ``check``, for a message: a refusal is silent unless it is the first of its
+    ) -> Admission | Refusal:
+        """As ``admit``, for a message: a refusal is silent unless it is the first of its
         reason for this person within its window (a reply per refused message would let a
         few flooding accounts spend the bot's Discord request budget). ``notice=False``:
         nothing will be told whatever the answer (it counts as no notice)."""
         guild_id = message.guild.id if message.guild else None
-        refusal = await self.check(message.author, message.channel, guild_id, model_call=True)
-        if refusal is None or not notice:
-            return refusal
-        return self._once(message.author, refusal)
+        admission = await self.admit(message.author, message.channel, guild_id)
+        if isinstance(admission, Admission) or not notice:
+            return admission
+        return self._once(message.author, admission)
 
     def dms_off(self, user: discord.abc.User) -> Refusal:
         """A DM while DMs are off: told once a day per person, then silence."""
@@ -126,14 +149,21 @@ class Gate:
         log.debug("user %s refused again (%s): not told again", user.id, refusal.reason)
         return replace(refusal, silent=True)
 
-    async def check_interaction(
-        self, interaction: discord.Interaction, *, model_call: bool
-    ) -> Refusal | None:
+    async def check_interaction(self, interaction: discord.Interaction) -> Refusal | None:
+        """As ``check``, for an interaction that makes no model call."""
         return await self.check(
             interaction.user,
             interaction.channel,
             interaction.guild_id,
-            model_call=model_call,
+            who=convert.interaction_requester(interaction),
+        )
+
+    async def admit_interaction(self, interaction: discord.Interaction) -> Admission | Refusal:
+        """As ``admit``, for an interaction: the person who interacts pays."""
+        return await self.admit(
+            interaction.user,
+            interaction.channel,
+            interaction.guild_id,
             who=convert.interaction_requester(interaction),
         )
 

@@ -23,10 +23,12 @@ from bot.chat.replies import say
 from bot.chat.threadcache import restore_thread
 from bot.chat.threads import ThreadRefused, may_bind, open_thread
 from bot.chat.unfurls import Unfurls
+from bot.domain.admission import Admission
 from bot.domain.errors import StorageError
+from bot.domain.flows import Redo
 from bot.domain.links import DEFAULT_EMBED_WAIT
 from bot.domain.models import Autoreply, Conversation
-from bot.domain.service import ConversationService, Redo
+from bot.domain.service import ConversationService
 
 log = logging.getLogger(__name__)
 
@@ -201,18 +203,18 @@ class Inbound:
         )
         if decision is Route.IGNORE:
             return
-        refusal: Refusal | None
+        admission: Admission | Refusal
         if decision is Route.DM_REFUSED:
-            refusal = self._gate.dms_off(message.author)
+            admission = self._gate.dms_off(message.author)
         else:
-            refusal = await self._gate.check_message(message)
-        if refusal is not None:
+            admission = await self._gate.admit_message(message)
+        if isinstance(admission, Refusal):
             log.info("message %s refused", message.id)
-            if not refusal.silent:
-                await say(message, refusal.text)
+            if not admission.silent:
+                await say(message, admission.text)
             return
-        mention_inline = decision is Route.START and autoreply is None
-        if mention_inline and await self._channel_mode(message) == "inline":
+        a_mention = decision is Route.START and autoreply is None
+        if a_mention and await self._channel_mode(message) == "inline":
             decision = Route.INLINE
         in_channel = decision in (Route.START, Route.INLINE)
         replied_to = await self._replied_message(message) if in_channel else None
@@ -269,7 +271,7 @@ class Inbound:
         # channel, let go here, cannot overtake it.
         if queued is not None:
             queued.set()
-        await self._service.respond(incoming, batchable=decision is Route.CONTINUE)
+        await self._service.respond(incoming, admission, batchable=decision is Route.CONTINUE)
 
     async def _inline_conversation(self, replied_to: discord.Message | None) -> str | None:
         """The scope of the conversation an inline message continues: the one whose answer
@@ -346,8 +348,8 @@ class Inbound:
             return
         if str(message.author.id) != latest.author_id:
             return
-        refusal = await self._gate.check_message(message, notice=False)
-        if refusal is not None:
+        admission = await self._gate.admit_message(message, notice=False)
+        if isinstance(admission, Refusal):
             return  # an edit asks for a new model call: access lists and quotas apply
         if not latest.state.settled:
             await self._service.stop(latest.id, message.author.display_name)
@@ -359,7 +361,7 @@ class Inbound:
             reply_to=payload.message_id,
         )
         log.info("message %s edited: answering it again", payload.message_id)
-        await self._service.redo(Redo(scope_id, turn_id=latest.id, edited=incoming))
+        await self._service.redo(Redo(scope_id, turn_id=latest.id, edited=incoming), admission)
 
     # -- catching up after downtime ----------------------------------------------------------
 

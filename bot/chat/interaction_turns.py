@@ -15,6 +15,7 @@ from bot.chat import convert
 from bot.chat.context import BotContext
 from bot.chat.live_interactions import EPHEMERAL_EXTRA
 from bot.chat.threads import may_bind
+from bot.domain.admission import Admission
 from bot.domain.service import ConversationService
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ def answer_is_ephemeral(interaction: discord.Interaction, private: bool | None) 
 async def answer_through(
     asker: BotContext,
     interaction: discord.Interaction,
+    admission: Admission,
     *,
     text: str,
     scope_id: str,
@@ -77,8 +79,8 @@ async def answer_through(
 ) -> None:
     """Acknowledge ``interaction`` at once (Discord's 3 s; the visibility is fixed here),
     then answer ``text`` (and ``about``, the message "Ask Seed" was used on) as the next
-    turn of the conversation ``scope_id``, through the interaction. The gate has been
-    passed already."""
+    turn of the conversation ``scope_id``, through the interaction, as ``admission``
+    admitted it."""
     interaction.extras[EPHEMERAL_EXTRA] = ephemeral
     try:
         await interaction.response.defer(ephemeral=ephemeral, thinking=True)
@@ -96,4 +98,4 @@ async def answer_through(
         through_interaction=True,
     )
     async with asker.interactions.holding(interaction, ephemeral):
-        await asker.service.respond(incoming, batchable=False)
+        await asker.service.respond(incoming, admission, batchable=False)

@@ -130,7 +130,7 @@ class ForgetButton(
 
     async def callback(self, interaction: discord.Interaction) -> None:
         host = context_of(interaction)
-        refusal = await host.gate.check_interaction(interaction, model_call=False)
+        refusal = await host.gate.check_interaction(interaction)
         if refusal is not None:
             await ephemeral(interaction, refusal.text)
             return

@@ -26,6 +26,7 @@ from bot.chat.interaction_turns import (
     answer_through,
 )
 from bot.chat.replies import ephemeral, telling_failures
+from bot.domain.admission import Admission
 from bot.domain.models import Turn
 
 log = logging.getLogger(__name__)
@@ -98,9 +99,9 @@ async def _submitted(interaction: discord.Interaction, turn_id: int, text: str) 
     turn = await _continued(asker, interaction, turn_id)
     if turn is None:
         return
-    refusal = await asker.gate.check_interaction(interaction, model_call=True)
-    if refusal is not None:
-        await ephemeral(interaction, refusal.text)
+    admission = await asker.gate.admit_interaction(interaction)
+    if not isinstance(admission, Admission):
+        await ephemeral(interaction, admission.text)
         return
     message = interaction.message
     private = message.flags.ephemeral if message is not None else True
@@ -108,6 +109,7 @@ async def _submitted(interaction: discord.Interaction, turn_id: int, text: str) 
     await answer_through(
         asker,
         interaction,
+        admission,
         text=text,
         scope_id=turn.reply_channel_id,
         ephemeral=answer_is_ephemeral(interaction, private),
@@ -148,7 +150,7 @@ class ReplyButton(
 
     async def callback(self, interaction: discord.Interaction) -> None:
         asker = context_of(interaction)
-        refusal = await asker.gate.check_interaction(interaction, model_call=False)
+        refusal = await asker.gate.check_interaction(interaction)
         if refusal is not None:
             await ephemeral(interaction, refusal.text)
             return

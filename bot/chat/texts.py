@@ -39,7 +39,7 @@ from bot.domain.errors import (
 )
 from bot.domain.models import Turn
 from bot.domain.params import PARAMS
-from bot.domain.service import MESSAGE_DELETED
+from bot.domain.stopping import MESSAGE_DELETED
 
 NO_MENTIONS: Final = discord.AllowedMentions.none()
 

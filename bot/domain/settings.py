@@ -3,6 +3,7 @@ of user-supplied values."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -12,6 +13,8 @@ from bot.domain.errors import InvalidSetting
 from bot.domain.models import SETTING_NAMES, GenerationSettings, SettingsScope
 from bot.domain.params import BY_NAME, PARAMS
 from bot.domain.personas import Personas
+
+log = logging.getLogger(__name__)
 
 CONFIG_SOURCE = "config file"
 MODEL_SOURCE = "model default"
@@ -77,6 +80,24 @@ def resolve_settings(
             values[name] = None
             sources[name] = MODEL_SOURCE
     return EffectiveSettings(GenerationSettings(**values), sources, frozenset(missing))
+
+
+class SettingsResolver:
+    """``resolve_settings`` over the config's defaults and personas (a new one on reload).
+    A persona set somewhere but gone from the config is logged once per name, not at every
+    turn that meets it."""
+
+    def __init__(self, config: GenerationSettings, personas: Personas) -> None:
+        self.config = config
+        self.personas = personas
+        self._reported: set[str] = set()
+
+    def __call__(self, layers: Mapping[SettingsScope, GenerationSettings]) -> EffectiveSettings:
+        effective = resolve_settings(layers, self.config, self.personas)
+        for name in effective.missing - self._reported:
+            log.warning("persona %r is set but not in the config: ignored", name)
+            self._reported.add(name)
+        return effective
 
 
 def validate_settings(

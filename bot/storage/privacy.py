@@ -24,10 +24,10 @@ from bot.domain.privacy import (
     guild_usage_key,
     user_usage_key,
 )
-from bot.storage.conversations import UNFINISHED_STATES
 from bot.storage.database import Database
 from bot.storage.rows import conversation_from, turn_from
 from bot.storage.tables import conversations, messages, settings, speakers, turns, usage_events
+from bot.storage.turns import UNFINISHED_STATES
 
 DEFAULT_BATCH = 500
 

@@ -36,6 +36,7 @@ from bot.storage.costs import SqlCosts
 from bot.storage.database import Database, RetryPolicy
 from bot.storage.interactions import SqlInteractions
 from bot.storage.settings import SqlSettings
+from bot.storage.turns import SqlTurns
 from bot.storage.usage import SqlUsage
 
 
@@ -62,6 +63,7 @@ class SqlStore:
         self.db = Database(engine, policy=policy, outage=outage)
         self.outage = self.db.outage
         self.conversations = SqlConversations(self.db, history_tokens=history_tokens)
+        self.turns = SqlTurns(self.db)
         self.settings = SqlSettings(self.db)
         self.usage = SqlUsage(self.db)
         self.costs = SqlCosts(self.db)
@@ -111,7 +113,7 @@ class SqlStore:
         trim_notified_epoch: int | None = None,
         reservation: Reservation | None = None,
     ) -> None:
-        await self.conversations.record_submission(
+        await self.turns.record_submission(
             turn_id, handle, trim_notified_epoch=trim_notified_epoch, reservation=reservation
         )
 
@@ -123,37 +125,35 @@ class SqlStore:
         *,
         settlement: Settlement | None = None,
     ) -> Cost | None:
-        return await self.conversations.complete_turn(
-            turn_id, reply, new_messages, settlement=settlement
-        )
+        return await self.turns.complete_turn(turn_id, reply, new_messages, settlement=settlement)
 
     async def record_delivery(self, turn_id: int, message_ids: Sequence[str]) -> None:
-        await self.conversations.record_delivery(turn_id, message_ids)
+        await self.turns.record_delivery(turn_id, message_ids)
 
     async def finish_turn(self, turn_id: int, state: TurnState, error: str | None = None) -> None:
-        await self.conversations.finish_turn(turn_id, state, error)
+        await self.turns.finish_turn(turn_id, state, error)
 
     async def stop_turn(self, turn_id: int, by: str) -> bool:
-        return await self.conversations.stop_turn(turn_id, by)
+        return await self.turns.stop_turn(turn_id, by)
 
     async def record_status_message(self, turn_id: int, message_id: str) -> None:
-        await self.conversations.record_status_message(turn_id, message_id)
+        await self.turns.record_status_message(turn_id, message_id)
 
     async def record_reply_parts(self, turn_id: int, message_ids: Sequence[str]) -> None:
-        await self.conversations.record_reply_parts(turn_id, message_ids)
+        await self.turns.record_reply_parts(turn_id, message_ids)
 
     async def get_turn(self, turn_id: int) -> Turn:
-        return await self.conversations.get_turn(turn_id)
+        return await self.turns.get_turn(turn_id)
 
     async def latest_turn(self, conversation_id: int) -> Turn | None:
-        return await self.conversations.latest_turn(conversation_id)
+        return await self.turns.latest_turn(conversation_id)
 
     async def turn_for_source(self, source_id: str) -> Turn | None:
         """The newest attempt's turn for a Discord message."""
-        return await self.conversations.turn_for_source(source_id)
+        return await self.turns.turn_for_source(source_id)
 
     async def unfinished_turns(self) -> list[Turn]:
-        return await self.conversations.unfinished_turns()
+        return await self.turns.unfinished_turns()
 
     # --- settings -----------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from sqlalchemy import insert, text, update
 from sqlalchemy.sql.expression import Executable
 
 from bot.chat.sealing import TokenSeal
-from bot.domain import service
+from bot.domain import runner
 from bot.domain.models import TurnState
 from bot.storage import create_engine
 from bot.storage.tables import interactions, turns
@@ -202,8 +202,8 @@ async def test_expired_interactions_are_dropped_at_start_up(
 
 
 def clock_ahead(monkeypatch: pytest.MonkeyPatch, by: timedelta) -> None:
-    """The service's clock ``by`` ahead: the interactions look that much older to it."""
-    monkeypatch.setattr(service, "utcnow", lambda: datetime.now(UTC) + by)
+    """The turn runner's clock ``by`` ahead: the interactions look that much older to it."""
+    monkeypatch.setattr(runner, "utcnow", lambda: datetime.now(UTC) + by)
 
 
 async def test_an_interaction_turn_whose_window_is_over_when_its_turn_comes_is_not_submitted(

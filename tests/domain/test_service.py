@@ -15,6 +15,7 @@ import pytest
 
 from bot.domain.attachments import AttachmentPolicy
 from bot.domain.errors import AttachmentError
+from bot.domain.flows import Redo
 from bot.domain.models import (
     Attachment,
     Destination,
@@ -25,16 +26,15 @@ from bot.domain.models import (
     TurnState,
 )
 from bot.domain.service import (
-    MESSAGE_DELETED,
     ConversationService,
-    Redo,
     ServiceConfig,
-    StopResult,
 )
+from bot.domain.stopping import MESSAGE_DELETED, StopResult
 from bot.fal import FalClient
 from bot.storage import SqlStore, create_engine
 from bot.storage.migrate import upgrade
 from tests.fakes.fal import Failure, FakeFal, echo_responder
+from tests.tickets import ticket
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
 
@@ -170,7 +170,7 @@ async def states(world: World) -> list[TurnState]:
 
 
 async def test_a_message_is_answered_and_each_step_stored(world: World) -> None:
-    await world.service.respond(message(1, "hello"), batchable=False)
+    await world.service.respond(message(1, "hello"), await ticket(), batchable=False)
     [delivery] = world.deliveries.opened
     assert delivery.destination == Destination("42", "1001")
     assert [c for c, _ in delivery.calls][:2] == ["start", "attach"]
@@ -180,8 +180,8 @@ async def test_a_message_is_answered_and_each_step_stored(world: World) -> None:
 
 
 async def test_a_duplicate_message_is_answered_once(world: World) -> None:
-    await world.service.respond(message(1, "hello"), batchable=False)
-    await world.service.respond(message(1, "hello"), batchable=False)
+    await world.service.respond(message(1, "hello"), await ticket(), batchable=False)
+    await world.service.respond(message(1, "hello"), await ticket(), batchable=False)
     assert len(world.fal.requests) == 1
     assert [d.named("deliver") for d in world.deliveries.opened] == [[("echo: hello", ())], []]
 
@@ -189,9 +189,9 @@ async def test_a_duplicate_message_is_answered_once(world: World) -> None:
 async def test_a_burst_of_one_persons_messages_is_one_turn(world: World) -> None:
     world.service.reconfigure(ServiceConfig(batch_window=0.2, turn_timeout=10))
     await asyncio.gather(
-        world.service.respond(message(1, "one")),
-        world.service.respond(message(2, "two")),
-        world.service.respond(message(3, "three")),
+        world.service.respond(message(1, "one"), await ticket()),
+        world.service.respond(message(2, "two"), await ticket()),
+        world.service.respond(message(3, "three"), await ticket()),
     )
     [request] = world.fal.requests.values()
     assert request.input["prompt"] == "one\ntwo\nthree"
@@ -204,10 +204,10 @@ async def test_a_follow_up_stops_the_queued_request_and_the_burst_starts_over(
 ) -> None:
     world.service.reconfigure(ServiceConfig(batch_window=5.0, turn_timeout=10))
     world.fal.hold()
-    first = asyncio.create_task(world.service.respond(message(1, "one")))
+    first = asyncio.create_task(world.service.respond(message(1, "one"), await ticket()))
     [queued] = await world.fal.wait_for_submissions(1)
     await world.fal.wait_for_calls("stream", 1)  # its request id is stored
-    second = asyncio.create_task(world.service.respond(message(2, "two")))
+    second = asyncio.create_task(world.service.respond(message(2, "two"), await ticket()))
     await world.fal.wait_for(lambda: world.fal.requests[queued].cancel_requested)
     world.fal.unhold()
     await asyncio.gather(first, second)
@@ -251,15 +251,15 @@ async def test_a_follow_up_while_the_replaced_attempt_winds_down_joins_the_burst
     down joins the restart; it is not left over as a turn of its own."""
     world.service.reconfigure(ServiceConfig(batch_window=5.0, turn_timeout=10))
     wind_down = SlowWindDown()
-    world.service.costs = wind_down
+    world.service.runner.costs = wind_down
     world.fal.hold()
-    first = asyncio.create_task(world.service.respond(message(1, "one")))
+    first = asyncio.create_task(world.service.respond(message(1, "one"), await ticket()))
     await world.fal.wait_for_submissions(1)
     await world.fal.wait_for_calls("stream", 1)
-    second = asyncio.create_task(world.service.respond(message(2, "two")))
+    second = asyncio.create_task(world.service.respond(message(2, "two"), await ticket()))
     await wind_down.entered.wait()
     # It starts (and joins) before the replaced attempt is let go: tasks run in order.
-    third = asyncio.create_task(world.service.respond(message(3, "three")))
+    third = asyncio.create_task(world.service.respond(message(3, "three"), await ticket()))
     wind_down.release.set()
     world.fal.unhold()
     await asyncio.gather(first, second, third)
@@ -271,27 +271,27 @@ async def test_a_follow_up_while_the_replaced_attempt_winds_down_joins_the_burst
 
 async def test_a_follow_up_after_the_answer_is_stored_is_the_next_turn(world: World) -> None:
     world.service.reconfigure(ServiceConfig(batch_window=5.0, turn_timeout=10))
-    await world.service.respond(message(1, "one"))
-    await world.service.respond(message(2, "two"))
+    await world.service.respond(message(1, "one"), await ticket())
+    await world.service.respond(message(2, "two"), await ticket())
     assert [r.input["prompt"] for r in world.fal.requests.values()] == ["one", "two"]
 
 
 async def test_without_a_window_nothing_is_merged(world: World) -> None:
     world.fal.hold()
-    first = asyncio.create_task(world.service.respond(message(1, "one")))
+    first = asyncio.create_task(world.service.respond(message(1, "one"), await ticket()))
     await world.fal.wait_for_submissions(1)
-    second = asyncio.create_task(world.service.respond(message(2, "two")))
-    third = asyncio.create_task(world.service.respond(message(3, "three")))
+    second = asyncio.create_task(world.service.respond(message(2, "two"), await ticket()))
+    third = asyncio.create_task(world.service.respond(message(3, "three"), await ticket()))
     world.fal.unhold()
     await asyncio.gather(first, second, third)
     assert [r.input["prompt"] for r in world.fal.requests.values()] == ["one", "two", "three"]
 
 
 async def test_retry_supersedes_the_old_answer(world: World) -> None:
-    await world.service.respond(message(1, "hello"), batchable=False)
+    await world.service.respond(message(1, "hello"), await ticket(), batchable=False)
     old = await world.service.latest_turn("42")
     assert old is not None
-    await world.service.redo(Redo("42", turn_id=old.id))
+    await world.service.redo(Redo("42", turn_id=old.id), await ticket())
     again = world.deliveries.opened[-1]
     assert again.named("supersede") == [old.id]
     assert again.named("deliver") == [("echo: hello", ())]
@@ -301,11 +301,11 @@ async def test_retry_supersedes_the_old_answer(world: World) -> None:
 
 
 async def test_redo_of_a_turn_that_is_no_longer_the_latest_does_nothing(world: World) -> None:
-    await world.service.respond(message(1, "first"), batchable=False)
+    await world.service.respond(message(1, "first"), await ticket(), batchable=False)
     first = await world.service.latest_turn("42")
-    await world.service.respond(message(2, "second"), batchable=False)
+    await world.service.respond(message(2, "second"), await ticket(), batchable=False)
     assert first is not None
-    await world.service.redo(Redo("42", turn_id=first.id))
+    await world.service.redo(Redo("42", turn_id=first.id), await ticket())
     assert len(world.deliveries.opened) == 2
     assert len(world.fal.requests) == 2
 
@@ -320,7 +320,9 @@ async def test_a_refused_attachment_is_left_out_and_the_turn_goes_on(world: Worl
         return echo_responder(args)
 
     world.fal.responder = responder
-    await world.service.respond(message(1, "pictures", files=["a1", "a2", "a3"]), batchable=False)
+    await world.service.respond(
+        message(1, "pictures", files=["a1", "a2", "a3"]), await ticket(), batchable=False
+    )
     [delivery] = world.deliveries.opened
     [(output, warnings)] = delivery.named("deliver")
     assert output == "echo: pictures"
@@ -332,7 +334,9 @@ async def test_a_refused_attachment_is_left_out_and_the_turn_goes_on(world: Worl
 
 
 async def test_an_attachment_that_cannot_be_had_is_named_and_the_rest_goes(world: World) -> None:
-    await world.service.respond(message(1, "look", files=["a1", "gone"]), batchable=False)
+    await world.service.respond(
+        message(1, "look", files=["a1", "gone"]), await ticket(), batchable=False
+    )
     [(_, warnings)] = world.deliveries.opened[0].named("deliver")
     assert warnings == ("`gone.png` could not be used: Discord no longer serves it",)
     [request] = world.fal.requests.values()
@@ -341,7 +345,9 @@ async def test_an_attachment_that_cannot_be_had_is_named_and_the_rest_goes(world
 
 async def test_stop_while_waiting_stops_and_posts_nothing(world: World) -> None:
     world.fal.hold()
-    task = asyncio.create_task(world.service.respond(message(1, "slow"), batchable=False))
+    task = asyncio.create_task(
+        world.service.respond(message(1, "slow"), await ticket(), batchable=False)
+    )
     await world.fal.wait_for_submissions(1)
     turn = await world.service.latest_turn("42")
     assert turn is not None
@@ -358,7 +364,9 @@ async def test_stop_while_waiting_stops_and_posts_nothing(world: World) -> None:
 
 async def test_an_unfinished_turn_is_resumed_by_its_request_id(world: World) -> None:
     world.fal.hold()
-    task = asyncio.create_task(world.service.respond(message(1, "survive"), batchable=False))
+    task = asyncio.create_task(
+        world.service.respond(message(1, "survive"), await ticket(), batchable=False)
+    )
     [request_id] = await world.fal.wait_for_submissions(1)
     turn = await world.service.latest_turn("42")
     assert turn is not None
@@ -386,6 +394,7 @@ async def test_a_restart_resumes_only_the_conversations_this_process_owns(world:
         asyncio.create_task(
             world.service.respond(
                 replace(message(n, f"in {scope}"), scope_id=scope, guild_id=guild),
+                await ticket(),
                 batchable=False,
             )
         )
@@ -436,7 +445,9 @@ async def test_a_message_deleted_while_its_turn_is_prepared_is_not_sent(
         world.deliveries,
         ServiceConfig(batch_window=5.0, turn_timeout=10),
     )
-    answering = asyncio.create_task(service.respond(message(1, "deleted soon", files=["a1"])))
+    answering = asyncio.create_task(
+        service.respond(message(1, "deleted soon", files=["a1"]), await ticket())
+    )
     await files.fetching.wait()
     # withdraw waits for the turn's flow to end, which waits on the download
     withdrawing = asyncio.create_task(service.withdraw({"1001"}))

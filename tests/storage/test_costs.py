@@ -20,6 +20,7 @@ from bot.domain.costs import (
     budgets_for,
 )
 from bot.domain.errors import BudgetExceeded
+from bot.domain.flows import Redo
 from bot.domain.models import (
     Cost,
     Incoming,
@@ -34,11 +35,12 @@ from bot.domain.models import (
     TurnState,
 )
 from bot.domain.ports import ModelClient
-from bot.domain.service import ConversationService, Redo, ServiceConfig
+from bot.domain.service import ConversationService, ServiceConfig
 from bot.storage import SqlStore
 from bot.storage.costs import StoredCost
 from tests.fakes.fal import FakeFal, Fault, billable_units
 from tests.storage.test_transactions import NoMedia, RecordingDelivery
+from tests.tickets import ticket
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 ALICE, BOB, GUILD = "1100000000000000001", "1100000000000000002", "1000000000000000001"
@@ -175,7 +177,7 @@ async def test_a_fast_turn_with_its_cost_tracked_costs_four_transactions_five_wi
         text="what does it cost?",
         guild_id=GUILD,
     )
-    await service.respond(incoming, batchable=False)
+    await service.respond(incoming, await ticket(), batchable=False)
     assert names == expected
     turn = await store.turn_for_source(incoming.source_id)
     assert turn is not None and turn.state is TurnState.DELIVERED
@@ -261,7 +263,7 @@ async def running(
     request id and the stored turn."""
     fake_fal.hold()
     incoming = asked("1300000000000000001", text)
-    answering = asyncio.ensure_future(service.respond(incoming, batchable=False))
+    answering = asyncio.ensure_future(service.respond(incoming, await ticket(), batchable=False))
     [request_id] = await fake_fal.wait_for_submissions(1)
     turn = await store.turn_for_source(incoming.source_id)
     assert turn is not None
@@ -307,13 +309,13 @@ async def test_a_redo_is_paid_by_who_asked_for_it(
     rules = BudgetRules(user_daily_usd=1.0)
     service = costed_service(store, fal_model_client, rules)
     incoming = asked("1300000000000000001", "answer again")
-    await service.respond(incoming, batchable=False)
+    await service.respond(incoming, await ticket(), batchable=False)
     first = await store.turn_for_source(incoming.source_id)
     assert first is not None
     now = datetime.now(UTC)
     await store.costs.reserve(held(10**12, 1.0, at=now), [], now=now)
     await store.costs.settle(10**12, Settlement(reported=Cost(10**7, 1.0, False)))
-    await service.redo(Redo(incoming.scope_id, turn_id=first.id, payer_id=BOB))
+    await service.redo(Redo(incoming.scope_id, turn_id=first.id), await ticket(BOB))
     again = await store.turn_for_source(incoming.source_id)
     assert again is not None and again.id != first.id
     assert again.state is TurnState.DELIVERED

@@ -30,7 +30,7 @@ from bot.domain.models import (
     TurnState,
 )
 from bot.domain.privacy import guild_usage_key, user_usage_key
-from bot.domain.service import MERGED
+from bot.domain.stopping import MERGED
 from bot.storage import SqlStore
 from bot.storage.tables import conversations, interactions, metadata, turn_costs, turns
 

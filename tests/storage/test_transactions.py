@@ -27,6 +27,7 @@ from bot.domain.service import ConversationService, ServiceConfig
 from bot.storage import SqlStore
 from bot.storage.conversations import SqlConversations
 from bot.storage.database import _Gate
+from tests.tickets import ticket
 
 from .conftest import begin, new_turn
 
@@ -106,7 +107,7 @@ async def test_a_fast_turn_costs_four_transactions(
             guild_id="1000000000000000001",
             parent_channel_id="1000000000000000002",
         )
-        await service.respond(incoming, batchable=False)
+        await service.respond(incoming, await ticket(), batchable=False)
         assert names == ["begin_turn", "record_submission", "complete_turn", "record_delivery"]
     assert not delivery.failures
     assert len(delivery.delivered) == 2
