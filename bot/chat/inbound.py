@@ -18,6 +18,7 @@ import discord
 
 from bot.chat import convert, texts
 from bot.chat.autoreply import OFF, AutoreplyModes
+from bot.chat.controls import RetryButton
 from bot.chat.gate import Gate, Refusal
 from bot.chat.replies import say
 from bot.chat.threadcache import restore_thread
@@ -87,6 +88,18 @@ def _parent_of(channel: object) -> int | None:
     if isinstance(channel, discord.abc.GuildChannel):  # a thread is no GuildChannel
         return channel.id
     return getattr(channel, "parent_id", None)
+
+
+def _retried_turn(message: discord.Message) -> int | None:
+    """The turn whose Retry button ``message`` carries, if any."""
+    for row in message.components:
+        for item in getattr(row, "children", ()):
+            found = RetryButton.__discord_ui_compiled_template__.fullmatch(
+                getattr(item, "custom_id", None) or ""
+            )
+            if found is not None:
+                return int(found["turn"])
+    return None
 
 
 class ArrivalOrder:
@@ -279,9 +292,13 @@ class Inbound:
         if replied_to is None or replied_to.author.id != self._me():
             return None
         ref = replied_to.reference
-        if ref is None or ref.message_id is None:
-            return None
-        conversation = await self._service.conversation_answering(str(ref.message_id))
+        conversation: Conversation | None = None
+        if ref is not None and ref.message_id is not None:
+            conversation = await self._service.conversation_answering(str(ref.message_id))
+        elif (turn_id := _retried_turn(replied_to)) is not None:
+            # A long answer's last part replies to nothing; its Retry button names the turn.
+            turn = await self._service.get_turn(turn_id)
+            conversation = None if turn is None else await self._service.conversation_of(turn)
         return None if conversation is None else conversation.scope_id
 
     async def _answered_inline(self, message: discord.Message) -> bool:

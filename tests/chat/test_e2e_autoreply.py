@@ -11,7 +11,7 @@ from tests.chat.conftest import ephemeral_answer as command
 from tests.fakes.discord import Perm
 from tests.fakes.discord.events import HttpRequest, MessageCreated
 from tests.fakes.discord.models import FakeMessage, FakeUser
-from tests.fakes.fal import ModelOutput
+from tests.fakes.fal import ModelOutput, echo_responder
 
 FLOOD = 6
 
@@ -176,6 +176,15 @@ async def test_inline_long_answers_and_reasoning_are_posted_in_the_channel(
     assert posted[0].message_reference is not None
     assert int(posted[0].message_reference["message_id"]) == asked.id
     assert h.fake.threads(h.world.channel) == []
+
+    # a reply to the last part (which replies to nothing) continues that conversation
+    h.fal.responder = echo_responder
+    since = h.fake.mark()
+    more = await h.fake.send_message(
+        h.world.alice, h.world.channel, "shorter please", reply_to=posted[-1], ping_reply=False
+    )
+    await inline_answer(h, more, since)
+    assert user_turns(h)[-1] == ["tell me a lot", "shorter please"]
 
 
 async def test_inline_stop_and_retry(harness: Harness) -> None:
