@@ -297,3 +297,21 @@ async def test_settings_show_autoreply_and_where_it_comes_from(harness: Harness)
     await autoreply(h, "inline")
     shown = await command(h, h.world.alice, h.world.channel, "settings", {})
     assert "• `autoreply`: inline *(channel)*" in shown
+
+
+async def test_a_flood_of_chatter_costs_one_settings_read_per_channel(harness: Harness) -> None:
+    """Every message of every channel asks whether to answer: the mode is read once per
+    channel, not once per message, and nothing else is done for chatter in an off channel."""
+    h = harness
+    seen: list[tuple[str, bool]] = []
+    observers = h.app.store.db.observers
+    observers.append(lambda what, write: seen.append((what, write)))
+    try:
+        for n in range(FLOOD):  # one after the other: each read on its own
+            await h.fake.send_message(h.world.bob, h.world.channel, f"chatter {n}")
+            await h.fake.sync_gateway()
+            await h.app.bot.idle()
+    finally:
+        observers.pop()
+    assert seen == [("settings_layers", False)]
+    assert h.fal.requests == {}
