@@ -149,7 +149,7 @@ class SqlStore:
         return await self.turns.latest_turn(conversation_id)
 
     async def turn_for_source(self, source_id: str) -> Turn | None:
-        """The newest attempt's turn for a Discord message (tests; not in the Protocol)."""
+        """The newest attempt's turn for a Discord message."""
         return await self.turns.turn_for_source(source_id)
 
     async def unfinished_turns(self) -> list[Turn]:
