@@ -290,11 +290,13 @@ class ChannelDelivery(DeliveryCore):
         return self._replacing is not None
 
     async def _send_part(self, part: Outgoing) -> Part:
-        """Edit the status message into the first part, or post the part (the first as a
-        reply to the user's message), retrying Discord's passing server errors."""
+        """Edit the status message into the first part, or post the part (each, where the
+        answer is posted beside the message it answers, as a reply to it: a person replying to
+        any part of an inline answer continues its conversation), retrying Discord's passing
+        server errors."""
         status = self._replacing if part.index == 0 else None
         kwargs = dict(part.kwargs)
-        if part.index == 0 and status is None:
+        if status is None:
             kwargs.update(self._reference())
         if part.answer and part.turn is not None and status is None:
             kwargs["nonce"] = part_nonce(part.turn, part.index)

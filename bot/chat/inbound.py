@@ -288,7 +288,7 @@ class Inbound:
 
     async def _inline_conversation(self, replied_to: discord.Message | None) -> str | None:
         """The scope of the conversation an inline message continues: the one whose answer
-        it replies to (the answer replies to the message it answered), else None."""
+        it replies to (each part of an answer replies to the message it answered), else None."""
         if replied_to is None or replied_to.author.id != self._me():
             return None
         ref = replied_to.reference
@@ -296,7 +296,8 @@ class Inbound:
         if ref is not None and ref.message_id is not None:
             conversation = await self._service.conversation_answering(str(ref.message_id))
         elif (turn_id := _retried_turn(replied_to)) is not None:
-            # A long answer's last part replies to nothing; its Retry button names the turn.
+            # A status edited into the first part may have lost its reply (a restart); the
+            # answer's Retry button names the turn.
             turn = await self._service.get_turn(turn_id)
             conversation = None if turn is None else await self._service.conversation_of(turn)
         return None if conversation is None else conversation.scope_id

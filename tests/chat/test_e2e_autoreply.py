@@ -172,19 +172,26 @@ async def test_inline_long_answers_and_reasoning_are_posted_in_the_channel(
     shown = "\n".join(m.content for m in h.fake.bot_messages(h.world.channel))
     assert "some reasoning" in shown
     assert all(len(m.content) <= 2000 for m in h.fake.bot_messages(h.world.channel))
-    assert len(posted) >= 2  # split over several messages, in the channel
-    assert posted[0].message_reference is not None
-    assert int(posted[0].message_reference["message_id"]) == asked.id
+    assert len(posted) >= 3  # split over several messages, in the channel
+    # every part replies to the message it answers
+    assert all(m.message_reference is not None for m in posted)
+    assert {int(m.message_reference["message_id"]) for m in posted} == {asked.id}
     assert h.fake.threads(h.world.channel) == []
 
-    # a reply to the last part (which replies to nothing) continues that conversation
+    # a reply to a middle part, or to the last, continues that conversation
     h.fal.responder = echo_responder
     since = h.fake.mark()
     more = await h.fake.send_message(
-        h.world.alice, h.world.channel, "shorter please", reply_to=posted[-1], ping_reply=False
+        h.world.alice, h.world.channel, "shorter please", reply_to=posted[1], ping_reply=False
     )
     await inline_answer(h, more, since)
     assert user_turns(h)[-1] == ["tell me a lot", "shorter please"]
+    since = h.fake.mark()
+    last = await h.fake.send_message(
+        h.world.alice, h.world.channel, "and again", reply_to=posted[-1], ping_reply=False
+    )
+    await inline_answer(h, last, since)
+    assert user_turns(h)[-1] == ["tell me a lot", "shorter please", "and again"]
 
 
 async def test_inline_stop_and_retry(harness: Harness) -> None:
