@@ -45,7 +45,7 @@ from bot.ops.metrics import Metrics, TimedModel
 from bot.storage.engine import create_engine, sqlite_path
 from bot.storage.migrate import ensure_schema, unreachable
 from bot.storage.privacy import SqlPrivacy
-from bot.storage.repository import SqlStore
+from bot.storage.repositories import Repositories, sql_repositories
 from bot.web.pages import Network, PageFetcher, private_hosts
 
 log = logging.getLogger(__name__)
@@ -161,7 +161,7 @@ class App:
     config: Config
     engine: AsyncEngine
     session: aiohttp.ClientSession
-    store: SqlStore
+    store: Repositories
     model: FalClient
     media: DiscordMedia
     service: ConversationService
@@ -260,7 +260,7 @@ async def build_app(
                 connector=connector, timeout=aiohttp.ClientTimeout(total=None, sock_connect=10)
             )
         )
-        store = SqlStore(
+        store = sql_repositories(
             engine,
             outage_tolerance=config.database.outage_tolerance_seconds,
             history_tokens=config.model.context_budget_tokens,
@@ -294,13 +294,13 @@ async def build_app(
         deliveries = Deliveries(
             ChannelDeliveries(
                 bot,
-                store,
+                store.turns,
                 VIEWS,
                 status_delay=options.status_delay,
                 typing_delay=options.typing_delay,
             ),
             bot.interactions,
-            store,
+            store.turns,
             INTERACTION_VIEWS,
         )
         budgets = Budgets(store.costs, config.budgets.rules(), Pricing(config.costs.usd_per_unit))
@@ -309,7 +309,9 @@ async def build_app(
         # too.
         refusals = RefusalNotices()
         service = ConversationService(
-            store,
+            store.conversations,
+            store.turns,
+            store.settings,
             TimedModel(model, metrics),
             media,
             deliveries,
@@ -322,13 +324,13 @@ async def build_app(
             readers=Readers(pages=pages, gif_to_mp4=gif_as_mp4),
         )
         gate = Gate(
-            Quotas(store, quota_rules(config)),
+            Quotas(store.usage, quota_rules(config)),
             gate_rules(config),
             observer=metrics,
             budgets=budgets,
             notices=refusals,
         )
-        privacy = SqlPrivacy(store.db)
+        privacy = store.privacy
         bot.install(service, gate, privacy)
         metrics.watch_gateway(lambda: bot.latencies)
         metrics.watch_slots(lambda: service.slots.waiting)
@@ -376,12 +378,12 @@ async def _running(coro: Coroutine[Any, Any, None], name: str) -> AsyncIterator[
 
 
 @contextlib.asynccontextmanager
-async def open_store(config: Config) -> AsyncIterator[SqlStore]:
-    """The store alone, for commands that only read or clean the database (export, purge)."""
+async def open_privacy(config: Config) -> AsyncIterator[SqlPrivacy]:
+    """People's data alone, for commands that only read or clean it (export, purge)."""
     await _ensure_schema(config)
     engine = create_engine(config.database.url)
     try:
-        yield SqlStore(engine)
+        yield sql_repositories(engine).privacy
     finally:
         await engine.dispose()
 

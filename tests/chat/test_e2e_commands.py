@@ -296,7 +296,7 @@ async def test_reset_sends_no_history_but_keeps_old_turns(harness: Harness) -> N
 
     conversation = await h.app.service.conversation_for_scope(str(thread.id))
     assert conversation is not None and conversation.epoch == 1
-    old = await h.app.store.history(conversation.id, 0)
+    old = await h.app.store.conversations.history(conversation.id, 0)
     assert len(old) == 4  # first and second: a user and an assistant message each
 
 
