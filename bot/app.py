@@ -41,7 +41,7 @@ from bot.gifs import gif_as_mp4
 from bot.journal import database_tag, open_journal
 from bot.ops.health import HealthServer, database_check, parse_listen, shard_check
 from bot.ops.logs import describe_exception, hide_discord_secrets
-from bot.ops.metrics import Metrics, TimedModel
+from bot.ops.metrics import Metrics
 from bot.storage.engine import create_engine, sqlite_path
 from bot.storage.migrate import ensure_schema, unreachable
 from bot.storage.privacy import SqlPrivacy
@@ -312,7 +312,7 @@ async def build_app(
             store.conversations,
             store.turns,
             store.settings,
-            TimedModel(model, metrics),
+            model,
             media,
             deliveries,
             service_config(config),
