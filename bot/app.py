@@ -331,7 +331,7 @@ async def build_app(
             notices=refusals,
         )
         privacy = store.privacy
-        bot.install(service, gate, privacy)
+        bot.install(service, gate, privacy, store.conversations)
         metrics.watch_gateway(lambda: bot.latencies)
         metrics.watch_slots(lambda: service.slots.waiting)
         metrics.watch_media(lambda: service.media)

@@ -12,6 +12,7 @@ import discord
 
 from bot.chat.gate import Gate
 from bot.chat.live_interactions import LiveInteractions
+from bot.domain.ports import ConversationStore
 from bot.domain.privacy import PrivacyStore
 from bot.domain.service import ConversationService
 
@@ -24,6 +25,9 @@ class BotContext(Protocol):
 
     @property
     def service(self) -> ConversationService: ...
+
+    @property
+    def conversations(self) -> ConversationStore: ...
 
     @property
     def privacy(self) -> PrivacyStore: ...

@@ -27,6 +27,7 @@ from bot.domain.errors import StorageError
 from bot.domain.flows import Redo
 from bot.domain.links import DEFAULT_EMBED_WAIT
 from bot.domain.models import Conversation
+from bot.domain.ports import ConversationStore
 from bot.domain.service import ConversationService
 
 log = logging.getLogger(__name__)
@@ -107,12 +108,14 @@ class Inbound:
         self,
         client: discord.Client,
         service: ConversationService,
+        conversations: ConversationStore,
         gate: Gate,
         options: Callable[[], InboundOptions],
         spawn: Spawn,
     ) -> None:
         self._client = client
         self._service = service
+        self._conversations = conversations
         self._gate = gate
         self._options = options
         self._spawn = spawn
@@ -313,7 +316,7 @@ class Inbound:
         horizon = datetime.now(UTC) - timedelta(seconds=seconds)
         self._watermarks = [
             (conversation.scope_id, newest)
-            for conversation, newest in await self._service.recent_conversations(horizon)
+            for conversation, newest in await self._conversations.recent_conversations(horizon)
             if owns is None or owns(conversation)
         ]
         self._horizon = horizon

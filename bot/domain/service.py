@@ -18,7 +18,6 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from typing import Any
 
 from bot.domain.admission import Admission
@@ -458,9 +457,6 @@ class ConversationService:
         except StorageError:
             return None
 
-    async def recent_conversations(self, since: datetime) -> list[tuple[Conversation, str | None]]:
-        return await self._conversations.recent_conversations(since)
-
     # -- settings --------------------------------------------------------------------------
 
     async def effective_settings(
@@ -492,6 +488,3 @@ class ConversationService:
         # A turn still running keeps the epoch it started in: its answer stays out of the
         # new one.
         return await self._conversations.reset(conversation.id)
-
-    async def conversation_for_scope(self, scope_id: str) -> Conversation | None:
-        return await self._conversations.conversation_for_scope(scope_id)
