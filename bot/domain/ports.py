@@ -180,7 +180,8 @@ class TurnStore(Protocol):
 
 class DeliveryRecorder(Protocol):
     """Where a delivery records what it has posted, so a restart continues it instead of
-    posting again. Implemented by the store; handed to the delivery by the entry point."""
+    posting again. Implemented by the turns repository; handed to the delivery by the entry
+    point."""
 
     async def record_status_message(self, turn_id: int, message_id: str) -> None:
         """Remember the turn's progress message, so a restart edits it, not posts another."""
