@@ -88,6 +88,7 @@ def service_config(config: Config) -> ServiceConfig:
     att = config.attachments
     return ServiceConfig(
         defaults=config.model.settings(),
+        personas=config.personas,
         context_budget_tokens=config.model.context_budget_tokens,
         attachments=AttachmentPolicy(
             limits=AttachmentLimits(

@@ -41,6 +41,7 @@ from bot.domain import service as svc
 from bot.domain.errors import ConfigError
 from bot.domain.models import GenerationSettings
 from bot.domain.outage import DEFAULT_OUTAGE_TOLERANCE
+from bot.domain.personas import EXAMPLE_PERSONA, Persona, personas_section
 from bot.fal import settings as fal
 from bot.urls import discord_api_problem, http_url_problem, ws_url_problem
 
@@ -384,11 +385,13 @@ class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    # [personas.<name>] tables, each a persona (bot.domain.personas): not a section of keys.
+    personas: Mapping[str, Persona] = field(default_factory=dict)
 
 
-SECTIONS: dict[str, type[Any]] = {
-    f.name: typing.get_type_hints(Config)[f.name] for f in dataclasses.fields(Config)
-}
+_HINTS = typing.get_type_hints(Config)
+SECTIONS: dict[str, type[Any]] = {f.name: _HINTS[f.name] for f in dataclasses.fields(Config)}
+del SECTIONS["personas"]
 
 
 def load_config(
@@ -418,7 +421,7 @@ def load_config(
         raise ConfigError([f"{path}: no such file (copy config.example.toml to start)"])
 
     for key in data:
-        if key not in SECTIONS:
+        if key not in SECTIONS and key != "personas":
             problems.append(f"[{key}]: unknown section (known: {', '.join(SECTIONS)})")
     sections: dict[str, Any] = {}
     for name, cls in SECTIONS.items():
@@ -427,6 +430,7 @@ def load_config(
             problems.append(f"[{name}]: must be a table")
             table = {}
         sections[name] = build_section(name, cls, table, env, problems)
+    personas = personas_section(data.get("personas", {}), sections["model"].persona, problems)
 
     if token := secret_from_env(env, "DISCORD_TOKEN"):
         sections["discord"] = dataclasses.replace(sections["discord"], token=token)
@@ -450,7 +454,7 @@ def load_config(
 
     if problems:
         raise ConfigError(problems)
-    return Config(**sections)
+    return Config(**sections, personas=personas)
 
 
 def config_reference() -> list[tuple[str, str, Any, str]]:
@@ -492,4 +496,4 @@ def render_example() -> str:
         else:
             out.append(f"{key} = {shown}")
         out.append("")
-    return "\n".join(out).rstrip() + "\n"
+    return "\n".join(out).rstrip() + "\n\n" + EXAMPLE_PERSONA

@@ -225,3 +225,45 @@ def test_a_refused_database_url_never_shows_its_password(url: str) -> None:
     problem = "\n".join(refused.value.problems)
     assert "SEED_BOT_DATABASE__URL = " in problem and ":***@" in problem
     assert "pw-sec-1" not in problem
+
+
+def test_personas_are_read_and_every_problem_is_listed(tmp_path: Path) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text(
+        '[model]\npersona = "poet"\n\n[personas.poet]\ndescription = " Verse "\n'
+        'system_prompt = "You answer in verse."\ntemperature = 1\n'
+    )
+    config = load_config(good, {})
+    poet = config.personas["poet"]
+    assert poet.description == "Verse"
+    assert poet.settings.system_prompt == "You answer in verse."
+    assert poet.settings.temperature == 1
+    assert config.model.persona == "poet"
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        '[model]\npersona = "nobody"\n\n'
+        '[personas.Bad-Name]\ndescription = "x"\nsystem_prompt = "x"\n\n'
+        '[personas.nodesc]\nsystem_prompt = "x"\n\n'
+        '[personas.noprompt]\ndescription = "x"\n\n'
+        '[personas.wrong]\ndescription = "x"\nsystem_prompt = "x"\ntemperature = 5\n'
+        'effort = "extreme"\nmax_completion_tokens = "many"\ncolour = "blue"\n'
+        f'\n[personas.long]\ndescription = "{"d" * 101}"\nsystem_prompt = "x"\n'
+    )
+    with pytest.raises(ConfigError) as refused:
+        load_config(bad, {})
+    problems = refused.value.problems
+    expected = [
+        "[personas.Bad-Name]: a persona's name is",
+        "[personas.nodesc] description: required",
+        "[personas.noprompt] system_prompt: required",
+        "[personas.wrong] temperature: must be between 0 and 2 (got 5)",
+        "[personas.wrong] effort: must be one of",
+        "[personas.wrong] max_completion_tokens: must be a whole number",
+        "[personas.wrong] colour: unknown key",
+        "[personas.long] description: at most 100 characters (got 101)",
+        "[model] persona: no [personas.nobody]",
+    ]
+    for start in expected:
+        assert any(p.startswith(start) for p in problems), (start, problems)
+    assert len(problems) == len(expected), problems

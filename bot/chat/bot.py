@@ -27,6 +27,7 @@ from bot.chat import (
     settings_commands,
     usage,
 )
+from bot.chat.autoreply import AutoreplyModes
 from bot.chat.delivery import TYPING_DELAY, Views
 from bot.chat.delivery_core import STATUS_DELAY
 from bot.chat.gate import Gate, GateRules
@@ -127,6 +128,7 @@ class SeedBot(discord.AutoShardedClient):
         self._service: ConversationService | None = None
         self._gate: Gate | None = None
         self._inbound: Inbound | None = None
+        self.autoreply = AutoreplyModes(lambda: self.service)
         self._privacy: PrivacyStore | None = None
         self._conversations: ConversationStore | None = None
         self._housekeeping: asyncio.Task[None] | None = None
@@ -150,6 +152,7 @@ class SeedBot(discord.AutoShardedClient):
             gate,
             lambda: self.options.inbound,
             lambda coro, name: self.spawn(coro, name=name),
+            self.autoreply,
         )
 
     @property

@@ -10,6 +10,7 @@ from typing import Any, Protocol, cast
 
 import discord
 
+from bot.chat.autoreply import AutoreplyModes
 from bot.chat.gate import Gate
 from bot.chat.live_interactions import LiveInteractions
 from bot.domain.ports import ConversationStore
@@ -37,6 +38,9 @@ class BotContext(Protocol):
 
     @property
     def allow_dms(self) -> bool: ...
+
+    @property
+    def autoreply(self) -> AutoreplyModes: ...
 
     # Set when there is a config to reload: returns the problems found (nothing applied
     # then), or an empty list once the new config is in force.

@@ -20,10 +20,12 @@ from bot.chat.interaction_turns import (
     may_bind_by_interaction,
     may_post,
 )
+from bot.chat.personas import persona_choices, unknown_persona
 from bot.chat.replies import ephemeral, telling_failures
 from bot.chat.threads import ThreadRefused, open_thread
 from bot.domain.admission import Admission
 from bot.domain.models import GenerationSettings, SettingsScope
+from bot.domain.params import MAX_PERSONA_NAME_CHARS
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,7 @@ def register(tree: app_commands.CommandTree[Any], bot: BotContext) -> None:
         "unless you set this to False",
         thinking="Thinking mode for this conversation",
         effort="Reasoning effort for this conversation",
+        persona="A persona for this conversation",
     )
     async def ask(
         interaction: discord.Interaction,
@@ -82,12 +85,16 @@ def register(tree: app_commands.CommandTree[Any], bot: BotContext) -> None:
         private: bool | None = None,
         thinking: ThinkingChoice | None = None,
         effort: EffortChoice | None = None,
+        persona: app_commands.Range[str, 1, MAX_PERSONA_NAME_CHARS] | None = None,
     ) -> None:
+        if persona is not None and (refusal := unknown_persona(bot, persona)) is not None:
+            await ephemeral(interaction, refusal)
+            return
         asked = Ask(
             prompt,
             [a for a in (image, video) if a is not None],
             private,
-            GenerationSettings(thinking=thinking, effort=effort),
+            GenerationSettings(thinking=thinking, effort=effort, persona=persona),
         )
         # In the bot's own task, so a shutdown drains it like any turn.
         run_ask = ask_here if convert.bot_is_present(interaction) else ask_elsewhere
@@ -95,6 +102,12 @@ def register(tree: app_commands.CommandTree[Any], bot: BotContext) -> None:
             telling_failures(interaction, run_ask(bot, interaction, asked)),
             name=f"ask-{interaction.id}",
         )
+
+    @ask.autocomplete("persona")
+    async def ask_personas(
+        interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        return persona_choices(bot, current)
 
 
 @dataclass(frozen=True, slots=True)

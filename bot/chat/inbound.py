@@ -17,6 +17,8 @@ from typing import Any
 import discord
 
 from bot.chat import convert, texts
+from bot.chat.autoreply import OFF, AutoreplyModes
+from bot.chat.controls import RetryButton
 from bot.chat.gate import Gate, Refusal
 from bot.chat.replies import say
 from bot.chat.threadcache import restore_thread
@@ -26,7 +28,7 @@ from bot.domain.admission import Admission
 from bot.domain.errors import StorageError
 from bot.domain.flows import Redo
 from bot.domain.links import DEFAULT_EMBED_WAIT
-from bot.domain.models import Conversation
+from bot.domain.models import Autoreply, Conversation
 from bot.domain.ports import ConversationStore
 from bot.domain.service import ConversationService
 
@@ -44,6 +46,7 @@ class Route(enum.Enum):
     START = "start"  # a mention in a channel: open a thread and a conversation
     CONTINUE = "continue"  # a bound thread or an allowed DM
     BIND = "bind"  # a mention in a thread the bot does not know yet: bind it
+    INLINE = "inline"  # a message in an inline autoreply channel: answer it there, as a reply
     DM_REFUSED = "dm_refused"
 
 
@@ -62,8 +65,10 @@ def route(
     bound: bool,
     allow_dms: bool,
     reply_without_mention: bool,
+    autoreply: Autoreply = OFF,
 ) -> Route:
-    """The pure decision of whether and how to answer a message."""
+    """The pure decision of whether and how to answer a message. ``autoreply``: the mode
+    of the (non-thread) channel it was posted in."""
     if not convert.is_from_person(message, me_id):
         return Route.IGNORE
     if message.guild is None:
@@ -73,7 +78,29 @@ def route(
         if bound:
             return Route.CONTINUE if (reply_without_mention or mentioned) else Route.IGNORE
         return Route.BIND if mentioned else Route.IGNORE
-    return Route.START if mentioned else Route.IGNORE
+    if autoreply == "inline":
+        return Route.INLINE
+    return Route.START if mentioned or autoreply == "threads" else Route.IGNORE
+
+
+def _parent_of(channel: object) -> int | None:
+    """The channel whose settings layer a message's conversation takes: a thread's parent,
+    or the channel itself when answered there (inline); a DM has none."""
+    if isinstance(channel, discord.abc.GuildChannel):  # a thread is no GuildChannel
+        return channel.id
+    return getattr(channel, "parent_id", None)
+
+
+def _retried_turn(message: discord.Message) -> int | None:
+    """The turn whose Retry button ``message`` carries, if any."""
+    for row in message.components:
+        for item in getattr(row, "children", ()):
+            found = RetryButton.__discord_ui_compiled_template__.fullmatch(
+                getattr(item, "custom_id", None) or ""
+            )
+            if found is not None:
+                return int(found["turn"])
+    return None
 
 
 class ArrivalOrder:
@@ -112,6 +139,7 @@ class Inbound:
         gate: Gate,
         options: Callable[[], InboundOptions],
         spawn: Spawn,
+        autoreply: AutoreplyModes,
     ) -> None:
         self._client = client
         self._service = service
@@ -119,6 +147,7 @@ class Inbound:
         self._gate = gate
         self._options = options
         self._spawn = spawn
+        self._autoreply = autoreply
         self._order = ArrivalOrder()
         self.unfurls = Unfurls()
         self._seen: OrderedDict[int, None] = OrderedDict()
@@ -173,12 +202,20 @@ class Inbound:
         bound = False
         if isinstance(channel, discord.Thread | discord.DMChannel):
             bound = await self._service.is_bound(str(channel.id))
+        # A channel's autoreply mode is read for the messages that do not mention the bot
+        # (whether to answer at all); for a mention, once the gate let it through (a
+        # refused one costs no read), to answer it in a thread or inline.
+        autoreply: Autoreply | None = None
+        plain_channel = message.guild is not None and not isinstance(channel, discord.Thread)
+        if plain_channel and not convert.mentions(message, me):
+            autoreply = await self._channel_mode(message)
         decision = route(
             message,
             me_id=me,
             bound=bound,
             allow_dms=options.allow_dms,
             reply_without_mention=options.reply_without_mention,
+            autoreply=autoreply or OFF,
         )
         if decision is Route.IGNORE:
             return
@@ -192,9 +229,20 @@ class Inbound:
             if not admission.silent:
                 await say(message, admission.text)
             return
-        replied_to = await self._replied_message(message) if decision is Route.START else None
+        a_mention = decision is Route.START and autoreply is None
+        if a_mention and await self._channel_mode(message) == "inline":
+            decision = Route.INLINE
+        in_channel = decision in (Route.START, Route.INLINE)
+        replied_to = await self._replied_message(message) if in_channel else None
         parent_id: int | None
-        if decision is Route.START:
+        scope_id: int | str
+        if decision is Route.INLINE:
+            continued = await self._inline_conversation(replied_to)
+            if continued is not None:
+                replied_to = None  # the answer replied to is in the conversation's history
+            scope_id = continued or convert.one_off_scope(message.id)
+            parent_id, reply_to = channel.id, message.id
+        elif decision is Route.START:
             prompt = convert.strip_mentions_of(message.content, me)
             thread = await open_thread(message, prompt, message.author.display_name)
             if isinstance(thread, ThreadRefused):
@@ -204,7 +252,7 @@ class Inbound:
         else:
             parent_id = getattr(channel, "parent_id", None)
             scope_id, reply_to = channel.id, message.id
-        one_off = (
+        one_off = decision is Route.INLINE or (
             decision is Route.BIND
             and isinstance(channel, discord.Thread)
             and not may_bind(
@@ -215,7 +263,7 @@ class Inbound:
                 and channel.permissions_for(message.author).manage_threads,
             )
         )
-        if one_off:
+        if one_off and decision is Route.BIND:
             log.info(
                 "message %s answered once: its author may not bind thread %s",
                 message.id,
@@ -227,7 +275,9 @@ class Inbound:
         incoming = convert.incoming_from_message(
             message,
             me_id=me,
-            scope_id=convert.one_off_scope(message.id) if one_off else scope_id,
+            scope_id=convert.one_off_scope(message.id)
+            if one_off and decision is Route.BIND
+            else scope_id,
             parent_channel_id=parent_id,
             reply_to=reply_to,
             replied_to=replied_to,
@@ -238,6 +288,31 @@ class Inbound:
         if queued is not None:
             queued.set()
         await self._service.respond(incoming, admission, batchable=decision is Route.CONTINUE)
+
+    async def _inline_conversation(self, replied_to: discord.Message | None) -> str | None:
+        """The scope of the conversation an inline message continues: the one whose answer
+        it replies to (the answer replies to the message it answered), else None."""
+        if replied_to is None or replied_to.author.id != self._me():
+            return None
+        ref = replied_to.reference
+        conversation: Conversation | None = None
+        if ref is not None and ref.message_id is not None:
+            conversation = await self._service.conversation_answering(str(ref.message_id))
+        elif (turn_id := _retried_turn(replied_to)) is not None:
+            # A long answer's last part replies to nothing; its Retry button names the turn.
+            turn = await self._service.get_turn(turn_id)
+            conversation = None if turn is None else await self._service.conversation_of(turn)
+        return None if conversation is None else conversation.scope_id
+
+    async def _answered_inline(self, message: discord.Message) -> bool:
+        """Whether a message was posted in an inline autoreply channel."""
+        if message.guild is None or isinstance(message.channel, discord.Thread):
+            return False
+        return await self._channel_mode(message) == "inline"
+
+    async def _channel_mode(self, message: discord.Message) -> Autoreply:
+        assert message.guild is not None
+        return await self._autoreply.mode(str(message.channel.id), str(message.guild.id))
 
     async def _replied_message(self, message: discord.Message) -> discord.Message | None:
         ref = message.reference
@@ -281,6 +356,12 @@ class Inbound:
             # A mention answered once in a thread it could not bind: its own conversation.
             scope_id = convert.one_off_scope(payload.message_id)
             latest = await self._service.latest_turn(scope_id)
+        elif latest is None and await self._answered_inline(message):
+            # Answered inline: the conversation it started or continued.
+            answering = await self._service.conversation_answering(str(payload.message_id))
+            if answering is not None:
+                scope_id = answering.scope_id
+                latest = await self._service.latest_turn(scope_id)
         if latest is None or latest.source_id != str(payload.message_id):
             return  # only the latest message of a conversation can be redone
         if not await restore_thread(self._client, message):
@@ -296,7 +377,7 @@ class Inbound:
             message,
             me_id=me,
             scope_id=scope_id,
-            parent_channel_id=getattr(message.channel, "parent_id", None),
+            parent_channel_id=_parent_of(message.channel),
             reply_to=payload.message_id,
         )
         log.info("message %s edited: answering it again", payload.message_id)

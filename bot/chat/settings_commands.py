@@ -13,10 +13,11 @@ from discord import app_commands
 from bot.chat import texts
 from bot.chat.commands import SCOPE_WORDS, Refusal, settings_target
 from bot.chat.context import BotContext
+from bot.chat.personas import persona_choices, unknown_persona
 from bot.chat.replies import ephemeral
 from bot.domain.errors import InvalidSetting
 from bot.domain.models import GenerationSettings
-from bot.domain.params import PARAMS, TUNING, Kind, Param
+from bot.domain.params import MAX_PERSONA_NAME_CHARS, PARAMS, TUNING, Kind, Param
 
 SERVER_HINT = "Set the server's default"
 # Each settings command is offered in servers only: a DM has no layers to set.
@@ -35,6 +36,7 @@ async def _change(
     try:
         scope, scope_id = await settings_target(bot, interaction, server)
         await bot.service.update_settings(scope, scope_id, changes, clear=clear)
+        bot.autoreply.forget()
     except Refusal as exc:
         await ephemeral(interaction, f"⛔ {exc}")
         return
@@ -178,6 +180,40 @@ def register(tree: app_commands.CommandTree[Any], bot: BotContext) -> None:
                 done="System prompt set",
             )
 
+    @tree.command(name="persona", description="Set or clear the persona: a bundle of settings")
+    @IN_SERVERS
+    @app_commands.describe(
+        name="One of the personas this bot offers",
+        clear="Remove the persona set here",
+        server=SERVER_HINT,
+    )
+    async def persona(
+        interaction: discord.Interaction,
+        name: app_commands.Range[str, 1, MAX_PERSONA_NAME_CHARS] | None = None,
+        clear: bool = False,
+        server: bool = False,
+    ) -> None:
+        if clear == (name is not None):
+            await ephemeral(interaction, "⛔ Give either a `name` or `clear: True`.")
+            return
+        if name is None:
+            clearing = ("persona",)
+            await _change(
+                bot, interaction, server, GenerationSettings(), clearing, "Persona cleared"
+            )
+            return
+        if (refusal := unknown_persona(bot, name)) is not None:
+            await ephemeral(interaction, refusal)
+            return
+        chosen = GenerationSettings(persona=name)
+        await _change(bot, interaction, server, chosen, done=f"Persona set to **{name}**")
+
+    @persona.autocomplete("name")
+    async def persona_names(
+        interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        return persona_choices(bot, current)
+
     @tree.command(
         name="settings", description="Show the settings used here and where each comes from"
     )
@@ -194,5 +230,7 @@ def register(tree: app_commands.CommandTree[Any], bot: BotContext) -> None:
             shown = "—" if value is None else str(value)
             if name == "system_prompt" and value is not None:
                 shown = texts.quote_inline(str(value), 120)
+            if name == "persona" and value in effective.missing:
+                shown = f"{shown} — {texts.PERSONA_GONE}"
             lines.append(f"• `{name}`: {shown} *({source})*")
         await ephemeral(interaction, "\n".join(lines))

@@ -471,3 +471,15 @@ def budget_refusal(error: BudgetExceeded) -> str:
     used, _ = BUDGET_OWNER.get(error.scope, BUDGET_OWNER["bot"])
     when = f"<t:{int(error.resets_at.timestamp())}:R>"
     return f"{used} {format_usd(error.limit_usd)} {error.period} budget; it resets {when}."
+
+
+# --------------------------------------------------------------------------------------------
+# Personas (/persona, /ask persona:)
+# --------------------------------------------------------------------------------------------
+
+PERSONA_GONE: Final = "no longer in the config: ignored"
+
+
+def unknown_persona(name: str, known: Sequence[str]) -> str:
+    offered = ", ".join(f"`{k}`" for k in known) if known else "none are set up"
+    return f"⛔ There is no persona `{name}` (personas: {offered}). Nothing was changed."

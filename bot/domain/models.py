@@ -9,9 +9,11 @@ from datetime import datetime
 from typing import Any, Literal, TypeAlias
 
 from bot.domain.params import (
+    AUTOREPLY,
     EFFORT,
     MAX_COMPLETION_TOKENS,
     PARAMS,
+    PERSONA,
     SYSTEM_PROMPT,
     TEMPERATURE,
     THINKING,
@@ -20,6 +22,7 @@ from bot.domain.params import (
 )
 
 # Re-exported: the settings' value types and scopes are part of the domain's vocabulary.
+from bot.domain.params import Autoreply as Autoreply
 from bot.domain.params import Effort as Effort
 from bot.domain.params import SettingsScope as SettingsScope
 from bot.domain.params import Thinking as Thinking
@@ -67,6 +70,8 @@ class GenerationSettings:
     max_completion_tokens: int | None = _setting(MAX_COMPLETION_TOKENS)
     temperature: float | None = _setting(TEMPERATURE)
     top_p: float | None = _setting(TOP_P)
+    persona: str | None = _setting(PERSONA)
+    autoreply: Autoreply | None = _setting(AUTOREPLY)
 
     def merged_over(self, lower: GenerationSettings) -> GenerationSettings:
         """Values set here win; unset ones come from ``lower``."""

@@ -19,8 +19,10 @@ from bot.domain.errors import InvalidSetting
 
 Thinking = Literal["enabled", "disabled", "auto"]
 Effort = Literal["minimal", "low", "medium", "high"]
+Autoreply = Literal["off", "threads", "inline"]
 THINKING_MODES: tuple[Thinking, ...] = get_args(Thinking)
 EFFORT_LEVELS: tuple[Effort, ...] = get_args(Effort)
+AUTOREPLY_MODES: tuple[Autoreply, ...] = get_args(Autoreply)
 
 
 class SettingsScope(enum.StrEnum):
@@ -201,6 +203,40 @@ TOP_P = Param(
     model_default=0.7,
 )
 
+MAX_PERSONA_NAME_CHARS = 32
+# A bundle of the settings above that the operator defines (``[personas.<name>]``): its
+# values are defaults at the scope it is set at (bot.domain.personas); itself never sent.
+PERSONA = Param(
+    name="persona",
+    wire_key=None,
+    kind=Kind.TEXT,
+    shown="the persona",
+    doc="Default persona: the name of one of the [personas.<name>] sections.",
+    command="persona",
+    label="Persona",
+    option="name",
+    hint="One of the personas this bot offers",
+    max_chars=MAX_PERSONA_NAME_CHARS,
+)
+
+# The bot's own setting (never sent to the model): whether it answers every message of a
+# channel, and how. A thread is a conversation already, so it is set per channel or server.
+AUTOREPLY = Param(
+    name="autoreply",
+    wire_key=None,
+    kind=Kind.CHOICE,
+    shown="the autoreply setting",
+    doc="Default autoreply mode: off (mentions only), threads or inline.",
+    command="autoreply",
+    command_doc="Set whether the bot answers every message in this channel",
+    label="Autoreply",
+    option="mode",
+    hint="off (mentions only), threads (a thread per message) or inline (replies here)",
+    choices=AUTOREPLY_MODES,
+    model_default="off",
+    scopes=frozenset({SettingsScope.CHANNEL, SettingsScope.SERVER}),
+)
+
 #: Every parameter, in the order ``/settings`` and the config list them.
 PARAMS: tuple[Param, ...] = (
     THINKING,
@@ -209,6 +245,8 @@ PARAMS: tuple[Param, ...] = (
     MAX_COMPLETION_TOKENS,
     TEMPERATURE,
     TOP_P,
+    PERSONA,
+    AUTOREPLY,
 )
 BY_NAME: dict[str, Param] = {p.name: p for p in PARAMS}
 #: The numbers people tune together with ``/params``.

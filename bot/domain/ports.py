@@ -135,6 +135,10 @@ class TurnStore(Protocol):
 
     async def get_turn(self, turn_id: int) -> Turn: ...
 
+    async def turn_for_source(self, source_id: str) -> Turn | None:
+        """The newest attempt's turn answering a Discord message (the person's), if any."""
+        ...
+
     async def record_submission(
         self,
         turn_id: int,

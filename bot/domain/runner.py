@@ -28,7 +28,6 @@ from bot.domain.errors import (
     StorageUnavailable,
 )
 from bot.domain.models import (
-    GenerationSettings,
     ModelReply,
     Payer,
     RequestHandle,
@@ -41,7 +40,7 @@ from bot.domain.notices import NoticeReason, RefusalNotices, seconds_until
 from bot.domain.observer import NO_OBSERVER, TurnObserver
 from bot.domain.params import MODEL_DEFAULT_MAX_TOKENS
 from bot.domain.ports import ConversationStore, Delivery, ModelClient, TurnStore
-from bot.domain.settings import resolve_settings
+from bot.domain.settings import SettingsResolver
 from bot.domain.slots import Slots
 from bot.domain.stopping import MERGED, Active, Stops, TurnStopped
 from bot.domain.submission import Submitter
@@ -92,7 +91,7 @@ class TurnWatch(Protocol):
 class TurnRules:
     """What the runner reads from the service's configuration (replaced on reload)."""
 
-    defaults: GenerationSettings
+    settings: SettingsResolver
     context_budget_tokens: int
     turn_timeout: float
 
@@ -389,7 +388,7 @@ class TurnRunner:
             prompt=turn.prompt,
             image_urls=turn.image_urls,
             video_urls=turn.video_urls,
-            settings=resolve_settings(context.layers, self.rules.defaults).values,
+            settings=self.rules.settings(context.layers).values,
             context_budget_tokens=self.rules.context_budget_tokens,
             author_name=turn.author_name,
             speakers=context.speakers,

@@ -51,6 +51,7 @@ from bot.domain.models import (
 from bot.domain.notices import RefusalNotices
 from bot.domain.observer import NO_OBSERVER, TurnObserver
 from bot.domain.outage import Outage, waiting_as
+from bot.domain.personas import Personas
 from bot.domain.ports import (
     ConversationStore,
     Deliveries,
@@ -61,7 +62,7 @@ from bot.domain.ports import (
 )
 from bot.domain.preparation import MediaPreparer, PreparedFiles
 from bot.domain.runner import Outcome, TurnRules, TurnRunner
-from bot.domain.settings import EffectiveSettings, resolve_settings, validate_settings
+from bot.domain.settings import EffectiveSettings, SettingsResolver, validate_settings
 from bot.domain.slots import Slots
 from bot.domain.stopping import MESSAGE_DELETED, StopResult, Stops
 from bot.domain.submission import SubmissionJournal, Submitter
@@ -88,10 +89,12 @@ class ServiceConfig:
     turn_timeout: float = DEFAULT_TURN_TIMEOUT
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     batch_window: float = DEFAULT_BATCH_WINDOW
+    personas: Personas = field(default_factory=dict)
 
 
 def _turn_rules(config: ServiceConfig) -> TurnRules:
-    return TurnRules(config.defaults, config.context_budget_tokens, config.turn_timeout)
+    settings = SettingsResolver(config.defaults, config.personas)
+    return TurnRules(settings, config.context_budget_tokens, config.turn_timeout)
 
 
 class ConversationService:
@@ -451,6 +454,11 @@ class ConversationService:
         except StorageError:
             return None
 
+    async def conversation_answering(self, source_id: str) -> Conversation | None:
+        """The conversation whose turn answered the person's message ``source_id``."""
+        turn = await self._turns.turn_for_source(source_id)
+        return None if turn is None else await self.conversation_of(turn)
+
     async def conversation_of(self, turn: Turn) -> Conversation | None:
         try:
             return await self._conversations.get_conversation(turn.conversation_id)
@@ -465,7 +473,7 @@ class ConversationService:
         layers = await self._settings.settings_layers(
             thread_id=thread_id, channel_id=channel_id, guild_id=guild_id
         )
-        return resolve_settings(layers, self.config.defaults)
+        return self.runner.rules.settings(layers)
 
     async def update_settings(
         self,

@@ -3,13 +3,18 @@ of user-supplied values."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from bot.domain.errors import InvalidSetting
 from bot.domain.models import SETTING_NAMES, GenerationSettings, SettingsScope
 from bot.domain.params import BY_NAME, PARAMS
+from bot.domain.personas import Personas
+
+log = logging.getLogger(__name__)
 
 CONFIG_SOURCE = "config file"
 MODEL_SOURCE = "model default"
@@ -17,10 +22,12 @@ MODEL_SOURCE = "model default"
 
 @dataclass(frozen=True, slots=True)
 class EffectiveSettings:
-    """The settings a turn uses, and for each one where it came from."""
+    """The settings a turn uses, and for each one where it came from. ``missing``: the
+    personas set here that the config no longer defines (ignored)."""
 
     values: GenerationSettings
     sources: Mapping[str, str]
+    missing: frozenset[str] = frozenset()
 
     def describe(self) -> list[tuple[str, object, str]]:
         """(name, value shown, source) rows; unset values show the model's default."""
@@ -33,12 +40,33 @@ class EffectiveSettings:
         return rows
 
 
+def persona_source(persona: str, where: str) -> str:
+    return f"persona {persona}, {where}"
+
+
 def resolve_settings(
-    layers: Mapping[SettingsScope, GenerationSettings], config: GenerationSettings
+    layers: Mapping[SettingsScope, GenerationSettings],
+    config: GenerationSettings,
+    personas: Personas = MappingProxyType({}),
 ) -> EffectiveSettings:
-    """Merge the stored layers over the config defaults, highest precedence first."""
-    ordered = [(scope.value, layers.get(scope)) for scope in SettingsScope]
-    ordered.append((CONFIG_SOURCE, config))
+    """Merge the stored layers over the config defaults, highest precedence first. A
+    persona set at a layer comes right below that layer's own values: a bundle of defaults
+    at its scope."""
+    ordered: list[tuple[str, GenerationSettings | None]] = []
+    missing: set[str] = set()
+    for source, layer in [
+        *((s.value, layers.get(s)) for s in SettingsScope),
+        (CONFIG_SOURCE, config),
+    ]:
+        ordered.append((source, layer))
+        name = layer.persona if layer is not None else None
+        if name is None:
+            continue
+        persona = personas.get(name)
+        if persona is None:
+            missing.add(name)
+        else:
+            ordered.append((persona_source(name, source), persona.settings))
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for name in SETTING_NAMES:
@@ -51,7 +79,25 @@ def resolve_settings(
         else:
             values[name] = None
             sources[name] = MODEL_SOURCE
-    return EffectiveSettings(GenerationSettings(**values), sources)
+    return EffectiveSettings(GenerationSettings(**values), sources, frozenset(missing))
+
+
+class SettingsResolver:
+    """``resolve_settings`` over the config's defaults and personas (a new one on reload).
+    A persona set somewhere but gone from the config is logged once per name, not at every
+    turn that meets it."""
+
+    def __init__(self, config: GenerationSettings, personas: Personas) -> None:
+        self.config = config
+        self.personas = personas
+        self._reported: set[str] = set()
+
+    def __call__(self, layers: Mapping[SettingsScope, GenerationSettings]) -> EffectiveSettings:
+        effective = resolve_settings(layers, self.config, self.personas)
+        for name in effective.missing - self._reported:
+            log.warning("persona %r is set but not in the config: ignored", name)
+            self._reported.add(name)
+        return effective
 
 
 def validate_settings(

@@ -341,7 +341,7 @@ class SqlTurns:
         return await self._db.run("latest_turn", op, write=False, single=True)
 
     async def turn_for_source(self, source_id: str) -> Turn | None:
-        """The newest attempt's turn for a Discord message (not in the Protocol: tests)."""
+        """The newest attempt's turn for a Discord message."""
 
         async def op(conn: AsyncConnection) -> Turn | None:
             row = (

@@ -46,6 +46,8 @@ from tests.storage.conftest import (
 BOTH_DATABASES_MODULES = frozenset(
     {
         "test_e2e_access_edges",
+        "test_e2e_autoreply",
+        "test_e2e_personas",
         "test_e2e_commands",
         "test_e2e_controls",
         "test_e2e_conversation",
@@ -188,6 +190,16 @@ class Harness:
         if settle:
             await self.app.bot.idle()
         return answer
+
+
+async def ephemeral_answer(
+    h: Harness, user: FakeUser, channel: FakeChannel, name: str, options: dict[str, Any]
+) -> str:
+    """``user`` runs ``/name`` with ``options``; the text of its private answer."""
+    interaction = await h.fake.invoke_command(user, channel, name, options)
+    response = await interaction.wait_response()
+    assert response.ephemeral and response.message is not None, response
+    return response.message.content
 
 
 async def status_with_stop(h: Harness, thread: FakeChannel, since: int) -> FakeMessage:

@@ -253,7 +253,16 @@ async def test_settings_shows_each_value_and_its_source(make_harness: HarnessFac
     text = await command(h, h.world.alice, thread, "settings")
     lines = {line.split("`")[1]: line for line in text.splitlines() if line.startswith("•")}
     assert set(lines) == set(
-        ["thinking", "effort", "system_prompt", "max_completion_tokens", "temperature", "top_p"]
+        [
+            "thinking",
+            "effort",
+            "system_prompt",
+            "max_completion_tokens",
+            "temperature",
+            "top_p",
+            "persona",
+            "autoreply",
+        ]
     )
     assert lines["thinking"] == "• `thinking`: auto *(thread)*"
     assert "Talk like a robot." in lines["system_prompt"]

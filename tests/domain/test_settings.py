@@ -8,6 +8,7 @@ import pytest
 
 from bot.domain.errors import InvalidSetting
 from bot.domain.models import GenerationSettings, SettingsScope
+from bot.domain.personas import Persona
 from bot.domain.settings import CONFIG_SOURCE, MODEL_SOURCE, resolve_settings, validate_settings
 
 G = GenerationSettings
@@ -31,6 +32,8 @@ def test_resolution_order_thread_channel_server_config_model() -> None:
         "temperature": "server",
         "top_p": CONFIG_SOURCE,
         "max_completion_tokens": MODEL_SOURCE,
+        "persona": MODEL_SOURCE,
+        "autoreply": MODEL_SOURCE,
     }
     rows = {name: (value, source) for name, value, source in eff.describe()}
     assert rows["max_completion_tokens"] == (4096, MODEL_SOURCE)
@@ -75,3 +78,35 @@ def test_valid_values_pass_cleaned() -> None:
 def test_merged_over() -> None:
     assert G(effort="low").merged_over(G(effort="high", top_p=0.3)) == G(effort="low", top_p=0.3)
     assert G().is_empty() and not G(top_p=0.1).is_empty()
+
+
+def test_a_persona_is_a_bundle_of_defaults_at_its_scope() -> None:
+    reviewer = Persona(
+        "reviewer", "Reviews code", G(system_prompt="Review.", temperature=0.3, effort="high")
+    )
+    layers = {
+        SettingsScope.THREAD: G(temperature=0.9),
+        SettingsScope.CHANNEL: G(persona="reviewer", effort="low"),
+        SettingsScope.SERVER: G(system_prompt="server prompt", top_p=0.2),
+    }
+    eff = resolve_settings(layers, G(top_p=0.5), {"reviewer": reviewer})
+    # explicit at a more specific scope (thread) and at the same scope (channel) win;
+    # the persona wins over the server's and the config's values
+    assert eff.values == G(
+        persona="reviewer", system_prompt="Review.", temperature=0.9, effort="low", top_p=0.2
+    )
+    assert eff.sources["temperature"] == "thread"
+    assert eff.sources["effort"] == "channel"
+    assert eff.sources["system_prompt"] == "persona reviewer, channel"
+    assert eff.sources["persona"] == "channel"
+    assert eff.missing == frozenset()
+
+
+def test_a_persona_gone_from_the_config_is_ignored_and_named() -> None:
+    layers = {
+        SettingsScope.CHANNEL: G(persona="gone"),
+        SettingsScope.SERVER: G(system_prompt="server prompt"),
+    }
+    eff = resolve_settings(layers, G(), {})
+    assert eff.values == G(persona="gone", system_prompt="server prompt")
+    assert eff.missing == frozenset({"gone"})

@@ -72,7 +72,7 @@ def test_the_migrations_are_found() -> None:
     directory = migrations_dir()
     assert (directory / "env.py").is_file()
     assert directory == Path(__file__).resolve().parents[2] / "migrations"
-    assert head_revision() == "0007"
+    assert head_revision() == "0008"
 
 
 async def test_upgrade_an_empty_database_to_head(db_url: str) -> None:
