@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bench.storage_bench import scratch_postgres
 from bot.domain.models import ChatMessage, ModelReply, NewConversation, NewTurn
-from bot.storage import SqlStore, create_engine
+from bot.storage import create_engine, sql_repositories
 from bot.storage.migrate import upgrade
 
 BUDGET_TOKENS = 200_000  # the shipped context budget
@@ -38,15 +38,15 @@ async def measure(url: str, turns: int, rounds: int) -> tuple[float, float, int]
     await upgrade(url)
     engine = create_engine(url)
     try:
-        store = SqlStore(engine, history_tokens=BUDGET_TOKENS)
+        store = sql_repositories(engine, history_tokens=BUDGET_TOKENS)
         scope = "1200000000000000001"
-        await store.create_conversation(NewConversation(scope_id=scope, owner_id="1"))
+        await store.conversations.create_conversation(NewConversation(scope_id=scope, owner_id="1"))
         made = 0
 
         async def turn() -> int:
             nonlocal made
             made += 1
-            start = await store.begin_turn(
+            start = await store.conversations.begin_turn(
                 NewTurn(
                     scope_id=scope,
                     source_id=str(10**15 + made),
@@ -56,8 +56,8 @@ async def measure(url: str, turns: int, rounds: int) -> tuple[float, float, int]
                     prompt="p",
                 )
             )
-            await store.complete_turn(start.turn.id, ModelReply("a", None, (), "r"), EXCHANGE)
-            await store.record_delivery(start.turn.id, ["1"])
+            await store.turns.complete_turn(start.turn.id, ModelReply("a", None, (), "r"), EXCHANGE)
+            await store.turns.record_delivery(start.turn.id, ["1"])
             return len(start.context.history)
 
         for _ in range(turns):

@@ -27,7 +27,7 @@ from bench import botproc
 from bench.storage_bench import scratch_postgres
 from bot.chat import texts
 from bot.domain.models import ChatMessage, ModelReply, NewConversation, NewTurn
-from bot.storage import SqlStore, create_engine
+from bot.storage import Repositories, create_engine, sql_repositories
 from bot.storage.migrate import upgrade
 from tests.fakes.discord.events import Event, MessageCreated, MessageEdited
 from tests.fakes.discord.models import FakeChannel, FakeMessage, FakeUser
@@ -162,7 +162,7 @@ class Rig:
     world: StandardWorld
     fal: FakeFal
     db_url: str
-    store: SqlStore
+    store: Repositories
     tmp: Path
     ca_pem: Path
     backend: str
@@ -221,7 +221,7 @@ class Rig:
         threads = []
         for i in range(count):
             thread = await self.fake.create_thread(self.alice, self.world.channel, f"bench {i}")
-            conversation = await self.store.create_conversation(
+            conversation = await self.store.conversations.create_conversation(
                 NewConversation(
                     scope_id=str(thread.id),
                     owner_id=str(self.alice.id),
@@ -231,7 +231,7 @@ class Rig:
             )
             for n in range(history):
                 turn = (
-                    await self.store.begin_turn(
+                    await self.store.conversations.begin_turn(
                         NewTurn(
                             scope_id=conversation.scope_id,
                             source_id=str(next(_PRE_SOURCE_IDS)),  # a Discord-sized id
@@ -242,8 +242,8 @@ class Rig:
                         )
                     )
                 ).turn
-                await self.store.complete_turn(turn.id, _reply(n), _messages(n))
-                await self.store.record_delivery(turn.id, [str(900_000 + n)])
+                await self.store.turns.complete_turn(turn.id, _reply(n), _messages(n))
+                await self.store.turns.record_delivery(turn.id, [str(900_000 + n)])
             threads.append(thread)
         return threads
 
@@ -310,7 +310,7 @@ async def rig(backend: str = "sqlite", postgres: str | None = None) -> AsyncIter
             await fal.start()
             stack.push_async_callback(fal.close)
             world = build_standard_world(fake)
-            the_rig = Rig(fake, world, fal, db_url, SqlStore(engine), tmp, ca_pem, backend)
+            the_rig = Rig(fake, world, fal, db_url, sql_repositories(engine), tmp, ca_pem, backend)
             try:
                 yield the_rig
             finally:

@@ -48,7 +48,7 @@ from bot.domain.models import (
     NewConversation,
     NewTurn,
 )
-from bot.storage import SqlStore, create_engine
+from bot.storage import Repositories, create_engine, sql_repositories
 from bot.storage.migrate import upgrade
 
 POSTGRES_ENV = "SEED_BOT_TEST_POSTGRES_URL"
@@ -80,14 +80,14 @@ def _reply(n: int) -> ModelReply:
 
 
 class _Turns:
-    def __init__(self, store: SqlStore, conversation: Conversation) -> None:
+    def __init__(self, store: Repositories, conversation: Conversation) -> None:
         self.store = store
         self.conversation = conversation
         self.count = 0
 
     async def begin(self) -> int:
         self.count += 1
-        start = await self.store.begin_turn(
+        start = await self.store.conversations.begin_turn(
             NewTurn(
                 scope_id=self.conversation.scope_id,
                 source_id=f"{self.conversation.id}-{self.count}",
@@ -100,7 +100,7 @@ class _Turns:
         return start.turn.id
 
     async def append(self, turn_id: int) -> None:
-        await self.store.complete_turn(turn_id, _reply(self.count), _messages(self.count))
+        await self.store.turns.complete_turn(turn_id, _reply(self.count), _messages(self.count))
 
 
 async def _timed(
@@ -121,8 +121,8 @@ def _p95(values: Sequence[float]) -> float:
     return statistics.quantiles(values, n=20)[-1]
 
 
-async def bench_size(store: SqlStore, backend: str, size: int, repeat: int) -> Row:
-    conversation = await store.create_conversation(
+async def bench_size(store: Repositories, backend: str, size: int, repeat: int) -> Row:
+    conversation = await store.conversations.create_conversation(
         NewConversation(scope_id=f"{size}{uuid.uuid4().int % 10**12}", owner_id="1")
     )
     turns = _Turns(store, conversation)
@@ -130,11 +130,11 @@ async def bench_size(store: SqlStore, backend: str, size: int, repeat: int) -> R
         await turns.append(await turns.begin())
 
     async def load(_: int) -> object:
-        return await store.history(conversation.id, 0)
+        return await store.conversations.history(conversation.id, 0)
 
     await load(0)  # warm the pool and caches before timing
     loads = await _timed(repeat, None, load)
-    messages = len(await store.history(conversation.id, 0))
+    messages = len(await store.conversations.history(conversation.id, 0))
     appends = await _timed(repeat, turns.begin, turns.append)
     return Row(
         backend=backend,
@@ -167,7 +167,7 @@ async def bench_backend(
     await upgrade(url)
     engine = create_engine(url)
     try:
-        store = SqlStore(engine)
+        store = sql_repositories(engine)
         rows = [await bench_size(store, backend, size, repeat) for size in sizes]
         submissions = []
         for mix, pause in MODEL_PAUSES.items():

@@ -32,7 +32,7 @@ from bot.domain.models import (
 from bot.domain.ports import OpenBody, ProgressCallback
 from bot.domain.quotas import Quota, QuotaRules, Quotas
 from bot.domain.service import ConversationService, ServiceConfig
-from bot.storage import SqlStore
+from bot.storage import Repositories
 
 HISTORY_TURNS = 10
 
@@ -49,7 +49,7 @@ def _reply(n: int) -> ModelReply:
 
 
 async def in_flight_submissions(
-    store: SqlStore,
+    store: Repositories,
     *,
     in_flight: int,
     turns_each: int,
@@ -77,16 +77,16 @@ async def in_flight_submissions(
                 reply_channel_id=scope,
                 prompt=f"question {n}",
             )
-            start = await store.begin_turn(new, conversation=bind)
+            start = await store.conversations.begin_turn(new, conversation=bind)
             turn_id = start.turn.id
             timed = n >= HISTORY_TURNS
             began = time.perf_counter()
-            await store.record_submission(turn_id, RequestHandle(request_id=f"{scope}-r{n}"))
+            await store.turns.record_submission(turn_id, RequestHandle(request_id=f"{scope}-r{n}"))
             if timed:
                 times.append((time.perf_counter() - began) * 1000)
                 await asyncio.sleep(pauses[n - HISTORY_TURNS])
-            await store.complete_turn(turn_id, _reply(n), _exchange(n))
-            await store.record_delivery(turn_id, [str(900_000 + n)])
+            await store.turns.complete_turn(turn_id, _reply(n), _exchange(n))
+            await store.turns.record_delivery(turn_id, [str(900_000 + n)])
 
     await asyncio.gather(*(conversation(c) for c in range(in_flight)))
     return times
@@ -143,7 +143,7 @@ class _Posted:
     """A delivery that posts nowhere (the service's Delivery and Deliveries ports); it
     records its posting through the store as the Discord delivery does."""
 
-    def __init__(self, store: SqlStore) -> None:
+    def __init__(self, store: Repositories) -> None:
         self._store = store
 
     def open(self, destination: Destination) -> _Posted:
@@ -169,14 +169,14 @@ class _Posted:
     async def close(self) -> None: ...
 
     async def deliver(self, turn: Turn, reply: ModelReply, warnings: Sequence[str]) -> list[str]:
-        await self._store.record_delivery(turn.id, [str(turn.id)])
+        await self._store.turns.record_delivery(turn.id, [str(turn.id)])
         return [str(turn.id)]
 
     async def fail(self, turn: Turn | None, error: Exception) -> list[str]:
         raise AssertionError(f"bench turn failed: {error}")
 
 
-async def transactions_per_turn(store: SqlStore) -> dict[str, int]:
+async def transactions_per_turn(store: Repositories) -> dict[str, int]:
     """Store transactions of one message answered by the real service: the first of a
     thread, a follow-up, and a follow-up with the default quotas on; then the same without
     and with cost tracking (no budget set, as shipped: the reservation is stored with the
@@ -184,14 +184,21 @@ async def transactions_per_turn(store: SqlStore) -> dict[str, int]:
     calls: collections.Counter[str] = collections.Counter()
     store.db.observers.append(lambda what, _write: calls.update([what]))
     config = ServiceConfig(batch_window=0)
-    gate = Quotas(store, QuotaRules(user=Quota(30, 3600), guild=Quota(500, 3600)))
+    gate = Quotas(store.usage, QuotaRules(user=Quota(30, 3600), guild=Quota(500, 3600)))
     result: dict[str, int] = {}
     for costs_label, costs in (
         ("no costs", NO_COSTS),
         ("costs on", Budgets(store.costs, BudgetRules(), Pricing())),
     ):
         service = ConversationService(
-            store, _InstantModel(), _NoMedia(), _Posted(store), config, costs=costs
+            store.conversations,
+            store.turns,
+            store.settings,
+            _InstantModel(),
+            _NoMedia(),
+            _Posted(store),
+            config,
+            costs=costs,
         )
         scope = f"tx-{uuid.uuid4().hex[:8]}"
         message = Incoming(

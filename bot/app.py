@@ -41,11 +41,11 @@ from bot.gifs import gif_as_mp4
 from bot.journal import database_tag, open_journal
 from bot.ops.health import HealthServer, database_check, parse_listen, shard_check
 from bot.ops.logs import describe_exception, hide_discord_secrets
-from bot.ops.metrics import Metrics, TimedModel
+from bot.ops.metrics import Metrics
 from bot.storage.engine import create_engine, sqlite_path
 from bot.storage.migrate import ensure_schema, unreachable
 from bot.storage.privacy import SqlPrivacy
-from bot.storage.repository import SqlStore
+from bot.storage.repositories import Repositories, sql_repositories
 from bot.web.pages import Network, PageFetcher, private_hosts
 
 log = logging.getLogger(__name__)
@@ -162,7 +162,7 @@ class App:
     config: Config
     engine: AsyncEngine
     session: aiohttp.ClientSession
-    store: SqlStore
+    store: Repositories
     model: FalClient
     media: DiscordMedia
     service: ConversationService
@@ -261,7 +261,7 @@ async def build_app(
                 connector=connector, timeout=aiohttp.ClientTimeout(total=None, sock_connect=10)
             )
         )
-        store = SqlStore(
+        store = sql_repositories(
             engine,
             outage_tolerance=config.database.outage_tolerance_seconds,
             history_tokens=config.model.context_budget_tokens,
@@ -295,13 +295,13 @@ async def build_app(
         deliveries = Deliveries(
             ChannelDeliveries(
                 bot,
-                store,
+                store.turns,
                 VIEWS,
                 status_delay=options.status_delay,
                 typing_delay=options.typing_delay,
             ),
             bot.interactions,
-            store,
+            store.turns,
             INTERACTION_VIEWS,
         )
         budgets = Budgets(store.costs, config.budgets.rules(), Pricing(config.costs.usd_per_unit))
@@ -310,8 +310,10 @@ async def build_app(
         # too.
         refusals = RefusalNotices()
         service = ConversationService(
-            store,
-            TimedModel(model, metrics),
+            store.conversations,
+            store.turns,
+            store.settings,
+            model,
             media,
             deliveries,
             service_config(config),
@@ -323,14 +325,14 @@ async def build_app(
             readers=Readers(pages=pages, gif_to_mp4=gif_as_mp4),
         )
         gate = Gate(
-            Quotas(store, quota_rules(config)),
+            Quotas(store.usage, quota_rules(config)),
             gate_rules(config),
             observer=metrics,
             budgets=budgets,
             notices=refusals,
         )
-        privacy = SqlPrivacy(store.db)
-        bot.install(service, gate, privacy)
+        privacy = store.privacy
+        bot.install(service, gate, privacy, store.conversations)
         metrics.watch_gateway(lambda: bot.latencies)
         metrics.watch_slots(lambda: service.slots.waiting)
         metrics.watch_media(lambda: service.media)
@@ -377,12 +379,12 @@ async def _running(coro: Coroutine[Any, Any, None], name: str) -> AsyncIterator[
 
 
 @contextlib.asynccontextmanager
-async def open_store(config: Config) -> AsyncIterator[SqlStore]:
-    """The store alone, for commands that only read or clean the database (export, purge)."""
+async def open_privacy(config: Config) -> AsyncIterator[SqlPrivacy]:
+    """People's data alone, for commands that only read or clean it (export, purge)."""
     await _ensure_schema(config)
     engine = create_engine(config.database.url)
     try:
-        yield SqlStore(engine)
+        yield sql_repositories(engine).privacy
     finally:
         await engine.dispose()
 

@@ -270,11 +270,10 @@ async def _migrate(config: Config, args: argparse.Namespace) -> int:
 
 
 async def _export(config: Config, args: argparse.Namespace) -> int:
-    from bot.app import open_store
-    from bot.storage.privacy import SqlPrivacy
+    from bot.app import open_privacy
 
-    async with open_store(config) as store:
-        found = await SqlPrivacy(store.db).export(args.thread)
+    async with open_privacy(config) as privacy:
+        found = await privacy.export(args.thread)
     if found is None:
         raise SeedBotError(f"no conversation is stored for thread {args.thread}")
     out: Path = args.out or Path(f"seed-bot-export-{args.thread}")
@@ -294,11 +293,9 @@ def _write_files(out: Path, files: dict[str, str]) -> None:
 
 
 async def _purge(config: Config, args: argparse.Namespace) -> int:
-    from bot.app import open_store, retention
-    from bot.storage.privacy import SqlPrivacy
+    from bot.app import open_privacy, retention
 
-    async with open_store(config) as store:
-        privacy = SqlPrivacy(store.db)
+    async with open_privacy(config) as privacy:
         dry = args.dry_run
         if args.user is not None:
             what = f"turns of user {args.user}"

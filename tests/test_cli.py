@@ -14,7 +14,7 @@ import pytest
 
 from bot.deploy_check import BOT_PERMISSIONS, invite_url, user_install_url
 from bot.domain.models import Cost, Payer, Reservation, Settlement
-from bot.storage import SqlStore, create_engine
+from bot.storage import create_engine, sql_repositories
 from bot.storage.migrate import upgrade
 from tests.fakes.discord.server import FakeDiscord
 from tests.fakes.fal import DEFAULT_KEY, FakeFal
@@ -259,7 +259,7 @@ async def test_usage_reports_costs_per_server_user_and_day_in_three_formats(
     await upgrade(url)
     engine = create_engine(url)
     try:
-        costs = SqlStore(engine).costs
+        costs = sql_repositories(engine).costs
         day = datetime(2026, 11, 3, 9, tzinfo=UTC)
         for turn_id, user, guild, at, units in [
             (1, "11", "900", day, 20_000),

@@ -39,6 +39,7 @@ from bot.chat.ratelimits import sweep_buckets_on_time
 from bot.chat.texts import NO_MENTIONS
 from bot.domain.errors import SeedBotError
 from bot.domain.models import Conversation
+from bot.domain.ports import ConversationStore
 from bot.domain.privacy import PrivacyStore
 from bot.domain.service import ConversationService
 
@@ -129,16 +130,25 @@ class SeedBot(discord.AutoShardedClient):
         self._inbound: Inbound | None = None
         self.autoreply = AutoreplyModes(lambda: self.service)
         self._privacy: PrivacyStore | None = None
+        self._conversations: ConversationStore | None = None
         self._housekeeping: asyncio.Task[None] | None = None
 
-    def install(self, service: ConversationService, gate: Gate, privacy: PrivacyStore) -> None:
+    def install(
+        self,
+        service: ConversationService,
+        gate: Gate,
+        privacy: PrivacyStore,
+        conversations: ConversationStore,
+    ) -> None:
         """Give the bot what it answers with (before it starts)."""
         self._service = service
         self._gate = gate
         self._privacy = privacy
+        self._conversations = conversations
         self._inbound = Inbound(
             self,
             service,
+            conversations,
             gate,
             lambda: self.options.inbound,
             lambda coro, name: self.spawn(coro, name=name),
@@ -154,6 +164,11 @@ class SeedBot(discord.AutoShardedClient):
     def gate(self) -> Gate:
         assert self._gate is not None, "install() first"
         return self._gate
+
+    @property
+    def conversations(self) -> ConversationStore:
+        assert self._conversations is not None, "install() first"
+        return self._conversations
 
     @property
     def privacy(self) -> PrivacyStore:

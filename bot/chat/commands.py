@@ -70,7 +70,7 @@ async def settings_target(
     if interaction.guild_id is None:  # a DM: the DM's own conversation
         return SettingsScope.THREAD, str(channel.id)
     if isinstance(channel, discord.Thread):
-        conversation = await bot.service.conversation_for_scope(str(channel.id))
+        conversation = await bot.conversations.conversation_for_scope(str(channel.id))
         owner = conversation.owner_id if conversation else str(channel.owner_id)
         if not may_control(interaction, owner):
             raise Refusal(texts.only_controller("change its settings").removeprefix("⛔ "))

@@ -13,6 +13,7 @@ import discord
 from bot.chat.autoreply import AutoreplyModes
 from bot.chat.gate import Gate
 from bot.chat.live_interactions import LiveInteractions
+from bot.domain.ports import ConversationStore
 from bot.domain.privacy import PrivacyStore
 from bot.domain.service import ConversationService
 
@@ -25,6 +26,9 @@ class BotContext(Protocol):
 
     @property
     def service(self) -> ConversationService: ...
+
+    @property
+    def conversations(self) -> ConversationStore: ...
 
     @property
     def privacy(self) -> PrivacyStore: ...

@@ -29,6 +29,7 @@ from bot.domain.errors import StorageError
 from bot.domain.flows import Redo
 from bot.domain.links import DEFAULT_EMBED_WAIT
 from bot.domain.models import Autoreply, Conversation
+from bot.domain.ports import ConversationStore
 from bot.domain.service import ConversationService
 
 log = logging.getLogger(__name__)
@@ -134,6 +135,7 @@ class Inbound:
         self,
         client: discord.Client,
         service: ConversationService,
+        conversations: ConversationStore,
         gate: Gate,
         options: Callable[[], InboundOptions],
         spawn: Spawn,
@@ -141,6 +143,7 @@ class Inbound:
     ) -> None:
         self._client = client
         self._service = service
+        self._conversations = conversations
         self._gate = gate
         self._options = options
         self._spawn = spawn
@@ -395,7 +398,7 @@ class Inbound:
         horizon = datetime.now(UTC) - timedelta(seconds=seconds)
         self._watermarks = [
             (conversation.scope_id, newest)
-            for conversation, newest in await self._service.recent_conversations(horizon)
+            for conversation, newest in await self._conversations.recent_conversations(horizon)
             if owns is None or owns(conversation)
         ]
         self._horizon = horizon

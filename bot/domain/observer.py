@@ -40,6 +40,15 @@ class CallObserver(Protocol):
         """A call (``kind``: fal's operation, or ``database``) is being tried again."""
         ...
 
+    def queue_waited(self, seconds: float) -> None:
+        """A request waited this long in fal's queue before it ran."""
+        ...
+
+    def ran(self, seconds: float) -> None:
+        """A request waited for ran this long at fal (from when fal said it runs, or from
+        the start of the wait if it never did) until its answer came."""
+        ...
+
 
 class _NoObserver:
     def turn_started(self, conversation_id: int) -> None:
@@ -64,6 +73,12 @@ class _NoObserver:
         pass
 
     def retry(self, kind: str) -> None:
+        pass
+
+    def queue_waited(self, seconds: float) -> None:
+        pass
+
+    def ran(self, seconds: float) -> None:
         pass
 
 

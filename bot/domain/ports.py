@@ -1,5 +1,6 @@
-"""Protocols the edges implement: the model client (bot/fal), the store (bot/storage) and
-the delivery of replies (bot/chat)."""
+"""Protocols the edges implement: the model client (bot/fal), the stores (bot/storage: one
+port per aggregate, each implemented directly by its repository) and the delivery of
+replies (bot/chat)."""
 
 from __future__ import annotations
 
@@ -78,9 +79,11 @@ class ModelClient(Protocol):
 
 
 class ConversationStore(Protocol):
-    """Conversations and their turns. Every method is one short transaction; failures are
-    raised as ``StorageError``. Ids of Discord objects are strings. A fast turn costs four:
-    ``begin_turn``, ``record_submission``, ``complete_turn``, ``record_delivery``."""
+    """Conversations, and what a turn's request is built from. Every method of this and the
+    other store ports is one short transaction; failures are raised as ``StorageError``.
+    Ids of Discord objects are strings. A fast turn costs four: ``begin_turn`` here, then
+    the ``TurnStore``'s ``record_submission`` and ``complete_turn`` and the
+    ``DeliveryRecorder``'s ``record_delivery``."""
 
     async def conversation_for_scope(self, scope_id: str) -> Conversation | None:
         """The conversation bound to a thread or DM channel, if any."""
@@ -110,6 +113,20 @@ class ConversationStore(Protocol):
         epoch without the turn itself, the settings layers of its thread, channel and
         server, and the speakers. One read transaction."""
         ...
+
+    async def reset(self, conversation_id: int) -> int:
+        """Start a new epoch: older turns stay stored but are no longer sent. Returns it."""
+        ...
+
+    async def recent_conversations(self, since: datetime) -> list[tuple[Conversation, str | None]]:
+        """Conversations active since ``since``, each with the source id of its newest turn
+        (where to look for messages that arrived while the bot was down)."""
+        ...
+
+
+class TurnStore(Protocol):
+    """The life of stored turns, from submitted to finished (failures raised as
+    ``StorageError``)."""
 
     async def stop_turn(self, turn_id: int, by: str) -> bool:
         """Mark a pending or submitted turn stopped (``by`` kept as its error); False when
@@ -160,23 +177,15 @@ class ConversationStore(Protocol):
         first, to resume after a restart."""
         ...
 
-    async def reset(self, conversation_id: int) -> int:
-        """Start a new epoch: older turns stay stored but are no longer sent. Returns it."""
-        ...
-
     async def latest_turn(self, conversation_id: int) -> Turn | None:
         """The newest turn of the conversation's current epoch that is not superseded."""
-        ...
-
-    async def recent_conversations(self, since: datetime) -> list[tuple[Conversation, str | None]]:
-        """Conversations active since ``since``, each with the source id of its newest turn
-        (where to look for messages that arrived while the bot was down)."""
         ...
 
 
 class DeliveryRecorder(Protocol):
     """Where a delivery records what it has posted, so a restart continues it instead of
-    posting again. Implemented by the store; handed to the delivery by the entry point."""
+    posting again. Implemented by the turns repository; handed to the delivery by the entry
+    point."""
 
     async def record_status_message(self, turn_id: int, message_id: str) -> None:
         """Remember the turn's progress message, so a restart edits it, not posts another."""
@@ -323,7 +332,3 @@ class MediaSource(Protocol):
         ``fetch`` does, and when the file turns out longer or shorter than the size Discord
         reported (a body sent on with that size as its length must not be cut short)."""
         ...
-
-
-class Store(ConversationStore, SettingsStore, UsageStore, DeliveryRecorder, Protocol):
-    """Everything the service needs from the database."""

@@ -39,7 +39,7 @@ from bot.domain.models import (
 from bot.domain.notices import NoticeReason, RefusalNotices, seconds_until
 from bot.domain.observer import NO_OBSERVER, TurnObserver
 from bot.domain.params import MODEL_DEFAULT_MAX_TOKENS
-from bot.domain.ports import Delivery, ModelClient, Store
+from bot.domain.ports import ConversationStore, Delivery, ModelClient, TurnStore
 from bot.domain.settings import SettingsResolver
 from bot.domain.slots import Slots
 from bot.domain.stopping import MERGED, Active, Stops, TurnStopped
@@ -99,7 +99,8 @@ class TurnRules:
 class TurnRunner:
     def __init__(
         self,
-        store: Store,
+        conversations: ConversationStore,
+        turns: TurnStore,
         model: ModelClient,
         submitter: Submitter,
         stops: Stops,
@@ -110,7 +111,8 @@ class TurnRunner:
         costs: TurnCosts = NO_COSTS,
         refusals: RefusalNotices | None = None,
     ) -> None:
-        self._store = store
+        self._conversations = conversations
+        self._turns = turns
         self._model = model
         self.submitter = submitter
         self._stops = stops
@@ -144,7 +146,7 @@ class TurnRunner:
                 return outcome
             log.info("turn %s: fal refused %s; answering without them", turn.id, outcome.media)
             try:
-                start = await self._store.begin_turn(
+                start = await self._conversations.begin_turn(
                     next_attempt(
                         turn, start.conversation.scope_id, outcome.media, outcome.error.problems
                     ),
@@ -223,7 +225,7 @@ class TurnRunner:
             if self.refusals.tell(payer_id, NoticeReason.BUDGET, lasts):
                 with contextlib.suppress(DeliveryError):
                     await delivery.fail(turn, exc)
-            await self._store.finish_turn(turn.id, TurnState.STOPPED, BUDGET_REFUSAL)
+            await self._turns.finish_turn(turn.id, TurnState.STOPPED, BUDGET_REFUSAL)
             return Outcome.REFUSED
         except ModelInputRejected as exc:
             await self.costs.settle(turn.id, exc)
@@ -366,13 +368,13 @@ class TurnRunner:
         process) raises ``TurnStopped``: its answer is neither stored nor posted."""
         new = new_history_messages(reply.messages, sent_count, reply.skipped)
         try:
-            cost = await self._store.complete_turn(
+            cost = await self._turns.complete_turn(
                 turn.id, reply, new, settlement=self.costs.settlement(reply)
             )
         except StorageUnavailable:
             raise  # the database stayed away: nothing to ask it either
         except StorageError:
-            current = await self._store.get_turn(turn.id)
+            current = await self._turns.get_turn(turn.id)
             if current.state is TurnState.STOPPED:
                 raise TurnStopped(current.error or "", reply) from None
             raise
@@ -422,7 +424,7 @@ class TurnRunner:
         """Store the turn as failed; when the database does not take it (an outage past its
         tolerance), the turn stays unfinished and the next start resumes it."""
         try:
-            await self._store.finish_turn(turn.id, TurnState.FAILED, str(error)[:500])
+            await self._turns.finish_turn(turn.id, TurnState.FAILED, str(error)[:500])
         except StorageError as exc:
             log.warning("turn %s stays unfinished for the next start: %s", turn.id, exc)
 

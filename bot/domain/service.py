@@ -18,7 +18,6 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from typing import Any
 
 from bot.domain.admission import Admission
@@ -53,7 +52,14 @@ from bot.domain.notices import RefusalNotices
 from bot.domain.observer import NO_OBSERVER, TurnObserver
 from bot.domain.outage import Outage, waiting_as
 from bot.domain.personas import Personas
-from bot.domain.ports import Deliveries, MediaSource, ModelClient, Store
+from bot.domain.ports import (
+    ConversationStore,
+    Deliveries,
+    MediaSource,
+    ModelClient,
+    SettingsStore,
+    TurnStore,
+)
 from bot.domain.preparation import MediaPreparer, PreparedFiles
 from bot.domain.runner import Outcome, TurnRules, TurnRunner
 from bot.domain.settings import EffectiveSettings, SettingsResolver, validate_settings
@@ -96,7 +102,9 @@ class ConversationService:
 
     def __init__(
         self,
-        store: Store,
+        conversations: ConversationStore,
+        turns: TurnStore,
+        settings: SettingsStore,
         model: ModelClient,
         media: MediaSource,
         deliveries: Deliveries,
@@ -109,13 +117,16 @@ class ConversationService:
         refusals: RefusalNotices | None = None,
         readers: Readers = Readers(),  # noqa: B008 (frozen: one shared default is fine)
     ) -> None:
-        self._store = store
+        self._conversations = conversations
+        self._turns = turns
+        self._settings = settings
         self._model = model
-        self.stops = Stops(store, model)
+        self.stops = Stops(turns, model)
         self.runner = TurnRunner(
-            store,
+            conversations,
+            turns,
             model,
-            Submitter(model, store, journal),
+            Submitter(model, turns, journal),
             self.stops,
             _turn_rules(config),
             Slots(config.max_in_flight),
@@ -201,11 +212,11 @@ class ConversationService:
         shards'): another process's turns in flight are left to it. Returns how many turns
         were queued."""
         await self.runner.submitter.recover()
-        turns = await self._store.unfinished_turns()
+        turns = await self._turns.unfinished_turns()
         scopes: dict[int, str | None] = {}
         for turn in turns:
             if turn.conversation_id not in scopes:
-                conversation = await self._store.get_conversation(turn.conversation_id)
+                conversation = await self._conversations.get_conversation(turn.conversation_id)
                 mine = owns is None or owns(conversation)
                 scopes[turn.conversation_id] = conversation.scope_id if mine else None
         # Oldest first: tasks start in creation order and queue before their first await,
@@ -251,7 +262,7 @@ class ConversationService:
                 try:
                     # A message handled twice is refused by begin_turn (unique source id).
                     new = await self._new_turn(incoming, burst.files)
-                    start = await self._store.begin_turn(
+                    start = await self._conversations.begin_turn(
                         new,
                         conversation=NewConversation(
                             scope_id=incoming.scope_id,
@@ -282,7 +293,7 @@ class ConversationService:
                 self._bursts.remember_merged(burst)
                 if burst.withdrawn:
                     # A message of it was deleted while the turn was prepared.
-                    await self._store.stop_turn(start.turn.id, MESSAGE_DELETED)
+                    await self._turns.stop_turn(start.turn.id, MESSAGE_DELETED)
                     with contextlib.suppress(DeliveryError):
                         await delivery.stopped(start.turn, MESSAGE_DELETED)
                     return
@@ -298,8 +309,8 @@ class ConversationService:
 
     async def _redo(self, redo: Redo, payer_id: str, notice: WaitNotice) -> None:
         started = asyncio.get_running_loop().time()
-        conversation = await self._store.conversation_for_scope(redo.scope_id)
-        latest = await self._store.latest_turn(conversation.id) if conversation else None
+        conversation = await self._conversations.conversation_for_scope(redo.scope_id)
+        latest = await self._turns.latest_turn(conversation.id) if conversation else None
         if conversation is None or latest is None:
             return
         if redo.turn_id is not None and latest.id != redo.turn_id:
@@ -322,7 +333,7 @@ class ConversationService:
                 )
             else:
                 new = next_attempt(latest, redo.scope_id)
-            start = await self._store.begin_turn(new, superseding=latest.id)
+            start = await self._conversations.begin_turn(new, superseding=latest.id)
             log.info("turn %s answers turn %s again", start.turn.id, latest.id)
             with contextlib.suppress(DeliveryError):
                 await delivery.supersede(latest)
@@ -344,7 +355,7 @@ class ConversationService:
 
     async def _resume(self, turn: Turn, notice: WaitNotice) -> None:
         log.info("resuming turn %s (%s)", turn.id, turn.state)
-        conversation = await self._store.get_conversation(turn.conversation_id)
+        conversation = await self._conversations.get_conversation(turn.conversation_id)
         delivery = self._deliveries.open(destination_of(turn))
         notice.delivery = delivery
         try:
@@ -357,7 +368,7 @@ class ConversationService:
             # Answered already: the delivery may still keep what it posted before the stop.
         try:
             started = asyncio.get_running_loop().time()
-            context = await self._store.turn_context(turn)
+            context = await self._conversations.turn_context(turn)
             await self.runner.run(TurnStart(conversation, turn, context), delivery, started)
         finally:
             await delivery.close()
@@ -369,7 +380,7 @@ class ConversationService:
         if scope_id in self._bound:
             self._bound.move_to_end(scope_id)
             return True
-        if await self._store.conversation_for_scope(scope_id) is None:
+        if await self._conversations.conversation_for_scope(scope_id) is None:
             return False
         self._remember_bound(scope_id)
         return True
@@ -434,35 +445,32 @@ class ConversationService:
         return sources
 
     async def latest_turn(self, scope_id: str) -> Turn | None:
-        conversation = await self._store.conversation_for_scope(scope_id)
-        return await self._store.latest_turn(conversation.id) if conversation else None
+        conversation = await self._conversations.conversation_for_scope(scope_id)
+        return await self._turns.latest_turn(conversation.id) if conversation else None
 
     async def get_turn(self, turn_id: int) -> Turn | None:
         try:
-            return await self._store.get_turn(turn_id)
+            return await self._turns.get_turn(turn_id)
         except StorageError:
             return None
 
     async def conversation_answering(self, source_id: str) -> Conversation | None:
         """The conversation whose turn answered the person's message ``source_id``."""
-        turn = await self._store.turn_for_source(source_id)
+        turn = await self._turns.turn_for_source(source_id)
         return None if turn is None else await self.conversation_of(turn)
 
     async def conversation_of(self, turn: Turn) -> Conversation | None:
         try:
-            return await self._store.get_conversation(turn.conversation_id)
+            return await self._conversations.get_conversation(turn.conversation_id)
         except StorageError:
             return None
-
-    async def recent_conversations(self, since: datetime) -> list[tuple[Conversation, str | None]]:
-        return await self._store.recent_conversations(since)
 
     # -- settings --------------------------------------------------------------------------
 
     async def effective_settings(
         self, *, thread_id: str | None, channel_id: str | None, guild_id: str | None
     ) -> EffectiveSettings:
-        layers = await self._store.settings_layers(
+        layers = await self._settings.settings_layers(
             thread_id=thread_id, channel_id=channel_id, guild_id=guild_id
         )
         return self.runner.rules.settings(layers)
@@ -476,18 +484,15 @@ class ConversationService:
         clear: Sequence[str] = (),
     ) -> GenerationSettings:
         """Validate and store overrides at one scope (raises ``InvalidSetting``)."""
-        return await self._store.update_settings(
+        return await self._settings.update_settings(
             scope, scope_id, validate_settings(changes, scope), clear=clear
         )
 
     async def reset(self, scope_id: str) -> int | None:
         """Start the conversation of a thread afresh; None when the thread has none."""
-        conversation = await self._store.conversation_for_scope(scope_id)
+        conversation = await self._conversations.conversation_for_scope(scope_id)
         if conversation is None:
             return None
         # A turn still running keeps the epoch it started in: its answer stays out of the
         # new one.
-        return await self._store.reset(conversation.id)
-
-    async def conversation_for_scope(self, scope_id: str) -> Conversation | None:
-        return await self._store.conversation_for_scope(scope_id)
+        return await self._conversations.reset(conversation.id)

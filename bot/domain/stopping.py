@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from bot.domain.errors import ModelError, StorageError
 from bot.domain.models import ModelReply, RequestHandle, Turn
-from bot.domain.ports import ModelClient, Store
+from bot.domain.ports import ModelClient, TurnStore
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +62,8 @@ class Active:
 class Stops:
     """The turns running in this process, and Stop for any turn."""
 
-    def __init__(self, store: Store, model: ModelClient) -> None:
-        self._store = store
+    def __init__(self, turns: TurnStore, model: ModelClient) -> None:
+        self._turns = turns
         self._model = model
         self._active: dict[int, Active] = {}
 
@@ -85,10 +85,10 @@ class Stops:
         or left over from before a restart too (through the stored state: then the request
         is cancelled here, within ``STOP_CANCEL_SECONDS``)."""
         try:
-            turn = await self._store.get_turn(turn_id)
+            turn = await self._turns.get_turn(turn_id)
         except StorageError:
             return StopResult.UNKNOWN
-        if not await self._store.stop_turn(turn_id, by):
+        if not await self._turns.stop_turn(turn_id, by):
             return StopResult.ALREADY_FINISHED
         log.info("turn %s stopped on request", turn_id)
         active = self._active.get(turn_id)

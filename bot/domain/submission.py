@@ -24,7 +24,7 @@ from typing import Protocol
 
 from bot.domain.errors import ModelError, ModelSubmitUnknown, StorageError
 from bot.domain.models import ModelRequest, RequestHandle, Reservation, TurnState
-from bot.domain.ports import ConversationStore, ModelClient
+from bot.domain.ports import ModelClient, TurnStore
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +65,11 @@ class Submitter:
     def __init__(
         self,
         model: ModelClient,
-        store: ConversationStore,
+        turns: TurnStore,
         journal: SubmissionJournal | None = None,
     ) -> None:
         self._model = model
-        self._store = store
+        self._turns = turns
         self._journal = journal
         # Turns whose submit a previous run began without getting fal's answer.
         self._unanswered: set[int] = set()
@@ -90,13 +90,13 @@ class Submitter:
         keep: dict[int, RequestHandle | None] = {}
         for turn_id, handle in self._journal.left_open().items():
             try:
-                turn = await self._store.get_turn(turn_id)
+                turn = await self._turns.get_turn(turn_id)
             except StorageError:
                 continue  # not in this database (or gone): nothing to resume
             if turn.handle is not None:
                 continue  # stored before the stop
             if handle is not None:
-                await self._store.record_submission(turn_id, handle)
+                await self._turns.record_submission(turn_id, handle)
                 restored += 1
                 log.info(
                     "turn %s: request %s restored from the submission journal",
@@ -154,7 +154,7 @@ class Submitter:
             raise
         if journal is not None:
             journal.answered(turn_id, handle)
-        await self._store.record_submission(
+        await self._turns.record_submission(
             turn_id, handle, trim_notified_epoch=trim_notified_epoch, reservation=reservation
         )
         if journal is not None:

@@ -61,11 +61,16 @@ class _Urls:
 class _ProgressReporter:
     """Calls back only on change: each new queue position, then ``running`` once."""
 
-    def __init__(self, callback: ProgressCallback | None, request_id: str) -> None:
+    def __init__(
+        self, callback: ProgressCallback | None, request_id: str, observer: CallObserver
+    ) -> None:
         self._callback = callback
         self._request_id = request_id
+        self._observer = observer
         self._last: Progress | None = None
-        self.heard_at = time.monotonic()  # fal's last sign of life for this request
+        self.started_at = time.monotonic()
+        self.running_at: float | None = None  # when fal first said the request runs
+        self.heard_at = self.started_at  # fal's last sign of life for this request
 
     def heard(self) -> None:
         """fal answered something about the request (a status, a stream keep-alive)."""
@@ -89,6 +94,9 @@ class _ProgressReporter:
             return False
         self._last = progress
         log.debug("fal %s: %s", self._request_id, progress)
+        if progress.state == "running" and self.running_at is None:
+            self.running_at = time.monotonic()
+            self._observer.queue_waited(self.running_at - self.started_at)
         if self._callback is not None:
             await self._callback(progress)
         return True
@@ -113,9 +121,11 @@ class FalClient:
         observer: CallObserver = NO_OBSERVER,
     ) -> None:
         """``rng`` drives retry jitter (seed it for reproducible tests); ``observer`` hears
-        of every HTTP call and retry (the metrics)."""
+        of every HTTP call and retry, and of each waited request's queue and run times (the
+        metrics)."""
         self._session = session
         self._settings = settings
+        self._observer = observer
         self._http = Http(session, settings, rng or random.Random(), observer)
         queue_base = settings.queue_base.rstrip("/")
         self._queue_origin = URL(queue_base).origin()
@@ -196,7 +206,7 @@ class FalClient:
         ``ModelTimeout`` saying whether the request was still queued or running.
         """
         urls = self._urls(handle)
-        reporter = _ProgressReporter(on_progress, urls.request_id)
+        reporter = _ProgressReporter(on_progress, urls.request_id, self._observer)
         deadline = asyncio.timeout(timeout)
         try:
             async with deadline:
@@ -205,7 +215,9 @@ class FalClient:
                     status = await self._stream_until_completed(urls, reporter)
                 if status is None:
                     status = await self._poll_until_completed(urls, reporter)
-                return await self._result(urls, status, sent)
+                reply = await self._result(urls, status, sent)
+                self._observer.ran(time.monotonic() - (reporter.running_at or reporter.started_at))
+                return reply
         except TimeoutError:
             if not deadline.expired():
                 raise

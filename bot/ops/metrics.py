@@ -19,10 +19,9 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from bot.domain import errors
-from bot.domain.models import Cost, ModelReply, ModelRequest, Progress, RequestHandle
+from bot.domain.models import Cost
 from bot.domain.observer import RefusalReason
 from bot.domain.outage import Outage
-from bot.domain.ports import ModelClient, OpenBody, ProgressCallback
 from bot.domain.preparation import MediaPreparer
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -288,55 +287,6 @@ class Metrics:
     def transaction_took(self, seconds: float) -> None:
         """One database transaction's time on its connection (``Database.timers``)."""
         self._db_seconds.observe(seconds)
-
-
-class TimedModel:
-    """A ``ModelClient`` that times fal's queue wait and run time of each request it waits
-    for, from the progress fal reports (queued, then running), and passes everything else
-    through unchanged."""
-
-    def __init__(self, model: ModelClient, metrics: Metrics) -> None:
-        self._model = model
-        self._metrics = metrics
-
-    async def submit(self, request: ModelRequest) -> RequestHandle:
-        return await self._model.submit(request)
-
-    async def wait(
-        self,
-        handle: RequestHandle,
-        *,
-        on_progress: ProgressCallback | None = None,
-        timeout: float | None = None,
-        sent: int | None = None,
-    ) -> ModelReply:
-        clock = self._metrics.clock
-        waited_from = clock()
-        running_from: list[float] = []
-
-        async def progress(p: Progress) -> None:
-            if p.state == "running" and not running_from:
-                running_from.append(clock())
-                self._metrics.queue_waited(running_from[0] - waited_from)
-            if on_progress is not None:
-                await on_progress(p)
-
-        reply = await self._model.wait(handle, on_progress=progress, timeout=timeout, sent=sent)
-        self._metrics.ran(clock() - (running_from[0] if running_from else waited_from))
-        return reply
-
-    async def cancel(self, handle: RequestHandle) -> ModelReply | None:
-        return await self._model.cancel(handle)
-
-    async def upload(self, data: bytes, *, content_type: str, file_name: str) -> str:
-        return await self._model.upload(data, content_type=content_type, file_name=file_name)
-
-    async def upload_stream(
-        self, open_body: OpenBody, *, size: int, content_type: str, file_name: str
-    ) -> str:
-        return await self._model.upload_stream(
-            open_body, size=size, content_type=content_type, file_name=file_name
-        )
 
 
 def sample(metrics: Metrics, name: str, labels: Mapping[str, str] | None = None) -> float:

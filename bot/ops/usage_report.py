@@ -13,7 +13,7 @@ from typing import Literal
 from bot.domain.costs import Spending, format_usd
 from bot.storage.costs import ReportBy
 from bot.storage.engine import create_engine
-from bot.storage.repository import SqlStore
+from bot.storage.repositories import sql_repositories
 
 ReportFormat = Literal["table", "csv", "json"]
 REPORT_BYS: tuple[ReportBy, ...] = ("guild", "user", "day")
@@ -29,7 +29,7 @@ async def usage_rows(
 ) -> list[tuple[str, Spending]]:
     engine = create_engine(url)
     try:
-        rows = await SqlStore(engine).costs.report(since=since, until=until, by=by)
+        rows = await sql_repositories(engine).costs.report(since=since, until=until, by=by)
     finally:
         await engine.dispose()
     if by == "guild":

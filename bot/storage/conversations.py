@@ -1,4 +1,4 @@
-"""Conversations and their turns: the SQL ``ConversationStore``. Each method is one
+"""Conversations and the turns begun in them: the SQL ``ConversationStore``. Each method is one
 transaction of plain Core statements on the shared transaction helper."""
 
 from __future__ import annotations

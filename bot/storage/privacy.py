@@ -53,7 +53,7 @@ class _Counted:
 
 
 class SqlPrivacy:
-    """``PrivacyStore`` on the shared transaction helper (``SqlStore.db``)."""
+    """``PrivacyStore`` on the shared transaction helper (``Repositories.db``)."""
 
     def __init__(self, db: Database, *, batch: int = DEFAULT_BATCH) -> None:
         self._db = db

@@ -135,7 +135,7 @@ _DELIVERED = (
 
 
 class SqlTurns:
-    """The turns part of the ``ConversationStore`` on the shared transaction helper."""
+    """``TurnStore`` and ``DeliveryRecorder`` on the shared transaction helper."""
 
     def __init__(self, db: Database) -> None:
         self._db = db

@@ -183,7 +183,7 @@ async def one_off_then_bound(h: Harness) -> None:
     mention = await h.mention(world.alice, "take over", channel=thread)
     answer = await h.answer_in(thread, since=since, contains="echo: take over")
     assert answer.referenced_message_id == mention.id
-    assert await h.app.service.conversation_for_scope(str(thread.id)) is None
+    assert await h.app.store.conversations.conversation_for_scope(str(thread.id)) is None
     # Her one answer is hers to retry, like any turn.
     [retry_id] = [c for c in answer.custom_ids() if c.startswith("seed:retry:")]
     since = fake.mark()
@@ -199,7 +199,7 @@ async def one_off_then_bound(h: Harness) -> None:
     since = fake.mark()
     await h.mention(world.bob, "mine now", channel=thread)
     await h.answer_in(thread, since=since, contains="echo: mine now")
-    conversation = await h.app.service.conversation_for_scope(str(thread.id))
+    conversation = await h.app.store.conversations.conversation_for_scope(str(thread.id))
     assert conversation is not None and conversation.owner_id == str(world.bob.id)
     assert h.prompts() == ["take over", "take over", "take over, edited", "mine now"]
     assert "messages" not in list(h.fal.requests.values())[-1].input  # no history
@@ -231,18 +231,18 @@ async def test_ask_and_ask_seed_in_someone_elses_thread_do_not_bind_it(harness: 
     assert list(h.fal.requests.values())[-1].input.get("reasoning_effort") == "low"
     target = await fake.send_message(world.bob, thread, "bob's note")
     await ask_seed_answered_in(h, world.alice, target, "via menu", thread)
-    assert await h.app.service.conversation_for_scope(str(thread.id)) is None
+    assert await h.app.store.conversations.conversation_for_scope(str(thread.id)) is None
     assert all("messages" not in r.input for r in h.fal.requests.values())  # no shared history
     # "Ask Seed" on a message with a thread bob opened on it: answered in it, once.
     note = await fake.send_message(world.bob, world.channel, "a note with a thread")
     on_note = await fake.create_thread(world.bob, world.channel, "on it", from_message=note)
     await ask_seed_answered_in(h, world.alice, note, "about the note", on_note)
-    assert await h.app.service.conversation_for_scope(str(on_note.id)) is None
+    assert await h.app.store.conversations.conversation_for_scope(str(on_note.id)) is None
     # Bob's own /ask binds his thread.
     since = fake.mark()
     await fake.invoke_command(world.bob, thread, "ask", {"prompt": "bob's turn"})
     await h.answer_in(thread, since=since, contains="echo: bob's turn")
-    conversation = await h.app.service.conversation_for_scope(str(thread.id))
+    conversation = await h.app.store.conversations.conversation_for_scope(str(thread.id))
     assert conversation is not None and conversation.owner_id == str(world.bob.id)
 
 
@@ -258,7 +258,7 @@ async def test_the_thread_owner_controls_a_conversation_a_moderator_bound_in_it(
     since = fake.mark()
     await h.mention(mo, "moderator here", channel=thread)
     answer = await h.answer_in(thread, since=since, contains="echo: moderator here")
-    conversation = await h.app.service.conversation_for_scope(str(thread.id))
+    conversation = await h.app.store.conversations.conversation_for_scope(str(thread.id))
     assert conversation is not None and conversation.owner_id == str(mo.id)
     # Bob owns the thread: he controls the conversation in it; alice does not.
     done = await fake.invoke_command(world.bob, thread, "system", {"prompt": "be brief"})

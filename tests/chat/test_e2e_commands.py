@@ -303,9 +303,9 @@ async def test_reset_sends_no_history_but_keeps_old_turns(harness: Harness) -> N
     got = await next_input(h, thread, "fourth")
     assert [m["content"] for m in got["messages"] if m["role"] == "user"] == ["third"]
 
-    conversation = await h.app.service.conversation_for_scope(str(thread.id))
+    conversation = await h.app.store.conversations.conversation_for_scope(str(thread.id))
     assert conversation is not None and conversation.epoch == 1
-    old = await h.app.store.history(conversation.id, 0)
+    old = await h.app.store.conversations.history(conversation.id, 0)
     assert len(old) == 4  # first and second: a user and an assistant message each
 
 
@@ -343,7 +343,7 @@ async def test_ask_in_a_channel_starts_a_public_thread(harness: Harness) -> None
     [request] = h.fal.requests.values()
     assert request.input["prompt"] == "why is the sky blue?"
     assert generation(dict(request.input)) == {}
-    conversation = await h.app.service.conversation_for_scope(str(thread.id))
+    conversation = await h.app.store.conversations.conversation_for_scope(str(thread.id))
     assert conversation is not None and conversation.owner_id == str(h.world.alice.id)
     # the thread continues like any other, and its asker owns it
     text = await command(h, h.world.alice, thread, "effort", {"level": "low"})

@@ -26,7 +26,7 @@ EARLIER_TURN = 10**12
 
 
 async def turn_of(h: Harness, message: FakeMessage) -> Turn:
-    turn = await h.app.store.turn_for_source(str(message.id))
+    turn = await h.app.store.turns.turn_for_source(str(message.id))
     assert turn is not None
     return turn
 
@@ -130,7 +130,7 @@ async def test_a_used_up_server_budget_refuses_at_the_door(make_harness: Harness
     )
     await h.app.bot.idle()
     assert h.fal.requests == {}
-    assert await h.app.store.turn_for_source(str(message.id)) is None
+    assert await h.app.store.turns.turn_for_source(str(message.id)) is None
 
 
 @pytest.mark.parametrize(
@@ -309,7 +309,7 @@ async def test_a_turn_stopped_after_fal_answered_costs_the_units_fal_reported(
     turn = await turn_of(h, message)
     # Stop wins while fal is finishing (pressed in another process: nothing cancels the
     # wait here); fal answers anyway, and bills the request.
-    assert await h.app.store.stop_turn(turn.id, "Bob")
+    assert await h.app.store.turns.stop_turn(turn.id, "Bob")
     h.fal.complete_now(request_id)
     await h.fake.wait_for_message(thread, contains="Stopped", since=since, timeout=10)
     await h.app.bot.idle()

@@ -31,7 +31,7 @@ from bot.domain.service import (
 )
 from bot.domain.stopping import MESSAGE_DELETED, StopResult
 from bot.fal import FalClient
-from bot.storage import SqlStore, create_engine
+from bot.storage import Repositories, create_engine, sql_repositories
 from bot.storage.migrate import upgrade
 from tests.fakes.fal import Failure, FakeFal, echo_responder
 from tests.tickets import ticket
@@ -45,7 +45,7 @@ class RecordingDelivery:
     Discord delivery does."""
 
     destination: Destination
-    store: SqlStore
+    store: Repositories
     calls: list[tuple[str, Any]] = field(default_factory=list)
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -79,7 +79,7 @@ class RecordingDelivery:
 
     async def deliver(self, turn: Turn, reply: ModelReply, warnings: Sequence[str]) -> list[str]:
         self.calls.append(("deliver", (reply.output, tuple(warnings))))
-        await self.store.record_delivery(turn.id, [f"m{turn.id}"])
+        await self.store.turns.record_delivery(turn.id, [f"m{turn.id}"])
         return [f"m{turn.id}"]
 
     async def fail(self, turn: Turn | None, error: Exception) -> list[str]:
@@ -92,7 +92,7 @@ class RecordingDelivery:
 
 @dataclass
 class RecordingDeliveries:
-    store: SqlStore
+    store: Repositories
     opened: list[RecordingDelivery] = field(default_factory=list)
 
     def open(self, destination: Destination) -> RecordingDelivery:
@@ -119,7 +119,7 @@ class Files:
 @dataclass
 class World:
     service: ConversationService
-    store: SqlStore
+    store: Repositories
     deliveries: RecordingDeliveries
     fal: FakeFal
 
@@ -131,11 +131,19 @@ async def world(
     url = f"sqlite+aiosqlite:///{tmp_path}/bot.db"
     await upgrade(url)
     engine = create_engine(url)
-    store = SqlStore(engine)
+    store = sql_repositories(engine)
     deliveries = RecordingDeliveries(store)
     files = Files({"a1": PNG, "a2": PNG, "a3": PNG})
     config = ServiceConfig(attachments=AttachmentPolicy(), batch_window=0.0, turn_timeout=10)
-    service = ConversationService(store, fal_model_client, files, deliveries, config)
+    service = ConversationService(
+        store.conversations,
+        store.turns,
+        store.settings,
+        fal_model_client,
+        files,
+        deliveries,
+        config,
+    )
     try:
         yield World(service, store, deliveries, fake_fal)
     finally:
@@ -162,9 +170,9 @@ def message(
 
 
 async def states(world: World) -> list[TurnState]:
-    conversation = await world.store.conversation_for_scope("42")
+    conversation = await world.store.conversations.conversation_for_scope("42")
     assert conversation is not None
-    turn = await world.store.latest_turn(conversation.id)
+    turn = await world.store.turns.latest_turn(conversation.id)
     assert turn is not None
     return [turn.state]
 
@@ -297,7 +305,7 @@ async def test_retry_supersedes_the_old_answer(world: World) -> None:
     assert again.named("deliver") == [("echo: hello", ())]
     latest = await world.service.latest_turn("42")
     assert latest is not None and latest.attempt == 1 and latest.id != old.id
-    assert (await world.store.get_turn(old.id)).state is TurnState.SUPERSEDED
+    assert (await world.store.turns.get_turn(old.id)).state is TurnState.SUPERSEDED
 
 
 async def test_redo_of_a_turn_that_is_no_longer_the_latest_does_nothing(world: World) -> None:
@@ -353,13 +361,13 @@ async def test_stop_while_waiting_stops_and_posts_nothing(world: World) -> None:
     assert turn is not None
     # the wait on the status stream begins once the request id is stored
     await world.fal.wait_for_calls("stream", 1)
-    assert (await world.store.get_turn(turn.id)).handle is not None
+    assert (await world.store.turns.get_turn(turn.id)).handle is not None
     assert await world.service.stop(turn.id, "Alice") is StopResult.STOPPED
     await task
     [delivery] = world.deliveries.opened
     assert delivery.named("stopped") == ["Alice"]
     assert delivery.named("deliver") == []
-    assert (await world.store.get_turn(turn.id)).state is TurnState.STOPPED
+    assert (await world.store.turns.get_turn(turn.id)).state is TurnState.STOPPED
 
 
 async def test_an_unfinished_turn_is_resumed_by_its_request_id(world: World) -> None:
@@ -374,7 +382,7 @@ async def test_an_unfinished_turn_is_resumed_by_its_request_id(world: World) -> 
     task.cancel()  # a shutdown: the turn stays submitted
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert (await world.store.get_turn(turn.id)).state is TurnState.SUBMITTED
+    assert (await world.store.turns.get_turn(turn.id)).state is TurnState.SUBMITTED
     world.fal.unhold()
     spawned: list[asyncio.Task[None]] = []
     count = await world.service.resume_unfinished(
@@ -384,7 +392,7 @@ async def test_an_unfinished_turn_is_resumed_by_its_request_id(world: World) -> 
     await asyncio.gather(*spawned)
     assert list(world.fal.requests) == [request_id]  # waited for, not submitted again
     assert world.deliveries.opened[-1].named("deliver") == [("echo: survive", ())]
-    assert (await world.store.get_turn(turn.id)).state is TurnState.DELIVERED
+    assert (await world.store.turns.get_turn(turn.id)).state is TurnState.DELIVERED
 
 
 async def test_a_restart_resumes_only_the_conversations_this_process_owns(world: World) -> None:
@@ -414,9 +422,9 @@ async def test_a_restart_resumes_only_the_conversations_this_process_owns(world:
     await asyncio.gather(*spawned)
     delivered = [d.named("deliver") for d in world.deliveries.opened[2:]]
     assert delivered == [[("echo: in 41", ())]]
-    theirs = await world.store.conversation_for_scope("43")
+    theirs = await world.store.conversations.conversation_for_scope("43")
     assert theirs is not None
-    left = await world.store.latest_turn(theirs.id)
+    left = await world.store.turns.latest_turn(theirs.id)
     assert left is not None and left.state is TurnState.SUBMITTED  # left to its owner
 
 
@@ -439,7 +447,9 @@ async def test_a_message_deleted_while_its_turn_is_prepared_is_not_sent(
 ) -> None:
     files = HeldFiles({"a1": PNG})
     service = ConversationService(
-        world.store,
+        world.store.conversations,
+        world.store.turns,
+        world.store.settings,
         fal_model_client,
         files,
         world.deliveries,

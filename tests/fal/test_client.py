@@ -46,6 +46,24 @@ def client_for(session: aiohttp.ClientSession, fake: FakeFal, **overrides: Any) 
     return FalClient(session, fal_settings_for(fake, **overrides), rng=random.Random(1))
 
 
+class Timings:
+    """Hears the client's calls; keeps the queue and run times of the requests waited for."""
+
+    def __init__(self) -> None:
+        self.queued: list[float] = []
+        self.runs: list[float] = []
+
+    def fal_call(self, kind: str, status: str) -> None: ...
+
+    def retry(self, kind: str) -> None: ...
+
+    def queue_waited(self, seconds: float) -> None:
+        self.queued.append(seconds)
+
+    def ran(self, seconds: float) -> None:
+        self.runs.append(seconds)
+
+
 async def upload_image(client: FalClient, name: str = "cat.png") -> str:
     return await client.upload(b"\x89PNG fake", content_type="image/png", file_name=name)
 
@@ -167,7 +185,9 @@ async def test_progress_reports_queue_positions_then_running_once(
 ) -> None:
     fake = await fake_fal_factory(concurrency=1)
     fake.hold()
-    client = client_for(fal_http_session, fake, use_status_stream=use_status_stream)
+    timings = Timings()
+    settings = fal_settings_for(fake, use_status_stream=use_status_stream)
+    client = FalClient(fal_http_session, settings, rng=random.Random(1), observer=timings)
     first = await client.submit(ModelRequest(prompt="one"))
     second = await client.submit(ModelRequest(prompt="two"))
     third = await client.submit(ModelRequest(prompt="three"))
@@ -188,6 +208,8 @@ async def test_progress_reports_queue_positions_then_running_once(
         Progress("queued", 0),
         Progress("running"),
     ]
+    # Timed for the metrics: one queue wait (until it ran), one run (until its answer).
+    assert (len(timings.queued), len(timings.runs)) == (1, 1)
     if use_status_stream:
         assert len(fake.calls_to("stream")) == 1
         assert fake.calls_to("status") == []

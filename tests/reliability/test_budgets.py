@@ -11,7 +11,7 @@ import pytest
 
 from bot.domain.costs import BudgetRules, Budgets, Pricing, SpendFilter
 from bot.domain.models import Cost, Payer, Settlement
-from bot.storage import SqlStore, create_engine
+from bot.storage import create_engine, sql_repositories
 from tests.reliability.racing import needs_postgres, race
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,12 +26,12 @@ WORKER = textwrap.dedent(
     from bot.domain.costs import BudgetRules, Budgets, Pricing
     from bot.domain.models import Payer
     from bot.domain.errors import BudgetExceeded
-    from bot.storage import SqlStore, create_engine
+    from bot.storage import create_engine, sql_repositories
 
     async def main(url: str, worker: int, attempts: int) -> None:
         engine = create_engine(url)
         budgets = Budgets(
-            SqlStore(engine).costs, BudgetRules(total_monthly_usd=float(sys.argv[4])),
+            sql_repositories(engine).costs, BudgetRules(total_monthly_usd=float(sys.argv[4])),
             Pricing(float(sys.argv[5])),
         )
         await budgets.check(Payer("1", None))  # connect before the start
@@ -64,7 +64,7 @@ async def test_two_processes_racing_for_the_last_cents_never_exceed_the_budget(
 ) -> None:
     engine = create_engine(postgres_url)
     try:
-        costs = SqlStore(engine).costs
+        costs = sql_repositories(engine).costs
         budgets = Budgets(costs, BudgetRules(total_monthly_usd=LIMIT), Pricing(PRICE))
         await budgets.reserve(1, Payer("1", None), input_tokens=0, max_output_tokens=0)
         await costs.settle(1, Settlement(reported=Cost(79, SPENT, False)))

@@ -135,7 +135,7 @@ async def test_a_fault_storm_loses_no_queued_turn_and_answers_nothing_twice(
             match := RESUBMITTING.match(record.getMessage())
         ):
             assert record.levelno == logging.WARNING
-            resubmitted[(await h.app.store.get_turn(int(match[1]))).prompt] += 1
+            resubmitted[(await h.app.store.turns.get_turn(int(match[1]))).prompt] += 1
     await h.stop()
     all_settled()
     queued: Counter[str] = Counter(r.input["prompt"] for r in fal.requests.values())

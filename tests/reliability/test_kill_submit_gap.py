@@ -23,7 +23,7 @@ import pytest
 
 from bot.domain.models import RequestHandle
 from bot.journal import FileJournal
-from bot.storage import SqlStore, create_engine
+from bot.storage import create_engine, sql_repositories
 from tests.fakes.discord.events import ThreadCreated
 from tests.fakes.discord.models import FakeChannel
 from tests.fakes.discord.server import FakeDiscord
@@ -50,7 +50,7 @@ async def unfinished(tmp_path: Path) -> dict[int, tuple[str, RequestHandle | Non
     """Turn id → (prompt, stored handle) of every unfinished turn in the database."""
     engine = create_engine(DB_URL_TEMPLATE.format(tmp_path))
     try:
-        turns = await SqlStore(engine).unfinished_turns()
+        turns = await sql_repositories(engine).turns.unfinished_turns()
         return {t.id: (t.prompt, t.handle) for t in turns}
     finally:
         await engine.dispose()
@@ -59,8 +59,8 @@ async def unfinished(tmp_path: Path) -> dict[int, tuple[str, RequestHandle | Non
 async def prompts_of(tmp_path: Path, turn_ids: set[int]) -> dict[int, str]:
     engine = create_engine(DB_URL_TEMPLATE.format(tmp_path))
     try:
-        store = SqlStore(engine)
-        return {turn_id: (await store.get_turn(turn_id)).prompt for turn_id in turn_ids}
+        store = sql_repositories(engine)
+        return {turn_id: (await store.turns.get_turn(turn_id)).prompt for turn_id in turn_ids}
     finally:
         await engine.dispose()
 

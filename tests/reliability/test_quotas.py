@@ -14,7 +14,7 @@ import pytest
 
 from bot.domain.errors import QuotaExceeded
 from bot.domain.quotas import Quota, QuotaRules, Quotas
-from bot.storage import SqlStore, create_engine
+from bot.storage import Repositories, create_engine, sql_repositories
 from tests.chat.conftest import Harness, HarnessFactory
 from tests.fakes.discord.models import FakeChannel, FakeMessage, FakeUser
 from tests.reliability.racing import needs_postgres, race
@@ -145,8 +145,8 @@ async def test_slash_ask_over_quota_is_refused_ephemerally(make_harness: Harness
 # -- several processes on one PostgreSQL -------------------------------------------------------
 
 
-def quota_service(store: SqlStore, limit: int) -> Quotas:
-    return Quotas(store, QuotaRules(user=Quota(limit, 3600), guild=Quota(0, 3600)))
+def quota_service(store: Repositories, limit: int) -> Quotas:
+    return Quotas(store.usage, QuotaRules(user=Quota(limit, 3600), guild=Quota(0, 3600)))
 
 
 async def admit_many(service: Quotas, user: str, attempts: int) -> int:
@@ -166,7 +166,7 @@ async def test_two_engines_admit_exactly_the_limit(postgres_url: str) -> None:
     limit = 9
     engines = [create_engine(postgres_url) for _ in range(2)]
     try:
-        services = [quota_service(SqlStore(e), limit) for e in engines]
+        services = [quota_service(sql_repositories(e), limit) for e in engines]
         admitted = await asyncio.gather(*(admit_many(s, "42", 25) for s in services))
         assert sum(admitted) == limit, admitted
     finally:
@@ -179,12 +179,12 @@ WORKER = textwrap.dedent(
     import asyncio, json, sys
     from bot.domain.errors import QuotaExceeded
     from bot.domain.quotas import Quota, QuotaRules, Quotas
-    from bot.storage import SqlStore, create_engine
+    from bot.storage import create_engine, sql_repositories
 
     async def main(url: str, limit: int, attempts: int) -> None:
         engine = create_engine(url)
         rules = QuotaRules(user=Quota(limit, 3600), guild=Quota(0, 3600))
-        service = Quotas(SqlStore(engine), rules)
+        service = Quotas(sql_repositories(engine).usage, rules)
         await service.admit("warm-up-" + str(id(engine)), None)  # connect before the start
         print("ready", flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)

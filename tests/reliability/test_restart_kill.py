@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.storage import SqlStore, create_engine
+from bot.storage import create_engine, sql_repositories
 from tests.fakes.discord.events import Event, MessageCreated, MessageEdited, ThreadCreated
 from tests.fakes.discord.models import FakeUser
 from tests.fakes.discord.server import FakeDiscord
@@ -32,7 +32,7 @@ ENV = {
 async def unfinished_states(tmp_path: Path) -> Counter[str]:
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path}/bot.db")
     try:
-        turns = await SqlStore(engine).unfinished_turns()
+        turns = await sql_repositories(engine).turns.unfinished_turns()
     finally:
         await engine.dispose()
     return Counter(

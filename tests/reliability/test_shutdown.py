@@ -7,7 +7,7 @@ import contextlib
 from pathlib import Path
 
 from bot.app import build_app
-from bot.storage import SqlStore, create_engine
+from bot.storage import create_engine, sql_repositories
 from tests.chat.conftest import harness_config
 from tests.fakes.discord import StandardWorld, run_client
 from tests.fakes.discord.server import FakeDiscord
@@ -45,7 +45,7 @@ async def test_stopping_with_turns_in_flight_logs_no_error_and_keeps_them(
     assert [r.getMessage() for r in errors.records] == []
     engine = create_engine(config.database.url)
     try:
-        unfinished = await SqlStore(engine).unfinished_turns()
+        unfinished = await sql_repositories(engine).turns.unfinished_turns()
     finally:
         await engine.dispose()
     assert sorted(t.prompt for t in unfinished) == ["held by /ask", "held too"]

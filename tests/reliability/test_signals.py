@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.storage import SqlStore, create_engine
+from bot.storage import create_engine, sql_repositories
 from tests.fakes.discord.events import GatewayIdentified, ThreadCreated
 from tests.fakes.discord.models import FakeChannel, FakeMessage, FakeUser
 from tests.fakes.discord.server import FakeDiscord
@@ -45,7 +45,7 @@ async def held_turn(fake: FakeDiscord, fal: FakeFal, world: StandardWorld) -> Fa
 async def unfinished_turns(tmp_path: Path) -> list[tuple[str, str | None]]:
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path}/bot.db")
     try:
-        turns = await SqlStore(engine).unfinished_turns()
+        turns = await sql_repositories(engine).turns.unfinished_turns()
     finally:
         await engine.dispose()
     return [(t.prompt, t.handle.request_id if t.handle else None) for t in turns]

@@ -16,7 +16,7 @@ from bot.domain.models import ModelRequest, NewConversation, NewTurn, TurnState
 from bot.domain.submission import MAX_RESUBMISSIONS, Submitter
 from bot.fal import FalClient
 from bot.journal import FileJournal
-from bot.storage import SqlStore, create_engine
+from bot.storage import Repositories, create_engine, sql_repositories
 from bot.storage.migrate import upgrade
 from tests.fakes.fal import FakeFal, Fault
 from tests.fakes.fal_fixtures import fal_settings_for
@@ -25,11 +25,11 @@ pytestmark = pytest.mark.timeout(30)
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[tuple[str, SqlStore]]:
+async def db(tmp_path: Path) -> AsyncIterator[tuple[str, Repositories]]:
     url = f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}"
     await upgrade(url)
     engine = create_engine(url)
-    yield url, SqlStore(engine)
+    yield url, sql_repositories(engine)
     await engine.dispose()
 
 
@@ -38,8 +38,8 @@ def client(fake_fal: FakeFal, fal_http_session: aiohttp.ClientSession) -> FalCli
     return FalClient(fal_http_session, fal_settings_for(fake_fal), rng=random.Random(5))
 
 
-async def new_turn(store: SqlStore, text: str) -> int:
-    start = await store.begin_turn(
+async def new_turn(store: Repositories, text: str) -> int:
+    start = await store.conversations.begin_turn(
         NewTurn(f"scope-{text}", f"msg-{text}", "u1", "Ann", "c1", text),
         conversation=NewConversation(f"scope-{text}", "u1"),
     )
@@ -61,7 +61,7 @@ def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
 async def test_a_submit_lost_after_sending_is_sent_once_more_and_logged(
     fake_fal: FakeFal,
     client: FalClient,
-    db: tuple[str, SqlStore],
+    db: tuple[str, Repositories],
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -69,12 +69,12 @@ async def test_a_submit_lost_after_sending_is_sent_once_more_and_logged(
     turn_id = await new_turn(store, "hello")
     fake_fal.add_fault(Fault.reset_after("submit"))
     journal = journal_at(tmp_path, url)
-    submitter = Submitter(client, store, journal)
+    submitter = Submitter(client, store.turns, journal)
 
     handle = await submitter.submit(turn_id, ModelRequest(prompt="hello"))
 
     assert len(fake_fal.requests) == 2  # fal had queued the first: a double charge
-    assert (await store.get_turn(turn_id)).handle == handle
+    assert (await store.turns.get_turn(turn_id)).handle == handle
     assert submitter.resubmissions == 1
     last = warnings_of(caplog)[-1]
     assert "possible double charge" in last and handle.request_id in last
@@ -83,12 +83,12 @@ async def test_a_submit_lost_after_sending_is_sent_once_more_and_logged(
 
 
 async def test_unknown_fates_are_resubmitted_a_bounded_number_of_times(
-    fake_fal: FakeFal, client: FalClient, db: tuple[str, SqlStore]
+    fake_fal: FakeFal, client: FalClient, db: tuple[str, Repositories]
 ) -> None:
     _, store = db
     turn_id = await new_turn(store, "hello")
     fake_fal.add_fault(Fault.reset("submit", times=None))
-    submitter = Submitter(client, store)
+    submitter = Submitter(client, store.turns)
 
     with pytest.raises(ModelSubmitUnknown):
         await submitter.submit(turn_id, ModelRequest(prompt="hello"))
@@ -99,7 +99,7 @@ async def test_unknown_fates_are_resubmitted_a_bounded_number_of_times(
 async def test_a_definite_refusal_is_not_resubmitted(
     fake_fal: FakeFal,
     client: FalClient,
-    db: tuple[str, SqlStore],
+    db: tuple[str, Repositories],
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -107,7 +107,7 @@ async def test_a_definite_refusal_is_not_resubmitted(
     turn_id = await new_turn(store, "hello")
     fake_fal.add_fault(Fault.rate_limited("submit", times=None))
     journal = journal_at(tmp_path, url)
-    submitter = Submitter(client, store, journal)
+    submitter = Submitter(client, store.turns, journal)
 
     with pytest.raises(ModelRateLimited):
         await submitter.submit(turn_id, ModelRequest(prompt="hello"))
@@ -118,7 +118,7 @@ async def test_a_definite_refusal_is_not_resubmitted(
 
 
 async def test_after_a_restart_a_received_id_is_stored_not_resubmitted(
-    fake_fal: FakeFal, client: FalClient, db: tuple[str, SqlStore], tmp_path: Path
+    fake_fal: FakeFal, client: FalClient, db: tuple[str, Repositories], tmp_path: Path
 ) -> None:
     url, store = db
     turn_id = await new_turn(store, "hello")
@@ -128,10 +128,10 @@ async def test_after_a_restart_a_received_id_is_stored_not_resubmitted(
     previous.answered(turn_id, handle)
     previous.close()  # the process dies here: the id is not in the database
 
-    submitter = Submitter(client, store, journal_at(tmp_path, url))
+    submitter = Submitter(client, store.turns, journal_at(tmp_path, url))
     assert await submitter.recover() == 1
 
-    turn = await store.get_turn(turn_id)
+    turn = await store.turns.get_turn(turn_id)
     assert turn.state is TurnState.SUBMITTED
     assert turn.handle == handle
     assert len(fake_fal.requests) == 1
@@ -141,7 +141,7 @@ async def test_after_a_restart_a_received_id_is_stored_not_resubmitted(
 async def test_after_a_restart_an_unanswered_submit_is_resubmitted_and_logged(
     fake_fal: FakeFal,
     client: FalClient,
-    db: tuple[str, SqlStore],
+    db: tuple[str, Repositories],
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -152,7 +152,7 @@ async def test_after_a_restart_an_unanswered_submit_is_resubmitted_and_logged(
     previous.begin(unanswered)  # the process dies before fal's answer arrives
     previous.close()
 
-    submitter = Submitter(client, store, journal_at(tmp_path, url))
+    submitter = Submitter(client, store.turns, journal_at(tmp_path, url))
     assert await submitter.recover() == 0
     await submitter.submit(never_sent, ModelRequest(prompt="waiting"))
     assert submitter.resubmissions == 0 and warnings_of(caplog) == []
@@ -165,7 +165,7 @@ async def test_after_a_restart_an_unanswered_submit_is_resubmitted_and_logged(
 
 
 async def test_a_turn_stopped_before_its_id_was_stored_gets_its_request_cancelled(
-    fake_fal: FakeFal, client: FalClient, db: tuple[str, SqlStore], tmp_path: Path
+    fake_fal: FakeFal, client: FalClient, db: tuple[str, Repositories], tmp_path: Path
 ) -> None:
     url, store = db
     fake_fal.hold()
@@ -175,9 +175,9 @@ async def test_a_turn_stopped_before_its_id_was_stored_gets_its_request_cancelle
     handle = await client.submit(ModelRequest(prompt="hello"))
     previous.answered(turn_id, handle)
     previous.close()
-    assert await store.stop_turn(turn_id, "alice")
+    assert await store.turns.stop_turn(turn_id, "alice")
 
-    await Submitter(client, store, journal_at(tmp_path, url)).recover()
+    await Submitter(client, store.turns, journal_at(tmp_path, url)).recover()
 
     assert fake_fal.requests[handle.request_id].cancel_requested
-    assert (await store.get_turn(turn_id)).state is TurnState.STOPPED
+    assert (await store.turns.get_turn(turn_id)).state is TurnState.STOPPED

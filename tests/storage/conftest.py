@@ -29,7 +29,7 @@ from bot.domain.models import (
     RawJson,
     Turn,
 )
-from bot.storage import SqlStore, create_engine
+from bot.storage import Repositories, create_engine, sql_repositories
 from bot.storage.migrate import upgrade
 
 POSTGRES_ENV = "SEED_BOT_TEST_POSTGRES_URL"
@@ -112,21 +112,21 @@ async def engine(migrated_url: str) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest.fixture
-def store(engine: AsyncEngine) -> SqlStore:
-    return SqlStore(engine)
+def store(engine: AsyncEngine) -> Repositories:
+    return sql_repositories(engine)
 
 
 @pytest.fixture
-async def other_store(migrated_url: str) -> AsyncIterator[SqlStore]:
+async def other_store(migrated_url: str) -> AsyncIterator[Repositories]:
     """A store on its own engine and pool: another process sharing the database."""
     engine = create_engine(migrated_url)
-    yield SqlStore(engine)
+    yield sql_repositories(engine)
     await engine.dispose()
 
 
 @pytest.fixture
-async def conversation(store: SqlStore) -> Conversation:
-    return await store.create_conversation(
+async def conversation(store: Repositories) -> Conversation:
+    return await store.conversations.create_conversation(
         NewConversation(
             scope_id="1200000000000000001",
             owner_id="1100000000000000001",
@@ -171,9 +171,9 @@ def utc(hour: int, minute: int = 0, second: int = 0) -> datetime:
     return datetime(2026, 1, 2, hour, minute, second, tzinfo=UTC)
 
 
-async def begin(store: SqlStore, new: NewTurn, *, superseding: int | None = None) -> Turn:
+async def begin(store: Repositories, new: NewTurn, *, superseding: int | None = None) -> Turn:
     """Store a turn in an existing conversation; the turn alone."""
-    return (await store.begin_turn(new, superseding=superseding)).turn
+    return (await store.conversations.begin_turn(new, superseding=superseding)).turn
 
 
 def decoded(history: list[HistoryEntry]) -> list[ChatMessage]:
@@ -187,5 +187,7 @@ def decoded(history: list[HistoryEntry]) -> list[ChatMessage]:
     return out
 
 
-async def history_messages(store: SqlStore, conversation_id: int, epoch: int) -> list[ChatMessage]:
-    return decoded(await store.history(conversation_id, epoch))
+async def history_messages(
+    store: Repositories, conversation_id: int, epoch: int
+) -> list[ChatMessage]:
+    return decoded(await store.conversations.history(conversation_id, epoch))

@@ -35,11 +35,11 @@ from bot.domain.models import (
     TurnState,
 )
 from bot.domain.ports import ModelClient
-from bot.domain.service import ConversationService, ServiceConfig
-from bot.storage import SqlStore
+from bot.domain.service import ConversationService
+from bot.storage import Repositories
 from bot.storage.costs import StoredCost
 from tests.fakes.fal import FakeFal, Fault, billable_units
-from tests.storage.test_transactions import NoMedia, RecordingDelivery
+from tests.storage.test_transactions import instant_service
 from tests.tickets import ticket
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -59,7 +59,7 @@ def server_daily(limit: float) -> list[Budget]:
 
 
 async def test_a_reservation_that_does_not_fit_is_refused_and_stores_nothing(
-    store: SqlStore,
+    store: Repositories,
 ) -> None:
     budgets = server_daily(1.0)
     assert await store.costs.reserve(held(1, 0.6), budgets, now=NOW) is None
@@ -69,7 +69,7 @@ async def test_a_reservation_that_does_not_fit_is_refused_and_stores_nothing(
     assert await store.costs.spent(budgets, now=NOW) == [0.6]
 
 
-async def test_settling_replaces_the_worst_case_with_the_cost(store: SqlStore) -> None:
+async def test_settling_replaces_the_worst_case_with_the_cost(store: Repositories) -> None:
     budgets = server_daily(1.0)
     await store.costs.reserve(held(1, 0.6), budgets, now=NOW)
     cost = await store.costs.settle(
@@ -83,14 +83,14 @@ async def test_settling_replaces_the_worst_case_with_the_cost(store: SqlStore) -
     assert await store.costs.reserve(held(2, 0.9, user=BOB), budgets, now=NOW) is None
 
 
-async def test_a_lapsed_reservation_counts_nothing(store: SqlStore) -> None:
+async def test_a_lapsed_reservation_counts_nothing(store: Repositories) -> None:
     budgets = server_daily(1.0)
     early = NOW - RESERVATION_TTL - timedelta(minutes=1)
     await store.costs.reserve(held(1, 0.9, at=early), [], now=early)
     assert await store.costs.spent(budgets, now=NOW) == [0.0]
 
 
-async def test_reserving_a_turn_again_holds_it_once(store: SqlStore) -> None:
+async def test_reserving_a_turn_again_holds_it_once(store: Repositories) -> None:
     budgets = server_daily(1.0)
     await store.costs.reserve(held(1, 0.6), budgets, now=NOW)
     assert await store.costs.reserve(held(1, 0.6), budgets, now=NOW) is None
@@ -98,7 +98,7 @@ async def test_reserving_a_turn_again_holds_it_once(store: SqlStore) -> None:
 
 
 async def test_concurrent_reservations_never_exceed_the_budget(
-    store: SqlStore, other_store: SqlStore
+    store: Repositories, other_store: Repositories
 ) -> None:
     budgets = server_daily(1.0)
     stores = [store, other_store]
@@ -113,7 +113,7 @@ async def test_concurrent_reservations_never_exceed_the_budget(
     assert spent <= 1.0
 
 
-async def test_reports_group_settled_costs_by_server_user_and_day(store: SqlStore) -> None:
+async def test_reports_group_settled_costs_by_server_user_and_day(store: Repositories) -> None:
     costs = store.costs
     yesterday = NOW - timedelta(days=1)
     for turn_id, user, at, usd in [
@@ -156,19 +156,12 @@ async def test_reports_group_settled_costs_by_server_user_and_day(store: SqlStor
     ids=["no budget", "a budget"],
 )
 async def test_a_fast_turn_with_its_cost_tracked_costs_four_transactions_five_with_a_budget(
-    store: SqlStore, fal_model_client: ModelClient, rules: BudgetRules, expected: list[str]
+    store: Repositories, fal_model_client: ModelClient, rules: BudgetRules, expected: list[str]
 ) -> None:
     names: list[str] = []
     store.db.observers.append(lambda what, _write: names.append(what))
     budgets = Budgets(store.costs, rules, Pricing())
-    service = ConversationService(
-        store,
-        fal_model_client,
-        NoMedia(),
-        RecordingDelivery(store),
-        ServiceConfig(batch_window=0),
-        costs=budgets,
-    )
+    service = instant_service(store, fal_model_client, costs=budgets)
     incoming = Incoming(
         source_id="1300000000000000001",
         scope_id="1200000000000000777",
@@ -179,29 +172,31 @@ async def test_a_fast_turn_with_its_cost_tracked_costs_four_transactions_five_wi
     )
     await service.respond(incoming, await ticket(), batchable=False)
     assert names == expected
-    turn = await store.turn_for_source(incoming.source_id)
+    turn = await store.turns.turn_for_source(incoming.source_id)
     assert turn is not None and turn.state is TurnState.DELIVERED
     cost = await store.costs.turn_cost(turn.id)
     assert cost is not None and cost.settled and not cost.estimated
 
 
 async def test_a_reservation_stored_with_the_submission_replaces_an_earlier_one(
-    store: SqlStore,
+    store: Repositories,
 ) -> None:
     """Without a budget the reservation goes with fal's request id; a turn submitted again
     (a restart before its request id was stored) holds one reservation, the newest."""
     turn_id = await a_turn(store, "1300000000000000001")
     first, second = held(turn_id, 0.5), held(turn_id, 0.25)
-    await store.record_submission(turn_id, RequestHandle("req-1"), reservation=first)
-    await store.record_submission(turn_id, RequestHandle("req-2"), reservation=second)
+    await store.turns.record_submission(turn_id, RequestHandle("req-1"), reservation=first)
+    await store.turns.record_submission(turn_id, RequestHandle("req-2"), reservation=second)
     assert await store.costs.turn_cost(turn_id) == StoredCost(1000, 0.25, True, False, 100)
     budgets = server_daily(1.0)
     assert await store.costs.spent(budgets, now=NOW) == [0.25]
 
 
-async def a_turn(store: SqlStore, source_id: str) -> int:
+async def a_turn(store: Repositories, source_id: str) -> int:
     scope = "1200000000000000001"
-    await store.create_conversation(NewConversation(scope_id=scope, owner_id=ALICE, guild_id=GUILD))
+    await store.conversations.create_conversation(
+        NewConversation(scope_id=scope, owner_id=ALICE, guild_id=GUILD)
+    )
     new = NewTurn(
         scope_id=scope,
         source_id=source_id,
@@ -210,18 +205,18 @@ async def a_turn(store: SqlStore, source_id: str) -> int:
         reply_channel_id=scope,
         prompt="hi",
     )
-    return (await store.begin_turn(new)).turn.id
+    return (await store.conversations.begin_turn(new)).turn.id
 
 
 async def test_a_turn_that_reached_fal_without_a_reservation_is_settled_by_a_row(
-    store: SqlStore,
+    store: Repositories,
 ) -> None:
     """Its request id restored from the journal (a kill between fal's answer and the commit
     that would have held the reservation): the answer's settlement makes its row; a turn
     that never reached fal gets none."""
     turn_id = await a_turn(store, "1300000000000000001")
-    await store.record_submission(turn_id, RequestHandle("req-1"))  # as the journal restores
-    cost = await store.complete_turn(
+    await store.turns.record_submission(turn_id, RequestHandle("req-1"))  # as the journal restores
+    cost = await store.turns.complete_turn(
         turn_id, ModelReply("ok", None, (), "req-1"), [], settlement=Settlement(Cost(9, 0.9, False))
     )
     assert cost == Cost(9, 0.9, False)
@@ -234,15 +229,10 @@ async def test_a_turn_that_reached_fal_without_a_reservation_is_settled_by_a_row
     assert await store.costs.turn_cost(never) is None
 
 
-def costed_service(store: SqlStore, model: ModelClient, rules: BudgetRules) -> ConversationService:
-    return ConversationService(
-        store,
-        model,
-        NoMedia(),
-        RecordingDelivery(store),
-        ServiceConfig(batch_window=0),
-        costs=Budgets(store.costs, rules, Pricing()),
-    )
+def costed_service(
+    store: Repositories, model: ModelClient, rules: BudgetRules
+) -> ConversationService:
+    return instant_service(store, model, costs=Budgets(store.costs, rules, Pricing()))
 
 
 def asked(source_id: str, text: str) -> Incoming:
@@ -257,7 +247,7 @@ def asked(source_id: str, text: str) -> Incoming:
 
 
 async def running(
-    service: ConversationService, store: SqlStore, fake_fal: FakeFal, text: str
+    service: ConversationService, store: Repositories, fake_fal: FakeFal, text: str
 ) -> tuple[asyncio.Future[None], str, Turn]:
     """A turn of ``text`` under way, its request held at fal: the task answering it, fal's
     request id and the stored turn."""
@@ -265,18 +255,18 @@ async def running(
     incoming = asked("1300000000000000001", text)
     answering = asyncio.ensure_future(service.respond(incoming, await ticket(), batchable=False))
     [request_id] = await fake_fal.wait_for_submissions(1)
-    turn = await store.turn_for_source(incoming.source_id)
+    turn = await store.turns.turn_for_source(incoming.source_id)
     assert turn is not None
     return answering, request_id, turn
 
 
 async def test_a_turn_stopped_after_fal_answered_settles_with_the_units_fal_reported(
-    store: SqlStore, other_store: SqlStore, fake_fal: FakeFal, fal_model_client: ModelClient
+    store: Repositories, other_store: Repositories, fake_fal: FakeFal, fal_model_client: ModelClient
 ) -> None:
     service = costed_service(store, fal_model_client, BudgetRules())
     answering, request_id, turn = await running(service, store, fake_fal, "stop me late")
     # another process stops it; fal answers anyway (and bills the request)
-    assert await other_store.stop_turn(turn.id, "Bob")
+    assert await other_store.turns.stop_turn(turn.id, "Bob")
     fake_fal.complete_now(request_id)
     await answering
     request = fake_fal.requests[request_id]
@@ -286,12 +276,12 @@ async def test_a_turn_stopped_after_fal_answered_settles_with_the_units_fal_repo
     cost = await store.costs.turn_cost(turn.id)
     assert cost is not None
     assert cost == StoredCost(units, Pricing().usd(units), False, True, cost.input_tokens)
-    stopped = await store.get_turn(turn.id)
+    stopped = await store.turns.get_turn(turn.id)
     assert stopped.state is TurnState.STOPPED and stopped.output is None
 
 
 async def test_a_turn_stopped_before_fal_answered_costs_nothing(
-    store: SqlStore, fake_fal: FakeFal, fal_model_client: ModelClient
+    store: Repositories, fake_fal: FakeFal, fal_model_client: ModelClient
 ) -> None:
     service = costed_service(store, fal_model_client, BudgetRules())
     answering, request_id, turn = await running(service, store, fake_fal, "stop me early")
@@ -303,20 +293,20 @@ async def test_a_turn_stopped_before_fal_answered_costs_nothing(
 
 
 async def test_a_redo_is_paid_by_who_asked_for_it(
-    store: SqlStore, fal_model_client: ModelClient
+    store: Repositories, fal_model_client: ModelClient
 ) -> None:
     # alice has nothing left today; bob (a moderator pressing Retry) has his budget
     rules = BudgetRules(user_daily_usd=1.0)
     service = costed_service(store, fal_model_client, rules)
     incoming = asked("1300000000000000001", "answer again")
     await service.respond(incoming, await ticket(), batchable=False)
-    first = await store.turn_for_source(incoming.source_id)
+    first = await store.turns.turn_for_source(incoming.source_id)
     assert first is not None
     now = datetime.now(UTC)
     await store.costs.reserve(held(10**12, 1.0, at=now), [], now=now)
     await store.costs.settle(10**12, Settlement(reported=Cost(10**7, 1.0, False)))
     await service.redo(Redo(incoming.scope_id, turn_id=first.id), await ticket(BOB))
-    again = await store.turn_for_source(incoming.source_id)
+    again = await store.turns.turn_for_source(incoming.source_id)
     assert again is not None and again.id != first.id
     assert again.state is TurnState.DELIVERED
     paid = await store.costs.spending(SpendFilter(user_id=BOB), since=None, until=None)
@@ -326,7 +316,7 @@ async def test_a_redo_is_paid_by_who_asked_for_it(
 
 
 async def test_a_budget_too_short_for_a_turn_refuses_at_the_door_until_spending_drops(
-    store: SqlStore,
+    store: Repositories,
 ) -> None:
     now = datetime.now(UTC)
     rules = BudgetRules(guild_daily_usd=1.0)
@@ -350,7 +340,7 @@ async def test_a_budget_too_short_for_a_turn_refuses_at_the_door_until_spending_
     assert await budgets.reserve(2, payer, input_tokens=1, max_output_tokens=25) is None
 
 
-async def test_new_budget_rules_forget_a_budget_too_short(store: SqlStore) -> None:
+async def test_new_budget_rules_forget_a_budget_too_short(store: Repositories) -> None:
     now = datetime.now(UTC)
     budgets = Budgets(store.costs, BudgetRules(guild_daily_usd=1.0), Pricing(1e-4), now=lambda: now)
     payer = Payer(ALICE, GUILD, "1200000000000000001")
@@ -362,7 +352,7 @@ async def test_new_budget_rules_forget_a_budget_too_short(store: SqlStore) -> No
 
 
 async def test_a_turn_stopped_as_fal_finished_settles_with_the_units_fal_billed(
-    store: SqlStore, fake_fal: FakeFal, fal_model_client: ModelClient
+    store: Repositories, fake_fal: FakeFal, fal_model_client: ModelClient
 ) -> None:
     service = costed_service(store, fal_model_client, BudgetRules())
     answering, request_id, turn = await running(service, store, fake_fal, "stop me as it ends")
@@ -378,4 +368,4 @@ async def test_a_turn_stopped_as_fal_finished_settles_with_the_units_fal_billed(
     units = billable_units(request.input, request.result_body)
     cost = await store.costs.turn_cost(turn.id)
     assert cost is not None and (cost.units, cost.estimated, cost.settled) == (units, False, True)
-    assert (await store.get_turn(turn.id)).state is TurnState.STOPPED
+    assert (await store.turns.get_turn(turn.id)).state is TurnState.STOPPED

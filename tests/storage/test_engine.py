@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bot.domain.errors import StorageUnavailable
 from bot.domain.models import NewConversation
-from bot.storage import SqlStore, create_engine
+from bot.storage import create_engine, sql_repositories
 from bot.storage.engine import SQLITE_BEGIN, WRITE_OPTIONS, sqlite_path
 from bot.storage.migrate import upgrade
 from bot.storage.tables import usage_events
@@ -205,17 +205,21 @@ def test_write_options_ask_for_immediate() -> None:
 async def test_a_locked_sqlite_database_becomes_storage_unavailable(tmp_path: Path) -> None:
     url = await sqlite_store_url(tmp_path)
     engine = create_engine(url, busy_timeout_ms=50)
-    store = SqlStore(engine, retries=2, retry_delay=0.01)
+    store = sql_repositories(engine, retries=2, retry_delay=0.01)
     holder = sqlite3.connect(tmp_path / "bot.db", isolation_level=None)
     try:
         holder.execute("BEGIN IMMEDIATE")
         with pytest.raises(StorageUnavailable, match="after 3 attempts"):
-            await store.create_conversation(NewConversation(scope_id="1", owner_id="2"))
+            await store.conversations.create_conversation(
+                NewConversation(scope_id="1", owner_id="2")
+            )
         # WAL: readers are not blocked by the writer.
-        assert await store.conversation_for_scope("1") is None
+        assert await store.conversations.conversation_for_scope("1") is None
         holder.execute("ROLLBACK")
-        created = await store.create_conversation(NewConversation(scope_id="1", owner_id="2"))
-        assert await store.conversation_for_scope("1") == created
+        created = await store.conversations.create_conversation(
+            NewConversation(scope_id="1", owner_id="2")
+        )
+        assert await store.conversations.conversation_for_scope("1") == created
     finally:
         holder.close()
         await engine.dispose()
@@ -224,10 +228,10 @@ async def test_a_locked_sqlite_database_becomes_storage_unavailable(tmp_path: Pa
 async def test_an_unreachable_postgresql_becomes_storage_unavailable() -> None:
     # Port 1 on loopback: nothing listens there, the connection is refused at once.
     engine = create_engine("postgresql+asyncpg://postgres@127.0.0.1:1/none")
-    store = SqlStore(engine, retries=1, retry_delay=0.01)
+    store = sql_repositories(engine, retries=1, retry_delay=0.01)
     try:
         with pytest.raises(StorageUnavailable, match="after 2 attempts"):
-            await store.conversation_for_scope("1")
+            await store.conversations.conversation_for_scope("1")
     finally:
         await engine.dispose()
 

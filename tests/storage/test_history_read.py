@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.domain.conversation import trim_history
 from bot.domain.models import ChatMessage, Conversation, Speaker, Turn, TurnState
-from bot.storage import SqlStore, conversations
+from bot.storage import Repositories, conversations, sql_repositories
 from bot.storage.privacy import SqlPrivacy
 
 from .conftest import new_turn, reply
@@ -55,13 +55,17 @@ def sized_exchange(tag: str, size: int) -> list[ChatMessage]:
     ]
 
 
-async def answered(store: SqlStore, conversation: Conversation, source: str, author: str) -> Turn:
+async def answered(
+    store: Repositories, conversation: Conversation, source: str, author: str
+) -> Turn:
     name = AUTHORS[author]
-    start = await store.begin_turn(
+    start = await store.conversations.begin_turn(
         new_turn(conversation, source, author_id=author, author_name=name)
     )
-    await store.complete_turn(start.turn.id, reply(), sized_exchange(source, len(source) * 37))
-    await store.record_delivery(start.turn.id, [source])
+    await store.turns.complete_turn(
+        start.turn.id, reply(), sized_exchange(source, len(source) * 37)
+    )
+    await store.turns.record_delivery(start.turn.id, [source])
     return start.turn
 
 
@@ -73,22 +77,22 @@ def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.usefixtures("small_batches")
 async def test_the_read_history_is_what_the_whole_history_trims_to(
-    engine: AsyncEngine, store: SqlStore, conversation: Conversation
+    engine: AsyncEngine, store: Repositories, conversation: Conversation
 ) -> None:
     shuffle = random.Random(7)
     authors = list(AUTHORS)
     for n in range(40):
         turn = await answered(store, conversation, f"13{n:017d}", shuffle.choice(authors))
         if n % 7 == 3:  # some turns leave the history
-            await store.finish_turn(turn.id, TurnState.FAILED, "gone")
-    pending = await store.begin_turn(new_turn(conversation, "1399999999999999999"))
-    whole = await store.history(conversation.id, 0)
+            await store.turns.finish_turn(turn.id, TurnState.FAILED, "gone")
+    pending = await store.conversations.begin_turn(new_turn(conversation, "1399999999999999999"))
+    whole = await store.conversations.history(conversation.id, 0)
     total = sum(entry.tokens for entry in whole)
     budgets = [0, 1, whole[-1].tokens, total // 3, total // 2, total - 1, total, total * 2]
     budgets += [shuffle.randrange(total) for _ in range(12)]
     for budget in budgets:
-        cut = SqlStore(engine, history_tokens=budget)
-        context = await cut.turn_context(pending.turn)
+        cut = sql_repositories(engine, history_tokens=budget)
+        context = await cut.conversations.turn_context(pending.turn)
         kept = trim_history(whole, budget)
         assert [e.message for e in context.history] == list(kept.messages), budget
         # What the request is built from: the domain trims what was read the same way.
@@ -98,7 +102,7 @@ async def test_the_read_history_is_what_the_whole_history_trims_to(
 
 
 async def test_the_speakers_stay_those_of_the_history_through_retry_failure_and_deletion(
-    engine: AsyncEngine, store: SqlStore, conversation: Conversation
+    engine: AsyncEngine, store: Repositories, conversation: Conversation
 ) -> None:
     ada, bob, cy = AUTHORS
     privacy = SqlPrivacy(store.db)
@@ -107,14 +111,14 @@ async def test_the_speakers_stay_those_of_the_history_through_retry_failure_and_
     source = 0
 
     async def check() -> None:
-        probe = await store.begin_turn(
+        probe = await store.conversations.begin_turn(
             new_turn(conversation, f"14{source:017d}9", author_id=cy, author_name="Cy")
         )
         expected = await reference_speakers(engine, probe.turn)
         assert probe.context.speakers == expected
         # The read-only path (a resumed turn) derives the same without storing anything.
-        assert (await store.turn_context(probe.turn)).speakers == expected
-        await store.finish_turn(probe.turn.id, TurnState.FAILED, "probe")
+        assert (await store.conversations.turn_context(probe.turn)).speakers == expected
+        await store.turns.finish_turn(probe.turn.id, TurnState.FAILED, "probe")
 
     for step in range(60):
         source += 1
@@ -126,7 +130,7 @@ async def test_the_speakers_stay_those_of_the_history_through_retry_failure_and_
         elif action < 0.75:  # Retry: a new attempt (maybe by someone else) supersedes
             old = shuffle.choice(turns)
             author = shuffle.choice([ada, bob])
-            start = await store.begin_turn(
+            start = await store.conversations.begin_turn(
                 new_turn(
                     conversation,
                     old.source_id,
@@ -136,18 +140,18 @@ async def test_the_speakers_stay_those_of_the_history_through_retry_failure_and_
                 ),
                 superseding=old.id,
             )
-            await store.complete_turn(start.turn.id, reply(), sized_exchange(str(step), 9))
-            await store.record_delivery(start.turn.id, [start.turn.source_id])
+            await store.turns.complete_turn(start.turn.id, reply(), sized_exchange(str(step), 9))
+            await store.turns.record_delivery(start.turn.id, [start.turn.source_id])
             turns.remove(old)
             turns.append(start.turn)
         elif action < 0.85:
-            await store.finish_turn(shuffle.choice(turns).id, TurnState.FAILED, "x")
+            await store.turns.finish_turn(shuffle.choice(turns).id, TurnState.FAILED, "x")
         elif action < 0.95:
             await privacy.forget(shuffle.choice([ada, bob]), GUILD)
             turns = [t for t in turns if await _exists(engine, t.id)]
         else:
-            await store.reset(conversation.id)
-            conversation = await store.get_conversation(conversation.id)
+            await store.conversations.reset(conversation.id)
+            conversation = await store.conversations.get_conversation(conversation.id)
             turns = []
         await check()
 
@@ -161,7 +165,7 @@ async def _exists(engine: AsyncEngine, turn_id: int) -> bool:
 
 
 async def test_a_forgotten_persons_speaker_row_goes_with_their_turns(
-    engine: AsyncEngine, store: SqlStore, conversation: Conversation
+    engine: AsyncEngine, store: Repositories, conversation: Conversation
 ) -> None:
     ada, bob, _ = AUTHORS
     await answered(store, conversation, "1500000000000000001", ada)
@@ -171,5 +175,5 @@ async def test_a_forgotten_persons_speaker_row_goes_with_their_turns(
     async with engine.connect() as conn:
         rows = await conn.execute(text("SELECT author_id FROM speakers ORDER BY position"))
         assert list(rows.scalars()) == [ada]
-    start = await store.begin_turn(new_turn(conversation, "1500000000000000004"))
+    start = await store.conversations.begin_turn(new_turn(conversation, "1500000000000000004"))
     assert start.context.speakers == (Speaker(ada, "Ada"),)

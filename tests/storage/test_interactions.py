@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from bot.domain.models import StoredInteraction
-from bot.storage import SqlStore
+from bot.storage import Repositories
 
 
 def whole_seconds_now() -> datetime:
@@ -28,7 +28,7 @@ def kept(
     )
 
 
-async def test_an_interaction_is_kept_replaced_and_dropped(store: SqlStore) -> None:
+async def test_an_interaction_is_kept_replaced_and_dropped(store: Repositories) -> None:
     interactions = store.interactions
     now = whole_seconds_now()
     first = kept("1400000000000000001", now + timedelta(minutes=15))
@@ -42,7 +42,7 @@ async def test_an_interaction_is_kept_replaced_and_dropped(store: SqlStore) -> N
     await interactions.drop_interaction(first.interaction_id)  # nothing kept is fine
 
 
-async def test_expired_interactions_are_purged(store: SqlStore) -> None:
+async def test_expired_interactions_are_purged(store: Repositories) -> None:
     interactions = store.interactions
     now = whole_seconds_now()
     old = kept("1400000000000000001", now + timedelta(minutes=1))
@@ -58,7 +58,7 @@ def test_the_sealed_token_is_not_in_the_repr() -> None:
     assert "sealed" not in repr(kept("1", whole_seconds_now(), b"sealed bytes"))
 
 
-async def test_keeping_one_drops_the_expired_ones(store: SqlStore) -> None:
+async def test_keeping_one_drops_the_expired_ones(store: Repositories) -> None:
     interactions = store.interactions
     now = datetime.now(UTC)
     old = kept("1400000000000000001", now - timedelta(seconds=1))

@@ -17,9 +17,9 @@ from bot.domain.models import NewConversation
 from bot.domain.outage import MAX_RETRY_DELAY, Outage
 from bot.ops.health import DATABASE_UNAVAILABLE, database_check
 from bot.ops.metrics import Metrics
+from bot.storage import Repositories, sql_repositories
 from bot.storage.database import RetryPolicy
 from bot.storage.engine import create_engine, sqlite_path
-from bot.storage.repository import SqlStore
 from tests.fakes.dbproxy import DatabaseProxy, SqliteLock
 
 
@@ -37,7 +37,7 @@ def test_an_outage_is_ridden_out_for_the_tolerance_and_a_conflict_for_a_few_trie
 
 @dataclass
 class Cuttable:
-    store: SqlStore
+    store: Repositories
     cut: DatabaseProxy | SqliteLock
     events: list[bool]
 
@@ -53,7 +53,9 @@ async def cuttable(backend: str, migrated_url: str, tmp_path: Path) -> AsyncIter
         lock = SqliteLock(path)
         engine = create_engine(migrated_url, busy_timeout_ms=50)
         try:
-            yield Cuttable(SqlStore(engine, outage_tolerance=20, outage=outage), lock, events)
+            yield Cuttable(
+                sql_repositories(engine, outage_tolerance=20, outage=outage), lock, events
+            )
         finally:
             lock.close()
             await engine.dispose()
@@ -62,7 +64,7 @@ async def cuttable(backend: str, migrated_url: str, tmp_path: Path) -> AsyncIter
     await proxy.start()
     engine = create_engine(proxy.url(migrated_url))
     try:
-        yield Cuttable(SqlStore(engine, outage_tolerance=20, outage=outage), proxy, events)
+        yield Cuttable(sql_repositories(engine, outage_tolerance=20, outage=outage), proxy, events)
     finally:
         await engine.dispose()
         await proxy.close()
@@ -80,10 +82,12 @@ async def test_a_store_call_waits_through_a_cut_and_the_outage_is_told_once(
     store, outage = cuttable.store, cuttable.store.outage
     metrics = Metrics()
     metrics.watch_outage(outage)
-    await store.create_conversation(NewConversation(scope_id="1", owner_id="2"))  # connected
+    await store.conversations.create_conversation(
+        NewConversation(scope_id="1", owner_id="2")
+    )  # connected
     await cuttable.cut.cut()
     writing = asyncio.create_task(
-        store.create_conversation(NewConversation(scope_id="3", owner_id="4"))
+        store.conversations.create_conversation(NewConversation(scope_id="3", owner_id="4"))
     )
     await wait_down(outage)
     assert not writing.done()
@@ -93,7 +97,7 @@ async def test_a_store_call_waits_through_a_cut_and_the_outage_is_told_once(
     assert "seed_bot_database_outages_total 1.0" in metrics.render().decode()
     await cuttable.cut.restore()
     created = await writing
-    assert created == await store.conversation_for_scope("3")
+    assert created == await store.conversations.conversation_for_scope("3")
     assert cuttable.events == [True, False]
     assert await database_check(store.db.engine, outage=outage)() == {}
     told = [r for r in caplog.records if r.levelno >= logging.INFO and r.name.startswith("bot")]
@@ -115,19 +119,21 @@ async def test_past_the_tolerance_a_call_fails_and_beyond_the_hold_bound_at_once
 ) -> None:
     store = cuttable.store
     store.db.policy = RetryPolicy(outage_tolerance=1.0)
-    await store.create_conversation(NewConversation(scope_id="1", owner_id="2"))
+    await store.conversations.create_conversation(NewConversation(scope_id="1", owner_id="2"))
     await cuttable.cut.cut()
     try:
-        waiting = asyncio.create_task(store.create_conversation(NewConversation("10", "2")))
+        waiting = asyncio.create_task(
+            store.conversations.create_conversation(NewConversation("10", "2"))
+        )
         # The failing call counts itself among the waiting before it first waits.
         await wait_down(store.outage)
         assert store.outage.holding == 1
         # One call waits (the bound in this test): another is refused at once.
         with pytest.raises(StorageUnavailable, match="already wait for the database"):
             async with asyncio.timeout(0.9):
-                await store.create_conversation(NewConversation("11", "2"))
+                await store.conversations.create_conversation(NewConversation("11", "2"))
         with pytest.raises(StorageUnavailable, match="database unavailable"):
             await waiting
     finally:
         await cuttable.cut.restore()
-    assert await store.conversation_for_scope("10") is None
+    assert await store.conversations.conversation_for_scope("10") is None

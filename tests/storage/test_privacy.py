@@ -20,7 +20,7 @@ from bot.domain.models import (
     TurnState,
 )
 from bot.domain.privacy import Removed, export_files
-from bot.storage import SqlStore
+from bot.storage import Repositories
 from bot.storage.privacy import SqlPrivacy
 from bot.storage.tables import conversations, messages, turns, usage_events
 
@@ -37,9 +37,9 @@ _sources = iter(range(1400000000000000001, 1500000000000000000))
 
 
 async def conversation_in(
-    store: SqlStore, guild: str | None, owner: str = ADA, parent: str = "1000000000000000099"
+    store: Repositories, guild: str | None, owner: str = ADA, parent: str = "1000000000000000099"
 ) -> Conversation:
-    return await store.create_conversation(
+    return await store.conversations.create_conversation(
         NewConversation(
             scope_id=str(next(_scopes)),
             owner_id=owner,
@@ -49,18 +49,18 @@ async def conversation_in(
     )
 
 
-async def answered(store: SqlStore, conversation: Conversation, author: str = ADA) -> Turn:
+async def answered(store: Repositories, conversation: Conversation, author: str = ADA) -> Turn:
     """A turn answered and delivered: two messages in the history."""
     source = str(next(_sources))
     turn = await begin(
         store, new_turn(conversation, source, author_id=author, image_urls=("https://x/a.png",))
     )
-    await store.complete_turn(turn.id, reply(f"answer {source}"), exchange(source))
-    await store.record_delivery(turn.id, ["1"])
-    return await store.get_turn(turn.id)
+    await store.turns.complete_turn(turn.id, reply(f"answer {source}"), exchange(source))
+    await store.turns.record_delivery(turn.id, ["1"])
+    return await store.turns.get_turn(turn.id)
 
 
-async def age(store: SqlStore, turn_ids: Sequence[int], when: datetime = LONG_AGO) -> None:
+async def age(store: Repositories, turn_ids: Sequence[int], when: datetime = LONG_AGO) -> None:
     """Make turns (and their conversations' last activity) look ``when`` old."""
     async with store.db.engine.begin() as conn:
         await conn.execute(update(turns).where(turns.c.id.in_(turn_ids)).values(created_at=when))
@@ -70,17 +70,17 @@ async def age(store: SqlStore, turn_ids: Sequence[int], when: datetime = LONG_AG
         )
 
 
-async def turn_ids(store: SqlStore) -> set[int]:
+async def turn_ids(store: Repositories) -> set[int]:
     async with store.db.engine.connect() as conn:
         return set((await conn.scalars(select(turns.c.id))).all())
 
 
-async def message_turns(store: SqlStore) -> set[int]:
+async def message_turns(store: Repositories) -> set[int]:
     async with store.db.engine.connect() as conn:
         return set((await conn.scalars(select(messages.c.turn_id))).all())
 
 
-async def count(store: SqlStore, table: object) -> int:
+async def count(store: Repositories, table: object) -> int:
     async with store.db.engine.connect() as conn:
         return int(await conn.scalar(select(func.count()).select_from(table)) or 0)  # type: ignore[arg-type]
 
@@ -88,7 +88,7 @@ async def count(store: SqlStore, table: object) -> int:
 # -- the sweep -----------------------------------------------------------------------------
 
 
-async def test_sweep_deletes_exactly_what_is_older(store: SqlStore) -> None:
+async def test_sweep_deletes_exactly_what_is_older(store: Repositories) -> None:
     privacy = SqlPrivacy(store.db)
     mixed = await conversation_in(store, GUILD_A)
     old = [await answered(store, mixed) for _ in range(3)]
@@ -112,17 +112,17 @@ async def test_sweep_deletes_exactly_what_is_older(store: SqlStore) -> None:
     assert removed == Removed(turns=4, messages=8, conversations=1)
     assert await turn_ids(store) == {t.id for t in recent}
     assert await message_turns(store) == {t.id for t in recent}
-    assert await store.conversation_for_scope(gone.scope_id) is None
+    assert await store.conversations.conversation_for_scope(gone.scope_id) is None
     # The thread goes on: its next turn sees the shorter history.
-    history = await store.history(mixed.id, 0)
+    history = await store.conversations.history(mixed.id, 0)
     assert sorted({e.turn_id for e in history}) == [t.id for t in recent]
-    nxt = await store.begin_turn(new_turn(mixed, str(next(_sources))))
+    nxt = await store.conversations.begin_turn(new_turn(mixed, str(next(_sources))))
     assert {e.turn_id for e in nxt.context.history} == {t.id for t in recent}
     # A second sweep finds nothing more.
     assert await privacy.remove_older(CUT, CUT) == Removed()
 
 
-async def test_sweep_keeps_a_turn_still_being_answered(store: SqlStore) -> None:
+async def test_sweep_keeps_a_turn_still_being_answered(store: Repositories) -> None:
     privacy = SqlPrivacy(store.db)
     conversation = await conversation_in(store, GUILD_A)
     pending = await begin(store, new_turn(conversation, str(next(_sources))))
@@ -131,15 +131,15 @@ async def test_sweep_keeps_a_turn_still_being_answered(store: SqlStore) -> None:
     removed = await privacy.remove_older(CUT, CUT)
 
     assert removed == Removed(kept_unfinished=1)
-    assert (await store.get_turn(pending.id)).state is TurnState.PENDING
-    assert await store.conversation_for_scope(conversation.scope_id) is not None
+    assert (await store.turns.get_turn(pending.id)).state is TurnState.PENDING
+    assert await store.conversations.conversation_for_scope(conversation.scope_id) is not None
 
 
-async def test_sweep_deletes_usage_events_before_their_own_cut(store: SqlStore) -> None:
+async def test_sweep_deletes_usage_events_before_their_own_cut(store: Repositories) -> None:
     privacy = SqlPrivacy(store.db)
-    await store.try_consume([("user:1", 100, 86400 * 90)], now=NOW - timedelta(days=60))
-    await store.try_consume([("user:1", 100, 86400 * 90)], now=NOW - timedelta(days=20))
-    await store.try_consume([("user:1", 100, 86400 * 90)], now=NOW)
+    await store.usage.try_consume([("user:1", 100, 86400 * 90)], now=NOW - timedelta(days=60))
+    await store.usage.try_consume([("user:1", 100, 86400 * 90)], now=NOW - timedelta(days=20))
+    await store.usage.try_consume([("user:1", 100, 86400 * 90)], now=NOW)
 
     removed = await privacy.remove_older(CUT, CUT)
 
@@ -148,7 +148,7 @@ async def test_sweep_deletes_usage_events_before_their_own_cut(store: SqlStore) 
 
 
 async def test_two_processes_sweeping_at_once_delete_each_old_turn_once(
-    store: SqlStore, other_store: SqlStore
+    store: Repositories, other_store: Repositories
 ) -> None:
     old: list[Turn] = []
     recent: list[Turn] = []
@@ -173,7 +173,7 @@ async def test_two_processes_sweeping_at_once_delete_each_old_turn_once(
 # -- export ----------------------------------------------------------------------------------
 
 
-async def test_export_holds_every_stored_turn_in_order(store: SqlStore) -> None:
+async def test_export_holds_every_stored_turn_in_order(store: Repositories) -> None:
     privacy = SqlPrivacy(store.db)
     conversation = await conversation_in(store, GUILD_A)
     stored = [await answered(store, conversation, author) for author in (ADA, BOB, ADA)]
@@ -187,7 +187,7 @@ async def test_export_holds_every_stored_turn_in_order(store: SqlStore) -> None:
     assert await privacy.export("1999999999999999999") is None
 
 
-async def test_a_personal_export_holds_only_that_persons_turns(store: SqlStore) -> None:
+async def test_a_personal_export_holds_only_that_persons_turns(store: Repositories) -> None:
     privacy = SqlPrivacy(store.db)
     conversation = await conversation_in(store, GUILD_A)
     first = await answered(store, conversation, ADA)
@@ -201,7 +201,9 @@ async def test_a_personal_export_holds_only_that_persons_turns(store: SqlStore) 
             prompt="(In reply to a message from Bob:)\n> bob's private words\n\nwhat he said",
         ),
     )
-    await store.finish_turn(failed.id, TurnState.FAILED, "ClientError at http://10.0.0.7:5000")
+    await store.turns.finish_turn(
+        failed.id, TurnState.FAILED, "ClientError at http://10.0.0.7:5000"
+    )
 
     found = await privacy.export(conversation.scope_id)
     assert found is not None
@@ -235,7 +237,7 @@ class Spread:
     ada_in_dm: Turn
 
 
-async def spread(store: SqlStore) -> Spread:
+async def spread(store: Repositories) -> Spread:
     thread_a = await conversation_in(store, GUILD_A)
     ada_in_a = [await answered(store, thread_a, ADA)]
     bob_in_a = [await answered(store, thread_a, BOB)]
@@ -245,7 +247,7 @@ async def spread(store: SqlStore) -> Spread:
     return Spread(thread_a, ada_in_a, bob_in_a, ada_in_b, ada_in_dm)
 
 
-async def test_forget_removes_only_that_users_turns_in_that_server(store: SqlStore) -> None:
+async def test_forget_removes_only_that_users_turns_in_that_server(store: Repositories) -> None:
     privacy = SqlPrivacy(store.db)
     s = await spread(store)
     everything = await turn_ids(store)
@@ -260,14 +262,14 @@ async def test_forget_removes_only_that_users_turns_in_that_server(store: SqlSto
     kept = everything - {t.id for t in s.ada_in_a}
     assert await turn_ids(store) == kept
     assert await message_turns(store) == kept
-    history = await store.history(s.thread_a.id, 0)
+    history = await store.conversations.history(s.thread_a.id, 0)
     assert {e.turn_id for e in history} == {s.bob_in_a[0].id}
     # The conversation stays bound (Ada started it): the thread goes on.
-    assert await store.conversation_for_scope(s.thread_a.scope_id) is not None
+    assert await store.conversations.conversation_for_scope(s.thread_a.scope_id) is not None
     assert await privacy.forget(ADA, GUILD_A) == Removed()
 
 
-async def test_forget_in_a_dm_removes_the_dm_turns_only(store: SqlStore) -> None:
+async def test_forget_in_a_dm_removes_the_dm_turns_only(store: Repositories) -> None:
     privacy = SqlPrivacy(store.db)
     s = await spread(store)
 
@@ -277,7 +279,7 @@ async def test_forget_in_a_dm_removes_the_dm_turns_only(store: SqlStore) -> None
     assert {s.ada_in_b.id, *(t.id for t in s.ada_in_a)} <= await turn_ids(store)
 
 
-async def test_forget_leaves_a_turn_being_answered(store: SqlStore) -> None:
+async def test_forget_leaves_a_turn_being_answered(store: Repositories) -> None:
     privacy = SqlPrivacy(store.db)
     conversation = await conversation_in(store, GUILD_A)
     done = await answered(store, conversation)
@@ -291,10 +293,10 @@ async def test_forget_leaves_a_turn_being_answered(store: SqlStore) -> None:
 # -- purge -----------------------------------------------------------------------------------
 
 
-async def test_purge_user_everywhere_with_a_dry_run_first(store: SqlStore) -> None:
+async def test_purge_user_everywhere_with_a_dry_run_first(store: Repositories) -> None:
     privacy = SqlPrivacy(store.db)
     s = await spread(store)
-    await store.try_consume([(f"user:{ADA}", 10, 3600), (f"user:{BOB}", 10, 3600)], now=NOW)
+    await store.usage.try_consume([(f"user:{ADA}", 10, 3600), (f"user:{BOB}", 10, 3600)], now=NOW)
     before = await turn_ids(store)
 
     preview = await privacy.purge_user(ADA, dry_run=True)
@@ -308,21 +310,21 @@ async def test_purge_user_everywhere_with_a_dry_run_first(store: SqlStore) -> No
     assert await count(store, usage_events) == 1
 
 
-async def test_purge_guild_removes_its_conversations_and_settings_only(store: SqlStore) -> None:
+async def test_purge_guild_removes_its_conversations_and_settings_only(store: Repositories) -> None:
     privacy = SqlPrivacy(store.db)
     s = await spread(store)
     changes = GenerationSettings(system_prompt="be brief")
-    await store.update_settings(SettingsScope.SERVER, GUILD_A, changes)
-    await store.update_settings(SettingsScope.THREAD, s.thread_a.scope_id, changes)
-    await store.update_settings(SettingsScope.SERVER, GUILD_B, changes)
-    await store.try_consume([(f"guild:{GUILD_A}", 10, 3600)], now=NOW)
+    await store.settings.update_settings(SettingsScope.SERVER, GUILD_A, changes)
+    await store.settings.update_settings(SettingsScope.THREAD, s.thread_a.scope_id, changes)
+    await store.settings.update_settings(SettingsScope.SERVER, GUILD_B, changes)
+    await store.usage.try_consume([(f"guild:{GUILD_A}", 10, 3600)], now=NOW)
 
     preview = await privacy.purge_guild(GUILD_A, dry_run=True)
     assert preview == Removed(turns=3, messages=6, conversations=1, usage_events=1, settings=2)
 
     assert await privacy.purge_guild(GUILD_A) == preview
     assert await turn_ids(store) == {s.ada_in_b.id, s.ada_in_dm.id}
-    assert await store.conversation_for_scope(s.thread_a.scope_id) is None
-    layers = await store.settings_layers(thread_id=None, channel_id=None, guild_id=GUILD_B)
+    assert await store.conversations.conversation_for_scope(s.thread_a.scope_id) is None
+    layers = await store.settings.settings_layers(thread_id=None, channel_id=None, guild_id=GUILD_B)
     assert layers[SettingsScope.SERVER].system_prompt == "be brief"
     assert await privacy.purge_guild(GUILD_A) == Removed()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.storage import SqlStore
+from bot.storage import Repositories
 from tests.test_cli import ROOT, seed_bot
 
 from .test_privacy import ADA, BOB, GUILD_A, GUILD_B, age, answered, conversation_in, turn_ids
@@ -24,7 +24,7 @@ def env_for(url: str) -> dict[str, str]:
 
 
 async def test_export_writes_both_files_of_a_thread(
-    store: SqlStore, migrated_url: str, tmp_path: Path
+    store: Repositories, migrated_url: str, tmp_path: Path
 ) -> None:
     thread = await conversation_in(store, GUILD_A)
     stored = [await answered(store, thread, who) for who in (ADA, BOB)]
@@ -62,7 +62,7 @@ async def test_export_of_an_unknown_thread_says_so(migrated_url: str, tmp_path: 
 
 
 async def test_purge_dry_run_prints_and_keeps_then_purge_deletes(
-    store: SqlStore, migrated_url: str, tmp_path: Path
+    store: Repositories, migrated_url: str, tmp_path: Path
 ) -> None:
     env = env_for(migrated_url)
     thread = await conversation_in(store, GUILD_A)
@@ -95,7 +95,7 @@ async def test_purge_dry_run_prints_and_keeps_then_purge_deletes(
 
 
 async def test_purge_without_a_selector_deletes_nothing(
-    store: SqlStore, migrated_url: str, tmp_path: Path
+    store: Repositories, migrated_url: str, tmp_path: Path
 ) -> None:
     await answered(store, await conversation_in(store, GUILD_A))
     before = await turn_ids(store)
@@ -111,7 +111,7 @@ async def test_purge_without_a_selector_deletes_nothing(
 
 
 async def test_two_purge_processes_at_once_delete_each_old_turn_once(
-    store: SqlStore, migrated_url: str, tmp_path: Path
+    store: Repositories, migrated_url: str, tmp_path: Path
 ) -> None:
     old, recent = [], []
     for _ in range(3):

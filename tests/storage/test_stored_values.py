@@ -31,7 +31,7 @@ from bot.domain.models import (
 )
 from bot.domain.privacy import guild_usage_key, user_usage_key
 from bot.domain.stopping import MERGED
-from bot.storage import SqlStore
+from bot.storage import Repositories
 from bot.storage.tables import conversations, interactions, metadata, turn_costs, turns
 
 from .conftest import decoded, history_messages
@@ -55,41 +55,43 @@ def turn_in(scope: str, source: str, **fields: object) -> NewTurn:
     return NewTurn(**values)  # type: ignore[arg-type]
 
 
-async def test_an_interaction_scope_fits_every_column_a_scope_lands_in(store: SqlStore) -> None:
+async def test_an_interaction_scope_fits_every_column_a_scope_lands_in(store: Repositories) -> None:
     assert len(LONGEST_SCOPE) == 32
-    start = await store.begin_turn(
+    start = await store.conversations.begin_turn(
         turn_in(LONGEST_SCOPE, "1300000000000000001"),
         conversation=NewConversation(scope_id=LONGEST_SCOPE, owner_id=USER, guild_id=GUILD),
     )
     turn = start.turn
     at = datetime.now(UTC)
-    await store.record_submission(
+    await store.turns.record_submission(
         turn.id,
         RequestHandle("req-1"),
         reservation=Reservation(turn.id, Payer(USER, GUILD, LONGEST_SCOPE), 10, 100, 0.5, at),
     )
     settled = Settlement(reported=Cost(100, 0.25, False))
     reply = ModelReply("answer", None, (), "req-1")
-    await store.complete_turn(turn.id, reply, [], settlement=settled)
-    await store.update_settings(
+    await store.turns.complete_turn(turn.id, reply, [], settlement=settled)
+    await store.settings.update_settings(
         SettingsScope.THREAD, LONGEST_SCOPE, GenerationSettings(system_prompt="be brief")
     )
 
-    conversation = await store.conversation_for_scope(LONGEST_SCOPE)
+    conversation = await store.conversations.conversation_for_scope(LONGEST_SCOPE)
     assert conversation is not None and conversation.scope_id == LONGEST_SCOPE
-    assert (await store.get_turn(turn.id)).reply_channel_id == LONGEST_SCOPE
-    layers = await store.settings_layers(thread_id=LONGEST_SCOPE, channel_id=None, guild_id=None)
+    assert (await store.turns.get_turn(turn.id)).reply_channel_id == LONGEST_SCOPE
+    layers = await store.settings.settings_layers(
+        thread_id=LONGEST_SCOPE, channel_id=None, guild_id=None
+    )
     assert layers[SettingsScope.THREAD].system_prompt == "be brief"
     spent = await store.costs.spending(SpendFilter(scope_id=LONGEST_SCOPE), since=None, until=None)
     assert (spent.turns, spent.usd) == (1, 0.25)
 
 
-async def test_no_stored_text_carries_a_nul(store: SqlStore, engine: AsyncEngine) -> None:
+async def test_no_stored_text_carries_a_nul(store: Repositories, engine: AsyncEngine) -> None:
     """A person's text, file names and warnings, the model's text and messages, a stop's
     author: every NUL becomes U+FFFD, on both databases alike (PostgreSQL refuses a NUL in
     text, and \\u0000 in jsonb). An escaped backslash before "u0000" is text, kept as it is."""
     scope = "1200000000000000001"
-    start = await store.begin_turn(
+    start = await store.conversations.begin_turn(
         turn_in(
             scope,
             "1300000000000000001",
@@ -108,9 +110,9 @@ async def test_no_stored_text_carries_a_nul(store: SqlStore, engine: AsyncEngine
         ChatMessage("assistant", RawJson('"out\\u0000put \\\\u0000 kept"')),
     ]
     reply = ModelReply(f"out{NUL}put", f"why{NUL}", tuple(messages), "req-1")
-    await store.complete_turn(turn.id, reply, messages)
+    await store.turns.complete_turn(turn.id, reply, messages)
 
-    stored = await store.get_turn(turn.id)
+    stored = await store.turns.get_turn(turn.id)
     assert stored.author_name == f"A{REPLACED}da"
     assert stored.prompt == f"look{REPLACED}here"
     assert stored.image_names == (f"a{REPLACED}.png",)
@@ -121,13 +123,13 @@ async def test_no_stored_text_carries_a_nul(store: SqlStore, engine: AsyncEngine
         ChatMessage("assistant", f"out{REPLACED}put \\u0000 kept"),
     ]
 
-    second = await store.begin_turn(turn_in(scope, "1300000000000000002"))
-    assert await store.stop_turn(second.turn.id, f"Bo{NUL}b")
-    assert (await store.get_turn(second.turn.id)).error == f"Bo{REPLACED}b"
-    await store.update_settings(
+    second = await store.conversations.begin_turn(turn_in(scope, "1300000000000000002"))
+    assert await store.turns.stop_turn(second.turn.id, f"Bo{NUL}b")
+    assert (await store.turns.get_turn(second.turn.id)).error == f"Bo{REPLACED}b"
+    await store.settings.update_settings(
         SettingsScope.THREAD, scope, GenerationSettings(system_prompt=f"be{NUL}brief")
     )
-    layers = await store.settings_layers(thread_id=scope, channel_id=None, guild_id=None)
+    layers = await store.settings.settings_layers(thread_id=scope, channel_id=None, guild_id=None)
     assert layers[SettingsScope.THREAD].system_prompt == f"be{REPLACED}brief"
 
     async with engine.begin() as conn:
@@ -143,22 +145,22 @@ async def test_no_stored_text_carries_a_nul(store: SqlStore, engine: AsyncEngine
                 as_jsonb = f"SELECT count(CAST({column} AS jsonb)) FROM {table}"
                 valid = await conn.scalar(text(as_jsonb))
                 assert valid == 2
-    assert (await store.get_turn(turn.id)).error == f"raw{REPLACED}sql"
-    history = decoded(await store.history(start.conversation.id, 0))
+    assert (await store.turns.get_turn(turn.id)).error == f"raw{REPLACED}sql"
+    history = decoded(await store.conversations.history(start.conversation.id, 0))
     assert json.dumps([m.content for m in history]).count("\\u0000") == 1  # the kept one
 
 
-async def test_a_turn_a_burst_merged_away_reads_back_as_merged(store: SqlStore) -> None:
+async def test_a_turn_a_burst_merged_away_reads_back_as_merged(store: Repositories) -> None:
     """A follow-up joining a burst stops the attempt in flight with the MERGED marker; when
     that stop raced the answer, the marker is read back from the store, and must still be
     recognised (or the person would be told their turn was stopped by someone)."""
     scope = "1200000000000000001"
-    start = await store.begin_turn(
+    start = await store.conversations.begin_turn(
         turn_in(scope, "1300000000000000001"),
         conversation=NewConversation(scope_id=scope, owner_id=USER),
     )
-    assert await store.stop_turn(start.turn.id, MERGED)
-    assert (await store.get_turn(start.turn.id)).error == MERGED
+    assert await store.turns.stop_turn(start.turn.id, MERGED)
+    assert (await store.turns.get_turn(start.turn.id)).error == MERGED
 
 
 def test_every_value_a_bounded_column_takes_fits_its_length() -> None:

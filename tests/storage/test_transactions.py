@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain.cache import Lru
+from bot.domain.costs import NO_COSTS, TurnCosts
 from bot.domain.models import (
     Attachment,
     Conversation,
@@ -24,7 +25,7 @@ from bot.domain.models import (
 )
 from bot.domain.ports import ModelClient
 from bot.domain.service import ConversationService, ServiceConfig
-from bot.storage import SqlStore
+from bot.storage import Repositories
 from bot.storage.conversations import SqlConversations
 from bot.storage.database import _Gate
 from tests.tickets import ticket
@@ -42,7 +43,7 @@ class RecordingDelivery:
     """A delivery that records what it was given (the service's Delivery port), and records
     its posting through the store as the Discord delivery does."""
 
-    def __init__(self, store: SqlStore) -> None:
+    def __init__(self, store: Repositories) -> None:
         self.store = store
         self.delivered: list[tuple[int, str]] = []
         self.failures: list[Exception] = []
@@ -71,7 +72,7 @@ class RecordingDelivery:
 
     async def deliver(self, turn: Turn, reply: ModelReply, warnings: Sequence[str]) -> list[str]:
         self.delivered.append((turn.id, reply.output))
-        await self.store.record_delivery(turn.id, [f"9{turn.id}"])
+        await self.store.turns.record_delivery(turn.id, [f"9{turn.id}"])
         return [f"9{turn.id}"]
 
     async def fail(self, turn: Turn | None, error: Exception) -> list[str]:
@@ -87,14 +88,33 @@ class NoMedia:
         raise AssertionError("no attachments here")
 
 
+def instant_service(
+    store: Repositories,
+    model: ModelClient,
+    delivery: RecordingDelivery | None = None,
+    *,
+    costs: TurnCosts = NO_COSTS,
+) -> ConversationService:
+    """The service on the store's ports: no attachments, no batching wait."""
+    return ConversationService(
+        store.conversations,
+        store.turns,
+        store.settings,
+        model,
+        NoMedia(),
+        delivery or RecordingDelivery(store),
+        ServiceConfig(batch_window=0),
+        costs=costs,
+    )
+
+
 async def test_a_fast_turn_costs_four_transactions(
-    store: SqlStore, fal_model_client: ModelClient
+    store: Repositories, fal_model_client: ModelClient
 ) -> None:
     names: list[str] = []
     store.db.observers.append(lambda what, _write: names.append(what))
     delivery = RecordingDelivery(store)
-    config = ServiceConfig(batch_window=0)
-    service = ConversationService(store, fal_model_client, NoMedia(), delivery, config)
+    service = instant_service(store, fal_model_client, delivery)
 
     for n, text_ in enumerate(["first, opening the thread", "a follow-up"]):
         names.clear()
@@ -111,11 +131,11 @@ async def test_a_fast_turn_costs_four_transactions(
         assert names == ["begin_turn", "record_submission", "complete_turn", "record_delivery"]
     assert not delivery.failures
     assert len(delivery.delivered) == 2
-    conversation = await store.conversation_for_scope("1200000000000000777")
+    conversation = await store.conversations.conversation_for_scope("1200000000000000777")
     assert conversation is not None
-    latest = await store.latest_turn(conversation.id)
+    latest = await store.turns.latest_turn(conversation.id)
     assert latest is not None and latest.state is TurnState.DELIVERED
-    assert len(await store.history(conversation.id, 0)) == 4
+    assert len(await store.conversations.history(conversation.id, 0)) == 4
 
 
 async def test_the_gate_serves_priority_first_and_keeps_a_reserve() -> None:
@@ -166,7 +186,7 @@ async def test_a_cancelled_waiter_gives_its_place_on() -> None:
 
 
 async def test_record_submission_overtakes_queued_writes_on_sqlite(
-    backend: str, store: SqlStore, conversation: Conversation
+    backend: str, store: Repositories, conversation: Conversation
 ) -> None:
     if backend != "sqlite":
         pytest.skip("the writer lock is SQLite's; PostgreSQL reserves a connection instead")
@@ -183,11 +203,11 @@ async def test_record_submission_overtakes_queued_writes_on_sqlite(
     await holding.wait()
 
     async def ordinary(n: int) -> None:
-        await store.record_status_message(turn.id, str(n))
+        await store.turns.record_status_message(turn.id, str(n))
         order.append(f"status {n}")
 
     async def submission() -> None:
-        await store.record_submission(turn.id, RequestHandle("r"))
+        await store.turns.record_submission(turn.id, RequestHandle("r"))
         order.append("submission")
 
     queued = [asyncio.create_task(ordinary(n)) for n in range(3)]
@@ -213,9 +233,9 @@ def test_the_cache_is_bounded() -> None:
 
 
 async def test_a_restarted_store_reads_where_a_conversation_lives(
-    store: SqlStore, conversation: Conversation
+    store: Repositories, conversation: Conversation
 ) -> None:
     turn = await begin(store, new_turn(conversation, "1"))
-    warm = await store.turn_context(turn)
+    warm = await store.conversations.turn_context(turn)
     cold = SqlConversations(store.db, places_cached=1)  # knows no conversation yet
     assert await cold.turn_context(turn) == warm

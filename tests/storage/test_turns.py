@@ -23,7 +23,7 @@ from bot.domain.models import (
     SettingsScope,
     TurnState,
 )
-from bot.storage import SqlStore
+from bot.storage import Repositories, sql_repositories
 from bot.storage.rows import HISTORY, HISTORY_NEWEST, SPEAKERS
 
 from .conftest import begin, decoded, exchange, history_messages, new_turn, reply
@@ -37,7 +37,7 @@ HANDLE = RequestHandle(
 
 
 async def test_begin_turn_round_trips_every_field(
-    store: SqlStore, conversation: Conversation
+    store: Repositories, conversation: Conversation
 ) -> None:
     new = new_turn(
         conversation,
@@ -51,7 +51,7 @@ async def test_begin_turn_round_trips_every_field(
         video_names=("c.mp4",),
     )
 
-    start = await store.begin_turn(new)
+    start = await store.conversations.begin_turn(new)
     turn = start.turn
 
     assert turn.conversation_id == conversation.id
@@ -71,54 +71,54 @@ async def test_begin_turn_round_trips_every_field(
     assert turn.reply_message_ids == ()
     assert turn.created_at.tzinfo is UTC
     assert turn.created_at == turn.updated_at
-    assert await store.get_turn(turn.id) == turn
-    assert await store.turn_for_source(new.source_id) == turn
-    assert await store.turn_for_source("999") is None
+    assert await store.turns.get_turn(turn.id) == turn
+    assert await store.turns.turn_for_source(new.source_id) == turn
+    assert await store.turns.turn_for_source("999") is None
     assert start.conversation.id == conversation.id
     assert start.conversation.updated_at == turn.created_at
 
 
 async def test_record_submission_stores_the_handle(
-    store: SqlStore, conversation: Conversation
+    store: Repositories, conversation: Conversation
 ) -> None:
     turn = await begin(store, new_turn(conversation, "1"))
-    await store.record_submission(turn.id, HANDLE)
-    stored = await store.get_turn(turn.id)
+    await store.turns.record_submission(turn.id, HANDLE)
+    stored = await store.turns.get_turn(turn.id)
     assert stored.state is TurnState.SUBMITTED
     assert stored.handle == HANDLE
     assert stored.updated_at >= turn.updated_at
 
     bare = await begin(store, new_turn(conversation, "2"))
-    await store.record_submission(bare.id, RequestHandle(request_id="only-an-id"))
-    assert (await store.get_turn(bare.id)).handle == RequestHandle(request_id="only-an-id")
+    await store.turns.record_submission(bare.id, RequestHandle(request_id="only-an-id"))
+    assert (await store.turns.get_turn(bare.id)).handle == RequestHandle(request_id="only-an-id")
 
 
 async def test_a_stopped_turn_stays_stopped_when_its_submission_lands(
-    store: SqlStore, conversation: Conversation
+    store: Repositories, conversation: Conversation
 ) -> None:
     turn = await begin(store, new_turn(conversation, "1"))
-    await store.finish_turn(turn.id, TurnState.STOPPED)
-    await store.record_submission(turn.id, HANDLE)
-    stored = await store.get_turn(turn.id)
+    await store.turns.finish_turn(turn.id, TurnState.STOPPED)
+    await store.turns.record_submission(turn.id, HANDLE)
+    stored = await store.turns.get_turn(turn.id)
     assert stored.state is TurnState.STOPPED
     assert stored.handle == HANDLE
 
 
 async def test_complete_turn_appends_messages_and_keeps_output_for_display(
-    store: SqlStore, conversation: Conversation
+    store: Repositories, conversation: Conversation
 ) -> None:
     turn = await begin(store, new_turn(conversation, "1"))
-    await store.record_submission(turn.id, HANDLE)
+    await store.turns.record_submission(turn.id, HANDLE)
     messages = exchange("one")
 
-    await store.complete_turn(turn.id, reply("the output"), messages)
+    await store.turns.complete_turn(turn.id, reply("the output"), messages)
 
-    stored = await store.get_turn(turn.id)
+    stored = await store.turns.get_turn(turn.id)
     assert stored.state is TurnState.COMPLETED
     assert stored.output == "the output"
     assert stored.reasoning == "because"
     assert stored.handle == HANDLE
-    history = await store.history(conversation.id, 0)
+    history = await store.conversations.history(conversation.id, 0)
     assert [(e.turn_id, e.position) for e in history] == [(turn.id, 0), (turn.id, 1)]
     assert decoded(history) == messages
     # The token estimates were stored with the messages.
@@ -126,7 +126,7 @@ async def test_complete_turn_appends_messages_and_keeps_output_for_display(
 
 
 async def test_message_content_comes_back_exactly(
-    store: SqlStore, conversation: Conversation
+    store: Repositories, conversation: Conversation
 ) -> None:
     content: JsonValue = {
         "z_last_key_first": 1,
@@ -141,9 +141,9 @@ async def test_message_content_comes_back_exactly(
         ChatMessage(role="tool", content=[]),
     ]
     turn = await begin(store, new_turn(conversation, "1"))
-    await store.complete_turn(turn.id, reply(), messages)
+    await store.turns.complete_turn(turn.id, reply(), messages)
 
-    history = await store.history(conversation.id, 0)
+    history = await store.conversations.history(conversation.id, 0)
 
     # Exactly, but for the NUL, which no stored text carries (PostgreSQL refuses it): it
     # comes back as U+FFFD (bot/storage/types.py).
@@ -160,56 +160,60 @@ async def test_message_content_comes_back_exactly(
     ]
 
 
-async def test_history_is_ordered_across_turns(store: SqlStore, conversation: Conversation) -> None:
+async def test_history_is_ordered_across_turns(
+    store: Repositories, conversation: Conversation
+) -> None:
     expected: list[ChatMessage] = []
     for i in range(5):
         turn = await begin(store, new_turn(conversation, str(i)))
-        await store.complete_turn(turn.id, reply(), exchange(str(i)))
-        await store.record_delivery(turn.id, [f"90{i}"])
+        await store.turns.complete_turn(turn.id, reply(), exchange(str(i)))
+        await store.turns.record_delivery(turn.id, [f"90{i}"])
         expected += exchange(str(i))
 
-    history = await store.history(conversation.id, 0)
+    history = await store.conversations.history(conversation.id, 0)
 
     assert decoded(history) == expected
     assert [e.position for e in history] == list(range(10))
 
 
 async def test_history_holds_only_completed_and_delivered_turns(
-    store: SqlStore, conversation: Conversation
+    store: Repositories, conversation: Conversation
 ) -> None:
     delivered = await begin(store, new_turn(conversation, "1"))
-    await store.complete_turn(delivered.id, reply(), exchange("delivered"))
-    await store.record_delivery(delivered.id, ["901", "902"])
+    await store.turns.complete_turn(delivered.id, reply(), exchange("delivered"))
+    await store.turns.record_delivery(delivered.id, ["901", "902"])
 
     superseded = await begin(store, new_turn(conversation, "2"))
-    await store.complete_turn(superseded.id, reply(), exchange("superseded"))
-    await store.finish_turn(superseded.id, TurnState.SUPERSEDED)
+    await store.turns.complete_turn(superseded.id, reply(), exchange("superseded"))
+    await store.turns.finish_turn(superseded.id, TurnState.SUPERSEDED)
 
     completed = await begin(store, new_turn(conversation, "3"))
-    await store.complete_turn(completed.id, reply(), exchange("completed"))
+    await store.turns.complete_turn(completed.id, reply(), exchange("completed"))
 
     await begin(store, new_turn(conversation, "4"))  # pending
     failed = await begin(store, new_turn(conversation, "5"))
-    await store.finish_turn(failed.id, TurnState.FAILED, "model timed out")
+    await store.turns.finish_turn(failed.id, TurnState.FAILED, "model timed out")
 
-    history = await store.history(conversation.id, 0)
+    history = await store.conversations.history(conversation.id, 0)
 
     assert decoded(history) == exchange("delivered") + exchange("completed")
     assert {e.turn_id for e in history} == {delivered.id, completed.id}
 
 
 async def test_history_is_per_conversation_and_epoch(
-    store: SqlStore, conversation: Conversation
+    store: Repositories, conversation: Conversation
 ) -> None:
-    other = await store.create_conversation(NewConversation(scope_id="2", owner_id="3"))
+    other = await store.conversations.create_conversation(
+        NewConversation(scope_id="2", owner_id="3")
+    )
     t_other = await begin(store, new_turn(other, "o1"))
-    await store.complete_turn(t_other.id, reply(), exchange("other"))
+    await store.turns.complete_turn(t_other.id, reply(), exchange("other"))
 
     t0 = await begin(store, new_turn(conversation, "1"))
-    await store.complete_turn(t0.id, reply(), exchange("epoch 0"))
-    assert await store.reset(conversation.id) == 1
+    await store.turns.complete_turn(t0.id, reply(), exchange("epoch 0"))
+    assert await store.conversations.reset(conversation.id) == 1
     t1 = await begin(store, new_turn(conversation, "2"))
-    await store.complete_turn(t1.id, reply(), exchange("epoch 1"))
+    await store.turns.complete_turn(t1.id, reply(), exchange("epoch 1"))
 
     assert await history_messages(store, conversation.id, 0) == exchange("epoch 0")
     assert await history_messages(store, conversation.id, 1) == exchange("epoch 1")
@@ -217,104 +221,106 @@ async def test_history_is_per_conversation_and_epoch(
 
 
 async def test_a_turn_of_an_old_epoch_completing_after_reset_stays_in_its_epoch(
-    store: SqlStore, conversation: Conversation
+    store: Repositories, conversation: Conversation
 ) -> None:
     old = await begin(store, new_turn(conversation, "1"))
-    epoch = await store.reset(conversation.id)
+    epoch = await store.conversations.reset(conversation.id)
     new = await begin(store, new_turn(conversation, "2"))
-    await store.complete_turn(new.id, reply(), exchange("new"))
-    await store.complete_turn(old.id, reply(), exchange("old"))
+    await store.turns.complete_turn(new.id, reply(), exchange("new"))
+    await store.turns.complete_turn(old.id, reply(), exchange("old"))
 
     assert await history_messages(store, conversation.id, epoch) == exchange("new")
     assert await history_messages(store, conversation.id, 0) == exchange("old")
 
 
 async def test_complete_turn_refuses_a_finished_or_missing_turn(
-    store: SqlStore, conversation: Conversation
+    store: Repositories, conversation: Conversation
 ) -> None:
     turn = await begin(store, new_turn(conversation, "1"))
-    await store.finish_turn(turn.id, TurnState.STOPPED)
+    await store.turns.finish_turn(turn.id, TurnState.STOPPED)
     with pytest.raises(StorageError, match="is stopped"):
-        await store.complete_turn(turn.id, reply(), exchange("late"))
-    assert await store.history(conversation.id, 0) == []
-    assert (await store.get_turn(turn.id)).state is TurnState.STOPPED
+        await store.turns.complete_turn(turn.id, reply(), exchange("late"))
+    assert await store.conversations.history(conversation.id, 0) == []
+    assert (await store.turns.get_turn(turn.id)).state is TurnState.STOPPED
 
     done = await begin(store, new_turn(conversation, "2"))
-    await store.complete_turn(done.id, reply(), exchange("once"))
+    await store.turns.complete_turn(done.id, reply(), exchange("once"))
     with pytest.raises(StorageError, match="is completed"):
-        await store.complete_turn(done.id, reply(), exchange("twice"))
+        await store.turns.complete_turn(done.id, reply(), exchange("twice"))
     assert await history_messages(store, conversation.id, 0) == exchange("once")
 
     with pytest.raises(StorageError, match="no turn 4242"):
-        await store.complete_turn(4242, reply(), exchange("x"))
+        await store.turns.complete_turn(4242, reply(), exchange("x"))
 
 
 async def test_complete_turn_with_no_new_messages(
-    store: SqlStore, conversation: Conversation
+    store: Repositories, conversation: Conversation
 ) -> None:
     turn = await begin(store, new_turn(conversation, "1"))
-    await store.complete_turn(turn.id, reply(""), [])
-    assert (await store.get_turn(turn.id)).state is TurnState.COMPLETED
-    assert await store.history(conversation.id, 0) == []
+    await store.turns.complete_turn(turn.id, reply(""), [])
+    assert (await store.turns.get_turn(turn.id)).state is TurnState.COMPLETED
+    assert await store.conversations.history(conversation.id, 0) == []
 
 
-async def test_record_delivery(store: SqlStore, conversation: Conversation) -> None:
+async def test_record_delivery(store: Repositories, conversation: Conversation) -> None:
     turn = await begin(store, new_turn(conversation, "1"))
-    await store.complete_turn(turn.id, reply(), exchange("1"))
-    await store.record_delivery(turn.id, ["1400000000000000001", "1400000000000000002"])
-    stored = await store.get_turn(turn.id)
+    await store.turns.complete_turn(turn.id, reply(), exchange("1"))
+    await store.turns.record_delivery(turn.id, ["1400000000000000001", "1400000000000000002"])
+    stored = await store.turns.get_turn(turn.id)
     assert stored.state is TurnState.DELIVERED
     assert stored.reply_message_ids == ("1400000000000000001", "1400000000000000002")
 
 
 async def test_delivering_a_failure_notice_keeps_the_turn_failed(
-    store: SqlStore, conversation: Conversation
+    store: Repositories, conversation: Conversation
 ) -> None:
     turn = await begin(store, new_turn(conversation, "1"))
-    await store.finish_turn(turn.id, TurnState.FAILED, "fal is unavailable (request r-1)")
-    await store.record_delivery(turn.id, ["1400000000000000009"])
-    stored = await store.get_turn(turn.id)
+    await store.turns.finish_turn(turn.id, TurnState.FAILED, "fal is unavailable (request r-1)")
+    await store.turns.record_delivery(turn.id, ["1400000000000000009"])
+    stored = await store.turns.get_turn(turn.id)
     assert stored.state is TurnState.FAILED
     assert stored.error == "fal is unavailable (request r-1)"
     assert stored.reply_message_ids == ("1400000000000000009",)
 
 
-async def test_finish_turn(store: SqlStore, conversation: Conversation) -> None:
+async def test_finish_turn(store: Repositories, conversation: Conversation) -> None:
     turn = await begin(store, new_turn(conversation, "1"))
-    await store.finish_turn(turn.id, TurnState.FAILED, "the model refused image 2")
-    stored = await store.get_turn(turn.id)
+    await store.turns.finish_turn(turn.id, TurnState.FAILED, "the model refused image 2")
+    stored = await store.turns.get_turn(turn.id)
     assert (stored.state, stored.error) == (TurnState.FAILED, "the model refused image 2")
 
     with pytest.raises(ValueError, match="finish_turn takes"):
-        await store.finish_turn(turn.id, TurnState.DELIVERED)
+        await store.turns.finish_turn(turn.id, TurnState.DELIVERED)
     with pytest.raises(StorageError, match="no turn 4242"):
-        await store.finish_turn(4242, TurnState.FAILED)
+        await store.turns.finish_turn(4242, TurnState.FAILED)
     with pytest.raises(StorageError, match="no turn 4242"):
-        await store.record_delivery(4242, [])
+        await store.turns.record_delivery(4242, [])
     with pytest.raises(StorageError, match="no turn 4242"):
-        await store.record_submission(4242, HANDLE)
+        await store.turns.record_submission(4242, HANDLE)
     with pytest.raises(StorageError, match="no turn 4242"):
-        await store.get_turn(4242)
+        await store.turns.get_turn(4242)
 
 
 async def test_unfinished_turns_are_pending_submitted_and_completed_oldest_first(
-    store: SqlStore, conversation: Conversation
+    store: Repositories, conversation: Conversation
 ) -> None:
-    other = await store.create_conversation(NewConversation(scope_id="2", owner_id="3"))
+    other = await store.conversations.create_conversation(
+        NewConversation(scope_id="2", owner_id="3")
+    )
     pending = await begin(store, new_turn(conversation, "1"))
     submitted = await begin(store, new_turn(other, "2"))
-    await store.record_submission(submitted.id, HANDLE)
+    await store.turns.record_submission(submitted.id, HANDLE)
     completed = await begin(store, new_turn(conversation, "3"))
-    await store.complete_turn(completed.id, reply(), exchange("3"))
+    await store.turns.complete_turn(completed.id, reply(), exchange("3"))
     delivered = await begin(store, new_turn(conversation, "4"))
-    await store.complete_turn(delivered.id, reply(), exchange("4"))
-    await store.record_delivery(delivered.id, ["9"])
+    await store.turns.complete_turn(delivered.id, reply(), exchange("4"))
+    await store.turns.record_delivery(delivered.id, ["9"])
     for i, state in enumerate((TurnState.FAILED, TurnState.STOPPED, TurnState.SUPERSEDED)):
         finished = await begin(store, new_turn(other, f"f{i}"))
-        await store.finish_turn(finished.id, state)
+        await store.turns.finish_turn(finished.id, state)
     later_pending = await begin(store, new_turn(other, "5"))
 
-    unfinished = await store.unfinished_turns()
+    unfinished = await store.turns.unfinished_turns()
 
     assert [t.id for t in unfinished] == [pending.id, submitted.id, completed.id, later_pending.id]
     assert unfinished[1].handle == HANDLE
@@ -322,7 +328,7 @@ async def test_unfinished_turns_are_pending_submitted_and_completed_oldest_first
 
 
 async def test_begin_turn_for_a_missing_conversation_is_not_a_duplicate(
-    store: SqlStore, conversation: Conversation
+    store: Repositories, conversation: Conversation
 ) -> None:
     missing = Conversation(
         id=conversation.id + 1000,
@@ -337,20 +343,20 @@ async def test_begin_turn_for_a_missing_conversation_is_not_a_duplicate(
     with pytest.raises(StorageError) as raised:
         await begin(store, new_turn(missing, "1"))
     assert not isinstance(raised.value, DuplicateMessage)
-    assert await store.turn_for_source("1") is None
+    assert await store.turns.turn_for_source("1") is None
 
 
 async def test_duplicate_source_is_refused_and_the_first_turn_kept(
-    store: SqlStore, conversation: Conversation
+    store: Repositories, conversation: Conversation
 ) -> None:
     first = await begin(store, new_turn(conversation, "1"))
     with pytest.raises(DuplicateMessage):
         await begin(store, new_turn(conversation, "1", prompt="a different prompt"))
-    assert await store.turn_for_source("1") == first
+    assert await store.turns.turn_for_source("1") == first
 
 
 async def test_the_schema_accepts_every_turn_state_and_nothing_else(
-    engine: AsyncEngine, store: SqlStore, conversation: Conversation
+    engine: AsyncEngine, store: Repositories, conversation: Conversation
 ) -> None:
     turn = await begin(store, new_turn(conversation, "1"))
     for state in TurnState:
@@ -359,7 +365,7 @@ async def test_the_schema_accepts_every_turn_state_and_nothing_else(
                 text("UPDATE turns SET state = :state WHERE id = :id"),
                 {"state": state.value, "id": turn.id},
             )
-        assert (await store.get_turn(turn.id)).state is state
+        assert (await store.turns.get_turn(turn.id)).state is state
     with pytest.raises(IntegrityError):
         async with engine.begin() as conn:
             await conn.execute(
@@ -428,15 +434,15 @@ async def test_the_speakers_are_read_by_their_key_not_from_the_turns(engine: Asy
 
 
 async def test_speakers_are_the_authors_in_history_then_the_new_one(
-    store: SqlStore, conversation: Conversation
+    store: Repositories, conversation: Conversation
 ) -> None:
     ada, bob, cy = "1100000000000000001", "1100000000000000002", "1100000000000000003"
 
     async def answered(source: str, author: str, name: str) -> list[tuple[str, str]]:
-        start = await store.begin_turn(
+        start = await store.conversations.begin_turn(
             new_turn(conversation, source, author_id=author, author_name=name)
         )
-        await store.complete_turn(start.turn.id, reply(), exchange(source))
+        await store.turns.complete_turn(start.turn.id, reply(), exchange(source))
         return [(s.author_id, s.author_name) for s in start.context.speakers]
 
     assert await answered("1", ada, "Ada") == [(ada, "Ada")]
@@ -444,99 +450,106 @@ async def test_speakers_are_the_authors_in_history_then_the_new_one(
     assert await answered("3", bob, "Bob") == [(ada, "Ada"), (bob, "Bob")]
     # A turn not in history (failed) does not count as having spoken.
     failed = await begin(store, new_turn(conversation, "4", author_id=cy, author_name="Cy"))
-    await store.finish_turn(failed.id, TurnState.FAILED, "no")
+    await store.turns.finish_turn(failed.id, TurnState.FAILED, "no")
     assert await answered("5", bob, "Bob") == [(ada, "Ada"), (bob, "Bob")]
     assert await answered("6", ada, "Ada") == [(ada, "Ada"), (bob, "Bob")]
     # A new epoch starts with no speakers but the new one.
-    await store.reset(conversation.id)
+    await store.conversations.reset(conversation.id)
     assert await answered("7", bob, "Bob") == [(bob, "Bob")]
 
 
-async def test_retry_attempts_share_a_source(store: SqlStore, conversation: Conversation) -> None:
+async def test_retry_attempts_share_a_source(
+    store: Repositories, conversation: Conversation
+) -> None:
     first = await begin(store, new_turn(conversation, "1300000000000000201"))
     with pytest.raises(DuplicateMessage):
         await begin(store, new_turn(conversation, "1300000000000000201"))
     retry = await begin(store, new_turn(conversation, "1300000000000000201", attempt=1))
     assert (first.attempt, retry.attempt) == (0, 1)
-    latest = await store.turn_for_source("1300000000000000201")
+    latest = await store.turns.turn_for_source("1300000000000000201")
     assert latest is not None and latest.id == retry.id
     with pytest.raises(DuplicateMessage):
         await begin(store, new_turn(conversation, "1300000000000000201", attempt=1))
 
 
-async def test_status_message_and_reply_parts(store: SqlStore, conversation: Conversation) -> None:
+async def test_status_message_and_reply_parts(
+    store: Repositories, conversation: Conversation
+) -> None:
     turn = await begin(store, new_turn(conversation, "1300000000000000301"))
-    await store.record_status_message(turn.id, "1400000000000000001")
-    await store.record_reply_parts(turn.id, ["1400000000000000001", "1400000000000000002"])
-    again = await store.get_turn(turn.id)
+    await store.turns.record_status_message(turn.id, "1400000000000000001")
+    await store.turns.record_reply_parts(turn.id, ["1400000000000000001", "1400000000000000002"])
+    again = await store.turns.get_turn(turn.id)
     assert again.status_message_id == "1400000000000000001"
     assert again.reply_message_ids == ("1400000000000000001", "1400000000000000002")
     assert again.state is TurnState.PENDING
 
 
 async def test_latest_turn_skips_superseded_and_old_epochs(
-    store: SqlStore, conversation: Conversation
+    store: Repositories, conversation: Conversation
 ) -> None:
-    assert await store.latest_turn(conversation.id) is None
+    assert await store.turns.latest_turn(conversation.id) is None
     a = await begin(store, new_turn(conversation, "1300000000000000401"))
     b = await begin(store, new_turn(conversation, "1300000000000000402"))
-    latest = await store.latest_turn(conversation.id)
+    latest = await store.turns.latest_turn(conversation.id)
     assert latest is not None and latest.id == b.id
-    await store.finish_turn(b.id, TurnState.SUPERSEDED)
-    latest = await store.latest_turn(conversation.id)
+    await store.turns.finish_turn(b.id, TurnState.SUPERSEDED)
+    latest = await store.turns.latest_turn(conversation.id)
     assert latest is not None and latest.id == a.id
-    await store.reset(conversation.id)
-    assert await store.latest_turn(conversation.id) is None
+    await store.conversations.reset(conversation.id)
+    assert await store.turns.latest_turn(conversation.id) is None
 
 
 async def test_recent_conversations_name_their_newest_turn(
-    store: SqlStore, conversation: Conversation
+    store: Repositories, conversation: Conversation
 ) -> None:
     from datetime import datetime, timedelta
 
     before = datetime.now(UTC) - timedelta(seconds=5)
-    [(found, newest)] = await store.recent_conversations(before)
+    [(found, newest)] = await store.conversations.recent_conversations(before)
     assert found.id == conversation.id and newest is None
     await begin(store, new_turn(conversation, "1300000000000000501"))
     await begin(store, new_turn(conversation, "1300000000000000502"))
-    [(_, newest)] = await store.recent_conversations(before)
+    [(_, newest)] = await store.conversations.recent_conversations(before)
     assert newest == "1300000000000000502"
-    assert await store.recent_conversations(datetime.now(UTC) + timedelta(seconds=5)) == []
+    assert (
+        await store.conversations.recent_conversations(datetime.now(UTC) + timedelta(seconds=5))
+        == []
+    )
 
 
 async def test_begin_turn_reads_history_layers_and_speakers_in_its_epoch(
-    store: SqlStore, conversation: Conversation
+    store: Repositories, conversation: Conversation
 ) -> None:
     first = await begin(store, new_turn(conversation, "1300000000000000601"))
-    await store.complete_turn(
+    await store.turns.complete_turn(
         first.id, reply(), [ChatMessage("user", "q"), ChatMessage("assistant", "a")]
     )
-    await store.update_settings(
+    await store.settings.update_settings(
         SettingsScope.SERVER, "1000000000000000001", GenerationSettings(top_p=0.5)
     )
-    await store.update_settings(
+    await store.settings.update_settings(
         SettingsScope.THREAD, conversation.scope_id, GenerationSettings(effort="low")
     )
-    await store.update_settings(
+    await store.settings.update_settings(
         SettingsScope.THREAD, "elsewhere", GenerationSettings(effort="high")
     )
 
-    start = await store.begin_turn(new_turn(conversation, "1300000000000000602"))
+    start = await store.conversations.begin_turn(new_turn(conversation, "1300000000000000602"))
 
-    assert start.context.history == tuple(await store.history(conversation.id, 0))
+    assert start.context.history == tuple(await store.conversations.history(conversation.id, 0))
     assert [e.message.content for e in start.context.history] == [RawJson('"q"'), RawJson('"a"')]
     assert start.context.layers == {
         SettingsScope.SERVER: GenerationSettings(top_p=0.5),
         SettingsScope.THREAD: GenerationSettings(effort="low"),
     }
     # A resumed turn reads the same, without itself (here: once it is answered).
-    await store.complete_turn(start.turn.id, reply(), exchange("second"))
-    resumed = await store.turn_context(start.turn)
+    await store.turns.complete_turn(start.turn.id, reply(), exchange("second"))
+    resumed = await store.conversations.turn_context(start.turn)
     assert resumed == start.context
-    assert len(await store.history(conversation.id, 0)) == 4
+    assert len(await store.conversations.history(conversation.id, 0)) == 4
 
 
-async def test_begin_turn_binds_an_unbound_scope_once(store: SqlStore) -> None:
+async def test_begin_turn_binds_an_unbound_scope_once(store: Repositories) -> None:
     bind = NewConversation(scope_id="77", owner_id="78", guild_id="79", parent_channel_id="80")
     unbound = NewTurn(
         scope_id="77",
@@ -547,17 +560,17 @@ async def test_begin_turn_binds_an_unbound_scope_once(store: SqlStore) -> None:
         prompt="hi",
     )
     with pytest.raises(StorageError, match="no conversation for scope 77"):
-        await store.begin_turn(unbound)
-    assert await store.conversation_for_scope("77") is None
+        await store.conversations.begin_turn(unbound)
+    assert await store.conversations.conversation_for_scope("77") is None
 
-    first = await store.begin_turn(unbound, conversation=bind)
+    first = await store.conversations.begin_turn(unbound, conversation=bind)
     assert (first.conversation.scope_id, first.conversation.owner_id) == ("77", "78")
     assert (first.conversation.guild_id, first.conversation.parent_channel_id) == ("79", "80")
     assert first.turn.conversation_id == first.conversation.id
-    assert await store.conversation_for_scope("77") == first.conversation
+    assert await store.conversations.conversation_for_scope("77") == first.conversation
 
     # Bound already (another message raced it there): the first conversation is kept.
-    again = await store.begin_turn(
+    again = await store.conversations.begin_turn(
         replace(unbound, source_id="2"), conversation=replace(bind, owner_id="someone else")
     )
     assert again.conversation.id == first.conversation.id
@@ -566,44 +579,44 @@ async def test_begin_turn_binds_an_unbound_scope_once(store: SqlStore) -> None:
 
 
 async def test_begin_turn_takes_the_epoch_current_when_it_runs(
-    store: SqlStore, conversation: Conversation
+    store: Repositories, conversation: Conversation
 ) -> None:
-    await store.reset(conversation.id)
-    start = await store.begin_turn(new_turn(conversation, "1"))
+    await store.conversations.reset(conversation.id)
+    start = await store.conversations.begin_turn(new_turn(conversation, "1"))
     assert start.conversation.epoch == start.turn.epoch == 1
 
 
 async def test_record_submission_can_mark_the_trim_notice_given(
-    store: SqlStore, conversation: Conversation
+    store: Repositories, conversation: Conversation
 ) -> None:
     turn = await begin(store, new_turn(conversation, "1"))
-    await store.record_submission(turn.id, HANDLE)
-    assert (await store.get_conversation(conversation.id)).trim_notified_epoch is None
+    await store.turns.record_submission(turn.id, HANDLE)
+    assert (await store.conversations.get_conversation(conversation.id)).trim_notified_epoch is None
     other = await begin(store, new_turn(conversation, "2"))
-    await store.record_submission(other.id, HANDLE, trim_notified_epoch=0)
-    assert (await store.get_conversation(conversation.id)).trim_notified_epoch == 0
+    await store.turns.record_submission(other.id, HANDLE, trim_notified_epoch=0)
+    assert (await store.conversations.get_conversation(conversation.id)).trim_notified_epoch == 0
     with pytest.raises(StorageError, match="no turn 4242"):
-        await store.record_submission(4242, HANDLE, trim_notified_epoch=1)
-    assert (await store.get_conversation(conversation.id)).trim_notified_epoch == 0
+        await store.turns.record_submission(4242, HANDLE, trim_notified_epoch=1)
+    assert (await store.conversations.get_conversation(conversation.id)).trim_notified_epoch == 0
 
 
 async def test_stop_turn_only_stops_a_turn_still_running(
-    store: SqlStore, conversation: Conversation
+    store: Repositories, conversation: Conversation
 ) -> None:
     running = await begin(store, new_turn(conversation, "1300000000000000701"))
-    assert await store.stop_turn(running.id, "Ada")
-    stopped = await store.get_turn(running.id)
+    assert await store.turns.stop_turn(running.id, "Ada")
+    stopped = await store.turns.get_turn(running.id)
     assert (stopped.state, stopped.error) == (TurnState.STOPPED, "Ada")
     done = await begin(store, new_turn(conversation, "1300000000000000702"))
-    await store.complete_turn(
+    await store.turns.complete_turn(
         done.id, reply(), [ChatMessage("user", "q"), ChatMessage("assistant", "a")]
     )
-    assert not await store.stop_turn(done.id, "Ada")  # answered meanwhile: stays in history
-    assert (await store.get_turn(done.id)).state is TurnState.COMPLETED
+    assert not await store.turns.stop_turn(done.id, "Ada")  # answered meanwhile: stays in history
+    assert (await store.turns.get_turn(done.id)).state is TurnState.COMPLETED
 
 
 async def test_a_burst_starting_over_stores_its_prompt_once(
-    store: SqlStore, conversation: Conversation, engine: AsyncEngine
+    store: Repositories, conversation: Conversation, engine: AsyncEngine
 ) -> None:
     """Each attempt of a burst holds every earlier message: the attempts it supersedes give
     up their prompt, so the stored text grows with the burst, not with its square."""
@@ -620,41 +633,43 @@ async def test_a_burst_starting_over_stores_its_prompt_once(
     async with engine.connect() as connection:
         stored = (await connection.execute(text("SELECT SUM(LENGTH(prompt)) FROM turns"))).scalar()
     assert stored == len(prompt)  # not the 55 messages' worth of ten attempts
-    assert (await store.get_turn(turn.id)).prompt == prompt
-    assert (await store.latest_turn(conversation.id)) == turn
+    assert (await store.turns.get_turn(turn.id)).prompt == prompt
+    assert (await store.turns.latest_turn(conversation.id)) == turn
 
 
 async def test_a_new_attempt_supersedes_the_old_one_atomically(
-    store: SqlStore, conversation: Conversation
+    store: Repositories, conversation: Conversation
 ) -> None:
     old = await begin(store, new_turn(conversation, "1300000000000000801"))
     new = await begin(
         store, new_turn(conversation, "1300000000000000801", attempt=1), superseding=old.id
     )
-    assert (await store.get_turn(old.id)).state is TurnState.SUPERSEDED
+    assert (await store.turns.get_turn(old.id)).state is TurnState.SUPERSEDED
     assert new.attempt == 1
     # a failing insert (a duplicate attempt) leaves the turn it meant to supersede alone
     with pytest.raises(DuplicateMessage):
         await begin(
             store, new_turn(conversation, "1300000000000000801", attempt=1), superseding=new.id
         )
-    assert (await store.get_turn(new.id)).state is TurnState.PENDING
+    assert (await store.turns.get_turn(new.id)).state is TurnState.PENDING
 
 
 async def test_a_turns_context_reads_only_the_history_a_request_can_hold(
     engine: AsyncEngine, conversation: Conversation
 ) -> None:
     ada, bob = "1100000000000000001", "1100000000000000002"
-    whole = SqlStore(engine)
+    whole = sql_repositories(engine)
     for n in range(5):
-        start = await whole.begin_turn(new_turn(conversation, f"13000000000000009{n}"))
-        await whole.complete_turn(start.turn.id, reply(), exchange(f"{n}"))
-    stored = await whole.history(conversation.id, 0)
+        start = await whole.conversations.begin_turn(
+            new_turn(conversation, f"13000000000000009{n}")
+        )
+        await whole.turns.complete_turn(start.turn.id, reply(), exchange(f"{n}"))
+    stored = await whole.conversations.history(conversation.id, 0)
     per_turn = [a.tokens + b.tokens for a, b in zip(stored[::2], stored[1::2], strict=True)]
     budget = per_turn[-1] + per_turn[-2] + per_turn[-3] - 1  # two turns fit, three do not
 
-    cut = SqlStore(engine, history_tokens=budget)
-    start = await cut.begin_turn(
+    cut = sql_repositories(engine, history_tokens=budget)
+    start = await cut.conversations.begin_turn(
         new_turn(conversation, "1300000000000000990", author_id=bob, author_name="Bob")
     )
     context = start.context
@@ -664,8 +679,8 @@ async def test_a_turns_context_reads_only_the_history_a_request_can_hold(
     # The speakers are those of the whole history, the omitted turns' authors included.
     assert [s.author_id for s in context.speakers] == [ada, bob]
     # The same for a resumed turn; and a budget too small for any turn reads none.
-    assert await cut.turn_context(start.turn) == context
-    nothing = SqlStore(engine, history_tokens=per_turn[-1] - 1)
-    context = await nothing.turn_context(start.turn)
+    assert await cut.conversations.turn_context(start.turn) == context
+    nothing = sql_repositories(engine, history_tokens=per_turn[-1] - 1)
+    context = await nothing.conversations.turn_context(start.turn)
     assert (context.history, context.omitted_turns) == ((), 1)
     assert [s.author_id for s in context.speakers] == [ada, bob]

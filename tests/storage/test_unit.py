@@ -16,7 +16,7 @@ from sqlalchemy.pool import QueuePool
 from bot.domain.errors import StorageError
 from bot.domain.models import Conversation, Payer, Reservation
 from bot.internals import forced_public
-from bot.storage import SqlStore
+from bot.storage import Repositories
 from bot.storage.costs import store_reservation
 from bot.storage.database import Conflict
 from bot.storage.engine import sqlite_path
@@ -36,7 +36,7 @@ def reservation(turn_id: int) -> Reservation:
 
 
 async def test_values_written_on_the_driver_read_back_as_core_reads_them(
-    store: SqlStore, engine: AsyncEngine
+    store: Repositories, engine: AsyncEngine
 ) -> None:
     held = reservation(41)
 
@@ -57,7 +57,7 @@ async def test_values_written_on_the_driver_read_back_as_core_reads_them(
 
 
 async def test_a_unit_that_fails_leaves_nothing(
-    store: SqlStore, conversation: Conversation
+    store: Repositories, conversation: Conversation
 ) -> None:
     turn = await begin(store, new_turn(conversation, "1300000000000000001"))
 
@@ -76,7 +76,7 @@ async def test_a_unit_that_fails_leaves_nothing(
     assert await store.db.run_unit("ids", ids, write=False, single=True) == [turn.id]
 
 
-async def test_a_constraint_the_driver_reports_is_a_conflict(store: SqlStore) -> None:
+async def test_a_constraint_the_driver_reports_is_a_conflict(store: Repositories) -> None:
     async def orphan(unit: Unit) -> None:
         await unit.execute(
             insert(turns).values(
@@ -105,7 +105,7 @@ async def test_a_constraint_the_driver_reports_is_a_conflict(store: SqlStore) ->
     assert "constraint" in str(raised.value)
 
 
-def test_units_of_work_take_the_driver_path_unless_forced_off(store: SqlStore) -> None:
+def test_units_of_work_take_the_driver_path_unless_forced_off(store: Repositories) -> None:
     # The probes (tests/test_internals.py) pass on the installed libraries, so only the
     # switch takes the public API: the suite run with it set (test_public_api.py) is that.
     assert store.db.driver_path is not forced_public()
@@ -125,7 +125,7 @@ async def test_a_sqlite_unit_may_not_await_anything_but_its_statements() -> None
 
 
 async def test_a_unit_cancelled_mid_statement_leaves_the_pool_usable(
-    store: SqlStore, engine: AsyncEngine
+    store: Repositories, engine: AsyncEngine
 ) -> None:
     if engine.dialect.name == "postgresql":
         slow = select(func.pg_sleep(30).label("slept"))
@@ -159,7 +159,7 @@ async def test_a_unit_cancelled_mid_statement_leaves_the_pool_usable(
 
 
 async def test_a_sqlite_write_unit_holds_the_write_lock_from_its_first_read(
-    store: SqlStore, engine: AsyncEngine, backend: str
+    store: Repositories, engine: AsyncEngine, backend: str
 ) -> None:
     # A write unit may read before it writes (the quota counter counts, then records): no
     # other process may write in between, or two processes both see room for one more.
