@@ -65,6 +65,27 @@ async def prompts_of(tmp_path: Path, turn_ids: set[int]) -> dict[int, str]:
         await engine.dispose()
 
 
+async def answer_journaled(tmp_path: Path, turn_id: int, timeout: float) -> None:
+    """Wait until the running bot's journal holds fal's answer for ``turn_id`` (read without
+    the journal's lock, which the bot holds: a complete ``A <turn> …`` line)."""
+    path = tmp_path / "bot.db.submissions"
+    record = f"A {turn_id} "
+
+    def holds() -> bool:
+        try:
+            lines = path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
+        except FileNotFoundError:
+            return False
+        return any(line.startswith(record) and line.endswith("\n") for line in lines)
+
+    # A file has no event to wait on: checked every millisecond, up to ``timeout``.
+    for _ in range(int(timeout * 1000)):
+        if holds():
+            return
+        await asyncio.sleep(0.001)
+    raise TimeoutError(f"no answer journaled for turn {turn_id}")
+
+
 def journaled(tmp_path: Path) -> dict[int, RequestHandle | None]:
     journal = FileJournal(tmp_path / "bot.db.submissions", DB_URL_TEMPLATE.format(tmp_path))
     try:
@@ -117,13 +138,17 @@ async def test_kills_between_fal_answer_and_stored_id_lose_nothing_and_duplicate
                 )
 
             await fal.wait_for(submitted, timeout=20)
+            this_turn = next(t for t, (p, _) in (await unfinished(tmp_path)).items() if p == text)
             lock = sqlite3.connect(tmp_path / "bot.db", timeout=10, isolation_level=None)
             try:
                 lock.execute("BEGIN IMMEDIATE")  # the bot can read, not write
-                if index % 4 != 3:
+                if index % 4 in (1, 2):
+                    # Into the gap, whatever the machine's load: the bot has fal's answer
+                    # (journaled), its commit of the id waits on the lock.
+                    await answer_journaled(tmp_path, this_turn, timeout=10)
+                elif index % 4 == 0:
+                    # At once after fal answered: either side of the bot receiving it.
                     await fal.wait_for(answer_sent, timeout=10)
-                    # The aim, not a synchronisation: kill 0-7 ms after fal answered.
-                    await asyncio.sleep((index % 4) * 0.0035)
                 # else: fal has queued the request, its answer is not out yet
                 await bot.kill()
             finally:
