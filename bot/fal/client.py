@@ -26,11 +26,12 @@ from bot.domain.errors import (
     ModelTimeout,
     TimeoutPhase,
 )
-from bot.domain.models import ModelReply, ModelRequest, Progress, RequestHandle
+from bot.domain.models import ModelReply, ModelRequest, RequestHandle
 from bot.domain.observer import NO_OBSERVER, CallObserver
 from bot.domain.ports import OpenBody, ProgressCallback
 from bot.fal import wire
 from bot.fal.http import Http, Response, describe, retryable_status, transient_status
+from bot.fal.progress import ProgressReporter
 from bot.fal.settings import FalSettings
 from bot.fal.uploads import FalUploads
 
@@ -56,50 +57,6 @@ class _Urls:
     status: str
     response: str
     cancel: str
-
-
-class _ProgressReporter:
-    """Calls back only on change: each new queue position, then ``running`` once."""
-
-    def __init__(
-        self, callback: ProgressCallback | None, request_id: str, observer: CallObserver
-    ) -> None:
-        self._callback = callback
-        self._request_id = request_id
-        self._observer = observer
-        self._last: Progress | None = None
-        self.started_at = time.monotonic()
-        self.running_at: float | None = None  # when fal first said the request runs
-        self.heard_at = self.started_at  # fal's last sign of life for this request
-
-    def heard(self) -> None:
-        """fal answered something about the request (a status, a stream keep-alive)."""
-        self.heard_at = time.monotonic()
-
-    @property
-    def running(self) -> bool:
-        """Whether fal has said the request is running."""
-        return self._last is not None and self._last.state == "running"
-
-    async def update(self, status: wire.QueueStatus) -> bool:
-        """Report ``status`` if it changed anything; return whether it did."""
-        self.heard()
-        if status.state == "IN_QUEUE":
-            progress = Progress("queued", status.queue_position)
-        elif status.state == "IN_PROGRESS":
-            progress = Progress("running")
-        else:
-            return False
-        if progress == self._last:
-            return False
-        self._last = progress
-        log.debug("fal %s: %s", self._request_id, progress)
-        if progress.state == "running" and self.running_at is None:
-            self.running_at = time.monotonic()
-            self._observer.queue_waited(self.running_at - self.started_at)
-        if self._callback is not None:
-            await self._callback(progress)
-        return True
 
 
 class FalClient:
@@ -206,7 +163,7 @@ class FalClient:
         ``ModelTimeout`` saying whether the request was still queued or running.
         """
         urls = self._urls(handle)
-        reporter = _ProgressReporter(on_progress, urls.request_id, self._observer)
+        reporter = ProgressReporter(on_progress, urls.request_id, self._observer)
         deadline = asyncio.timeout(timeout)
         try:
             async with deadline:
@@ -390,7 +347,7 @@ class FalClient:
         return error
 
     async def _stream_until_completed(
-        self, urls: _Urls, reporter: _ProgressReporter
+        self, urls: _Urls, reporter: ProgressReporter
     ) -> wire.QueueStatus | None:
         """The COMPLETED status from the status stream, or ``None`` to fall back to polling."""
         async with contextlib.aclosing(self._stream_events(urls, reporter)) as events:
@@ -401,7 +358,7 @@ class FalClient:
         return None
 
     async def _stream_events(
-        self, urls: _Urls, reporter: _ProgressReporter
+        self, urls: _Urls, reporter: ProgressReporter
     ) -> AsyncGenerator[wire.QueueStatus]:
         # Any trouble with the stream ends the iteration (polling takes over); only the
         # network part is guarded, so the progress callback's own errors are not swallowed.
@@ -439,7 +396,7 @@ class FalClient:
             log.info("fal status stream for %s failed (%s); polling", rid, describe(exc))
 
     async def _poll_until_completed(
-        self, urls: _Urls, reporter: _ProgressReporter
+        self, urls: _Urls, reporter: ProgressReporter
     ) -> wire.QueueStatus:
         settings = self._settings
         delay = settings.poll_interval
