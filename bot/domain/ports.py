@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Protocol
 
 from bot.domain.models import (
+    NOTHING_MORE,
     Attachment,
     ChatMessage,
     Conversation,
@@ -22,10 +23,11 @@ from bot.domain.models import (
     Progress,
     Refusal,
     RequestHandle,
-    Reservation,
+    SettingsChange,
     SettingsScope,
     Settlement,
     StoredInteraction,
+    SubmittedWith,
     Turn,
     TurnContext,
     TurnStart,
@@ -140,17 +142,11 @@ class TurnStore(Protocol):
         ...
 
     async def record_submission(
-        self,
-        turn_id: int,
-        handle: RequestHandle,
-        *,
-        trim_notified_epoch: int | None = None,
-        reservation: Reservation | None = None,
+        self, turn_id: int, handle: RequestHandle, also: SubmittedWith = NOTHING_MORE
     ) -> None:
-        """Store fal's request id and URLs; the turn becomes ``submitted``. With
-        ``trim_notified_epoch``, also remember that the user was told history is trimmed in
-        that epoch; with ``reservation``, hold it as the turn's cost so far (no budget
-        checked). One transaction, not kept waiting behind this process's other writes."""
+        """Store fal's request id and URLs; the turn becomes ``submitted``. What ``also``
+        holds is stored in the same transaction, which is not kept waiting behind this
+        process's other writes."""
         ...
 
     async def complete_turn(
@@ -233,15 +229,9 @@ class SettingsStore(Protocol):
         ...
 
     async def update_settings(
-        self,
-        scope: SettingsScope,
-        scope_id: str,
-        changes: GenerationSettings,
-        *,
-        clear: Sequence[str] = (),
+        self, scope: SettingsScope, scope_id: str, change: SettingsChange
     ) -> GenerationSettings:
-        """Set the non-``None`` fields of ``changes`` and unset the fields named in
-        ``clear`` at that scope; return the scope's overrides afterwards."""
+        """Apply ``change`` to the overrides at that scope; return them afterwards."""
         ...
 
 

@@ -31,6 +31,7 @@ from bot.domain.models import (
     ModelReply,
     Payer,
     RequestHandle,
+    SubmittedWith,
     Turn,
     TurnContext,
     TurnStart,
@@ -318,12 +319,7 @@ class TurnRunner:
         # Shielded: a shutdown arriving while the request travels to fal must not lose its
         # id, or the next start would submit it a second time.
         submitting = asyncio.ensure_future(
-            self.submitter.submit(
-                turn.id,
-                built.request,
-                trim_notified_epoch=trim_notified,
-                reservation=reservation,
-            )
+            self.submitter.submit(turn.id, built.request, SubmittedWith(trim_notified, reservation))
         )
         self._critical.add(submitting)
         submitting.add_done_callback(self._critical.discard)

@@ -43,7 +43,6 @@ from bot.domain.models import (
     Incoming,
     NewConversation,
     NewTurn,
-    SettingsScope,
     Turn,
     TurnStart,
     TurnState,
@@ -62,7 +61,7 @@ from bot.domain.ports import (
 )
 from bot.domain.preparation import MediaPreparer, PreparedFiles
 from bot.domain.runner import Outcome, TurnRules, TurnRunner
-from bot.domain.settings import EffectiveSettings, SettingsResolver, validate_settings
+from bot.domain.settings import Overrides, SettingsResolver
 from bot.domain.slots import Slots
 from bot.domain.stopping import MESSAGE_DELETED, StopResult, Stops
 from bot.domain.submission import SubmissionJournal, Submitter
@@ -119,7 +118,6 @@ class ConversationService:
     ) -> None:
         self._conversations = conversations
         self._turns = turns
-        self._settings = settings
         self._model = model
         self.stops = Stops(turns, model)
         self.runner = TurnRunner(
@@ -142,6 +140,8 @@ class ConversationService:
         self.media = MediaPreparer(media, model, config.attachments, readers)
         self._deliveries = deliveries
         self.config = config
+        # The overrides as the settings commands read and change them.
+        self.settings = Overrides(settings, self.runner.rules.settings)
         # No fixed wait: a message is taken up at once; a burst is merged speculatively
         # (see respond), and messages waiting behind an answer are batched by the inbox.
         self._inboxes: Inboxes[Flow] = Inboxes(self._handle)
@@ -165,6 +165,7 @@ class ConversationService:
                 self.media.source, self._model, config.attachments, self.media.readers
             )
         self.runner.rules = _turn_rules(config)
+        self.settings.resolve = self.runner.rules.settings
         self.config = config
 
     # -- the three ways in -----------------------------------------------------------------
@@ -464,35 +465,3 @@ class ConversationService:
             return await self._conversations.get_conversation(turn.conversation_id)
         except StorageError:
             return None
-
-    # -- settings --------------------------------------------------------------------------
-
-    async def effective_settings(
-        self, *, thread_id: str | None, channel_id: str | None, guild_id: str | None
-    ) -> EffectiveSettings:
-        layers = await self._settings.settings_layers(
-            thread_id=thread_id, channel_id=channel_id, guild_id=guild_id
-        )
-        return self.runner.rules.settings(layers)
-
-    async def update_settings(
-        self,
-        scope: SettingsScope,
-        scope_id: str,
-        changes: GenerationSettings,
-        *,
-        clear: Sequence[str] = (),
-    ) -> GenerationSettings:
-        """Validate and store overrides at one scope (raises ``InvalidSetting``)."""
-        return await self._settings.update_settings(
-            scope, scope_id, validate_settings(changes, scope), clear=clear
-        )
-
-    async def reset(self, scope_id: str) -> int | None:
-        """Start the conversation of a thread afresh; None when the thread has none."""
-        conversation = await self._conversations.conversation_for_scope(scope_id)
-        if conversation is None:
-            return None
-        # A turn still running keeps the epoch it started in: its answer stays out of the
-        # new one.
-        return await self._conversations.reset(conversation.id)

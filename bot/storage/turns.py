@@ -17,13 +17,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bot.domain.conversation import estimate_tokens
 from bot.domain.errors import StorageError
 from bot.domain.models import (
+    NOTHING_MORE,
     ChatMessage,
     Cost,
     ModelReply,
     RawJson,
     RequestHandle,
-    Reservation,
     Settlement,
+    SubmittedWith,
     Turn,
     TurnState,
 )
@@ -157,12 +158,7 @@ class SqlTurns:
         )
 
     async def record_submission(
-        self,
-        turn_id: int,
-        handle: RequestHandle,
-        *,
-        trim_notified_epoch: int | None = None,
-        reservation: Reservation | None = None,
+        self, turn_id: int, handle: RequestHandle, also: SubmittedWith = NOTHING_MORE
     ) -> None:
         async def op(unit: Unit) -> None:
             conversation_id = await unit.scalar(
@@ -178,21 +174,17 @@ class SqlTurns:
             )
             if conversation_id is None:
                 raise StorageError(f"no turn {turn_id}")
-            if trim_notified_epoch is not None:
+            if also.trim_notified_epoch is not None:
                 await unit.execute(
-                    _TRIM_NOTIFIED, {"b_id": conversation_id, "b_epoch": trim_notified_epoch}
+                    _TRIM_NOTIFIED, {"b_id": conversation_id, "b_epoch": also.trim_notified_epoch}
                 )
-            if reservation is not None:
-                await store_reservation(unit, reservation)
+            if also.reservation is not None:
+                await store_reservation(unit, also.reservation)
 
         # fal's request id: the one write a restart cannot do without (it would submit the
         # turn again), so it goes before every other waiting write of this process.
         await self._db.run_unit(
-            "record_submission",
-            op,
-            write=True,
-            priority=True,
-            single=trim_notified_epoch is None and reservation is None,
+            "record_submission", op, write=True, priority=True, single=also == NOTHING_MORE
         )
 
     async def complete_turn(
