@@ -17,12 +17,12 @@ import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Coroutine, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from bot.domain.admission import Admission
 from bot.domain.attachments import AttachmentPolicy, PreparedMedia, Readers
-from bot.domain.attempts import destination_of, first_attempt, next_attempt
+from bot.domain.attempts import destination_of, edited_attempt, first_attempt, next_attempt
 from bot.domain.bursts import Bursts
 from bot.domain.conversation import (
     merge_incoming,
@@ -42,7 +42,6 @@ from bot.domain.models import (
     GenerationSettings,
     Incoming,
     NewConversation,
-    NewTurn,
     Turn,
     TurnStart,
     TurnState,
@@ -54,6 +53,7 @@ from bot.domain.personas import Personas
 from bot.domain.ports import (
     ConversationStore,
     Deliveries,
+    Delivery,
     MediaSource,
     ModelClient,
     SettingsStore,
@@ -262,7 +262,7 @@ class ConversationService:
                 incoming = merge_incoming(burst.items[:taken])
                 try:
                     # A message handled twice is refused by begin_turn (unique source id).
-                    new = await self._new_turn(incoming, burst.files)
+                    new = first_attempt(incoming, await self._prepared(incoming, burst.files))
                     start = await self._conversations.begin_turn(
                         new,
                         conversation=NewConversation(
@@ -277,11 +277,9 @@ class ConversationService:
                     log.info("message %s already answered; ignoring", incoming.source_id)
                     return
                 except SeedBotError as exc:
-                    # Failures before the turn was stored: nothing to mark, only to tell.
-                    self.runner.observer.turn_failed(exc)
-                    log.warning("turn for message %s refused: %s", incoming.source_id, exc)
-                    with contextlib.suppress(DeliveryError):
-                        await delivery.fail(None, exc)
+                    await self._unstored(
+                        delivery, exc, "turn for message %s refused: %s", incoming.source_id
+                    )
                     return
                 self._remember_bound(incoming.scope_id)
                 log.info(
@@ -323,15 +321,8 @@ class ConversationService:
         try:
             if redo.edited is not None:
                 # An edit: the turn is rebuilt from the edited message, as its next attempt.
-                new = replace(
-                    await self._new_turn(redo.edited),
-                    scope_id=redo.scope_id,
-                    source_id=latest.source_id,
-                    author_id=latest.author_id,
-                    author_name=latest.author_name,
-                    reply_channel_id=latest.reply_channel_id,
-                    attempt=latest.attempt + 1,
-                )
+                media = await self._prepared(redo.edited)
+                new = edited_attempt(latest, redo.scope_id, redo.edited, media)
             else:
                 new = next_attempt(latest, redo.scope_id)
             start = await self._conversations.begin_turn(new, superseding=latest.id)
@@ -342,11 +333,7 @@ class ConversationService:
             await delivery.close()
             return
         except SeedBotError as exc:
-            # Before the new attempt was stored (its attachments, the database): say so.
-            self.runner.observer.turn_failed(exc)
-            log.warning("answering turn %s again failed: %s", latest.id, exc)
-            with contextlib.suppress(DeliveryError):
-                await delivery.fail(None, exc)
+            await self._unstored(delivery, exc, "answering turn %s again failed: %s", latest.id)
             await delivery.close()
             return
         try:
@@ -392,13 +379,21 @@ class ConversationService:
         while len(self._bound) > BOUND_CACHE_SIZE:
             self._bound.popitem(last=False)
 
-    async def _new_turn(self, incoming: Incoming, reuse: PreparedFiles | None = None) -> NewTurn:
-        """The turn one message (or burst) becomes: its attachments prepared once, here
-        (those in ``reuse`` already were)."""
-        media: PreparedMedia = await self.media.prepare(
-            incoming.attachments, self.config.attachments, reuse
-        )
-        return first_attempt(incoming, media)
+    async def _prepared(
+        self, incoming: Incoming, reuse: PreparedFiles | None = None
+    ) -> PreparedMedia:
+        """A message's attachments, prepared once, here (those in ``reuse`` already were)."""
+        return await self.media.prepare(incoming.attachments, self.config.attachments, reuse)
+
+    async def _unstored(
+        self, delivery: Delivery, exc: SeedBotError, logged: str, about: object
+    ) -> None:
+        """A turn failed before it was stored (its attachments, the database): nothing to
+        mark, only to tell (and log ``logged`` with ``about`` and the error)."""
+        self.runner.observer.turn_failed(exc)
+        log.warning(logged, about, exc)
+        with contextlib.suppress(DeliveryError):
+            await delivery.fail(None, exc)
 
     @property
     def resubmissions(self) -> int:
