@@ -35,6 +35,8 @@ from bot.storage.rows import (
     HistoryCut,
     conversation_from,
     history_from,
+    pending_turn,
+    turn_row,
 )
 from bot.storage.settings import load_layers
 from bot.storage.tables import conversations, speakers, turns
@@ -256,32 +258,8 @@ class SqlConversations:
                 and await unit.first(_SUPERSEDE, {"b_id": superseding, "b_now": now}) is None
             ):
                 raise StorageError(f"no turn {superseding}")
-            turn = Turn(
-                id=0,
-                conversation_id=bound.id,
-                epoch=bound.epoch,
-                source_id=new.source_id,
-                author_id=new.author_id,
-                author_name=new.author_name,
-                reply_channel_id=new.reply_channel_id,
-                prompt=new.prompt,
-                image_urls=new.image_urls,
-                video_urls=new.video_urls,
-                warnings=new.warnings,
-                state=TurnState.PENDING,
-                handle=None,
-                output=None,
-                reasoning=None,
-                error=None,
-                reply_message_ids=(),
-                created_at=now,
-                updated_at=now,
-                attempt=new.attempt,
-                status_message_id=None,
-                image_names=new.image_names,
-                video_names=new.video_names,
-            )
-            turn_id = await unit.insert(_INSERT_TURN, _turn_values(turn))
+            turn = pending_turn(new, bound, now)
+            turn_id = await unit.insert(_INSERT_TURN, turn_row(turn))
             assert turn_id is not None
             turn = replace(turn, id=int(turn_id))
             context = await self._context(
@@ -392,36 +370,6 @@ class SqlConversations:
         return tuple(listed.values())
 
     # --- a turn's steps -----------------------------------------------------------------
-
-
-def _turn_values(turn: Turn) -> dict[str, Any]:
-    return {
-        "conversation_id": turn.conversation_id,
-        "epoch": turn.epoch,
-        "source_id": turn.source_id,
-        "attempt": turn.attempt,
-        "author_id": turn.author_id,
-        "author_name": turn.author_name,
-        "reply_channel_id": turn.reply_channel_id,
-        "prompt": turn.prompt,
-        "image_urls": list(turn.image_urls),
-        "video_urls": list(turn.video_urls),
-        "warnings": list(turn.warnings),
-        "image_names": list(turn.image_names),
-        "video_names": list(turn.video_names),
-        "state": turn.state.value,
-        "request_id": None,
-        "status_url": None,
-        "response_url": None,
-        "cancel_url": None,
-        "output": None,
-        "reasoning": None,
-        "error": None,
-        "reply_message_ids": [],
-        "status_message_id": None,
-        "created_at": turn.created_at,
-        "updated_at": turn.updated_at,
-    }
 
 
 def _next_batch(cut: HistoryCut, budget: int, read: int) -> int:
