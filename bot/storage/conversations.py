@@ -9,8 +9,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, delete, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain.cache import Lru
@@ -27,6 +25,7 @@ from bot.domain.models import (
     TurnState,
 )
 from bot.storage.database import Database, now_utc
+from bot.storage.dialects import PerDialect
 from bot.storage.rows import (
     FIRST_TURN_OF,
     HISTORY,
@@ -74,6 +73,28 @@ _BY_ID = select(conversations).where(conversations.c.id == bindparam("b_id"))
 _PLACE = select(
     conversations.c.scope_id, conversations.c.parent_channel_id, conversations.c.guild_id
 ).where(conversations.c.id == bindparam("b_id"))
+# Binds a scope to a new conversation; a conflicting (racing or older) row wins and only has
+# its updated_at touched.
+_BIND = PerDialect(
+    lambda insert: (
+        insert(conversations)
+        .values(
+            scope_id=bindparam("b_scope"),
+            guild_id=bindparam("b_guild"),
+            parent_channel_id=bindparam("b_parent"),
+            owner_id=bindparam("b_owner"),
+            epoch=0,
+            trim_notified_epoch=None,
+            next_position=0,
+            created_at=bindparam("b_now"),
+            updated_at=bindparam("b_now"),
+        )
+        .on_conflict_do_update(
+            index_elements=[conversations.c.scope_id], set_={"updated_at": bindparam("b_now")}
+        )
+        .returning(*conversations.c)
+    )
+)
 _INSERT_TURN = insert(turns).returning(turns.c.id)
 # A superseded attempt gives up its prompt: the attempt replacing it holds the same text
 # (Retry), the merged one (a burst starting over, where keeping it would store every earlier
@@ -115,25 +136,6 @@ class SqlConversations:
         # The most history one request can hold (the context budget): older turns are not
         # read. None: the whole epoch is read.
         self._history_tokens = history_tokens
-        insert_for = pg_insert if db.postgres else sqlite_insert
-        self._bind_upsert = (
-            insert_for(conversations)
-            .values(
-                scope_id=bindparam("b_scope"),
-                guild_id=bindparam("b_guild"),
-                parent_channel_id=bindparam("b_parent"),
-                owner_id=bindparam("b_owner"),
-                epoch=0,
-                trim_notified_epoch=None,
-                next_position=0,
-                created_at=bindparam("b_now"),
-                updated_at=bindparam("b_now"),
-            )
-            .on_conflict_do_update(
-                index_elements=[conversations.c.scope_id], set_={"updated_at": bindparam("b_now")}
-            )
-            .returning(*conversations.c)
-        )
         # Conversation id -> its scope, channel and server. Cannot go stale: those columns
         # are written only by the INSERT that creates the conversation (nothing updates
         # them, a conversation is never re-bound), so a resumed turn's context needs no
@@ -167,10 +169,9 @@ class SqlConversations:
         return self._remember(bound)
 
     async def _bind(self, unit: Unit, new: NewConversation, now: datetime) -> Conversation:
-        # One statement whether or not the scope is bound: a conflicting (racing or older)
-        # row wins and only has its updated_at touched.
+        # One statement whether or not the scope is bound.
         row = await unit.first(
-            self._bind_upsert,
+            _BIND.on(unit.postgres),
             {
                 "b_scope": new.scope_id,
                 "b_guild": new.guild_id,

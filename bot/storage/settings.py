@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from sqlalchemy import and_, bindparam, delete, or_, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain.models import GenerationSettings, SettingsChange, SettingsScope
 from bot.storage.database import Database, now_utc
+from bot.storage.dialects import insert_for
 from bot.storage.rows import settings_from
 from bot.storage.tables import settings
 from bot.storage.unit import Unit
@@ -62,7 +61,7 @@ class SqlSettings:
     ) -> GenerationSettings:
         values = change.stored_values()
         scope = SettingsScope(scope)
-        insert_ = pg_insert if self._db.postgres else sqlite_insert
+        insert_ = insert_for(self._db.postgres)
 
         async def op(conn: AsyncConnection) -> GenerationSettings:
             key = (settings.c.scope == scope.value, settings.c.scope_id == scope_id)
