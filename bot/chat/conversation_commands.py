@@ -24,8 +24,9 @@ from bot.chat.personas import persona_choices, unknown_persona
 from bot.chat.replies import ephemeral, telling_failures
 from bot.chat.threads import ThreadRefused, open_thread
 from bot.domain.admission import Admission
-from bot.domain.models import GenerationSettings, SettingsChange, SettingsScope
+from bot.domain.models import GenerationSettings, SettingsScope
 from bot.domain.params import MAX_PERSONA_NAME_CHARS
+from bot.domain.ports import SettingsChange
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,9 @@ from bot.chat.context import BotContext
 from bot.chat.personas import persona_choices, unknown_persona
 from bot.chat.replies import ephemeral
 from bot.domain.errors import InvalidSetting
-from bot.domain.models import GenerationSettings, SettingsChange
+from bot.domain.models import GenerationSettings
 from bot.domain.params import MAX_PERSONA_NAME_CHARS, PARAMS, TUNING, Kind, Param
+from bot.domain.ports import SettingsChange
 
 SERVER_HINT = "Set the server's default"
 # Each settings command is offered in servers only: a DM has no layers to set.

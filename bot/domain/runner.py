@@ -31,7 +31,6 @@ from bot.domain.models import (
     ModelReply,
     Payer,
     RequestHandle,
-    SubmittedWith,
     Turn,
     TurnContext,
     TurnStart,
@@ -40,7 +39,7 @@ from bot.domain.models import (
 from bot.domain.notices import NoticeReason, RefusalNotices, seconds_until
 from bot.domain.observer import NO_OBSERVER, TurnObserver
 from bot.domain.params import MODEL_DEFAULT_MAX_TOKENS
-from bot.domain.ports import ConversationStore, Delivery, ModelClient, TurnStore
+from bot.domain.ports import ConversationStore, Delivery, ModelClient, SubmittedWith, TurnStore
 from bot.domain.settings import SettingsResolver
 from bot.domain.slots import Slots
 from bot.domain.stopping import MERGED, Active, Stops, TurnStopped

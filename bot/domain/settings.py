@@ -10,10 +10,10 @@ from types import MappingProxyType
 from typing import Any
 
 from bot.domain.errors import InvalidSetting
-from bot.domain.models import SETTING_NAMES, GenerationSettings, SettingsChange, SettingsScope
+from bot.domain.models import SETTING_NAMES, GenerationSettings, SettingsScope
 from bot.domain.params import BY_NAME, PARAMS
 from bot.domain.personas import Personas
-from bot.domain.ports import SettingsStore
+from bot.domain.ports import SettingsChange, SettingsStore
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from bot.domain.errors import ModelError, ModelSubmitUnknown, StorageError
-from bot.domain.models import NOTHING_MORE, ModelRequest, RequestHandle, SubmittedWith, TurnState
-from bot.domain.ports import ModelClient, TurnStore
+from bot.domain.models import ModelRequest, RequestHandle, TurnState
+from bot.domain.ports import NOTHING_MORE, ModelClient, SubmittedWith, TurnStore
 
 log = logging.getLogger(__name__)
 

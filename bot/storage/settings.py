@@ -5,7 +5,8 @@ from __future__ import annotations
 from sqlalchemy import and_, bindparam, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.domain.models import GenerationSettings, SettingsChange, SettingsScope
+from bot.domain.models import GenerationSettings, SettingsScope
+from bot.domain.ports import SettingsChange
 from bot.storage.database import Database, now_utc
 from bot.storage.dialects import insert_for
 from bot.storage.rows import settings_from

@@ -15,17 +15,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bot.domain.conversation import estimate_tokens
 from bot.domain.errors import StorageError
 from bot.domain.models import (
-    NOTHING_MORE,
     ChatMessage,
     Cost,
     ModelReply,
     RawJson,
     RequestHandle,
     Settlement,
-    SubmittedWith,
     Turn,
     TurnState,
 )
+from bot.domain.ports import NOTHING_MORE, SubmittedWith
 from bot.storage.costs import settle_in, store_reservation
 from bot.storage.database import Database, now_utc
 from bot.storage.dialects import PerDialect

@@ -31,11 +31,10 @@ from bot.domain.models import (
     RequestHandle,
     Reservation,
     Settlement,
-    SubmittedWith,
     Turn,
     TurnState,
 )
-from bot.domain.ports import ModelClient
+from bot.domain.ports import ModelClient, SubmittedWith
 from bot.domain.service import ConversationService
 from bot.storage import Repositories
 from bot.storage.costs import StoredCost

@@ -15,11 +15,11 @@ from bot.domain.models import (
     Conversation,
     GenerationSettings,
     NewConversation,
-    SettingsChange,
     SettingsScope,
     Turn,
     TurnState,
 )
+from bot.domain.ports import SettingsChange
 from bot.domain.privacy import Removed, export_files
 from bot.storage import Repositories
 from bot.storage.privacy import SqlPrivacy

@@ -4,7 +4,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.domain.models import GenerationSettings, SettingsChange, SettingsScope
+from bot.domain.models import GenerationSettings, SettingsScope
+from bot.domain.ports import SettingsChange
 from bot.storage import Repositories
 from bot.storage.tables import settings
 

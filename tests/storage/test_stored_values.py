@@ -24,13 +24,12 @@ from bot.domain.models import (
     RawJson,
     RequestHandle,
     Reservation,
-    SettingsChange,
     SettingsScope,
     Settlement,
-    SubmittedWith,
     Thinking,
     TurnState,
 )
+from bot.domain.ports import SettingsChange, SubmittedWith
 from bot.domain.privacy import guild_usage_key, user_usage_key
 from bot.domain.stopping import MERGED
 from bot.storage import Repositories

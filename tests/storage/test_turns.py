@@ -20,11 +20,10 @@ from bot.domain.models import (
     NewTurn,
     RawJson,
     RequestHandle,
-    SettingsChange,
     SettingsScope,
-    SubmittedWith,
     TurnState,
 )
+from bot.domain.ports import SettingsChange, SubmittedWith
 from bot.storage import Repositories, sql_repositories
 from bot.storage.rows import HISTORY, HISTORY_NEWEST, SPEAKERS
 
