@@ -106,7 +106,12 @@ def _retried_turn(message: discord.Message) -> int | None:
 class ArrivalOrder:
     """Keeps the messages of one channel in the order they arrived, although routing each
     takes a few awaits of its own: a message goes on once the previous one of its channel
-    has been queued with the service (or dropped). Idle channels keep no state."""
+    has been queued with the service (or dropped). Idle channels keep no state.
+
+    It orders, it does not merge: turning a burst into one turn is the domain's line
+    (bot/domain/bursts.py), which a message enters only once routing has decided whether it
+    is answered at all (bound? admitted?), in which conversation (a thread, or a conversation
+    of its own) and whether it may join a burst; until then only the channel is known."""
 
     def __init__(self) -> None:
         self._last: dict[int, asyncio.Event] = {}
