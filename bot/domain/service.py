@@ -1,9 +1,10 @@
 """The conversation service: the intake of turns.
 
-A turn: take the conversation's inbox (turns of one conversation run in arrival order),
-prepare the attachments, store the user turn as *pending*; from there the turn runner
-(bot/domain/runner.py) takes it to delivered. Every step is stored before the next one
-starts, so a restart can resume any turn from where it stopped.
+A turn: take the conversation's line (bot/domain/bursts.py: turns of one conversation run
+in arrival order, a burst of one person's messages is one turn), prepare the attachments,
+store the user turn as *pending*; from there the turn runner (bot/domain/runner.py) takes it
+to delivered. Every step is stored before the next one starts, so a restart can resume any
+turn from where it stopped.
 
 Three flows reach it, each an explicit value: :class:`Incoming` messages (a burst of one
 person's messages becomes one turn), :class:`Redo` (Retry, or an edit of the latest message)
@@ -16,14 +17,14 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Coroutine, Sequence
+from collections.abc import Callable, Collection, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 from bot.domain.admission import Admission
 from bot.domain.attachments import AttachmentPolicy, PreparedMedia, Readers
 from bot.domain.attempts import destination_of, edited_attempt, first_attempt, next_attempt
-from bot.domain.bursts import Bursts
+from bot.domain.bursts import Burst, Bursts, Work
 from bot.domain.conversation import (
     merge_incoming,
 )
@@ -34,8 +35,7 @@ from bot.domain.errors import (
     SeedBotError,
     StorageError,
 )
-from bot.domain.flows import Flow, Redo, Redone, Resume, flow_key
-from bot.domain.inbox import Inboxes
+from bot.domain.flows import Redo, Redone, Resume, flow_key
 from bot.domain.models import (
     Conversation,
     Destination,
@@ -143,9 +143,8 @@ class ConversationService:
         # The overrides as the settings commands read and change them.
         self.settings = Overrides(settings, self.runner.rules.settings)
         # No fixed wait: a message is taken up at once; a burst is merged speculatively
-        # (see respond), and messages waiting behind an answer are batched by the inbox.
-        self._inboxes: Inboxes[Flow] = Inboxes(self._handle)
-        self._bursts = Bursts(self.stops.stop)
+        # (see respond), and messages waiting behind an answer go in together.
+        self._bursts = Bursts(self._handle, self.stops.stop)
         # Scopes known to have a conversation. A conversation is never unbound, so a hit
         # needs no query: most messages in busy threads cost one database read fewer.
         self._bound: OrderedDict[str, None] = OrderedDict()
@@ -181,23 +180,17 @@ class ConversationService:
         ``batch_window`` seconds of their previous message, before its answer is stored,
         stops the attempt in flight (fal cancels a queued request; an answer already
         running is discarded) and the turn starts over with all the messages. Messages
-        waiting behind an answer being produced become one turn too. Failures are reported
-        through the delivery and stored on the turn; only cancellation (shutdown)
-        propagates."""
-        window = self.config.batch_window
-        merging = batchable and window > 0
-        if merging and await self._bursts.join(incoming, window):
-            return
-        await self._inboxes.submit(
-            incoming.scope_id, incoming, incoming.author_id if merging else None
-        )
+        waiting behind an answer being produced become one turn too (both:
+        :class:`~bot.domain.bursts.Bursts`). Failures are reported through the delivery and
+        stored on the turn; only cancellation (shutdown) propagates."""
+        await self._bursts.take(incoming, self.config.batch_window if batchable else 0.0)
 
     async def redo(self, redo: Redo, admission: Admission) -> None:
         """Answer the conversation's latest turn again (see :class:`Redo`), paid by whom
         ``admission`` admitted. The old answer leaves the history and its messages are marked
         superseded."""
         redone = Redone(redo, admission.payer.user_id)
-        await self._inboxes.submit(redo.scope_id, redone, None)
+        await self._bursts.queue(redo.scope_id, redone)
 
     async def resume_unfinished(
         self,
@@ -226,27 +219,25 @@ class ConversationService:
         for turn in turns:
             scope_id = scopes[turn.conversation_id]
             if scope_id is not None:
-                spawn(self._inboxes.submit(scope_id, Resume(turn), None))
+                spawn(self._bursts.queue(scope_id, Resume(turn)))
                 queued += 1
         return queued
 
-    async def _handle(self, batch: Sequence[Flow]) -> None:
-        first = batch[0]
+    async def _handle(self, work: Work) -> None:
         notice = WaitNotice(self._outage, self._notices)
-        with waiting_as(flow_key(first), notice.on_wait):
-            if isinstance(first, Resume):
-                await self._resume(first.turn, notice)
-            elif isinstance(first, Redone):
-                await self._redo(first.redo, first.payer_id, notice)
+        with waiting_as(flow_key(work.first if isinstance(work, Burst) else work), notice.on_wait):
+            if isinstance(work, Resume):
+                await self._resume(work.turn, notice)
+            elif isinstance(work, Redone):
+                await self._redo(work.redo, work.payer_id, notice)
             else:
-                await self._new([i for i in batch if isinstance(i, Incoming)], notice)
+                await self._new(work, notice)
 
     # -- flows -----------------------------------------------------------------------------
 
-    async def _new(self, items: list[Incoming], notice: WaitNotice) -> None:
+    async def _new(self, burst: Burst, notice: WaitNotice) -> None:
         started = asyncio.get_running_loop().time()
-        first = items[0]
-        burst = self._bursts.begin(items, started)
+        first = burst.first
         # The answer replies to the burst's first message: a status message may already
         # stand under it by the time a follow-up joins.
         delivery = self._deliveries.open(
@@ -303,7 +294,7 @@ class ConversationService:
                 if outcome is not Outcome.GAVE_WAY:
                     return
         finally:
-            self._bursts.end(first.scope_id, burst)
+            self._bursts.end(burst)  # before the delivery closes: a follow-up is the next turn
             await delivery.close()
 
     async def _redo(self, redo: Redo, payer_id: str, notice: WaitNotice) -> None:
