@@ -17,13 +17,13 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Coroutine, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Collection, Coroutine
+from dataclasses import dataclass, field
 from typing import Any
 
 from bot.domain.admission import Admission
 from bot.domain.attachments import AttachmentPolicy, PreparedMedia, Readers
-from bot.domain.attempts import destination_of, first_attempt, next_attempt
+from bot.domain.attempts import destination_of, edited_attempt, first_attempt, next_attempt
 from bot.domain.bursts import Burst, Bursts, Work
 from bot.domain.conversation import (
     merge_incoming,
@@ -42,8 +42,6 @@ from bot.domain.models import (
     GenerationSettings,
     Incoming,
     NewConversation,
-    NewTurn,
-    SettingsScope,
     Turn,
     TurnStart,
     TurnState,
@@ -55,6 +53,7 @@ from bot.domain.personas import Personas
 from bot.domain.ports import (
     ConversationStore,
     Deliveries,
+    Delivery,
     MediaSource,
     ModelClient,
     SettingsStore,
@@ -62,7 +61,7 @@ from bot.domain.ports import (
 )
 from bot.domain.preparation import MediaPreparer, PreparedFiles
 from bot.domain.runner import Outcome, TurnRules, TurnRunner
-from bot.domain.settings import EffectiveSettings, SettingsResolver, validate_settings
+from bot.domain.settings import Overrides, SettingsResolver
 from bot.domain.slots import Slots
 from bot.domain.stopping import MESSAGE_DELETED, StopResult, Stops
 from bot.domain.submission import SubmissionJournal, Submitter
@@ -119,7 +118,6 @@ class ConversationService:
     ) -> None:
         self._conversations = conversations
         self._turns = turns
-        self._settings = settings
         self._model = model
         self.stops = Stops(turns, model)
         self.runner = TurnRunner(
@@ -142,6 +140,8 @@ class ConversationService:
         self.media = MediaPreparer(media, model, config.attachments, readers)
         self._deliveries = deliveries
         self.config = config
+        # The overrides as the settings commands read and change them.
+        self.settings = Overrides(settings, self.runner.rules.settings)
         # No fixed wait: a message is taken up at once; a burst is merged speculatively
         # (see respond), and messages waiting behind an answer go in together.
         self._bursts = Bursts(self._handle, self.stops.stop)
@@ -164,6 +164,7 @@ class ConversationService:
                 self.media.source, self._model, config.attachments, self.media.readers
             )
         self.runner.rules = _turn_rules(config)
+        self.settings.resolve = self.runner.rules.settings
         self.config = config
 
     # -- the three ways in -----------------------------------------------------------------
@@ -252,7 +253,7 @@ class ConversationService:
                 incoming = merge_incoming(burst.items[:taken])
                 try:
                     # A message handled twice is refused by begin_turn (unique source id).
-                    new = await self._new_turn(incoming, burst.files)
+                    new = first_attempt(incoming, await self._prepared(incoming, burst.files))
                     start = await self._conversations.begin_turn(
                         new,
                         conversation=NewConversation(
@@ -267,11 +268,9 @@ class ConversationService:
                     log.info("message %s already answered; ignoring", incoming.source_id)
                     return
                 except SeedBotError as exc:
-                    # Failures before the turn was stored: nothing to mark, only to tell.
-                    self.runner.observer.turn_failed(exc)
-                    log.warning("turn for message %s refused: %s", incoming.source_id, exc)
-                    with contextlib.suppress(DeliveryError):
-                        await delivery.fail(None, exc)
+                    await self._unstored(
+                        delivery, exc, "turn for message %s refused: %s", incoming.source_id
+                    )
                     return
                 self._remember_bound(incoming.scope_id)
                 log.info(
@@ -313,15 +312,8 @@ class ConversationService:
         try:
             if redo.edited is not None:
                 # An edit: the turn is rebuilt from the edited message, as its next attempt.
-                new = replace(
-                    await self._new_turn(redo.edited),
-                    scope_id=redo.scope_id,
-                    source_id=latest.source_id,
-                    author_id=latest.author_id,
-                    author_name=latest.author_name,
-                    reply_channel_id=latest.reply_channel_id,
-                    attempt=latest.attempt + 1,
-                )
+                media = await self._prepared(redo.edited)
+                new = edited_attempt(latest, redo.scope_id, redo.edited, media)
             else:
                 new = next_attempt(latest, redo.scope_id)
             start = await self._conversations.begin_turn(new, superseding=latest.id)
@@ -332,11 +324,7 @@ class ConversationService:
             await delivery.close()
             return
         except SeedBotError as exc:
-            # Before the new attempt was stored (its attachments, the database): say so.
-            self.runner.observer.turn_failed(exc)
-            log.warning("answering turn %s again failed: %s", latest.id, exc)
-            with contextlib.suppress(DeliveryError):
-                await delivery.fail(None, exc)
+            await self._unstored(delivery, exc, "answering turn %s again failed: %s", latest.id)
             await delivery.close()
             return
         try:
@@ -382,13 +370,21 @@ class ConversationService:
         while len(self._bound) > BOUND_CACHE_SIZE:
             self._bound.popitem(last=False)
 
-    async def _new_turn(self, incoming: Incoming, reuse: PreparedFiles | None = None) -> NewTurn:
-        """The turn one message (or burst) becomes: its attachments prepared once, here
-        (those in ``reuse`` already were)."""
-        media: PreparedMedia = await self.media.prepare(
-            incoming.attachments, self.config.attachments, reuse
-        )
-        return first_attempt(incoming, media)
+    async def _prepared(
+        self, incoming: Incoming, reuse: PreparedFiles | None = None
+    ) -> PreparedMedia:
+        """A message's attachments, prepared once, here (those in ``reuse`` already were)."""
+        return await self.media.prepare(incoming.attachments, self.config.attachments, reuse)
+
+    async def _unstored(
+        self, delivery: Delivery, exc: SeedBotError, logged: str, about: object
+    ) -> None:
+        """A turn failed before it was stored (its attachments, the database): nothing to
+        mark, only to tell (and log ``logged`` with ``about`` and the error)."""
+        self.runner.observer.turn_failed(exc)
+        log.warning(logged, about, exc)
+        with contextlib.suppress(DeliveryError):
+            await delivery.fail(None, exc)
 
     @property
     def resubmissions(self) -> int:
@@ -455,35 +451,3 @@ class ConversationService:
             return await self._conversations.get_conversation(turn.conversation_id)
         except StorageError:
             return None
-
-    # -- settings --------------------------------------------------------------------------
-
-    async def effective_settings(
-        self, *, thread_id: str | None, channel_id: str | None, guild_id: str | None
-    ) -> EffectiveSettings:
-        layers = await self._settings.settings_layers(
-            thread_id=thread_id, channel_id=channel_id, guild_id=guild_id
-        )
-        return self.runner.rules.settings(layers)
-
-    async def update_settings(
-        self,
-        scope: SettingsScope,
-        scope_id: str,
-        changes: GenerationSettings,
-        *,
-        clear: Sequence[str] = (),
-    ) -> GenerationSettings:
-        """Validate and store overrides at one scope (raises ``InvalidSetting``)."""
-        return await self._settings.update_settings(
-            scope, scope_id, validate_settings(changes, scope), clear=clear
-        )
-
-    async def reset(self, scope_id: str) -> int | None:
-        """Start the conversation of a thread afresh; None when the thread has none."""
-        conversation = await self._conversations.conversation_for_scope(scope_id)
-        if conversation is None:
-            return None
-        # A turn still running keeps the epoch it started in: its answer stays out of the
-        # new one.
-        return await self._conversations.reset(conversation.id)

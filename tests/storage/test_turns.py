@@ -23,6 +23,7 @@ from bot.domain.models import (
     SettingsScope,
     TurnState,
 )
+from bot.domain.ports import SettingsChange, SubmittedWith
 from bot.storage import Repositories, sql_repositories
 from bot.storage.rows import HISTORY, HISTORY_NEWEST, SPEAKERS
 
@@ -525,13 +526,15 @@ async def test_begin_turn_reads_history_layers_and_speakers_in_its_epoch(
         first.id, reply(), [ChatMessage("user", "q"), ChatMessage("assistant", "a")]
     )
     await store.settings.update_settings(
-        SettingsScope.SERVER, "1000000000000000001", GenerationSettings(top_p=0.5)
+        SettingsScope.SERVER, "1000000000000000001", SettingsChange(GenerationSettings(top_p=0.5))
     )
     await store.settings.update_settings(
-        SettingsScope.THREAD, conversation.scope_id, GenerationSettings(effort="low")
+        SettingsScope.THREAD,
+        conversation.scope_id,
+        SettingsChange(GenerationSettings(effort="low")),
     )
     await store.settings.update_settings(
-        SettingsScope.THREAD, "elsewhere", GenerationSettings(effort="high")
+        SettingsScope.THREAD, "elsewhere", SettingsChange(GenerationSettings(effort="high"))
     )
 
     start = await store.conversations.begin_turn(new_turn(conversation, "1300000000000000602"))
@@ -593,10 +596,10 @@ async def test_record_submission_can_mark_the_trim_notice_given(
     await store.turns.record_submission(turn.id, HANDLE)
     assert (await store.conversations.get_conversation(conversation.id)).trim_notified_epoch is None
     other = await begin(store, new_turn(conversation, "2"))
-    await store.turns.record_submission(other.id, HANDLE, trim_notified_epoch=0)
+    await store.turns.record_submission(other.id, HANDLE, SubmittedWith(trim_notified_epoch=0))
     assert (await store.conversations.get_conversation(conversation.id)).trim_notified_epoch == 0
     with pytest.raises(StorageError, match="no turn 4242"):
-        await store.turns.record_submission(4242, HANDLE, trim_notified_epoch=1)
+        await store.turns.record_submission(4242, HANDLE, SubmittedWith(trim_notified_epoch=1))
     assert (await store.conversations.get_conversation(conversation.id)).trim_notified_epoch == 0
 
 
