@@ -299,9 +299,8 @@ class ConversationService:
 
     async def _redo(self, redo: Redo, payer_id: str, notice: WaitNotice) -> None:
         started = asyncio.get_running_loop().time()
-        conversation = await self._conversations.conversation_for_scope(redo.scope_id)
-        latest = await self._turns.latest_turn(conversation.id) if conversation else None
-        if conversation is None or latest is None:
+        latest = await self._turns.latest_turn(redo.scope_id)
+        if latest is None:
             return
         if redo.turn_id is not None and latest.id != redo.turn_id:
             log.info("redo of turn %s skipped: turn %s is newer", redo.turn_id, latest.id)
@@ -432,8 +431,7 @@ class ConversationService:
         return sources
 
     async def latest_turn(self, scope_id: str) -> Turn | None:
-        conversation = await self._conversations.conversation_for_scope(scope_id)
-        return await self._turns.latest_turn(conversation.id) if conversation else None
+        return await self._turns.latest_turn(scope_id)
 
     async def get_turn(self, turn_id: int) -> Turn | None:
         try:
