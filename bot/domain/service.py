@@ -33,7 +33,6 @@ from bot.domain.errors import (
     DeliveryError,
     DuplicateMessage,
     SeedBotError,
-    StorageError,
 )
 from bot.domain.flows import Redo, Redone, Resume, flow_key
 from bot.domain.models import (
@@ -429,23 +428,3 @@ class ConversationService:
         if bursts or endings:
             log.info("stopped the turns of %d deleted messages", len(deleted))
         return sources
-
-    async def latest_turn(self, scope_id: str) -> Turn | None:
-        return await self._turns.latest_turn(scope_id)
-
-    async def get_turn(self, turn_id: int) -> Turn | None:
-        try:
-            return await self._turns.get_turn(turn_id)
-        except StorageError:
-            return None
-
-    async def conversation_answering(self, source_id: str) -> Conversation | None:
-        """The conversation whose turn answered the person's message ``source_id``."""
-        turn = await self._turns.turn_for_source(source_id)
-        return None if turn is None else await self.conversation_of(turn)
-
-    async def conversation_of(self, turn: Turn) -> Conversation | None:
-        try:
-            return await self._conversations.get_conversation(turn.conversation_id)
-        except StorageError:
-            return None
