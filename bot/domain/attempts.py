@@ -17,8 +17,11 @@ NO_TEXT_PROMPT = "(no text; see the attachments)"
 EMPTY_PROMPT = "Hello!"
 
 
-def first_attempt(incoming: Incoming, media: PreparedMedia) -> NewTurn:
-    """The turn one message (or burst) becomes, its attachments prepared as ``media``."""
+def first_attempt(
+    incoming: Incoming, media: PreparedMedia, supersedes: int | None = None
+) -> NewTurn:
+    """The turn one message (or burst) becomes, its attachments prepared as ``media``;
+    ``supersedes``: the attempt it replaces when a follow-up joined the burst."""
     return _carrying(
         NewTurn(
             scope_id=incoming.scope_id,
@@ -27,6 +30,7 @@ def first_attempt(incoming: Incoming, media: PreparedMedia) -> NewTurn:
             author_name=incoming.author_name,
             reply_channel_id=incoming.channel_id or incoming.scope_id,
             prompt=_prompt(incoming, media),
+            supersedes=supersedes,
         ),
         media,
     )
@@ -62,6 +66,7 @@ def _after(turn: Turn, scope_id: str, prompt: str, media: PreparedMedia) -> NewT
             reply_channel_id=turn.reply_channel_id,
             prompt=prompt,
             attempt=turn.attempt + 1,
+            supersedes=turn.id,
         ),
         media,
     )

@@ -145,11 +145,7 @@ class ConversationStore(Protocol):
         ...
 
     async def begin_turn(
-        self,
-        new: NewTurn,
-        *,
-        conversation: NewConversation | None = None,
-        superseding: int | None = None,
+        self, new: NewTurn, *, conversation: NewConversation | None = None
     ) -> TurnStart:
         """Store a user turn as ``pending`` in the conversation bound to ``new.scope_id``, in
         its current epoch, and read what its request is built from, in one transaction.
@@ -157,8 +153,8 @@ class ConversationStore(Protocol):
         An unbound scope is bound to a new conversation made from ``conversation`` (when
         another binds it first, theirs is used); with ``conversation`` None it raises
         ``StorageError``. Raises ``DuplicateMessage`` when the source message already has a
-        turn of that attempt. ``superseding`` names the turn this one answers again: it is
-        marked superseded in the same transaction."""
+        turn of that attempt. The turn ``new.supersedes`` (the one it answers again) is marked
+        superseded in the same transaction."""
         ...
 
     async def turn_context(self, turn: Turn) -> TurnContext:

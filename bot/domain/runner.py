@@ -149,8 +149,7 @@ class TurnRunner:
                 start = await self._conversations.begin_turn(
                     next_attempt(
                         turn, start.conversation.scope_id, outcome.media, outcome.error.problems
-                    ),
-                    superseding=turn.id,
+                    )
                 )
             except SeedBotError as exc:
                 log.warning(

@@ -245,14 +245,15 @@ class ConversationService:
         notice.delivery = delivery
         await delivery.start()
         try:
-            superseding: int | None = None
+            supersedes: int | None = None
             while True:
                 taken = len(burst.items)
                 burst.joined = False
                 incoming = merge_incoming(burst.items[:taken])
                 try:
                     # A message handled twice is refused by begin_turn (unique source id).
-                    new = first_attempt(incoming, await self._prepared(incoming, burst.files))
+                    media = await self._prepared(incoming, burst.files)
+                    new = first_attempt(incoming, media, supersedes)
                     start = await self._conversations.begin_turn(
                         new,
                         conversation=NewConversation(
@@ -261,7 +262,6 @@ class ConversationService:
                             guild_id=incoming.guild_id,
                             parent_channel_id=incoming.parent_channel_id,
                         ),
-                        superseding=superseding,
                     )
                 except DuplicateMessage:
                     log.info("message %s already answered; ignoring", incoming.source_id)
@@ -278,7 +278,7 @@ class ConversationService:
                     incoming.source_id,
                     start.conversation.id,
                 )
-                superseding = start.turn.id
+                supersedes = start.turn.id
                 self._bursts.remember_merged(burst)
                 if burst.withdrawn:
                     # A message of it was deleted while the turn was prepared.
@@ -314,7 +314,7 @@ class ConversationService:
                 new = edited_attempt(latest, redo.scope_id, redo.edited, media)
             else:
                 new = next_attempt(latest, redo.scope_id)
-            start = await self._conversations.begin_turn(new, superseding=latest.id)
+            start = await self._conversations.begin_turn(new)
             log.info("turn %s answers turn %s again", start.turn.id, latest.id)
             with contextlib.suppress(DeliveryError):
                 await delivery.supersede(latest)

@@ -237,11 +237,7 @@ class SqlConversations:
     # --- a turn's start and context -----------------------------------------------------
 
     async def begin_turn(
-        self,
-        new: NewTurn,
-        *,
-        conversation: NewConversation | None = None,
-        superseding: int | None = None,
+        self, new: NewTurn, *, conversation: NewConversation | None = None
     ) -> TurnStart:
         if conversation is not None and conversation.scope_id != new.scope_id:
             raise ValueError(
@@ -261,11 +257,12 @@ class SqlConversations:
                 bound = conversation_from(row)
             # Retry / edit: the old attempt leaves the history in the same transaction the
             # new one is stored in, so a failure leaves both as they were.
+            superseded = new.supersedes
             if (
-                superseding is not None
-                and await unit.first(_SUPERSEDE, {"b_id": superseding, "b_now": now}) is None
+                superseded is not None
+                and await unit.first(_SUPERSEDE, {"b_id": superseded, "b_now": now}) is None
             ):
-                raise StorageError(f"no turn {superseding}")
+                raise StorageError(f"no turn {superseded}")
             turn = pending_turn(new, bound, now)
             turn_id = await unit.insert(_INSERT_TURN, turn_row(turn))
             assert turn_id is not None

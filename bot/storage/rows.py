@@ -36,8 +36,8 @@ _TURN_FIELDS = tuple(f.name for f in fields(Turn) if f.name not in ("state", "ha
 # Array columns come back as lists.
 _TURN_TUPLES = tuple(name for name, tp in get_type_hints(Turn).items() if get_origin(tp) is tuple)
 # What a stored turn keeps of the new turn it was begun from (the scope names its
-# conversation instead).
-_BEGUN_FIELDS = tuple(f.name for f in fields(NewTurn) if f.name != "scope_id")
+# conversation instead; the turn it supersedes is marked so).
+_BEGUN_FIELDS = tuple(f.name for f in fields(NewTurn) if f.name not in ("scope_id", "supersedes"))
 _INTERACTION_FIELDS = tuple(f.name for f in fields(StoredInteraction))
 
 

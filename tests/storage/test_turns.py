@@ -638,8 +638,7 @@ async def test_a_burst_starting_over_stores_its_prompt_once(
         prompt += "\n" + message
         turn = await begin(
             store,
-            new_turn(conversation, f"13000000000000009{n:02d}", prompt=prompt),
-            superseding=turn.id,
+            new_turn(conversation, f"13000000000000009{n:02d}", prompt=prompt, supersedes=turn.id),
         )
     async with engine.connect() as connection:
         stored = (await connection.execute(text("SELECT SUM(LENGTH(prompt)) FROM turns"))).scalar()
@@ -653,14 +652,14 @@ async def test_a_new_attempt_supersedes_the_old_one_atomically(
 ) -> None:
     old = await begin(store, new_turn(conversation, "1300000000000000801"))
     new = await begin(
-        store, new_turn(conversation, "1300000000000000801", attempt=1), superseding=old.id
+        store, new_turn(conversation, "1300000000000000801", attempt=1, supersedes=old.id)
     )
     assert (await store.turns.get_turn(old.id)).state is TurnState.SUPERSEDED
     assert new.attempt == 1
     # a failing insert (a duplicate attempt) leaves the turn it meant to supersede alone
     with pytest.raises(DuplicateMessage):
         await begin(
-            store, new_turn(conversation, "1300000000000000801", attempt=1), superseding=new.id
+            store, new_turn(conversation, "1300000000000000801", attempt=1, supersedes=new.id)
         )
     assert (await store.turns.get_turn(new.id)).state is TurnState.PENDING
 
