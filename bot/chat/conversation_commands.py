@@ -62,7 +62,7 @@ def register(tree: app_commands.CommandTree[Any], bot: BotContext) -> None:
     @tree.command(name="retry", description="Answer the last message of this thread again")
     async def retry(interaction: discord.Interaction) -> None:
         channel = interaction.channel
-        latest = await bot.service.latest_turn(str(channel.id)) if channel is not None else None
+        latest = await bot.turns.latest_turn(str(channel.id)) if channel is not None else None
         if latest is None:
             await ephemeral(interaction, texts.NOTHING_TO_RETRY)
             return

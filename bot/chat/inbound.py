@@ -28,8 +28,8 @@ from bot.domain.admission import Admission
 from bot.domain.errors import StorageError
 from bot.domain.flows import Redo
 from bot.domain.links import DEFAULT_EMBED_WAIT
-from bot.domain.models import Autoreply, Conversation
-from bot.domain.ports import ConversationStore
+from bot.domain.models import Autoreply, Conversation, Turn
+from bot.domain.ports import ConversationStore, TurnStore
 from bot.domain.service import ConversationService
 
 log = logging.getLogger(__name__)
@@ -140,6 +140,7 @@ class Inbound:
     client: discord.Client
     service: ConversationService
     conversations: ConversationStore
+    turns: TurnStore
     gate: Gate
     options: Callable[[], InboundOptions]
     spawn: Spawn
@@ -293,13 +294,23 @@ class Inbound:
         ref = replied_to.reference
         conversation: Conversation | None = None
         if ref is not None and ref.message_id is not None:
-            conversation = await self.service.conversation_answering(str(ref.message_id))
+            conversation = await self._conversation_answering(str(ref.message_id))
         elif (turn_id := _retried_turn(replied_to)) is not None:
             # A status edited into the first part may have lost its reply (a restart); the
             # answer's Retry button names the turn.
-            turn = await self.service.get_turn(turn_id)
-            conversation = None if turn is None else await self.service.conversation_of(turn)
+            conversation = await self._conversation_of(await self.turns.find_turn(turn_id))
         return None if conversation is None else conversation.scope_id
+
+    async def _conversation_answering(self, source_id: str) -> Conversation | None:
+        """The conversation whose turn answered the person's message ``source_id``."""
+        return await self._conversation_of(await self.turns.turn_for_source(source_id))
+
+    async def _conversation_of(self, turn: Turn | None) -> Conversation | None:
+        return (
+            None
+            if turn is None
+            else await self.conversations.find_conversation(turn.conversation_id)
+        )
 
     async def _answered_inline(self, message: discord.Message) -> bool:
         """Whether a message was posted in an inline autoreply channel."""
@@ -348,17 +359,17 @@ class Inbound:
         if not convert.is_from_person(message, me):
             return
         scope_id = str(payload.channel_id)
-        latest = await self.service.latest_turn(scope_id)
+        latest = await self.turns.latest_turn(scope_id)
         if latest is None and isinstance(message.channel, discord.Thread):
             # A mention answered once in a thread it could not bind: its own conversation.
             scope_id = convert.one_off_scope(payload.message_id)
-            latest = await self.service.latest_turn(scope_id)
+            latest = await self.turns.latest_turn(scope_id)
         elif latest is None and await self._answered_inline(message):
             # Answered inline: the conversation it started or continued.
-            answering = await self.service.conversation_answering(str(payload.message_id))
+            answering = await self._conversation_answering(str(payload.message_id))
             if answering is not None:
                 scope_id = answering.scope_id
-                latest = await self.service.latest_turn(scope_id)
+                latest = await self.turns.latest_turn(scope_id)
         if latest is None or latest.source_id != str(payload.message_id):
             return  # only the latest message of a conversation can be redone
         if not await restore_thread(self.client, message):

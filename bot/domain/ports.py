@@ -135,7 +135,14 @@ class ConversationStore(Protocol):
         """The conversation bound to a thread or DM channel, if any."""
         ...
 
-    async def get_conversation(self, conversation_id: int) -> Conversation: ...
+    async def get_conversation(self, conversation_id: int) -> Conversation:
+        """The conversation; ``StorageError`` when there is none."""
+        ...
+
+    async def find_conversation(self, conversation_id: int) -> Conversation | None:
+        """The conversation, or None when there is none (forgotten, or an id from a custom
+        id)."""
+        ...
 
     async def begin_turn(
         self, new: NewTurn, *, conversation: NewConversation | None = None
@@ -175,7 +182,13 @@ class TurnStore(Protocol):
         it had already moved on (answered, failed…)."""
         ...
 
-    async def get_turn(self, turn_id: int) -> Turn: ...
+    async def get_turn(self, turn_id: int) -> Turn:
+        """The turn; ``StorageError`` when there is none."""
+        ...
+
+    async def find_turn(self, turn_id: int) -> Turn | None:
+        """The turn, or None when there is none (forgotten, or an id from a custom id)."""
+        ...
 
     async def turn_for_source(self, source_id: str) -> Turn | None:
         """The newest attempt's turn answering a Discord message (the person's), if any."""
@@ -213,8 +226,9 @@ class TurnStore(Protocol):
         first, to resume after a restart."""
         ...
 
-    async def latest_turn(self, conversation_id: int) -> Turn | None:
-        """The newest turn of the conversation's current epoch that is not superseded."""
+    async def latest_turn(self, scope_id: str) -> Turn | None:
+        """The newest turn that is not superseded in the current epoch of the conversation
+        bound to ``scope_id`` (None when no conversation is bound there, or it has none)."""
         ...
 
 

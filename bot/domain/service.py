@@ -33,7 +33,6 @@ from bot.domain.errors import (
     DeliveryError,
     DuplicateMessage,
     SeedBotError,
-    StorageError,
 )
 from bot.domain.flows import Redo, Redone, Resume, flow_key
 from bot.domain.models import (
@@ -299,9 +298,8 @@ class ConversationService:
 
     async def _redo(self, redo: Redo, payer_id: str, notice: WaitNotice) -> None:
         started = asyncio.get_running_loop().time()
-        conversation = await self._conversations.conversation_for_scope(redo.scope_id)
-        latest = await self._turns.latest_turn(conversation.id) if conversation else None
-        if conversation is None or latest is None:
+        latest = await self._turns.latest_turn(redo.scope_id)
+        if latest is None:
             return
         if redo.turn_id is not None and latest.id != redo.turn_id:
             log.info("redo of turn %s skipped: turn %s is newer", redo.turn_id, latest.id)
@@ -430,24 +428,3 @@ class ConversationService:
         if bursts or endings:
             log.info("stopped the turns of %d deleted messages", len(deleted))
         return sources
-
-    async def latest_turn(self, scope_id: str) -> Turn | None:
-        conversation = await self._conversations.conversation_for_scope(scope_id)
-        return await self._turns.latest_turn(conversation.id) if conversation else None
-
-    async def get_turn(self, turn_id: int) -> Turn | None:
-        try:
-            return await self._turns.get_turn(turn_id)
-        except StorageError:
-            return None
-
-    async def conversation_answering(self, source_id: str) -> Conversation | None:
-        """The conversation whose turn answered the person's message ``source_id``."""
-        turn = await self._turns.turn_for_source(source_id)
-        return None if turn is None else await self.conversation_of(turn)
-
-    async def conversation_of(self, turn: Turn) -> Conversation | None:
-        try:
-            return await self._conversations.get_conversation(turn.conversation_id)
-        except StorageError:
-            return None

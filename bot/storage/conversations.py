@@ -185,14 +185,21 @@ class SqlConversations:
         return conversation_from(row)
 
     async def get_conversation(self, conversation_id: int) -> Conversation:
-        async def op(unit: Unit) -> Conversation:
-            row = await unit.first(_BY_ID, {"b_id": conversation_id})
-            if row is None:
-                raise StorageError(f"no conversation {conversation_id}")
-            return conversation_from(row)
+        found = await self._find_conversation("get_conversation", conversation_id)
+        if found is None:
+            raise StorageError(f"no conversation {conversation_id}")
+        return found
 
-        found = await self._db.run_unit("get_conversation", op, write=False, single=True)
-        return self._remember(found)
+    async def find_conversation(self, conversation_id: int) -> Conversation | None:
+        return await self._find_conversation("find_conversation", conversation_id)
+
+    async def _find_conversation(self, what: str, conversation_id: int) -> Conversation | None:
+        async def op(unit: Unit) -> Conversation | None:
+            row = await unit.first(_BY_ID, {"b_id": conversation_id})
+            return None if row is None else conversation_from(row)
+
+        found = await self._db.run_unit(what, op, write=False, single=True)
+        return None if found is None else self._remember(found)
 
     async def reset(self, conversation_id: int) -> int:
         async def op(conn: AsyncConnection) -> int:

@@ -293,24 +293,30 @@ class SqlTurns:
     # --- reading turns ------------------------------------------------------------------
 
     async def get_turn(self, turn_id: int) -> Turn:
-        async def op(unit: Unit) -> Turn:
+        turn = await self._find_turn("get_turn", turn_id)
+        if turn is None:
+            raise StorageError(f"no turn {turn_id}")
+        return turn
+
+    async def find_turn(self, turn_id: int) -> Turn | None:
+        return await self._find_turn("find_turn", turn_id)
+
+    async def _find_turn(self, what: str, turn_id: int) -> Turn | None:
+        async def op(unit: Unit) -> Turn | None:
             row = await unit.first(_TURN, {"b_id": turn_id})
-            if row is None:
-                raise StorageError(f"no turn {turn_id}")
-            return turn_from(row)
+            return None if row is None else turn_from(row)
 
-        return await self._db.run_unit("get_turn", op, write=False, single=True)
+        return await self._db.run_unit(what, op, write=False, single=True)
 
-    async def latest_turn(self, conversation_id: int) -> Turn | None:
-        epoch = select(conversations.c.epoch).where(conversations.c.id == conversation_id)
-
+    async def latest_turn(self, scope_id: str) -> Turn | None:
         async def op(conn: AsyncConnection) -> Turn | None:
             row = (
                 await conn.execute(
                     select(turns)
+                    .join(conversations, conversations.c.id == turns.c.conversation_id)
                     .where(
-                        turns.c.conversation_id == conversation_id,
-                        turns.c.epoch == epoch.scalar_subquery(),
+                        conversations.c.scope_id == scope_id,
+                        turns.c.epoch == conversations.c.epoch,
                         turns.c.state != TurnState.SUPERSEDED.value,
                     )
                     .order_by(turns.c.id.desc())

@@ -73,6 +73,8 @@ async def test_begin_turn_round_trips_every_field(
     assert turn.created_at.tzinfo is UTC
     assert turn.created_at == turn.updated_at
     assert await store.turns.get_turn(turn.id) == turn
+    assert await store.turns.find_turn(turn.id) == turn
+    assert await store.turns.find_turn(4242) is None
     assert await store.turns.turn_for_source(new.source_id) == turn
     assert await store.turns.turn_for_source("999") is None
     assert start.conversation.id == conversation.id
@@ -488,16 +490,22 @@ async def test_status_message_and_reply_parts(
 async def test_latest_turn_skips_superseded_and_old_epochs(
     store: Repositories, conversation: Conversation
 ) -> None:
-    assert await store.turns.latest_turn(conversation.id) is None
+    assert await store.turns.latest_turn(conversation.scope_id) is None
+    assert await store.turns.latest_turn("1200000000000000999") is None  # no conversation
     a = await begin(store, new_turn(conversation, "1300000000000000401"))
     b = await begin(store, new_turn(conversation, "1300000000000000402"))
-    latest = await store.turns.latest_turn(conversation.id)
+    other = await store.conversations.create_conversation(
+        NewConversation(scope_id="2", owner_id="3")
+    )
+    theirs = await begin(store, new_turn(other, "1300000000000000403"))  # newer, not its
+    latest = await store.turns.latest_turn(conversation.scope_id)
     assert latest is not None and latest.id == b.id
     await store.turns.finish_turn(b.id, TurnState.SUPERSEDED)
-    latest = await store.turns.latest_turn(conversation.id)
+    latest = await store.turns.latest_turn(conversation.scope_id)
     assert latest is not None and latest.id == a.id
     await store.conversations.reset(conversation.id)
-    assert await store.turns.latest_turn(conversation.id) is None
+    assert await store.turns.latest_turn(conversation.scope_id) is None
+    assert await store.turns.latest_turn("2") == theirs  # each scope its own conversation
 
 
 async def test_recent_conversations_name_their_newest_turn(
@@ -636,7 +644,7 @@ async def test_a_burst_starting_over_stores_its_prompt_once(
         stored = (await connection.execute(text("SELECT SUM(LENGTH(prompt)) FROM turns"))).scalar()
     assert stored == len(prompt)  # not the 55 messages' worth of ten attempts
     assert (await store.turns.get_turn(turn.id)).prompt == prompt
-    assert (await store.turns.latest_turn(conversation.id)) == turn
+    assert (await store.turns.latest_turn(conversation.scope_id)) == turn
 
 
 async def test_a_new_attempt_supersedes_the_old_one_atomically(
