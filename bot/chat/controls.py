@@ -20,7 +20,7 @@ from bot.chat import texts
 from bot.chat.buttons import button, view_with
 from bot.chat.context import BotContext, context_of
 from bot.chat.gate import Refusal, may_control
-from bot.chat.replies import ephemeral
+from bot.chat.replies import ephemeral, telling_failures
 from bot.domain.flows import Redo
 from bot.domain.models import Conversation, Turn
 from bot.domain.ports import ConversationStore
@@ -106,6 +106,10 @@ class StopButton(
         return cls(int(match["turn"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
+        # The database away: the presser is told so (not "the interaction failed").
+        await telling_failures(interaction, self._stop(interaction))
+
+    async def _stop(self, interaction: discord.Interaction) -> None:
         controller = context_of(interaction)
         turn = await _pressed(controller, interaction, self.turn_id, texts.UNKNOWN_TURN)
         if turn is None:
@@ -141,6 +145,9 @@ class RetryButton(
         return cls(int(match["turn"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
+        await telling_failures(interaction, self._retry(interaction))
+
+    async def _retry(self, interaction: discord.Interaction) -> None:
         controller = context_of(interaction)
         turn = await _pressed(controller, interaction, self.turn_id, texts.ONLY_LATEST)
         if turn is not None:
