@@ -469,3 +469,39 @@ async def test_a_message_deleted_while_its_turn_is_prepared_is_not_sent(
     assert delivery.named("stopped") == [MESSAGE_DELETED]
     turn = await service.latest_turn("42")
     assert turn is not None and turn.state is TurnState.STOPPED
+
+
+async def test_a_follow_up_after_a_retry_without_refused_attachments_supersedes_that_retry(
+    world: World,
+) -> None:
+    """A burst's attempt fal refused an attachment of is replaced by a try without it (the
+    runner's next attempt); a follow-up that then joins the burst stops that try, and the
+    restart supersedes it, as it supersedes any attempt it replaces: not the first one,
+    superseded already, leaving the try it stopped behind as a stopped turn."""
+
+    def responder(args: dict[str, Any]) -> Any:
+        if len(args.get("image_urls", [])) == 3:
+            return Failure.validation(
+                [{"loc": ["body", "image_urls", 1], "msg": "Corrupt image.", "type": "x"}]
+            )
+        return echo_responder(args)
+
+    world.fal.responder = responder
+    world.service.reconfigure(ServiceConfig(batch_window=5.0, turn_timeout=10))
+    world.fal.hold()
+    first = asyncio.create_task(
+        world.service.respond(message(1, "pictures", files=["a1", "a2", "a3"]), await ticket())
+    )
+    [refused] = await world.fal.wait_for_submissions(1)
+    await world.fal.release(refused)  # fal refuses a2: the runner tries again without it
+    [_, retried] = await world.fal.wait_for_submissions(2)
+    await world.fal.wait_for_calls("stream", 2)  # the retry's request id is stored
+    [retry] = [t for t in await world.store.turns.unfinished_turns() if t.attempt == 1]
+    assert len(retry.image_urls) == 2
+    second = asyncio.create_task(world.service.respond(message(2, "two"), await ticket()))
+    await world.fal.wait_for(lambda: world.fal.requests[retried].cancel_requested)
+    world.fal.unhold()
+    await asyncio.gather(first, second)
+    [delivery] = world.deliveries.opened
+    assert [output for output, _ in delivery.named("deliver")] == ["echo: pictures\ntwo"]
+    assert (await world.store.turns.get_turn(retry.id)).state is TurnState.SUPERSEDED
