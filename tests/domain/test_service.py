@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from bot.domain.attachments import AttachmentPolicy
-from bot.domain.errors import AttachmentError
+from bot.domain.errors import AttachmentError, DeliveryError
 from bot.domain.flows import Redo
 from bot.domain.models import (
     Attachment,
@@ -505,3 +505,29 @@ async def test_a_follow_up_after_a_retry_without_refused_attachments_supersedes_
     [delivery] = world.deliveries.opened
     assert [output for output, _ in delivery.named("deliver")] == ["echo: pictures\ntwo"]
     assert (await world.store.turns.get_turn(retry.id)).state is TurnState.SUPERSEDED
+
+
+async def test_a_burst_whose_delivery_cannot_start_takes_no_follow_up_with_it(
+    world: World,
+) -> None:
+    """A burst that ends before its turn is stored (its delivery cannot even start) is over:
+    a follow-up of the same person is the next turn, not a message waiting on it forever."""
+    world.service.reconfigure(ServiceConfig(batch_window=5.0, turn_timeout=10))
+    opened = world.deliveries.open
+
+    def failing_first(destination: Destination) -> RecordingDelivery:
+        delivery = opened(destination)
+        if len(world.deliveries.opened) == 1:
+
+            async def start() -> None:
+                raise DeliveryError("the interaction expired")
+
+            delivery.start = start  # type: ignore[method-assign]
+        return delivery
+
+    world.deliveries.open = failing_first  # type: ignore[method-assign]
+    with pytest.raises(DeliveryError):
+        await world.service.respond(message(1, "one"), await ticket())
+    async with asyncio.timeout(5):
+        await world.service.respond(message(2, "two"), await ticket())
+    assert [r.input["prompt"] for r in world.fal.requests.values()] == ["two"]
