@@ -289,7 +289,9 @@ class ConversationService:
                 if burst.joined or len(burst.items) > taken:
                     continue  # a follow-up came while this one was prepared
                 outcome = await self.runner.run(start, delivery, started, watch=burst)
-                burst.turn_id = None
+                # The attempt that gave way: a try without attachments fal refused is a later
+                # attempt than the one stored here (the runner names each to the burst).
+                supersedes, burst.turn_id = burst.turn_id, None
                 if outcome is not Outcome.GAVE_WAY:
                     return
         finally:

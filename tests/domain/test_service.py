@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from bot.domain.attachments import AttachmentPolicy
-from bot.domain.errors import AttachmentError
+from bot.domain.errors import AttachmentError, DeliveryError
 from bot.domain.flows import Redo
 from bot.domain.models import (
     Attachment,
@@ -465,3 +465,65 @@ async def test_a_message_deleted_while_its_turn_is_prepared_is_not_sent(
     assert delivery.named("stopped") == [MESSAGE_DELETED]
     turn = await world.store.turns.latest_turn("42")
     assert turn is not None and turn.state is TurnState.STOPPED
+
+
+async def test_a_follow_up_after_a_retry_without_refused_attachments_supersedes_that_retry(
+    world: World,
+) -> None:
+    """A burst's attempt fal refused an attachment of is replaced by a try without it (the
+    runner's next attempt); a follow-up that then joins the burst stops that try, and the
+    restart supersedes it, as it supersedes any attempt it replaces: not the first one,
+    superseded already, leaving the try it stopped behind as a stopped turn."""
+
+    def responder(args: dict[str, Any]) -> Any:
+        if len(args.get("image_urls", [])) == 3:
+            return Failure.validation(
+                [{"loc": ["body", "image_urls", 1], "msg": "Corrupt image.", "type": "x"}]
+            )
+        return echo_responder(args)
+
+    world.fal.responder = responder
+    world.service.reconfigure(ServiceConfig(batch_window=5.0, turn_timeout=10))
+    world.fal.hold()
+    first = asyncio.create_task(
+        world.service.respond(message(1, "pictures", files=["a1", "a2", "a3"]), await ticket())
+    )
+    [refused] = await world.fal.wait_for_submissions(1)
+    await world.fal.release(refused)  # fal refuses a2: the runner tries again without it
+    [_, retried] = await world.fal.wait_for_submissions(2)
+    await world.fal.wait_for_calls("stream", 2)  # the retry's request id is stored
+    [retry] = [t for t in await world.store.turns.unfinished_turns() if t.attempt == 1]
+    assert len(retry.image_urls) == 2
+    second = asyncio.create_task(world.service.respond(message(2, "two"), await ticket()))
+    await world.fal.wait_for(lambda: world.fal.requests[retried].cancel_requested)
+    world.fal.unhold()
+    await asyncio.gather(first, second)
+    [delivery] = world.deliveries.opened
+    assert [output for output, _ in delivery.named("deliver")] == ["echo: pictures\ntwo"]
+    assert (await world.store.turns.get_turn(retry.id)).state is TurnState.SUPERSEDED
+
+
+async def test_a_burst_whose_delivery_cannot_start_takes_no_follow_up_with_it(
+    world: World,
+) -> None:
+    """A burst that ends before its turn is stored (its delivery cannot even start) is over:
+    a follow-up of the same person is the next turn, not a message waiting on it forever."""
+    world.service.reconfigure(ServiceConfig(batch_window=5.0, turn_timeout=10))
+    opened = world.deliveries.open
+
+    def failing_first(destination: Destination) -> RecordingDelivery:
+        delivery = opened(destination)
+        if len(world.deliveries.opened) == 1:
+
+            async def start() -> None:
+                raise DeliveryError("the interaction expired")
+
+            delivery.start = start  # type: ignore[method-assign]
+        return delivery
+
+    world.deliveries.open = failing_first  # type: ignore[method-assign]
+    with pytest.raises(DeliveryError):
+        await world.service.respond(message(1, "one"), await ticket())
+    async with asyncio.timeout(5):
+        await world.service.respond(message(2, "two"), await ticket())
+    assert [r.input["prompt"] for r in world.fal.requests.values()] == ["two"]
