@@ -78,12 +78,13 @@ def count_store_calls(app: App) -> collections.Counter[str]:
 
 
 def held_by_service(service: object) -> int:
-    """Entries of the service's per-conversation structures (locks, inboxes, active turns;
-    whichever this version of the service has): what an idle conversation may still hold."""
+    """Entries of the service's per-conversation structures (locks, inboxes or the bursts'
+    lines, active turns; whichever this version of the service has): what an idle
+    conversation may still hold."""
     total = 0
-    for name in ("_locks", "_inboxes", "_active"):
+    for name in ("_locks", "_inboxes", "_bursts", "_active"):
         holder = getattr(service, name, None)
-        holder = getattr(holder, "_boxes", holder)
+        holder = getattr(holder, "_lines", getattr(holder, "_boxes", holder))
         if isinstance(holder, Sized):
             total += len(holder)
     return total

@@ -332,7 +332,7 @@ async def build_app(
             notices=refusals,
         )
         privacy = store.privacy
-        bot.install(service, gate, privacy, store.conversations)
+        bot.install(service, gate, privacy, store.conversations, store.turns)
         metrics.watch_gateway(lambda: bot.latencies)
         metrics.watch_slots(lambda: service.slots.waiting)
         metrics.watch_media(lambda: service.media)

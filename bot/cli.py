@@ -19,7 +19,7 @@ import discord
 from bot import deploy_check
 from bot.config import Config, load_config
 from bot.domain.errors import ConfigError, SeedBotError
-from bot.domain.models import ModelRequest, Progress
+from bot.domain.models import MAX_IMAGES_PER_TURN, MAX_VIDEOS_PER_TURN, ModelRequest, Progress
 from bot.domain.params import EFFORT_LEVELS, THINKING_MODES
 from bot.domain.privacy import export_files
 from bot.ops.logs import setup_logging
@@ -47,10 +47,10 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=CONFIG_HELP)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    command = partial(sub.add_parser, parents=[common])
 
-    run = sub.add_parser(
+    run = command(
         "run",
-        parents=[common],
         help="run the bot until SIGINT/SIGTERM",
         description="Connect to Discord and answer people. Migrates an "
         "SQLite database first (database.auto_migrate).",
@@ -62,45 +62,36 @@ def _parser() -> argparse.ArgumentParser:
         "install or upgrade; Discord may take a while to show them)",
     )
 
-    sub.add_parser(
-        "migrate", parents=[common], help="upgrade the database schema to the latest version"
-    )
-
-    sub.add_parser(
+    command("migrate", help="upgrade the database schema to the latest version")
+    command(
         "check",
-        parents=[common],
         help="validate the config, the database and both credentials; print the invite URL",
     )
 
-    ask = sub.add_parser(
+    ask = command(
         "ask",
-        parents=[common],
         help="ask the model from the terminal (tests a fal key)",
         description="Send one prompt to the model with the bot's own client and print the "
         "answer, then the reasoning under a heading.",
     )
     ask.add_argument("prompt", help="the question")
-    ask.add_argument(
-        "--image",
-        action="append",
-        default=[],
-        metavar="FILE_OR_URL",
-        help="an image (JPEG, PNG, WebP) to include; repeatable, up to 6",
-    )
-    ask.add_argument(
-        "--video",
-        action="append",
-        default=[],
-        metavar="FILE_OR_URL",
-        help="a video (MP4, MOV) to include; repeatable, up to 3",
-    )
+    for flag, what, most in (
+        ("--image", "an image (JPEG, PNG, WebP)", MAX_IMAGES_PER_TURN),
+        ("--video", "a video (MP4, MOV)", MAX_VIDEOS_PER_TURN),
+    ):
+        ask.add_argument(
+            flag,
+            action="append",
+            default=[],
+            metavar="FILE_OR_URL",
+            help=f"{what} to include; repeatable, up to {most}",
+        )
     ask.add_argument("--thinking", choices=THINKING_MODES, help="thinking mode")
     ask.add_argument("--effort", choices=EFFORT_LEVELS, help="reasoning effort")
     ask.add_argument("--system", metavar="TEXT", help="system prompt")
 
-    export = sub.add_parser(
+    export = command(
         "export",
-        parents=[common],
         help="write a stored conversation to conversation.md and conversation.json",
         description="Write the conversation stored for a thread (or DM channel) as "
         "conversation.md (readable) and conversation.json (every stored turn).",
@@ -113,9 +104,8 @@ def _parser() -> argparse.ArgumentParser:
         help="directory to write the two files to (default: ./seed-bot-export-ID)",
     )
 
-    purge = sub.add_parser(
+    purge = command(
         "purge",
-        parents=[common],
         help="delete stored turns of a user, of a server, or older than some days",
         description="Delete stored conversations' data and print what was deleted. Turns "
         "still being answered are kept (and counted). Stop nothing: safe while the bot runs.",
@@ -132,28 +122,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     purge.add_argument("--dry-run", action="store_true", help="only print what would be deleted")
 
-    usage = sub.add_parser(
+    usage = command(
         "usage",
-        parents=[common],
         help="what the bot cost: turns, fal units and dollars per server, user or day",
         description="A report of the turns' costs over a period (UTC), from the database "
         "the config names (SQLite or PostgreSQL).",
     )
-    usage.add_argument(
-        "--since",
-        type=_utc_time,
-        default=None,
-        metavar="WHEN",
-        help="from this date or time, included (YYYY-MM-DD or ISO 8601; UTC unless an offset "
-        "is given; default: the start of the current month)",
-    )
-    usage.add_argument(
-        "--until",
-        type=_utc_time,
-        default=None,
-        metavar="WHEN",
-        help="up to this date or time, excluded (default: now)",
-    )
+    for flag, help_ in (
+        (
+            "--since",
+            "from this date or time, included (YYYY-MM-DD or ISO 8601; UTC unless an offset "
+            "is given; default: the start of the current month)",
+        ),
+        ("--until", "up to this date or time, excluded (default: now)"),
+    ):
+        usage.add_argument(flag, type=_utc_time, default=None, metavar="WHEN", help=help_)
     usage.add_argument(
         "--by",
         choices=("guild", "user", "day"),

@@ -246,25 +246,18 @@ class CostsConfig:
     )
 
 
+def _budget(who: str, period: str) -> Any:
+    """A dollar budget key: none (0) by default."""
+    return opt(0.0, f"Dollars {who} may spend per UTC {period} (0: no budget).", non_negative)
+
+
 @dataclass(frozen=True, slots=True)
 class BudgetsConfig:
-    user_daily_usd: float = opt(
-        0.0, "Dollars one user may spend per UTC day (0: no budget).", non_negative
-    )
-    user_monthly_usd: float = opt(
-        0.0, "Dollars one user may spend per UTC month (0: no budget).", non_negative
-    )
-    guild_daily_usd: float = opt(
-        0.0, "Dollars one server may spend per UTC day (0: no budget).", non_negative
-    )
-    guild_monthly_usd: float = opt(
-        0.0, "Dollars one server may spend per UTC month (0: no budget).", non_negative
-    )
-    total_monthly_usd: float = opt(
-        0.0,
-        "Dollars the whole bot may spend per UTC month, over every server and DM (0: no budget).",
-        non_negative,
-    )
+    user_daily_usd: float = _budget("one user", "day")
+    user_monthly_usd: float = _budget("one user", "month")
+    guild_daily_usd: float = _budget("one server", "day")
+    guild_monthly_usd: float = _budget("one server", "month")
+    total_monthly_usd: float = _budget("the whole bot", "month, over every server and DM")
 
     def rules(self) -> costs.BudgetRules:
         return costs.BudgetRules(

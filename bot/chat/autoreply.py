@@ -61,7 +61,7 @@ class AutoreplyModes:
         self, channel_id: str, guild_id: str, kept: tuple[float, Autoreply] | None
     ) -> Autoreply:
         try:
-            effective = await self._service().effective_settings(
+            effective = await self._service().settings.effective(
                 thread_id=None, channel_id=channel_id, guild_id=guild_id
             )
         except StorageError as exc:

@@ -39,7 +39,7 @@ from bot.chat.ratelimits import sweep_buckets_on_time
 from bot.chat.texts import NO_MENTIONS
 from bot.domain.errors import SeedBotError
 from bot.domain.models import Conversation
-from bot.domain.ports import ConversationStore
+from bot.domain.ports import ConversationStore, TurnStore
 from bot.domain.privacy import PrivacyStore
 from bot.domain.service import ConversationService
 
@@ -131,6 +131,7 @@ class SeedBot(discord.AutoShardedClient):
         self.autoreply = AutoreplyModes(lambda: self.service)
         self._privacy: PrivacyStore | None = None
         self._conversations: ConversationStore | None = None
+        self._turns: TurnStore | None = None
         self._housekeeping: asyncio.Task[None] | None = None
 
     def install(
@@ -139,16 +140,19 @@ class SeedBot(discord.AutoShardedClient):
         gate: Gate,
         privacy: PrivacyStore,
         conversations: ConversationStore,
+        turns: TurnStore,
     ) -> None:
         """Give the bot what it answers with (before it starts)."""
         self._service = service
         self._gate = gate
         self._privacy = privacy
         self._conversations = conversations
+        self._turns = turns
         self._inbound = Inbound(
             self,
             service,
             conversations,
+            turns,
             gate,
             lambda: self.options.inbound,
             lambda coro, name: self.spawn(coro, name=name),
@@ -169,6 +173,11 @@ class SeedBot(discord.AutoShardedClient):
     def conversations(self) -> ConversationStore:
         assert self._conversations is not None, "install() first"
         return self._conversations
+
+    @property
+    def turns(self) -> TurnStore:
+        assert self._turns is not None, "install() first"
+        return self._turns
 
     @property
     def privacy(self) -> PrivacyStore:

@@ -13,7 +13,8 @@ from discord import app_commands
 from bot.chat import texts
 from bot.chat.context import BotContext
 from bot.chat.gate import Gate, may_control
-from bot.chat.replies import ephemeral
+from bot.chat.replies import ephemeral, tell_failure
+from bot.domain.errors import SeedBotError
 from bot.domain.models import SettingsScope
 from bot.domain.params import Effort, Thinking
 
@@ -51,6 +52,18 @@ class SeedTree(app_commands.CommandTree[discord.Client]):
             return True
         await ephemeral(interaction, refusal.text)
         return False
+
+    async def on_error(
+        self, interaction: discord.Interaction, error: app_commands.AppCommandError
+    ) -> None:
+        """A failure the bot knows (the database away, say) is told to the person privately,
+        whichever command met it, or Discord would show "The application did not respond";
+        anything else is logged as discord.py does."""
+        failure = error.original if isinstance(error, app_commands.CommandInvokeError) else error
+        if not isinstance(failure, SeedBotError):
+            await super().on_error(interaction, error)
+            return
+        await tell_failure(interaction, failure)
 
 
 async def settings_target(

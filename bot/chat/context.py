@@ -13,7 +13,7 @@ import discord
 from bot.chat.autoreply import AutoreplyModes
 from bot.chat.gate import Gate
 from bot.chat.live_interactions import LiveInteractions
-from bot.domain.ports import ConversationStore
+from bot.domain.ports import ConversationStore, TurnStore
 from bot.domain.privacy import PrivacyStore
 from bot.domain.service import ConversationService
 
@@ -29,6 +29,9 @@ class BotContext(Protocol):
 
     @property
     def conversations(self) -> ConversationStore: ...
+
+    @property
+    def turns(self) -> TurnStore: ...
 
     @property
     def privacy(self) -> PrivacyStore: ...

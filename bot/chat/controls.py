@@ -20,10 +20,10 @@ from bot.chat import texts
 from bot.chat.buttons import button, view_with
 from bot.chat.context import BotContext, context_of
 from bot.chat.gate import Refusal, may_control
-from bot.chat.replies import ephemeral
+from bot.chat.replies import ephemeral, telling_failures
 from bot.domain.flows import Redo
 from bot.domain.models import Conversation, Turn
-from bot.domain.service import ConversationService
+from bot.domain.ports import ConversationStore
 from bot.domain.stopping import StopResult
 
 log = logging.getLogger(__name__)
@@ -38,20 +38,20 @@ async def _pressed(
     if refusal is not None:
         await ephemeral(interaction, refusal.text)
         return None
-    turn = await controller.service.get_turn(turn_id)
+    turn = await controller.turns.find_turn(turn_id)
     if turn is None:
         await ephemeral(interaction, unknown)
     return turn
 
 
 async def controlled(
-    service: ConversationService, interaction: discord.Interaction, turn: Turn
+    conversations: ConversationStore, interaction: discord.Interaction, turn: Turn
 ) -> Conversation | None:
     """The conversation of ``turn`` when the person interacting may control it (the gate's
     one rule, against what is stored: the turn id a custom id carries is only an id); None
     otherwise. The conversation lives where its answers go: the turn's channel, or for one
     held through interactions the channel it was asked in."""
-    conversation = await service.conversation_of(turn)
+    conversation = await conversations.find_conversation(turn.conversation_id)
     if conversation is None:
         return None
     place = (
@@ -67,12 +67,11 @@ async def retry(controller: BotContext, interaction: discord.Interaction, turn: 
     """Answer ``turn`` again, when it is the latest of its conversation, settled, and the
     person may control it: a new model call, so it passes the gate's quotas like a message.
     Used by the Retry button and ``/retry``."""
-    service = controller.service
-    conversation = await controlled(service, interaction, turn)
+    conversation = await controlled(controller.conversations, interaction, turn)
     if conversation is None:
         await ephemeral(interaction, texts.only_controller("retry"))
         return
-    latest = await service.latest_turn(conversation.scope_id)
+    latest = await controller.turns.latest_turn(conversation.scope_id)
     if latest is None or latest.id != turn.id:
         await ephemeral(interaction, texts.ONLY_LATEST)
         return
@@ -90,7 +89,7 @@ async def retry(controller: BotContext, interaction: discord.Interaction, turn: 
     log.info("turn %s: retry asked by user %s", turn.id, interaction.user.id)
     # The presser pays: the gate checked their access, quotas and budgets, not the author's.
     redo = Redo(conversation.scope_id, turn_id=turn.id)
-    controller.spawn(service.redo(redo, admission), name=f"retry-{turn.id}")
+    controller.spawn(controller.service.redo(redo, admission), name=f"retry-{turn.id}")
 
 
 class StopButton(
@@ -107,11 +106,15 @@ class StopButton(
         return cls(int(match["turn"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
+        # The database away: the presser is told so (not "the interaction failed").
+        await telling_failures(interaction, self._stop(interaction))
+
+    async def _stop(self, interaction: discord.Interaction) -> None:
         controller = context_of(interaction)
         turn = await _pressed(controller, interaction, self.turn_id, texts.UNKNOWN_TURN)
         if turn is None:
             return
-        if await controlled(controller.service, interaction, turn) is None:
+        if await controlled(controller.conversations, interaction, turn) is None:
             await ephemeral(interaction, texts.only_controller("stop it"))
             return
         # Acknowledge within Discord's 3 s, whatever fal's cancel takes.
@@ -142,6 +145,9 @@ class RetryButton(
         return cls(int(match["turn"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
+        await telling_failures(interaction, self._retry(interaction))
+
+    async def _retry(self, interaction: discord.Interaction) -> None:
         controller = context_of(interaction)
         turn = await _pressed(controller, interaction, self.turn_id, texts.ONLY_LATEST)
         if turn is not None:

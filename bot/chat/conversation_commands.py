@@ -26,6 +26,7 @@ from bot.chat.threads import ThreadRefused, open_thread
 from bot.domain.admission import Admission
 from bot.domain.models import GenerationSettings, SettingsScope
 from bot.domain.params import MAX_PERSONA_NAME_CHARS
+from bot.domain.ports import SettingsChange
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +47,13 @@ def register(tree: app_commands.CommandTree[Any], bot: BotContext) -> None:
         except Refusal as exc:
             await ephemeral(interaction, f"⛔ {exc}")
             return
-        epoch = await bot.service.reset(str(channel.id))
-        if epoch is None:
+        conversation = await bot.conversations.conversation_for_scope(str(channel.id))
+        if conversation is None:
             await ephemeral(interaction, texts.NOT_CONVERSATION)
             return
+        # A turn still running keeps the epoch it started in: its answer stays out of the
+        # new one.
+        await bot.conversations.reset(conversation.id)
         await ephemeral(
             interaction,
             "✅ Started afresh: earlier messages here are kept but no longer sent to the model.",
@@ -58,7 +62,7 @@ def register(tree: app_commands.CommandTree[Any], bot: BotContext) -> None:
     @tree.command(name="retry", description="Answer the last message of this thread again")
     async def retry(interaction: discord.Interaction) -> None:
         channel = interaction.channel
-        latest = await bot.service.latest_turn(str(channel.id)) if channel is not None else None
+        latest = await bot.turns.latest_turn(str(channel.id)) if channel is not None else None
         if latest is None:
             await ephemeral(interaction, texts.NOTHING_TO_RETRY)
             return
@@ -131,7 +135,9 @@ async def ask_elsewhere(bot: BotContext, interaction: discord.Interaction, asked
         return
     scope_id = interaction_scope(interaction.id)
     if not asked.settings.is_empty():
-        await bot.service.update_settings(SettingsScope.THREAD, scope_id, asked.settings)
+        await bot.service.settings.change(
+            SettingsScope.THREAD, scope_id, SettingsChange(asked.settings)
+        )
     await answer_through(
         bot,
         interaction,
@@ -221,7 +227,9 @@ async def ask_here(bot: BotContext, interaction: discord.Interaction, asked: Ask
         anchor = await thread.send(echo, allowed_mentions=texts.NO_MENTIONS)
         scope_id, parent_id = thread.id, channel.id
     if not asked.settings.is_empty():
-        await bot.service.update_settings(SettingsScope.THREAD, str(scope_id), asked.settings)
+        await bot.service.settings.change(
+            SettingsScope.THREAD, str(scope_id), SettingsChange(asked.settings)
+        )
     incoming = convert.incoming_from_interaction(
         interaction,
         text=asked.prompt,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 from urllib.parse import urlsplit
 
@@ -167,6 +168,51 @@ def one_off_scope(source_id: int) -> str:
     return f"{ONE_OFF_PREFIX}{source_id}"
 
 
+@dataclass(frozen=True, slots=True)
+class _Asked:
+    """What differs between a message and an interaction asking a question: its source,
+    author and time, its own text, files and links, and the message it quotes (replied to, or
+    asked about: its text and files are part of the turn)."""
+
+    source: discord.Message | discord.Interaction
+    author: discord.abc.User
+    guild_id: int | None
+    text: str
+    files: Sequence[discord.Attachment]
+    links: Sequence[Attachment]
+    quoted: discord.Message | None
+    me_id: int
+
+
+def _incoming(
+    asked: _Asked,
+    *,
+    scope_id: int | str,
+    parent_channel_id: int | None,
+    reply_to: int | None,
+    interaction_id: str | None = None,
+    channel_id: int | None = None,
+) -> Incoming:
+    reply_text, reply_author, files = _quoting(asked.quoted, asked.me_id, asked.files)
+    quoted_links = links_of(asked.quoted) if asked.quoted is not None else ()
+    return Incoming(
+        source_id=str(asked.source.id),
+        scope_id=str(scope_id),
+        author_id=str(asked.author.id),
+        author_name=asked.author.display_name,
+        text=asked.text,
+        attachments=(*(to_attachment(a) for a in files), *quoted_links, *asked.links),
+        guild_id=_id(asked.guild_id),
+        parent_channel_id=_id(parent_channel_id),
+        created_at=asked.source.created_at,
+        reply_text=reply_text,
+        reply_author=reply_author,
+        reply_to=_id(reply_to),
+        interaction_id=interaction_id,
+        channel_id=_id(channel_id),
+    )
+
+
 def incoming_from_message(
     message: discord.Message,
     *,
@@ -182,23 +228,17 @@ def incoming_from_message(
     part of the turn); ``reply_to`` the message the answer replies to. ``one_off``: the
     message is answered once, in its channel, as a conversation of its own (a thread the
     person may not bind)."""
-    text, attachments = text_and_files(message, me_id)
-    reply_text, reply_author, attachments = _quoting(replied_to, me_id, attachments)
-    linked = [*(links_of(replied_to) if replied_to is not None else ()), *links_of(message)]
-    return Incoming(
-        source_id=str(message.id),
-        scope_id=str(scope_id),
-        author_id=str(message.author.id),
-        author_name=message.author.display_name,
-        text=text,
-        attachments=(*(to_attachment(a) for a in attachments), *linked),
-        guild_id=_id(message.guild.id if message.guild else None),
-        parent_channel_id=_id(parent_channel_id),
-        created_at=message.created_at,
-        reply_text=reply_text,
-        reply_author=reply_author,
-        reply_to=_id(reply_to),
-        channel_id=str(message.channel.id) if one_off else None,
+    text, files = text_and_files(message, me_id)
+    guild_id = message.guild.id if message.guild else None
+    asked = _Asked(
+        message, message.author, guild_id, text, files, links_of(message), replied_to, me_id
+    )
+    return _incoming(
+        asked,
+        scope_id=scope_id,
+        parent_channel_id=parent_channel_id,
+        reply_to=reply_to,
+        channel_id=message.channel.id if one_off else None,
     )
 
 
@@ -221,23 +261,17 @@ def incoming_from_interaction(
     thread the question is answered once in, as a conversation of its own (``scope_id``),
     as for a message."""
     me_id = interaction.client.user.id if interaction.client.user else 0
-    reply_text, reply_author, files = _quoting(about, me_id, attachments)
-    linked = [*(links_of(about) if about is not None else ()), *links_of_text(text)]
-    return Incoming(
-        source_id=str(interaction.id),
-        scope_id=str(scope_id),
-        author_id=str(interaction.user.id),
-        author_name=interaction.user.display_name,
-        text=text,
-        attachments=(*(to_attachment(a) for a in files), *linked),
-        guild_id=_id(interaction.guild_id),
-        parent_channel_id=_id(parent_channel_id),
-        created_at=interaction.created_at,
-        reply_text=reply_text,
-        reply_author=reply_author,
-        reply_to=_id(reply_to),
+    links = links_of_text(text)
+    asked = _Asked(
+        interaction, interaction.user, interaction.guild_id, text, attachments, links, about, me_id
+    )
+    return _incoming(
+        asked,
+        scope_id=scope_id,
+        parent_channel_id=parent_channel_id,
+        reply_to=reply_to,
         interaction_id=str(interaction.id) if through_interaction else None,
-        channel_id=_id(answer_in),
+        channel_id=answer_in,
     )
 
 

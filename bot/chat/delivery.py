@@ -11,7 +11,7 @@ import contextlib
 import io
 import logging
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from datetime import datetime
 from functools import partial
 from typing import Any, TypeVar
@@ -40,11 +40,17 @@ SEND_ATTEMPTS = 3
 TYPING_DELAY = 1.0
 T = TypeVar("T")
 
-# Discord's JSON error codes for why a post in a thread is refused.
-_UNKNOWN_CHANNEL = 10003
-_MISSING_ACCESS = 50001
-_MISSING_PERMISSIONS = 50013
+# Discord's JSON error codes for why a post in a thread is refused, and what each means.
 _THREAD_ARCHIVED = 50083
+_MISSING_PERMISSION = (
+    "I am missing a permission there (Send Messages in Threads, Attach Files or "
+    "Read Message History)"
+)
+_REFUSED_BECAUSE = {
+    10003: "the thread no longer exists",  # unknown channel
+    50001: "I no longer have access to the thread",  # missing access
+    50013: _MISSING_PERMISSION,  # missing permissions
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,16 +73,34 @@ def why_refused(exc: discord.HTTPException, thread: discord.Thread | None) -> st
         if thread is not None and thread.locked:
             return "the thread is locked"
         return "the thread is archived"
-    if code == _UNKNOWN_CHANNEL:
-        return "the thread no longer exists"
-    if code == _MISSING_ACCESS:
-        return "I no longer have access to the thread"
-    if code == _MISSING_PERMISSIONS or isinstance(exc, discord.Forbidden):
-        return (
-            "I am missing a permission there (Send Messages in Threads, Attach Files or "
-            "Read Message History)"
-        )
+    if code in _REFUSED_BECAUSE:
+        return _REFUSED_BECAUSE[code]
+    if isinstance(exc, discord.Forbidden):
+        return _MISSING_PERMISSION
     return f"Discord refused the message (HTTP {exc.status})"
+
+
+@dataclass(frozen=True, slots=True)
+class Where:
+    """Where a channel delivery posts, as Discord objects: the channel (a thread or a DM);
+    the thread, when discord.py has it cached (its state explains a refusal); and the
+    thread's parent channel, told when the thread refuses the answer."""
+
+    channel: discord.PartialMessageable
+    thread: discord.Thread | None = None
+    notice: discord.PartialMessageable | None = None
+
+    @classmethod
+    def of(cls, client: discord.Client, channel_id: int) -> Where:
+        """Channel ``channel_id`` as a delivery posts to it, through the client's REST API."""
+        cached = client.get_channel(channel_id)
+        thread = cached if isinstance(cached, discord.Thread) else None
+        notice = (
+            client.get_partial_messageable(thread.parent_id)
+            if thread is not None and thread.parent_id
+            else None
+        )
+        return cls(client.get_partial_messageable(channel_id), thread, notice)
 
 
 class ChannelDelivery(DeliveryCore):
@@ -92,7 +116,7 @@ class ChannelDelivery(DeliveryCore):
     replies to. A resumed turn adopts its stored status
     message and skips the reply parts already posted. What is posted is recorded through
     ``recorder`` as it goes. When the thread refuses the answer (locked, archived, access
-    lost), ``notice`` (the thread's parent channel, when known) is told.
+    lost), ``where``'s ``notice`` (the thread's parent channel, when known) is told.
     """
 
     # Each part carries a nonce Discord enforces: a part re-sent after a crash shows once.
@@ -100,23 +124,20 @@ class ChannelDelivery(DeliveryCore):
 
     def __init__(
         self,
-        channel: discord.PartialMessageable,
+        where: Where,
         *,
         recorder: DeliveryRecorder,
         views: Views,
         reply_to: int | None = None,
         status_delay: float = STATUS_DELAY,
         typing_delay: float = TYPING_DELAY,
-        thread: discord.Thread | None = None,
-        notice: discord.PartialMessageable | None = None,
     ) -> None:
         super().__init__(recorder=recorder, answer_view=views.retry, status_delay=status_delay)
-        self._channel = channel
+        self._where = where
+        self._channel = where.channel
         self._views = views
         self._reply_to = reply_to
         self._typing_delay = typing_delay
-        self._thread = thread
-        self._notice = notice
         self._status: Part | None = None
         self._replacing: Part | None = None  # the status the answer's first part becomes
         self._recorded_status: int | None = None  # the status message id stored last
@@ -341,7 +362,7 @@ class ChannelDelivery(DeliveryCore):
         raise AssertionError("unreachable")
 
     def _why_refused(self, exc: discord.HTTPException) -> str:
-        return why_refused(exc, self._thread)
+        return why_refused(exc, self._where.thread)
 
     async def _explain(self, refusal: Refusal) -> None:
         """Log it; and tell the user in the parent channel, where there is one."""
@@ -349,50 +370,34 @@ class ChannelDelivery(DeliveryCore):
         log.warning(
             "cannot post in channel %s: %s (HTTP %s: %s)", channel_id, why, exc.status, exc.text
         )
-        if self._notice is not None and exc.status in (400, 403):
+        notice = self._where.notice
+        if notice is not None and exc.status in (400, 403):
             try:
-                await self._notice.send(
+                await notice.send(
                     texts.undeliverable(str(channel_id), why), allowed_mentions=texts.NO_MENTIONS
                 )
             except discord.HTTPException as notice_exc:
-                log.info("could not tell channel %s either: %s", self._notice.id, notice_exc)
+                log.info("could not tell channel %s either: %s", notice.id, notice_exc)
 
 
+@dataclass(frozen=True, slots=True)
 class ChannelDeliveries:
     """The domain's ``Deliveries``: one :class:`ChannelDelivery` per turn, at its
     destination, through the client's REST connection."""
 
-    def __init__(
-        self,
-        client: discord.Client,
-        recorder: DeliveryRecorder,
-        views: Views,
-        *,
-        status_delay: float = STATUS_DELAY,
-        typing_delay: float = TYPING_DELAY,
-    ) -> None:
-        self._client = client
-        self._recorder = recorder
-        self._views = views
-        self.status_delay = status_delay
-        self.typing_delay = typing_delay
+    client: discord.Client
+    recorder: DeliveryRecorder
+    views: Views
+    _: KW_ONLY
+    status_delay: float = STATUS_DELAY
+    typing_delay: float = TYPING_DELAY
 
     def open(self, destination: Destination) -> ChannelDelivery:
-        channel_id = int(destination.channel_id)
-        cached = self._client.get_channel(channel_id)
-        thread = cached if isinstance(cached, discord.Thread) else None
-        notice = (
-            self._client.get_partial_messageable(thread.parent_id)
-            if thread is not None and thread.parent_id
-            else None
-        )
         return ChannelDelivery(
-            self._client.get_partial_messageable(channel_id),
-            recorder=self._recorder,
-            views=self._views,
+            Where.of(self.client, int(destination.channel_id)),
+            recorder=self.recorder,
+            views=self.views,
             reply_to=int(destination.reply_to) if destination.reply_to else None,
             status_delay=self.status_delay,
             typing_delay=self.typing_delay,
-            thread=thread,
-            notice=notice,
         )

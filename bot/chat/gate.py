@@ -66,7 +66,6 @@ class Gate:
         user: discord.abc.User,
         channel: object,
         guild_id: int | None,
-        *,
         who: Requester | None = None,
     ) -> Refusal | None:
         """None when ``user`` may act here without a model call (the access lists alone); a
@@ -81,7 +80,6 @@ class Gate:
         user: discord.abc.User,
         channel: object,
         guild_id: int | None,
-        *,
         who: Requester | None = None,
     ) -> Admission | Refusal:
         """The ticket a model call needs, or a refusal: the access lists, the budgets and the
@@ -151,21 +149,24 @@ class Gate:
 
     async def check_interaction(self, interaction: discord.Interaction) -> Refusal | None:
         """As ``check``, for an interaction that makes no model call."""
-        return await self.check(
-            interaction.user,
-            interaction.channel,
-            interaction.guild_id,
-            who=convert.interaction_requester(interaction),
-        )
+        return await self.check(*_asking(interaction))
 
     async def admit_interaction(self, interaction: discord.Interaction) -> Admission | Refusal:
         """As ``admit``, for an interaction: the person who interacts pays."""
-        return await self.admit(
-            interaction.user,
-            interaction.channel,
-            interaction.guild_id,
-            who=convert.interaction_requester(interaction),
-        )
+        return await self.admit(*_asking(interaction))
+
+
+def _asking(
+    interaction: discord.Interaction,
+) -> tuple[discord.abc.User, object, int | None, Requester]:
+    """An interaction as the gate's arguments: who, where, in which server, and the requester
+    as the access lists see it (from a server without the bot, it counts as outside)."""
+    return (
+        interaction.user,
+        interaction.channel,
+        interaction.guild_id,
+        convert.interaction_requester(interaction),
+    )
 
 
 def may_control(

@@ -10,7 +10,7 @@ import enum
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,8 +28,8 @@ from bot.domain.admission import Admission
 from bot.domain.errors import StorageError
 from bot.domain.flows import Redo
 from bot.domain.links import DEFAULT_EMBED_WAIT
-from bot.domain.models import Autoreply, Conversation
-from bot.domain.ports import ConversationStore
+from bot.domain.models import Autoreply, Conversation, Turn
+from bot.domain.ports import ConversationStore, TurnStore
 from bot.domain.service import ConversationService
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,12 @@ def _retried_turn(message: discord.Message) -> int | None:
 class ArrivalOrder:
     """Keeps the messages of one channel in the order they arrived, although routing each
     takes a few awaits of its own: a message goes on once the previous one of its channel
-    has been queued with the service (or dropped). Idle channels keep no state."""
+    has been queued with the service (or dropped). Idle channels keep no state.
+
+    It orders, it does not merge: turning a burst into one turn is the domain's line
+    (bot/domain/bursts.py), which a message enters only once routing has decided whether it
+    is answered at all (bound? admitted?), in which conversation (a thread, or a conversation
+    of its own) and whether it may join a burst; until then only the channel is known."""
 
     def __init__(self) -> None:
         self._last: dict[int, asyncio.Event] = {}
@@ -128,35 +133,27 @@ class ArrivalOrder:
                 del self._last[channel_id]
 
 
+@dataclass(eq=False)
 class Inbound:
     """Routes people's messages and edits to the service."""
 
-    def __init__(
-        self,
-        client: discord.Client,
-        service: ConversationService,
-        conversations: ConversationStore,
-        gate: Gate,
-        options: Callable[[], InboundOptions],
-        spawn: Spawn,
-        autoreply: AutoreplyModes,
-    ) -> None:
-        self._client = client
-        self._service = service
-        self._conversations = conversations
-        self._gate = gate
-        self._options = options
-        self._spawn = spawn
-        self._autoreply = autoreply
-        self._order = ArrivalOrder()
-        self.unfurls = Unfurls()
-        self._seen: OrderedDict[int, None] = OrderedDict()
-        self._watermarks: list[tuple[str, str | None]] = []
-        self._horizon = datetime.now(UTC)
+    client: discord.Client
+    service: ConversationService
+    conversations: ConversationStore
+    turns: TurnStore
+    gate: Gate
+    options: Callable[[], InboundOptions]
+    spawn: Spawn
+    autoreply: AutoreplyModes
+    unfurls: Unfurls = field(default_factory=Unfurls, init=False)
+    _order: ArrivalOrder = field(default_factory=ArrivalOrder, init=False, repr=False)
+    _seen: OrderedDict[int, None] = field(default_factory=OrderedDict, init=False, repr=False)
+    _watermarks: list[tuple[str, str | None]] = field(default_factory=list, init=False)
+    _horizon: datetime = field(default_factory=lambda: datetime.now(UTC), init=False)
 
     def _me(self) -> int:
-        assert self._client.user is not None
-        return self._client.user.id
+        assert self.client.user is not None
+        return self.client.user.id
 
     # -- messages ----------------------------------------------------------------------------
 
@@ -164,7 +161,7 @@ class Inbound:
         """A message arrived (live or in the catch-up): handle it in its own task, once."""
         if not convert.is_from_person(message, self._me()) or self._already_seen(message.id):
             return
-        self._spawn(self._ordered(message), f"message-{message.id}")
+        self.spawn(self._ordered(message), f"message-{message.id}")
 
     def _already_seen(self, message_id: int) -> bool:
         if message_id in self._seen:
@@ -183,7 +180,7 @@ class Inbound:
                 await self.handle(message)
                 return
             async with self._order.turn_of(message.channel.id) as queued:
-                if await restore_thread(self._client, message):
+                if await restore_thread(self.client, message):
                     await self.handle(message, queued=queued)
         except StorageError as exc:
             # Routing it needed the database (is the thread bound? the quotas), which stayed
@@ -197,11 +194,11 @@ class Inbound:
         """Route and answer one message. ``queued`` is set once the message is queued with
         the service."""
         me = self._me()
-        options = self._options()
+        options = self.options()
         channel = message.channel
         bound = False
         if isinstance(channel, discord.Thread | discord.DMChannel):
-            bound = await self._service.is_bound(str(channel.id))
+            bound = await self.service.is_bound(str(channel.id))
         # A channel's autoreply mode is read for the messages that do not mention the bot
         # (whether to answer at all); for a mention, once the gate let it through (a
         # refused one costs no read), to answer it in a thread or inline.
@@ -221,9 +218,9 @@ class Inbound:
             return
         admission: Admission | Refusal
         if decision is Route.DM_REFUSED:
-            admission = self._gate.dms_off(message.author)
+            admission = self.gate.dms_off(message.author)
         else:
-            admission = await self._gate.admit_message(message)
+            admission = await self.gate.admit_message(message)
         if isinstance(admission, Refusal):
             log.info("message %s refused", message.id)
             if not admission.silent:
@@ -287,7 +284,7 @@ class Inbound:
         # channel, let go here, cannot overtake it.
         if queued is not None:
             queued.set()
-        await self._service.respond(incoming, admission, batchable=decision is Route.CONTINUE)
+        await self.service.respond(incoming, admission, batchable=decision is Route.CONTINUE)
 
     async def _inline_conversation(self, replied_to: discord.Message | None) -> str | None:
         """The scope of the conversation an inline message continues: the one whose answer
@@ -297,13 +294,23 @@ class Inbound:
         ref = replied_to.reference
         conversation: Conversation | None = None
         if ref is not None and ref.message_id is not None:
-            conversation = await self._service.conversation_answering(str(ref.message_id))
+            conversation = await self._conversation_answering(str(ref.message_id))
         elif (turn_id := _retried_turn(replied_to)) is not None:
             # A status edited into the first part may have lost its reply (a restart); the
             # answer's Retry button names the turn.
-            turn = await self._service.get_turn(turn_id)
-            conversation = None if turn is None else await self._service.conversation_of(turn)
+            conversation = await self._conversation_of(await self.turns.find_turn(turn_id))
         return None if conversation is None else conversation.scope_id
+
+    async def _conversation_answering(self, source_id: str) -> Conversation | None:
+        """The conversation whose turn answered the person's message ``source_id``."""
+        return await self._conversation_of(await self.turns.turn_for_source(source_id))
+
+    async def _conversation_of(self, turn: Turn | None) -> Conversation | None:
+        return (
+            None
+            if turn is None
+            else await self.conversations.find_conversation(turn.conversation_id)
+        )
 
     async def _answered_inline(self, message: discord.Message) -> bool:
         """Whether a message was posted in an inline autoreply channel."""
@@ -313,7 +320,7 @@ class Inbound:
 
     async def _channel_mode(self, message: discord.Message) -> Autoreply:
         assert message.guild is not None
-        return await self._autoreply.mode(str(message.channel.id), str(message.guild.id))
+        return await self.autoreply.mode(str(message.channel.id), str(message.guild.id))
 
     async def _replied_message(self, message: discord.Message) -> discord.Message | None:
         ref = message.reference
@@ -344,7 +351,7 @@ class Inbound:
         cached = payload.cached_message
         if cached is not None and cached.content == data.get("content"):
             return  # an embed was resolved, not an edit by the person
-        self._spawn(self._edited(payload), f"edit-{payload.message_id}")
+        self.spawn(self._edited(payload), f"edit-{payload.message_id}")
 
     async def _edited(self, payload: discord.RawMessageUpdateEvent) -> None:
         message = payload.message
@@ -352,28 +359,28 @@ class Inbound:
         if not convert.is_from_person(message, me):
             return
         scope_id = str(payload.channel_id)
-        latest = await self._service.latest_turn(scope_id)
+        latest = await self.turns.latest_turn(scope_id)
         if latest is None and isinstance(message.channel, discord.Thread):
             # A mention answered once in a thread it could not bind: its own conversation.
             scope_id = convert.one_off_scope(payload.message_id)
-            latest = await self._service.latest_turn(scope_id)
+            latest = await self.turns.latest_turn(scope_id)
         elif latest is None and await self._answered_inline(message):
             # Answered inline: the conversation it started or continued.
-            answering = await self._service.conversation_answering(str(payload.message_id))
+            answering = await self._conversation_answering(str(payload.message_id))
             if answering is not None:
                 scope_id = answering.scope_id
-                latest = await self._service.latest_turn(scope_id)
+                latest = await self.turns.latest_turn(scope_id)
         if latest is None or latest.source_id != str(payload.message_id):
             return  # only the latest message of a conversation can be redone
-        if not await restore_thread(self._client, message):
+        if not await restore_thread(self.client, message):
             return
         if str(message.author.id) != latest.author_id:
             return
-        admission = await self._gate.admit_message(message, notice=False)
+        admission = await self.gate.admit_message(message, notice=False)
         if isinstance(admission, Refusal):
             return  # an edit asks for a new model call: access lists and quotas apply
         if not latest.state.settled:
-            await self._service.stop(latest.id, message.author.display_name)
+            await self.service.stop(latest.id, message.author.display_name)
         incoming = convert.incoming_from_message(
             message,
             me_id=me,
@@ -382,7 +389,7 @@ class Inbound:
             reply_to=payload.message_id,
         )
         log.info("message %s edited: answering it again", payload.message_id)
-        await self._service.redo(Redo(scope_id, turn_id=latest.id, edited=incoming), admission)
+        await self.service.redo(Redo(scope_id, turn_id=latest.id, edited=incoming), admission)
 
     # -- catching up after downtime ----------------------------------------------------------
 
@@ -392,13 +399,13 @@ class Inbound:
         """Before the gateway connects: where each active conversation stood, so that the
         catch-up reads on from there (a live message answered meanwhile must not move it).
         Only the conversations ``owns`` says are this process's (its shards') are read."""
-        seconds = self._options().catch_up_seconds
+        seconds = self.options().catch_up_seconds
         if seconds <= 0:
             return
         horizon = datetime.now(UTC) - timedelta(seconds=seconds)
         self._watermarks = [
             (conversation.scope_id, newest)
-            for conversation, newest in await self._conversations.recent_conversations(horizon)
+            for conversation, newest in await self.conversations.recent_conversations(horizon)
             if owns is None or owns(conversation)
         ]
         self._horizon = horizon
@@ -413,8 +420,8 @@ class Inbound:
             if newest is not None and newest.isdigit() and int(newest) > after.id:
                 after = discord.Object(int(newest))
             try:
-                channel = self._client.get_channel(int(scope_id)) or (
-                    await self._client.fetch_channel(int(scope_id))
+                channel = self.client.get_channel(int(scope_id)) or (
+                    await self.client.fetch_channel(int(scope_id))
                 )
                 if not isinstance(channel, discord.Thread | discord.DMChannel):
                     continue

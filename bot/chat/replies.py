@@ -31,13 +31,18 @@ async def ephemeral(interaction: discord.Interaction, text: str) -> None:
 async def telling_failures(interaction: discord.Interaction, work: Awaitable[None]) -> None:
     """Run ``work``, which answers ``interaction``. A failure the bot knows (the database
     away, a setting it cannot store) before a turn's delivery took over is told to the
-    person privately, or Discord would show "The application did not respond"; it is then
-    raised on, for the log."""
+    person privately, or Discord would show "The application did not respond" (used by the
+    buttons, the modals and /ask's task; the command tree does the same for commands)."""
     try:
         await work
     except SeedBotError as exc:
-        await ephemeral(interaction, error_text(exc))
-        raise
+        await tell_failure(interaction, exc)
+
+
+async def tell_failure(interaction: discord.Interaction, failure: SeedBotError) -> None:
+    """Tell the person privately what went wrong; one line in the log, not a traceback."""
+    log.warning("interaction %s failed: %s", interaction.id, failure)
+    await ephemeral(interaction, error_text(failure))
 
 
 async def say(message: discord.Message, text: str) -> None:

@@ -122,11 +122,11 @@ async def _continued(
     """The turn a Reply press or submission continues from, once the person may continue its
     conversation (the rule of Stop and Retry, against the stored conversation: the turn id
     comes from a custom id, which a client can forge); else the refusal is the answer."""
-    turn = await asker.service.get_turn(turn_id)
+    turn = await asker.turns.find_turn(turn_id)
     if turn is None or not is_interaction_scope(turn.reply_channel_id):
         await ephemeral(interaction, texts.CONVERSATION_GONE)
         return None
-    if await controlled(asker.service, interaction, turn) is None:
+    if await controlled(asker.conversations, interaction, turn) is None:
         log.info("turn %s: reply refused to user %s", turn_id, interaction.user.id)
         await ephemeral(interaction, texts.only_controller("continue this conversation"))
         return None

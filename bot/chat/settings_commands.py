@@ -18,6 +18,7 @@ from bot.chat.replies import ephemeral
 from bot.domain.errors import InvalidSetting
 from bot.domain.models import GenerationSettings
 from bot.domain.params import MAX_PERSONA_NAME_CHARS, PARAMS, TUNING, Kind, Param
+from bot.domain.ports import SettingsChange
 
 SERVER_HINT = "Set the server's default"
 # Each settings command is offered in servers only: a DM has no layers to set.
@@ -35,7 +36,7 @@ async def _change(
 ) -> None:
     try:
         scope, scope_id = await settings_target(bot, interaction, server)
-        await bot.service.update_settings(scope, scope_id, changes, clear=clear)
+        await bot.service.settings.change(scope, scope_id, SettingsChange(changes, clear))
         bot.autoreply.forget()
     except Refusal as exc:
         await ephemeral(interaction, f"⛔ {exc}")
@@ -220,7 +221,7 @@ def register(tree: app_commands.CommandTree[Any], bot: BotContext) -> None:
     @app_commands.allowed_contexts(guilds=True, dms=False, private_channels=False)
     async def settings(interaction: discord.Interaction) -> None:
         thread_id, channel_id = _thread_ids(interaction)
-        effective = await bot.service.effective_settings(
+        effective = await bot.service.settings.effective(
             thread_id=thread_id,
             channel_id=channel_id,
             guild_id=str(interaction.guild_id) if interaction.guild_id else None,

@@ -4,6 +4,7 @@ refused, and the next attempt of a turn (Retry, or a try without the refused att
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from bot.domain.attachments import PreparedMedia, left_out
 from bot.domain.conversation import compose_prompt
@@ -16,8 +17,32 @@ NO_TEXT_PROMPT = "(no text; see the attachments)"
 EMPTY_PROMPT = "Hello!"
 
 
-def first_attempt(incoming: Incoming, media: PreparedMedia) -> NewTurn:
-    """The turn one message (or burst) becomes, its attachments prepared as ``media``."""
+def first_attempt(
+    incoming: Incoming, media: PreparedMedia, supersedes: int | None = None
+) -> NewTurn:
+    """The turn one message (or burst) becomes, its attachments prepared as ``media``;
+    ``supersedes``: the attempt it replaces when a follow-up joined the burst."""
+    return _carrying(
+        NewTurn(
+            scope_id=incoming.scope_id,
+            source_id=incoming.source_id,
+            author_id=incoming.author_id,
+            author_name=incoming.author_name,
+            reply_channel_id=incoming.channel_id or incoming.scope_id,
+            prompt=_prompt(incoming, media),
+            supersedes=supersedes,
+        ),
+        media,
+    )
+
+
+def edited_attempt(turn: Turn, scope_id: str, edited: Incoming, media: PreparedMedia) -> NewTurn:
+    """The next attempt of ``turn`` once its message was edited to ``edited`` (its
+    attachments prepared as ``media``)."""
+    return _after(turn, scope_id, _prompt(edited, media), media)
+
+
+def _prompt(incoming: Incoming, media: PreparedMedia) -> str:
     prompt = compose_prompt(
         incoming.text,
         quoted=incoming.reply_text,
@@ -26,18 +51,36 @@ def first_attempt(incoming: Incoming, media: PreparedMedia) -> NewTurn:
     )
     if not prompt.strip():
         prompt = NO_TEXT_PROMPT if media.image_urls or media.video_urls else EMPTY_PROMPT
-    return NewTurn(
-        scope_id=incoming.scope_id,
-        source_id=incoming.source_id,
-        author_id=incoming.author_id,
-        author_name=incoming.author_name,
-        reply_channel_id=incoming.channel_id or incoming.scope_id,
-        prompt=prompt,
+    return prompt
+
+
+def _after(turn: Turn, scope_id: str, prompt: str, media: PreparedMedia) -> NewTurn:
+    """The next attempt of ``turn``: it answers the same message, for the same author, in
+    the same channel, asking ``prompt`` with ``media``."""
+    return _carrying(
+        NewTurn(
+            scope_id=scope_id,
+            source_id=turn.source_id,
+            author_id=turn.author_id,
+            author_name=turn.author_name,
+            reply_channel_id=turn.reply_channel_id,
+            prompt=prompt,
+            attempt=turn.attempt + 1,
+            supersedes=turn.id,
+        ),
+        media,
+    )
+
+
+def _carrying(new: NewTurn, media: PreparedMedia) -> NewTurn:
+    """``new`` with the prepared files it sends, and the notes on those left out."""
+    return replace(
+        new,
         image_urls=media.image_urls,
-        video_urls=media.video_urls,
-        warnings=media.warnings,
         image_names=media.image_names,
+        video_urls=media.video_urls,
         video_names=media.video_names,
+        warnings=media.warnings,
     )
 
 
@@ -97,17 +140,5 @@ def next_attempt(
 
     image_urls, image_names = keep("image_urls", turn.image_urls, turn.image_names)
     video_urls, video_names = keep("video_urls", turn.video_urls, turn.video_names)
-    return NewTurn(
-        scope_id=scope_id,
-        source_id=turn.source_id,
-        author_id=turn.author_id,
-        author_name=turn.author_name,
-        reply_channel_id=turn.reply_channel_id,
-        prompt=turn.prompt,
-        image_urls=image_urls,
-        video_urls=video_urls,
-        warnings=tuple(warnings),
-        attempt=turn.attempt + 1,
-        image_names=image_names,
-        video_names=video_names,
-    )
+    kept = PreparedMedia(image_urls, image_names, video_urls, video_names, warnings=tuple(warnings))
+    return _after(turn, scope_id, turn.prompt, kept)

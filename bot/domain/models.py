@@ -336,7 +336,8 @@ class NewTurn:
     """A user turn about to be sent: what will be submitted, minus the history, so a restart
     can submit it again if it never reached fal. It joins the conversation bound to
     ``scope_id``, in that conversation's current epoch. ``image_names``/``video_names`` are
-    the file names of the attachments sent, parallel to the URLs."""
+    the file names of the attachments sent, parallel to the URLs. ``supersedes``: the turn
+    this one answers again (its previous attempt), which leaves the history as it is stored."""
 
     scope_id: str
     source_id: str
@@ -350,6 +351,7 @@ class NewTurn:
     attempt: int = 0
     image_names: tuple[str, ...] = ()
     video_names: tuple[str, ...] = ()
+    supersedes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,23 +58,33 @@ class Param:
     ``/params``; ``option`` names it there and ``hint`` describes that option; ``label``
     names it in the command's confirmation, ``shown`` in an error ("the effort setting");
     ``doc`` documents the config key. ``scopes`` are the settings layers it may be set at
-    (the config file and the model default always apply)."""
+    (the config file and the model default always apply).
+
+    Left out, ``wire_key``, ``command``, ``option`` and ``label`` are the name, and
+    ``shown`` is "the <label> setting"."""
 
     name: str
-    wire_key: str | None
     kind: Kind
-    shown: str
     doc: str
-    command: str
-    option: str
     hint: str
-    label: str
+    wire_key: str | None = ""
+    command: str = ""
+    option: str = ""
+    label: str = ""
+    shown: str = ""
     command_doc: str = ""
     choices: tuple[str, ...] = ()
     bounds: tuple[float, float] = (0, 0)
     max_chars: int = 0
     model_default: object = None
     scopes: frozenset[SettingsScope] = ALL_SCOPES
+
+    def __post_init__(self) -> None:
+        for key in ("wire_key", "command", "option", "label"):
+            if getattr(self, key) == "":
+                object.__setattr__(self, key, self.name)
+        if not self.shown:
+            object.__setattr__(self, "shown", f"the {self.label.lower()} setting")
 
     @property
     def range_text(self) -> str:
@@ -126,11 +136,8 @@ MAX_SYSTEM_PROMPT_CHARS = 8000
 
 THINKING = Param(
     name="thinking",
-    wire_key="thinking",
     kind=Kind.CHOICE,
-    shown="the thinking setting",
     doc="Default thinking mode: enabled, disabled or auto.",
-    command="thinking",
     command_doc="Set whether the model thinks before answering",
     label="Thinking",
     option="mode",
@@ -142,9 +149,7 @@ EFFORT = Param(
     name="effort",
     wire_key="reasoning_effort",
     kind=Kind.CHOICE,
-    shown="the effort setting",
     doc="Default reasoning effort: minimal, low, medium, high.",
-    command="effort",
     command_doc="Set how hard the model thinks",
     label="Effort",
     option="level",
@@ -153,7 +158,6 @@ EFFORT = Param(
 )
 SYSTEM_PROMPT = Param(
     name="system_prompt",
-    wire_key="system_prompt",
     kind=Kind.TEXT,
     shown="the system prompt",
     doc="Default system prompt.",
@@ -165,9 +169,7 @@ SYSTEM_PROMPT = Param(
 )
 MAX_COMPLETION_TOKENS = Param(
     name="max_completion_tokens",
-    wire_key="max_completion_tokens",
     kind=Kind.WHOLE,
-    shown="the max tokens setting",
     doc="Default output budget (answer + reasoning).",
     command="params",
     label="max tokens",
@@ -178,26 +180,18 @@ MAX_COMPLETION_TOKENS = Param(
 )
 TEMPERATURE = Param(
     name="temperature",
-    wire_key="temperature",
     kind=Kind.NUMBER,
-    shown="the temperature setting",
     doc="Default temperature.",
     command="params",
-    label="temperature",
-    option="temperature",
     hint="Randomness",
     bounds=(0.0, 2.0),
     model_default=1.0,
 )
 TOP_P = Param(
     name="top_p",
-    wire_key="top_p",
     kind=Kind.NUMBER,
-    shown="the top_p setting",
     doc="Default top_p.",
     command="params",
-    label="top_p",
-    option="top_p",
     hint="Nucleus sampling",
     bounds=(0.0, 1.0),
     model_default=0.7,
@@ -212,7 +206,6 @@ PERSONA = Param(
     kind=Kind.TEXT,
     shown="the persona",
     doc="Default persona: the name of one of the [personas.<name>] sections.",
-    command="persona",
     label="Persona",
     option="name",
     hint="One of the personas this bot offers",
@@ -225,9 +218,7 @@ AUTOREPLY = Param(
     name="autoreply",
     wire_key=None,
     kind=Kind.CHOICE,
-    shown="the autoreply setting",
     doc="Default autoreply mode: off (mentions only), threads or inline.",
-    command="autoreply",
     command_doc="Set whether the bot answers every message in this channel",
     label="Autoreply",
     option="mode",

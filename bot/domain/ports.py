@@ -5,10 +5,12 @@ replies (bot/chat)."""
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from bot.domain.models import (
+    SETTING_NAMES,
     Attachment,
     ChatMessage,
     Conversation,
@@ -36,6 +38,50 @@ ProgressCallback = Callable[[Progress], Awaitable[None]]
 # Opens a file's bytes as a stream of chunks, once per attempt to send it (a retried upload
 # reads the file again instead of holding it in memory).
 OpenBody = Callable[[], AsyncGenerator[bytes, None]]
+
+
+# --- parameter objects of the store ports ---------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SettingsChange:
+    """One change of the overrides at one scope: the fields of ``values`` that are set, and
+    the settings named in ``clear``, unset. Raises ``ValueError`` for a name that is no
+    setting or one both set and cleared (a caller's mistake, not a person's)."""
+
+    values: GenerationSettings = field(default_factory=GenerationSettings)
+    clear: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.clear) - set(SETTING_NAMES))
+        if unknown:
+            raise ValueError(f"unknown settings to clear: {', '.join(unknown)}")
+        both = sorted(set(self.set_values()) & set(self.clear))
+        if both:
+            raise ValueError(f"settings both set and cleared: {', '.join(both)}")
+
+    def set_values(self) -> dict[str, Any]:
+        """The values set, by setting name."""
+        return {
+            n: getattr(self.values, n) for n in SETTING_NAMES if getattr(self.values, n) is not None
+        }
+
+    def stored_values(self) -> dict[str, Any]:
+        """What the scope's row takes: the values set, and ``None`` for each cleared one."""
+        return {**self.set_values(), **dict.fromkeys(self.clear)}
+
+
+@dataclass(frozen=True, slots=True)
+class SubmittedWith:
+    """What the write that records a turn's request id stores too: that the person was told
+    the history is trimmed in ``trim_notified_epoch``, and the turn's cost so far, held as
+    ``reservation`` (no budget checked)."""
+
+    trim_notified_epoch: int | None = None
+    reservation: Reservation | None = None
+
+
+NOTHING_MORE = SubmittedWith()
 
 
 class ModelClient(Protocol):
@@ -89,14 +135,17 @@ class ConversationStore(Protocol):
         """The conversation bound to a thread or DM channel, if any."""
         ...
 
-    async def get_conversation(self, conversation_id: int) -> Conversation: ...
+    async def get_conversation(self, conversation_id: int) -> Conversation:
+        """The conversation; ``StorageError`` when there is none."""
+        ...
+
+    async def find_conversation(self, conversation_id: int) -> Conversation | None:
+        """The conversation, or None when there is none (forgotten, or an id from a custom
+        id)."""
+        ...
 
     async def begin_turn(
-        self,
-        new: NewTurn,
-        *,
-        conversation: NewConversation | None = None,
-        superseding: int | None = None,
+        self, new: NewTurn, *, conversation: NewConversation | None = None
     ) -> TurnStart:
         """Store a user turn as ``pending`` in the conversation bound to ``new.scope_id``, in
         its current epoch, and read what its request is built from, in one transaction.
@@ -104,8 +153,8 @@ class ConversationStore(Protocol):
         An unbound scope is bound to a new conversation made from ``conversation`` (when
         another binds it first, theirs is used); with ``conversation`` None it raises
         ``StorageError``. Raises ``DuplicateMessage`` when the source message already has a
-        turn of that attempt. ``superseding`` names the turn this one answers again: it is
-        marked superseded in the same transaction."""
+        turn of that attempt. The turn ``new.supersedes`` (the one it answers again) is marked
+        superseded in the same transaction."""
         ...
 
     async def turn_context(self, turn: Turn) -> TurnContext:
@@ -133,24 +182,24 @@ class TurnStore(Protocol):
         it had already moved on (answered, failed…)."""
         ...
 
-    async def get_turn(self, turn_id: int) -> Turn: ...
+    async def get_turn(self, turn_id: int) -> Turn:
+        """The turn; ``StorageError`` when there is none."""
+        ...
+
+    async def find_turn(self, turn_id: int) -> Turn | None:
+        """The turn, or None when there is none (forgotten, or an id from a custom id)."""
+        ...
 
     async def turn_for_source(self, source_id: str) -> Turn | None:
         """The newest attempt's turn answering a Discord message (the person's), if any."""
         ...
 
     async def record_submission(
-        self,
-        turn_id: int,
-        handle: RequestHandle,
-        *,
-        trim_notified_epoch: int | None = None,
-        reservation: Reservation | None = None,
+        self, turn_id: int, handle: RequestHandle, also: SubmittedWith = NOTHING_MORE
     ) -> None:
-        """Store fal's request id and URLs; the turn becomes ``submitted``. With
-        ``trim_notified_epoch``, also remember that the user was told history is trimmed in
-        that epoch; with ``reservation``, hold it as the turn's cost so far (no budget
-        checked). One transaction, not kept waiting behind this process's other writes."""
+        """Store fal's request id and URLs; the turn becomes ``submitted``. What ``also``
+        holds is stored in the same transaction, which is not kept waiting behind this
+        process's other writes."""
         ...
 
     async def complete_turn(
@@ -177,8 +226,9 @@ class TurnStore(Protocol):
         first, to resume after a restart."""
         ...
 
-    async def latest_turn(self, conversation_id: int) -> Turn | None:
-        """The newest turn of the conversation's current epoch that is not superseded."""
+    async def latest_turn(self, scope_id: str) -> Turn | None:
+        """The newest turn that is not superseded in the current epoch of the conversation
+        bound to ``scope_id`` (None when no conversation is bound there, or it has none)."""
         ...
 
 
@@ -233,15 +283,9 @@ class SettingsStore(Protocol):
         ...
 
     async def update_settings(
-        self,
-        scope: SettingsScope,
-        scope_id: str,
-        changes: GenerationSettings,
-        *,
-        clear: Sequence[str] = (),
+        self, scope: SettingsScope, scope_id: str, change: SettingsChange
     ) -> GenerationSettings:
-        """Set the non-``None`` fields of ``changes`` and unset the fields named in
-        ``clear`` at that scope; return the scope's overrides afterwards."""
+        """Apply ``change`` to the overrides at that scope; return them afterwards."""
         ...
 
 

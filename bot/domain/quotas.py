@@ -27,6 +27,16 @@ class Quota:
     requests: int
     window_seconds: int
 
+    @property
+    def limits(self) -> bool:
+        """Whether it limits anything (0 requests: no quota)."""
+        return self.requests > 0
+
+    def key(self, who: str) -> str:
+        """The store's key counting ``who``'s requests. The window is part of it, since a
+        key keeps one window (a reload may change it)."""
+        return f"{who}:{self.window_seconds}"
+
 
 @dataclass(frozen=True, slots=True)
 class QuotaRules:
@@ -72,12 +82,7 @@ class Quotas:
         wanted = [("user", f"user:{author_id}", self.rules.user)]
         if guild_id is not None:
             wanted.append(("server", f"guild:{guild_id}", self.rules.guild))
-        # The window is part of the key, since a key keeps one window (a reload may change it).
-        active = [
-            (scope, f"{key}:{q.window_seconds}", q)
-            for scope, key, q in wanted
-            if q is not None and q.requests > 0
-        ]
+        active = [(scope, q.key(who), q) for scope, who, q in wanted if q is not None and q.limits]
         if not active:
             return
         now = self._now()

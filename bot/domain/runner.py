@@ -39,7 +39,7 @@ from bot.domain.models import (
 from bot.domain.notices import NoticeReason, RefusalNotices, seconds_until
 from bot.domain.observer import NO_OBSERVER, TurnObserver
 from bot.domain.params import MODEL_DEFAULT_MAX_TOKENS
-from bot.domain.ports import ConversationStore, Delivery, ModelClient, TurnStore
+from bot.domain.ports import ConversationStore, Delivery, ModelClient, SubmittedWith, TurnStore
 from bot.domain.settings import SettingsResolver
 from bot.domain.slots import Slots, Withdrawn
 from bot.domain.stopping import MERGED, Active, Stops, TurnStopped
@@ -149,8 +149,7 @@ class TurnRunner:
                 start = await self._conversations.begin_turn(
                     next_attempt(
                         turn, start.conversation.scope_id, outcome.media, outcome.error.problems
-                    ),
-                    superseding=turn.id,
+                    )
                 )
             except SeedBotError as exc:
                 log.warning(
@@ -322,12 +321,7 @@ class TurnRunner:
         # Shielded: a shutdown arriving while the request travels to fal must not lose its
         # id, or the next start would submit it a second time.
         submitting = asyncio.ensure_future(
-            self.submitter.submit(
-                turn.id,
-                built.request,
-                trim_notified_epoch=trim_notified,
-                reservation=reservation,
-            )
+            self.submitter.submit(turn.id, built.request, SubmittedWith(trim_notified, reservation))
         )
         self._critical.add(submitting)
         submitting.add_done_callback(self._critical.discard)

@@ -1,9 +1,10 @@
 """The conversation service: the intake of turns.
 
-A turn: take the conversation's inbox (turns of one conversation run in arrival order),
-prepare the attachments, store the user turn as *pending*; from there the turn runner
-(bot/domain/runner.py) takes it to delivered. Every step is stored before the next one
-starts, so a restart can resume any turn from where it stopped.
+A turn: take the conversation's line (bot/domain/bursts.py: turns of one conversation run
+in arrival order, a burst of one person's messages is one turn), prepare the attachments,
+store the user turn as *pending*; from there the turn runner (bot/domain/runner.py) takes it
+to delivered. Every step is stored before the next one starts, so a restart can resume any
+turn from where it stopped.
 
 Three flows reach it, each an explicit value: :class:`Incoming` messages (a burst of one
 person's messages becomes one turn), :class:`Redo` (Retry, or an edit of the latest message)
@@ -16,14 +17,14 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Coroutine, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Collection, Coroutine
+from dataclasses import dataclass, field
 from typing import Any
 
 from bot.domain.admission import Admission
 from bot.domain.attachments import AttachmentPolicy, PreparedMedia, Readers
-from bot.domain.attempts import destination_of, first_attempt, next_attempt
-from bot.domain.bursts import Bursts
+from bot.domain.attempts import destination_of, edited_attempt, first_attempt, next_attempt
+from bot.domain.bursts import Burst, Bursts, Work
 from bot.domain.conversation import (
     merge_incoming,
 )
@@ -32,18 +33,14 @@ from bot.domain.errors import (
     DeliveryError,
     DuplicateMessage,
     SeedBotError,
-    StorageError,
 )
-from bot.domain.flows import Flow, Redo, Redone, Resume, flow_key
-from bot.domain.inbox import Inboxes
+from bot.domain.flows import Redo, Redone, Resume, flow_key
 from bot.domain.models import (
     Conversation,
     Destination,
     GenerationSettings,
     Incoming,
     NewConversation,
-    NewTurn,
-    SettingsScope,
     Turn,
     TurnStart,
     TurnState,
@@ -55,6 +52,7 @@ from bot.domain.personas import Personas
 from bot.domain.ports import (
     ConversationStore,
     Deliveries,
+    Delivery,
     MediaSource,
     ModelClient,
     SettingsStore,
@@ -62,7 +60,7 @@ from bot.domain.ports import (
 )
 from bot.domain.preparation import MediaPreparer, PreparedFiles
 from bot.domain.runner import Outcome, TurnRules, TurnRunner
-from bot.domain.settings import EffectiveSettings, SettingsResolver, validate_settings
+from bot.domain.settings import Overrides, SettingsResolver
 from bot.domain.slots import Slots
 from bot.domain.stopping import MESSAGE_DELETED, StopResult, Stops
 from bot.domain.submission import SubmissionJournal, Submitter
@@ -119,7 +117,6 @@ class ConversationService:
     ) -> None:
         self._conversations = conversations
         self._turns = turns
-        self._settings = settings
         self._model = model
         self.stops = Stops(turns, model)
         self.runner = TurnRunner(
@@ -142,10 +139,11 @@ class ConversationService:
         self.media = MediaPreparer(media, model, config.attachments, readers)
         self._deliveries = deliveries
         self.config = config
+        # The overrides as the settings commands read and change them.
+        self.settings = Overrides(settings, self.runner.rules.settings)
         # No fixed wait: a message is taken up at once; a burst is merged speculatively
-        # (see respond), and messages waiting behind an answer are batched by the inbox.
-        self._inboxes: Inboxes[Flow] = Inboxes(self._handle)
-        self._bursts = Bursts(self.stops.stop)
+        # (see respond), and messages waiting behind an answer go in together.
+        self._bursts = Bursts(self._handle, self.stops.stop)
         # Scopes known to have a conversation. A conversation is never unbound, so a hit
         # needs no query: most messages in busy threads cost one database read fewer.
         self._bound: OrderedDict[str, None] = OrderedDict()
@@ -165,6 +163,7 @@ class ConversationService:
                 self.media.source, self._model, config.attachments, self.media.readers
             )
         self.runner.rules = _turn_rules(config)
+        self.settings.resolve = self.runner.rules.settings
         self.config = config
 
     # -- the three ways in -----------------------------------------------------------------
@@ -180,23 +179,17 @@ class ConversationService:
         ``batch_window`` seconds of their previous message, before its answer is stored,
         stops the attempt in flight (fal cancels a queued request; an answer already
         running is discarded) and the turn starts over with all the messages. Messages
-        waiting behind an answer being produced become one turn too. Failures are reported
-        through the delivery and stored on the turn; only cancellation (shutdown)
-        propagates."""
-        window = self.config.batch_window
-        merging = batchable and window > 0
-        if merging and await self._bursts.join(incoming, window):
-            return
-        await self._inboxes.submit(
-            incoming.scope_id, incoming, incoming.author_id if merging else None
-        )
+        waiting behind an answer being produced become one turn too (both:
+        :class:`~bot.domain.bursts.Bursts`). Failures are reported through the delivery and
+        stored on the turn; only cancellation (shutdown) propagates."""
+        await self._bursts.take(incoming, self.config.batch_window if batchable else 0.0)
 
     async def redo(self, redo: Redo, admission: Admission) -> None:
         """Answer the conversation's latest turn again (see :class:`Redo`), paid by whom
         ``admission`` admitted. The old answer leaves the history and its messages are marked
         superseded."""
         redone = Redone(redo, admission.payer.user_id)
-        await self._inboxes.submit(redo.scope_id, redone, None)
+        await self._bursts.queue(redo.scope_id, redone)
 
     async def resume_unfinished(
         self,
@@ -225,27 +218,25 @@ class ConversationService:
         for turn in turns:
             scope_id = scopes[turn.conversation_id]
             if scope_id is not None:
-                spawn(self._inboxes.submit(scope_id, Resume(turn), None))
+                spawn(self._bursts.queue(scope_id, Resume(turn)))
                 queued += 1
         return queued
 
-    async def _handle(self, batch: Sequence[Flow]) -> None:
-        first = batch[0]
+    async def _handle(self, work: Work) -> None:
         notice = WaitNotice(self._outage, self._notices)
-        with waiting_as(flow_key(first), notice.on_wait):
-            if isinstance(first, Resume):
-                await self._resume(first.turn, notice)
-            elif isinstance(first, Redone):
-                await self._redo(first.redo, first.payer_id, notice)
+        with waiting_as(flow_key(work.first if isinstance(work, Burst) else work), notice.on_wait):
+            if isinstance(work, Resume):
+                await self._resume(work.turn, notice)
+            elif isinstance(work, Redone):
+                await self._redo(work.redo, work.payer_id, notice)
             else:
-                await self._new([i for i in batch if isinstance(i, Incoming)], notice)
+                await self._new(work, notice)
 
     # -- flows -----------------------------------------------------------------------------
 
-    async def _new(self, items: list[Incoming], notice: WaitNotice) -> None:
+    async def _new(self, burst: Burst, notice: WaitNotice) -> None:
         started = asyncio.get_running_loop().time()
-        first = items[0]
-        burst = self._bursts.begin(items, started)
+        first = burst.first
         # The answer replies to the burst's first message: a status message may already
         # stand under it by the time a follow-up joins.
         delivery = self._deliveries.open(
@@ -254,14 +245,15 @@ class ConversationService:
         notice.delivery = delivery
         await delivery.start()
         try:
-            superseding: int | None = None
+            supersedes: int | None = None
             while True:
                 taken = len(burst.items)
                 burst.joined = False
                 incoming = merge_incoming(burst.items[:taken])
                 try:
                     # A message handled twice is refused by begin_turn (unique source id).
-                    new = await self._new_turn(incoming, burst.files)
+                    media = await self._prepared(incoming, burst.files)
+                    new = first_attempt(incoming, media, supersedes)
                     start = await self._conversations.begin_turn(
                         new,
                         conversation=NewConversation(
@@ -270,17 +262,14 @@ class ConversationService:
                             guild_id=incoming.guild_id,
                             parent_channel_id=incoming.parent_channel_id,
                         ),
-                        superseding=superseding,
                     )
                 except DuplicateMessage:
                     log.info("message %s already answered; ignoring", incoming.source_id)
                     return
                 except SeedBotError as exc:
-                    # Failures before the turn was stored: nothing to mark, only to tell.
-                    self.runner.observer.turn_failed(exc)
-                    log.warning("turn for message %s refused: %s", incoming.source_id, exc)
-                    with contextlib.suppress(DeliveryError):
-                        await delivery.fail(None, exc)
+                    await self._unstored(
+                        delivery, exc, "turn for message %s refused: %s", incoming.source_id
+                    )
                     return
                 self._remember_bound(incoming.scope_id)
                 log.info(
@@ -289,7 +278,7 @@ class ConversationService:
                     incoming.source_id,
                     start.conversation.id,
                 )
-                superseding = start.turn.id
+                supersedes = start.turn.id
                 self._bursts.remember_merged(burst)
                 if burst.withdrawn:
                     # A message of it was deleted while the turn was prepared.
@@ -300,18 +289,19 @@ class ConversationService:
                 if burst.joined or len(burst.items) > taken:
                     continue  # a follow-up came while this one was prepared
                 outcome = await self.runner.run(start, delivery, started, watch=burst)
-                burst.turn_id = None
+                # The attempt that gave way: a try without attachments fal refused is a later
+                # attempt than the one stored here (the runner names each to the burst).
+                supersedes, burst.turn_id = burst.turn_id, None
                 if outcome is not Outcome.GAVE_WAY:
                     return
         finally:
-            self._bursts.end(first.scope_id, burst)
+            self._bursts.end(burst)  # before the delivery closes: a follow-up is the next turn
             await delivery.close()
 
     async def _redo(self, redo: Redo, payer_id: str, notice: WaitNotice) -> None:
         started = asyncio.get_running_loop().time()
-        conversation = await self._conversations.conversation_for_scope(redo.scope_id)
-        latest = await self._turns.latest_turn(conversation.id) if conversation else None
-        if conversation is None or latest is None:
+        latest = await self._turns.latest_turn(redo.scope_id)
+        if latest is None:
             return
         if redo.turn_id is not None and latest.id != redo.turn_id:
             log.info("redo of turn %s skipped: turn %s is newer", redo.turn_id, latest.id)
@@ -322,18 +312,11 @@ class ConversationService:
         try:
             if redo.edited is not None:
                 # An edit: the turn is rebuilt from the edited message, as its next attempt.
-                new = replace(
-                    await self._new_turn(redo.edited),
-                    scope_id=redo.scope_id,
-                    source_id=latest.source_id,
-                    author_id=latest.author_id,
-                    author_name=latest.author_name,
-                    reply_channel_id=latest.reply_channel_id,
-                    attempt=latest.attempt + 1,
-                )
+                media = await self._prepared(redo.edited)
+                new = edited_attempt(latest, redo.scope_id, redo.edited, media)
             else:
                 new = next_attempt(latest, redo.scope_id)
-            start = await self._conversations.begin_turn(new, superseding=latest.id)
+            start = await self._conversations.begin_turn(new)
             log.info("turn %s answers turn %s again", start.turn.id, latest.id)
             with contextlib.suppress(DeliveryError):
                 await delivery.supersede(latest)
@@ -341,11 +324,7 @@ class ConversationService:
             await delivery.close()
             return
         except SeedBotError as exc:
-            # Before the new attempt was stored (its attachments, the database): say so.
-            self.runner.observer.turn_failed(exc)
-            log.warning("answering turn %s again failed: %s", latest.id, exc)
-            with contextlib.suppress(DeliveryError):
-                await delivery.fail(None, exc)
+            await self._unstored(delivery, exc, "answering turn %s again failed: %s", latest.id)
             await delivery.close()
             return
         try:
@@ -391,13 +370,21 @@ class ConversationService:
         while len(self._bound) > BOUND_CACHE_SIZE:
             self._bound.popitem(last=False)
 
-    async def _new_turn(self, incoming: Incoming, reuse: PreparedFiles | None = None) -> NewTurn:
-        """The turn one message (or burst) becomes: its attachments prepared once, here
-        (those in ``reuse`` already were)."""
-        media: PreparedMedia = await self.media.prepare(
-            incoming.attachments, self.config.attachments, reuse
-        )
-        return first_attempt(incoming, media)
+    async def _prepared(
+        self, incoming: Incoming, reuse: PreparedFiles | None = None
+    ) -> PreparedMedia:
+        """A message's attachments, prepared once, here (those in ``reuse`` already were)."""
+        return await self.media.prepare(incoming.attachments, self.config.attachments, reuse)
+
+    async def _unstored(
+        self, delivery: Delivery, exc: SeedBotError, logged: str, about: object
+    ) -> None:
+        """A turn failed before it was stored (its attachments, the database): nothing to
+        mark, only to tell (and log ``logged`` with ``about`` and the error)."""
+        self.runner.observer.turn_failed(exc)
+        log.warning(logged, about, exc)
+        with contextlib.suppress(DeliveryError):
+            await delivery.fail(None, exc)
 
     @property
     def resubmissions(self) -> int:
@@ -443,56 +430,3 @@ class ConversationService:
         if bursts or endings:
             log.info("stopped the turns of %d deleted messages", len(deleted))
         return sources
-
-    async def latest_turn(self, scope_id: str) -> Turn | None:
-        conversation = await self._conversations.conversation_for_scope(scope_id)
-        return await self._turns.latest_turn(conversation.id) if conversation else None
-
-    async def get_turn(self, turn_id: int) -> Turn | None:
-        try:
-            return await self._turns.get_turn(turn_id)
-        except StorageError:
-            return None
-
-    async def conversation_answering(self, source_id: str) -> Conversation | None:
-        """The conversation whose turn answered the person's message ``source_id``."""
-        turn = await self._turns.turn_for_source(source_id)
-        return None if turn is None else await self.conversation_of(turn)
-
-    async def conversation_of(self, turn: Turn) -> Conversation | None:
-        try:
-            return await self._conversations.get_conversation(turn.conversation_id)
-        except StorageError:
-            return None
-
-    # -- settings --------------------------------------------------------------------------
-
-    async def effective_settings(
-        self, *, thread_id: str | None, channel_id: str | None, guild_id: str | None
-    ) -> EffectiveSettings:
-        layers = await self._settings.settings_layers(
-            thread_id=thread_id, channel_id=channel_id, guild_id=guild_id
-        )
-        return self.runner.rules.settings(layers)
-
-    async def update_settings(
-        self,
-        scope: SettingsScope,
-        scope_id: str,
-        changes: GenerationSettings,
-        *,
-        clear: Sequence[str] = (),
-    ) -> GenerationSettings:
-        """Validate and store overrides at one scope (raises ``InvalidSetting``)."""
-        return await self._settings.update_settings(
-            scope, scope_id, validate_settings(changes, scope), clear=clear
-        )
-
-    async def reset(self, scope_id: str) -> int | None:
-        """Start the conversation of a thread afresh; None when the thread has none."""
-        conversation = await self._conversations.conversation_for_scope(scope_id)
-        if conversation is None:
-            return None
-        # A turn still running keeps the epoch it started in: its answer stays out of the
-        # new one.
-        return await self._conversations.reset(conversation.id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -13,6 +13,7 @@ from bot.domain.errors import InvalidSetting
 from bot.domain.models import SETTING_NAMES, GenerationSettings, SettingsScope
 from bot.domain.params import BY_NAME, PARAMS
 from bot.domain.personas import Personas
+from bot.domain.ports import SettingsChange, SettingsStore
 
 log = logging.getLogger(__name__)
 
@@ -114,3 +115,29 @@ def validate_settings(
             raise InvalidSetting(p.name, f"can only be set for a {where}")
         cleaned[p.name] = None if value is None else p.clean(value)
     return GenerationSettings.of(cleaned)
+
+
+class Overrides:
+    """The stored overrides as people read and change them (the settings commands, the
+    autoreply mode): a place's layers resolved into the settings a turn there uses, and a
+    change validated (``InvalidSetting``) before it is stored. ``resolve``: the service's
+    current resolver (a new one on reload)."""
+
+    def __init__(self, store: SettingsStore, resolve: SettingsResolver) -> None:
+        self._store = store
+        self.resolve = resolve
+
+    async def effective(
+        self, *, thread_id: str | None, channel_id: str | None, guild_id: str | None
+    ) -> EffectiveSettings:
+        layers = await self._store.settings_layers(
+            thread_id=thread_id, channel_id=channel_id, guild_id=guild_id
+        )
+        return self.resolve(layers)
+
+    async def change(
+        self, scope: SettingsScope, scope_id: str, change: SettingsChange
+    ) -> GenerationSettings:
+        """Validate and apply ``change`` at one scope; return the scope's overrides."""
+        valid = replace(change, values=validate_settings(change.values, scope))
+        return await self._store.update_settings(scope, scope_id, valid)

@@ -23,8 +23,8 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from bot.domain.errors import ModelError, ModelSubmitUnknown, StorageError
-from bot.domain.models import ModelRequest, RequestHandle, Reservation, TurnState
-from bot.domain.ports import ModelClient, TurnStore
+from bot.domain.models import ModelRequest, RequestHandle, TurnState
+from bot.domain.ports import NOTHING_MORE, ModelClient, SubmittedWith, TurnStore
 
 log = logging.getLogger(__name__)
 
@@ -113,16 +113,10 @@ class Submitter:
         return restored
 
     async def submit(
-        self,
-        turn_id: int,
-        request: ModelRequest,
-        *,
-        trim_notified_epoch: int | None = None,
-        reservation: Reservation | None = None,
+        self, turn_id: int, request: ModelRequest, also: SubmittedWith = NOTHING_MORE
     ) -> RequestHandle:
-        """Queue ``request`` for turn ``turn_id`` and store fal's request id (and, with
-        ``trim_notified_epoch``, that the trim notice was given; with ``reservation``, the
-        turn's cost so far) in one write; returns it.
+        """Queue ``request`` for turn ``turn_id`` and store fal's request id (with what
+        ``also`` holds) in one write; returns it.
 
         Each unknown fate is answered by one more submit, at most ``MAX_RESUBMISSIONS`` for
         one turn (a turn whose previous run left its submit unanswered has used one)."""
@@ -154,9 +148,7 @@ class Submitter:
             raise
         if journal is not None:
             journal.answered(turn_id, handle)
-        await self._turns.record_submission(
-            turn_id, handle, trim_notified_epoch=trim_notified_epoch, reservation=reservation
-        )
+        await self._turns.record_submission(turn_id, handle, also)
         if journal is not None:
             journal.done(turn_id)
         # Logged once the id is stored, never between fal's answer and the store.

@@ -146,11 +146,15 @@ class Metrics:
         )
         self._active: dict[int, float] = {}
         self._prune_at = ACTIVE_PRUNE_FLOOR
-        Gauge(
+        self._gauge(
             "seed_bot_conversations_active",
             "Conversations with a turn in this process in the last hour.",
-            registry=r,
-        ).set_function(self._count_active)
+            self._count_active,
+        )
+
+    def _gauge(self, name: str, doc: str, read: Callable[[], float]) -> None:
+        """A gauge whose value ``read`` gives at each scrape."""
+        Gauge(name, doc, registry=self.registry).set_function(read)
 
     # -- exposition ------------------------------------------------------------------------
 
@@ -222,11 +226,11 @@ class Metrics:
             registry=self.registry,
         )
         outages.inc(0)
-        Gauge(
+        self._gauge(
             "seed_bot_database_waiting",
             "Store calls waiting now for the database to come back.",
-            registry=self.registry,
-        ).set_function(lambda: outage.holding)
+            lambda: outage.holding,
+        )
 
         def changed(down: bool) -> None:
             if down:
@@ -236,11 +240,11 @@ class Metrics:
 
     def watch_slots(self, waiting: Callable[[], int]) -> None:
         """Show the turns waiting for an in-flight slot (``limits.max_in_flight``)."""
-        Gauge(
+        self._gauge(
             "seed_bot_turns_waiting",
             "Turns waiting for an in-flight slot (counted in seed_bot_turns_in_flight too).",
-            registry=self.registry,
-        ).set_function(lambda: float(waiting()))
+            lambda: float(waiting()),
+        )
 
     def discord_trace(self) -> aiohttp.TraceConfig:
         """Counts the Discord client's REST requests (``seed_bot_discord_requests_total``)
@@ -273,16 +277,16 @@ class Metrics:
     def watch_media(self, preparer: Callable[[], MediaPreparer]) -> None:
         """Show the attachments being prepared and waiting for room (``preparer`` gives the
         service's current one: a reload may replace it)."""
-        Gauge(
+        self._gauge(
             "seed_bot_attachments_waiting",
             "Attachments waiting for room to be downloaded and uploaded (the in-flight bounds).",
-            registry=self.registry,
-        ).set_function(lambda: preparer().waiting)
-        Gauge(
+            lambda: preparer().waiting,
+        )
+        self._gauge(
             "seed_bot_attachment_bytes_in_flight",
             "Bytes (by the sizes Discord reports) of the attachments being prepared now.",
-            registry=self.registry,
-        ).set_function(lambda: preparer().bytes.capacity - preparer().bytes.free)
+            lambda: preparer().bytes.capacity - preparer().bytes.free,
+        )
 
     def transaction_took(self, seconds: float) -> None:
         """One database transaction's time on its connection (``Database.timers``)."""

@@ -9,8 +9,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, delete, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain.cache import Lru
@@ -27,6 +25,7 @@ from bot.domain.models import (
     TurnState,
 )
 from bot.storage.database import Database, now_utc
+from bot.storage.dialects import PerDialect
 from bot.storage.rows import (
     FIRST_TURN_OF,
     HISTORY,
@@ -35,6 +34,8 @@ from bot.storage.rows import (
     HistoryCut,
     conversation_from,
     history_from,
+    pending_turn,
+    turn_row,
 )
 from bot.storage.settings import load_layers
 from bot.storage.tables import conversations, speakers, turns
@@ -72,6 +73,28 @@ _BY_ID = select(conversations).where(conversations.c.id == bindparam("b_id"))
 _PLACE = select(
     conversations.c.scope_id, conversations.c.parent_channel_id, conversations.c.guild_id
 ).where(conversations.c.id == bindparam("b_id"))
+# Binds a scope to a new conversation; a conflicting (racing or older) row wins and only has
+# its updated_at touched.
+_BIND = PerDialect(
+    lambda insert: (
+        insert(conversations)
+        .values(
+            scope_id=bindparam("b_scope"),
+            guild_id=bindparam("b_guild"),
+            parent_channel_id=bindparam("b_parent"),
+            owner_id=bindparam("b_owner"),
+            epoch=0,
+            trim_notified_epoch=None,
+            next_position=0,
+            created_at=bindparam("b_now"),
+            updated_at=bindparam("b_now"),
+        )
+        .on_conflict_do_update(
+            index_elements=[conversations.c.scope_id], set_={"updated_at": bindparam("b_now")}
+        )
+        .returning(*conversations.c)
+    )
+)
 _INSERT_TURN = insert(turns).returning(turns.c.id)
 # A superseded attempt gives up its prompt: the attempt replacing it holds the same text
 # (Retry), the merged one (a burst starting over, where keeping it would store every earlier
@@ -113,25 +136,6 @@ class SqlConversations:
         # The most history one request can hold (the context budget): older turns are not
         # read. None: the whole epoch is read.
         self._history_tokens = history_tokens
-        insert_for = pg_insert if db.postgres else sqlite_insert
-        self._bind_upsert = (
-            insert_for(conversations)
-            .values(
-                scope_id=bindparam("b_scope"),
-                guild_id=bindparam("b_guild"),
-                parent_channel_id=bindparam("b_parent"),
-                owner_id=bindparam("b_owner"),
-                epoch=0,
-                trim_notified_epoch=None,
-                next_position=0,
-                created_at=bindparam("b_now"),
-                updated_at=bindparam("b_now"),
-            )
-            .on_conflict_do_update(
-                index_elements=[conversations.c.scope_id], set_={"updated_at": bindparam("b_now")}
-            )
-            .returning(*conversations.c)
-        )
         # Conversation id -> its scope, channel and server. Cannot go stale: those columns
         # are written only by the INSERT that creates the conversation (nothing updates
         # them, a conversation is never re-bound), so a resumed turn's context needs no
@@ -165,10 +169,9 @@ class SqlConversations:
         return self._remember(bound)
 
     async def _bind(self, unit: Unit, new: NewConversation, now: datetime) -> Conversation:
-        # One statement whether or not the scope is bound: a conflicting (racing or older)
-        # row wins and only has its updated_at touched.
+        # One statement whether or not the scope is bound.
         row = await unit.first(
-            self._bind_upsert,
+            _BIND.on(unit.postgres),
             {
                 "b_scope": new.scope_id,
                 "b_guild": new.guild_id,
@@ -182,14 +185,21 @@ class SqlConversations:
         return conversation_from(row)
 
     async def get_conversation(self, conversation_id: int) -> Conversation:
-        async def op(unit: Unit) -> Conversation:
-            row = await unit.first(_BY_ID, {"b_id": conversation_id})
-            if row is None:
-                raise StorageError(f"no conversation {conversation_id}")
-            return conversation_from(row)
+        found = await self._find_conversation("get_conversation", conversation_id)
+        if found is None:
+            raise StorageError(f"no conversation {conversation_id}")
+        return found
 
-        found = await self._db.run_unit("get_conversation", op, write=False, single=True)
-        return self._remember(found)
+    async def find_conversation(self, conversation_id: int) -> Conversation | None:
+        return await self._find_conversation("find_conversation", conversation_id)
+
+    async def _find_conversation(self, what: str, conversation_id: int) -> Conversation | None:
+        async def op(unit: Unit) -> Conversation | None:
+            row = await unit.first(_BY_ID, {"b_id": conversation_id})
+            return None if row is None else conversation_from(row)
+
+        found = await self._db.run_unit(what, op, write=False, single=True)
+        return None if found is None else self._remember(found)
 
     async def reset(self, conversation_id: int) -> int:
         async def op(conn: AsyncConnection) -> int:
@@ -227,11 +237,7 @@ class SqlConversations:
     # --- a turn's start and context -----------------------------------------------------
 
     async def begin_turn(
-        self,
-        new: NewTurn,
-        *,
-        conversation: NewConversation | None = None,
-        superseding: int | None = None,
+        self, new: NewTurn, *, conversation: NewConversation | None = None
     ) -> TurnStart:
         if conversation is not None and conversation.scope_id != new.scope_id:
             raise ValueError(
@@ -251,37 +257,14 @@ class SqlConversations:
                 bound = conversation_from(row)
             # Retry / edit: the old attempt leaves the history in the same transaction the
             # new one is stored in, so a failure leaves both as they were.
+            superseded = new.supersedes
             if (
-                superseding is not None
-                and await unit.first(_SUPERSEDE, {"b_id": superseding, "b_now": now}) is None
+                superseded is not None
+                and await unit.first(_SUPERSEDE, {"b_id": superseded, "b_now": now}) is None
             ):
-                raise StorageError(f"no turn {superseding}")
-            turn = Turn(
-                id=0,
-                conversation_id=bound.id,
-                epoch=bound.epoch,
-                source_id=new.source_id,
-                author_id=new.author_id,
-                author_name=new.author_name,
-                reply_channel_id=new.reply_channel_id,
-                prompt=new.prompt,
-                image_urls=new.image_urls,
-                video_urls=new.video_urls,
-                warnings=new.warnings,
-                state=TurnState.PENDING,
-                handle=None,
-                output=None,
-                reasoning=None,
-                error=None,
-                reply_message_ids=(),
-                created_at=now,
-                updated_at=now,
-                attempt=new.attempt,
-                status_message_id=None,
-                image_names=new.image_names,
-                video_names=new.video_names,
-            )
-            turn_id = await unit.insert(_INSERT_TURN, _turn_values(turn))
+                raise StorageError(f"no turn {superseded}")
+            turn = pending_turn(new, bound, now)
+            turn_id = await unit.insert(_INSERT_TURN, turn_row(turn))
             assert turn_id is not None
             turn = replace(turn, id=int(turn_id))
             context = await self._context(
@@ -392,36 +375,6 @@ class SqlConversations:
         return tuple(listed.values())
 
     # --- a turn's steps -----------------------------------------------------------------
-
-
-def _turn_values(turn: Turn) -> dict[str, Any]:
-    return {
-        "conversation_id": turn.conversation_id,
-        "epoch": turn.epoch,
-        "source_id": turn.source_id,
-        "attempt": turn.attempt,
-        "author_id": turn.author_id,
-        "author_name": turn.author_name,
-        "reply_channel_id": turn.reply_channel_id,
-        "prompt": turn.prompt,
-        "image_urls": list(turn.image_urls),
-        "video_urls": list(turn.video_urls),
-        "warnings": list(turn.warnings),
-        "image_names": list(turn.image_names),
-        "video_names": list(turn.video_names),
-        "state": turn.state.value,
-        "request_id": None,
-        "status_url": None,
-        "response_url": None,
-        "cancel_url": None,
-        "output": None,
-        "reasoning": None,
-        "error": None,
-        "reply_message_ids": [],
-        "status_message_id": None,
-        "created_at": turn.created_at,
-        "updated_at": turn.updated_at,
-    }
 
 
 def _next_batch(cut: HistoryCut, budget: int, read: int) -> int:

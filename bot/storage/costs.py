@@ -27,12 +27,12 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain.costs import EPSILON_USD, RESERVATION_TTL, Budget, SpendFilter, Spending
 from bot.domain.models import Cost, Reservation, Settlement
 from bot.storage.database import Database
+from bot.storage.dialects import PerDialect
 from bot.storage.tables import conversations, turn_costs, turns
 from bot.storage.unit import Unit
 from bot.storage.usage import advisory_lock_id
@@ -92,15 +92,16 @@ _RESERVED = dict(
 _RESERVE = insert(turn_costs).values(**_RESERVED)
 # Held with the submission: one statement, replacing the turn's earlier reservation (a turn
 # submitted again after a restart holds one, not two).
-_REPLACE_RESERVATION = {
-    dialect: make.insert(turn_costs)
-    .values(**_RESERVED)
-    .on_conflict_do_update(
-        index_elements=[c.turn_id],
-        set_={k: v for k, v in _RESERVED.items() if k != "turn_id"},
+_REPLACE_RESERVATION = PerDialect(
+    lambda insert: (
+        insert(turn_costs)
+        .values(**_RESERVED)
+        .on_conflict_do_update(
+            index_elements=[c.turn_id],
+            set_={k: v for k, v in _RESERVED.items() if k != "turn_id"},
+        )
     )
-    for dialect, make in (("sqlite", sqlite), ("postgresql", postgresql))
-}
+)
 _MARK_SETTLED = (
     update(turn_costs)
     .where(c.turn_id == bindparam("b_turn"), c.settled == false())
@@ -121,40 +122,41 @@ _SETTLE_REPORTED = (
 # A turn that reached fal without a reservation (its request id restored from the journal
 # after a kill between fal's answer and the commit that would have held it) is settled by a
 # row made from the turn and its conversation; a turn that never reached fal gets none.
-_SETTLE_UNRESERVED = {
-    dialect: make.insert(turn_costs)
-    .from_select(
-        [
-            c.turn_id,
-            c.user_id,
-            c.guild_id,
-            c.scope_id,
-            c.at,
-            c.input_tokens,
-            c.units,
-            c.usd,
-            c.estimated,
-            c.settled,
-        ],
-        select(
-            turns.c.id,
-            turns.c.author_id,
-            conversations.c.guild_id,
-            conversations.c.scope_id,
-            turns.c.created_at,
-            literal(0),
-            bindparam("b_units", type_=BigInteger),
-            bindparam("b_usd", type_=Double),
-            bindparam("b_est", type_=Boolean),
-            true(),
+_SETTLE_UNRESERVED = PerDialect(
+    lambda insert: (
+        insert(turn_costs)
+        .from_select(
+            [
+                c.turn_id,
+                c.user_id,
+                c.guild_id,
+                c.scope_id,
+                c.at,
+                c.input_tokens,
+                c.units,
+                c.usd,
+                c.estimated,
+                c.settled,
+            ],
+            select(
+                turns.c.id,
+                turns.c.author_id,
+                conversations.c.guild_id,
+                conversations.c.scope_id,
+                turns.c.created_at,
+                literal(0),
+                bindparam("b_units", type_=BigInteger),
+                bindparam("b_usd", type_=Double),
+                bindparam("b_est", type_=Boolean),
+                true(),
+            )
+            .join(conversations, conversations.c.id == turns.c.conversation_id)
+            .where(turns.c.id == bindparam("b_turn"), turns.c.request_id.is_not(None)),
         )
-        .join(conversations, conversations.c.id == turns.c.conversation_id)
-        .where(turns.c.id == bindparam("b_turn"), turns.c.request_id.is_not(None)),
+        .on_conflict_do_nothing(index_elements=[c.turn_id])
+        .returning(c.turn_id)
     )
-    .on_conflict_do_nothing(index_elements=[c.turn_id])
-    .returning(c.turn_id)
-    for dialect, make in (("sqlite", sqlite), ("postgresql", postgresql))
-}
+)
 _SET_COST = (
     update(turn_costs)
     .where(c.turn_id == bindparam("b_turn"))
@@ -165,11 +167,7 @@ _SET_COST = (
 async def store_reservation(unit: Unit, reservation: Reservation) -> None:
     """Hold ``reservation`` (replacing the turn's earlier one, if any), in ``unit``'s
     transaction; no budget is checked."""
-    await unit.execute(_REPLACE_RESERVATION[_dialect(unit)], _reserved(reservation))
-
-
-def _dialect(unit: Unit) -> str:
-    return "postgresql" if unit.postgres else "sqlite"
+    await unit.execute(_REPLACE_RESERVATION.on(unit.postgres), _reserved(reservation))
 
 
 async def _hold(conn: AsyncConnection, reservation: Reservation) -> None:
@@ -207,7 +205,7 @@ async def settle_in(unit: Unit, turn_id: int, settlement: Settlement) -> Cost | 
             return cost
         cost = settlement.cost(0)  # no reservation: no input estimate either
     # No reservation to settle: already settled (nothing inserted), or never held.
-    inserted = await unit.scalar(_SETTLE_UNRESERVED[_dialect(unit)], _cost_values(turn_id, cost))
+    inserted = await unit.scalar(_SETTLE_UNRESERVED.on(unit.postgres), _cost_values(turn_id, cost))
     return None if inserted is None else cost
 
 

@@ -3,6 +3,7 @@ a sealed token (only the Discord layer can open it) for at most Discord's 15 min
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 
 from sqlalchemy import delete, insert, or_, select
@@ -10,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain.models import StoredInteraction
 from bot.storage.database import Database, now_utc
+from bot.storage.rows import interaction_from
 from bot.storage.tables import interactions
 
 
@@ -28,16 +30,7 @@ class SqlInteractions:
 
         async def op(conn: AsyncConnection) -> None:
             await conn.execute(delete(interactions).where(stale))
-            await conn.execute(
-                insert(interactions).values(
-                    interaction_id=stored.interaction_id,
-                    application_id=stored.application_id,
-                    user_id=stored.user_id,
-                    sealed_token=stored.sealed_token,
-                    ephemeral=stored.ephemeral,
-                    expires_at=stored.expires_at,
-                )
-            )
+            await conn.execute(insert(interactions).values(**asdict(stored)))
 
         await self._db.run("keep_interaction", op, write=True)
 
@@ -45,16 +38,7 @@ class SqlInteractions:
         async def op(conn: AsyncConnection) -> StoredInteraction | None:
             query = select(interactions).where(interactions.c.interaction_id == interaction_id)
             row = (await conn.execute(query)).one_or_none()
-            if row is None:
-                return None
-            return StoredInteraction(
-                interaction_id=row.interaction_id,
-                application_id=row.application_id,
-                user_id=row.user_id,
-                sealed_token=bytes(row.sealed_token),
-                ephemeral=bool(row.ephemeral),
-                expires_at=row.expires_at,
-            )
+            return None if row is None else interaction_from(row)
 
         return await self._db.run("stored_interaction", op, write=False)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
+from datetime import datetime
 from typing import Any, get_origin, get_type_hints
 
 from sqlalchemy import Integer, Row, Select, Text, and_, bindparam, case, select
@@ -15,8 +16,10 @@ from bot.domain.models import (
     Conversation,
     GenerationSettings,
     HistoryEntry,
+    NewTurn,
     RawJson,
     RequestHandle,
+    StoredInteraction,
     Turn,
     TurnState,
 )
@@ -32,6 +35,10 @@ _HANDLE_FIELDS = tuple(f.name for f in fields(RequestHandle))
 _TURN_FIELDS = tuple(f.name for f in fields(Turn) if f.name not in ("state", "handle"))
 # Array columns come back as lists.
 _TURN_TUPLES = tuple(name for name, tp in get_type_hints(Turn).items() if get_origin(tp) is tuple)
+# What a stored turn keeps of the new turn it was begun from (the scope names its
+# conversation instead; the turn it supersedes is marked so).
+_BEGUN_FIELDS = tuple(f.name for f in fields(NewTurn) if f.name not in ("scope_id", "supersedes"))
+_INTERACTION_FIELDS = tuple(f.name for f in fields(StoredInteraction))
 
 
 def conversation_from(row: Row[Any]) -> Conversation:
@@ -46,6 +53,46 @@ def turn_from(row: Row[Any]) -> Turn:
     if row.request_id is not None:
         handle = RequestHandle(**{name: getattr(row, name) for name in _HANDLE_FIELDS})
     return Turn(**values, state=TurnState(row.state), handle=handle)
+
+
+def pending_turn(new: NewTurn, conversation: Conversation, now: datetime) -> Turn:
+    """``new`` as the pending turn stored in ``conversation``'s current epoch (its id is 0
+    until it is inserted)."""
+    begun = {name: getattr(new, name) for name in _BEGUN_FIELDS}
+    return Turn(
+        **begun,
+        id=0,
+        conversation_id=conversation.id,
+        epoch=conversation.epoch,
+        state=TurnState.PENDING,
+        handle=None,
+        output=None,
+        reasoning=None,
+        error=None,
+        reply_message_ids=(),
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def turn_row(turn: Turn) -> dict[str, Any]:
+    """The columns of a new row for ``turn`` (its id is the database's to give), as
+    ``turn_from`` reads them back."""
+    values = {name: getattr(turn, name) for name in _TURN_FIELDS if name != "id"}
+    for name in _TURN_TUPLES:
+        values[name] = list(values[name])
+    handle = turn.handle
+    for name in _HANDLE_FIELDS:
+        values[name] = None if handle is None else getattr(handle, name)
+    values["state"] = turn.state.value
+    return values
+
+
+def interaction_from(row: Row[Any]) -> StoredInteraction:
+    values = {name: getattr(row, name) for name in _INTERACTION_FIELDS}
+    # As the domain types them, whatever type the driver hands back.
+    values.update(sealed_token=bytes(row.sealed_token), ephemeral=bool(row.ephemeral))
+    return StoredInteraction(**values)
 
 
 def settings_from(row: Row[Any]) -> GenerationSettings:

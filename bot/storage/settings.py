@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
 from sqlalchemy import and_, bindparam, delete, or_, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.domain.models import SETTING_NAMES, GenerationSettings, SettingsScope
+from bot.domain.models import GenerationSettings, SettingsScope
+from bot.domain.ports import SettingsChange
 from bot.storage.database import Database, now_utc
+from bot.storage.dialects import insert_for
 from bot.storage.rows import settings_from
 from bot.storage.tables import settings
 from bot.storage.unit import Unit
@@ -61,27 +58,11 @@ class SqlSettings:
         return await self._db.run_unit("settings_layers", op, write=False, single=True)
 
     async def update_settings(
-        self,
-        scope: SettingsScope,
-        scope_id: str,
-        changes: GenerationSettings,
-        *,
-        clear: Sequence[str] = (),
+        self, scope: SettingsScope, scope_id: str, change: SettingsChange
     ) -> GenerationSettings:
-        unknown = sorted(set(clear) - set(SETTING_NAMES))
-        if unknown:
-            raise ValueError(f"unknown settings to clear: {', '.join(unknown)}")
-        values: dict[str, Any] = {
-            name: getattr(changes, name)
-            for name in SETTING_NAMES
-            if getattr(changes, name) is not None
-        }
-        both = sorted(set(values) & set(clear))
-        if both:
-            raise ValueError(f"settings both set and cleared: {', '.join(both)}")
-        values.update(dict.fromkeys(clear))
+        values = change.stored_values()
         scope = SettingsScope(scope)
-        insert_ = pg_insert if self._db.postgres else sqlite_insert
+        insert_ = insert_for(self._db.postgres)
 
         async def op(conn: AsyncConnection) -> GenerationSettings:
             key = (settings.c.scope == scope.value, settings.c.scope_id == scope_id)

@@ -10,8 +10,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Update, bindparam, case, func, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain.conversation import estimate_tokens
@@ -22,13 +20,14 @@ from bot.domain.models import (
     ModelReply,
     RawJson,
     RequestHandle,
-    Reservation,
     Settlement,
     Turn,
     TurnState,
 )
+from bot.domain.ports import NOTHING_MORE, SubmittedWith
 from bot.storage.costs import settle_in, store_reservation
 from bot.storage.database import Database, now_utc
+from bot.storage.dialects import PerDialect
 from bot.storage.engine import json_text
 from bot.storage.rows import (
     turn_from,
@@ -117,6 +116,13 @@ _TAKE_POSITIONS = (
     )
     .returning(conversations.c.next_position)
 )
+# An author's first answered turn of an epoch (its columns given as the parameters); later
+# ones leave the row as it is (positions only grow, so the first stored is the first).
+_ADD_SPEAKER = PerDialect(
+    lambda insert: insert(speakers).on_conflict_do_nothing(
+        index_elements=[speakers.c.conversation_id, speakers.c.epoch, speakers.c.author_id]
+    )
+)
 _DELIVERED = (
     update(turns)
     .where(turns.c.id == bindparam("b_id"))
@@ -139,30 +145,9 @@ class SqlTurns:
 
     def __init__(self, db: Database) -> None:
         self._db = db
-        insert_for = pg_insert if db.postgres else sqlite_insert
-        # An author's first answered turn of an epoch; later ones leave the row as it is
-        # (positions only grow, so the first stored is the first).
-        self._add_speaker = (
-            insert_for(speakers)
-            .values(
-                conversation_id=bindparam("b_conversation"),
-                epoch=bindparam("b_epoch"),
-                author_id=bindparam("b_author"),
-                turn_id=bindparam("b_turn"),
-                position=bindparam("b_position"),
-            )
-            .on_conflict_do_nothing(
-                index_elements=[speakers.c.conversation_id, speakers.c.epoch, speakers.c.author_id]
-            )
-        )
 
     async def record_submission(
-        self,
-        turn_id: int,
-        handle: RequestHandle,
-        *,
-        trim_notified_epoch: int | None = None,
-        reservation: Reservation | None = None,
+        self, turn_id: int, handle: RequestHandle, also: SubmittedWith = NOTHING_MORE
     ) -> None:
         async def op(unit: Unit) -> None:
             conversation_id = await unit.scalar(
@@ -178,21 +163,17 @@ class SqlTurns:
             )
             if conversation_id is None:
                 raise StorageError(f"no turn {turn_id}")
-            if trim_notified_epoch is not None:
+            if also.trim_notified_epoch is not None:
                 await unit.execute(
-                    _TRIM_NOTIFIED, {"b_id": conversation_id, "b_epoch": trim_notified_epoch}
+                    _TRIM_NOTIFIED, {"b_id": conversation_id, "b_epoch": also.trim_notified_epoch}
                 )
-            if reservation is not None:
-                await store_reservation(unit, reservation)
+            if also.reservation is not None:
+                await store_reservation(unit, also.reservation)
 
         # fal's request id: the one write a restart cannot do without (it would submit the
         # turn again), so it goes before every other waiting write of this process.
         await self._db.run_unit(
-            "record_submission",
-            op,
-            write=True,
-            priority=True,
-            single=trim_notified_epoch is None and reservation is None,
+            "record_submission", op, write=True, priority=True, single=also == NOTHING_MORE
         )
 
     async def complete_turn(
@@ -249,14 +230,14 @@ class SqlTurns:
                         for i, (role, content, tokens) in enumerate(stored)
                     ],
                 )
-                await unit.execute(
-                    self._add_speaker,
+                await unit.insert(
+                    _ADD_SPEAKER.on(unit.postgres),
                     {
-                        "b_conversation": conversation_id,
-                        "b_epoch": epoch,
-                        "b_author": author_id,
-                        "b_turn": turn_id,
-                        "b_position": start,
+                        "conversation_id": conversation_id,
+                        "epoch": epoch,
+                        "author_id": author_id,
+                        "turn_id": turn_id,
+                        "position": start,
                     },
                 )
             return None if settlement is None else await settle_in(unit, turn_id, settlement)
@@ -312,24 +293,30 @@ class SqlTurns:
     # --- reading turns ------------------------------------------------------------------
 
     async def get_turn(self, turn_id: int) -> Turn:
-        async def op(unit: Unit) -> Turn:
+        turn = await self._find_turn("get_turn", turn_id)
+        if turn is None:
+            raise StorageError(f"no turn {turn_id}")
+        return turn
+
+    async def find_turn(self, turn_id: int) -> Turn | None:
+        return await self._find_turn("find_turn", turn_id)
+
+    async def _find_turn(self, what: str, turn_id: int) -> Turn | None:
+        async def op(unit: Unit) -> Turn | None:
             row = await unit.first(_TURN, {"b_id": turn_id})
-            if row is None:
-                raise StorageError(f"no turn {turn_id}")
-            return turn_from(row)
+            return None if row is None else turn_from(row)
 
-        return await self._db.run_unit("get_turn", op, write=False, single=True)
+        return await self._db.run_unit(what, op, write=False, single=True)
 
-    async def latest_turn(self, conversation_id: int) -> Turn | None:
-        epoch = select(conversations.c.epoch).where(conversations.c.id == conversation_id)
-
+    async def latest_turn(self, scope_id: str) -> Turn | None:
         async def op(conn: AsyncConnection) -> Turn | None:
             row = (
                 await conn.execute(
                     select(turns)
+                    .join(conversations, conversations.c.id == turns.c.conversation_id)
                     .where(
-                        turns.c.conversation_id == conversation_id,
-                        turns.c.epoch == epoch.scalar_subquery(),
+                        conversations.c.scope_id == scope_id,
+                        turns.c.epoch == conversations.c.epoch,
                         turns.c.state != TurnState.SUPERSEDED.value,
                     )
                     .order_by(turns.c.id.desc())

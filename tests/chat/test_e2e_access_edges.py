@@ -365,7 +365,7 @@ async def test_ask_and_ask_seed_in_a_thread_the_invoker_may_not_post_in(harness:
     await only_to_them(h, submit, "and this")
     assert [m for m in fake.bot_messages(thread) if m.id > answer.id and not m.ephemeral] == []
     # Bob's conversation got none of it.
-    latest = await h.app.service.latest_turn(str(thread.id))
+    latest = await h.app.store.turns.latest_turn(str(thread.id))
     assert latest is not None and latest.prompt == "bob's question"
 
 

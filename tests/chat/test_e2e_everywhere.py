@@ -31,7 +31,7 @@ def fal_inputs(h: Harness) -> list[dict[str, Any]]:
 async def latest_turn_state(h: Harness, scope_id: str) -> TurnState:
     """The state of the conversation's latest turn once the bot has nothing running."""
     await h.app.bot.idle()
-    turn = await h.app.service.latest_turn(scope_id)
+    turn = await h.app.store.turns.latest_turn(scope_id)
     assert turn is not None
     return turn.state
 
@@ -75,7 +75,7 @@ async def test_ask_in_a_server_without_the_bot_answers_privately_through_the_int
     assert response.type == 5 and response.ephemeral  # deferred at once, privately
     last = await answered(ask, "echo: hi there")
     assert last.ephemeral and all(m.ephemeral for m in ask.followups)
-    turn = await h.app.service.latest_turn(f"interaction:{ask.id}")
+    turn = await h.app.store.turns.latest_turn(f"interaction:{ask.id}")
     assert turn is not None and reply_button(last) == f"seed:reply:{turn.id}"
     assert h.fake.messages_in(there.channel) == []  # nothing posted in the channel itself
     assert h.fake.threads() == []

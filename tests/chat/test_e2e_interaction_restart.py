@@ -43,7 +43,7 @@ async def sql(url: str, statement: str | Executable) -> list[tuple[object, ...]]
 
 async def turn_state(h: Harness, ask: FakeInteraction) -> TurnState:
     await h.app.bot.idle()
-    turn = await h.app.service.latest_turn(f"interaction:{ask.id}")
+    turn = await h.app.store.turns.latest_turn(f"interaction:{ask.id}")
     assert turn is not None
     return turn.state
 
@@ -178,7 +178,7 @@ async def test_an_interaction_turn_fal_finished_past_its_window_costs_what_fal_b
 
     second = await make_harness(SEED_BOT_DATABASE__URL=database_url)
     assert await turn_state(second, ask) is TurnState.FAILED
-    turn = await second.app.service.latest_turn(f"interaction:{ask.id}")
+    turn = await second.app.store.turns.latest_turn(f"interaction:{ask.id}")
     assert turn is not None
     cost = await second.app.store.costs.turn_cost(turn.id)
     request = second.fal.requests[request_id]
@@ -246,7 +246,7 @@ async def test_an_answer_half_posted_before_a_restart_goes_on_after_what_was_see
     ask = await fake.invoke_command(there.carol, there.channel, "ask", {"prompt": "long"})
     await answered(ask, "Part 2:")
     await first.app.bot.idle()
-    turn = await first.app.service.latest_turn(f"interaction:{ask.id}")
+    turn = await first.app.store.turns.latest_turn(f"interaction:{ask.id}")
     assert turn is not None and len(turn.reply_message_ids) == 3
     original = turn.reply_message_ids[0]
     await first.stop()
@@ -281,7 +281,7 @@ async def test_an_answer_half_posted_before_a_restart_goes_on_after_what_was_see
     assert not [
         e for e in fake.events_of(MessageEdited, since=since) if e.after.id == int(original)
     ]
-    delivered = await second.app.service.get_turn(turn.id)
+    delivered = await second.app.store.turns.find_turn(turn.id)
     assert delivered is not None
     assert delivered.reply_message_ids == (original, *(str(m.id) for m in posted))
     assert await kept(database_url) == []

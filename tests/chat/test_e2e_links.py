@@ -426,7 +426,7 @@ async def test_a_plain_text_page_is_read_and_stored(
     _, thread = await linked(h, f"read {web.url('/notes.txt')}")
     prompt = (await sent(h, thread, since))["prompt"]
     assert "first note" in prompt and "second note" in prompt
-    turn = await h.app.service.latest_turn(str(thread.id))
+    turn = await h.app.store.turns.latest_turn(str(thread.id))
     assert turn is not None and "second note" in turn.prompt
 
 

@@ -147,9 +147,7 @@ async def test_a_burst_starting_over_reuses_the_files_already_prepared(
     assert "Attached file notes.txt" in last.input["prompt"]
     assert "echo: one\ntwo" in answer.content
     # The replaced attempt keeps no prompt: the answered one holds the whole burst.
-    conversation = await h.app.store.conversations.conversation_for_scope(str(thread.id))
-    assert conversation is not None
-    latest = await h.app.store.turns.latest_turn(conversation.id)
+    latest = await h.app.store.turns.latest_turn(str(thread.id))
     assert latest is not None and latest.prompt.startswith("one\ntwo")
     replaced = await h.app.store.turns.get_turn(latest.id - 1)
     assert replaced.prompt == ""

@@ -33,7 +33,7 @@ async def test_a_nul_from_a_person_is_answered_and_stored_as_a_replacement(
     await h.app.bot.idle()
 
     first = await h.app.store.turns.turn_for_source(str(message.id))
-    latest = await h.app.service.latest_turn(str(thread.id))
+    latest = await h.app.store.turns.latest_turn(str(thread.id))
     assert first is not None and latest is not None
     assert (first.state, latest.state) == (TurnState.DELIVERED, TurnState.DELIVERED)
     assert first.prompt.endswith("look\ufffdhere")

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from bot.chat.controls import retry_view, stop_view
-from bot.chat.delivery import ChannelDelivery, Views
+from bot.chat.delivery import ChannelDelivery, Views, Where
 from bot.domain.errors import FieldProblem, ModelInputRejected
 from bot.domain.models import Turn, TurnState
 from tests.chat.conftest import Harness, HarnessFactory
@@ -482,12 +482,12 @@ async def test_a_rejected_attachment_is_named_from_the_names_stored_with_its_tur
     )
     channel = _Channel()
     views = Views(stop=stop_view, retry=retry_view)
-    delivery = ChannelDelivery(cast(Any, channel), recorder=_Recorder(), views=views)
+    delivery = ChannelDelivery(Where(cast(Any, channel)), recorder=_Recorder(), views=views)
     await delivery.fail(_turn(("https://fal/b",), ("b.png",)), rejected)
     [notice] = channel.sent
     assert "`b.png`" in notice and "a.png" not in notice and "req-1" in notice
     # a turn stored without names (before they were kept) says "image 1"
     channel = _Channel()
-    delivery = ChannelDelivery(cast(Any, channel), recorder=_Recorder(), views=views)
+    delivery = ChannelDelivery(Where(cast(Any, channel)), recorder=_Recorder(), views=views)
     await delivery.fail(_turn(("https://fal/b",), ()), rejected)
     assert "image 1" in channel.sent[0]

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from bot.domain.attachments import AttachmentPolicy
-from bot.domain.errors import AttachmentError
+from bot.domain.errors import AttachmentError, DeliveryError
 from bot.domain.flows import Redo
 from bot.domain.models import (
     Attachment,
@@ -170,9 +170,7 @@ def message(
 
 
 async def states(world: World) -> list[TurnState]:
-    conversation = await world.store.conversations.conversation_for_scope("42")
-    assert conversation is not None
-    turn = await world.store.turns.latest_turn(conversation.id)
+    turn = await world.store.turns.latest_turn("42")
     assert turn is not None
     return [turn.state]
 
@@ -224,7 +222,7 @@ async def test_a_follow_up_stops_the_queued_request_and_the_burst_starts_over(
     [delivery] = world.deliveries.opened
     assert delivery.named("deliver") == [("echo: one\ntwo", ())]
     assert delivery.named("stopped") == []  # nobody is told about the replaced attempt
-    latest = await world.service.latest_turn("42")
+    latest = await world.store.turns.latest_turn("42")
     assert latest is not None and latest.source_id == "1002"
     assert latest.state is TurnState.DELIVERED
 
@@ -297,20 +295,20 @@ async def test_without_a_window_nothing_is_merged(world: World) -> None:
 
 async def test_retry_supersedes_the_old_answer(world: World) -> None:
     await world.service.respond(message(1, "hello"), await ticket(), batchable=False)
-    old = await world.service.latest_turn("42")
+    old = await world.store.turns.latest_turn("42")
     assert old is not None
     await world.service.redo(Redo("42", turn_id=old.id), await ticket())
     again = world.deliveries.opened[-1]
     assert again.named("supersede") == [old.id]
     assert again.named("deliver") == [("echo: hello", ())]
-    latest = await world.service.latest_turn("42")
+    latest = await world.store.turns.latest_turn("42")
     assert latest is not None and latest.attempt == 1 and latest.id != old.id
     assert (await world.store.turns.get_turn(old.id)).state is TurnState.SUPERSEDED
 
 
 async def test_redo_of_a_turn_that_is_no_longer_the_latest_does_nothing(world: World) -> None:
     await world.service.respond(message(1, "first"), await ticket(), batchable=False)
-    first = await world.service.latest_turn("42")
+    first = await world.store.turns.latest_turn("42")
     await world.service.respond(message(2, "second"), await ticket(), batchable=False)
     assert first is not None
     await world.service.redo(Redo("42", turn_id=first.id), await ticket())
@@ -337,7 +335,7 @@ async def test_a_refused_attachment_is_left_out_and_the_turn_goes_on(world: Worl
     assert warnings == ("`a2.png` could not be used: Corrupt image",)
     first, second = world.fal.requests.values()
     assert len(first.input["image_urls"]) == 3 and len(second.input["image_urls"]) == 2
-    latest = await world.service.latest_turn("42")
+    latest = await world.store.turns.latest_turn("42")
     assert latest is not None and latest.image_names == ("a1.png", "a3.png")
 
 
@@ -357,7 +355,7 @@ async def test_stop_while_waiting_stops_and_posts_nothing(world: World) -> None:
         world.service.respond(message(1, "slow"), await ticket(), batchable=False)
     )
     await world.fal.wait_for_submissions(1)
-    turn = await world.service.latest_turn("42")
+    turn = await world.store.turns.latest_turn("42")
     assert turn is not None
     # the wait on the status stream begins once the request id is stored
     await world.fal.wait_for_calls("stream", 1)
@@ -376,7 +374,7 @@ async def test_an_unfinished_turn_is_resumed_by_its_request_id(world: World) -> 
         world.service.respond(message(1, "survive"), await ticket(), batchable=False)
     )
     [request_id] = await world.fal.wait_for_submissions(1)
-    turn = await world.service.latest_turn("42")
+    turn = await world.store.turns.latest_turn("42")
     assert turn is not None
     await world.fal.wait_for_calls("stream", 1)  # the request id is stored by now
     task.cancel()  # a shutdown: the turn stays submitted
@@ -422,9 +420,7 @@ async def test_a_restart_resumes_only_the_conversations_this_process_owns(world:
     await asyncio.gather(*spawned)
     delivered = [d.named("deliver") for d in world.deliveries.opened[2:]]
     assert delivered == [[("echo: in 41", ())]]
-    theirs = await world.store.conversations.conversation_for_scope("43")
-    assert theirs is not None
-    left = await world.store.turns.latest_turn(theirs.id)
+    left = await world.store.turns.latest_turn("43")
     assert left is not None and left.state is TurnState.SUBMITTED  # left to its owner
 
 
@@ -467,5 +463,67 @@ async def test_a_message_deleted_while_its_turn_is_prepared_is_not_sent(
     assert world.fal.requests == {}
     [delivery] = world.deliveries.opened
     assert delivery.named("stopped") == [MESSAGE_DELETED]
-    turn = await service.latest_turn("42")
+    turn = await world.store.turns.latest_turn("42")
     assert turn is not None and turn.state is TurnState.STOPPED
+
+
+async def test_a_follow_up_after_a_retry_without_refused_attachments_supersedes_that_retry(
+    world: World,
+) -> None:
+    """A burst's attempt fal refused an attachment of is replaced by a try without it (the
+    runner's next attempt); a follow-up that then joins the burst stops that try, and the
+    restart supersedes it, as it supersedes any attempt it replaces: not the first one,
+    superseded already, leaving the try it stopped behind as a stopped turn."""
+
+    def responder(args: dict[str, Any]) -> Any:
+        if len(args.get("image_urls", [])) == 3:
+            return Failure.validation(
+                [{"loc": ["body", "image_urls", 1], "msg": "Corrupt image.", "type": "x"}]
+            )
+        return echo_responder(args)
+
+    world.fal.responder = responder
+    world.service.reconfigure(ServiceConfig(batch_window=5.0, turn_timeout=10))
+    world.fal.hold()
+    first = asyncio.create_task(
+        world.service.respond(message(1, "pictures", files=["a1", "a2", "a3"]), await ticket())
+    )
+    [refused] = await world.fal.wait_for_submissions(1)
+    await world.fal.release(refused)  # fal refuses a2: the runner tries again without it
+    [_, retried] = await world.fal.wait_for_submissions(2)
+    await world.fal.wait_for_calls("stream", 2)  # the retry's request id is stored
+    [retry] = [t for t in await world.store.turns.unfinished_turns() if t.attempt == 1]
+    assert len(retry.image_urls) == 2
+    second = asyncio.create_task(world.service.respond(message(2, "two"), await ticket()))
+    await world.fal.wait_for(lambda: world.fal.requests[retried].cancel_requested)
+    world.fal.unhold()
+    await asyncio.gather(first, second)
+    [delivery] = world.deliveries.opened
+    assert [output for output, _ in delivery.named("deliver")] == ["echo: pictures\ntwo"]
+    assert (await world.store.turns.get_turn(retry.id)).state is TurnState.SUPERSEDED
+
+
+async def test_a_burst_whose_delivery_cannot_start_takes_no_follow_up_with_it(
+    world: World,
+) -> None:
+    """A burst that ends before its turn is stored (its delivery cannot even start) is over:
+    a follow-up of the same person is the next turn, not a message waiting on it forever."""
+    world.service.reconfigure(ServiceConfig(batch_window=5.0, turn_timeout=10))
+    opened = world.deliveries.open
+
+    def failing_first(destination: Destination) -> RecordingDelivery:
+        delivery = opened(destination)
+        if len(world.deliveries.opened) == 1:
+
+            async def start() -> None:
+                raise DeliveryError("the interaction expired")
+
+            delivery.start = start  # type: ignore[method-assign]
+        return delivery
+
+    world.deliveries.open = failing_first  # type: ignore[method-assign]
+    with pytest.raises(DeliveryError):
+        await world.service.respond(message(1, "one"), await ticket())
+    async with asyncio.timeout(5):
+        await world.service.respond(message(2, "two"), await ticket())
+    assert [r.input["prompt"] for r in world.fal.requests.values()] == ["two"]

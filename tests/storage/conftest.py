@@ -171,9 +171,9 @@ def utc(hour: int, minute: int = 0, second: int = 0) -> datetime:
     return datetime(2026, 1, 2, hour, minute, second, tzinfo=UTC)
 
 
-async def begin(store: Repositories, new: NewTurn, *, superseding: int | None = None) -> Turn:
+async def begin(store: Repositories, new: NewTurn) -> Turn:
     """Store a turn in an existing conversation; the turn alone."""
-    return (await store.conversations.begin_turn(new, superseding=superseding)).turn
+    return (await store.conversations.begin_turn(new)).turn
 
 
 def decoded(history: list[HistoryEntry]) -> list[ChatMessage]:

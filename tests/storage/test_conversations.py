@@ -38,6 +38,7 @@ async def test_create_then_look_up_by_scope_and_id(store: Repositories) -> None:
     assert before - timedelta(seconds=1) <= created.created_at <= datetime.now(UTC)
     assert await store.conversations.conversation_for_scope("1200000000000000009") == created
     assert await store.conversations.get_conversation(created.id) == created
+    assert await store.conversations.find_conversation(created.id) == created
 
 
 async def test_dm_conversation_has_no_guild(store: Repositories) -> None:
@@ -78,6 +79,7 @@ async def test_create_for_a_bound_scope_returns_the_existing_one(
 async def test_missing_conversation_is_a_storage_error(store: Repositories) -> None:
     with pytest.raises(StorageError, match="no conversation 4242"):
         await store.conversations.get_conversation(4242)
+    assert await store.conversations.find_conversation(4242) is None
     with pytest.raises(StorageError, match="no conversation 4242"):
         await store.conversations.reset(4242)
 

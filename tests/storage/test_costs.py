@@ -34,7 +34,7 @@ from bot.domain.models import (
     Turn,
     TurnState,
 )
-from bot.domain.ports import ModelClient
+from bot.domain.ports import ModelClient, SubmittedWith
 from bot.domain.service import ConversationService
 from bot.storage import Repositories
 from bot.storage.costs import StoredCost
@@ -185,8 +185,12 @@ async def test_a_reservation_stored_with_the_submission_replaces_an_earlier_one(
     (a restart before its request id was stored) holds one reservation, the newest."""
     turn_id = await a_turn(store, "1300000000000000001")
     first, second = held(turn_id, 0.5), held(turn_id, 0.25)
-    await store.turns.record_submission(turn_id, RequestHandle("req-1"), reservation=first)
-    await store.turns.record_submission(turn_id, RequestHandle("req-2"), reservation=second)
+    await store.turns.record_submission(
+        turn_id, RequestHandle("req-1"), SubmittedWith(reservation=first)
+    )
+    await store.turns.record_submission(
+        turn_id, RequestHandle("req-2"), SubmittedWith(reservation=second)
+    )
     assert await store.costs.turn_cost(turn_id) == StoredCost(1000, 0.25, True, False, 100)
     budgets = server_daily(1.0)
     assert await store.costs.spent(budgets, now=NOW) == [0.25]

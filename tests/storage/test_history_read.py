@@ -137,8 +137,8 @@ async def test_the_speakers_stay_those_of_the_history_through_retry_failure_and_
                     attempt=old.attempt + 1 + step,
                     author_id=author,
                     author_name=AUTHORS[author],
+                    supersedes=old.id,
                 ),
-                superseding=old.id,
             )
             await store.turns.complete_turn(start.turn.id, reply(), sized_exchange(str(step), 9))
             await store.turns.record_delivery(start.turn.id, [start.turn.source_id])

@@ -19,6 +19,7 @@ from bot.domain.models import (
     Turn,
     TurnState,
 )
+from bot.domain.ports import SettingsChange
 from bot.domain.privacy import Removed, export_files
 from bot.storage import Repositories
 from bot.storage.privacy import SqlPrivacy
@@ -314,9 +315,11 @@ async def test_purge_guild_removes_its_conversations_and_settings_only(store: Re
     privacy = SqlPrivacy(store.db)
     s = await spread(store)
     changes = GenerationSettings(system_prompt="be brief")
-    await store.settings.update_settings(SettingsScope.SERVER, GUILD_A, changes)
-    await store.settings.update_settings(SettingsScope.THREAD, s.thread_a.scope_id, changes)
-    await store.settings.update_settings(SettingsScope.SERVER, GUILD_B, changes)
+    await store.settings.update_settings(SettingsScope.SERVER, GUILD_A, SettingsChange(changes))
+    await store.settings.update_settings(
+        SettingsScope.THREAD, s.thread_a.scope_id, SettingsChange(changes)
+    )
+    await store.settings.update_settings(SettingsScope.SERVER, GUILD_B, SettingsChange(changes))
     await store.usage.try_consume([(f"guild:{GUILD_A}", 10, 3600)], now=NOW)
 
     preview = await privacy.purge_guild(GUILD_A, dry_run=True)

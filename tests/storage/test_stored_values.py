@@ -29,6 +29,7 @@ from bot.domain.models import (
     Thinking,
     TurnState,
 )
+from bot.domain.ports import SettingsChange, SubmittedWith
 from bot.domain.privacy import guild_usage_key, user_usage_key
 from bot.domain.stopping import MERGED
 from bot.storage import Repositories
@@ -66,13 +67,17 @@ async def test_an_interaction_scope_fits_every_column_a_scope_lands_in(store: Re
     await store.turns.record_submission(
         turn.id,
         RequestHandle("req-1"),
-        reservation=Reservation(turn.id, Payer(USER, GUILD, LONGEST_SCOPE), 10, 100, 0.5, at),
+        SubmittedWith(
+            reservation=Reservation(turn.id, Payer(USER, GUILD, LONGEST_SCOPE), 10, 100, 0.5, at)
+        ),
     )
     settled = Settlement(reported=Cost(100, 0.25, False))
     reply = ModelReply("answer", None, (), "req-1")
     await store.turns.complete_turn(turn.id, reply, [], settlement=settled)
     await store.settings.update_settings(
-        SettingsScope.THREAD, LONGEST_SCOPE, GenerationSettings(system_prompt="be brief")
+        SettingsScope.THREAD,
+        LONGEST_SCOPE,
+        SettingsChange(GenerationSettings(system_prompt="be brief")),
     )
 
     conversation = await store.conversations.conversation_for_scope(LONGEST_SCOPE)
@@ -127,7 +132,9 @@ async def test_no_stored_text_carries_a_nul(store: Repositories, engine: AsyncEn
     assert await store.turns.stop_turn(second.turn.id, f"Bo{NUL}b")
     assert (await store.turns.get_turn(second.turn.id)).error == f"Bo{REPLACED}b"
     await store.settings.update_settings(
-        SettingsScope.THREAD, scope, GenerationSettings(system_prompt=f"be{NUL}brief")
+        SettingsScope.THREAD,
+        scope,
+        SettingsChange(GenerationSettings(system_prompt=f"be{NUL}brief")),
     )
     layers = await store.settings.settings_layers(thread_id=scope, channel_id=None, guild_id=None)
     assert layers[SettingsScope.THREAD].system_prompt == f"be{REPLACED}brief"

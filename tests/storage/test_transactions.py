@@ -133,7 +133,7 @@ async def test_a_fast_turn_costs_four_transactions(
     assert len(delivery.delivered) == 2
     conversation = await store.conversations.conversation_for_scope("1200000000000000777")
     assert conversation is not None
-    latest = await store.turns.latest_turn(conversation.id)
+    latest = await store.turns.latest_turn(conversation.scope_id)
     assert latest is not None and latest.state is TurnState.DELIVERED
     assert len(await store.conversations.history(conversation.id, 0)) == 4
 

@@ -23,6 +23,7 @@ from bot.domain.models import (
     SettingsScope,
     TurnState,
 )
+from bot.domain.ports import SettingsChange, SubmittedWith
 from bot.storage import Repositories, sql_repositories
 from bot.storage.rows import HISTORY, HISTORY_NEWEST, SPEAKERS
 
@@ -72,6 +73,8 @@ async def test_begin_turn_round_trips_every_field(
     assert turn.created_at.tzinfo is UTC
     assert turn.created_at == turn.updated_at
     assert await store.turns.get_turn(turn.id) == turn
+    assert await store.turns.find_turn(turn.id) == turn
+    assert await store.turns.find_turn(4242) is None
     assert await store.turns.turn_for_source(new.source_id) == turn
     assert await store.turns.turn_for_source("999") is None
     assert start.conversation.id == conversation.id
@@ -487,16 +490,22 @@ async def test_status_message_and_reply_parts(
 async def test_latest_turn_skips_superseded_and_old_epochs(
     store: Repositories, conversation: Conversation
 ) -> None:
-    assert await store.turns.latest_turn(conversation.id) is None
+    assert await store.turns.latest_turn(conversation.scope_id) is None
+    assert await store.turns.latest_turn("1200000000000000999") is None  # no conversation
     a = await begin(store, new_turn(conversation, "1300000000000000401"))
     b = await begin(store, new_turn(conversation, "1300000000000000402"))
-    latest = await store.turns.latest_turn(conversation.id)
+    other = await store.conversations.create_conversation(
+        NewConversation(scope_id="2", owner_id="3")
+    )
+    theirs = await begin(store, new_turn(other, "1300000000000000403"))  # newer, not its
+    latest = await store.turns.latest_turn(conversation.scope_id)
     assert latest is not None and latest.id == b.id
     await store.turns.finish_turn(b.id, TurnState.SUPERSEDED)
-    latest = await store.turns.latest_turn(conversation.id)
+    latest = await store.turns.latest_turn(conversation.scope_id)
     assert latest is not None and latest.id == a.id
     await store.conversations.reset(conversation.id)
-    assert await store.turns.latest_turn(conversation.id) is None
+    assert await store.turns.latest_turn(conversation.scope_id) is None
+    assert await store.turns.latest_turn("2") == theirs  # each scope its own conversation
 
 
 async def test_recent_conversations_name_their_newest_turn(
@@ -525,13 +534,15 @@ async def test_begin_turn_reads_history_layers_and_speakers_in_its_epoch(
         first.id, reply(), [ChatMessage("user", "q"), ChatMessage("assistant", "a")]
     )
     await store.settings.update_settings(
-        SettingsScope.SERVER, "1000000000000000001", GenerationSettings(top_p=0.5)
+        SettingsScope.SERVER, "1000000000000000001", SettingsChange(GenerationSettings(top_p=0.5))
     )
     await store.settings.update_settings(
-        SettingsScope.THREAD, conversation.scope_id, GenerationSettings(effort="low")
+        SettingsScope.THREAD,
+        conversation.scope_id,
+        SettingsChange(GenerationSettings(effort="low")),
     )
     await store.settings.update_settings(
-        SettingsScope.THREAD, "elsewhere", GenerationSettings(effort="high")
+        SettingsScope.THREAD, "elsewhere", SettingsChange(GenerationSettings(effort="high"))
     )
 
     start = await store.conversations.begin_turn(new_turn(conversation, "1300000000000000602"))
@@ -593,10 +604,10 @@ async def test_record_submission_can_mark_the_trim_notice_given(
     await store.turns.record_submission(turn.id, HANDLE)
     assert (await store.conversations.get_conversation(conversation.id)).trim_notified_epoch is None
     other = await begin(store, new_turn(conversation, "2"))
-    await store.turns.record_submission(other.id, HANDLE, trim_notified_epoch=0)
+    await store.turns.record_submission(other.id, HANDLE, SubmittedWith(trim_notified_epoch=0))
     assert (await store.conversations.get_conversation(conversation.id)).trim_notified_epoch == 0
     with pytest.raises(StorageError, match="no turn 4242"):
-        await store.turns.record_submission(4242, HANDLE, trim_notified_epoch=1)
+        await store.turns.record_submission(4242, HANDLE, SubmittedWith(trim_notified_epoch=1))
     assert (await store.conversations.get_conversation(conversation.id)).trim_notified_epoch == 0
 
 
@@ -627,14 +638,13 @@ async def test_a_burst_starting_over_stores_its_prompt_once(
         prompt += "\n" + message
         turn = await begin(
             store,
-            new_turn(conversation, f"13000000000000009{n:02d}", prompt=prompt),
-            superseding=turn.id,
+            new_turn(conversation, f"13000000000000009{n:02d}", prompt=prompt, supersedes=turn.id),
         )
     async with engine.connect() as connection:
         stored = (await connection.execute(text("SELECT SUM(LENGTH(prompt)) FROM turns"))).scalar()
     assert stored == len(prompt)  # not the 55 messages' worth of ten attempts
     assert (await store.turns.get_turn(turn.id)).prompt == prompt
-    assert (await store.turns.latest_turn(conversation.id)) == turn
+    assert (await store.turns.latest_turn(conversation.scope_id)) == turn
 
 
 async def test_a_new_attempt_supersedes_the_old_one_atomically(
@@ -642,14 +652,14 @@ async def test_a_new_attempt_supersedes_the_old_one_atomically(
 ) -> None:
     old = await begin(store, new_turn(conversation, "1300000000000000801"))
     new = await begin(
-        store, new_turn(conversation, "1300000000000000801", attempt=1), superseding=old.id
+        store, new_turn(conversation, "1300000000000000801", attempt=1, supersedes=old.id)
     )
     assert (await store.turns.get_turn(old.id)).state is TurnState.SUPERSEDED
     assert new.attempt == 1
     # a failing insert (a duplicate attempt) leaves the turn it meant to supersede alone
     with pytest.raises(DuplicateMessage):
         await begin(
-            store, new_turn(conversation, "1300000000000000801", attempt=1), superseding=new.id
+            store, new_turn(conversation, "1300000000000000801", attempt=1, supersedes=new.id)
         )
     assert (await store.turns.get_turn(new.id)).state is TurnState.PENDING
 
