@@ -158,24 +158,25 @@ class TrimmedHistory:
 
 
 def trim_history(history: Sequence[HistoryEntry], budget_tokens: int) -> TrimmedHistory:
-    """Keep the newest whole turns whose messages fit ``budget_tokens``; drop the oldest."""
-    turns: list[list[HistoryEntry]] = []
-    for entry in history:
-        if turns and turns[-1][0].turn_id == entry.turn_id:
-            turns[-1].append(entry)
-        else:
-            turns.append([entry])
-    kept: list[list[HistoryEntry]] = []
+    """Keep the newest whole turns whose messages fit ``budget_tokens``; drop the oldest.
+    (A turn is a run of entries with the same ``turn_id``.) One pass from the newest entry,
+    stopping at the first turn that does not fit: no per-turn lists."""
+    kept = end = len(history)
     used = 0
-    for turn in reversed(turns):
-        cost = sum(e.tokens for e in turn)
+    while end > 0:
+        turn_id = history[end - 1].turn_id
+        start = end - 1
+        cost = history[start].tokens
+        while start > 0 and history[start - 1].turn_id == turn_id:
+            start -= 1
+            cost += history[start].tokens
         if used + cost > budget_tokens:
             break
-        kept.append(turn)
         used += cost
-    kept.reverse()
-    messages = tuple(e.message for turn in kept for e in turn)
-    return TrimmedHistory(messages, len(turns) - len(kept), used)
+        kept = end = start
+    dropped = sum(1 for i in range(kept) if i == 0 or history[i].turn_id != history[i - 1].turn_id)
+    messages = tuple(entry.message for entry in history[kept:])
+    return TrimmedHistory(messages, dropped, used)
 
 
 @dataclass(frozen=True, slots=True)

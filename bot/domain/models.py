@@ -6,7 +6,7 @@ import enum
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, NamedTuple, TypeAlias
 
 from bot.domain.params import (
     AUTOREPLY,
@@ -44,10 +44,10 @@ class RawJson:
     text: str
 
 
-@dataclass(frozen=True, slots=True)
-class ChatMessage:
+class ChatMessage(NamedTuple):
     """One message of the model's history. ``content`` is opaque: sent back unchanged (as
-    ``RawJson`` when it comes from the database)."""
+    ``RawJson`` when it comes from the database). A named tuple, not a frozen dataclass: a
+    long conversation's turn builds hundreds (its history), and a tuple costs a third."""
 
     role: str
     content: JsonValue | RawJson
@@ -296,10 +296,10 @@ class NewConversation:
     parent_channel_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class HistoryEntry:
+class HistoryEntry(NamedTuple):
     """A stored model message of the current epoch, with the turn it belongs to and its
-    token estimate (computed once, when it was stored)."""
+    token estimate (computed once, when it was stored). A named tuple, as ``ChatMessage``:
+    hundreds per turn of a long conversation."""
 
     turn_id: int
     position: int

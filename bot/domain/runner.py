@@ -41,7 +41,7 @@ from bot.domain.observer import NO_OBSERVER, TurnObserver
 from bot.domain.params import MODEL_DEFAULT_MAX_TOKENS
 from bot.domain.ports import ConversationStore, Delivery, ModelClient, SubmittedWith, TurnStore
 from bot.domain.settings import SettingsResolver
-from bot.domain.slots import Slots
+from bot.domain.slots import Slots, Withdrawn
 from bot.domain.stopping import MERGED, Active, Stops, TurnStopped
 from bot.domain.submission import Submitter
 
@@ -266,33 +266,37 @@ class TurnRunner:
         deadline = delivery.deadline()
         # A turn shows work (typing, progress) only while it holds a slot: one waiting for
         # it says so once and spends nothing of Discord's request budget until it runs.
-        async with self.slots.hold(delivery.waiting):
-            active.check()
-            await delivery.running()
-            sent_count: int | None = None
-            submitted_at: float | None = None
-            handle = turn.handle
-            if deadline is not None and utcnow() >= deadline:
-                # Its answer could not be posted any more (it waited too long for a slot):
-                # not submitted, or not waited for, so not paid for.
-                if handle is not None:
-                    await self._stops.cancel_quietly(handle)
-                raise DeliveryError(UNDELIVERABLE)
-            if turn.state is TurnState.PENDING or handle is None:
-                handle, sent_count, submitted_at = await self._submit(start, payer_id, warnings)
-                try:
-                    active.check()
-                except TurnStopped as stop:
-                    billed = await self._stops.cancel_quietly(handle)
-                    raise TurnStopped(stop.by, billed) from None
-            # The deadline counts from the request reaching fal (or the turn's start when it
-            # was submitted before a restart), not the time spent in the bot's own queue.
-            begun = max(started, submitted_at) if submitted_at is not None else started
-            remaining = self.rules.turn_timeout - (loop.time() - begun)
-            if deadline is not None:
-                # An answer after the deadline would be paid for and never seen.
-                remaining = min(remaining, (deadline - utcnow()).total_seconds())
-            reply = await self._wait(handle, delivery, active, max(1.0, remaining), sent_count)
+        try:
+            async with self.slots.hold(delivery.waiting, in_line=active.in_line):
+                active.check()
+                await delivery.running()
+                sent_count: int | None = None
+                submitted_at: float | None = None
+                handle = turn.handle
+                if deadline is not None and utcnow() >= deadline:
+                    # Its answer could not be posted any more (it waited too long for a slot):
+                    # not submitted, or not waited for, so not paid for.
+                    if handle is not None:
+                        await self._stops.cancel_quietly(handle)
+                    raise DeliveryError(UNDELIVERABLE)
+                if turn.state is TurnState.PENDING or handle is None:
+                    handle, sent_count, submitted_at = await self._submit(start, payer_id, warnings)
+                    try:
+                        active.check()
+                    except TurnStopped as stop:
+                        billed = await self._stops.cancel_quietly(handle)
+                        raise TurnStopped(stop.by, billed) from None
+                # The deadline counts from the request reaching fal (or the turn's start when it
+                # was submitted before a restart), not the time spent in the bot's own queue.
+                begun = max(started, submitted_at) if submitted_at is not None else started
+                remaining = self.rules.turn_timeout - (loop.time() - begun)
+                if deadline is not None:
+                    # An answer after the deadline would be paid for and never seen.
+                    remaining = min(remaining, (deadline - utcnow()).total_seconds())
+                reply = await self._wait(handle, delivery, active, max(1.0, remaining), sent_count)
+        except Withdrawn:
+            active.check()  # a stop took it out of the line before it ran
+            raise
         return reply, sent_count, tuple(warnings)
 
     async def _submit(

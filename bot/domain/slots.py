@@ -15,6 +15,12 @@ from contextlib import asynccontextmanager, suppress
 #: Tells a turn that it waits for a slot; the argument gives its place in line when asked
 #: (1 = next), None once it has left the line.
 OnWait = Callable[[Callable[[], int | None]], Awaitable[None]]
+#: Given, when a turn starts waiting, what takes it out of the line (see ``Slots.hold``).
+InLine = Callable[[Callable[[], None]], None]
+
+
+class Withdrawn(Exception):
+    """The turn left the line before a slot was free (``Slots.hold``'s ``in_line``)."""
 
 
 class Slots:
@@ -42,29 +48,41 @@ class Slots:
         self._admit()
 
     @asynccontextmanager
-    async def hold(self, on_wait: OnWait | None = None) -> AsyncIterator[None]:
+    async def hold(
+        self, on_wait: OnWait | None = None, *, in_line: InLine | None = None
+    ) -> AsyncIterator[None]:
         """Hold a slot for the body; when none is free, call ``on_wait`` first (once), then
-        wait for one."""
-        await self._acquire(on_wait)
+        wait for one. ``in_line`` is then given a function that takes the turn out of the
+        line at once (a Stop): its place is given up, those behind it move up, and the wait
+        raises ``Withdrawn`` (the function does nothing once the turn has its slot)."""
+        await self._acquire(on_wait, in_line)
         try:
             yield
         finally:
             self._held -= 1
             self._admit()
 
-    async def _acquire(self, on_wait: OnWait | None) -> None:
+    async def _acquire(self, on_wait: OnWait | None, in_line: InLine | None) -> None:
         if self._held < self._capacity and not self._line:
             self._held += 1
             self.granted += 1
             return
         admitted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._line.append(admitted)
+
+        def leave() -> None:
+            # Done at once: ``_place`` and ``waiting`` skip it; the wait removes it.
+            if not admitted.done():
+                admitted.set_exception(Withdrawn())
+
+        if in_line is not None:
+            in_line(leave)
         try:
             if on_wait is not None:
                 await on_wait(lambda: self._place(admitted))
             await admitted
         except BaseException:
-            if admitted.done() and not admitted.cancelled():
+            if admitted.done() and not admitted.cancelled() and admitted.exception() is None:
                 # Admitted just as it was cancelled: the slot goes to the next in line.
                 self._held -= 1
             else:

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import enum
 import logging
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from bot.domain.errors import ModelError, StorageError
@@ -51,7 +51,13 @@ class Active:
     source_id: str
     stopped_by: str | None = None
     waiter: asyncio.Future[ModelReply] | None = None
+    # Takes the turn out of the line for an in-flight slot, while it waits in it.
+    leave_line: Callable[[], None] | None = None
     ended: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def in_line(self, leave: Callable[[], None]) -> None:
+        """The turn waits for a slot: a stop takes it out of the line with ``leave``."""
+        self.leave_line = leave
 
     def check(self) -> None:
         """Raise ``TurnStopped`` if a stop was requested (read afresh after every await)."""
@@ -96,6 +102,8 @@ class Stops:
             # Running here: the turn's own task cancels its fal request, whichever step it
             # is at (its request id may be on its way to the store right now).
             active.stopped_by = by
+            if active.leave_line is not None:
+                active.leave_line()  # waiting for a slot: it gives up its place at once
             if active.waiter is not None:
                 active.waiter.cancel()
         elif turn.handle is not None:

@@ -226,9 +226,11 @@ def parse_status(payload: object, request_id: str) -> QueueStatus:
     raise _protocol("status", request_id)
 
 
-class _ResultMessage(msgspec.Struct):
+class _ResultMessage(msgspec.Struct, gc=False):
     """One message of a result as read: its role decoded, its content kept as the raw
-    JSON it is (decoded only for a message the history does not hold yet)."""
+    JSON it is (decoded only for a message the history does not hold yet). Not tracked by
+    the garbage collector (``gc=False``: it holds a string and bytes, no cycle can pass
+    through it): a long conversation's result has hundreds."""
 
     role: str
     content: msgspec.Raw = msgspec.Raw(b"null")

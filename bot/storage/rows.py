@@ -239,8 +239,11 @@ class HistoryCut:
 
 
 def history_from(rows: Iterable[Sequence[Any]]) -> tuple[HistoryEntry, ...]:
-    """The history entries of ``HISTORY``'s rows."""
+    """The history entries of ``HISTORY``'s rows. (``_make``: the named tuples built from a
+    tuple without their ``__new__``'s argument handling; hundreds per turn of a long
+    conversation.)"""
+    entry, message = HistoryEntry._make, ChatMessage._make
     return tuple(
-        HistoryEntry(turn_id, position, ChatMessage(role, RawJson(content)), tokens)
+        entry((turn_id, position, message((role, RawJson(content))), tokens))
         for turn_id, position, role, content, tokens in rows
     )

@@ -13,8 +13,8 @@ import discord
 
 from bot.chat.threadcache import IDLE_THREAD_SECONDS, evict_idle_threads
 from tests.chat.conftest import Harness, HarnessFactory, answered, away
-from tests.fakes.discord.events import HttpRequest, TypingStarted
-from tests.fakes.discord.models import FakeChannel
+from tests.fakes.discord.events import HttpRequest, MessageEdited, TypingStarted
+from tests.fakes.discord.models import FakeChannel, FakeMessage
 from tests.fakes.discord.standard import StandardWorld
 
 WAITING = "waiting for a free slot"
@@ -129,6 +129,41 @@ async def test_a_turn_waiting_for_a_slot_stops_at_once(make_harness: HarnessFact
     h.fal.unhold()
     await h.answer_in(busy, since=since, contains="echo: occupy the slot")
     assert len(h.fal.requests) == 1  # the stopped turn never reached fal
+
+
+def status_edits(h: Harness, status: FakeMessage, since: int) -> list[str]:
+    """What the bot's edits of ``status`` since ``since`` made it say, in order."""
+    return [
+        e.after.content
+        for e in h.fake.events_of(MessageEdited, since=since)
+        if e.by_bot and e.after.id == status.id
+    ]
+
+
+async def test_a_stopped_waiting_turn_leaves_the_line_at_once(
+    make_harness: HarnessFactory,
+) -> None:
+    h = await make_harness(SEED_BOT_LIMITS__MAX_IN_FLIGHT="1")
+    h.fal.hold()
+    since = h.fake.mark()
+    _, busy = await h.start_thread(h.world.alice, "occupy the slot")
+    await h.fal.wait_for_submissions(1)
+    _, first = await h.start_thread(h.world.alice, "first in line")
+    _, second = await h.start_thread(h.world.bob, "second in line")
+    status = await h.fake.wait_for_message(first, since=since, contains=WAITING)
+    await h.fake.wait_for_message(second, since=since, contains="position 2")
+    [stop_id] = [i for i in status.custom_ids() if i.startswith("seed:stop:")]
+    pressed = h.fake.mark()
+    await (await h.fake.press_button(h.world.alice, status, stop_id)).wait_response()
+    await h.fake.wait_for_edit(status, lambda m: "Stopped by" in m.content, since=pressed)
+    # It left the line at once: the turn behind it is next, and runs once the slot frees.
+    assert h.app.service.slots.waiting == 1
+    h.fal.unhold()
+    await h.answer_in(busy, since=since, contains="echo: occupy the slot")
+    await h.answer_in(second, since=since, contains="echo: second in line")
+    assert len(h.fal.requests) == 2  # the stopped turn never reached fal
+    edits = status_edits(h, status, pressed)
+    assert edits and all("Stopped by" in e for e in edits), edits
 
 
 async def test_an_ask_waiting_for_a_slot_says_so_through_its_interaction(

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from bot.domain.slots import Slots
+import pytest
+
+from bot.domain.slots import Slots, Withdrawn
 
 
 class Turns:
@@ -20,6 +22,7 @@ class Turns:
         self.runs: dict[str, asyncio.Event] = {}
         self.order: list[str] = []
         self.release = asyncio.Event()
+        self.leave: dict[str, Callable[[], None]] = {}
 
     def start(self, name: str) -> asyncio.Task[None]:
         self.waits[name], self.runs[name] = asyncio.Event(), asyncio.Event()
@@ -30,7 +33,10 @@ class Turns:
             self.places[name] = place
             self.waits[name].set()
 
-        async with self.slots.hold(on_wait):
+        def in_line(leave: Callable[[], None]) -> None:
+            self.leave[name] = leave
+
+        async with self.slots.hold(on_wait, in_line=in_line):
             self.order.append(name)
             self.runs[name].set()
             await self.release.wait()
@@ -67,3 +73,21 @@ async def test_a_larger_cap_admits_waiters_at_once() -> None:
     turns.release.set()
     await asyncio.gather(holding, waiting)
     assert turns.slots.held == 0
+
+
+async def test_a_waiter_taken_out_of_the_line_leaves_it_at_once() -> None:
+    turns = Turns(Slots(1))
+    first = turns.start("a")
+    await turns.runs["a"].wait()
+    others = [turns.start(n) for n in "bc"]
+    for name in "bc":
+        await turns.waits[name].wait()
+    turns.leave["b"]()  # a Stop: no wait for the task to run
+    assert [turns.places[n]() for n in "bc"] == [None, 1]
+    assert turns.slots.waiting == 1
+    with pytest.raises(Withdrawn):
+        await others[0]
+    turns.release.set()
+    await asyncio.gather(first, others[1])
+    assert turns.order == ["a", "c"]
+    assert (turns.slots.held, turns.slots.waiting) == (0, 0)
