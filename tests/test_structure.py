@@ -4,6 +4,7 @@ stands (inside a function, or under ``TYPE_CHECKING``): a lazy import must not h
 from __future__ import annotations
 
 import ast
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -112,3 +113,14 @@ def test_the_discord_layer_imports_downwards(lower: str, upper: str) -> None:
                 reachable.add(nxt)
                 todo.append(nxt)
     assert upper not in reachable
+
+
+def test_every_package_of_bot_is_installed() -> None:
+    """The README's first command installs with ``pip install .`` (not editable): a package
+    of ``bot/`` missing from pyproject's list is left out of the install, and the bot fails
+    to start on a fresh machine while every test (on the editable install) passes."""
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {module_name(init.parent / "__init__.py") for init in PACKAGE.rglob("__init__.py")}
+    assert found - listed == set()
